@@ -1,0 +1,98 @@
+"""Cluster bootstrap over seeds, vectorised across replicates.
+
+A seed is one replicate of the whole experiment (it draws the base subset, the added images and the
+classifier init), so cells that share a seed are correlated and the seed is the unit we resample.
+A replicate is a vector of counts over seeds; every cell mean is then one matrix product.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy import stats
+
+
+def seed_counts(n_seeds: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(1 + n_boot, n_seeds) resampling counts; row 0 is the original sample (all ones)."""
+    if n_seeds < 2:
+        raise ValueError(f"seed: a cluster bootstrap needs at least 2 seeds, the cube has {n_seeds}")
+    draws = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
+    counts = np.zeros((n_boot, n_seeds))
+    np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1.0)
+    return np.vstack([np.ones((1, n_seeds)), counts])
+
+
+def jackknife_counts(n_seeds: int) -> np.ndarray:
+    """(n_seeds, n_seeds) leave-one-seed-out counts, for BCa's acceleration."""
+    return 1.0 - np.eye(n_seeds)
+
+
+def cell_moments(acc: np.ndarray, counts: np.ndarray, n_test: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Resampled mean accuracy, variance of that mean, and number of seeds, per replicate and cell.
+
+    ``acc`` is (S, C) with NaN for missing cells. The variance of a mean uses the across-seed spread
+    with a binomial floor ``p(1-p)/n_test`` (the test-set noise alone), so a cell seen in one seed, or
+    in seeds that happen to agree, does not get infinite weight.
+    """
+    valid = np.isfinite(acc)
+    a = np.where(valid, acc, 0.0)
+    m = valid.astype(float)
+    den = counts @ m
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (counts @ a) / den
+        second = (counts @ (a * a)) / den
+        spread = np.maximum(second - mean * mean, 0.0) * den / np.maximum(den - 1, 1)
+    binom = np.clip(mean * (1 - mean), 1.0 / n_test, None) / n_test
+    var = np.maximum(np.where(den > 1, spread, 0.0), binom) / np.maximum(den, 1)
+    mean = np.where(den > 0, mean, np.nan)
+    return mean, np.where(den > 0, var, np.nan), den
+
+
+def percentile_interval(boot: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval over axis 0; NaN replicates (failed inversions) are skipped."""
+    alpha = (1 - ci) / 2
+    # inf (a level never reached) must sort last without turning interpolation into inf - inf = NaN
+    finite_boot = np.where(np.isposinf(boot), _HUGE, np.where(np.isneginf(boot), -_HUGE, boot))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo = np.nanquantile(finite_boot, alpha, axis=0)
+        hi = np.nanquantile(finite_boot, 1 - alpha, axis=0)
+    return _unhuge(lo), _unhuge(hi)
+
+
+_HUGE = 1e300
+
+
+def _unhuge(x: np.ndarray) -> np.ndarray:
+    return np.where(x >= _HUGE / 10, np.inf, np.where(x <= -_HUGE / 10, -np.inf, x))
+
+
+def bca_interval(point: np.ndarray, boot: np.ndarray, jack: np.ndarray, ci: float):
+    """Bias-corrected and accelerated interval (Efron 1987) over axis 0.
+
+    ``jack`` holds the leave-one-seed-out estimates (S, ...). Falls back to the percentile interval
+    where the correction is undefined (all replicates on one side, or no jackknife spread).
+    """
+    alpha = (1 - ci) / 2
+    finite = np.isfinite(boot)
+    n = finite.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        below = (np.where(finite, boot < point, False).sum(0) + 0.5 * np.where(finite, boot == point, False).sum(0))
+        z0 = stats.norm.ppf(np.clip(below / np.maximum(n, 1), 1e-6, 1 - 1e-6))
+        jm = np.nanmean(jack, axis=0)
+        d = jm - jack
+        acc = np.nansum(d**3, 0) / (6 * np.nansum(d**2, 0) ** 1.5)
+    acc = np.where(np.isfinite(acc), acc, 0.0)
+    out = []
+    for q in (alpha, 1 - alpha):
+        zq = stats.norm.ppf(q)
+        adj = stats.norm.cdf(z0 + (z0 + zq) / (1 - acc * (z0 + zq)))
+        adj = np.where(np.isfinite(adj), adj, q)
+        sorted_boot = np.sort(np.where(finite, boot, np.inf), axis=0)
+        k = np.clip(np.floor(adj * (n - 1)).astype(int), 0, np.maximum(n - 1, 0))
+        out.append(np.take_along_axis(sorted_boot, k[None, ...], axis=0)[0])
+    lo, hi = out
+    p_lo, p_hi = percentile_interval(boot, ci)
+    bad = (n == 0) | ~np.isfinite(z0)
+    return np.where(bad, p_lo, lo), np.where(bad, p_hi, hi)

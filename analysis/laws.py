@@ -1,0 +1,308 @@
+"""Accuracy laws on the error scale, fitted in batch across bootstrap replicates.
+
+Every fit here takes the sizes ``n`` (P,), errors ``err`` (R, P) and weights ``w`` (R, P) for R
+replicates at once (row 0 is usually the point estimate) and returns arrays of shape (R,). A weight
+of 0 marks a missing point. No fit takes starting values: the one nonlinear parameter is scanned on
+a grid, the linear ones are solved in closed form (with bounds), and the grid is refined locally.
+
+Laws:
+- ``power``: saturating power law ``e(n) = E + B * n**-beta`` with ``E in [0, 1]``, ``B >= 0``.
+- ``m4``: Alabdulmohsin et al. (2022) M4, ``(e - E) / (e0 - e)**alpha = b * n**-c``, which bends
+  towards the chance-level error ``e0`` for small ``n``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BETA_RANGE = (0.02, 3.0)
+_COARSE, _FINE, _LEVELS = 150, 21, 3
+_EPS = 1e-300
+
+
+@dataclass
+class CurveFit:
+    """Batched fit of one law: ``params[name]`` has shape (R,); flags are boolean (R,)."""
+
+    law: str
+    params: dict[str, np.ndarray]
+    sse: np.ndarray
+    on_bound: np.ndarray
+    bound_names: list[str]
+    n_ref: float
+
+    def row(self, r: int = 0) -> dict[str, float]:
+        return {k: float(v[r]) for k, v in self.params.items()}
+
+    def take(self, r: int) -> "CurveFit":
+        """Replicate ``r`` alone, as a batch of one."""
+        return CurveFit(self.law, {k: v[r:r + 1] for k, v in self.params.items()}, self.sse[r:r + 1],
+                        self.on_bound[r:r + 1], self.bound_names, self.n_ref)
+
+    def predict(self, n: np.ndarray) -> np.ndarray:
+        """Error at sizes ``n`` (Q,) shared, or (R, Q) per replicate: (R, Q)."""
+        return LAWS[self.law].predict(self.params, np.asarray(n, dtype=float))
+
+    def slope(self, n: np.ndarray) -> np.ndarray:
+        """d error / d n at sizes (Q,) or (R, Q)."""
+        return LAWS[self.law].slope(self.params, n)
+
+    def invert(self, err: np.ndarray) -> np.ndarray:
+        """Size reaching error ``err`` (R, C) for every replicate; inf where it is never reached."""
+        return LAWS[self.law].invert(self.params, np.asarray(err, dtype=float))
+
+
+# --------------------------------------------------------------------------------------------------
+# saturating power law
+
+
+def _rows(n) -> np.ndarray:
+    """Sizes as (1, Q) shared by all replicates, or (R, Q) per replicate."""
+    n = np.asarray(n, dtype=float)
+    return n[None, :] if n.ndim == 1 else n
+
+
+def power_predict(params: dict, n: np.ndarray) -> np.ndarray:
+    E, B, beta = (params[k][:, None] for k in ("E", "B", "beta"))
+    return E + B * _rows(n) ** (-beta)
+
+
+def power_slope(params: dict, n: np.ndarray) -> np.ndarray:
+    """d e / d n."""
+    B, beta = params["B"][:, None], params["beta"][:, None]
+    n = _rows(n)
+    return -beta * B * n ** (-beta - 1)
+
+
+def power_invert(params: dict, err: np.ndarray) -> np.ndarray:
+    E, B, beta = (params[k][:, None] for k in ("E", "B", "beta"))
+    gap = err - E
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        n = np.where(gap > 0, (gap / B) ** (-1.0 / beta), np.inf)
+    return np.where(np.isnan(err), np.nan, n)
+
+
+def _weighted_sums_factory(y: np.ndarray, w: np.ndarray):
+    """Sums for a 2-parameter weighted LS of y on [1, X]; X is (G, P) or (R, G, P)."""
+    wy = w * y
+    Sw = w.sum(1, keepdims=True)
+    Sy = wy.sum(1, keepdims=True)
+    Syy = (wy * y).sum(1, keepdims=True)
+
+    def sums(X):
+        if X.ndim == 2:
+            Sx, Sxx, Sxy = w @ X.T, w @ (X * X).T, wy @ X.T
+        else:
+            Sx = np.einsum("rp,rgp->rg", w, X)
+            Sxx = np.einsum("rp,rgp->rg", w, X * X)
+            Sxy = np.einsum("rp,rgp->rg", wy, X)
+        return Sw, Sy, Syy, Sx, Sxx, Sxy
+
+    return sums
+
+
+def scan_refine(profile, lo: float, hi: float, coarse: int = _COARSE, fine: int = _FINE, levels: int = _LEVELS):
+    """Global 1-D minimisation per replicate: a coarse grid, then ``levels`` local refinements.
+
+    ``profile(theta)`` takes theta of shape (G,) or (R, G) and returns ``(sse (R, G), extras)``
+    where extras is a tuple of (R, G) arrays (the profiled-out linear parameters). Returns theta,
+    sse and extras at the optimum, each (R,). The precision after refinement is
+    ``(hi - lo) / coarse * (2 / (fine - 1)) ** levels``; no starting value is involved.
+    """
+    grid = np.linspace(lo, hi, coarse)
+    sse, extras = profile(grid)
+    idx = np.argmin(np.where(np.isfinite(sse), sse, np.inf), axis=1)
+    theta = grid[idx]
+    step = grid[1] - grid[0]
+    for _ in range(levels):
+        local = np.clip(theta[:, None] + np.linspace(-step, step, fine)[None, :], lo, hi)
+        sse, extras = profile(local)
+        idx = np.argmin(np.where(np.isfinite(sse), sse, np.inf), axis=1)
+        theta = local[np.arange(len(idx)), idx]
+        step = step * 2 / (fine - 1)
+    rows = np.arange(len(idx))
+    return theta, sse[rows, idx], tuple(e[rows, idx] for e in extras)
+
+
+def _bounded_affine(Sw, Sy, Syy, Sx, Sxx, Sxy, lo=0.0, hi=1.0):
+    """Minimise sum w (y - E - B x)^2 over E in [lo, hi], B >= 0, in closed form.
+
+    A convex QP on a box: the unconstrained optimum if feasible, else the best point on the
+    active faces (E at a bound with B free, or B = 0 with E free).
+    """
+
+    def sse(E, B):
+        return Syy - 2 * E * Sy - 2 * B * Sxy + E * E * Sw + 2 * E * B * Sx + B * B * Sxx
+
+    det = Sw * Sxx - Sx * Sx
+    safe = np.where(np.abs(det) > 1e-14 * np.maximum(Sw * Sxx, _EPS), det, np.nan)
+    B_u = (Sw * Sxy - Sx * Sy) / safe
+    E_u = (Sy - B_u * Sx) / Sw
+    feasible = (E_u >= lo) & (E_u <= hi) & (B_u >= 0)
+    cands = [(np.where(feasible, E_u, np.nan), np.where(feasible, B_u, np.nan))]
+    for E_fixed in (lo, hi):
+        B_f = np.maximum((Sxy - E_fixed * Sx) / np.maximum(Sxx, _EPS), 0.0)
+        cands.append((np.full_like(B_f, E_fixed), B_f))
+    E_b = np.clip(Sy / np.maximum(Sw, _EPS), lo, hi) * np.ones_like(Sx)
+    cands.append((E_b, np.zeros_like(Sx)))
+    sses = np.stack([np.where(np.isnan(E), np.inf, sse(E, B)) for E, B in cands])
+    best = np.argmin(sses, axis=0)
+    E = np.choose(best, [np.nan_to_num(c[0]) for c in cands])
+    B = np.choose(best, [np.nan_to_num(c[1]) for c in cands])
+    return E, B, np.min(sses, axis=0)
+
+
+def fit_power(n: np.ndarray, err: np.ndarray, w: np.ndarray, beta_range=BETA_RANGE) -> CurveFit:
+    """Variable projection: scan beta, solve (E, B) with bounds in closed form, refine the grid."""
+    n = np.asarray(n, dtype=float)
+    err, w = _clean(err, w)
+    n_ref = float(np.exp(np.mean(np.log(n))))  # rescale sizes so n**-beta stays well conditioned
+    u = n / n_ref
+    lo, hi = beta_range
+    terms = _weighted_sums_factory(err, w)
+
+    def profile(beta):  # beta (G,) or (R, G) -> sse (R, G) and the (E, B) that reach it
+        X = u ** (-beta[..., None])
+        E, B, sse = _bounded_affine(*terms(X))
+        return sse, (E, B)
+
+    beta, sse, (E, B_scaled) = scan_refine(profile, lo, hi)
+    B_abs = B_scaled * n_ref**beta
+    on_bound = (E <= 1e-12) | (B_scaled <= 1e-12) | (beta <= lo + 1e-9) | (beta >= hi - 1e-9)
+    names = [label for label, hit in (("E=0", E[0] <= 1e-12), ("B=0", B_scaled[0] <= 1e-12),
+                                      ("beta at grid edge", beta[0] <= lo + 1e-9 or beta[0] >= hi - 1e-9)) if hit]
+    return CurveFit("power", {"E": E, "B": B_abs, "beta": beta}, sse, on_bound, names, n_ref)
+
+
+# --------------------------------------------------------------------------------------------------
+# M4 (Alabdulmohsin et al. 2022)
+
+
+def m4_invert(params: dict, err: np.ndarray) -> np.ndarray:
+    E, alpha, logb, c, e0 = (params[k][:, None] for k in ("E", "alpha", "log_b", "c", "e0"))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        logn = (logb - np.log(err - E) + alpha * np.log(e0 - err)) / c
+        n = np.where(err > E, np.exp(logn), np.inf)
+    return np.where(np.isnan(err), np.nan, n)
+
+
+def m4_predict(params: dict, n: np.ndarray) -> np.ndarray:
+    """Solve the implicit M4 equation for e by bisection; monotone in e for alpha >= 0."""
+    E, alpha, logb, c, e0 = (params[k][:, None] for k in ("E", "alpha", "log_b", "c", "e0"))
+    logn = np.log(_rows(n))
+    lo = np.broadcast_to(E, np.broadcast_shapes(E.shape, logn.shape)).copy()
+    hi = np.broadcast_to(e0, lo.shape).copy()
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            h = np.log(mid - E) - alpha * np.log(e0 - mid) - logb + c * logn
+        up = h > 0
+        hi = np.where(up, mid, hi)
+        lo = np.where(up, lo, mid)
+    return 0.5 * (lo + hi)
+
+
+def m4_slope(params: dict, n: np.ndarray) -> np.ndarray:
+    """d e / d n from the implicit M4 equation."""
+    e = m4_predict(params, n)
+    E, alpha, c, e0 = (params[k][:, None] for k in ("E", "alpha", "c", "e0"))
+    return -c / (1.0 / np.maximum(e - E, 1e-12) + alpha / np.maximum(e0 - e, 1e-12)) / _rows(n)
+
+
+def fit_m4(n: np.ndarray, err: np.ndarray, w: np.ndarray, e0: float) -> CurveFit:
+    """Scan E as a fraction of the smallest error; (alpha, log b, c) is then a linear LS in logs."""
+    n = np.asarray(n, dtype=float)
+    err, w = _clean(err, w)
+    R, P = err.shape
+    big = np.where(w > 0, err, np.inf)
+    emin = np.min(big, axis=1)
+    frac = np.linspace(0.0, 0.98, 50)
+    best = None
+    for f in frac:
+        E = (f * emin)[:, None]
+        ok = (w > 0) & (err > E) & (err < e0)
+        ww = np.where(ok, w, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(ok, np.log(np.where(ok, err - E, 1.0)), 0.0)
+            x1 = np.where(ok, np.log(np.where(ok, e0 - err, 1.0)), 0.0)
+        cols = [x1, np.ones_like(err), -np.broadcast_to(np.log(n), err.shape)]  # coef: alpha, log b, c
+        X = np.stack(cols, axis=-1)  # (R, P, 3)
+        XtWX = np.einsum("rp,rpi,rpj->rij", ww, X, X) + 1e-10 * np.eye(3)
+        XtWz = np.einsum("rp,rpi->ri", ww * z, X)
+        coef = np.linalg.solve(XtWX, XtWz[..., None])[..., 0]
+        # alpha < 0 would make the law non-monotone: refit with alpha = 0 where that happens
+        X2 = X[..., 1:]
+        coef2 = np.linalg.solve(
+            np.einsum("rp,rpi,rpj->rij", ww, X2, X2) + 1e-10 * np.eye(2),
+            np.einsum("rp,rpi->ri", ww * z, X2)[..., None],
+        )[..., 0]
+        coef = np.where((coef[:, :1] < 0), np.concatenate([np.zeros((R, 1)), coef2], 1), coef)
+        # compare E candidates on the error scale, not the log scale each E induces
+        params = {"E": E[:, 0], "alpha": coef[:, 0], "log_b": coef[:, 1], "c": np.maximum(coef[:, 2], 1e-6),
+                  "e0": np.full(R, e0)}
+        pred = m4_predict(params, n)
+        sse = np.sum(w * (err - pred) ** 2, axis=1)
+        sse = np.where(np.isfinite(sse), sse, np.inf)
+        if best is None:
+            best = (params, sse)
+        else:
+            better = sse < best[1]
+            best = ({k: np.where(better, params[k], best[0][k]) for k in params}, np.where(better, sse, best[1]))
+    params, sse = best
+    on_bound = (params["E"] <= 1e-12) | (params["alpha"] <= 1e-12)
+    return CurveFit("m4", params, sse, on_bound, [], float(np.exp(np.mean(np.log(n)))))
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def _clean(err: np.ndarray, w: np.ndarray):
+    err = np.atleast_2d(np.asarray(err, dtype=float))
+    w = np.atleast_2d(np.asarray(w, dtype=float))
+    w = np.where(np.isfinite(err) & np.isfinite(w), w, 0.0)
+    return np.where(w > 0, err, 0.0), w
+
+
+@dataclass(frozen=True)
+class _Law:
+    predict: object
+    invert: object
+    slope: object
+    n_params: int
+
+
+LAWS = {"power": _Law(power_predict, power_invert, power_slope, 3), "m4": _Law(m4_predict, m4_invert, m4_slope, 4)}
+
+
+def fit_curve(law: str, n, err, w, *, e0: float | None = None) -> CurveFit:
+    if law == "power":
+        return fit_power(n, err, w)
+    if law == "m4":
+        if e0 is None:
+            raise ValueError("law: 'm4' needs the chance-level error e0")
+        return fit_m4(n, err, w, e0)
+    raise ValueError(f"law: unknown accuracy law {law!r}; choose 'power', 'm4' or 'auto'")
+
+
+def heldout_extrapolation_error(law: str, n, err, w, *, e0=None, n_holdout: int = 1) -> float:
+    """Fit on all but the largest ``n_holdout`` distinct sizes and return the weighted RMSE there.
+
+    Selecting a law by how well it extrapolates, not by how well it fits, guards against a flexible
+    law that bends to the noise.
+    """
+    n = np.asarray(n, dtype=float)
+    sizes = np.unique(n)
+    if len(sizes) - n_holdout < 3:
+        return float("nan")
+    cut = sizes[-n_holdout]
+    train, test = n < cut, n >= cut
+    err, w = np.atleast_2d(err)[:1], np.atleast_2d(w)[:1]
+    fit = fit_curve(law, n[train], err[:, train], w[:, train], e0=e0)
+    pred = fit.predict(n[test])[0]
+    ww = w[0, test]
+    ok = ww > 0
+    if not ok.any():
+        return float("nan")
+    return float(np.sqrt(np.sum(ww[ok] * (err[0, test][ok] - pred[ok]) ** 2) / np.sum(ww[ok])))

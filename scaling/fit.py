@@ -1,0 +1,74 @@
+"""``scaling.fit_equivalence``: from a cube to an exchange rate with an honest interval."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import xarray as xr
+
+from analysis.result import EquivalenceResult, FitOptions, fit_arrays
+from scaling.cube import STATUS_DONE, STATUS_FAILED, CubeError, classes_of, validate_cube
+
+
+def fit_equivalence(
+    cube: xr.Dataset,
+    source: str | Sequence[str] | None = None,
+    reference: str = "real",
+    metric: str = "accuracy",
+    n_boot: int = 2000,
+    ci: float = 0.95,
+    law: str = "effective",
+    *,
+    curve_law: str = "power",
+    ci_method: str = "percentile",
+    k: float = 1000.0,
+    robust: bool = False,
+    random_state: int | None = 0,
+) -> EquivalenceResult | dict[str, EquivalenceResult]:
+    """Estimate how many synthetic images from ``source`` one real image is worth.
+
+    Parameters
+    ----------
+    cube: a validated cube (see ``scaling.open_cube``).
+    source: one source name (returns one result) or several / ``None`` for every non-reference
+        source (returns ``{name: result}``; all share the same seed resamples).
+    reference: the source whose accuracy curve defines "real images" (``real``).
+    metric: a 0-1 "higher is better" variable of the cube; the fit works on ``1 - metric``.
+    n_boot, ci, ci_method: cluster-bootstrap replicates over seeds; ``percentile`` or ``bca``.
+    law: equivalence law for queries: ``effective`` (n_eq = k n_synth^a n_real^b), ``wang`` or ``auto``
+        (lower held-out error).
+    curve_law: reference accuracy law: ``power``, ``m4`` or ``auto`` (held-out extrapolation).
+    k: scale of Wang et al.'s law (only ln(c1)/k is identifiable).
+    robust: statsmodels RLM (Huber) instead of WLS for the reported standard errors.
+
+    Cells whose status is not ``done`` or whose metric is NaN are excluded and counted in ``summary()``.
+    """
+    validate_cube(cube, require_source=reference)
+    if metric not in cube.data_vars:
+        raise CubeError(f"metric: the cube has no variable {metric!r} (have {sorted(map(str, cube.data_vars))})")
+    names = [str(s) for s in cube["source"].values]
+    single = isinstance(source, str)
+    wanted = [source] if single else [s for s in names if s != reference] if source is None else list(source)
+    for s in wanted:
+        if s not in names:
+            raise CubeError(f"source: {s!r} is not in the cube (have {names})")
+        if s == reference:
+            raise CubeError(f"source: {s!r} is the reference; pick a synthetic source")
+    if not wanted:
+        raise CubeError(f"source: the cube has no source besides the reference {reference!r}")
+    values = cube[metric]
+    done = cube["status"] == STATUS_DONE
+    finite = np.isfinite(values)
+    usable = values.where(done & finite)
+    excluded = {}
+    for s in [reference] + wanted:
+        st = cube["status"].sel(source=s)
+        counts = {"failed": int((st == STATUS_FAILED).sum()), "pending": int((st == 0).sum()),
+                  "NaN metric": int(((st == STATUS_DONE) & ~finite.sel(source=s)).sum())}
+        excluded[s] = {k_: v for k_, v in counts.items() if v}
+    opts = FitOptions(reference=reference, n_boot=n_boot, ci=ci, ci_method=ci_method, law=law,
+                      curve_law=curve_law, k=k, robust=robust, random_state=random_state)
+    results = fit_arrays(usable, wanted, opts, n_test=int(cube.attrs["n_test"]), n_classes=len(classes_of(cube)),
+                         excluded=excluded, dataset=str(cube.attrs.get("dataset", "")))
+    return results[wanted[0]] if single else results

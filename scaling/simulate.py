@@ -1,0 +1,96 @@
+"""Draw a cube from planted laws: the test oracle and a planning tool ("how many seeds do I need?")."""
+
+from __future__ import annotations
+
+import json
+from typing import Mapping, Sequence
+
+import numpy as np
+import xarray as xr
+
+from analysis.equivalence import law_neq
+from scaling.cube import STATUS_DONE, STATUS_FAILED, empty_cube
+
+
+def planted_neq(spec: Mapping, n_real: np.ndarray, n_synth: np.ndarray) -> np.ndarray:
+    """The real equivalent a source spec plants: ``{"exchange_rate": rho}`` or ``{"wang": [c1, c2, k]}``."""
+    n_real, n_synth = np.asarray(n_real, float), np.asarray(n_synth, float)
+    if "exchange_rate" in spec:
+        rho = float(spec["exchange_rate"])
+        if rho <= 0:
+            raise ValueError(f"sources: exchange_rate must be positive, got {rho}")
+        return n_synth / rho
+    if "wang" in spec:
+        c1, c2, k = (float(v) for v in spec["wang"])
+        if c2 <= 1 or c1 <= 0 or k <= 0:
+            raise ValueError(f"sources: wang needs c1 > 0, c2 > 1, k > 0, got {spec['wang']}")
+        p = {"a": np.array([np.log(c1) / k]), "g": np.array([1 / np.log(c2)])}
+        flat = law_neq("wang", p, n_real.ravel(), np.maximum(n_synth.ravel(), 1e-12))[0].reshape(n_real.shape)
+        return np.where(n_synth > 0, flat, 0.0)
+    raise ValueError(f"sources: each source needs 'exchange_rate' or 'wang', got keys {sorted(spec)}")
+
+
+def simulate_cube(
+    n_real: Sequence[int] = (50, 100, 200, 400, 800),
+    n_synth: Sequence[int] = (0, 50, 100, 200, 400, 800),
+    seeds: int | Sequence[int] = 5,
+    sources: Mapping[str, Mapping] | None = None,
+    *,
+    E: float = 0.03,
+    B: float = 2.0,
+    beta: float = 0.5,
+    seed_sd: float = 0.05,
+    n_test: int = 2000,
+    n_classes: int = 10,
+    fail_fraction: float = 0.0,
+    random_state: int | None = 0,
+    dataset: str = "simulated",
+) -> xr.Dataset:
+    """A cube whose truth is known.
+
+    The real error curve is ``e(n) = E + B n^-beta``; a source with real equivalent ``n_eq`` has the
+    error of ``n_real + n_eq`` real images. Each (seed, n_real) gets a multiplicative random effect on
+    the error, ``exp(N(0, seed_sd))`` (the luck of the base subset), shared by every source and
+    ``n_synth``; each cell then gets binomial test-set noise with ``n_test`` images. ``n_synth = 0`` is
+    one experiment shared by all sources, as in a real sweep. The truth goes into ``attrs["truth"]``.
+    """
+    sources = dict(sources or {"closed_set": {"exchange_rate": 4.0}, "open_set": {"wang": [2.0, 3.0, 1000.0]}})
+    sources = {"real": {"exchange_rate": 1.0}, **{k: v for k, v in sources.items() if k != "real"}}
+    rng = np.random.default_rng(random_state)
+    seed_ids = list(range(seeds)) if isinstance(seeds, (int, np.integer)) else list(seeds)
+    cube = empty_cube(list(sources), n_real, n_synth, seed_ids, dataset=dataset, n_test=n_test,
+                      classes=[str(c) for c in range(n_classes)],
+                      provenance={"simulated": True, "random_state": random_state})
+    R, Sy = np.meshgrid(cube["n_real"].values, cube["n_synth"].values, indexing="ij")
+    effects = rng.normal(0.0, seed_sd, size=(len(seed_ids), len(cube["n_real"])))
+    acc = np.empty(cube["accuracy"].shape)
+    base_noise = rng.random((len(seed_ids), len(cube["n_real"])))  # shared n_synth=0 draw
+    for i, (name, spec) in enumerate(sources.items()):
+        n_eq = planted_neq(spec, R, Sy)
+        err_true = E + B * (R + n_eq) ** (-beta)
+        for s in range(len(seed_ids)):
+            err = np.clip(err_true * np.exp(effects[s])[:, None], 1e-6, 1 - 1e-6)
+            draws = rng.binomial(n_test, 1 - err) / n_test
+            # the n_synth=0 cell is the same training run for every source
+            zero = cube["n_synth"].values == 0
+            from scipy.stats import binom
+
+            draws[:, zero] = (binom.ppf(base_noise[s][:, None], n_test, 1 - err[:, zero]) / n_test)
+            acc[i, :, :, s] = draws
+    cube["accuracy"].values[:] = acc
+    cube["loss"].values[:] = -np.log(np.clip(acc, 1e-3, 1))  # a stand-in with the right direction
+    cube["train_seconds"].values[:] = 1.0
+    cube["source_seconds"].values[:] = 0.0
+    cube["status"].values[:] = STATUS_DONE
+    if fail_fraction > 0:
+        failed = rng.random(acc.shape) < fail_fraction
+        for name in ("accuracy", "loss", "train_seconds", "source_seconds"):
+            cube[name].values[failed] = np.nan
+        cube["status"].values[failed] = STATUS_FAILED
+    truth = {"E": E, "B": B, "beta": beta, "seed_sd": seed_sd, "sources": sources}
+    cube.attrs["truth"] = json.dumps(truth)
+    return cube
+
+
+def planted_truth(cube: xr.Dataset) -> dict:
+    return json.loads(cube.attrs["truth"])
