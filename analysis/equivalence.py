@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.isotonic import isotonic_regression
 
 from analysis.bootstrap import cell_moments
-from analysis.laws import CurveFit, fit_curve, heldout_extrapolation_error, scan_refine
+from analysis.laws import CurveFit, fit_curve, heldout_extrapolation_error, scan_refine, solve_batched
 
 EQUIVALENCE_LAWS = ("effective", "wang")
 
@@ -77,8 +77,8 @@ def fit_effective_logspace(n_real, n_synth, y, w, *, fit_beta: bool = True) -> d
     X = np.stack(cols, axis=1)  # (C, K)
     XtWX = np.einsum("rc,ci,cj->rij", w, X, X)
     XtWy = np.einsum("rc,ci->ri", w * y, X)
-    ridge = 1e-9 * (np.trace(XtWX, axis1=1, axis2=2)[:, None, None] + 1e-12) * np.eye(X.shape[1])
-    coef = np.linalg.solve(XtWX + ridge, XtWy[..., None])[..., 0]
+    ridge = 1e-13 * (np.trace(XtWX, axis1=1, axis2=2)[:, None, None] + 1e-12) * np.eye(X.shape[1])
+    coef = solve_batched(XtWX + ridge, XtWy)
     bad = ~np.isfinite(coef).all(1) | ((w > 0).sum(1) < X.shape[1])
     coef[bad] = [0.0, 1.0, 0.0][: X.shape[1]]  # n_eq = n_synth: one real image per synthetic one
     beta = coef[:, 2] if fit_beta else np.zeros(len(w))
@@ -167,7 +167,10 @@ def fit_law(law: str, curve: CurveFit, n_real, n_synth, err, w, init: dict, *, f
         JtJ = np.einsum("rck,rcl->rkl", J, J)
         g = np.einsum("rck,rc->rk", J, r)
         damp = lam[:, None, None] * (JtJ * np.eye(K) + 1e-9 * np.eye(K))
-        step = np.linalg.solve(JtJ + damp, -g[..., None])[..., 0]
+        A = JtJ + damp
+        ok = np.isfinite(A).all((1, 2)) & np.isfinite(g).all(1)
+        A = np.where(ok[:, None, None], A, np.eye(K))  # a replicate with no information takes no step
+        step = np.where(ok[:, None], solve_batched(A, -np.where(ok[:, None], g, 0.0)), 0.0)
         cand = theta + np.where(np.isfinite(step), step, 0.0)
         r2, J2, bad2 = resid(cand)
         sse2 = np.where(bad2, np.inf, (r2 * r2).sum(1))

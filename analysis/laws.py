@@ -231,13 +231,11 @@ def fit_m4(n: np.ndarray, err: np.ndarray, w: np.ndarray, e0: float) -> CurveFit
         X = np.stack(cols, axis=-1)  # (R, P, 3)
         XtWX = np.einsum("rp,rpi,rpj->rij", ww, X, X) + 1e-10 * np.eye(3)
         XtWz = np.einsum("rp,rpi->ri", ww * z, X)
-        coef = np.linalg.solve(XtWX, XtWz[..., None])[..., 0]
+        coef = solve_batched(XtWX, XtWz)
         # alpha < 0 would make the law non-monotone: refit with alpha = 0 where that happens
         X2 = X[..., 1:]
-        coef2 = np.linalg.solve(
-            np.einsum("rp,rpi,rpj->rij", ww, X2, X2) + 1e-10 * np.eye(2),
-            np.einsum("rp,rpi->ri", ww * z, X2)[..., None],
-        )[..., 0]
+        coef2 = solve_batched(np.einsum("rp,rpi,rpj->rij", ww, X2, X2) + 1e-10 * np.eye(2),
+                              np.einsum("rp,rpi->ri", ww * z, X2))
         coef = np.where((coef[:, :1] < 0), np.concatenate([np.zeros((R, 1)), coef2], 1), coef)
         # compare E candidates on the error scale, not the log scale each E induces
         params = {"E": E[:, 0], "alpha": coef[:, 0], "log_b": coef[:, 1], "c": np.maximum(coef[:, 2], 1e-6),
@@ -256,6 +254,18 @@ def fit_m4(n: np.ndarray, err: np.ndarray, w: np.ndarray, e0: float) -> CurveFit
 
 
 # --------------------------------------------------------------------------------------------------
+
+
+def solve_batched(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Solve a batch of small linear systems A x = b (A: (..., K, K), b: (..., K)).
+
+    Falls back to the pseudo-inverse when a replicate's system is singular (e.g. a resample that
+    holds one n_real only), so one degenerate replicate cannot stop the other 1999.
+    """
+    try:
+        return np.linalg.solve(A, b[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        return (np.linalg.pinv(A) @ b[..., None])[..., 0]
 
 
 def _clean(err: np.ndarray, w: np.ndarray):

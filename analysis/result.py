@@ -217,7 +217,9 @@ class EquivalenceResult:
             est = ns / eq["estimate"]
             lower = ns / eq["upper"]
             upper = xr.where(eq["lower"] > 0, ns / eq["lower"], np.inf)
-        out = xr.Dataset({"estimate": est, "lower": lower, "upper": upper, "extrapolated": eq["extrapolated"]})
+        dims = eq["estimate"].dims
+        out = xr.Dataset({"estimate": est.transpose(*dims), "lower": lower.transpose(*dims),
+                          "upper": upper.transpose(*dims), "extrapolated": eq["extrapolated"]})
         out.attrs = {**eq.attrs, "quantity": "exchange rate (synthetic images per real image)"}
         return out
 

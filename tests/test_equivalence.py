@@ -1,0 +1,152 @@
+"""fit_equivalence against planted truths: recovery, convergence, coverage, exclusions, identifiability."""
+
+import numpy as np
+import pytest
+import statsmodels.api as sm
+
+import scaling
+from analysis.equivalence import fit_effective_logspace
+from analysis.result import IdentifiabilityError
+
+SOURCES = {"closed_set": {"exchange_rate": 4.0}, "open_set": {"wang": [2.0, 3.0, 1000.0]}}
+
+
+@pytest.fixture(scope="module")
+def rich_fit():
+    cube = scaling.simulate_cube(seeds=12, sources=SOURCES, random_state=11)
+    return cube, scaling.fit_equivalence(cube, None, n_boot=600)
+
+
+def _inside(row, truth):
+    return row.lower <= truth <= row.upper
+
+
+def test_reference_curve_parameters_lie_in_their_intervals(rich_fit):
+    cube, fits = rich_fit
+    truth = scaling.planted_truth(cube)
+    p = fits["closed_set"].params
+    for name in ("E", "B", "beta"):
+        assert _inside(p.loc[f"reference.{name}"], truth[name]), (name, p.loc[f"reference.{name}"])
+
+
+def test_constant_exchange_rate_is_recovered(rich_fit):
+    _, fits = rich_fit
+    fit = fits["closed_set"]
+    p = fit.params
+    assert _inside(p.loc["effective.alpha"], 1.0)
+    assert _inside(p.loc["effective.beta"], 0.0)
+    assert _inside(p.loc["effective.k"], 0.25)
+    rho = fit.exchange_rate(200, 400)
+    assert float(rho.lower) <= 4.0 <= float(rho.upper)
+    assert not bool(rho.extrapolated)
+
+
+def test_wang_law_parameters_are_recovered(rich_fit):
+    _, fits = rich_fit
+    p = fits["open_set"].params
+    assert _inside(p.loc["wang.c1"], 2.0), p.loc["wang.c1"]
+    assert _inside(p.loc["wang.c2"], 3.0), p.loc["wang.c2"]
+    assert p.loc["wang.k", "estimate"] == 1000.0
+
+
+def test_point_estimate_converges_as_seeds_grow():
+    errors = []
+    for seeds in (3, 12, 48):
+        reps = [abs(float(scaling.fit_equivalence(scaling.simulate_cube(seeds=seeds, sources=SOURCES, random_state=r),
+                                                  "closed_set", n_boot=50).exchange_rate(200, 400).estimate) - 4.0)
+                for r in range(4)]
+        errors.append(np.mean(reps))
+    assert errors[2] < errors[0]
+    assert errors[2] < 0.25
+
+
+def test_interval_coverage_small_study():
+    """Full study: bench/coverage.py. Here 40 cubes, so the band is wide (binomial sd ~ 3.5%)."""
+    hits = 0
+    for r in range(40):
+        cube = scaling.simulate_cube(seeds=8, sources={"closed_set": {"exchange_rate": 4.0}}, random_state=100 + r)
+        rho = scaling.fit_equivalence(cube, "closed_set", n_boot=300, random_state=r).exchange_rate(200, 400)
+        hits += float(rho.lower) <= 4.0 <= float(rho.upper)
+    assert 0.82 <= hits / 40 <= 1.0
+
+
+def test_failed_and_nan_cells_are_excluded_and_counted():
+    cube = scaling.simulate_cube(seeds=5, sources=SOURCES, fail_fraction=0.05, random_state=2)
+    n_failed = int((cube["status"].sel(source="closed_set") == 2).sum())
+    cube["accuracy"].loc[dict(source="closed_set", n_real=100, n_synth=200, seed=0)] = np.nan
+    cube["status"].loc[dict(source="closed_set", n_real=100, n_synth=200, seed=0)] = 1
+    fit = scaling.fit_equivalence(cube, "closed_set", n_boot=100)
+    assert fit.excluded.get("failed", 0) == n_failed > 0
+    assert fit.excluded["NaN metric"] == 1
+    text = fit.summary()
+    assert f"{n_failed} failed" in text and "1 NaN metric" in text
+    assert np.isfinite(fit.cells["n_eq"].sel(n_real=100, n_synth=200))
+
+
+def test_flat_reference_curve_is_reported():
+    cube = scaling.simulate_cube(seeds=5, B=0.0, E=0.2, random_state=0)
+    fit = scaling.fit_equivalence(cube, "closed_set", n_boot=100)
+    assert any("flat" in w for w in fit.warnings)
+
+
+def test_too_few_sizes_is_an_identifiability_error():
+    cube = scaling.simulate_cube(n_real=(50,), n_synth=(0, 50), seeds=3, random_state=0)
+    with pytest.raises(IdentifiabilityError, match="at least 3"):
+        scaling.fit_equivalence(cube, "closed_set", n_boot=100)
+
+
+def test_synthetic_curve_beyond_the_reference_range_is_reported():
+    cube = scaling.simulate_cube(seeds=4, random_state=0)
+    # synthetic cells far better than any real amount of data could make them
+    cube["accuracy"].loc[dict(source="closed_set")] = xr_where_synth(cube, 0.999)
+    fit = scaling.fit_equivalence(cube, "closed_set", n_boot=100)
+    assert any("never reaches the reference range" in w for w in fit.warnings)
+    assert bool(fit.cells["unreachable"].all())
+
+
+def xr_where_synth(cube, value):
+    acc = cube["accuracy"].sel(source="closed_set")
+    return acc.where(acc["n_synth"] == 0, value)
+
+
+def test_logspace_wls_matches_statsmodels():
+    rng = np.random.default_rng(1)
+    nr = np.repeat([50.0, 100, 200], 4)
+    ns = np.tile([50.0, 100, 200, 400], 3)
+    y = np.log(0.3 * ns**0.9 * nr**0.1) + rng.normal(0, 0.1, ns.size)
+    w = rng.uniform(0.5, 2, ns.size)
+    ours = fit_effective_logspace(nr, ns, y[None], w[None])
+    ref = sm.WLS(y, np.column_stack([np.ones_like(ns), np.log(ns), np.log(nr)]), weights=w).fit().params
+    np.testing.assert_allclose([ours["log_k"][0], ours["alpha"][0], ours["beta"][0]], ref, rtol=1e-6)
+
+
+def test_queries_return_datasets_with_intervals_and_extrapolation_marks(rich_fit):
+    _, fits = rich_fit
+    fit = fits["closed_set"]
+    grid = fit.exchange_rate([100, 400, 5000], [100, 800])
+    assert grid["estimate"].dims == ("n_real", "n_synth")
+    assert bool(grid["extrapolated"].sel(n_real=5000).all())
+    assert not bool(grid["extrapolated"].sel(n_real=400).any())
+    assert bool((grid["lower"] <= grid["estimate"]).all() and (grid["estimate"] <= grid["upper"]).all())
+    need = fit.synthetic_needed(200, 50)
+    assert need["estimate"].ndim == 0
+    back = fit.real_equivalent(200, float(need["estimate"]))
+    assert float(back["estimate"]) == pytest.approx(50, rel=1e-6)
+    ds = fit.to_dataset()
+    assert "param_estimate" in ds and ds.attrs["source"] == "closed_set"
+
+
+def test_bca_intervals_are_available(rich_fit):
+    cube, _ = rich_fit
+    fit = scaling.fit_equivalence(cube, "closed_set", n_boot=300, ci_method="bca")
+    rho = fit.exchange_rate(200, 400)
+    assert float(rho.lower) < float(rho.estimate) < float(rho.upper)
+
+
+@pytest.mark.parametrize("kw, field", [({"ci": 1.5}, "ci"), ({"n_boot": 5}, "n_boot"), ({"law": "magic"}, "law"),
+                                       ({"source": "dalle"}, "source"), ({"metric": "bogus"}, "metric")])
+def test_bad_arguments_name_the_field(kw, field):
+    cube = scaling.simulate_cube(seeds=3, random_state=0)
+    args = {"source": "closed_set", **kw}
+    with pytest.raises(ValueError, match=field):
+        scaling.fit_equivalence(cube, **args)
