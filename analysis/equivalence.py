@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.isotonic import isotonic_regression
 
 from analysis.bootstrap import cell_moments
 from analysis.laws import CurveFit, fit_curve, heldout_extrapolation_error, scan_refine, solve_batched
@@ -103,7 +102,7 @@ def fit_wang_logspace(n_real, n_synth, y, w) -> dict:
         sse = np.einsum("rc,rgc->rg", w, (r - logg[..., None]) ** 2)
         return sse, (logg,)
 
-    u, _, (logg,) = scan_refine(profile, -4.0, 12.0, coarse=161)
+    u, _, (logg,) = scan_refine(profile, -4.0, 12.0, coarse=49, fine=11, levels=2)  # a start, not the answer
     return {"a": u / scale, "g": np.exp(logg)}
 
 
@@ -162,6 +161,7 @@ def fit_law(law: str, curve: CurveFit, n_real, n_synth, err, w, init: dict, *, f
     r, J, bad = resid(theta)
     sse = np.where(bad, np.inf, (r * r).sum(1))
     lam = np.full(len(theta), 1e-2)
+    sse_prev = sse.copy()
     K = theta.shape[1]
     for _ in range(iters):
         JtJ = np.einsum("rck,rcl->rkl", J, J)
@@ -180,6 +180,9 @@ def fit_law(law: str, curve: CurveFit, n_real, n_synth, err, w, init: dict, *, f
         J = np.where(better[:, None, None], J2, J)
         sse = np.where(better, sse2, sse)
         lam = np.where(better, lam / 3, np.minimum(lam * 4, 1e8))
+        if not np.any(better & (sse2 < sse_prev * (1 - 1e-10))):
+            break  # no replicate moved: converged (or stuck on a flat direction)
+        sse_prev = sse.copy()
     out = _unpack(law, theta, fit_beta, scale)
     out["sse"] = sse
     return out
@@ -204,28 +207,54 @@ def wang_public(p: dict, k: float) -> dict:
 # model-free inversion
 
 
+def isotonic_decreasing(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted antitonic regression of every row of y (R, P) at once (points sorted by size).
+
+    Uses the min-max formula ``yhat_i = min_{k<=i} max_{j>=i} mean(y[k..j])`` with all interval means
+    from cumulative sums: O(R P^2), no Python loop over replicates. Points with w = 0 are skipped by
+    the means (a point with no weight inherits its neighbours' level).
+    """
+    cw = np.concatenate([np.zeros((len(y), 1)), np.cumsum(w, 1)], 1)
+    cwy = np.concatenate([np.zeros((len(y), 1)), np.cumsum(w * y, 1)], 1)
+    P = y.shape[1]
+    k, j = np.meshgrid(np.arange(P), np.arange(P), indexing="ij")
+    upper = j >= k
+    sw = cw[:, j + 1] - cw[:, k]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        avg = (cwy[:, j + 1] - cwy[:, k]) / sw
+    avg = np.where(upper[None] & (sw > 0), avg, np.nan)
+    # M[k, i] = max over j >= i of avg[k, j]  (reverse cumulative max along j)
+    rev = np.fmax.accumulate(avg[:, :, ::-1], axis=2)[:, :, ::-1]
+    valid_ki = k <= j  # here j plays the role of i
+    M = np.where(valid_ki[None], rev, np.nan)
+    return np.fmin.reduce(np.where(np.isnan(M), np.inf, M), axis=1)
+
+
 def monotone_inverse(n_ref: np.ndarray, err_ref: np.ndarray, w_ref: np.ndarray, err_cells: np.ndarray) -> np.ndarray:
     """Invert an isotonic (non-increasing) fit of error vs size, linear in log n; per replicate.
 
-    Returns NaN where a cell's error lies outside the measured reference range (no extrapolation).
+    Cells at one total size are pooled first. Returns NaN where a cell's error lies outside the
+    measured reference range (no extrapolation).
     """
-    order = np.argsort(n_ref)
-    logn = np.log(n_ref[order])
-    out = np.full(err_cells.shape, np.nan)
-    for r in range(err_ref.shape[0]):
-        wr = w_ref[r, order]
-        ok = wr > 0
-        if ok.sum() < 2:
-            continue
-        iso = isotonic_regression(err_ref[r, order][ok], sample_weight=wr[ok], increasing=False)
-        xs, ys = logn[ok], iso
-        # np.interp wants increasing x: interpolate log n as a function of -error
-        ux, first = np.unique(-ys, return_index=True)
-        lx = np.array([xs[-ys == v].mean() for v in ux]) if len(ux) < len(ys) else xs[first]
-        e = err_cells[r]
-        inside = (-e >= ux[0]) & (-e <= ux[-1])
-        out[r] = np.where(inside, np.exp(np.interp(-e, ux, lx)), np.nan)
-    return out
+    sizes, inv = np.unique(n_ref, return_inverse=True)
+    G = np.zeros((len(n_ref), len(sizes)))
+    G[np.arange(len(n_ref)), inv] = 1.0
+    wsum = w_ref @ G
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ybar = np.where(wsum > 0, ((w_ref * np.where(w_ref > 0, err_ref, 0.0)) @ G) / wsum, 0.0)
+    iso = isotonic_decreasing(ybar, wsum)  # (R, P), non-increasing in size
+    logn = np.log(sizes)
+    e = err_cells[..., None]  # (R, C, 1)
+    above = (iso[:, None, :] > e).sum(-1)  # points whose error exceeds the cell's: the crossing index
+    P = len(sizes)
+    k = np.clip(above, 1, P - 1)
+    rows = np.arange(len(iso))[:, None]
+    y0, y1 = iso[rows, k - 1], iso[rows, k]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(y0 > y1, (y0 - err_cells) / (y0 - y1), 0.0)
+    out = np.exp(logn[k - 1] + np.clip(t, 0, 1) * (logn[k] - logn[k - 1]))
+    inside = (err_cells <= iso[:, :1]) & (err_cells >= iso[:, -1:])
+    return np.where(inside & np.isfinite(err_cells), out, np.nan)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -65,3 +65,15 @@ def test_batched_fit_equals_one_at_a_time():
     for r in range(5):
         single = fit_power(N, errs[r:r + 1], np.ones((1, N.size)))
         assert single.row(0)["beta"] == pytest.approx(batch.row(r)["beta"], abs=1e-9)
+
+
+def test_vectorised_isotonic_regression_matches_sklearn():
+    from sklearn.isotonic import isotonic_regression
+
+    from analysis.equivalence import isotonic_decreasing
+
+    rng = np.random.default_rng(0)
+    y = -0.1 * rng.normal(size=(40, 9)).cumsum(1) + rng.normal(size=(40, 9))
+    w = rng.uniform(0.1, 2, (40, 9))
+    ref = np.array([isotonic_regression(y[i], sample_weight=w[i], increasing=False) for i in range(40)])
+    np.testing.assert_allclose(isotonic_decreasing(y, w), ref, atol=1e-12)
