@@ -10,7 +10,14 @@ import pandas as pd
 import statsmodels.api as sm
 import xarray as xr
 
-from analysis.bootstrap import bca_interval, cell_moments, jackknife_counts, percentile_interval, seed_counts
+from analysis.bootstrap import (
+    bca_interval,
+    cell_moments,
+    expanded_level,
+    jackknife_counts,
+    percentile_interval,
+    seed_counts,
+)
 from analysis.equivalence import (
     EQUIVALENCE_LAWS,
     Replicates,
@@ -25,6 +32,9 @@ from analysis.equivalence import (
 )
 
 
+CI_METHODS = ("expanded", "percentile", "bca")
+
+
 class IdentifiabilityError(ValueError):
     """The cube cannot identify what was asked (too few sizes or seeds, a flat curve...)."""
 
@@ -34,7 +44,7 @@ class FitOptions:
     reference: str = "real"
     n_boot: int = 2000
     ci: float = 0.95
-    ci_method: str = "percentile"
+    ci_method: str = "expanded"
     law: str = "effective"
     curve_law: str = "power"
     k: float = 1000.0
@@ -46,8 +56,8 @@ class FitOptions:
             raise ValueError(f"ci: must lie strictly between 0 and 1, got {self.ci!r}")
         if int(self.n_boot) < 50:
             raise ValueError(f"n_boot: at least 50 replicates are needed for a {self.ci:.0%} interval, got {self.n_boot}")
-        if self.ci_method not in ("percentile", "bca"):
-            raise ValueError(f"ci_method: choose 'percentile' or 'bca', got {self.ci_method!r}")
+        if self.ci_method not in CI_METHODS:
+            raise ValueError(f"ci_method: choose one of {CI_METHODS}, got {self.ci_method!r}")
         if self.law not in EQUIVALENCE_LAWS + ("auto",):
             raise ValueError(f"law: choose one of {EQUIVALENCE_LAWS + ('auto',)}, got {self.law!r}")
         if self.curve_law not in ("power", "m4", "auto"):
@@ -195,6 +205,8 @@ class EquivalenceResult:
         point, boot = boot_all[0], boot_all[1:]
         if self.ci_method == "bca" and jack_all is not None:
             lo, hi = bca_interval(point, boot, jack_all, self.ci)
+        elif self.ci_method == "expanded":
+            lo, hi = percentile_interval(boot, expanded_level(self.ci, self.n_seeds))
         else:
             lo, hi = percentile_interval(boot, self.ci)
         return point, lo, hi

@@ -1,0 +1,125 @@
+"""Classifier training in the airbench spirit: data resident on the device as one tensor, batches by
+index tensors (no per-sample Python work), channels_last + bf16 autocast on GPU, deterministic on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+RECIPES = ("small_cnn", "resnet18")
+
+
+def conv_bn(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.GELU())
+
+
+def small_cnn(in_ch: int, n_classes: int, width: int = 32) -> nn.Module:
+    """Three conv blocks with pooling; sized for 8-32 px images."""
+    return nn.Sequential(
+        conv_bn(in_ch, width), conv_bn(width, 2 * width), nn.MaxPool2d(2),
+        conv_bn(2 * width, 4 * width), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+        nn.Linear(4 * width, n_classes),
+    )
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.b1 = nn.BatchNorm2d(cout)
+        self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.b2 = nn.BatchNorm2d(cout)
+        self.skip = nn.Sequential() if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = F.relu(self.b1(self.c1(x)))
+        return F.relu(self.b2(self.c2(y)) + self.skip(x))
+
+
+def resnet18(in_ch: int, n_classes: int, width: int = 64) -> nn.Module:
+    """ResNet-18 (CIFAR stem), randomly initialised: no pretrained weights, no torchvision needed."""
+    layers, cin = [nn.Conv2d(in_ch, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()], width
+    for i, cout in enumerate((width, 2 * width, 4 * width, 8 * width)):
+        layers += [BasicBlock(cin, cout, 1 if i == 0 else 2), BasicBlock(cout, cout, 1)]
+        cin = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, n_classes)]
+    return nn.Sequential(*layers)
+
+
+def build_model(recipe: str, in_ch: int, n_classes: int, width: int | None = None) -> nn.Module:
+    if recipe == "small_cnn":
+        return small_cnn(in_ch, n_classes, width or 32)
+    if recipe == "resnet18":
+        return resnet18(in_ch, n_classes, width or 64)
+    raise ValueError(f"classifier.recipe: unknown recipe {recipe!r}; choose from {RECIPES}")
+
+
+def train_classifier(x_train, y_train, x_test, y_test, n_classes: int, *, recipe: str = "small_cnn", steps: int = 300,
+                     batch_size: int = 64, lr: float = 3e-3, weight_decay: float = 5e-4, label_smoothing: float = 0.1,
+                     width: int | None = None, seed: int = 0, device: str | None = None, flip: bool = False,
+                     return_model: bool = False) -> dict:
+    """Train from scratch and evaluate; returns accuracy, loss, per-class accuracy, seconds."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    gpu = device.startswith("cuda")
+    torch.manual_seed(seed)
+    if not gpu:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    xtr = torch.as_tensor(x_train, dtype=torch.float32, device=device)
+    ytr = torch.as_tensor(y_train, dtype=torch.int64, device=device)
+    mean, std = xtr.mean((0, 2, 3), keepdim=True), xtr.std((0, 2, 3), keepdim=True) + 1e-6
+    model = build_model(recipe, xtr.shape[1], n_classes, width).to(device)
+    if gpu:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.2)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    n = len(ytr)
+    bs = min(batch_size, n)
+    t0 = time.perf_counter()
+    model.train()
+    for step in range(steps):
+        idx = torch.randint(0, n, (bs,), device=device, generator=gen)
+        xb = (xtr[idx] - mean) / std
+        if flip:
+            mask = torch.rand(bs, device=device, generator=gen) < 0.5
+            xb = torch.where(mask[:, None, None, None], xb.flip(3), xb)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=gpu):
+            loss = F.cross_entropy(model(xb), ytr[idx], label_smoothing=label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    if gpu:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    out = evaluate(model, x_test, y_test, n_classes, mean, std, device)
+    out["train_seconds"] = seconds
+    out["images_per_second"] = steps * bs / max(seconds, 1e-9)
+    if return_model:
+        out["model"], out["norm"] = model, (mean, std)
+    return out
+
+
+@torch.no_grad()
+def evaluate(model, x_test, y_test, n_classes, mean, std, device, batch: int = 1024) -> dict:
+    model.eval()
+    xte = torch.as_tensor(x_test, dtype=torch.float32, device=device)
+    yte = torch.as_tensor(y_test, dtype=torch.int64, device=device)
+    logits = torch.cat([model((xte[i:i + batch] - mean) / std).float() for i in range(0, len(yte), batch)])
+    loss = F.cross_entropy(logits, yte).item()
+    pred = logits.argmax(1)
+    correct = (pred == yte).float()
+    per_class = torch.zeros(n_classes, device=device).index_add_(0, yte, correct)
+    counts = torch.bincount(yte, minlength=n_classes).clamp(min=1).float()
+    return {"accuracy": correct.mean().item(), "loss": loss, "per_class_accuracy": (per_class / counts).cpu().numpy()}
+
+
+def steps_for(n_train: int, epochs: float, batch_size: int, min_steps: int) -> int:
+    return max(min_steps, math.ceil(epochs * n_train / batch_size))
