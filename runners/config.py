@@ -1,0 +1,140 @@
+"""Sweep configs: read YAML, validate every field before anything runs, one message naming the field."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from runners.data import DATASETS
+from runners.train import RECIPES
+
+SOURCES = ("real", "closed_set", "open_set", "retrieval")
+IMPLEMENTED_SOURCES = ("real",)
+DATASET_SIZES = {"digits": 1797}
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message starts with the offending field."""
+
+
+@dataclass
+class SweepConfig:
+    name: str
+    dataset: dict
+    sources: list[str]
+    n_real: list[int]
+    n_synth: list[int]
+    seeds: list[int]
+    classifier: dict = field(default_factory=dict)
+    resources: dict = field(default_factory=dict)
+    storage: str = "runs"
+    test_fraction: float = 0.25
+    max_failures: int = 2
+
+    def cells(self) -> list[dict]:
+        """Every trial. n_synth = 0 is one experiment for all sources, computed once as 'real'."""
+        out = []
+        for r in self.n_real:
+            for seed in self.seeds:
+                if 0 in self.n_synth:
+                    out.append({"source": "real", "n_real": r, "n_synth": 0, "seed": seed})
+                for src in self.sources:
+                    for s in self.n_synth:
+                        if s > 0:
+                            out.append({"source": src, "n_real": r, "n_synth": s, "seed": seed})
+        return out
+
+    def fingerprint(self) -> str:
+        """Hash of what determines the numbers (not storage or resources)."""
+        keep = {k: v for k, v in asdict(self).items() if k not in ("storage", "resources", "max_failures", "name")}
+        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.storage) / self.name
+
+
+def _require(cond: bool, fieldname: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"{fieldname}: {message}")
+
+
+def _int_list(raw: dict, key: str, minimum: int) -> list[int]:
+    v = raw.get(key)
+    _require(isinstance(v, list) and len(v) > 0, key, f"must be a non-empty list of integers, got {v!r}")
+    _require(all(isinstance(x, int) and not isinstance(x, bool) for x in v), key, f"must hold integers only, got {v!r}")
+    _require(all(x >= minimum for x in v), key, f"values must be >= {minimum}, got {v!r}")
+    _require(len(set(v)) == len(v), key, f"has duplicates: {v!r}")
+    return sorted(v)
+
+
+def load_config(source, **overrides) -> SweepConfig:
+    """A SweepConfig from a path, a dict or a SweepConfig, validated; ``overrides`` replace top-level keys."""
+    if isinstance(source, SweepConfig):
+        raw = asdict(source)
+    elif isinstance(source, dict):
+        raw = dict(source)
+    else:
+        path = Path(source)
+        _require(path.exists(), "config", f"no such file: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config: {path} is not valid YAML ({exc})") from None
+        _require(isinstance(raw, dict), "config", f"{path} must hold a mapping of fields")
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    known = set(SweepConfig.__dataclass_fields__)
+    unknown = sorted(set(raw) - known)
+    _require(not unknown, unknown[0] if unknown else "", f"unknown field (known: {sorted(known)})")
+    for key in ("name", "dataset", "sources", "n_real", "n_synth", "seeds"):
+        _require(key in raw, key, "is required")
+    _require(isinstance(raw["name"], str) and raw["name"].strip() and "/" not in raw["name"], "name",
+             f"must be a non-empty string without '/', got {raw['name']!r}")
+    ds = raw["dataset"]
+    _require(isinstance(ds, dict) and "name" in ds, "dataset", "must be a mapping with a 'name'")
+    _require(ds["name"] in DATASETS, "dataset.name", f"unknown dataset {ds['name']!r}; choose from {DATASETS}")
+    path_key = {"cifar10": "root", "cifar100": "root", "imagefolder": "root", "medmnist": "path"}.get(ds["name"])
+    if path_key:
+        _require(path_key in ds, f"dataset.{path_key}", f"is required for {ds['name']}")
+        _require(Path(ds[path_key]).exists(), f"dataset.{path_key}", f"no such file or folder: {ds[path_key]}")
+    sources = raw["sources"]
+    _require(isinstance(sources, list) and sources, "sources", f"must be a non-empty list, got {sources!r}")
+    for s in sources:
+        _require(s in SOURCES, "sources", f"unknown source {s!r}; choose from {SOURCES}")
+        _require(s in IMPLEMENTED_SOURCES, "sources", f"source {s!r} is not available in this version "
+                 f"(available: {IMPLEMENTED_SOURCES})")
+    _require(len(set(sources)) == len(sources), "sources", f"has duplicates: {sources!r}")
+    n_real = _int_list(raw, "n_real", 1)
+    n_synth = _int_list(raw, "n_synth", 0)
+    seeds = _int_list(raw, "seeds", 0)
+    tf = raw.get("test_fraction", 0.25)
+    _require(isinstance(tf, (int, float)) and 0 < tf < 1, "test_fraction", f"must lie in (0, 1), got {tf!r}")
+    clf = dict(raw.get("classifier") or {})
+    _require(clf.get("recipe", "small_cnn") in RECIPES, "classifier.recipe",
+             f"unknown recipe {clf.get('recipe')!r}; choose from {RECIPES}")
+    for key in ("steps", "batch_size"):
+        if key in clf:
+            _require(isinstance(clf[key], int) and clf[key] > 0, f"classifier.{key}", f"must be a positive integer, got {clf[key]!r}")
+    if "lr" in clf:
+        _require(isinstance(clf["lr"], (int, float)) and clf["lr"] > 0, "classifier.lr", f"must be positive, got {clf['lr']!r}")
+    res = dict(raw.get("resources") or {})
+    for key in ("cpus_per_trial", "gpus_per_trial", "num_cpus"):
+        if res.get(key) is not None:
+            _require(isinstance(res[key], (int, float)) and res[key] >= 0, f"resources.{key}",
+                     f"must be a non-negative number, got {res[key]!r}")
+    _require(float(res.get("cpus_per_trial", 1)) > 0, "resources.cpus_per_trial", "must be positive")
+    mf = raw.get("max_failures", 2)
+    _require(isinstance(mf, int) and mf >= 0, "max_failures", f"must be a non-negative integer, got {mf!r}")
+    size = DATASET_SIZES.get(ds["name"])
+    if size is not None:
+        available = size - round(size * tf)
+        need = max(n_real) + (max(n_synth) if "real" in sources else 0)
+        _require(need <= available, "n_synth" if "real" in sources and max(n_synth) else "n_real",
+                 f"max(n_real) + max(n_synth) = {need} exceeds the {available} non-test images of {ds['name']}")
+    return SweepConfig(name=raw["name"], dataset=ds, sources=list(sources), n_real=n_real, n_synth=n_synth, seeds=seeds,
+                       classifier=clf, resources=res, storage=str(raw.get("storage", "runs")), test_fraction=float(tf),
+                       max_failures=mf)
