@@ -110,7 +110,8 @@ def plan(cfg: SweepConfig) -> dict:
                     f"{len(cfg.seeds)} seeds (n_synth=0 shared across sources)"}
 
 
-def print_plan(cfg: SweepConfig, out=sys.stdout) -> dict:
+def print_plan(cfg: SweepConfig, out=None) -> dict:
+    out = out or sys.stdout
     p = plan(cfg)
     steps = int(cfg.classifier.get("steps", 300))
     per_trial = 0.01 * steps if cfg.dataset["name"] == "digits" else None

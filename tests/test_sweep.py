@@ -1,0 +1,78 @@
+"""The Ray Tune sweep on digits: a valid cube, exact resume after the driver is killed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import scaling
+
+TINY = {"name": "tiny", "dataset": {"name": "digits"}, "sources": ["real"], "n_real": [10, 30], "n_synth": [0, 10, 30],
+        "seeds": [0, 1], "classifier": {"width": 8, "steps": 15, "batch_size": 32},
+        "resources": {"cpus_per_trial": 1, "num_cpus": 2}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_ray_after_module():
+    yield
+    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+
+
+def _executions(run_dir: Path) -> Counter:
+    log = run_dir / "executions.log"
+    return Counter(log.read_text().split()) if log.exists() else Counter()
+
+
+def test_sweep_writes_a_valid_cube_and_a_rerun_computes_nothing(tmp_path):
+    cfg = {**TINY, "storage": str(tmp_path)}
+    path = scaling.run_sweep(cfg, quiet=True)
+    cube = scaling.open_cube(path)
+    assert int((cube["status"] == 1).sum()) == cube["status"].size
+    acc = cube["accuracy"].sel(source="real")
+    assert float(acc.sel(n_synth=30).mean()) > float(acc.sel(n_synth=0).mean())  # more real data helps
+    assert cube["per_class_accuracy"].sizes["class"] == 10
+    prov = json.loads(cube.attrs["provenance"])
+    assert prov["config"]["name"] == "tiny" and prov["torch"] and prov["ray"]
+    before = _executions(tmp_path / "tiny")
+    assert sum(before.values()) == 12 and max(before.values()) == 1
+    scaling.run_sweep(cfg, quiet=True)
+    assert _executions(tmp_path / "tiny") == before  # nothing ran again
+
+
+def test_a_different_config_cannot_reuse_the_run_folder(tmp_path):
+    cfg = {**TINY, "storage": str(tmp_path), "seeds": [0]}
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "sweep.json").write_text(json.dumps({"fingerprint": "something-else"}))
+    with pytest.raises(scaling.CubeError, match="^storage"):
+        scaling.run_sweep(cfg, quiet=True)
+
+
+def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump({**TINY, "storage": str(tmp_path / "interrupted")}))
+    run_dir = tmp_path / "interrupted" / "tiny"
+    proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", "sweep", str(cfg_path), "--quiet"],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while sum(_executions(run_dir).values()) < 3 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-sweep, as on a crash
+    proc.wait()
+    done_before = _executions(run_dir)
+    assert 3 <= sum(done_before.values()) < 12, "the kill must land mid-sweep"
+    path = scaling.run_sweep(cfg_path, quiet=True)
+    runs = _executions(run_dir)
+    assert max(runs.values()) == 1, f"a finished trial ran twice: {runs}"
+    assert sum(runs.values()) == 12
+    resumed = scaling.open_cube(path)
+    fresh = scaling.open_cube(scaling.run_sweep({**TINY, "storage": str(tmp_path / "fresh")}, quiet=True))
+    np.testing.assert_allclose(resumed["accuracy"].values, fresh["accuracy"].values)  # deterministic on CPU
+    np.testing.assert_array_equal(resumed["status"].values, fresh["status"].values)
