@@ -98,11 +98,11 @@ def bca_interval(point: np.ndarray, boot: np.ndarray, jack: np.ndarray, ci: floa
         acc = np.nansum(d**3, 0) / (6 * np.nansum(d**2, 0) ** 1.5)
     acc = np.where(np.isfinite(acc), acc, 0.0)
     out = []
+    sorted_boot = np.sort(np.where(finite, boot, np.inf), axis=0)
     for q in (alpha, 1 - alpha):
         zq = stats.norm.ppf(q)
         adj = stats.norm.cdf(z0 + (z0 + zq) / (1 - acc * (z0 + zq)))
         adj = np.where(np.isfinite(adj), adj, q)
-        sorted_boot = np.sort(np.where(finite, boot, np.inf), axis=0)
         k = np.clip(np.floor(adj * (n - 1)).astype(int), 0, np.maximum(n - 1, 0))
         out.append(np.take_along_axis(sorted_boot, k[None, ...], axis=0)[0])
     lo, hi = out

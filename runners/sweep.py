@@ -152,22 +152,20 @@ def _provenance(cfg: SweepConfig, started: float) -> dict:
             "end": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
-def assemble_cube(cfg: SweepConfig, failed: set[str], started: float):
+def assemble_cube(cfg: SweepConfig, failed: set[str], provenance: dict):
     """The cube from the ledger (the source of truth); n_synth=0 results fill every source."""
-    from runners.data import load_dataset
-
     data, test_idx = _dataset({"dataset": cfg.dataset, "test_fraction": cfg.test_fraction})
     cube = empty_cube(cfg.sources, cfg.n_real, cfg.n_synth, cfg.seeds, dataset=cfg.dataset["name"],
-                      n_test=len(test_idx), classes=data.classes, provenance=_provenance(cfg, started), per_class=True)
+                      n_test=len(test_idx), classes=data.classes, provenance=provenance, per_class=True)
     ledger = cfg.run_dir / "ledger"
     for cell in cfg.cells():
         key = cell_key(cell)
         targets = cfg.sources if cell["n_synth"] == 0 else [cell["source"]]
         path = ledger / f"{key}.json"
+        r = json.loads(path.read_text()) if path.exists() else None
         for src in targets:
             loc = dict(source=src, n_real=cell["n_real"], n_synth=cell["n_synth"], seed=cell["seed"])
-            if path.exists():
-                r = json.loads(path.read_text())
+            if r is not None:
                 for name in ("accuracy", "loss", "train_seconds", "source_seconds"):
                     cube[name].loc[loc] = r[name]
                 cube["per_class_accuracy"].loc[loc] = r["per_class_accuracy"]
@@ -207,7 +205,7 @@ def run_sweep(config, *, address: str | None = None, storage: str | None = None,
     failed: set[str] = set()
     if pending:
         failed = _tune(cfg, pending, address=address, quiet=quiet, started=started)
-    cube = assemble_cube(cfg, failed, started)
+    cube = assemble_cube(cfg, failed, _provenance(cfg, started))
     path = save_cube(cube, cfg.run_dir / "results.nc", overwrite=True)
     if not quiet:
         from scaling.cube import status_counts
@@ -241,13 +239,14 @@ def _tune(cfg: SweepConfig, pending: list[dict], *, address, quiet, started) -> 
     class Progress(tune.Callback):
         def __init__(self):
             self.last_save = 0.0
+            self.provenance = _provenance(cfg, started)  # once: it runs git and imports; saves recur every 5 s
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             bar.update(1)
             bar.set_postfix_str(f"{cell_key(result)} acc={result['accuracy']:.3f}")
             if time.time() - self.last_save > 5:  # rewrite the cube as trials finish, at most every 5 s
                 self.last_save = time.time()
-                save_cube(assemble_cube(cfg, failed, started), cfg.run_dir / "results.nc", overwrite=True)
+                save_cube(assemble_cube(cfg, failed, self.provenance), cfg.run_dir / "results.nc", overwrite=True)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             failed.add(cell_key(trial.config["cell"]))

@@ -4,7 +4,6 @@ index tensors (no per-sample Python work), channels_last + bf16 autocast on GPU,
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -119,7 +118,3 @@ def evaluate(model, x_test, y_test, n_classes, mean, std, device, batch: int = 1
     per_class = torch.zeros(n_classes, device=device).index_add_(0, yte, correct)
     counts = torch.bincount(yte, minlength=n_classes).clamp(min=1).float()
     return {"accuracy": correct.mean().item(), "loss": loss, "per_class_accuracy": (per_class / counts).cpu().numpy()}
-
-
-def steps_for(n_train: int, epochs: float, batch_size: int, min_steps: int) -> int:
-    return max(min_steps, math.ceil(epochs * n_train / batch_size))

@@ -255,8 +255,7 @@ def merge_cubes(a: xr.Dataset, b: xr.Dataset, *, atol: float = 1e-9) -> xr.Datas
     merged = a_al.copy()
     for name in a_al.data_vars:
         if name in b_al:
-            mask = take_b if set(take_b.dims) <= set(a_al[name].dims) else take_b
-            merged[name] = xr.where(mask, b_al[name], a_al[name])
+            merged[name] = xr.where(take_b, b_al[name], a_al[name])
     merged["status"] = xr.where(take_b, b_status, a_status).astype(np.int8)
     merged.attrs = dict(a.attrs)
     merged.attrs["provenance"] = json.dumps(

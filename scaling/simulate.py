@@ -7,6 +7,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
+from scipy.stats import binom
 
 from analysis.equivalence import law_neq
 from scaling.cube import STATUS_DONE, STATUS_FAILED, empty_cube
@@ -65,16 +66,14 @@ def simulate_cube(
     effects = rng.normal(0.0, seed_sd, size=(len(seed_ids), len(cube["n_real"])))
     acc = np.empty(cube["accuracy"].shape)
     base_noise = rng.random((len(seed_ids), len(cube["n_real"])))  # shared n_synth=0 draw
+    zero = cube["n_synth"].values == 0
     for i, (name, spec) in enumerate(sources.items()):
         n_eq = planted_neq(spec, R, Sy)
         err_true = E + B * (R + n_eq) ** (-beta)
         for s in range(len(seed_ids)):
             err = np.clip(err_true * np.exp(effects[s])[:, None], 1e-6, 1 - 1e-6)
             draws = rng.binomial(n_test, 1 - err) / n_test
-            # the n_synth=0 cell is the same training run for every source
-            zero = cube["n_synth"].values == 0
-            from scipy.stats import binom
-
+            # the n_synth=0 cell is the same training run for every source: one shared uniform draw
             draws[:, zero] = (binom.ppf(base_noise[s][:, None], n_test, 1 - err[:, zero]) / n_test)
             acc[i, :, :, s] = draws
     cube["accuracy"].values[:] = acc
