@@ -13,8 +13,9 @@ from runners.data import DATASETS
 from runners.train import RECIPES
 
 SOURCES = ("real", "closed_set", "open_set", "retrieval")
-IMPLEMENTED_SOURCES = ("real",)
+IMPLEMENTED_SOURCES = SOURCES
 DATASET_SIZES = {"digits": 1797}
+DATASET_SHAPES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
 
 
 class ConfigError(ValueError):
@@ -34,6 +35,7 @@ class SweepConfig:
     storage: str = "runs"
     test_fraction: float = 0.25
     max_failures: int = 2
+    source_options: dict = field(default_factory=dict)
 
     def cells(self) -> list[dict]:
         """Every trial. n_synth = 0 is one experiment for all sources, computed once as 'real'."""
@@ -122,7 +124,7 @@ def load_config(source, **overrides) -> SweepConfig:
     if "lr" in clf:
         _require(isinstance(clf["lr"], (int, float)) and clf["lr"] > 0, "classifier.lr", f"must be positive, got {clf['lr']!r}")
     res = dict(raw.get("resources") or {})
-    for key in ("cpus_per_trial", "gpus_per_trial", "num_cpus"):
+    for key in ("cpus_per_trial", "gpus_per_trial", "gpus_per_source_job", "num_cpus"):
         if res.get(key) is not None:
             _require(isinstance(res[key], (int, float)) and res[key] >= 0, f"resources.{key}",
                      f"must be a non-negative number, got {res[key]!r}")
@@ -135,6 +137,57 @@ def load_config(source, **overrides) -> SweepConfig:
         need = max(n_real) + (max(n_synth) if "real" in sources else 0)
         _require(need <= available, "n_synth" if "real" in sources and max(n_synth) else "n_real",
                  f"max(n_real) + max(n_synth) = {need} exceeds the {available} non-test images of {ds['name']}")
+    source_options = _source_options(raw, sources, ds, n_real, n_synth, tf)
     return SweepConfig(name=raw["name"], dataset=ds, sources=list(sources), n_real=n_real, n_synth=n_synth, seeds=seeds,
                        classifier=clf, resources=res, storage=str(raw.get("storage", "runs")), test_fraction=float(tf),
-                       max_failures=mf)
+                       max_failures=mf, source_options=source_options)
+
+
+def _source_options(raw: dict, sources: list[str], ds: dict, n_real: list[int], n_synth: list[int], tf: float) -> dict:
+    """Validate per-source options (generator presets, text-to-image folder, retrieval encoder) up front."""
+    from runners.generative import check_pipeline_dir, check_resolution
+    from runners.sources import options_for
+
+    opts = raw.get("source_options") or {}
+    _require(isinstance(opts, dict), "source_options", f"must be a mapping source -> options, got {opts!r}")
+    for src, value in opts.items():
+        _require(src in sources, f"source_options.{src}", f"is not one of this sweep's sources {sources}")
+        _require(value is None or isinstance(value, dict), f"source_options.{src}", f"must be a mapping, got {value!r}")
+    open_opts = opts.get("open_set") or {}
+    if open_opts.get("pipeline") is not None:
+        try:
+            check_pipeline_dir(open_opts["pipeline"])
+        except ValueError as exc:
+            raise ConfigError(f"source_options.open_set.pipeline: {exc}") from None
+    clip_dir = (opts.get("retrieval") or {}).get("clip_dir")
+    if clip_dir is not None:
+        _require((Path(clip_dir) / "config.json").exists(), "source_options.retrieval.clip_dir",
+                 f"{clip_dir} is not a CLIP model folder (no config.json)")
+    if (opts.get("retrieval") or {}).get("encoder") == "clip":
+        _require(clip_dir is not None, "source_options.retrieval.clip_dir", "is required when encoder is 'clip'")
+    thr = (opts.get("retrieval") or {}).get("dedup_threshold", 0.98)
+    _require(isinstance(thr, (int, float)) and 0 < thr <= 1, "source_options.retrieval.dedup_threshold",
+             f"must lie in (0, 1], got {thr!r}")
+    probe = {"source_options": opts}
+    for src in sources:
+        try:
+            resolved = options_for(probe, src)
+        except ValueError as exc:
+            raise ConfigError(f"source_options.{src}.{exc}") from None
+        shape = DATASET_SHAPES.get(ds["name"])
+        if "generator" in resolved:
+            hp = resolved["generator"]
+            for key in ("train_steps", "batch_size", "sample_steps"):
+                _require(isinstance(hp[key], int) and hp[key] > 0, f"source_options.{src}.{key}",
+                         f"must be a positive integer, got {hp[key]!r}")
+            if shape:
+                try:
+                    check_resolution(hp, shape)
+                except ValueError as exc:
+                    raise ConfigError(f"source_options.{src}.{exc}") from None
+    size = DATASET_SIZES.get(ds["name"])
+    if size is not None and "retrieval" in sources:
+        external = size - round(size * tf) - max(n_real)
+        _require(max(n_synth) <= external, "n_synth", f"max(n_synth) = {max(n_synth)} exceeds the {external} "
+                 f"external images retrieval can draw from ({ds['name']} without test images and the largest base)")
+    return {k: dict(v or {}) for k, v in opts.items()}

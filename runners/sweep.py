@@ -8,6 +8,7 @@ can rerun trials that finished after it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -21,42 +22,41 @@ import numpy as np
 from runners.config import SweepConfig, load_config
 from scaling.cube import STATUS_DONE, STATUS_FAILED, CubeError, empty_cube, open_cube, save_cube
 
-_DATA_CACHE: dict = {}
 
 
 def cell_key(cell: dict) -> str:
     return f"{cell['source']}-r{cell['n_real']}-s{cell['n_synth']}-seed{cell['seed']}"
 
 
-def _dataset(cfg: dict):
-    """Per worker process: load the dataset and fixed test split once (actors are reused)."""
-    from runners.data import load_dataset, test_indices
+def worker_config(cfg: SweepConfig) -> dict:
+    """What trials and source jobs need, as plain JSON-able data (it travels to Ray workers)."""
+    return {"dataset": cfg.dataset, "test_fraction": cfg.test_fraction, "classifier": cfg.classifier,
+            "resources": cfg.resources, "n_synth": cfg.n_synth, "seeds": cfg.seeds,
+            "source_options": cfg.source_options, "run_dir": str(cfg.run_dir.resolve())}
 
-    key = json.dumps([cfg["dataset"], cfg["test_fraction"]], sort_keys=True)
-    if key not in _DATA_CACHE:
-        data = load_dataset(cfg["dataset"])
-        _DATA_CACHE[key] = (data, test_indices(data, cfg["test_fraction"]))
-    return _DATA_CACHE[key]
+
+def _inject_failure(cell: dict) -> None:
+    """Test hook: SCALING_FAIL_CELLS="key1,key2" makes those trials raise (a stand-in for OOM or a bad node)."""
+    if cell_key(cell) in os.environ.get("SCALING_FAIL_CELLS", "").split(","):
+        raise RuntimeError(f"injected failure in {cell_key(cell)}")
 
 
 def run_cell(cfg: dict, cell: dict) -> dict:
     """Train one classifier for one cell; pure function of (config, cell)."""
     import torch
 
-    from runners.data import split_for_seed
+    from runners.sources import attributed_seconds, base_and_real_pool, dataset_of, load_pool
     from runners.train import train_classifier
 
+    _inject_failure(cell)
     torch.set_num_threads(max(1, int(cfg["resources"].get("cpus_per_trial", 1))))
-    data, test_idx = _dataset(cfg)
-    pool_size = max(cfg["n_synth"]) if cell["source"] == "real" else 0
-    base, pool = split_for_seed(data, test_idx, cell["seed"], cell["n_real"], pool_size)
-    t0 = time.perf_counter()
-    if cell["source"] == "real":
-        train_idx = np.concatenate([base, pool[: cell["n_synth"]]])
-        x, y = data.images[train_idx], data.labels[train_idx]
-    else:  # generative and retrieval sources plug in here (their pools are prepared before the trials)
-        raise ValueError(f"source {cell['source']!r} is not available in this version")
-    source_seconds = time.perf_counter() - t0
+    data, test_idx = dataset_of(cfg)
+    base, _ = base_and_real_pool(cfg, cell["n_real"], cell["seed"], 0)
+    x, y, source_seconds = data.images[base], data.labels[base], 0.0
+    if cell["n_synth"] > 0:
+        xs, ys, meta = load_pool(cfg, cell["source"], cell["n_real"], cell["seed"], cell["n_synth"])
+        x, y = np.concatenate([x, xs]), np.concatenate([y, ys])
+        source_seconds = attributed_seconds(meta, cell["n_synth"])
     clf = dict(cfg["classifier"])
     clf.pop("recipe", None)
     # the classifier init depends on (seed, n_real) only: every source at a base size shares it
@@ -103,9 +103,36 @@ def trainable(config: dict) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+def source_jobs(cfg: SweepConfig) -> list[dict]:
+    """One job per distinct pool (content hash), in an order that puts the slow generators first."""
+    from runners.sources import pool_key
+
+    wcfg, jobs, seen = worker_config(cfg), [], set()
+    if max(cfg.n_synth) == 0:
+        return jobs
+    for source in sorted(cfg.sources, key=lambda s: s == "real"):
+        for r in cfg.n_real:
+            for seed in cfg.seeds:
+                key = pool_key(wcfg, source, r, seed)
+                if key not in seen:
+                    seen.add(key)
+                    jobs.append({"source": source, "n_real": r, "seed": seed, "key": key})
+    return jobs
+
+
+def generator_trainings(cfg: SweepConfig) -> int:
+    from runners.sources import options_for
+
+    n = len(cfg.n_real) * len(cfg.seeds) if "closed_set" in cfg.sources else 0
+    if "open_set" in cfg.sources and "generator" in options_for(worker_config(cfg), "open_set"):
+        n += 1
+    return n if max(cfg.n_synth) > 0 else 0
+
+
 def plan(cfg: SweepConfig) -> dict:
     cells = cfg.cells()
-    return {"trials": len(cells), "sources": cfg.sources, "generator_jobs": 0,
+    return {"trials": len(cells), "sources": cfg.sources, "source_jobs": len(source_jobs(cfg)),
+            "generator_jobs": generator_trainings(cfg),
             "grid": f"{len(cfg.sources)} sources x {len(cfg.n_real)} n_real x {len(cfg.n_synth)} n_synth x "
                     f"{len(cfg.seeds)} seeds (n_synth=0 shared across sources)"}
 
@@ -114,13 +141,22 @@ def print_plan(cfg: SweepConfig, out=None) -> dict:
     out = out or sys.stdout
     p = plan(cfg)
     steps = int(cfg.classifier.get("steps", 300))
-    per_trial = 0.01 * steps if cfg.dataset["name"] == "digits" else None
     slots = max(1, int((cfg.resources.get("num_cpus") or os.cpu_count() or 1) // cfg.resources.get("cpus_per_trial", 1)))
     print(f"sweep '{cfg.name}' on {cfg.dataset['name']}: {p['grid']}", file=out)
-    print(f"  trials: {p['trials']}   generator jobs: {p['generator_jobs']}   parallel slots: {slots}", file=out)
-    if per_trial:
-        print(f"  estimate: ~{per_trial * p['trials'] / slots / 60:.1f} min on this machine "
-              f"(~{per_trial:.1f} s per trial)", file=out)
+    print(f"  trials: {p['trials']}   source jobs (pools): {p['source_jobs']}   generator trainings: "
+          f"{p['generator_jobs']}   parallel slots: {slots}", file=out)
+    if cfg.dataset["name"] == "digits":
+        # measured on a 2-core CPU: ~0.01 s per classifier step, ~0.05 s per tiny-generator step
+        from runners.sources import options_for
+
+        gen_steps = 0
+        for src in ("closed_set", "open_set"):
+            if src in cfg.sources:
+                g = options_for(worker_config(cfg), src).get("generator")
+                gen_steps = max(gen_steps, g["train_steps"] if g else 0)
+        total = 0.01 * steps * p["trials"] + 0.05 * gen_steps * p["generator_jobs"]
+        print(f"  estimate: ~{total / slots / 60:.1f} min on this machine (~{0.01 * steps:.1f} s per trial, "
+              f"~{0.05 * gen_steps:.0f} s per generator)", file=out)
     else:
         print("  estimate: depends on the accelerator; budget GPU time per trial x trials / slots", file=out)
     print(f"  output: {cfg.run_dir / 'results.nc'}", file=out)
@@ -152,9 +188,18 @@ def _provenance(cfg: SweepConfig, started: float) -> dict:
             "end": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
+POOL_VARS = {"pool_label_accuracy": ("label_accuracy", "judge classifier's agreement with the pool's labels (0-1)"),
+             "pool_frechet_distance": ("frechet_distance", "Frechet distance pool vs real images, judge features"),
+             "pool_label_noise": ("label_noise", "fraction of retrieved images whose query label is wrong")}
+
+
 def assemble_cube(cfg: SweepConfig, failed: set[str], provenance: dict):
     """The cube from the ledger (the source of truth); n_synth=0 results fill every source."""
-    data, test_idx = _dataset({"dataset": cfg.dataset, "test_fraction": cfg.test_fraction})
+    import xarray as xr
+
+    from runners.sources import dataset_of, pool_paths
+
+    data, test_idx = dataset_of(worker_config(cfg))
     cube = empty_cube(cfg.sources, cfg.n_real, cfg.n_synth, cfg.seeds, dataset=cfg.dataset["name"],
                       n_test=len(test_idx), classes=data.classes, provenance=provenance, per_class=True)
     ledger = cfg.run_dir / "ledger"
@@ -172,6 +217,19 @@ def assemble_cube(cfg: SweepConfig, failed: set[str], provenance: dict):
                 cube["status"].loc[loc] = STATUS_DONE
             elif key in failed:
                 cube["status"].loc[loc] = STATUS_FAILED
+    # pool quality per (source, n_real, seed): no n_synth dimension, every prefix shares its pool
+    dims = ("source", "n_real", "seed")
+    shape = tuple(cube.sizes[d] for d in dims)
+    wcfg = worker_config(cfg)
+    for var, (field_name, doc) in POOL_VARS.items():
+        values = np.full(shape, np.nan)
+        for i, src in enumerate(cfg.sources):
+            for j, r in enumerate(cube["n_real"].values):
+                for k, seed in enumerate(cube["seed"].values):
+                    meta_path = pool_paths(wcfg, src, int(r), int(seed))[1]
+                    if max(cfg.n_synth) > 0 and meta_path.exists():
+                        values[i, j, k] = json.loads(meta_path.read_text()).get(field_name, np.nan)
+        cube[var] = xr.DataArray(values, dims=dims, attrs={"description": doc})
     return cube
 
 
@@ -204,23 +262,25 @@ def run_sweep(config, *, address: str | None = None, storage: str | None = None,
               f"{len(pending)} to run -> {cfg.run_dir / 'results.nc'}", flush=True)
     failed: set[str] = set()
     if pending:
-        failed = _tune(cfg, pending, address=address, quiet=quiet, started=started)
+        with _ray_session(cfg, address):
+            _prepare_sources(cfg, quiet=quiet)
+            failed = _tune(cfg, pending, quiet=quiet, started=started)
     cube = assemble_cube(cfg, failed, _provenance(cfg, started))
     path = save_cube(cube, cfg.run_dir / "results.nc", overwrite=True)
     if not quiet:
         from scaling.cube import status_counts
 
-        print(f"cube written: {path} ({status_counts(cube)})", flush=True)
+        print(f"cube written: {path} ({status_counts(cube)}) in {time.time() - started:.0f} s", flush=True)
     return path
 
 
-def _tune(cfg: SweepConfig, pending: list[dict], *, address, quiet, started) -> set[str]:
+@contextlib.contextmanager
+def _ray_session(cfg: SweepConfig, address: str | None):
+    """Connect to ``address`` or start a local Ray with explicit CPUs and no dashboard; stop only what we started."""
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TB writers per trial
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000")
     import ray
-    from ray import tune
-    from tqdm import tqdm
 
     started_here = False
     if not ray.is_initialized():
@@ -231,8 +291,77 @@ def _tune(cfg: SweepConfig, pending: list[dict], *, address, quiet, started) -> 
         else:
             ray.init(num_cpus=cfg.resources.get("num_cpus") or os.cpu_count(), **kwargs)
         started_here = True
-    sweep_cfg = {"dataset": cfg.dataset, "test_fraction": cfg.test_fraction, "classifier": cfg.classifier,
-                 "resources": cfg.resources, "n_synth": cfg.n_synth, "run_dir": str(cfg.run_dir.resolve())}
+    try:
+        yield
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _source_task(wcfg: dict, job: dict, *deps) -> dict:
+    """Ray task body: one pool (its generator trained first when needed). ``deps`` only order the tasks."""
+    import torch
+
+    from runners.sources import prepare_pool
+
+    torch.set_num_threads(max(1, int(wcfg["resources"].get("cpus_per_trial", 1))))
+    t0 = time.perf_counter()
+    meta = prepare_pool(wcfg, job["source"], job["n_real"], job["seed"])
+    return {**job, "seconds": time.perf_counter() - t0, "meta": meta}
+
+
+def _judge_task(wcfg: dict) -> dict:
+    from runners.sources import prepare_judge
+
+    return prepare_judge(wcfg)
+
+
+def _open_generator_task(wcfg: dict, *deps) -> dict:
+    import torch
+
+    from runners.sources import prepare_open_generator
+
+    torch.set_num_threads(max(1, int(wcfg["resources"].get("cpus_per_trial", 1))))
+    return prepare_open_generator(wcfg)
+
+
+def _prepare_sources(cfg: SweepConfig, *, quiet: bool) -> None:
+    """Generator training, sampling and retrieval as Ray tasks before the trials (GPU when asked for)."""
+    import ray
+    from tqdm import tqdm
+
+    from runners.sources import options_for, pool_paths
+
+    wcfg = worker_config(cfg)
+    jobs = [j for j in source_jobs(cfg) if not all(p.exists() for p in pool_paths(wcfg, j["source"], j["n_real"], j["seed"]))]
+    if not jobs:
+        return
+    opts = {"num_cpus": float(cfg.resources.get("cpus_per_trial", 1)),
+            "num_gpus": float(cfg.resources.get("gpus_per_source_job", cfg.resources.get("gpus_per_trial", 0))),
+            "max_retries": cfg.max_failures}
+    judge = ray.remote(_judge_task).options(**opts).remote(wcfg)
+    open_gen = None
+    if any(j["source"] == "open_set" for j in jobs) and "generator" in options_for(wcfg, "open_set"):
+        open_gen = ray.remote(_open_generator_task).options(**opts).remote(wcfg, judge)
+    task = ray.remote(_source_task).options(**opts)
+    refs = [task.remote(wcfg, j, judge, open_gen) if j["source"] == "open_set" and open_gen is not None
+            else task.remote(wcfg, j, judge) for j in jobs]
+    with tqdm(total=len(refs), desc="sources", unit="pool", disable=quiet, file=sys.stdout) as bar:
+        while refs:
+            done, refs = ray.wait(refs, num_returns=1)
+            r = ray.get(done[0])  # a source job that fails after its retries stops the sweep: no trial can use it
+            m = r["meta"]
+            extra = f" noise={m['label_noise']:.2f}" if "label_noise" in m else ""
+            bar.update(1)
+            bar.set_postfix_str(f"{r['source']} r{r['n_real']} seed{r['seed']} {r['seconds']:.0f}s "
+                                f"label_acc={m['label_accuracy']:.2f} FD={m['frechet_distance']:.1f}{extra}")
+
+
+def _tune(cfg: SweepConfig, pending: list[dict], *, quiet, started) -> set[str]:
+    from ray import tune
+    from tqdm import tqdm
+
+    sweep_cfg = worker_config(cfg)
     bar = tqdm(total=len(pending), desc=f"sweep {cfg.name}", unit="trial", disable=quiet, file=sys.stdout)
     failed: set[str] = set()
 
@@ -268,6 +397,4 @@ def _tune(cfg: SweepConfig, pending: list[dict], *, address, quiet, started) -> 
         tuner.fit()
     finally:
         bar.close()
-        if started_here:
-            ray.shutdown()
     return failed
