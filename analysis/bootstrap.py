@@ -109,3 +109,24 @@ def bca_interval(point: np.ndarray, boot: np.ndarray, jack: np.ndarray, ci: floa
     p_lo, p_hi = percentile_interval(boot, ci)
     bad = (n == 0) | ~np.isfinite(z0)
     return np.where(bad, p_lo, lo), np.where(bad, p_hi, hi)
+
+
+def jackknife_t_interval(point: np.ndarray, jack: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-seed-out t interval: ``point ± t_{S-1} · se_jack`` (on the log scale for positive quantities).
+
+    The jackknife variance of a smooth statistic is biased upwards (Efron & Stein 1981), and the Student-t
+    quantile with S-1 degrees of freedom accounts for estimating it from S seeds; together they keep
+    coverage near nominal with as few as 5 seeds, where percentile intervals undercover.
+    """
+    s = jack.shape[0]
+    positive = np.all(jack > 0, axis=0) & (point > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        jl = np.where(positive, np.log(np.where(positive, jack, 1.0)), jack)
+        pl = np.where(positive, np.log(np.where(positive, point, 1.0)), point)
+        se = np.sqrt((s - 1) / s * np.nansum((jl - np.nanmean(jl, axis=0)) ** 2, axis=0))
+    half = stats.t.ppf(1 - (1 - ci) / 2, s - 1) * se
+    lo, hi = pl - half, pl + half
+    lo = np.where(positive, np.exp(lo), lo)
+    hi = np.where(positive, np.exp(np.minimum(hi, 700)), hi)
+    bad = ~np.all(np.isfinite(jack), axis=0)
+    return np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)

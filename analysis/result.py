@@ -14,6 +14,7 @@ from analysis.bootstrap import (
     bca_interval,
     cell_moments,
     expanded_level,
+    jackknife_t_interval,
     jackknife_counts,
     percentile_interval,
     seed_counts,
@@ -32,7 +33,7 @@ from analysis.equivalence import (
 )
 
 
-CI_METHODS = ("expanded", "percentile", "bca")
+CI_METHODS = ("expanded", "percentile", "bca", "jackknife")
 
 
 class IdentifiabilityError(ValueError):
@@ -111,7 +112,7 @@ def fit_arrays(acc: xr.DataArray, sources: list[str], opts: FitOptions, *, n_tes
         return run_pipeline(counts, ref, srcs, n_test=n_test, curve_law=curve_law, e0=e0, fit_beta=fit_beta)
 
     reps = pipeline(seed_counts(n_seeds, int(opts.n_boot), rng))
-    jack = pipeline(jackknife_counts(n_seeds)) if opts.ci_method == "bca" else None
+    jack = pipeline(jackknife_counts(n_seeds)) if opts.ci_method in ("bca", "jackknife") else None
     if reps.curve.bound_names:
         warnings_common.append(f"reference curve sits on a bound ({', '.join(reps.curve.bound_names)})")
     results = {}
@@ -205,6 +206,8 @@ class EquivalenceResult:
         point, boot = boot_all[0], boot_all[1:]
         if self.ci_method == "bca" and jack_all is not None:
             lo, hi = bca_interval(point, boot, jack_all, self.ci)
+        elif self.ci_method == "jackknife" and jack_all is not None:
+            lo, hi = jackknife_t_interval(point, jack_all, self.ci)
         elif self.ci_method == "expanded":
             lo, hi = percentile_interval(boot, expanded_level(self.ci, self.n_seeds))
         else:

@@ -32,7 +32,7 @@ POOL_VERSION = 1  # bump when the recipe changes what a cached pool contains
 ENCODERS = ("pixels", "classifier", "clip")
 RETRIEVAL_DEFAULTS = {"encoder": "pixels", "dedup_threshold": 0.98, "clip_dir": None}
 TEXT2IMAGE_DEFAULTS = {"prompt": "a photo of {}", "steps": 25, "guidance": 7.5}
-JUDGE = {"recipe": "small_cnn", "width": 32, "steps": 600, "batch_size": 128, "lr": 0.004}
+JUDGE = {"recipe": "small_cnn", "width": 16, "steps": 300, "batch_size": 64, "lr": 0.004}
 FEATURES_KEPT = 256  # judge features stored per pool for the domain-gap figure
 
 

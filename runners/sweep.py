@@ -35,9 +35,12 @@ def worker_config(cfg: SweepConfig) -> dict:
             "source_options": cfg.source_options, "run_dir": str(cfg.run_dir.resolve())}
 
 
-def _inject_failure(cell: dict) -> None:
-    """Test hook: SCALING_FAIL_CELLS="key1,key2" makes those trials raise (a stand-in for OOM or a bad node)."""
+def _inject_failure(cfg: dict, cell: dict) -> None:
+    """Test hook: SCALING_FAIL_CELLS="key1,key2" makes those trials raise (a stand-in for OOM or a bad node);
+    every attempt is logged so a test can count the retries."""
     if cell_key(cell) in os.environ.get("SCALING_FAIL_CELLS", "").split(","):
+        with open(Path(cfg["run_dir"]) / "failures.log", "a") as fh:
+            fh.write(cell_key(cell) + "\n")
         raise RuntimeError(f"injected failure in {cell_key(cell)}")
 
 
@@ -48,7 +51,7 @@ def run_cell(cfg: dict, cell: dict) -> dict:
     from runners.sources import attributed_seconds, base_and_real_pool, dataset_of, load_pool
     from runners.train import train_classifier
 
-    _inject_failure(cell)
+    _inject_failure(cfg, cell)
     torch.set_num_threads(max(1, int(cfg["resources"].get("cpus_per_trial", 1))))
     data, test_idx = dataset_of(cfg)
     base, _ = base_and_real_pool(cfg, cell["n_real"], cell["seed"], 0)
@@ -357,6 +360,25 @@ def _prepare_sources(cfg: SweepConfig, *, quiet: bool) -> None:
                                 f"label_acc={m['label_accuracy']:.2f} FD={m['frechet_distance']:.1f}{extra}")
 
 
+def build_tuner(fn, param_space: dict, *, resources: dict, name: str, storage: Path, max_failures: int,
+                callbacks: list):
+    """The sweep's Tuner: packed resources, reused actors, no per-trial loggers or console tables,
+    retries on failure. A trial then costs its training, not its scheduling (bench/ray_overhead.py)."""
+    from ray import tune
+
+    return tune.Tuner(
+        tune.with_resources(fn, resources),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=name, storage_path=str(Path(storage).resolve()), verbose=0,
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            callbacks=callbacks, log_to_file=False,
+        ),
+    )
+
+
 def _tune(cfg: SweepConfig, pending: list[dict], *, quiet, started) -> set[str]:
     from ray import tune
     from tqdm import tqdm
@@ -382,17 +404,9 @@ def _tune(cfg: SweepConfig, pending: list[dict], *, quiet, started) -> set[str]:
             bar.write(f"trial failed after retries: {cell_key(trial.config['cell'])}")
 
     resources = {"cpu": float(cfg.resources.get("cpus_per_trial", 1)), "gpu": float(cfg.resources.get("gpus_per_trial", 0))}
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, resources),
-        param_space={"sweep": sweep_cfg, "cell": tune.grid_search(pending)},
-        tune_config=tune.TuneConfig(reuse_actors=True),
-        run_config=tune.RunConfig(
-            name=f"tune-{int(started)}", storage_path=str((cfg.run_dir / "tune").resolve()), verbose=0,
-            failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=[Progress()], log_to_file=False,
-        ),
-    )
+    tuner = build_tuner(trainable, {"sweep": sweep_cfg, "cell": tune.grid_search(pending)}, resources=resources,
+                        name=f"tune-{int(started)}", storage=cfg.run_dir / "tune", max_failures=cfg.max_failures,
+                        callbacks=[Progress()])
     try:
         tuner.fit()
     finally:

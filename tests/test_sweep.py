@@ -76,3 +76,45 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     fresh = scaling.open_cube(scaling.run_sweep({**TINY, "storage": str(tmp_path / "fresh")}, quiet=True))
     np.testing.assert_allclose(resumed["accuracy"].values, fresh["accuracy"].values)  # deterministic on CPU
     np.testing.assert_array_equal(resumed["status"].values, fresh["status"].values)
+
+
+def test_a_failing_trial_is_retried_then_recorded_failed_and_the_sweep_finishes(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCALING_FAIL_CELLS", "real-r10-s30-seed1")  # Ray workers inherit the driver's env
+    cfg = {**TINY, "storage": str(tmp_path), "max_failures": 1}
+    cube = scaling.open_cube(scaling.run_sweep(cfg, quiet=True))
+    bad = dict(source="real", n_real=10, n_synth=30, seed=1)
+    assert int(cube["status"].sel(bad)) == 2 and np.isnan(float(cube["accuracy"].sel(bad)))
+    assert (tmp_path / "tiny" / "failures.log").read_text().split() == ["real-r10-s30-seed1"] * 2  # 1 + 1 retry
+    assert int((cube["status"] == 1).sum()) == cube["status"].size - 1
+
+
+def test_cluster_runs_trials_on_both_nodes_and_survives_losing_the_worker(tmp_path):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    worker = cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    try:
+        cfg_path = tmp_path / "tiny.yaml"
+        slow = {**TINY, "classifier": {"width": 8, "steps": 120, "batch_size": 32}, "storage": str(tmp_path),
+                "max_failures": 3}
+        cfg_path.write_text(yaml.safe_dump(slow))
+        run_dir = tmp_path / "tiny"
+        proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", "sweep", str(cfg_path), "--quiet",
+                                 "--address", cluster.address], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.time() + 240
+        nodes = set()
+        while time.time() < deadline and proc.poll() is None:
+            nodes = {json.loads(p.read_text())["node"] for p in (run_dir / "ledger").glob("*.json")}
+            if len(nodes) >= 2 and sum(_executions(run_dir).values()) >= 4:
+                break
+            time.sleep(0.1)
+        assert len(nodes) == 2, f"trials ran on {nodes} only"
+        cluster.remove_node(worker)  # the worker node dies mid-sweep
+        assert sum(_executions(run_dir).values()) < 12, "the worker must be lost before the sweep ended"
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out.decode()[-2000:]
+        cube = scaling.open_cube(run_dir / "results.nc")
+        assert int((cube["status"] == 1).sum()) == cube["status"].size  # every cell done
+    finally:
+        cluster.shutdown()

@@ -1,0 +1,162 @@
+"""Sources: shapes, classes, determinism, cache reuse, retrieval labels; all offline with tiny models."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from runners import sources
+from runners.config import ConfigError, load_config
+from runners.generative import check_pipeline_dir, resolve_preset, sample_text2image
+from tests.tiny_models import tiny_clip_vision, tiny_text2image_pipeline
+
+TINY_GEN = {"block_out_channels": [8, 16], "train_steps": 12, "batch_size": 8, "sample_steps": 4}
+
+
+def _cfg(run_dir, **extra):
+    return {"dataset": {"name": "digits"}, "test_fraction": 0.25, "n_synth": [0, 10, 30], "seeds": [0, 1],
+            "classifier": {}, "resources": {"cpus_per_trial": 1}, "run_dir": str(run_dir),
+            "source_options": {"closed_set": TINY_GEN, "open_set": TINY_GEN, **extra}}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("sources")
+
+
+def test_closed_set_pool_is_balanced_uint8_and_deterministic(run_dir, tmp_path):
+    cfg = _cfg(run_dir)
+    meta = sources.prepare_pool(cfg, "closed_set", 20, 0)
+    with np.load(sources.pool_paths(cfg, "closed_set", 20, 0)[0]) as f:
+        images, labels = f["images"], f["labels"]
+    assert images.shape == (30, 1, 8, 8) and images.dtype == np.uint8
+    assert np.bincount(labels[:10], minlength=10).tolist() == [1] * 10  # every prefix is class-balanced
+    assert meta["generator_seconds"] > 0 and 0 <= meta["label_accuracy"] <= 1 and meta["frechet_distance"] >= 0
+    folder = run_dir / "generators" / meta["generator"]
+    assert (folder / "diffusion_pytorch_model.safetensors").exists()
+    # a second run folder recomputes from scratch and must give the same bytes (deterministic on CPU)
+    again = _cfg(tmp_path)
+    sources.prepare_pool(again, "closed_set", 20, 0)
+    with np.load(sources.pool_paths(again, "closed_set", 20, 0)[0]) as f:
+        np.testing.assert_array_equal(f["images"], images)
+
+
+def test_a_prepared_pool_is_reused_not_recomputed(run_dir):
+    cfg = _cfg(run_dir)
+    first = sources.prepare_pool(cfg, "closed_set", 20, 0)
+    npz = sources.pool_paths(cfg, "closed_set", 20, 0)[0]
+    stamp = os.stat(npz).st_mtime_ns
+    assert sources.prepare_pool(cfg, "closed_set", 20, 0) == first
+    assert os.stat(npz).st_mtime_ns == stamp
+    # another seed is another pool; a changed preset is another pool
+    assert sources.pool_key(cfg, "closed_set", 20, 1) != sources.pool_key(cfg, "closed_set", 20, 0)
+    other = _cfg(run_dir, closed_set={**TINY_GEN, "guidance": 3.0})
+    assert sources.pool_key(other, "closed_set", 20, 0) != sources.pool_key(cfg, "closed_set", 20, 0)
+
+
+def test_open_set_generator_is_trained_once_and_shared_across_base_sizes(run_dir):
+    cfg = _cfg(run_dir)
+    assert sources.pool_key(cfg, "open_set", 20, 0) == sources.pool_key(cfg, "open_set", 40, 0)
+    a = sources.prepare_pool(cfg, "open_set", 20, 0)
+    b = sources.prepare_pool(cfg, "open_set", 20, 1)
+    assert a["generator"] == b["generator"] and a["generator_shared_by"] == 2
+    assert len(list((run_dir / "generators").glob(f"{a['generator']}*"))) == 1
+    x, y, _ = sources.load_pool(cfg, "open_set", 20, 0, 10)
+    assert x.shape == (10, 1, 8, 8) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+    assert sorted(y.tolist()) == list(range(10))
+
+
+def test_retrieval_labels_by_query_and_records_label_noise(run_dir):
+    cfg = _cfg(run_dir)
+    meta = sources.prepare_pool(cfg, "retrieval", 20, 0)
+    data, test_idx = sources.dataset_of(cfg)
+    base, _ = sources.base_and_real_pool(cfg, 20, 0, 0)
+    with np.load(sources.pool_paths(cfg, "retrieval", 20, 0)[0]) as f:
+        idx, labels, wrong = f["indices"], f["labels"], f["label_wrong"]
+    assert len(np.unique(idx)) == 30
+    assert not set(idx) & set(base) and not set(idx) & set(test_idx)
+    assert set(labels) <= set(data.labels[base])
+    np.testing.assert_array_equal(wrong, labels != data.labels[idx])
+    assert meta["label_noise"] == pytest.approx(wrong.mean())
+    # the first len(base) picks are each query's nearest neighbour: check against brute force
+    z = sources.embed(cfg, data.images, "pixels")
+    external = np.setdiff1d(sources.non_test(data, test_idx), base)
+    brute = external[np.argmax(z[base] @ z[external].T, axis=1)]
+    assert np.mean(idx[:5] == brute[:5]) == 1.0
+
+
+def test_retrieval_drops_near_duplicates_of_test_images(run_dir):
+    cfg = _cfg(run_dir, retrieval={"dedup_threshold": 0.9})
+    meta = sources.prepare_pool(cfg, "retrieval", 20, 0)
+    data, test_idx = sources.dataset_of(cfg)
+    with np.load(sources.pool_paths(cfg, "retrieval", 20, 0)[0]) as f:
+        idx = f["indices"]
+    z = sources.embed(cfg, data.images, "pixels")
+    assert (z[idx] @ z[test_idx].T).max() < 0.9
+    assert meta["dropped_near_duplicates"] > 0
+
+
+def test_retrieval_with_a_local_clip_encoder(run_dir, tmp_path):
+    clip = tiny_clip_vision(tmp_path / "clip")
+    cfg = _cfg(run_dir, retrieval={"encoder": "clip", "clip_dir": str(clip)})
+    meta = sources.prepare_pool(cfg, "retrieval", 20, 1)
+    assert meta["encoder"] == "clip" and 0 <= meta["label_noise"] <= 1
+
+
+def test_text_to_image_pipeline_from_a_local_folder(tmp_path):
+    folder = tiny_text2image_pipeline(tmp_path / "t2i")
+    check_pipeline_dir(folder)
+    labels = np.array([0, 1, 2, 3])
+    a = sample_text2image(folder, [str(i) for i in range(10)], labels, (1, 8, 8), seed=0, steps=2)
+    b = sample_text2image(folder, [str(i) for i in range(10)], labels, (1, 8, 8), seed=0, steps=2)
+    assert a.shape == (4, 1, 8, 8) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    cfg = _cfg(tmp_path / "run", open_set={"pipeline": str(folder), "steps": 2, "prompt": "a digit {}"})
+    meta = sources.prepare_pool(cfg, "open_set", 20, 0)
+    assert meta["generator"] == str(folder.resolve()) and meta["size"] == 30
+
+
+def _sweep(**extra):
+    return {"name": "s", "dataset": {"name": "digits"}, "sources": ["real", "closed_set", "open_set", "retrieval"],
+            "n_real": [10], "n_synth": [0, 10], "seeds": [0], **extra}
+
+
+@pytest.mark.parametrize("extra, field", [
+    ({"source_options": {"closed_set": {"preset": "huge"}}}, "source_options.closed_set.preset"),
+    ({"source_options": {"closed_set": {"learning_rate": 1}}}, "source_options.closed_set.learning_rate"),
+    ({"source_options": {"closed_set": {"train_steps": 0}}}, "source_options.closed_set.train_steps"),
+    ({"source_options": {"open_set": {"block_out_channels": [8, 8, 8, 8, 8]}}}, "source_options.open_set.block_out_channels"),
+    ({"source_options": {"retrieval": {"encoder": "sift"}}}, "source_options.retrieval.encoder"),
+    ({"source_options": {"retrieval": {"encoder": "clip"}}}, "source_options.retrieval.clip_dir"),
+    ({"source_options": {"retrieval": {"dedup_threshold": 1.5}}}, "source_options.retrieval.dedup_threshold"),
+    ({"source_options": {"retrieval": {"clip_dir": "/no/such/clip"}}}, "source_options.retrieval.clip_dir"),
+    ({"source_options": {"open_set": {"pipeline": "/no/such/dir"}}}, "source_options.open_set.pipeline"),
+    ({"source_options": {"mixup": {}}}, "source_options.mixup"),
+    ({"n_synth": [0, 1300]}, "n_synth"),
+])
+def test_bad_source_options_are_refused_naming_the_field(extra, field):
+    with pytest.raises(ConfigError) as err:
+        load_config(_sweep(**extra))
+    assert str(err.value).startswith(field + ":"), str(err.value)
+
+
+def test_malformed_pipeline_folders_are_refused_before_the_sweep(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="no model_index.json"):
+        load_config(_sweep(source_options={"open_set": {"pipeline": str(empty)}}))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline",
+                                                         "unet": ["diffusers", "UNet2DConditionModel"]}))
+    with pytest.raises(ConfigError, match="has no 'unet/' folder"):
+        load_config(_sweep(source_options={"open_set": {"pipeline": str(broken)}}))
+    (broken / "model_index.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_config(_sweep(source_options={"open_set": {"pipeline": str(broken)}}))
+
+
+def test_presets_resolve_with_overrides():
+    hp = resolve_preset({"preset": "cifar", "train_steps": 5})
+    assert hp["train_steps"] == 5 and hp["block_out_channels"] == (128, 256, 256, 256)
