@@ -20,7 +20,7 @@ import torch.nn.functional as F
 # Presets sized per dataset. `tiny` keeps the digits demo on a 2-core CPU (about 20 ms a step);
 # `cifar` and `medmnist` are GPU presets at the scale of Wang et al.'s class-conditional models.
 PRESETS = {
-    "tiny": dict(block_out_channels=(16, 32), layers_per_block=1, attention=False, train_steps=800,
+    "tiny": dict(block_out_channels=(16, 32), layers_per_block=1, attention=False, train_steps=600,
                  batch_size=32, lr=3e-3, ema_decay=0.995, sample_steps=20, guidance=2.0, p_uncond=0.1),
     "medmnist": dict(block_out_channels=(64, 128, 128), layers_per_block=2, attention=True, train_steps=40_000,
                      batch_size=128, lr=2e-4, ema_decay=0.9995, sample_steps=25, guidance=2.0, p_uncond=0.1),

@@ -369,7 +369,8 @@ def _retrieval_pool(cfg, n_real, seed, size):
     test_index = faiss.IndexFlatIP(zt.shape[1])
     test_index.add(zt)
     nearest_test, _ = test_index.search(ze, 1)
-    clean = nearest_test[:, 0] < opts["dedup_threshold"]  # near-duplicates of test images would leak the test set
+    # near-duplicates of test images would leak the test set; a threshold of 1 turns the check off
+    clean = nearest_test[:, 0] < opts["dedup_threshold"] if opts["dedup_threshold"] < 1 else np.ones(len(ze), bool)
     if clean.sum() < size:
         raise ValueError(f"n_synth: only {int(clean.sum())} external images remain after dropping near-duplicates "
                          f"of test images; max(n_synth) is {size}")

@@ -118,3 +118,27 @@ def test_cluster_runs_trials_on_both_nodes_and_survives_losing_the_worker(tmp_pa
         assert int((cube["status"] == 1).sum()) == cube["status"].size  # every cell done
     finally:
         cluster.shutdown()
+
+
+ALL_SOURCES = {**TINY, "name": "four", "sources": ["real", "closed_set", "open_set", "retrieval"], "n_real": [20],
+               "n_synth": [0, 10, 20], "source_options": {
+                   "closed_set": {"block_out_channels": [8, 16], "train_steps": 10, "batch_size": 8, "sample_steps": 3},
+                   "open_set": {"block_out_channels": [8, 16], "train_steps": 10, "batch_size": 8, "sample_steps": 3}}}
+
+
+def test_all_four_sources_run_as_ray_tasks_and_a_rerun_trains_no_generator(tmp_path):
+    cfg = {**ALL_SOURCES, "storage": str(tmp_path)}
+    cube = scaling.open_cube(scaling.run_sweep(cfg, quiet=True))
+    assert int((cube["status"] == 1).sum()) == cube["status"].size
+    assert list(cube["source"].values) == ["real", "closed_set", "open_set", "retrieval"]
+    assert (cube["source_seconds"].sel(source="closed_set", n_synth=20) > 0).all()
+    assert (cube["pool_label_accuracy"] >= 0).all() and np.isfinite(cube["pool_frechet_distance"]).all()
+    assert np.isfinite(cube["pool_label_noise"].sel(source="retrieval")).all()
+    run_dir = tmp_path / "four"
+    generators = sorted((run_dir / "generators").iterdir())
+    assert len(generators) == 3  # a closed-set UNet per (n_real, seed) = 2, one open-set UNet
+    stamps = [os.stat(g / "diffusion_pytorch_model.safetensors").st_mtime_ns for g in generators]
+    (run_dir / "ledger" / "closed_set-r20-s20-seed0.json").unlink()  # one trial lost: rerun it, train nothing
+    scaling.run_sweep(cfg, quiet=True)
+    assert [os.stat(g / "diffusion_pytorch_model.safetensors").st_mtime_ns for g in generators] == stamps
+    assert _executions(run_dir)["closed_set-r20-s20-seed0"] == 2 and sum(_executions(run_dir).values()) == 2 * 3 + 6 + 1

@@ -6,11 +6,22 @@ import json
 from pathlib import Path
 
 
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte -> printable character table."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
 def write_clip_tokenizer(folder: Path) -> None:
     """A byte-level CLIP vocabulary without merges: every character is a token (enough for prompts)."""
-    from transformers.models.clip.tokenization_clip import bytes_to_unicode
-
-    chars = list(bytes_to_unicode().values())
+    chars = list(_bytes_to_unicode().values())
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
     for c in chars + [c + "</w>" for c in chars]:
         vocab.setdefault(c, len(vocab))
@@ -41,7 +52,7 @@ def tiny_text2image_pipeline(folder: Path) -> Path:
                                         num_attention_heads=2, num_hidden_layers=2, max_position_embeddings=16,
                                         bos_token_id=0, eos_token_id=1, pad_token_id=1, projection_dim=16))
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False)
+                              set_alpha_to_one=False, steps_offset=1)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(folder, safe_serialization=True)
