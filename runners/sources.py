@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-POOL_VERSION = 1  # bump when the recipe changes what a cached pool contains
+POOL_VERSION = 2  # bump when the recipe changes what a cached pool contains
 ENCODERS = ("pixels", "classifier", "clip")
 RETRIEVAL_DEFAULTS = {"encoder": "pixels", "dedup_threshold": 0.98, "clip_dir": None}
 TEXT2IMAGE_DEFAULTS = {"prompt": "a photo of {}", "steps": 25, "guidance": 7.5}
@@ -192,6 +192,30 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     root = linalg.sqrtm(sa @ sb)
     root = root.real if np.iscomplexobj(root) else root
     return float(mu @ mu + np.trace(sa + sb - 2 * root))
+
+
+def domain_classifier(real: np.ndarray, pool: np.ndarray, seed: int) -> tuple[float, np.ndarray]:
+    """Can a linear classifier tell the pool from real images in the judge's feature space?
+
+    Returns the 3-fold cross-validated balanced accuracy (0.5: indistinguishable) and the unit weight
+    vector of the fit on everything (the axis along which the domains separate; the domain-gap figure
+    projects on it).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(seed)
+    n = min(len(real), len(pool))
+    x = np.concatenate([real[rng.permutation(len(real))[:n]], pool[rng.permutation(len(pool))[:n]]])
+    y = np.r_[np.zeros(n), np.ones(n)]
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+    acc = float(cross_val_score(clf, x, y, cv=3, scoring="balanced_accuracy").mean()) if n >= 6 else float("nan")
+    clf.fit(x, y)
+    scaler, lr = clf[0], clf[1]
+    w = lr.coef_[0] / scaler.scale_  # the direction in raw feature space
+    return acc, (w / max(np.linalg.norm(w), 1e-12)).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -412,10 +436,12 @@ def prepare_pool(cfg: dict, source: str, n_real: int, seed: int, *, progress: bo
     feats, preds = judge_outputs(cfg, images)
     data, test_idx = dataset_of(cfg)
     real_feats, _ = judge_outputs(cfg, data.images[non_test(data, test_idx)])
+    domain_acc, direction = domain_classifier(real_feats, feats, seed)
     meta.update(source=source, n_real=int(n_real), seed=int(seed), size=size, key=pool_key(cfg, source, n_real, seed),
                 label_accuracy=float((preds == arrays["labels"]).mean()),
-                frechet_distance=frechet_distance(feats, real_feats))
-    arrays["features"] = feats[:FEATURES_KEPT].astype(np.float16)
+                frechet_distance=frechet_distance(feats, real_feats), domain_accuracy=domain_acc)
+    arrays["features"] = feats[:FEATURES_KEPT].astype(np.float32)
+    arrays["domain_direction"] = direction
     _write_atomic(npz, lambda p: np.savez(p, **arrays))
     _write_atomic(meta_path, lambda p: p.write_text(json.dumps(meta)))
     return meta
@@ -438,7 +464,7 @@ def load_pool(cfg: dict, source: str, n_real: int, seed: int, n: int):
                                     "sources are prepared before the trials")
         prepare_pool(cfg, source, n_real, seed)
     with np.load(npz) as f:
-        arrays = {k: f[k][:n] for k in f.files if k != "features"}
+        arrays = {k: f[k][:n] for k in f.files if k not in ("features", "domain_direction")}
     return pool_images(cfg, arrays), arrays["labels"], json.loads(meta_path.read_text())
 
 

@@ -193,7 +193,9 @@ def _provenance(cfg: SweepConfig, started: float) -> dict:
 
 POOL_VARS = {"pool_label_accuracy": ("label_accuracy", "judge classifier's agreement with the pool's labels (0-1)"),
              "pool_frechet_distance": ("frechet_distance", "Frechet distance pool vs real images, judge features"),
-             "pool_label_noise": ("label_noise", "fraction of retrieved images whose query label is wrong")}
+             "pool_label_noise": ("label_noise", "fraction of retrieved images whose query label is wrong"),
+             "pool_domain_accuracy": ("domain_accuracy", "balanced accuracy of a linear real-vs-pool classifier "
+                                                         "on judge features (0.5: indistinguishable)")}
 
 
 def assemble_cube(cfg: SweepConfig, failed: set[str], provenance: dict):
@@ -236,6 +238,61 @@ def assemble_cube(cfg: SweepConfig, failed: set[str], provenance: dict):
     return cube
 
 
+SAMPLES_PER_CLASS = 8  # images per class and source kept for the sample grid (first n_real, first seed)
+
+
+def write_features(cfg: SweepConfig) -> Path | None:
+    """``features.nc`` beside the cube: judge features of real test images and of every pool's first
+    images, with each pool's domain direction; the domain-gap figure reads only this file."""
+    import xarray as xr
+
+    from runners.sources import FEATURES_KEPT, dataset_of, judge_outputs, judge_path, load_pool, pool_paths
+
+    wcfg = worker_config(cfg)
+    if max(cfg.n_synth) == 0 or not judge_path(wcfg).exists():
+        return None
+    data, test_idx = dataset_of(wcfg)
+    real_idx = test_idx[:FEATURES_KEPT * 2]
+    real_feats, _ = judge_outputs(wcfg, data.images[real_idx])
+    dims = (len(cfg.sources), len(cfg.n_real), len(cfg.seeds))
+    feats = np.full(dims + (FEATURES_KEPT, real_feats.shape[1]), np.nan, np.float32)
+    labels = np.full(dims + (FEATURES_KEPT,), -1, np.int64)
+    direction = np.full(dims + (real_feats.shape[1],), np.nan, np.float32)
+    per_class = SAMPLES_PER_CLASS
+    samples = np.full((len(cfg.sources), len(data.classes), per_class) + data.shape, np.nan, np.float32)
+    for i, src in enumerate(cfg.sources):
+        xs, ys, _ = load_pool(wcfg, src, cfg.n_real[0], cfg.seeds[0], max(cfg.n_synth))
+        for c in range(len(data.classes)):
+            pick = xs[ys == c][:per_class]
+            samples[i, c, :len(pick)] = pick
+        for j, r in enumerate(cfg.n_real):
+            for k, seed in enumerate(cfg.seeds):
+                npz = pool_paths(wcfg, src, r, seed)[0]
+                if npz.exists():
+                    with np.load(npz) as f:
+                        m = len(f["features"])
+                        feats[i, j, k, :m], labels[i, j, k, :m] = f["features"], f["labels"][:m]
+                        direction[i, j, k] = f["domain_direction"]
+    ds = xr.Dataset(
+        {"features": (("source", "n_real", "seed", "item", "feature"), feats),
+         "labels": (("source", "n_real", "seed", "item"), labels),
+         "domain_direction": (("source", "n_real", "seed", "feature"), direction),
+         "real_features": (("real_item", "feature"), real_feats.astype(np.float32)),
+         "real_labels": (("real_item",), data.labels[real_idx]),
+         "samples": (("source", "class", "k", "channel", "y", "x"), samples)},
+        coords={"source": list(cfg.sources), "n_real": list(cfg.n_real), "seed": list(cfg.seeds),
+                "class": list(data.classes)},
+        attrs={"description": "penultimate features of the judge classifier (trained on all non-test real images); "
+                              "real_features are test images; samples: pool images per class at the first n_real and seed",
+               "classes": json.dumps(data.classes), "sample_n_real": int(cfg.n_real[0]),
+               "sample_seed": int(cfg.seeds[0])})
+    path = cfg.run_dir / "features.nc"
+    tmp = path.with_suffix(f".tmp{os.getpid()}.nc")
+    ds.to_netcdf(tmp, engine="h5netcdf")
+    os.replace(tmp, path)
+    return path
+
+
 def _check_run_dir(cfg: SweepConfig) -> None:
     """Refuse to mix two different sweeps in one run directory."""
     stamp = cfg.run_dir / "sweep.json"
@@ -270,6 +327,7 @@ def run_sweep(config, *, address: str | None = None, storage: str | None = None,
             failed = _tune(cfg, pending, quiet=quiet, started=started)
     cube = assemble_cube(cfg, failed, _provenance(cfg, started))
     path = save_cube(cube, cfg.run_dir / "results.nc", overwrite=True)
+    write_features(cfg)
     if not quiet:
         from scaling.cube import status_counts
 

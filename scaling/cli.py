@@ -1,9 +1,11 @@
-"""The ``scaling`` command line: sweep, fit, simulate."""
+"""The ``scaling`` command line: sweep, fit, figures, report, simulate."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from analysis.result import CI_METHODS
 
 
 def _sweep(args) -> int:
@@ -17,8 +19,9 @@ def _fit(args) -> int:
     import scaling
 
     cube = scaling.open_cube(args.cube)
+    extra = {"ci_method": args.ci_method} if args.ci_method else {}
     results = scaling.fit_equivalence(cube, args.source, reference=args.reference, n_boot=args.n_boot, ci=args.ci,
-                                      law=args.law, ci_method=args.ci_method)
+                                      law=args.law, **extra)
     results = {args.source: results} if isinstance(args.source, str) else results
     for res in results.values():
         print(res.summary())
@@ -33,6 +36,22 @@ def _simulate(args) -> int:
                                  random_state=args.random_state)
     path = scaling.save_cube(cube, args.out, overwrite=args.overwrite)
     print(f"simulated cube written: {path} (planted exchange rate {args.rho})")
+    return 0
+
+
+def _figures(args) -> int:
+    from scaling.report import render_figures
+
+    paths = render_figures(args.cube, args.out, n_boot=args.n_boot)
+    for name, p in paths.items():
+        print(f"{name}: {p['png']}  {p['pdf']}")
+    return 0
+
+
+def _report(args) -> int:
+    from scaling.report import write_report
+
+    print(f"report written: {write_report(args.cube, args.out, n_boot=args.n_boot)}")
     return 0
 
 
@@ -53,8 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--n-boot", type=int, default=2000)
     f.add_argument("--ci", type=float, default=0.95)
     f.add_argument("--law", default="effective", choices=["effective", "wang", "auto"])
-    f.add_argument("--ci-method", default="expanded", choices=["expanded", "percentile", "bca"])
+    f.add_argument("--ci-method", default=None, choices=list(CI_METHODS), help="default: the package default")
     f.set_defaults(func=_fit)
+    g = sub.add_parser("figures", help="render every paper figure of a cube (PNG and PDF)")
+    g.add_argument("cube")
+    g.add_argument("--out", required=True, help="output folder")
+    g.add_argument("--n-boot", type=int, default=1000)
+    g.set_defaults(func=_figures)
+    r = sub.add_parser("report", help="one Markdown page: answer, figures, summaries, pool quality, cost")
+    r.add_argument("cube")
+    r.add_argument("--out", required=True, help="output folder (report.md and figures/)")
+    r.add_argument("--n-boot", type=int, default=1000)
+    r.set_defaults(func=_report)
     m = sub.add_parser("simulate", help="write a cube with a planted exchange rate, for trying things")
     m.add_argument("--out", required=True)
     m.add_argument("--seeds", type=int, default=5)

@@ -141,4 +141,25 @@ def test_all_four_sources_run_as_ray_tasks_and_a_rerun_trains_no_generator(tmp_p
     (run_dir / "ledger" / "closed_set-r20-s20-seed0.json").unlink()  # one trial lost: rerun it, train nothing
     scaling.run_sweep(cfg, quiet=True)
     assert [os.stat(g / "diffusion_pytorch_model.safetensors").st_mtime_ns for g in generators] == stamps
-    assert _executions(run_dir)["closed_set-r20-s20-seed0"] == 2 and sum(_executions(run_dir).values()) == 2 * 3 + 6 + 1
+    assert _executions(run_dir)["closed_set-r20-s20-seed0"] == 2 and sum(_executions(run_dir).values()) == 18 + 1
+    _check_features_and_figures(tmp_path, cube)
+
+
+def _check_features_and_figures(tmp_path, cube):
+    """The domain-gap and sample figures read only the features.nc written beside the cube."""
+    import xarray as xr
+
+    from paper_figures import domain_gap, samples
+    from scaling.report import render_figures
+
+    feats = xr.open_dataset(tmp_path / "four" / "features.nc", engine="h5netcdf").load()
+    assert feats["features"].sizes["item"] == 256 and np.isfinite(feats["real_features"].values).all()
+    d = domain_gap.embedding_data(feats, cube)
+    assert set(d["pools"]) == {"closed_set", "open_set", "retrieval"}
+    assert d["pools"]["retrieval"]["pca"].shape == (20, 2)  # max(n_synth) = 20 pool images
+    assert 0 <= d["pools"]["closed_set"]["domain_accuracy"] <= 1
+    fig = samples.figure(feats)
+    assert len(fig.axes) == 4 and fig.axes[0].images[0].get_array().shape[0] == 10 * 9  # 10 classes of 8+1 px
+    paths = render_figures(tmp_path / "four" / "results.nc", tmp_path / "figs", n_boot=50)
+    assert {"domain_gap", "samples", "equivalence"} <= set(paths)
+

@@ -1,0 +1,52 @@
+"""Exchange rate rho = n_synth / n_eq vs n_real, per source: does synthetic data lose value as the
+base set grows? Drawn at the largest n_synth of the cube, from the fitted law, with CIs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from paper_figures.style import new_figure, source_color, source_label, source_marker
+
+CAP = 1e4  # upper bounds beyond this (including inf: "may be worth nothing") are drawn as arrows at the cap
+
+
+def rate_data(results: dict, n_synth: int | None = None) -> dict:
+    out = {}
+    for name, res in results.items():
+        ns = int(res.cells["n_synth"].values.max()) if n_synth is None else int(n_synth)
+        q = res.exchange_rate(res.cells["n_real"].values, ns)
+        out[name] = (q["n_real"].values, q["estimate"].values, q["lower"].values, q["upper"].values, ns)
+    return out
+
+
+def figure(results: dict, n_synth: int | None = None):
+    data = rate_data(results, n_synth)
+    fig, axes = new_figure(1, width=5.2, height=3.8)
+    ax = axes[0]
+    offsets = np.linspace(-0.04, 0.04, len(data)) if len(data) > 1 else [0.0]  # side by side, not on top
+    for off, (name, (r, est, lo, hi, ns)) in zip(offsets, data.items()):
+        x = r * 10 ** off
+        top = np.minimum(hi, CAP)
+        ax.errorbar(x, np.minimum(est, CAP), yerr=[np.clip(np.minimum(est, CAP) - lo, 0, None),
+                                                    np.clip(top - np.minimum(est, CAP), 0, None)],
+                    fmt=source_marker(name), color=source_color(name), capsize=3, ms=6, lw=1.4,
+                    label=f"{source_label(name)} (n_synth = {ns})")
+        capped = ~(hi <= CAP)
+        if capped.any():
+            ax.scatter(x[capped], np.full(capped.sum(), CAP), marker="^", color=source_color(name), s=30)
+    ax.axhline(1, color="grey", ls=":", lw=1)
+    ax.text(min(d[0].min() for d in data.values()), 1.08, "1 synthetic = 1 real", color="grey", fontsize=7)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks([int(v) for v in next(iter(data.values()))[0]], [str(int(v)) for v in next(iter(data.values()))[0]])
+    ax.minorticks_off()
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("real base size n_real")
+    ax.set_ylabel("synthetic images per real image (rho)")
+    ax.set_title(f"exchange rate with 95% CI (arrows: upper bound > {CAP:.0e})")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return fig

@@ -1,0 +1,69 @@
+"""Shared look: Okabe-Ito colours (colour-blind safe), one colour and marker per source, PNG + PDF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+# Okabe & Ito (2008): distinguishable under the common colour-vision deficiencies
+OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
+SOURCE_STYLE = {
+    "real": ("#000000", "o"),
+    "closed_set": ("#D55E00", "s"),
+    "open_set": ("#0072B2", "^"),
+    "retrieval": ("#009E73", "D"),
+}
+LAW_STYLE = {"effective": "-", "wang": "--"}
+LABELS = {"real": "real (reference)", "closed_set": "closed-set diffusion", "open_set": "open-set diffusion",
+          "retrieval": "retrieval"}
+
+
+def source_color(source: str) -> str:
+    return SOURCE_STYLE.get(source, (OKABE_ITO[hash(source) % 8], "o"))[0]
+
+
+def source_marker(source: str) -> str:
+    return SOURCE_STYLE.get(source, ("", "o"))[1]
+
+
+def source_label(source: str) -> str:
+    return LABELS.get(source, source)
+
+
+def new_figure(n_panels: int, *, width: float = 4.2, height: float = 3.4, sharey: bool = True):
+    fig, axes = plt.subplots(1, n_panels, figsize=(width * n_panels, height), sharey=sharey, squeeze=False,
+                             constrained_layout=True)
+    return fig, list(axes[0])
+
+
+def save_figure(fig, out_dir, name: str) -> dict:
+    """PNG (200 dpi) and PDF side by side; returns both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"png": out / f"{name}.png", "pdf": out / f"{name}.pdf"}
+    fig.savefig(paths["png"], dpi=200)
+    fig.savefig(paths["pdf"])
+    plt.close(fig)
+    return paths
+
+
+def symlog_position(n_synth, zero_at: float):
+    """n_synth on a log axis with 0 drawn at ``zero_at`` (half the smallest positive size)."""
+    import numpy as np
+
+    n = np.asarray(n_synth, dtype=float)
+    return np.where(n > 0, n, zero_at)
+
+
+def zero_tick(ax, n_synth, zero_at: float) -> None:
+    import numpy as np
+
+    ticks = [zero_at] + [float(v) for v in np.asarray(n_synth) if v > 0]
+    ax.set_xscale("log")
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(["0"] + [str(int(v)) for v in np.asarray(n_synth) if v > 0])
+    ax.minorticks_off()
