@@ -33,6 +33,19 @@ from analysis.equivalence import (
 )
 
 
+# A real-image equivalent below a hundredth of an image is "worth nothing": dividing by it would print
+# exchange rates like 1e155 that carry no information beyond "unbounded".
+NEGLIGIBLE_NEQ = 0.01
+
+
+def _rate(n_synth, n_eq):
+    """n_synth / n_eq, inf where n_eq is negligible (or negative: the images hurt), NaN where n_eq is."""
+    where = xr.where if isinstance(n_eq, xr.DataArray) else np.where
+    with np.errstate(divide="ignore", invalid="ignore"):
+        worth = n_synth / n_eq
+    return where(np.isnan(n_eq), np.nan, where(n_eq >= NEGLIGIBLE_NEQ, worth, np.inf))
+
+
 CI_METHODS = ("expanded", "percentile", "bca", "jackknife")
 
 
@@ -225,13 +238,14 @@ class EquivalenceResult:
 
     def exchange_rate(self, n_real, n_synth, law: str | None = None) -> xr.Dataset:
         """Synthetic images per real image, ``rho = n_synth / n_eq``. An upper bound of inf means the
-        interval admits a real equivalent of zero (the synthetic images may be worth nothing)."""
+        interval admits a real equivalent of (almost) zero — below ``NEGLIGIBLE_NEQ`` images — so the
+        synthetic images may be worth nothing."""
         eq = self.real_equivalent(n_real, n_synth, law)
         ns = eq["n_synth"]
         with np.errstate(divide="ignore", invalid="ignore"):
-            est = ns / eq["estimate"]
+            est = _rate(ns, eq["estimate"])
             lower = ns / eq["upper"]
-            upper = xr.where(eq["lower"] > 0, ns / eq["lower"], np.inf)
+            upper = _rate(ns, eq["lower"])
         dims = eq["estimate"].dims
         out = xr.Dataset({"estimate": est.transpose(*dims), "lower": lower.transpose(*dims),
                           "upper": upper.transpose(*dims), "extrapolated": eq["extrapolated"]})
@@ -314,9 +328,9 @@ class EquivalenceResult:
             data[key], data[key + "_lower"], data[key + "_upper"] = est, lo, hi
         ns = src.n_synth
         with np.errstate(divide="ignore", invalid="ignore"):
-            data["exchange_rate"] = np.where(data["n_eq"] > 0, ns / data["n_eq"], np.inf)
-            data["exchange_rate_lower"] = np.where(data["n_eq_upper"] > 0, ns / data["n_eq_upper"], np.inf)
-            data["exchange_rate_upper"] = np.where(data["n_eq_lower"] > 0, ns / data["n_eq_lower"], np.inf)
+            data["exchange_rate"] = _rate(ns, data["n_eq"])
+            data["exchange_rate_lower"] = _rate(ns, data["n_eq_upper"])
+            data["exchange_rate_upper"] = _rate(ns, data["n_eq_lower"])
         data["accuracy"] = 1 - reps.cell_err[src.name][0]
         data["n_seeds"] = reps.n_seeds_cell[src.name][0]
         n_total = data["n_eq"] + src.n_real

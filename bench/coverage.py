@@ -19,18 +19,21 @@ def main():
     ap.add_argument("--cubes", type=int, default=200)
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[5, 10])
+    ap.add_argument("--ci-methods", nargs="+", default=["expanded", "jackknife"],
+                    help="interval methods to compare (each is a separate fit of the same cubes)")
     args = ap.parse_args()
     queries = [(200, 400), (50, 100), (800, 800)]
     print(f"{args.cubes} cubes per row, {args.n_boot} replicates, planted rho = 4, nominal 95%")
-    print(f"{'seeds':>5} " + " ".join(f"{'cover@' + str(q):>16}" for q in queries) + f" {'median width':>13} {'sec':>6}")
-    for seeds in args.seeds:
+    print(f"{'method':>10} {'seeds':>5} " + " ".join(f"{'cover@' + str(q):>16}" for q in queries)
+          + f" {'median width':>13} {'sec':>6}")
+    for method, seeds in [(m, s) for s in args.seeds for m in args.ci_methods]:
         t0 = time.perf_counter()
         hits = np.zeros(len(queries))
         widths = []
         for r in range(args.cubes):
             cube = scaling.simulate_cube(seeds=seeds, sources={"closed_set": {"exchange_rate": 4.0}},
                                          random_state=10_000 + r)
-            fit = scaling.fit_equivalence(cube, "closed_set", n_boot=args.n_boot, random_state=r)
+            fit = scaling.fit_equivalence(cube, "closed_set", n_boot=args.n_boot, random_state=r, ci_method=method)
             for i, (nr, ns) in enumerate(queries):
                 rho = fit.exchange_rate(nr, ns)
                 hits[i] += float(rho.lower) <= 4.0 <= float(rho.upper)
@@ -39,7 +42,7 @@ def main():
         cov = hits / args.cubes
         se = np.sqrt(cov * (1 - cov) / args.cubes)
         cells = " ".join(f"{c:7.3f} +- {s:5.3f}" for c, s in zip(cov, se))
-        print(f"{seeds:>5} {cells} {np.median(widths):13.3f} {time.perf_counter() - t0:6.0f}")
+        print(f"{method:>10} {seeds:>5} {cells} {np.median(widths):13.3f} {time.perf_counter() - t0:6.0f}", flush=True)
 
 
 if __name__ == "__main__":

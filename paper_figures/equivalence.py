@@ -50,7 +50,7 @@ def figure(results: dict):
     handles, labels = axes[0].get_legend_handles_labels()
     handles += [Line2D([], [], color="black", ls=ls) for ls in LAW_STYLE.values()]
     labels += [f"{law} law" for law in LAW_STYLE]
-    axes[-1].legend(handles, labels, fontsize=7, loc="upper left")
+    fig.legend(handles, labels, fontsize=8, loc="outside lower center", ncol=len(labels))  # clear of the data
     fig.suptitle(f"real-image equivalent of synthetic images ({any_res.ci:.0%} CI, {any_res.n_boot} "
                  f"cluster-bootstrap replicates over {any_res.n_seeds} seeds)")
     return fig

@@ -33,7 +33,8 @@ def figure(results: dict, n_synth: int | None = None):
                     label=f"{source_label(name)} (n_synth = {ns})")
         capped = ~(hi <= CAP)
         if capped.any():
-            ax.scatter(x[capped], np.full(capped.sum(), CAP), marker="^", color=source_color(name), s=30)
+            ax.scatter(x[capped], np.full(capped.sum(), CAP * 1.25), marker=r"$\uparrow$", color=source_color(name),
+                       s=120)
     ax.axhline(1, color="grey", ls=":", lw=1)
     ax.text(min(d[0].min() for d in data.values()), 1.08, "1 synthetic = 1 real", color="grey", fontsize=7)
     ax.set_xscale("log")
@@ -46,7 +47,7 @@ def figure(results: dict, n_synth: int | None = None):
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("real base size n_real")
     ax.set_ylabel("synthetic images per real image (rho)")
-    ax.set_title(f"exchange rate with 95% CI (arrows: upper bound > {CAP:.0e})")
+    ax.set_title(f"exchange rate, 95% CI (arrow: upper bound above {CAP:g})", fontsize=10)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return fig
