@@ -35,7 +35,7 @@ def _mean_ci(values: np.ndarray) -> tuple[float, float]:
 def figure(cube, budget: int | None = None):
     data = comparison_data(cube, budget)
     names = ["base"] + [str(s) for s in cube["source"].values]
-    fig, axes = new_figure(1, width=max(5.0, 1.6 * len(data["rows"]) * len(names) / 3), height=3.6)
+    fig, axes = new_figure(1, width=max(5.0, 1.6 * len(data["rows"]) * len(names) / 3), height=4.2)
     ax = axes[0]
     width = 0.8 / len(names)
     for k, name in enumerate(names):
@@ -44,12 +44,13 @@ def figure(cube, budget: int | None = None):
         errs = [data["rows"][r][name][1] for r in data["rows"]]
         color = "#BBBBBB" if name == "base" else source_color(name)
         label = "base only (n_synth = 0)" if name == "base" else f"+{data['budget']} {source_label(name)}"
-        ax.bar(xs, means, width, yerr=errs, color=color, label=label, capsize=2, edgecolor="black", lw=0.4)
+        ax.bar(xs, means, width, yerr=errs, color=color, label=label, capsize=2, edgecolor="black", lw=0.4,
+               error_kw={"ecolor": "#777777", "elinewidth": 1.2})  # grey: visible on the black bars too
     ax.set_xticks(np.arange(len(data["rows"])), [f"n_real = {r}" for r in data["rows"]])
     lo = np.nanmin([v[0] for row in data["rows"].values() for v in row.values()])
     ax.set_ylim(max(0.0, lo - 0.1), 1.0)
     ax.set_ylabel("test accuracy (mean, 95% CI over seeds)")
     ax.set_title(f"matched budget: {data['budget']} added images per source")
-    ax.legend(fontsize=7, loc="upper left", ncol=2)
+    fig.legend(fontsize=8, loc="outside lower center", ncol=min(len(names), 3))
     ax.grid(axis="y", alpha=0.3)
     return fig
