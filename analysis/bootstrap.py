@@ -126,7 +126,8 @@ def jackknife_t_interval(point: np.ndarray, jack: np.ndarray, ci: float) -> tupl
         se = np.sqrt((s - 1) / s * np.nansum((jl - np.nanmean(jl, axis=0)) ** 2, axis=0))
     half = stats.t.ppf(1 - (1 - ci) / 2, s - 1) * se
     lo, hi = pl - half, pl + half
-    lo = np.where(positive, np.exp(lo), lo)
-    hi = np.where(positive, np.exp(np.minimum(hi, 700)), hi)
+    with np.errstate(over="ignore"):
+        lo = np.where(positive, np.exp(np.clip(lo, -700, 700)), lo)
+        hi = np.where(positive, np.exp(np.clip(hi, -700, 700)), hi)
     bad = ~np.all(np.isfinite(jack), axis=0)
     return np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)

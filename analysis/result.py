@@ -58,7 +58,7 @@ class FitOptions:
     reference: str = "real"
     n_boot: int = 2000
     ci: float = 0.95
-    ci_method: str = "expanded"
+    ci_method: str = "jackknife"
     law: str = "effective"
     curve_law: str = "power"
     k: float = 1000.0
@@ -221,6 +221,9 @@ class EquivalenceResult:
             lo, hi = bca_interval(point, boot, jack_all, self.ci)
         elif self.ci_method == "jackknife" and jack_all is not None:
             lo, hi = jackknife_t_interval(point, jack_all, self.ci)
+            # where a leave-one-seed-out fit failed (NaN), fall back to the expanded percentile interval
+            e_lo, e_hi = percentile_interval(boot, expanded_level(self.ci, self.n_seeds))
+            lo, hi = np.where(np.isnan(lo), e_lo, lo), np.where(np.isnan(hi), e_hi, hi)
         elif self.ci_method == "expanded":
             lo, hi = percentile_interval(boot, expanded_level(self.ci, self.n_seeds))
         else:

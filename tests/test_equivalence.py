@@ -150,3 +150,19 @@ def test_bad_arguments_name_the_field(kw, field):
     args = {"source": "closed_set", **kw}
     with pytest.raises(ValueError, match=field):
         scaling.fit_equivalence(cube, **args)
+
+
+def test_jackknife_t_interval_of_a_mean_is_the_classical_t_interval():
+    from scipy import stats
+
+    from analysis.bootstrap import jackknife_t_interval
+
+    x = np.array([-1.2, 0.3, 0.8, -0.4, 2.1])  # a signed quantity: raw scale
+    n = len(x)
+    jack = np.array([np.delete(x, i).mean() for i in range(n)])
+    lo, hi = jackknife_t_interval(np.array(x.mean()), jack, 0.95)
+    half = stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / np.sqrt(n)
+    assert float(lo) == pytest.approx(x.mean() - half) and float(hi) == pytest.approx(x.mean() + half)
+    # a positive quantity (here exp of the mean) gets its interval on the log scale
+    lo, hi = jackknife_t_interval(np.array(np.exp(x.mean())), np.exp(jack), 0.95)
+    assert float(lo) == pytest.approx(np.exp(x.mean() - half)) and float(hi) == pytest.approx(np.exp(x.mean() + half))
