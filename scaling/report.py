@@ -78,13 +78,19 @@ def write_report(cube_path, out_dir, *, n_boot: int = 1000) -> Path:
     results = fit_sources(cube, n_boot)
     figures = render_figures(cube_path, out / "figures", n_boot=n_boot, results=results)
     prov = json.loads(cube.attrs.get("provenance", "{}"))
-    ci = next(iter(results.values())).ci if results else 0.95
+    first = next(iter(results.values()), None)
+    ci = first.ci if first else 0.95
+    how = {"jackknife": "leave-one-seed-out jackknife t intervals",
+           "expanded": "expanded-percentile cluster-bootstrap intervals",
+           "percentile": "percentile cluster-bootstrap intervals",
+           "bca": "BCa cluster-bootstrap intervals"}.get(first.ci_method if first else "", "intervals")
     md = [f"# How many synthetic images is one real image worth? — {cube.attrs['dataset']}", ""]
     md += ["A classifier is trained on `n_real` real images plus `n_synth` images from a *source*; its test "
            "accuracy is compared with the *real* reference curve (more real images). The **real-image "
            "equivalent** `n_eq` is how many extra real images give the same accuracy, and the **exchange "
            f"rate** `rho = n_synth / n_eq` is how many synthetic images one real image is worth. Intervals are "
-           f"{ci:.0%} cluster-bootstrap intervals over seeds (each seed repeats the whole experiment).", ""]
+           f"{ci:.0%} {how} over seeds (each seed repeats the whole experiment; with few seeds they are wide "
+           "by design — `scaling simulate` helps plan how many seeds a target width needs).", ""]
     md += [f"- cube: `{cube_path}` — sources {', '.join(map(str, cube['source'].values))}; n_real "
            f"{cube['n_real'].values.tolist()}; n_synth {cube['n_synth'].values.tolist()}; "
            f"{cube.sizes['seed']} seeds; {cube.attrs['n_test']} test images",
