@@ -299,12 +299,15 @@ class EquivalenceResult:
         p = self._law_params("effective", reps)
         pj = self._law_params("effective", jack)
         sm_fit = self._sm or {"params": {}, "bse": {}}
+        with np.errstate(over="ignore"):  # k of a worthless source can be exp(huge): inf is the honest value
+            k_rows = (np.exp(p["log_k"]), sm_fit["bse"].get("log_k", np.nan) * np.exp(p["log_k"][0]),
+                      None if pj is None else np.exp(pj["log_k"]))
         for name, values, se in (
-            ("k", np.exp(p["log_k"]), sm_fit["bse"].get("log_k", np.nan) * np.exp(p["log_k"][0])),
+            ("k", k_rows[0], k_rows[1]),
             ("alpha", p["alpha"], sm_fit["bse"].get("alpha", np.nan)),
             ("beta", p["beta"], sm_fit["bse"].get("beta", np.nan)),
         ):
-            jv = None if pj is None else (np.exp(pj["log_k"]) if name == "k" else pj[name])
+            jv = None if pj is None else (k_rows[2] if name == "k" else pj[name])
             est, lo, hi = self._interval(values, jv)
             note = "n_eq = k n_synth^alpha n_real^beta"
             if name == "beta" and not self.fit_beta:

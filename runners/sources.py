@@ -317,6 +317,7 @@ def embed(cfg: dict, images: np.ndarray, encoder: str, *, base=None, seed: int =
         from runners.train import train_classifier
 
         data, test_idx = dataset_of(cfg)
+        # only the features matter here, so the "test set" is a single base image (no test data is touched)
         out = train_classifier(data.images[base], data.labels[base], data.images[base[:1]], data.labels[base[:1]],
                                len(data.classes), steps=300, width=16, seed=seed, return_model=True)
         model, (mean, std) = out["model"].eval(), out["norm"]

@@ -149,7 +149,8 @@ def print_plan(cfg: SweepConfig, out=None) -> dict:
     print(f"  trials: {p['trials']}   source jobs (pools): {p['source_jobs']}   generator trainings: "
           f"{p['generator_jobs']}   parallel slots: {slots}", file=out)
     if cfg.dataset["name"] == "digits":
-        # measured on a 2-core CPU: ~0.01 s per classifier step, ~0.05 s per tiny-generator step
+        # measured on a 2-core CPU (bench/RESULTS.md): a trial costs ~0.017 s per classifier step of slot time
+        # (training plus data and Ray overhead), a tiny generator ~0.05 s per step
         from runners.sources import options_for
 
         gen_steps = 0
@@ -157,8 +158,8 @@ def print_plan(cfg: SweepConfig, out=None) -> dict:
             if src in cfg.sources:
                 g = options_for(worker_config(cfg), src).get("generator")
                 gen_steps = max(gen_steps, g["train_steps"] if g else 0)
-        total = 0.01 * steps * p["trials"] + 0.05 * gen_steps * p["generator_jobs"]
-        print(f"  estimate: ~{total / slots / 60:.1f} min on this machine (~{0.01 * steps:.1f} s per trial, "
+        total = 0.017 * steps * p["trials"] + 0.05 * gen_steps * p["generator_jobs"]
+        print(f"  estimate: ~{total / slots / 60:.1f} min on this machine (~{0.017 * steps:.1f} s per trial, "
               f"~{0.05 * gen_steps:.0f} s per generator)", file=out)
     else:
         print("  estimate: depends on the accelerator; budget GPU time per trial x trials / slots", file=out)
