@@ -13,8 +13,9 @@ Every pool is cached by a content hash of what determines it (dataset, split, so
 when it matters, seed, size) under ``run_dir/pools``; generator weights under ``run_dir/generators`` as
 safetensors. Preparing an existing pool is a file read. Each pool records its cost and its quality: the
 accuracy of a *judge* classifier (trained on every non-test real image) on the pool's labels, the Fréchet
-distance between pool and real images in the judge's feature space, and for retrieval the label-noise rate
-(the pool's true labels are known on labelled datasets).
+distance between pool and real test images in the judge's feature space, a linear real-vs-pool domain
+classifier's balanced accuracy, and for retrieval the label-noise rate (the pool's true labels are known on
+labelled datasets). Test images only ever serve as this yardstick; no model is selected on them.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-POOL_VERSION = 2  # bump when the recipe changes what a cached pool contains
+POOL_VERSION = 3  # bump when the recipe changes what a cached pool contains
 ENCODERS = ("pixels", "classifier", "clip")
 RETRIEVAL_DEFAULTS = {"encoder": "pixels", "dedup_threshold": 0.98, "clip_dir": None}
 TEXT2IMAGE_DEFAULTS = {"prompt": "a photo of {}", "steps": 25, "guidance": 7.5}
@@ -436,7 +437,9 @@ def prepare_pool(cfg: dict, source: str, n_real: int, seed: int, *, progress: bo
     prepare_judge(cfg)
     feats, preds = judge_outputs(cfg, images)
     data, test_idx = dataset_of(cfg)
-    real_feats, _ = judge_outputs(cfg, data.images[non_test(data, test_idx)])
+    # the real side of FD and of the domain classifier is the test images: disjoint from every pool (real and
+    # retrieval pools are drawn from the non-test images, which would otherwise sit on both sides)
+    real_feats, _ = judge_outputs(cfg, data.images[test_idx])
     domain_acc, direction = domain_classifier(real_feats, feats, seed)
     meta.update(source=source, n_real=int(n_real), seed=int(seed), size=size, key=pool_key(cfg, source, n_real, seed),
                 label_accuracy=float((preds == arrays["labels"]).mean()),

@@ -193,7 +193,7 @@ def _provenance(cfg: SweepConfig, started: float) -> dict:
 
 
 POOL_VARS = {"pool_label_accuracy": ("label_accuracy", "judge classifier's agreement with the pool's labels (0-1)"),
-             "pool_frechet_distance": ("frechet_distance", "Frechet distance pool vs real images, judge features"),
+             "pool_frechet_distance": ("frechet_distance", "Frechet distance pool vs real test images, judge features"),
              "pool_label_noise": ("label_noise", "fraction of retrieved images whose query label is wrong"),
              "pool_domain_accuracy": ("domain_accuracy", "balanced accuracy of a linear real-vs-pool classifier "
                                                          "on judge features (0.5: indistinguishable)")}
@@ -262,10 +262,11 @@ def write_features(cfg: SweepConfig) -> Path | None:
     per_class = SAMPLES_PER_CLASS
     samples = np.full((len(cfg.sources), len(data.classes), per_class) + data.shape, np.nan, np.float32)
     for i, src in enumerate(cfg.sources):
-        xs, ys, _ = load_pool(wcfg, src, cfg.n_real[0], cfg.seeds[0], max(cfg.n_synth))
-        for c in range(len(data.classes)):
-            pick = xs[ys == c][:per_class]
-            samples[i, c, :len(pick)] = pick
+        if pool_paths(wcfg, src, cfg.n_real[0], cfg.seeds[0])[0].exists():  # a failed source job leaves NaN here
+            xs, ys, _ = load_pool(wcfg, src, cfg.n_real[0], cfg.seeds[0], max(cfg.n_synth))
+            for c in range(len(data.classes)):
+                pick = xs[ys == c][:per_class]
+                samples[i, c, :len(pick)] = pick
         for j, r in enumerate(cfg.n_real):
             for k, seed in enumerate(cfg.seeds):
                 npz = pool_paths(wcfg, src, r, seed)[0]
@@ -367,6 +368,8 @@ def _source_task(wcfg: dict, job: dict, *deps) -> dict:
     from runners.sources import prepare_pool
 
     torch.set_num_threads(max(1, int(wcfg["resources"].get("cpus_per_trial", 1))))
+    if f"pool:{job['source']}-r{job['n_real']}-seed{job['seed']}" in os.environ.get("SCALING_FAIL_CELLS", "").split(","):
+        raise RuntimeError("injected failure in a source job")  # test hook, as for trials
     t0 = time.perf_counter()
     meta = prepare_pool(wcfg, job["source"], job["n_real"], job["seed"])
     return {**job, "seconds": time.perf_counter() - t0, "meta": meta}
@@ -387,6 +390,10 @@ def _open_generator_task(wcfg: dict, *deps) -> dict:
     return prepare_open_generator(wcfg)
 
 
+class SourceJobError(RuntimeError):
+    """A generator / retrieval job that failed for good; the message names the pool."""
+
+
 def _prepare_sources(cfg: SweepConfig, *, quiet: bool) -> None:
     """Generator training, sampling and retrieval as Ray tasks before the trials (GPU when asked for)."""
     import ray
@@ -404,14 +411,20 @@ def _prepare_sources(cfg: SweepConfig, *, quiet: bool) -> None:
     judge = ray.remote(_judge_task).options(**opts).remote(wcfg)
     open_gen = None
     if any(j["source"] == "open_set" for j in jobs) and "generator" in options_for(wcfg, "open_set"):
-        open_gen = ray.remote(_open_generator_task).options(**opts).remote(wcfg, judge)
+        open_gen = ray.remote(_open_generator_task).options(**opts).remote(wcfg)  # the longest job: start it first
     task = ray.remote(_source_task).options(**opts)
-    refs = [task.remote(wcfg, j, judge, open_gen) if j["source"] == "open_set" and open_gen is not None
-            else task.remote(wcfg, j, judge) for j in jobs]
-    with tqdm(total=len(refs), desc="sources", unit="pool", disable=quiet, file=sys.stdout) as bar:
-        while refs:
-            done, refs = ray.wait(refs, num_returns=1)
-            r = ray.get(done[0])  # a source job that fails after its retries stops the sweep: no trial can use it
+    refs = {task.remote(wcfg, j, judge, open_gen) if j["source"] == "open_set" and open_gen is not None
+            else task.remote(wcfg, j, judge): j for j in jobs}
+    pending = list(refs)
+    with tqdm(total=len(pending), desc="sources", unit="pool", disable=quiet, file=sys.stdout) as bar:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                r = ray.get(done[0])
+            except ray.exceptions.RayError as exc:  # after its retries: no trial could use this pool, so stop here
+                j = refs[done[0]]
+                raise SourceJobError(f"sources: the {j['source']} pool for n_real={j['n_real']} seed={j['seed']} "
+                                     f"failed after {cfg.max_failures} retries: {getattr(exc, 'cause', exc)!r}") from exc
             m = r["meta"]
             extra = f" noise={m['label_noise']:.2f}" if "label_noise" in m else ""
             bar.update(1)

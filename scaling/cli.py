@@ -9,9 +9,13 @@ from analysis.result import CI_METHODS
 
 
 def _sweep(args) -> int:
-    from runners.sweep import run_sweep
+    from runners.sweep import SourceJobError, run_sweep
 
-    run_sweep(args.config, address=args.address, storage=args.storage, dry_run=args.dry_run, quiet=args.quiet)
+    try:
+        run_sweep(args.config, address=args.address, storage=args.storage, dry_run=args.dry_run, quiet=args.quiet)
+    except SourceJobError as exc:  # a generator/retrieval job failed for good: one line, non-zero exit
+        print(f"scaling sweep: error: {exc}", file=sys.stderr)
+        return 3
     return 0
 
 

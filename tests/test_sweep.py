@@ -163,3 +163,14 @@ def _check_features_and_figures(tmp_path, cube):
     paths = render_figures(tmp_path / "four" / "results.nc", tmp_path / "figs", n_boot=50)
     assert {"domain_gap", "samples", "equivalence"} <= set(paths)
 
+
+
+def test_a_source_job_that_keeps_failing_stops_the_sweep_with_one_clear_error(tmp_path, monkeypatch):
+    from runners.sweep import SourceJobError
+
+    monkeypatch.setenv("SCALING_FAIL_CELLS", "pool:retrieval-r20-seed1")
+    cfg = {**ALL_SOURCES, "sources": ["real", "retrieval"], "source_options": {}, "storage": str(tmp_path),
+           "max_failures": 0}
+    with pytest.raises(SourceJobError, match="retrieval pool for n_real=20 seed=1 failed"):
+        scaling.run_sweep(cfg, quiet=True)
+    assert not (tmp_path / "four" / "executions.log").exists()  # no trial ran on a missing pool
