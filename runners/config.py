@@ -65,6 +65,16 @@ def _require(cond: bool, fieldname: str, message: str) -> None:
         raise ConfigError(f"{fieldname}: {message}")
 
 
+def check_dataset_spec(ds, fieldname: str) -> None:
+    """A dataset mapping: known name, and the local file or folder it needs exists."""
+    _require(isinstance(ds, dict) and "name" in ds, fieldname, "must be a mapping with a 'name'")
+    _require(ds["name"] in DATASETS, f"{fieldname}.name", f"unknown dataset {ds['name']!r}; choose from {DATASETS}")
+    path_key = {"cifar10": "root", "cifar100": "root", "imagefolder": "root", "medmnist": "path"}.get(ds["name"])
+    if path_key:
+        _require(path_key in ds, f"{fieldname}.{path_key}", f"is required for {ds['name']}")
+        _require(Path(ds[path_key]).exists(), f"{fieldname}.{path_key}", f"no such file or folder: {ds[path_key]}")
+
+
 def _int_list(raw: dict, key: str, minimum: int) -> list[int]:
     v = raw.get(key)
     _require(isinstance(v, list) and len(v) > 0, key, f"must be a non-empty list of integers, got {v!r}")
@@ -97,12 +107,7 @@ def load_config(source, **overrides) -> SweepConfig:
     _require(isinstance(raw["name"], str) and raw["name"].strip() and "/" not in raw["name"], "name",
              f"must be a non-empty string without '/', got {raw['name']!r}")
     ds = raw["dataset"]
-    _require(isinstance(ds, dict) and "name" in ds, "dataset", "must be a mapping with a 'name'")
-    _require(ds["name"] in DATASETS, "dataset.name", f"unknown dataset {ds['name']!r}; choose from {DATASETS}")
-    path_key = {"cifar10": "root", "cifar100": "root", "imagefolder": "root", "medmnist": "path"}.get(ds["name"])
-    if path_key:
-        _require(path_key in ds, f"dataset.{path_key}", f"is required for {ds['name']}")
-        _require(Path(ds[path_key]).exists(), f"dataset.{path_key}", f"no such file or folder: {ds[path_key]}")
+    check_dataset_spec(ds, "dataset")
     sources = raw["sources"]
     _require(isinstance(sources, list) and sources, "sources", f"must be a non-empty list, got {sources!r}")
     for s in sources:
@@ -165,6 +170,9 @@ def _source_options(raw: dict, sources: list[str], ds: dict, n_real: list[int], 
                  f"{clip_dir} is not a CLIP model folder (no config.json)")
     if (opts.get("retrieval") or {}).get("encoder") == "clip":
         _require(clip_dir is not None, "source_options.retrieval.clip_dir", "is required when encoder is 'clip'")
+    external = (opts.get("retrieval") or {}).get("pool")
+    if external is not None:
+        check_dataset_spec(external, "source_options.retrieval.pool")
     thr = (opts.get("retrieval") or {}).get("dedup_threshold", 0.98)
     _require(isinstance(thr, (int, float)) and 0 < thr <= 1, "source_options.retrieval.dedup_threshold",
              f"must lie in (0, 1], got {thr!r}")
@@ -186,7 +194,7 @@ def _source_options(raw: dict, sources: list[str], ds: dict, n_real: list[int], 
                 except ValueError as exc:
                     raise ConfigError(f"source_options.{src}.{exc}") from None
     size = DATASET_SIZES.get(ds["name"])
-    if size is not None and "retrieval" in sources:
+    if size is not None and "retrieval" in sources and external is None:
         external = size - round(size * tf) - max(n_real)
         _require(max(n_synth) <= external, "n_synth", f"max(n_synth) = {max(n_synth)} exceeds the {external} "
                  f"external images retrieval can draw from ({ds['name']} without test images and the largest base)")

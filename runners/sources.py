@@ -31,7 +31,7 @@ import numpy as np
 
 POOL_VERSION = 3  # bump when the recipe changes what a cached pool contains
 ENCODERS = ("pixels", "classifier", "clip")
-RETRIEVAL_DEFAULTS = {"encoder": "pixels", "dedup_threshold": 0.98, "clip_dir": None}
+RETRIEVAL_DEFAULTS = {"encoder": "pixels", "dedup_threshold": 0.98, "clip_dir": None, "pool": None}
 TEXT2IMAGE_DEFAULTS = {"prompt": "a photo of {}", "steps": 25, "guidance": 7.5}
 JUDGE = {"recipe": "small_cnn", "width": 16, "steps": 300, "batch_size": 64, "lr": 0.004}
 FEATURES_KEPT = 256  # judge features stored per pool for the domain-gap figure
@@ -381,15 +381,46 @@ def retrieve(query: np.ndarray, pool: np.ndarray, size: int) -> tuple[np.ndarray
         k = min(len(pool), 2 * k)
 
 
+@lru_cache(maxsize=2)
+def _external_pool(spec_json: str, shape: tuple, class_names: tuple):
+    """A user's external image collection, resized to the dataset's (C, H, W); its labels are mapped to the
+    dataset's classes by name where they match (for the label-noise rate) and -1 elsewhere."""
+    import torch
+    import torch.nn.functional as F
+
+    from runners.data import load_dataset
+
+    ext = load_dataset(json.loads(spec_json))
+    x = torch.as_tensor(ext.images)
+    if x.shape[1] != shape[0]:
+        x = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True) if shape[0] == 1 \
+            else x.expand(-1, 3, -1, -1)
+    if tuple(x.shape[2:]) != tuple(shape[1:]):
+        x = F.interpolate(x, size=shape[1:], mode="bilinear", antialias=True, align_corners=False)
+    index = {name: i for i, name in enumerate(class_names)}
+    truth = np.array([index.get(ext.classes[c], -1) for c in ext.labels], dtype=np.int64)
+    return x.clamp(0, 1).numpy().astype(np.float32), truth
+
+
+def _retrieval_candidates(cfg, opts, base):
+    """(images, true labels or -1, dataset indices or None) of the pool retrieval searches."""
+    data, test_idx = dataset_of(cfg)
+    if opts["pool"] is None:  # the dataset's own non-test, non-base images: unlabelled to the method
+        idx = np.setdiff1d(non_test(data, test_idx), base)
+        return data.images[idx], data.labels[idx], idx
+    images, truth = _external_pool(json.dumps(opts["pool"], sort_keys=True), data.shape, tuple(data.classes))
+    return images, truth, None
+
+
 def _retrieval_pool(cfg, n_real, seed, size):
     data, test_idx = dataset_of(cfg)
     opts = options_for(cfg, "retrieval")
     t0 = time.perf_counter()
     base, _ = base_and_real_pool(cfg, n_real, seed, 0)
-    external = np.setdiff1d(non_test(data, test_idx), base)  # unlabelled to the method; true labels kept aside
-    needed = np.concatenate([base, external, test_idx])
-    z = embed(cfg, data.images[needed], opts["encoder"], base=base, seed=seed, clip_dir=opts["clip_dir"])
-    zb, ze, zt = z[:len(base)], z[len(base):len(base) + len(external)], z[len(base) + len(external):]
+    ext_images, ext_truth, ext_idx = _retrieval_candidates(cfg, opts, base)
+    z = embed(cfg, np.concatenate([data.images[base], ext_images, data.images[test_idx]]), opts["encoder"],
+              base=base, seed=seed, clip_dir=opts["clip_dir"])
+    zb, ze, zt = z[:len(base)], z[len(base):len(base) + len(ext_images)], z[len(base) + len(ext_images):]
     import faiss
 
     test_index = faiss.IndexFlatIP(zt.shape[1])
@@ -400,14 +431,21 @@ def _retrieval_pool(cfg, n_real, seed, size):
     if clean.sum() < size:
         raise ValueError(f"n_synth: only {int(clean.sum())} external images remain after dropping near-duplicates "
                          f"of test images; max(n_synth) is {size}")
-    picks, owners = retrieve(zb, np.ascontiguousarray(ze[clean]), size)
-    indices = external[clean][picks]
+    found, owners = retrieve(zb, np.ascontiguousarray(ze[clean]), size)
+    picks = np.flatnonzero(clean)[found]  # back to positions in the candidate pool
     labels = data.labels[base][owners]  # labelled by the query: this is where retrieval's label noise comes from
-    wrong = labels != data.labels[indices]
-    return ({"indices": indices, "labels": labels, "label_wrong": wrong},
-            {"generator_seconds": 0.0, "generator_shared_by": 1, "sample_seconds": time.perf_counter() - t0,
-             "label_noise": float(wrong.mean()), "dropped_near_duplicates": int((~clean).sum()),
-             "encoder": opts["encoder"]})
+    truth = ext_truth[picks]
+    known = truth >= 0
+    wrong = np.where(known, labels != truth, False)
+    arrays = {"labels": labels, "label_wrong": wrong}
+    if ext_idx is not None:
+        arrays["indices"] = ext_idx[picks]  # dataset images by index: no re-quantisation
+    else:
+        arrays["images"] = (ext_images[picks] * 255).round().astype(np.uint8)
+    return (arrays, {"generator_seconds": 0.0, "generator_shared_by": 1, "sample_seconds": time.perf_counter() - t0,
+                     "label_noise": float(wrong[known].mean()) if known.any() else float("nan"),
+                     "label_known_fraction": float(known.mean()), "dropped_near_duplicates": int((~clean).sum()),
+                     "encoder": opts["encoder"]})
 
 
 def _real_pool(cfg, n_real, seed, size):

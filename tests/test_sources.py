@@ -161,3 +161,28 @@ def test_malformed_pipeline_folders_are_refused_before_the_sweep(tmp_path):
 def test_presets_resolve_with_overrides():
     hp = resolve_preset({"preset": "cifar", "train_steps": 5})
     assert hp["train_steps"] == 5 and hp["block_out_channels"] == (128, 256, 256, 256)
+
+
+def test_retrieval_from_an_external_image_folder(run_dir, tmp_path):
+    """An ImageFolder of RGB 16x16 PNGs (class folders named like the dataset's classes) as the external pool:
+    resized and greyscaled to digits' 1x8x8, stored as uint8, label noise measured through the folder names."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    for i in range(300, 600):  # none of these is needed elsewhere; the folder is a stand-in for a web crawl
+        folder = tmp_path / "crawl" / str(d.target[i])
+        folder.mkdir(parents=True, exist_ok=True)
+        grey = (d.images[i] / 16 * 255).astype(np.uint8)
+        Image.fromarray(np.stack([grey] * 3, -1)).resize((16, 16), Image.NEAREST).save(folder / f"{i}.png")
+    pool = {"name": "imagefolder", "root": str(tmp_path / "crawl"), "image_size": 16}
+    cfg = _cfg(run_dir, retrieval={"pool": pool})
+    meta = sources.prepare_pool(cfg, "retrieval", 20, 0)
+    with np.load(sources.pool_paths(cfg, "retrieval", 20, 0)[0]) as f:
+        images, labels = f["images"], f["labels"]
+    assert images.shape == (30, 1, 8, 8) and images.dtype == np.uint8
+    assert meta["label_known_fraction"] == 1.0 and 0 <= meta["label_noise"] < 0.5
+    x, y, _ = sources.load_pool(cfg, "retrieval", 20, 0, 30)
+    assert x.shape == (30, 1, 8, 8) and np.array_equal(y, labels)
+    with pytest.raises(ConfigError, match="^source_options.retrieval.pool.root: no such file"):
+        load_config(_sweep(source_options={"retrieval": {"pool": {"name": "imagefolder", "root": "/no/crawl"}}}))
