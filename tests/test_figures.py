@@ -90,3 +90,21 @@ def test_cli_errors_are_one_line_with_nonzero_exit(tmp_path):
     help_text = subprocess.run([sys.executable, "-m", "scaling.cli", "figures", "--help"], capture_output=True,
                                text=True).stdout
     assert "--out" in help_text
+
+
+def test_equivalence_figure_draws_the_fitted_laws_and_cell_estimates(results):
+    from paper_figures import equivalence
+
+    fig = equivalence.figure(results)
+    ax = fig.axes[0]  # n_real = 50
+    res = results["closed_set"]
+    ns = res.cells["n_synth"].values  # synthetic cells only (n_synth > 0)
+    grid = np.geomspace(ns.min(), ns.max(), 40)
+    law = np.clip(res.real_equivalent(50, grid, law="effective")["estimate"].values, equivalence.FLOOR, None)
+    drawn = [ln.get_ydata() for ln in ax.lines if len(ln.get_xdata()) == 40]
+    assert any(np.allclose(y, law) for y in drawn), "the effective law of closed_set is not on the panel"
+    wang = np.clip(res.real_equivalent(50, grid, law="wang")["estimate"].values, equivalence.FLOOR, None)
+    assert any(np.allclose(y, wang) for y in drawn)
+    points = [c for c in ax.containers if c.get_label() == "closed-set diffusion"][0].lines[0]
+    np.testing.assert_allclose(points.get_ydata(), np.clip(res.cells["n_eq"].sel(n_real=50).values,
+                                                           equivalence.FLOOR, None))
