@@ -221,9 +221,9 @@ class EquivalenceResult:
             lo, hi = bca_interval(point, boot, jack_all, self.ci)
         elif self.ci_method == "jackknife" and jack_all is not None:
             lo, hi = jackknife_t_interval(point, jack_all, self.ci)
-            # where a leave-one-seed-out fit failed (NaN), fall back to the expanded percentile interval
-            e_lo, e_hi = percentile_interval(boot, expanded_level(self.ci, self.n_seeds))
-            lo, hi = np.where(np.isnan(lo), e_lo, lo), np.where(np.isnan(hi), e_hi, hi)
+            if np.isnan(lo).any() or np.isnan(hi).any():  # a leave-one-seed-out fit failed: expanded percentile there
+                e_lo, e_hi = percentile_interval(boot, expanded_level(self.ci, self.n_seeds))
+                lo, hi = np.where(np.isnan(lo), e_lo, lo), np.where(np.isnan(hi), e_hi, hi)
         elif self.ci_method == "expanded":
             lo, hi = percentile_interval(boot, expanded_level(self.ci, self.n_seeds))
         else:
@@ -380,7 +380,7 @@ class EquivalenceResult:
         lines.append(f"{self.n_boot} cluster-bootstrap replicates over {self.n_seeds} seeds; {pct} {self.ci_method} "
                      f"intervals; reference law: {self.curve_law}; equivalence law: {self.law}")
         lines.append("")
-        lines.append(f"Per cell (n_eq: real images the added synthetic images are worth; rho = n_synth / n_eq):")
+        lines.append("Per cell (n_eq: real images the added synthetic images are worth; rho = n_synth / n_eq):")
         head = f"{'n_real':>7} {'n_synth':>8} {'acc':>6} {'n_eq':>8} {pct + ' CI':>21} {'rho':>7} {pct + ' CI':>19} {'n_eq(mf)':>9}  flags"
         lines.append(head)
         c = self.cells

@@ -4,7 +4,9 @@
 their paths; ``scaling figures CUBE --out DIR`` calls it.
 """
 
-from paper_figures.style import save_figure, source_color  # noqa: F401
+from paper_figures.style import save_figure, source_color
+
+__all__ = ["render_all", "save_figure", "source_color"]
 
 
 def render_all(cube, results: dict, out_dir, features=None) -> dict:

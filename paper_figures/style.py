@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 # Okabe & Ito (2008): distinguishable under the common colour-vision deficiencies
 OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
@@ -23,7 +22,8 @@ LABELS = {"real": "real (reference)", "closed_set": "closed-set diffusion", "ope
 
 
 def source_color(source: str) -> str:
-    return SOURCE_STYLE.get(source, (OKABE_ITO[hash(source) % 8], "o"))[0]
+    # crc32, not hash(): str hashes change between processes, colours must not
+    return SOURCE_STYLE.get(source, (OKABE_ITO[zlib.crc32(source.encode()) % len(OKABE_ITO)], "o"))[0]
 
 
 def source_marker(source: str) -> str:
@@ -53,15 +53,11 @@ def save_figure(fig, out_dir, name: str) -> dict:
 
 def symlog_position(n_synth, zero_at: float):
     """n_synth on a log axis with 0 drawn at ``zero_at`` (half the smallest positive size)."""
-    import numpy as np
-
     n = np.asarray(n_synth, dtype=float)
     return np.where(n > 0, n, zero_at)
 
 
 def zero_tick(ax, n_synth, zero_at: float) -> None:
-    import numpy as np
-
     ticks = [zero_at] + [float(v) for v in np.asarray(n_synth) if v > 0]
     ax.set_xscale("log")
     ax.set_xticks(ticks)

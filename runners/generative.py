@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -150,9 +152,6 @@ def sample_diffusion(model, labels: np.ndarray, n_classes: int, hp: dict, *, see
 
 def save_generator(model, folder: Path, meta: dict) -> None:
     """Weights as safetensors plus the UNet config and a meta.json (seconds, hyper-parameters)."""
-    import os
-    import shutil
-
     folder = Path(folder)
     tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
     model.save_pretrained(tmp, safe_serialization=True)

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from scaling.cube import write_atomic
 
 POOL_VERSION = 3  # bump when the recipe changes what a cached pool contains
 ENCODERS = ("pixels", "classifier", "clip")
@@ -39,14 +40,6 @@ FEATURES_KEPT = 256  # judge features stored per pool for the domain-gap figure
 
 def _hash(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _write_atomic(path: Path, write) -> None:
-    """``write(tmp_path)`` then rename: concurrent workers producing the same content cannot corrupt it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}{path.suffix}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def _dataset_spec(cfg: dict) -> dict:
@@ -147,9 +140,9 @@ def prepare_judge(cfg: dict) -> dict:
     mean, std = out["norm"]
     state = {k: v.contiguous() for k, v in out["model"].state_dict().items()}
     state.update(norm_mean=mean.contiguous(), norm_std=std.contiguous())
-    _write_atomic(path, lambda p: save_file(state, str(p)))
+    write_atomic(path, lambda p: save_file(state, str(p)))
     meta = {"test_accuracy": out["accuracy"], "train_seconds": out["train_seconds"], **JUDGE}
-    _write_atomic(meta_path, lambda p: p.write_text(json.dumps(meta)))
+    write_atomic(meta_path, lambda p: p.write_text(json.dumps(meta)))
     return meta
 
 
@@ -283,10 +276,10 @@ def _open_set_pool(cfg, seed, size, progress):
     data, _ = dataset_of(cfg)
     opts = options_for(cfg, "open_set")
     labels = _balanced_labels(size, len(data.classes), seed)
-    t0 = time.perf_counter()
     if "text2image" in opts:
         from runners.generative import sample_text2image
 
+        t0 = time.perf_counter()
         t = opts["text2image"]
         images = sample_text2image(t["pipeline"], data.classes, labels, data.shape, prompt=t["prompt"], seed=seed,
                                    steps=int(t["steps"]), guidance=float(t["guidance"]), progress=progress)
@@ -484,8 +477,8 @@ def prepare_pool(cfg: dict, source: str, n_real: int, seed: int, *, progress: bo
                 frechet_distance=frechet_distance(feats, real_feats), domain_accuracy=domain_acc)
     arrays["features"] = feats[:FEATURES_KEPT].astype(np.float32)
     arrays["domain_direction"] = direction
-    _write_atomic(npz, lambda p: np.savez(p, **arrays))
-    _write_atomic(meta_path, lambda p: p.write_text(json.dumps(meta)))
+    write_atomic(npz, lambda p: np.savez(p, **arrays))
+    write_atomic(meta_path, lambda p: p.write_text(json.dumps(meta)))
     return meta
 
 

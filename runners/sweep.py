@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from runners.config import SweepConfig, load_config
-from scaling.cube import STATUS_DONE, STATUS_FAILED, CubeError, empty_cube, open_cube, save_cube
-
+from scaling.cube import STATUS_DONE, STATUS_FAILED, CubeError, empty_cube, save_cube, write_atomic
 
 
 def cell_key(cell: dict) -> str:
@@ -35,24 +34,34 @@ def worker_config(cfg: SweepConfig) -> dict:
             "source_options": cfg.source_options, "run_dir": str(cfg.run_dir.resolve())}
 
 
+def _injected(key: str) -> bool:
+    """Test hook: SCALING_FAIL_CELLS="key1,key2" makes those trials (cell keys) or source jobs
+    ("pool:<source>-r<n_real>-seed<seed>") raise, a stand-in for OOM or a bad node."""
+    return key in os.environ.get("SCALING_FAIL_CELLS", "").split(",")
+
+
 def _inject_failure(cfg: dict, cell: dict) -> None:
-    """Test hook: SCALING_FAIL_CELLS="key1,key2" makes those trials raise (a stand-in for OOM or a bad node);
-    every attempt is logged so a test can count the retries."""
-    if cell_key(cell) in os.environ.get("SCALING_FAIL_CELLS", "").split(","):
+    """Raise for an injected trial failure; every attempt is logged so a test can count the retries."""
+    if _injected(cell_key(cell)):
         with open(Path(cfg["run_dir"]) / "failures.log", "a") as fh:
             fh.write(cell_key(cell) + "\n")
         raise RuntimeError(f"injected failure in {cell_key(cell)}")
 
 
-def run_cell(cfg: dict, cell: dict) -> dict:
-    """Train one classifier for one cell; pure function of (config, cell)."""
+def _use_allotted_cpus(cfg: dict) -> None:
+    """Torch threads = the CPUs Ray gave this trial or task, so packed workers do not oversubscribe."""
     import torch
 
+    torch.set_num_threads(max(1, int(cfg["resources"].get("cpus_per_trial", 1))))
+
+
+def run_cell(cfg: dict, cell: dict) -> dict:
+    """Train one classifier for one cell; pure function of (config, cell)."""
     from runners.sources import attributed_seconds, base_and_real_pool, dataset_of, load_pool
     from runners.train import train_classifier
 
     _inject_failure(cfg, cell)
-    torch.set_num_threads(max(1, int(cfg["resources"].get("cpus_per_trial", 1))))
+    _use_allotted_cpus(cfg)
     data, test_idx = dataset_of(cfg)
     base, _ = base_and_real_pool(cfg, cell["n_real"], cell["seed"], 0)
     x, y, source_seconds = data.images[base], data.labels[base], 0.0
@@ -81,9 +90,7 @@ def _node_id() -> str:
 
 
 def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload))
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(payload, default=str)))
 
 
 def trainable(config: dict) -> None:
@@ -227,15 +234,17 @@ def assemble_cube(cfg: SweepConfig, failed: set[str], provenance: dict):
     dims = ("source", "n_real", "seed")
     shape = tuple(cube.sizes[d] for d in dims)
     wcfg = worker_config(cfg)
-    for var, (field_name, doc) in POOL_VARS.items():
-        values = np.full(shape, np.nan)
-        for i, src in enumerate(cfg.sources):
-            for j, r in enumerate(cube["n_real"].values):
-                for k, seed in enumerate(cube["seed"].values):
-                    meta_path = pool_paths(wcfg, src, int(r), int(seed))[1]
-                    if max(cfg.n_synth) > 0 and meta_path.exists():
-                        values[i, j, k] = json.loads(meta_path.read_text()).get(field_name, np.nan)
-        cube[var] = xr.DataArray(values, dims=dims, attrs={"description": doc})
+    values = {var: np.full(shape, np.nan) for var in POOL_VARS}
+    for i, src in enumerate(cfg.sources):
+        for j, r in enumerate(cube["n_real"].values):
+            for k, seed in enumerate(cube["seed"].values):
+                meta_path = pool_paths(wcfg, src, int(r), int(seed))[1]
+                if max(cfg.n_synth) > 0 and meta_path.exists():
+                    meta = json.loads(meta_path.read_text())  # read once, fills every quality variable
+                    for var, (field_name, _) in POOL_VARS.items():
+                        values[var][i, j, k] = meta.get(field_name, np.nan)
+    for var, (_, doc) in POOL_VARS.items():
+        cube[var] = xr.DataArray(values[var], dims=dims, attrs={"description": doc})
     return cube
 
 
@@ -288,11 +297,7 @@ def write_features(cfg: SweepConfig) -> Path | None:
                               "real_features are test images; samples: pool images per class at the first n_real and seed",
                "classes": json.dumps(data.classes), "sample_n_real": int(cfg.n_real[0]),
                "sample_seed": int(cfg.seeds[0])})
-    path = cfg.run_dir / "features.nc"
-    tmp = path.with_suffix(f".tmp{os.getpid()}.nc")
-    ds.to_netcdf(tmp, engine="h5netcdf")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(cfg.run_dir / "features.nc", lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
 
 
 def _check_run_dir(cfg: SweepConfig) -> None:
@@ -363,13 +368,11 @@ def _ray_session(cfg: SweepConfig, address: str | None):
 
 def _source_task(wcfg: dict, job: dict, *deps) -> dict:
     """Ray task body: one pool (its generator trained first when needed). ``deps`` only order the tasks."""
-    import torch
-
     from runners.sources import prepare_pool
 
-    torch.set_num_threads(max(1, int(wcfg["resources"].get("cpus_per_trial", 1))))
-    if f"pool:{job['source']}-r{job['n_real']}-seed{job['seed']}" in os.environ.get("SCALING_FAIL_CELLS", "").split(","):
-        raise RuntimeError("injected failure in a source job")  # test hook, as for trials
+    _use_allotted_cpus(wcfg)
+    if _injected(f"pool:{job['source']}-r{job['n_real']}-seed{job['seed']}"):
+        raise RuntimeError("injected failure in a source job")
     t0 = time.perf_counter()
     meta = prepare_pool(wcfg, job["source"], job["n_real"], job["seed"])
     return {**job, "seconds": time.perf_counter() - t0, "meta": meta}
@@ -381,12 +384,10 @@ def _judge_task(wcfg: dict) -> dict:
     return prepare_judge(wcfg)
 
 
-def _open_generator_task(wcfg: dict, *deps) -> dict:
-    import torch
-
+def _open_generator_task(wcfg: dict) -> dict:
     from runners.sources import prepare_open_generator
 
-    torch.set_num_threads(max(1, int(wcfg["resources"].get("cpus_per_trial", 1))))
+    _use_allotted_cpus(wcfg)
     return prepare_open_generator(wcfg)
 
 

@@ -209,15 +209,26 @@ def save_cube(cube: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = Fa
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"path: {path} exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
     out = cube.copy()
     out["source"] = out["source"].astype(str)
     if "class" in out.coords:
         out["class"] = out["class"].astype(str)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    write_atomic(path, lambda tmp: out.to_netcdf(tmp, engine="h5netcdf"))
+    return path
+
+
+def write_atomic(path: str | os.PathLike, write) -> Path:
+    """``write(tmp)`` to a temp file beside ``path``, then rename it over ``path``.
+
+    Readers never see a half-written file, and concurrent writers of the same content cannot corrupt it.
+    The temp name keeps the suffix (``np.savez`` would otherwise append ``.npz``); it is removed on failure.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     try:
-        out.to_netcdf(tmp, engine="h5netcdf")
+        write(Path(tmp))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -28,10 +28,10 @@ def fit_sources(cube, n_boot: int, random_state: int = 0) -> dict:
     return out if isinstance(out, dict) else {sources[0]: out}
 
 
-def render_figures(cube_path, out_dir, *, n_boot: int = 1000, results: dict | None = None) -> dict:
+def render_figures(cube_path, out_dir, *, n_boot: int = 1000, results: dict | None = None, cube=None) -> dict:
     from paper_figures import render_all
 
-    cube = open_cube(cube_path)
+    cube = open_cube(cube_path) if cube is None else cube
     results = fit_sources(cube, n_boot) if results is None else results
     return render_all(cube, results, out_dir, features=features_beside(cube_path))
 
@@ -76,7 +76,7 @@ def write_report(cube_path, out_dir, *, n_boot: int = 1000) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = fit_sources(cube, n_boot)
-    figures = render_figures(cube_path, out / "figures", n_boot=n_boot, results=results)
+    figures = render_figures(cube_path, out / "figures", n_boot=n_boot, results=results, cube=cube)
     prov = json.loads(cube.attrs.get("provenance", "{}"))
     first = next(iter(results.values()), None)
     ci = first.ci if first else 0.95
