@@ -111,23 +111,36 @@ def bca_interval(point: np.ndarray, boot: np.ndarray, jack: np.ndarray, ci: floa
     return np.where(bad, p_lo, lo), np.where(bad, p_hi, hi)
 
 
-def jackknife_t_interval(point: np.ndarray, jack: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:
+def jackknife_t_interval(point: np.ndarray, jack: np.ndarray, ci: float,
+                         extra: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Leave-one-seed-out t interval: ``point ± t_{S-1} · se_jack`` (on the log scale for positive quantities).
 
     The jackknife variance of a smooth statistic is biased upwards (Efron & Stein 1981), and the Student-t
     quantile with S-1 degrees of freedom accounts for estimating it from S seeds; together they keep
     coverage near nominal with as few as 5 seeds, where percentile intervals undercover.
+
+    ``extra`` holds a second set of leave-one-group-out estimates (G, ...) — the test images deleted in
+    groups, seeds kept — whose jackknife variance is added: every seed is scored on the same test set, so
+    its sampling noise is shared by all seeds and invisible to the seed jackknife. (The seed-by-test
+    interaction enters both terms: a conservative sum.)
     """
     s = jack.shape[0]
-    positive = np.all(jack > 0, axis=0) & (point > 0)
+    both = jack if extra is None else np.concatenate([jack, extra], axis=0)
+    positive = np.all(both > 0, axis=0) & (point > 0)
+
+    def jack_var(j):
+        g = j.shape[0]
+        jl = np.where(positive, np.log(np.where(positive, j, 1.0)), j)
+        return (g - 1) / g * np.nansum((jl - np.nanmean(jl, axis=0)) ** 2, axis=0)
+
     with np.errstate(invalid="ignore", divide="ignore"):
-        jl = np.where(positive, np.log(np.where(positive, jack, 1.0)), jack)
         pl = np.where(positive, np.log(np.where(positive, point, 1.0)), point)
-        se = np.sqrt((s - 1) / s * np.nansum((jl - np.nanmean(jl, axis=0)) ** 2, axis=0))
+        var = jack_var(jack) + (0.0 if extra is None else jack_var(extra))
+        se = np.sqrt(var)
     half = stats.t.ppf(1 - (1 - ci) / 2, s - 1) * se
     lo, hi = pl - half, pl + half
     with np.errstate(over="ignore"):
         lo = np.where(positive, np.exp(np.clip(lo, -700, 700)), lo)
         hi = np.where(positive, np.exp(np.clip(hi, -700, 700)), hi)
-    bad = ~np.all(np.isfinite(jack), axis=0)
+    bad = ~np.all(np.isfinite(both), axis=0)
     return np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)

@@ -6,10 +6,17 @@ For a synthetic cell (n_real, n_synth) with mean error e, the *real equivalent* 
 - model-free: invert a monotone (isotonic) interpolation of the measured reference means.
 The exchange rate is ``rho = n_synth / n_eq`` synthetic images per real image.
 
-Two equivalence laws summarise all cells of a source:
-- ``effective``: ``n_eq = k * n_synth**alpha * n_real**beta`` (Hernandez et al. 2021), WLS in logs;
+Three equivalence laws summarise all cells of a source:
+- ``effective``: ``n_eq = k * n_synth**alpha * n_real**beta`` (Hernandez et al. 2021);
 - ``wang``: Wang et al. (2025), ``n_synth/n_base = c1**(n_base/k) * (c2**(n_eq/n_base) - 1)``. Only
-  ``ln(c1)/k`` is identified, so ``k`` is a fixed scale and ``c1`` is reported for that ``k``.
+  ``ln(c1)/k`` is identified, so ``k`` is a fixed scale and ``c1`` is reported for that ``k``;
+- ``saturating``: a generator that can only add so much, after Muennighoff et al. (2023)'s effective
+  data for repeated tokens: ``n_eq = n_real * R* * (1 - exp(-n_synth / (rho0 * n_real * R*)))``. The
+  first synthetic images are worth ``1/rho0`` real ones each; however many are added, they are worth at
+  most ``R*`` real images per base image. (Muennighoff's form is ``rho0 = 1``; a generator's images are
+  rarely worth a real image each, so ``rho0`` is free.)
+``auto`` picks, inside every replicate, the law with the smallest held-out error (the cells at the
+largest ``n_synth`` left out), so intervals include the uncertainty of that choice.
 
 Everything is computed for all bootstrap replicates at once; row 0 is the point estimate.
 """
@@ -20,10 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.bootstrap import cell_moments
-from analysis.laws import CurveFit, fit_curve, heldout_extrapolation_error, scan_refine, solve_batched
+from analysis.laws import CurveFit, fit_curve, fit_curve_auto, scan_refine, solve_batched
 
-EQUIVALENCE_LAWS = ("effective", "wang")
+EQUIVALENCE_LAWS = ("effective", "wang", "saturating")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -39,6 +45,10 @@ def law_neq(law: str, p: dict, n_real: np.ndarray, n_synth: np.ndarray) -> np.nd
         a, g = p["a"][:, None], p["g"][:, None]
         with np.errstate(divide="ignore"):
             return g * n_real * _softplus(np.log(n_synth / n_real) - a * n_real)
+    if law == "saturating":
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            cap = n_real * np.exp(p["log_rstar"][:, None])  # most real images the source can ever be worth
+            return -cap * np.expm1(-n_synth / (np.exp(p["log_rho0"][:, None]) * cap))
     raise ValueError(f"law: unknown equivalence law {law!r}; choose from {EQUIVALENCE_LAWS}")
 
 
@@ -51,6 +61,11 @@ def law_synth_needed(law: str, p: dict, n_real: np.ndarray, n_eq: np.ndarray) ->
         a, g = p["a"][:, None], p["g"][:, None]
         with np.errstate(over="ignore"):
             return n_real * np.exp(a * n_real) * np.expm1(n_eq / (g * n_real))
+    if law == "saturating":
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            cap = n_real * np.exp(p["log_rstar"][:, None])
+            need = -np.exp(p["log_rho0"][:, None]) * cap * np.log1p(-n_eq / cap)
+        return np.where(n_eq < cap, need, np.inf)  # beyond the cap no amount of synthetic data suffices
     raise ValueError(f"law: unknown equivalence law {law!r}; choose from {EQUIVALENCE_LAWS}")
 
 
@@ -106,9 +121,24 @@ def fit_wang_logspace(n_real, n_synth, y, w) -> dict:
     return {"a": u / scale, "g": np.exp(logg)}
 
 
+_SAT_GRID = (np.linspace(np.log(0.02), np.log(300.0), 14), np.linspace(np.log(0.1), np.log(3e3), 14))
+
+
+def fit_saturating_logspace(n_real, n_synth, y, w) -> dict:
+    """A coarse grid over (log R*, log rho0), scored in logs: the start of the accuracy-scale fit."""
+    log_r, log_rho = (g.ravel() for g in np.meshgrid(*_SAT_GRID, indexing="ij"))
+    cap = n_real[None, :] * np.exp(log_r[:, None])  # (G, C)
+    pred = np.log(cap) + np.log(-np.expm1(-n_synth[None, :] / (np.exp(log_rho[:, None]) * cap)))
+    sse = np.einsum("rc,rgc->rg", w, (y[:, None, :] - pred[None]) ** 2)
+    best = np.argmin(sse, axis=1)
+    return {"log_rstar": log_r[best], "log_rho0": log_rho[best]}
+
+
 def _pack(law: str, p: dict, fit_beta: bool, scale: float) -> np.ndarray:
     if law == "effective":
         return np.stack([p["log_k"], p["alpha"]] + ([p["beta"]] if fit_beta else []), axis=1)
+    if law == "saturating":
+        return np.stack([p["log_rstar"], p["log_rho0"]], axis=1)
     return np.stack([p["a"] * scale, np.log(p["g"])], axis=1)
 
 
@@ -116,6 +146,8 @@ def _unpack(law: str, theta: np.ndarray, fit_beta: bool, scale: float) -> dict:
     if law == "effective":
         beta = theta[:, 2] if fit_beta else np.zeros(len(theta))
         return {"log_k": theta[:, 0], "alpha": theta[:, 1], "beta": beta}
+    if law == "saturating":
+        return {"log_rstar": theta[:, 0], "log_rho0": theta[:, 1]}
     return {"a": theta[:, 0] / scale, "g": np.exp(theta[:, 1])}
 
 
@@ -127,6 +159,15 @@ def _neq_and_grad(law, theta, n_real, n_synth, fit_beta, scale):
         with np.errstate(over="ignore"):
             neq = np.exp(np.clip(theta @ X.T, -700, 700))
         return neq, neq[..., None] * X[None]
+    if law == "saturating":
+        log_r, log_rho = np.clip(theta[:, :1], -50, 50), np.clip(theta[:, 1:2], -50, 50)
+        cap = n_real[None, :] * np.exp(log_r)
+        u = n_synth[None, :] / (np.exp(log_rho) * cap)
+        sat = -np.expm1(-u)  # 1 - exp(-u) without cancellation for small u
+        neq = cap * sat
+        d_logr = cap * (sat - u * np.exp(-u))  # d n_eq / d log R*
+        d_logrho = -cap * u * np.exp(-u)  # d n_eq / d log rho0
+        return neq, np.stack([d_logr, d_logrho], axis=-1)
     a, g = theta[:, :1] / scale, np.exp(np.clip(theta[:, 1:2], -700, 700))
     t = np.log(n_synth / n_real)[None, :] - a * n_real[None, :]
     neq = g * n_real * _softplus(t)
@@ -185,16 +226,75 @@ def fit_law(law: str, curve: CurveFit, n_real, n_synth, err, w, init: dict, *, f
         sse_prev = sse.copy()
     out = _unpack(law, theta, fit_beta, scale)
     out["sse"] = sse
+    out["converged"] = _converged(J, r, sse)
     return out
 
 
-def fit_equivalence_laws(curve: CurveFit, n_real, n_synth, err, w_acc, n_eq, w_log, *, fit_beta: bool) -> dict:
-    """Both laws for one source: log-space starting points, then the accuracy-scale fit."""
+def _converged(J: np.ndarray, r: np.ndarray, sse: np.ndarray, gtol: float = 1e-3) -> np.ndarray:
+    """MINPACK's gradient test per replicate: the residual is (nearly) orthogonal to every Jacobian column.
+
+    A flat direction (a parameter the data cannot move) passes, as it should: its column is ~0. A fit that
+    ran out of iterations while still descending, or sits where the residual is far from orthogonal, fails.
+    """
+    g = np.abs(np.einsum("rck,rc->rk", J, r))
+    norms = np.sqrt(np.einsum("rck,rck->rk", J, J)) * np.sqrt(np.maximum(sse, 1e-300))[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosine = np.where(norms > 0, g / norms, 0.0)
+    return np.isfinite(sse) & (np.max(cosine, axis=1) <= gtol)
+
+
+def fit_equivalence_laws(curve, n_real, n_synth, err, w_acc, n_eq, w_log, *, fit_beta: bool,
+                         laws=EQUIVALENCE_LAWS) -> dict:
+    """Every law for one source: log-space starting points, then the accuracy-scale fit."""
     y = np.log(np.where(w_log > 0, n_eq, 1.0))
-    inits = {"effective": fit_effective_logspace(n_real, n_synth, y, w_log, fit_beta=fit_beta),
-             "wang": fit_wang_logspace(n_real, n_synth, y, w_log)}
-    return {law: fit_law(law, curve, n_real, n_synth, err, w_acc, inits[law], fit_beta=fit_beta)
-            for law in EQUIVALENCE_LAWS}
+    starts = {"effective": lambda: fit_effective_logspace(n_real, n_synth, y, w_log, fit_beta=fit_beta),
+              "wang": lambda: fit_wang_logspace(n_real, n_synth, y, w_log),
+              "saturating": lambda: fit_saturating_logspace(n_real, n_synth, y, w_log)}
+    return {law: fit_law(law, curve, n_real, n_synth, err, w_acc, starts[law](), fit_beta=fit_beta) for law in laws}
+
+
+def holdout_cells(n_real: np.ndarray, n_synth: np.ndarray) -> np.ndarray | None:
+    """The cells a law must predict without seeing: those at the largest n_synth (extrapolation in the
+    direction users ask about). None when fewer than two n_synth values would be left to fit on."""
+    levels = np.unique(n_synth)
+    return None if len(levels) < 3 else n_synth == levels[-1]
+
+
+def select_equivalence_law(curve, n_real, n_synth, err, w_acc, n_eq, w_log, *, fit_beta: bool,
+                           laws=EQUIVALENCE_LAWS) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Per replicate, the law whose fit without the held-out cells predicts them best.
+
+    Returns the index into ``laws`` (R,) and each law's held-out RMSE (R,), in standard-error units of the
+    cell means (the weights are inverse variances). With no hold-out possible every replicate takes
+    ``laws[0]``.
+    """
+    test = holdout_cells(n_real, n_synth)
+    R = err.shape[0]
+    if test is None:
+        return np.zeros(R, dtype=int), {law: np.full(R, np.nan) for law in laws}
+    wt, wlt = np.where(test, 0.0, w_acc), np.where(test, 0.0, w_log)
+    fits = fit_equivalence_laws(curve, n_real, n_synth, err, wt, n_eq, wlt, fit_beta=fit_beta, laws=laws)
+    wtest = np.where(test, w_acc, 0.0)
+    scores = {}
+    for law, p in fits.items():
+        neq = law_neq(law, p, n_real, n_synth)
+        with np.errstate(invalid="ignore", over="ignore"):
+            pred = curve.predict(np.maximum(n_real[None, :] + neq, 1e-9))
+            sq = np.where(wtest > 0, wtest * (err - pred) ** 2, 0.0)
+        scores[law] = np.sqrt(sq.sum(1) / np.maximum((wtest > 0).sum(1), 1))
+    stacked = np.stack([np.where(np.isfinite(v), v, np.inf) for v in scores.values()])
+    return np.argmin(stacked, axis=0), scores
+
+
+def auto_neq(laws: dict, choice: np.ndarray, n_real, n_synth, names=EQUIVALENCE_LAWS) -> np.ndarray:
+    """The real equivalent under each replicate's chosen law: (R, Q)."""
+    stacked = np.stack([law_neq(name, laws[name], n_real, n_synth) for name in names])
+    return np.take_along_axis(stacked, choice[None, :, None], axis=0)[0]
+
+
+def auto_synth_needed(laws: dict, choice: np.ndarray, n_real, n_eq, names=EQUIVALENCE_LAWS) -> np.ndarray:
+    stacked = np.stack([law_synth_needed(name, laws[name], n_real, n_eq) for name in names])
+    return np.take_along_axis(stacked, choice[None, :, None], axis=0)[0]
 
 
 def wang_public(p: dict, k: float) -> dict:
@@ -273,57 +373,86 @@ class SourceArrays:
 
 @dataclass
 class Replicates:
-    """Everything one set of seed counts produces; leading axis = replicate."""
+    """Everything one set of resamples produces; leading axis = replicate (row 0: the data as observed)."""
 
-    curve: CurveFit
+    curve: object  # CurveFit, or MixedCurve when the law is chosen per replicate
     ref_err: np.ndarray
     ref_w: np.ndarray
     cell_err: dict[str, np.ndarray] = field(default_factory=dict)
     n_eq: dict[str, np.ndarray] = field(default_factory=dict)
     n_eq_mf: dict[str, np.ndarray] = field(default_factory=dict)
     laws: dict[str, dict[str, dict]] = field(default_factory=dict)
+    law_choice: dict[str, np.ndarray] = field(default_factory=dict)
+    law_scores: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     law_weights: dict[str, np.ndarray] = field(default_factory=dict)
     n_seeds_cell: dict[str, np.ndarray] = field(default_factory=dict)
 
+    def neq_law(self, source: str, law: str, n_real, n_synth) -> np.ndarray:
+        """Real equivalent under ``law`` (or each replicate's choice for ``auto``): (R, Q)."""
+        if law == "auto":
+            return auto_neq(self.laws[source], self.law_choice[source], n_real, n_synth)
+        return law_neq(law, self.laws[source][law], n_real, n_synth)
 
-def log_neq_weights(n_eq, n_total, err, var_err, curve: CurveFit):
-    """Delta-method inverse variance of log n_eq, from the variance of the cell's mean error."""
-    if curve.law == "power":
-        E, beta = curve.params["E"][:, None], curve.params["beta"][:, None]
-        dlogn_total = 1.0 / (beta * np.maximum(err - E, 1e-12))
-    else:
-        p = {k: v[:, None] for k, v in curve.params.items()}
-        dlogn_total = (1.0 / np.maximum(err - p["E"], 1e-12) + p["alpha"] / np.maximum(p["e0"] - err, 1e-12)) / p["c"]
+    def synth_needed_law(self, source: str, law: str, n_real, n_eq) -> np.ndarray:
+        if law == "auto":
+            return auto_synth_needed(self.laws[source], self.law_choice[source], n_real, n_eq)
+        return law_synth_needed(law, self.laws[source][law], n_real, n_eq)
+
+
+def neq_log_weights(n_eq, n_total, var_err, curve):
+    """Delta-method inverse variance of log n_eq from the variance of the cell's mean error:
+    d log n_eq / d e = 1 / (n_eq * de/dn) at the inverted size ``n_total``."""
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        var_log = (dlogn_total * n_total / n_eq) ** 2 * var_err
+        slope = curve.slope(np.where(np.isfinite(n_total) & (n_total > 0), n_total, 1.0))
+        var_log = var_err / (n_eq * slope) ** 2
         ok = np.isfinite(var_log) & (var_log > 0) & np.isfinite(n_eq) & (n_eq > 0)
-        return np.where(ok, 1.0 / np.where(ok, var_log, 1.0), 0.0), np.where(ok, np.log(np.where(ok, n_eq, 1.0)), 0.0)
+        return np.where(ok, 1.0 / np.where(ok, var_log, 1.0), 0.0)
 
 
-def run_pipeline(counts, ref: SourceArrays, sources: list[SourceArrays], *, n_test, curve_law, e0,
-                 fit_beta: bool) -> Replicates:
-    """Every derived quantity for each row of seed ``counts``.
+def resampled_means(acc: np.ndarray, counts: np.ndarray, item_acc: np.ndarray | None = None):
+    """Mean accuracy per replicate and cell, and how many seeds entered it.
 
-    Weights (inverse variances of cell means) come from the full sample and stay fixed across
+    ``acc`` (S, C) with NaN for missing cells; ``counts`` (R, S) seed resampling counts. ``item_acc``
+    (R, S, C), when the test images are resampled too, replaces ``acc`` row by row.
+    """
+    valid = np.isfinite(acc)
+    m = valid.astype(float)
+    den = counts @ m
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if item_acc is None:
+            total = counts @ np.where(valid, acc, 0.0)
+        else:
+            total = np.einsum("rs,rsc->rc", counts, np.where(valid[None], item_acc, 0.0))
+        mean = total / den
+    return np.where(den > 0, mean, np.nan), den
+
+
+def run_pipeline(counts, ref: SourceArrays, sources: list[SourceArrays], *, ref_var, src_var: dict, curve_law,
+                 e0, fit_beta: bool, law: str, item_acc: dict | None = None) -> Replicates:
+    """Every derived quantity for each row of seed ``counts`` (and test-image weights, via ``item_acc``).
+
+    Weights (inverse variances of cell means, from the pooled variance model) stay fixed across
     replicates: they are a nuisance, and re-estimating them from resamples with duplicated seeds
     would shrink variances and make the replicates disagree with the point estimate.
     """
-    ones = np.ones((1, counts.shape[1]))
-    mean, _, _ = cell_moments(ref.acc, counts, n_test)
-    _, var_ref, _ = cell_moments(ref.acc, ones, n_test)
+    item_acc = item_acc or {}
+    mean, _ = resampled_means(ref.acc, counts, item_acc.get(ref.name))
     ref_err = 1.0 - mean
-    ref_w = np.where(np.isfinite(mean), 1.0 / var_ref, 0.0)
+    ref_w = np.where(np.isfinite(mean) & (ref_var > 0), 1.0 / ref_var, 0.0)
     n_total_ref = (ref.n_real + ref.n_synth).astype(float)
-    curve = fit_curve(curve_law, n_total_ref, ref_err, ref_w, e0=e0)
+    if curve_law == "auto":
+        curve = fit_curve_auto(n_total_ref, ref_err, ref_w, e0=e0)
+    else:
+        curve = fit_curve(curve_law, n_total_ref, ref_err, ref_w, e0=e0)
     out = Replicates(curve=curve, ref_err=ref_err, ref_w=ref_w)
     for src in sources:
-        m, _, den = cell_moments(src.acc, counts, n_test)
-        _, v0, _ = cell_moments(src.acc, ones, n_test)
+        m, den = resampled_means(src.acc, counts, item_acc.get(src.name))
+        v0 = src_var[src.name]
         err = 1.0 - m
         n_total = curve.invert(err)
         n_eq = n_total - src.n_real[None, :]
-        w_acc = np.where(np.isfinite(m), 1.0 / v0, 0.0)
-        w_log, _ = log_neq_weights(n_eq, n_total, err, np.broadcast_to(v0, err.shape), curve)
+        w_acc = np.where(np.isfinite(m) & (v0 > 0), 1.0 / v0, 0.0)
+        w_log = neq_log_weights(n_eq, n_total, np.broadcast_to(v0, err.shape), curve)
         out.cell_err[src.name] = err
         out.n_eq[src.name] = n_eq
         out.n_seeds_cell[src.name] = den
@@ -331,31 +460,8 @@ def run_pipeline(counts, ref: SourceArrays, sources: list[SourceArrays], *, n_te
         out.law_weights[src.name] = w_acc
         out.laws[src.name] = fit_equivalence_laws(curve, src.n_real, src.n_synth, err, w_acc, n_eq, w_log,
                                                   fit_beta=fit_beta)
+        if law == "auto":
+            choice, scores = select_equivalence_law(curve, src.n_real, src.n_synth, err, w_acc, n_eq, w_log,
+                                                    fit_beta=fit_beta)
+            out.law_choice[src.name], out.law_scores[src.name] = choice, scores
     return out
-
-
-def heldout_law_error(src: SourceArrays, curve: CurveFit, err: np.ndarray, w: np.ndarray, n_eq: np.ndarray,
-                      w_log: np.ndarray, *, fit_beta: bool) -> dict[str, float]:
-    """Held-out RMSE of the cell error, leaving one n_real out (or, with fewer than 3 n_real, the
-    largest n_synth). Inputs are the point-estimate row (1, C)."""
-    groups = np.unique(src.n_real)
-    folds = [src.n_real == g for g in groups] if len(groups) >= 3 else [src.n_synth == src.n_synth.max()]
-    sq: dict[str, list] = {law: [] for law in EQUIVALENCE_LAWS}
-    for test in folds:
-        wt, wlt = np.where(test, 0.0, w), np.where(test, 0.0, w_log)
-        ok = (w[0] > 0) & test
-        if (wt > 0).sum() < 3 or not ok.any():
-            continue
-        fb = fit_beta and len(np.unique(src.n_real[wt[0] > 0])) >= 2
-        laws = fit_equivalence_laws(curve, src.n_real, src.n_synth, err, wt, n_eq, wlt, fit_beta=fb)
-        for law, p in laws.items():
-            neq = law_neq(law, p, src.n_real, src.n_synth)
-            pred = curve.predict(src.n_real[None, :] + neq)[0]
-            sq[law].append(((err[0] - pred)[ok]) ** 2)
-    return {law: float(np.sqrt(np.mean(np.concatenate(v)))) if v else float("nan") for law, v in sq.items()}
-
-
-def select_curve_law(n, err, w, e0) -> tuple[str, dict[str, float]]:
-    scores = {law: heldout_extrapolation_error(law, n, err, w, e0=e0) for law in ("power", "m4")}
-    finite = {k: v for k, v in scores.items() if np.isfinite(v)}
-    return (min(finite, key=finite.get) if finite else "power"), scores

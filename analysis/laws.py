@@ -7,8 +7,13 @@ a grid, the linear ones are solved in closed form (with bounds), and the grid is
 
 Laws:
 - ``power``: saturating power law ``e(n) = E + B * n**-beta`` with ``E in [0, 1]``, ``B >= 0``.
+- ``m3``: the power law with an offset, ``e(n) = E + B * (n + C)**-beta`` with ``C >= 0``: a curve that
+  flattens at small ``n`` (the first images teach little), which the plain power law bends to fit and
+  then extrapolates badly (Alabdulmohsin et al. 2022's M3).
 - ``m4``: Alabdulmohsin et al. (2022) M4, ``(e - E) / (e0 - e)**alpha = b * n**-c``, which bends
   towards the chance-level error ``e0`` for small ``n``.
+- ``auto``: every replicate picks, among these, the law with the smallest held-out extrapolation error
+  (:func:`fit_curve_auto`), so intervals carry the law choice's uncertainty.
 """
 
 from __future__ import annotations
@@ -154,7 +159,7 @@ def _bounded_affine(Sw, Sy, Syy, Sx, Sxx, Sxy, lo=0.0, hi=1.0):
     return E, B, np.min(sses, axis=0)
 
 
-def fit_power(n: np.ndarray, err: np.ndarray, w: np.ndarray, beta_range=BETA_RANGE) -> CurveFit:
+def fit_power(n: np.ndarray, err: np.ndarray, w: np.ndarray, beta_range=BETA_RANGE, coarse: int = _COARSE) -> CurveFit:
     """Variable projection: scan beta, solve (E, B) with bounds in closed form, refine the grid."""
     n = np.asarray(n, dtype=float)
     err, w = _clean(err, w)
@@ -168,12 +173,57 @@ def fit_power(n: np.ndarray, err: np.ndarray, w: np.ndarray, beta_range=BETA_RAN
         E, B, sse = _bounded_affine(*terms(X))
         return sse, (E, B)
 
-    beta, sse, (E, B_scaled) = scan_refine(profile, lo, hi)
+    beta, sse, (E, B_scaled) = scan_refine(profile, lo, hi, coarse=coarse)
     B_abs = B_scaled * n_ref**beta
     on_bound = (E <= 1e-12) | (B_scaled <= 1e-12) | (beta <= lo + 1e-9) | (beta >= hi - 1e-9)
     names = [label for label, hit in (("E=0", E[0] <= 1e-12), ("B=0", B_scaled[0] <= 1e-12),
                                       ("beta at grid edge", beta[0] <= lo + 1e-9 or beta[0] >= hi - 1e-9)) if hit]
     return CurveFit("power", {"E": E, "B": B_abs, "beta": beta}, sse, on_bound, names, n_ref)
+
+
+# --------------------------------------------------------------------------------------------------
+# M3: the power law with an offset in n
+
+
+def m3_predict(params: dict, n: np.ndarray) -> np.ndarray:
+    E, B, beta, C = (params[k][:, None] for k in ("E", "B", "beta", "C"))
+    return E + B * (_rows(n) + C) ** (-beta)
+
+
+def m3_slope(params: dict, n: np.ndarray) -> np.ndarray:
+    B, beta, C = params["B"][:, None], params["beta"][:, None], params["C"][:, None]
+    return -beta * B * (_rows(n) + C) ** (-beta - 1)
+
+
+def m3_invert(params: dict, err: np.ndarray) -> np.ndarray:
+    return power_invert(params, err) - params["C"][:, None]
+
+
+def fit_m3(n: np.ndarray, err: np.ndarray, w: np.ndarray, n_offsets: int = 14) -> CurveFit:
+    """Profile the offset C over a log grid (plus C = 0, the power law); each C is a power-law fit.
+
+    C is shared by all replicates at each grid value, so every inner fit is one batched variable
+    projection; each replicate keeps its best C. The grid spans 2% to 4x the largest size, far beyond
+    where C still changes the curve measurably within the data.
+    """
+    n = np.asarray(n, dtype=float)
+    offsets = np.concatenate([[0.0], np.geomspace(0.02 * n.min(), 4 * n.max(), n_offsets - 1)])
+    best = None
+    for C in offsets:
+        f = fit_power(n + C, err, w, coarse=60)
+        p = {**f.params, "C": np.full(len(f.sse), C)}
+        if best is None:
+            best = (p, f.sse, f.on_bound)
+            continue
+        better = f.sse < best[1] * (1 - 1e-12)
+        best = ({k: np.where(better, p[k], best[0][k]) for k in p}, np.where(better, f.sse, best[1]),
+                np.where(better, f.on_bound, best[2]))
+    params, sse, on_bound = best
+    C0 = params["C"][0]
+    names = [label for label, hit in (("E=0", params["E"][0] <= 1e-12), ("C at grid edge", C0 >= offsets[-1]))
+             if hit]
+    return CurveFit("m3", params, sse, on_bound | (params["C"] >= offsets[-1]), names,
+                    float(np.exp(np.mean(np.log(n)))))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -189,19 +239,34 @@ def m4_invert(params: dict, err: np.ndarray) -> np.ndarray:
 
 
 def m4_predict(params: dict, n: np.ndarray) -> np.ndarray:
-    """Solve the implicit M4 equation for e by bisection; monotone in e for alpha >= 0."""
+    """Solve the implicit M4 equation for e, per replicate and size.
+
+    In z = log(e - E) the equation h(z) = z - alpha log(e0 - E - e^z) - log b + c log n = 0 is increasing
+    and convex, so Newton's method inside a shrinking bracket converges in a few steps; bisection is the
+    fallback whenever a Newton step would leave the bracket. (Plain bisection needed 60 steps: the
+    per-replicate law choice calls this inside every Levenberg-Marquardt iteration.)
+    """
     E, alpha, logb, c, e0 = (params[k][:, None] for k in ("E", "alpha", "log_b", "c", "e0"))
     logn = np.log(_rows(n))
-    lo = np.broadcast_to(E, np.broadcast_shapes(E.shape, logn.shape)).copy()
-    hi = np.broadcast_to(e0, lo.shape).copy()
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            h = np.log(mid - E) - alpha * np.log(e0 - mid) - logb + c * logn
+    shape = np.broadcast_shapes(E.shape, logn.shape)
+    D = np.broadcast_to(np.maximum(e0 - E, 1e-12), shape)
+    lo = np.full(shape, -60.0)
+    hi = np.log(D) - 1e-12
+    z = np.clip(logb - c * logn, lo, hi - 1e-6)  # the alpha = 0 solution
+    for _ in range(30):
+        ez = np.exp(z)
+        gap = np.maximum(D - ez, 1e-300)
+        h = z - alpha * np.log(gap) - logb + c * logn
         up = h > 0
-        hi = np.where(up, mid, hi)
-        lo = np.where(up, lo, mid)
-    return 0.5 * (lo + hi)
+        hi = np.where(up, z, hi)
+        lo = np.where(up, lo, z)
+        step = h / (1 + alpha * ez / gap)
+        z_new = z - step
+        inside = (z_new >= lo) & (z_new <= hi)  # inclusive: an exact root (h = 0) must stay put
+        z = np.where(inside, z_new, 0.5 * (lo + hi))
+        if np.all(np.abs(step) < 1e-12):
+            break
+    return E + np.exp(z)
 
 
 def m4_slope(params: dict, n: np.ndarray) -> np.ndarray:
@@ -218,7 +283,7 @@ def fit_m4(n: np.ndarray, err: np.ndarray, w: np.ndarray, e0: float) -> CurveFit
     R, P = err.shape
     big = np.where(w > 0, err, np.inf)
     emin = np.min(big, axis=1)
-    frac = np.linspace(0.0, 0.98, 50)
+    frac = np.linspace(0.0, 0.98, 25)
     best = None
     for f in frac:
         E = (f * emin)[:, None]
@@ -283,36 +348,123 @@ class _Law:
     n_params: int
 
 
-LAWS = {"power": _Law(power_predict, power_invert, power_slope, 3), "m4": _Law(m4_predict, m4_invert, m4_slope, 4)}
+LAWS = {"power": _Law(power_predict, power_invert, power_slope, 3), "m3": _Law(m3_predict, m3_invert, m3_slope, 4),
+        "m4": _Law(m4_predict, m4_invert, m4_slope, 4)}
+CURVE_LAWS = tuple(LAWS)
 
 
 def fit_curve(law: str, n, err, w, *, e0: float | None = None) -> CurveFit:
     if law == "power":
         return fit_power(n, err, w)
+    if law == "m3":
+        return fit_m3(n, err, w)
     if law == "m4":
         if e0 is None:
             raise ValueError("law: 'm4' needs the chance-level error e0")
         return fit_m4(n, err, w, e0)
-    raise ValueError(f"law: unknown accuracy law {law!r}; choose 'power', 'm4' or 'auto'")
+    raise ValueError(f"curve_law: unknown accuracy law {law!r}; choose from {CURVE_LAWS + ('auto',)}")
 
 
-def heldout_extrapolation_error(law: str, n, err, w, *, e0=None, n_holdout: int = 1) -> float:
-    """Fit on all but the largest ``n_holdout`` distinct sizes and return the weighted RMSE there.
+def holdout_sizes(n: np.ndarray, fraction: float = 0.2, min_train: int = 4) -> np.ndarray | None:
+    """The largest ~``fraction`` of the distinct sizes (at least one), held out to score extrapolation;
+    None when fewer than ``min_train`` sizes would be left to fit on."""
+    sizes = np.unique(n)
+    k = max(1, int(round(fraction * len(sizes))))
+    if len(sizes) - k < min_train:
+        return None
+    return n >= sizes[-k]
+
+
+def heldout_curve_scores(laws, n, err, w, *, e0=None) -> dict[str, np.ndarray] | None:
+    """Per replicate, each law's weighted RMSE on the held-out largest sizes when fitted without them.
 
     Selecting a law by how well it extrapolates, not by how well it fits, guards against a flexible
-    law that bends to the noise.
+    law that bends to the noise (M3 and M4 nest or approach the power law and always fit at least as well).
     """
     n = np.asarray(n, dtype=float)
-    sizes = np.unique(n)
-    if len(sizes) - n_holdout < 3:
-        return float("nan")
-    cut = sizes[-n_holdout]
-    train, test = n < cut, n >= cut
-    err, w = np.atleast_2d(err)[:1], np.atleast_2d(w)[:1]
-    fit = fit_curve(law, n[train], err[:, train], w[:, train], e0=e0)
-    pred = fit.predict(n[test])[0]
-    ww = w[0, test]
-    ok = ww > 0
-    if not ok.any():
-        return float("nan")
-    return float(np.sqrt(np.sum(ww[ok] * (err[0, test][ok] - pred[ok]) ** 2) / np.sum(ww[ok])))
+    test = holdout_sizes(n)
+    if test is None:
+        return None
+    err, w = _clean(err, w)
+    wt = w[:, test]
+    out = {}
+    for law in laws:
+        fit = fit_curve(law, n[~test], err[:, ~test], w[:, ~test], e0=e0)
+        sq = wt * (err[:, test] - fit.predict(n[test])) ** 2
+        out[law] = np.sqrt(np.where(wt > 0, sq, 0.0).sum(1) / np.maximum((wt > 0).sum(1), 1))
+    return out
+
+
+class MixedCurve:
+    """A reference curve whose law differs between replicates (``curve_law="auto"``).
+
+    Holds every candidate law fitted to every replicate and each replicate's choice; predictions,
+    slopes and inversions dispatch row by row, each law computing only its own rows.
+    """
+
+    law = "auto"
+
+    def __init__(self, fits: dict[str, CurveFit], choice: np.ndarray, scores: dict[str, np.ndarray] | None):
+        self.fits, self.names = fits, list(fits)
+        self.choice, self.scores = np.asarray(choice, dtype=int), scores
+        self._rows = [np.flatnonzero(self.choice == i) for i in range(len(self.names))]
+        self.n_ref = next(iter(fits.values())).n_ref
+
+    @property
+    def chosen(self) -> str:
+        """The law the point estimate (row 0) uses."""
+        return self.names[int(self.choice[0])]
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        return self.fits[self.chosen].params
+
+    @property
+    def bound_names(self) -> list[str]:
+        return self.fits[self.chosen].bound_names
+
+    @property
+    def on_bound(self) -> np.ndarray:
+        return np.stack([f.on_bound for f in self.fits.values()])[self.choice, np.arange(len(self.choice))]
+
+    def share(self) -> dict[str, float]:
+        """Fraction of resampled replicates (row 0 excluded) that chose each law."""
+        rest = self.choice[1:] if len(self.choice) > 1 else self.choice
+        return {name: float(np.mean(rest == i)) for i, name in enumerate(self.names)}
+
+    def take(self, r: int) -> "MixedCurve":
+        return MixedCurve({k: f.take(r) for k, f in self.fits.items()}, self.choice[r:r + 1],
+                          None if self.scores is None else {k: v[r:r + 1] for k, v in self.scores.items()})
+
+    def _dispatch(self, method: str, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=float)
+        R = len(self.choice)
+        out = np.empty((R, x.shape[-1]))
+        for name, rows in zip(self.names, self._rows):
+            if rows.size == 0:
+                continue
+            fit = self.fits[name]
+            params = {k: v[rows] for k, v in fit.params.items()}
+            xr_ = x[rows] if x.ndim == 2 else x
+            out[rows] = getattr(LAWS[name], method)(params, xr_)
+        return out
+
+    def predict(self, n):
+        return self._dispatch("predict", n)
+
+    def slope(self, n):
+        return self._dispatch("slope", n)
+
+    def invert(self, err):
+        return self._dispatch("invert", err)
+
+
+def fit_curve_auto(n, err, w, *, e0: float, laws=CURVE_LAWS) -> MixedCurve:
+    """Every candidate law on every replicate, each replicate choosing by held-out extrapolation."""
+    fits = {law: fit_curve(law, n, err, w, e0=e0) for law in laws}
+    scores = heldout_curve_scores(laws, n, err, w, e0=e0)
+    R = len(next(iter(fits.values())).sse)
+    if scores is None:  # too few sizes to hold any out: the simplest law
+        return MixedCurve(fits, np.zeros(R, dtype=int), None)
+    stacked = np.stack([np.where(np.isfinite(v), v, np.inf) for v in scores.values()])
+    return MixedCurve(fits, np.argmin(stacked, axis=0), scores)

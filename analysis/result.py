@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 import xarray as xr
+from scipy import stats
 
 from analysis.bootstrap import (
     bca_interval,
     cell_moments,
     expanded_level,
-    jackknife_t_interval,
     jackknife_counts,
+    jackknife_t_interval,
     percentile_interval,
     seed_counts,
 )
@@ -23,19 +26,34 @@ from analysis.equivalence import (
     EQUIVALENCE_LAWS,
     Replicates,
     SourceArrays,
-    heldout_law_error,
-    law_neq,
-    log_neq_weights,
-    law_synth_needed,
+    neq_log_weights,
     run_pipeline,
-    select_curve_law,
     wang_public,
 )
-
+from analysis.laws import CURVE_LAWS, LAWS
+from analysis.variance import VarianceModel, fit_variance_model
+from analysis.verdict import ESTIMATED_MAX_RATIO, describe, seeds_needed, verdicts
 
 # A real-image equivalent below a hundredth of an image is "worth nothing": dividing by it would print
 # exchange rates like 1e155 that carry no information beyond "unbounded".
 NEGLIGIBLE_NEQ = 0.01
+# Test images are resampled in this many groups for the leave-one-group-out jackknife.
+TEST_GROUPS = 10
+# Lack-of-fit alarms: a chi-square p-value below this says the law does not describe the cells.
+LACK_OF_FIT_P = 0.001
+
+
+def quiet(fn):
+    """Run ``fn`` without numpy's floating-point RuntimeWarnings: degenerate replicates (a resample whose
+    law explodes) are expected, come out as inf/NaN, and are handled and reported by the result itself."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def _rate(n_synth, n_eq):
@@ -46,7 +64,7 @@ def _rate(n_synth, n_eq):
     return where(np.isnan(n_eq), np.nan, where(n_eq >= NEGLIGIBLE_NEQ, worth, np.inf))
 
 
-CI_METHODS = ("expanded", "percentile", "bca", "jackknife")
+CI_METHODS = ("jackknife", "expanded", "percentile", "bca")
 
 
 class IdentifiabilityError(ValueError):
@@ -59,10 +77,12 @@ class FitOptions:
     n_boot: int = 2000
     ci: float = 0.95
     ci_method: str = "jackknife"
-    law: str = "effective"
-    curve_law: str = "power"
+    law: str = "auto"
+    curve_law: str = "auto"
     k: float = 1000.0
     robust: bool = False
+    variance: str = "pooled"
+    test_resampling: bool = True
     random_state: int | None = 0
 
     def check(self) -> None:
@@ -74,33 +94,58 @@ class FitOptions:
             raise ValueError(f"ci_method: choose one of {CI_METHODS}, got {self.ci_method!r}")
         if self.law not in EQUIVALENCE_LAWS + ("auto",):
             raise ValueError(f"law: choose one of {EQUIVALENCE_LAWS + ('auto',)}, got {self.law!r}")
-        if self.curve_law not in ("power", "m4", "auto"):
-            raise ValueError(f"curve_law: choose 'power', 'm4' or 'auto', got {self.curve_law!r}")
+        if self.curve_law not in CURVE_LAWS + ("auto",):
+            raise ValueError(f"curve_law: choose one of {CURVE_LAWS + ('auto',)}, got {self.curve_law!r}")
         if not self.k > 0:
             raise ValueError(f"k: the Wang-law scale must be positive, got {self.k!r}")
+        if self.variance not in ("pooled", "cell"):
+            raise ValueError(f"variance: choose 'pooled' or 'cell', got {self.variance!r}")
 
 
-def _cells(da: xr.DataArray, synth_only: bool) -> SourceArrays:
-    """Flatten a (n_real, n_synth, seed) DataArray into (S, C) with cell coordinates."""
+def _cells(da: xr.DataArray, synth_only: bool, items: xr.DataArray | None = None):
+    """Flatten a (n_real, n_synth, seed) DataArray into (S, C) with cell coordinates (and the test items
+    as (S, C, T) booleans when given)."""
     st = da.stack(cell=("n_real", "n_synth")).transpose("seed", "cell")
     n_real = st["n_real"].values.astype(float)
     n_synth = st["n_synth"].values.astype(float)
     keep = n_synth > 0 if synth_only else np.ones_like(n_synth, bool)
-    return SourceArrays(str(da["source"].item()) if "source" in da.coords else "", st.values[:, keep].astype(float),
-                        n_real[keep], n_synth[keep])
+    arrays = SourceArrays(str(da["source"].item()) if "source" in da.coords else "", st.values[:, keep].astype(float),
+                          n_real[keep], n_synth[keep])
+    if items is None:
+        return arrays, None
+    it = items.stack(cell=("n_real", "n_synth")).transpose("seed", "cell", "test_item").values[:, keep]
+    return arrays, it
 
 
+def _cell_var(acc: np.ndarray, n_test: int) -> np.ndarray:
+    """Per-cell variance of the mean over seeds (the pre-pooling estimate, kept for comparison)."""
+    return cell_moments(acc, np.ones((1, acc.shape[0])), n_test)[1][0]
+
+
+def _test_weights(n_items: int, n_boot: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Test-image weights: multinomial bootstrap rows (row 0 all ones) and leave-one-group-out rows."""
+    boot = np.vstack([np.ones((1, n_items)), rng.multinomial(n_items, np.full(n_items, 1.0 / n_items), size=n_boot)])
+    groups = rng.permutation(n_items) % TEST_GROUPS
+    jack = np.stack([np.where(groups == g, 0.0, n_items / np.sum(groups != g)) for g in range(TEST_GROUPS)])
+    return boot, jack
+
+
+@quiet
 def fit_arrays(acc: xr.DataArray, sources: list[str], opts: FitOptions, *, n_test: int, n_classes: int,
-               excluded: dict[str, dict[str, int]], dataset: str = "") -> dict[str, "EquivalenceResult"]:
-    """Fit every source in ``sources`` against ``opts.reference`` sharing one set of seed resamples.
+               excluded: dict[str, dict[str, int]], dataset: str = "",
+               items: xr.DataArray | None = None) -> dict[str, "EquivalenceResult"]:
+    """Fit every source in ``sources`` against ``opts.reference`` sharing one set of resamples.
 
-    ``acc`` has dims (source, n_real, n_synth, seed) with NaN wherever a cell is excluded.
+    ``acc`` has dims (source, n_real, n_synth, seed) with NaN wherever a cell is excluded; ``items``
+    (the same dims plus ``test_item``, booleans) lets the test images be resampled jointly with seeds.
     """
     opts.check()
     rng = np.random.default_rng(opts.random_state)
     n_seeds = acc.sizes["seed"]
-    ref = _cells(acc.sel(source=opts.reference), synth_only=False)
-    srcs = [_cells(acc.sel(source=s), synth_only=True) for s in sources]
+    use_items = items is not None and opts.test_resampling
+    ref, ref_items = _cells(acc.sel(source=opts.reference), False, items.sel(source=opts.reference) if use_items else None)
+    pairs = [_cells(acc.sel(source=s), True, items.sel(source=s) if use_items else None) for s in sources]
+    srcs = [p[0] for p in pairs]
     warnings_common: list[str] = []
     n_total_ref = ref.n_real + ref.n_synth
     sizes_seen = np.unique(n_total_ref[np.isfinite(ref.acc).any(0)])
@@ -109,44 +154,78 @@ def fit_arrays(acc: xr.DataArray, sources: list[str], opts: FitOptions, *, n_tes
             f"reference: the '{opts.reference}' curve has {len(sizes_seen)} distinct sizes with data; "
             "a 3-parameter accuracy law needs at least 3"
         )
+    if n_seeds < 2:
+        raise IdentifiabilityError(f"seed: intervals over seeds need at least 2 seeds, the cube has {n_seeds}")
     e0 = 1.0 - 1.0 / max(n_classes, 2)
-    point_counts = np.ones((1, n_seeds))
-    m0, v0, _ = cell_moments(ref.acc, point_counts, n_test)
-    heldout_curves = {}
-    curve_law = opts.curve_law
-    if curve_law == "auto":
-        curve_law, heldout_curves = select_curve_law(n_total_ref, 1 - m0, np.where(np.isfinite(m0), 1 / v0, 0), e0)
-    warnings_common += _reference_warnings(n_total_ref, 1 - m0[0], v0[0])
+    var_model = fit_variance_model({a.name: a.acc for a in [ref] + srcs}, n_test)
+
+    def mean_var(a: SourceArrays) -> np.ndarray:
+        if opts.variance == "cell":
+            return _cell_var(a.acc, n_test)
+        valid = np.isfinite(a.acc)
+        n = valid.sum(0)
+        with np.errstate(invalid="ignore"):
+            mean = np.where(n > 0, np.nansum(a.acc, 0) / np.maximum(n, 1), np.nan)
+        return var_model.of_mean(a.name, mean, n)
+
+    ref_var = mean_var(ref)
+    src_var = {a.name: mean_var(a) for a in srcs}
+    warnings_common += _reference_warnings(n_total_ref, 1 - np.nanmean(ref.acc, 0), ref_var)
     fit_beta = len(np.unique(np.concatenate([s.n_real for s in srcs]))) >= 2 if srcs else True
     if not fit_beta:
         warnings_common.append("only one n_real: the effective law's beta (n_real exponent) is fixed at 0")
+    all_items = {ref.name: ref_items, **{p[0].name: p[1] for p in pairs}} if use_items else {}
 
-    def pipeline(counts):
-        return run_pipeline(counts, ref, srcs, n_test=n_test, curve_law=curve_law, e0=e0, fit_beta=fit_beta)
+    def pipeline(counts, test_w=None):
+        item_acc = None
+        if test_w is not None:  # accuracy of every (replicate, seed, cell) under the test-image weights
+            T = test_w.shape[1]
+            item_acc = {name: np.einsum("sct,rt->rsc", it, test_w, optimize=True) / T for name, it in all_items.items()}
+        return run_pipeline(counts, ref, srcs, ref_var=ref_var, src_var=src_var, curve_law=opts.curve_law, e0=e0,
+                            fit_beta=fit_beta, law=opts.law, item_acc=item_acc)
 
-    reps = pipeline(seed_counts(n_seeds, int(opts.n_boot), rng))
-    jack = pipeline(jackknife_counts(n_seeds)) if opts.ci_method in ("bca", "jackknife") else None
+    boot_counts = seed_counts(n_seeds, int(opts.n_boot), rng)
+    test_boot = test_jack = None
+    if use_items:
+        test_boot, test_jack = _test_weights(ref_items.shape[-1], int(opts.n_boot), rng)
+        all_items = {k: v.astype(np.float32) for k, v in all_items.items()}
+    reps = pipeline(boot_counts, test_boot)
+    jack = pipeline(jackknife_counts(n_seeds))  # leave-one-seed-out: the default interval, BCa, verdicts
+    tjack = pipeline(np.ones((TEST_GROUPS, n_seeds)), test_jack) if use_items else None
     if reps.curve.bound_names:
         warnings_common.append(f"reference curve sits on a bound ({', '.join(reps.curve.bound_names)})")
+    warnings_common += _curve_lack_of_fit(reps, n_total_ref)
     results = {}
     for src in srcs:
         n_eq0 = reps.n_eq[src.name][:1]
-        w_log0, y0 = log_neq_weights(n_eq0, n_eq0 + src.n_real[None, :], reps.cell_err[src.name][:1],
-                                     cell_moments(src.acc, point_counts, n_test)[1], reps.curve.take(0))
-        heldout = heldout_law_error(src, reps.curve.take(0), reps.cell_err[src.name][:1],
-                                    reps.law_weights[src.name][:1], n_eq0, w_log0, fit_beta=fit_beta)
-        law = opts.law
-        if law == "auto":
-            finite = {k: v for k, v in heldout.items() if np.isfinite(v)}
-            law = min(finite, key=finite.get) if finite else "effective"
+        w_log0 = neq_log_weights(n_eq0, n_eq0 + src.n_real[None, :], src_var[src.name][None, :], reps.curve.take(0))
+        y0 = np.log(np.where(w_log0 > 0, n_eq0, 1.0))
         results[src.name] = EquivalenceResult(
-            source=src.name, src=src, ref=ref, opts=opts, law=law, curve_law=curve_law, reps=reps, jack=jack,
+            source=src.name, src=src, ref=ref, opts=opts, reps=reps, jack=jack, test_jack=tjack,
             n_seeds=n_seeds, n_test=n_test, dataset=dataset, fit_beta=fit_beta,
             warnings=list(warnings_common), excluded=excluded.get(src.name, {}),
-            excluded_reference=excluded.get(opts.reference, {}), heldout_laws=heldout,
-            heldout_curves=heldout_curves, sm_fit=_statsmodels_fit(src, y0[0], w_log0[0], fit_beta, opts.robust),
+            excluded_reference=excluded.get(opts.reference, {}), variance_model=var_model,
+            sm_fit=_statsmodels_fit(src, y0[0], w_log0[0], fit_beta, opts.robust),
         )
     return results
+
+
+def _curve_lack_of_fit(reps: Replicates, n_total) -> list[str]:
+    """Pearson chi-square of the reference law at the point estimate: a law that cannot describe the real
+    curve biases every real equivalent, and more seeds only make the interval narrower around the bias."""
+    curve = reps.curve.take(0)
+    w, e = reps.ref_w[0], reps.ref_err[0]
+    ok = (w > 0) & np.isfinite(e)
+    k = LAWS[curve.chosen if curve.law == "auto" else curve.law].n_params
+    df = int(ok.sum()) - k
+    if df < 2:
+        return []
+    chi2 = float(np.sum(w[ok] * (e[ok] - curve.predict(n_total[ok])[0]) ** 2))
+    p = float(stats.chi2.sf(chi2, df))
+    if p < LACK_OF_FIT_P:
+        return [f"the reference law misfits the real curve (chi2 = {chi2:.0f} on {df} df, p = {p:.1g}): real "
+                "equivalents may be biased and intervals may undercover"]
+    return []
 
 
 def _reference_warnings(n_total, err, var) -> list[str]:
@@ -155,7 +234,7 @@ def _reference_warnings(n_total, err, var) -> list[str]:
     sizes = np.unique(n_total)
     means, ses = [], []
     for s in sizes:
-        sel = (n_total == s) & np.isfinite(err)
+        sel = (n_total == s) & np.isfinite(err) & np.isfinite(var) & (var > 0)
         if not sel.any():
             continue
         wv = 1 / var[sel]
@@ -192,58 +271,115 @@ def _statsmodels_fit(src: SourceArrays, y: np.ndarray, w: np.ndarray, fit_beta: 
 # --------------------------------------------------------------------------------------------------
 
 
-class EquivalenceResult:
-    """How many synthetic images from ``source`` one real image is worth, with intervals.
+# parameter domains: (low, high) bounds an interval may not cross, and whether the interval is built in logs
+_POS = (0.0, np.inf)
+_REAL = (-np.inf, np.inf)
+CURVE_PARAM_DOMAINS = {"power": {"E": (0.0, 1.0), "B": _POS, "beta": (0.0, np.inf)},
+                       "m3": {"E": (0.0, 1.0), "B": _POS, "beta": (0.0, np.inf), "C": _POS},
+                       "m4": {"E": (0.0, 1.0), "alpha": _POS, "log_b": _REAL, "c": _POS}}
 
-    Attributes: ``params`` (law parameters with lower/upper), ``cells`` (per-cell real equivalents),
-    ``warnings``, ``excluded``. Methods answer queries with an ``xarray.Dataset`` holding
-    ``estimate``, ``lower``, ``upper`` and ``extrapolated``.
+
+def _law_public(law: str, p: dict, k: float) -> dict[str, tuple[np.ndarray, tuple, str]]:
+    """The reported parameters of an equivalence law: values (R,), domain, and a note."""
+    with np.errstate(over="ignore"):  # k of a worthless source can be exp(huge): inf is the honest value
+        if law == "effective":
+            return {"k": (np.exp(p["log_k"]), _POS, "n_eq = k n_synth^alpha n_real^beta"),
+                    "alpha": (p["alpha"], _REAL, ""), "beta": (p["beta"], _REAL, "")}
+        if law == "wang":
+            w = wang_public(p, k)
+            return {"c1": (w["c1"], _POS, f"for k = {k:g}"), "c2": (w["c2"], (1.0, np.inf), "")}
+        return {"R*": (np.exp(p["log_rstar"]), _POS, "most real images the source can be worth, per base image"),
+                "rho0": (np.exp(p["log_rho0"]), _POS, "exchange rate of the first synthetic images")}
+
+
+class EquivalenceResult:
+    """How many synthetic images from ``source`` one real image is worth, with intervals and a verdict.
+
+    Attributes: ``params`` (law parameters with lower/upper and flags), ``cells`` (per-cell real
+    equivalents, accuracy gains and verdicts), ``warnings``, ``excluded``, ``law`` / ``law_chosen``
+    (the equivalence law asked for and the one the data chose), ``curve_law`` / ``curve_chosen``.
+    Queries return an ``xarray.Dataset`` with ``estimate``, ``lower``, ``upper`` and ``extrapolated``
+    (``exchange_rate`` adds ``verdict``).
     """
 
-    def __init__(self, *, source, src, ref, opts: FitOptions, law, curve_law, reps: Replicates, jack, n_seeds,
-                 n_test, dataset, fit_beta, warnings, excluded, excluded_reference, heldout_laws, heldout_curves,
-                 sm_fit):
-        self.source, self.reference, self.law, self.curve_law = source, opts.reference, law, curve_law
+    def __init__(self, *, source, src, ref, opts: FitOptions, reps: Replicates, jack: Replicates,
+                 test_jack: Replicates | None, n_seeds, n_test, dataset, fit_beta, warnings, excluded,
+                 excluded_reference, variance_model: VarianceModel, sm_fit):
+        self.source, self.reference = source, opts.reference
+        self.law, self.curve_law = opts.law, opts.curve_law
         self.ci, self.ci_method, self.n_boot, self.k = opts.ci, opts.ci_method, int(opts.n_boot), float(opts.k)
+        self.variance = opts.variance
         self.n_seeds, self.n_test, self.dataset, self.fit_beta = n_seeds, n_test, dataset, fit_beta
-        self._src, self._ref, self._reps, self._jack = src, ref, reps, jack
+        self.test_resampled = test_jack is not None
+        self._src, self._ref, self._reps, self._jack, self._tjack = src, ref, reps, jack, test_jack
         self.excluded, self.excluded_reference = excluded, excluded_reference
-        self.heldout_law_error, self.heldout_curve_error = heldout_laws, heldout_curves
+        self.variance_model = variance_model
         self._sm = sm_fit
-        self.warnings = list(warnings) + self._cell_warnings()
+        self._law_selection()
+        self._gain = self._paired_gains()
+        self.warnings = list(warnings) + self._cell_warnings() + self._fit_warnings()
         self.params = self._params_table()
         self.cells = self._cells_dataset()
 
-    # ---------------------------------------------------------------- intervals
-    def _interval(self, boot_all: np.ndarray, jack_all: np.ndarray | None):
-        point, boot = boot_all[0], boot_all[1:]
-        if self.ci_method == "bca" and jack_all is not None:
-            lo, hi = bca_interval(point, boot, jack_all, self.ci)
-        elif self.ci_method == "jackknife" and jack_all is not None:
-            lo, hi = jackknife_t_interval(point, jack_all, self.ci)
-            if np.isnan(lo).any() or np.isnan(hi).any():  # a leave-one-seed-out fit failed: expanded percentile there
-                e_lo, e_hi = percentile_interval(boot, expanded_level(self.ci, self.n_seeds))
-                lo, hi = np.where(np.isnan(lo), e_lo, lo), np.where(np.isnan(hi), e_hi, hi)
-        elif self.ci_method == "expanded":
-            lo, hi = percentile_interval(boot, expanded_level(self.ci, self.n_seeds))
+    # ---------------------------------------------------------------- law choice
+    def _law_selection(self) -> None:
+        reps, name = self._reps, self.source
+        curve = reps.curve
+        if curve.law == "auto":
+            self.curve_chosen = curve.chosen
+            self.curve_share = curve.share()
+            self.heldout_curve_error = {} if curve.scores is None else {k: float(v[0]) for k, v in curve.scores.items()}
         else:
-            lo, hi = percentile_interval(boot, self.ci)
+            self.curve_chosen, self.curve_share, self.heldout_curve_error = curve.law, {curve.law: 1.0}, {}
+        if self.law == "auto":
+            choice = reps.law_choice[name]
+            self.law_chosen = EQUIVALENCE_LAWS[int(choice[0])]
+            rest = choice[1:] if len(choice) > 1 else choice
+            self.law_share = {law: float(np.mean(rest == i)) for i, law in enumerate(EQUIVALENCE_LAWS)}
+            self.heldout_law_error = {k: float(v[0]) for k, v in reps.law_scores[name].items()}
+        else:
+            self.law_chosen, self.law_share, self.heldout_law_error = self.law, {self.law: 1.0}, {}
+        self.convergence = {law: float(np.mean(reps.laws[name][law]["converged"][1:])) for law in EQUIVALENCE_LAWS}
+        self.converged_point = {law: bool(reps.laws[name][law]["converged"][0]) for law in EQUIVALENCE_LAWS}
+
+    # ---------------------------------------------------------------- intervals
+    def _interval(self, boot_all: np.ndarray, jack_all: np.ndarray | None, tjack_all: np.ndarray | None = None, *,
+                  method: str | None = None, ci: float | None = None, domain: tuple = _REAL):
+        method, ci = method or self.ci_method, ci or self.ci
+        point, boot = boot_all[0], boot_all[1:]
+        if method == "bca" and jack_all is not None:
+            lo, hi = bca_interval(point, boot, jack_all, ci)
+        elif method == "jackknife" and jack_all is not None:
+            lo, hi = jackknife_t_interval(point, jack_all, ci, extra=tjack_all)
+            if np.isnan(lo).any() or np.isnan(hi).any():  # a leave-one-seed-out fit failed: expanded percentile there
+                e_lo, e_hi = percentile_interval(boot, expanded_level(ci, self.n_seeds))
+                lo, hi = np.where(np.isnan(lo), e_lo, lo), np.where(np.isnan(hi), e_hi, hi)
+        elif method == "expanded":
+            lo, hi = percentile_interval(boot, expanded_level(ci, self.n_seeds))
+        else:
+            lo, hi = percentile_interval(boot, ci)
+        with np.errstate(invalid="ignore"):  # bounds respect the parameter's domain (E >= 0, c2 > 1, ...)
+            lo, hi = np.clip(lo, *domain), np.clip(hi, *domain)
         return point, lo, hi
 
-    def _law_params(self, law: str, reps: Replicates | None):
-        return None if reps is None else reps.laws[self.source][law]
+    def _three(self, fn):
+        """``fn(replicates)`` for the bootstrap, seed-jackknife and test-jackknife replicates."""
+        return fn(self._reps), fn(self._jack), None if self._tjack is None else fn(self._tjack)
 
     # ---------------------------------------------------------------- queries
-    def real_equivalent(self, n_real, n_synth, law: str | None = None) -> xr.Dataset:
+    def real_equivalent(self, n_real, n_synth, law: str | None = None, ci_method: str | None = None) -> xr.Dataset:
         """Real images that ``n_synth`` images from the source are worth at base size ``n_real``."""
-        law = law or self.law
-        return self._query(lambda p, r, s: law_neq(law, p, r, s), law, n_real, n_synth, "n_synth")
+        law = self._check_law(law)
+        return self._query(lambda reps, r, s: reps.neq_law(self.source, law, r, s), law, n_real, n_synth, "n_synth",
+                           ci_method)
 
-    def exchange_rate(self, n_real, n_synth, law: str | None = None) -> xr.Dataset:
-        """Synthetic images per real image, ``rho = n_synth / n_eq``. An upper bound of inf means the
-        interval admits a real equivalent of (almost) zero — below ``NEGLIGIBLE_NEQ`` images — so the
-        synthetic images may be worth nothing."""
-        eq = self.real_equivalent(n_real, n_synth, law)
+    def exchange_rate(self, n_real, n_synth, law: str | None = None, ci_method: str | None = None) -> xr.Dataset:
+        """Synthetic images per real image, ``rho = n_synth / n_eq``, with a ``verdict`` per query.
+
+        An upper bound of inf means the interval admits a real equivalent of (almost) zero — below
+        ``NEGLIGIBLE_NEQ`` images — so the synthetic images may be worth nothing.
+        """
+        eq = self.real_equivalent(n_real, n_synth, law, ci_method)
         ns = eq["n_synth"]
         with np.errstate(divide="ignore", invalid="ignore"):
             est = _rate(ns, eq["estimate"])
@@ -252,24 +388,49 @@ class EquivalenceResult:
         dims = eq["estimate"].dims
         out = xr.Dataset({"estimate": est.transpose(*dims), "lower": lower.transpose(*dims),
                           "upper": upper.transpose(*dims), "extrapolated": eq["extrapolated"]})
+        g_lo, g_hi = self._gain_bounds(eq)
+        out["verdict"] = (dims, verdicts(g_lo, g_hi, out["lower"].values, out["upper"].values))
         out.attrs = {**eq.attrs, "quantity": "exchange rate (synthetic images per real image)"}
         return out
 
-    def synthetic_needed(self, n_real, n_real_added, law: str | None = None) -> xr.Dataset:
+    def synthetic_needed(self, n_real, n_real_added, law: str | None = None, ci_method: str | None = None) -> xr.Dataset:
         """Synthetic images needed at base ``n_real`` to match adding ``n_real_added`` real images."""
-        law = law or self.law
-        return self._query(lambda p, r, a: law_synth_needed(law, p, r, a), law, n_real, n_real_added, "n_real_added")
+        law = self._check_law(law)
+        return self._query(lambda reps, r, a: reps.synth_needed_law(self.source, law, r, a), law, n_real,
+                           n_real_added, "n_real_added", ci_method)
 
-    def _query(self, fn, law, n_real, second, second_name) -> xr.Dataset:
+    def _check_law(self, law: str | None) -> str:
+        law = law or self.law
+        if law not in EQUIVALENCE_LAWS + ("auto",):
+            raise ValueError(f"law: choose one of {EQUIVALENCE_LAWS + ('auto',)}, got {law!r}")
+        if law == "auto" and self.source not in self._reps.law_choice:
+            raise ValueError("law: 'auto' needs a fit made with law='auto' (the choice is made inside every replicate)")
+        return law
+
+    def _gain_bounds(self, eq: xr.Dataset):
+        """The accuracy gain's interval where the query is a measured cell, else the real equivalent's."""
+        rr, ss = xr.broadcast(eq["n_real"], eq["n_synth"])
+        lo, hi = eq["lower"].values.astype(float).copy(), eq["upper"].values.astype(float).copy()
+        lo = np.where(lo < NEGLIGIBLE_NEQ, -np.inf, lo)  # a negligible real equivalent is no measurable gain
+        for idx in np.ndindex(lo.shape):
+            hit = self._gain.get((float(rr.values[idx]), float(ss.values[idx])))
+            if hit is not None:
+                lo[idx], hi[idx] = hit[1], hit[2]
+        return lo, hi
+
+    @quiet
+    def _query(self, fn, law, n_real, second, second_name, ci_method=None) -> xr.Dataset:
         r_in, s_in = np.asarray(n_real, float), np.asarray(second, float)
         if (r_in <= 0).any() or (s_in <= 0).any():
             raise ValueError(f"n_real/{second_name}: queries must be positive")
+        if ci_method is not None and ci_method not in CI_METHODS:
+            raise ValueError(f"ci_method: choose one of {CI_METHODS}, got {ci_method!r}")
         r, s = np.atleast_1d(r_in), np.atleast_1d(s_in)
         rr, ss = np.meshgrid(r, s, indexing="ij")
-        boot = fn(self._law_params(law, self._reps), rr.ravel(), ss.ravel()).reshape(-1, len(r), len(s))
-        jack_p = self._law_params(law, self._jack)
-        jack = None if jack_p is None else fn(jack_p, rr.ravel(), ss.ravel()).reshape(-1, len(r), len(s))
-        est, lo, hi = self._interval(boot, jack)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            boot, jack, tjack = (None if reps is None else fn(reps, rr.ravel(), ss.ravel()).reshape(-1, len(r), len(s))
+                                 for reps in (self._reps, self._jack, self._tjack))
+        est, lo, hi = self._interval(boot, jack, tjack, method=ci_method)
         if second_name == "n_synth":
             srange = (self._src.n_synth.min(), self._src.n_synth.max())
         else:
@@ -279,58 +440,118 @@ class EquivalenceResult:
         rrange = (self._src.n_real.min(), self._src.n_real.max())
         extrap = (rr < rrange[0]) | (rr > rrange[1]) | (ss < srange[0] * (1 - 1e-9)) | (ss > srange[1] * (1 + 1e-9))
         dims = ("n_real", second_name)
-        coords = {"n_real": r, second_name: s}
+        coords = {"n_real": _int_if_whole(r), second_name: _int_if_whole(s)}
         ds = xr.Dataset({"estimate": (dims, est), "lower": (dims, lo), "upper": (dims, hi),
                          "extrapolated": (dims, extrap)}, coords=coords)
         sel = {d: 0 for d, v in ((dims[0], r_in), (dims[1], s_in)) if np.ndim(v) == 0}
         ds = ds.isel(sel) if sel else ds
-        ds.attrs = {"source": self.source, "law": law, "ci": self.ci, "ci_method": self.ci_method}
+        ds.attrs = {"source": self.source, "law": law if law != "auto" else f"auto ({self.law_chosen} at the point "
+                    "estimate)", "ci": self.ci, "ci_method": ci_method or self.ci_method}
         return ds
 
-    # ---------------------------------------------------------------- tables
-    def _params_table(self) -> pd.DataFrame:
+    def headline(self, n_synth: float | None = None) -> list[dict]:
+        """The answer per base size at ``n_synth`` (default: the largest measured): rate, interval, verdict
+        and what the verdict asks of the reader."""
+        ns = float(self._src.n_synth.max()) if n_synth is None else float(n_synth)
+        q = self.exchange_rate(np.unique(self._src.n_real), ns)
         rows = []
-        reps, jack = self._reps, self._jack
+        for i, r in enumerate(q["n_real"].values):
+            est, lo, hi = (float(q[v].values[i]) for v in ("estimate", "lower", "upper"))
+            v = str(q["verdict"].values[i])
+            seeds = seeds_needed(hi / lo, self.n_seeds, self.ci) if v == "not identified" and lo > 0 else None
+            gain = self._gain.get((float(r), ns))
+            rows.append({"source": self.source, "n_real": int(r), "n_synth": int(ns), "estimate": est, "lower": lo,
+                         "upper": hi, "verdict": v, "seeds_needed": seeds, "note": describe(v, seeds=seeds),
+                         "gain": None if gain is None else gain})
+        return rows
+
+    def interval_methods(self, n_real, n_synth) -> pd.DataFrame:
+        """The exchange rate's interval under every ``ci_method``, to show how much the method matters."""
+        rows = []
+        for method in CI_METHODS:
+            q = self.exchange_rate(n_real, n_synth, ci_method=method)
+            rows.append({"ci_method": method, "estimate": float(q["estimate"]), "lower": float(q["lower"]),
+                         "upper": float(q["upper"]), "verdict": str(q["verdict"].values)})
+        return pd.DataFrame(rows).set_index("ci_method")
+
+    def conf_int(self, alpha: float = 0.05, method: str | None = None) -> pd.DataFrame:
+        """Parameter intervals at level ``1 - alpha`` by ``method``, recomputed from the stored replicates."""
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha: must lie strictly between 0 and 1, got {alpha!r}")
+        if method is not None and method not in CI_METHODS:
+            raise ValueError(f"method: choose one of {CI_METHODS}, got {method!r}")
+        return self._params_table(method=method, ci=1 - alpha)[["lower", "upper"]]
+
+    # ---------------------------------------------------------------- tables
+    def _curve_values(self, reps: Replicates | None, name: str):
+        if reps is None:
+            return None
         curve = reps.curve
-        names = {"power": ("E", "B", "beta"), "m4": ("E", "alpha", "log_b", "c")}[self.curve_law]
-        for name in names:
-            est, lo, hi = self._interval(curve.params[name], None if jack is None else jack.curve.params[name])
-            rows.append((f"reference.{name}", est, lo, hi, np.nan, f"{self.curve_law} law of '{self.reference}'"))
-        p = self._law_params("effective", reps)
-        pj = self._law_params("effective", jack)
+        params = curve.fits[self.curve_chosen].params if curve.law == "auto" else curve.params
+        return params[name]
+
+    @quiet
+    def _params_table(self, method: str | None = None, ci: float | None = None) -> pd.DataFrame:
+        rows = []
+        for name, domain in CURVE_PARAM_DOMAINS[self.curve_chosen].items():
+            vals = self._three(lambda reps: self._curve_values(reps, name))
+            rows.append(self._param_row(f"reference.{name}", vals, domain, np.nan,
+                                        f"{self.curve_chosen} law of '{self.reference}'", method, ci))
         sm_fit = self._sm or {"params": {}, "bse": {}}
-        with np.errstate(over="ignore"):  # k of a worthless source can be exp(huge): inf is the honest value
-            k_rows = (np.exp(p["log_k"]), sm_fit["bse"].get("log_k", np.nan) * np.exp(p["log_k"][0]),
-                      None if pj is None else np.exp(pj["log_k"]))
-        for name, values, se in (
-            ("k", k_rows[0], k_rows[1]),
-            ("alpha", p["alpha"], sm_fit["bse"].get("alpha", np.nan)),
-            ("beta", p["beta"], sm_fit["bse"].get("beta", np.nan)),
-        ):
-            jv = None if pj is None else (k_rows[2] if name == "k" else pj[name])
-            est, lo, hi = self._interval(values, jv)
-            note = "n_eq = k n_synth^alpha n_real^beta"
-            if name == "beta" and not self.fit_beta:
-                note = "fixed at 0 (one n_real)"
-            rows.append((f"effective.{name}", est, lo, hi, se, note))
-        wp, wj = wang_public(self._law_params("wang", reps), self.k), None
-        if jack is not None:
-            wj = wang_public(self._law_params("wang", jack), self.k)
-        for name in ("c1", "c2"):
-            est, lo, hi = self._interval(wp[name], None if wj is None else wj[name])
-            rows.append((f"wang.{name}", est, lo, hi, np.nan, f"for k = {self.k:g}"))
-        rows.append(("wang.k", self.k, self.k, self.k, np.nan, "fixed scale: only ln(c1)/k is identifiable"))
-        df = pd.DataFrame(rows, columns=["param", "estimate", "lower", "upper", "se_wls", "note"]).set_index("param")
+        for law in EQUIVALENCE_LAWS:
+            pubs = self._three(lambda reps: _law_public(law, reps.laws[self.source][law], self.k))
+            for name, (values, domain, note) in pubs[0].items():
+                vals = (values, pubs[1][name][0], None if pubs[2] is None else pubs[2][name][0])
+                se = np.nan
+                if law == "effective":
+                    key = "log_k" if name == "k" else name
+                    se = sm_fit["bse"].get(key, np.nan) * (values[0] if name == "k" else 1.0)
+                    if name == "beta" and not self.fit_beta:
+                        note = "fixed at 0 (one n_real)"
+                rows.append(self._param_row(f"{law}.{name}", vals, domain, se, note, method, ci))
+        rows.append(("wang.k", self.k, self.k, self.k, np.nan, "fixed", "fixed scale: only ln(c1)/k is identifiable"))
+        df = pd.DataFrame(rows, columns=["param", "estimate", "lower", "upper", "se_wls", "flag", "note"])
+        df = df.set_index("param")
+        for col in ("estimate", "lower", "upper", "se_wls"):
+            df[col] = df[col].astype(float)
         return df
+
+    def _param_row(self, name, vals, domain, se, note, method, ci):
+        boot, jack, tjack = vals
+        est, lo, hi = (float(x) for x in self._interval(np.asarray(boot, float), None if jack is None else
+                                                        np.asarray(jack, float),
+                                                        None if tjack is None else np.asarray(tjack, float),
+                                                        method=method, ci=ci, domain=domain))
+        return (name, est, lo, hi, float(se), _param_flag(est, lo, hi, domain, np.asarray(boot)[1:]), note)
+
+    def _paired_gains(self) -> dict[tuple[float, float], tuple[float, float, float]]:
+        """Accuracy gain of every measured cell over its own base (n_synth = 0, same seed), with a paired
+        t interval over seeds: the model-free test behind 'no measurable gain' and 'hurts'."""
+        ref, src = self._ref, self._src
+        out = {}
+        q = 1 - (1 - self.ci) / 2
+        for c in range(src.acc.shape[1]):
+            base = (ref.n_real == src.n_real[c]) & (ref.n_synth == 0)
+            if not base.any():
+                continue
+            d = src.acc[:, c] - ref.acc[:, np.flatnonzero(base)[0]]
+            d = d[np.isfinite(d)]
+            if len(d) < 2:
+                out[(float(src.n_real[c]), float(src.n_synth[c]))] = (float(np.mean(d)) if len(d) else np.nan,
+                                                                      np.nan, np.nan)
+                continue
+            half = stats.t.ppf(q, len(d) - 1) * np.std(d, ddof=1) / np.sqrt(len(d))
+            out[(float(src.n_real[c]), float(src.n_synth[c]))] = (float(d.mean()), float(d.mean() - half),
+                                                                  float(d.mean() + half))
+        return out
 
     def _cells_dataset(self) -> xr.Dataset:
         src, reps = self._src, self._reps
         idx = pd.MultiIndex.from_arrays([src.n_real.astype(int), src.n_synth.astype(int)], names=["n_real", "n_synth"])
-        jack = self._jack
         data = {}
-        for key, boot, jk in (("n_eq", reps.n_eq[src.name], None if jack is None else jack.n_eq[src.name]),
-                              ("n_eq_model_free", reps.n_eq_mf[src.name], None if jack is None else jack.n_eq_mf[src.name])):
-            est, lo, hi = self._interval(boot, jk)
+        for key, attr in (("n_eq", "n_eq"), ("n_eq_model_free", "n_eq_mf")):
+            vals = self._three(lambda r: None if r is None else getattr(r, attr)[src.name])
+            est, lo, hi = self._interval(*vals)
             data[key], data[key + "_lower"], data[key + "_upper"] = est, lo, hi
         ns = src.n_synth
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -339,19 +560,24 @@ class EquivalenceResult:
             data["exchange_rate_upper"] = _rate(ns, data["n_eq_lower"])
         data["accuracy"] = 1 - reps.cell_err[src.name][0]
         data["n_seeds"] = reps.n_seeds_cell[src.name][0]
+        gains = np.array([self._gain.get((float(r), float(s)), (np.nan,) * 3) for r, s in zip(src.n_real, src.n_synth)])
+        data["gain"], data["gain_lower"], data["gain_upper"] = gains.T
+        data["verdict"] = verdicts(data["gain_lower"], data["gain_upper"], data["exchange_rate_lower"],
+                                   data["exchange_rate_upper"])
         n_total = data["n_eq"] + src.n_real
         ref_total = self._ref.n_real + self._ref.n_synth
         data["unreachable"] = ~np.isfinite(data["n_eq"]) & np.isfinite(data["accuracy"])
         data["extrapolated"] = np.isfinite(n_total) & ((n_total > ref_total.max()) | (n_total < ref_total.min()))
-        data["hurts"] = data["n_eq"] <= 0
+        data["hurts"] = data["gain_upper"] < 0
         boot_neq = reps.n_eq[src.name][1:]
         data["boot_unreachable_fraction"] = np.mean(~np.isfinite(boot_neq), axis=0)
         for law in EQUIVALENCE_LAWS:
-            data[f"n_eq_{law}_law"] = law_neq(law, self._law_params(law, reps), src.n_real, src.n_synth)[0]
+            data[f"n_eq_{law}_law"] = reps.neq_law(src.name, law, src.n_real, src.n_synth)[0]
         ds = xr.Dataset({k: ("cell", np.asarray(v)) for k, v in data.items()},
                         coords=xr.Coordinates.from_pandas_multiindex(idx, "cell")).unstack("cell")
         for key in ("unreachable", "extrapolated", "hurts"):
             ds[key] = ds[key].fillna(False).astype(bool)
+        ds["verdict"] = ds["verdict"].fillna("").astype(str)
         return ds
 
     def _cell_warnings(self) -> list[str]:
@@ -371,17 +597,58 @@ class EquivalenceResult:
                        f"{len(np.unique(src.n_synth))} n_synth value(s): their parameters are not identifiable")
         return out
 
+    def _fit_warnings(self) -> list[str]:
+        """Convergence and lack of fit of the equivalence law in use."""
+        out = []
+        law = self.law_chosen
+        if not self.converged_point[law]:
+            out.append(f"the {law} law's accuracy-scale fit did not converge at the point estimate")
+        bad = 1 - self.convergence[law]
+        if bad > 0.05:
+            out.append(f"the {law} law's fit did not converge in {bad:.0%} of the bootstrap replicates")
+        reps, src = self._reps, self._src
+        w, e = reps.law_weights[src.name][0], reps.cell_err[src.name][0]
+        neq = reps.neq_law(src.name, law, src.n_real, src.n_synth)[:1]
+        with np.errstate(invalid="ignore", over="ignore"):
+            pred = reps.curve.take(0).predict(np.maximum(src.n_real[None, :] + neq, 1e-9))[0]
+        ok = (w > 0) & np.isfinite(e) & np.isfinite(pred)
+        df = int(ok.sum()) - (3 if law == "effective" and self.fit_beta else 2)
+        if df >= 2:
+            chi2 = float(np.sum(w[ok] * (e[ok] - pred[ok]) ** 2))
+            p = float(stats.chi2.sf(chi2, df))
+            self.lack_of_fit = {"law": law, "chi2": chi2, "df": df, "p": p}
+            if p < LACK_OF_FIT_P:
+                out.append(f"the {law} law misfits this source's cells (chi2 = {chi2:.0f} on {df} df, p = {p:.1g}): "
+                           "law-based exchange rates may be biased and their intervals may undercover; compare the "
+                           "per-cell estimates")
+        else:
+            self.lack_of_fit = None
+        if self.curve_law == "auto" and self.curve_share.get(self.curve_chosen, 1.0) < 0.5:
+            out.append(f"the reference law is uncertain: '{self.curve_chosen}' won at the point estimate but only in "
+                       f"{self.curve_share[self.curve_chosen]:.0%} of the replicates")
+        return out
+
     # ---------------------------------------------------------------- presentation
     def summary(self) -> "Summary":
         lines = []
         pct = f"{self.ci:.0%}"
         lines.append(f"Equivalence fit: source '{self.source}' vs reference '{self.reference}'"
                      + (f" ({self.dataset}, n_test={self.n_test})" if self.dataset else ""))
-        lines.append(f"{self.n_boot} cluster-bootstrap replicates over {self.n_seeds} seeds; {pct} {self.ci_method} "
-                     f"intervals; reference law: {self.curve_law}; equivalence law: {self.law}")
+        resampled = "seeds and test images" if self.test_resampled else "seeds"
+        lines.append(f"{self.n_boot} bootstrap replicates and leave-one-out fits over {self.n_seeds} seeds "
+                     f"(resampling {resampled}); {pct} {self.ci_method} intervals; weights from the {self.variance} "
+                     "variance model")
+        lines.append(f"reference law: {self._choice_text(self.curve_law, self.curve_chosen, self.curve_share)}; "
+                     f"equivalence law: {self._choice_text(self.law, self.law_chosen, self.law_share)}")
         lines.append("")
-        lines.append("Per cell (n_eq: real images the added synthetic images are worth; rho = n_synth / n_eq):")
-        head = f"{'n_real':>7} {'n_synth':>8} {'acc':>6} {'n_eq':>8} {pct + ' CI':>21} {'rho':>7} {pct + ' CI':>19} {'n_eq(mf)':>9}  flags"
+        lines.append("Answer (exchange rate at the largest n_synth):")
+        for row in self.headline():
+            lines.append(f"  n_real={row['n_real']:<5} {_answer_text(row)}")
+        lines.append("")
+        lines.append("Per cell (n_eq: real images the added synthetic images are worth; rho = n_synth / n_eq; "
+                     "gain: accuracy over the same seeds' base):")
+        head = (f"{'n_real':>7} {'n_synth':>8} {'acc':>6} {'gain':>7} {'n_eq':>8} {pct + ' CI':>21} {'rho':>7} "
+                f"{pct + ' CI':>19} {'n_eq(mf)':>9}  verdict")
         lines.append(head)
         c = self.cells
         for r in c["n_real"].values:
@@ -390,25 +657,29 @@ class EquivalenceResult:
                 if not np.isfinite(float(cell["accuracy"])):
                     lines.append(f"{r:>7} {s:>8}   (no data)")
                     continue
-                flags = [k for k in ("unreachable", "extrapolated", "hurts") if bool(cell[k])]
+                flags = [k for k in ("unreachable", "extrapolated") if bool(cell[k])]
                 lines.append(
-                    f"{r:>7} {s:>8} {float(cell['accuracy']):6.3f} {_fmt(cell['n_eq']):>8} "
+                    f"{r:>7} {s:>8} {float(cell['accuracy']):6.3f} {float(cell['gain']):+7.3f} {_fmt(cell['n_eq']):>8} "
                     f"[{_fmt(cell['n_eq_lower']):>8}, {_fmt(cell['n_eq_upper']):>8}] {_fmt(cell['exchange_rate']):>7} "
                     f"[{_fmt(cell['exchange_rate_lower']):>7}, {_fmt(cell['exchange_rate_upper']):>7}] "
-                    f"{_fmt(cell['n_eq_model_free']):>9}  {' '.join(flags)}")
+                    f"{_fmt(cell['n_eq_model_free']):>9}  {cell['verdict'].item()} {' '.join(flags)}".rstrip())
         lines.append("")
-        lines.append("Parameters:")
-        lines.append(f"{'':<18} {'estimate':>10} {'lower':>10} {'upper':>10} {'se (WLS)':>9}  note"
-                     "   [se: statsmodels on log n_eq, for comparison]")
+        lines.append("Parameters (each law fitted in every replicate; flags: on bound / not identified / degenerate):")
+        lines.append(f"{'':<18} {'estimate':>10} {'lower':>10} {'upper':>10} {'se (WLS)':>9}  {'flag':<15} note")
         for name, row in self.params.iterrows():
             lines.append(f"{name:<18} {_fmt(row.estimate, 4):>10} {_fmt(row.lower, 4):>10} {_fmt(row.upper, 4):>10} "
-                         f"{_fmt(row.se_wls, 3):>9}  {row.note}")
+                         f"{_fmt(row.se_wls, 3):>9}  {row.flag:<15} {row.note}")
         if self.heldout_law_error:
-            ho = ", ".join(f"{k} {v:.3f}" for k, v in self.heldout_law_error.items())
-            lines.append(f"Held-out RMSE of cell error: {ho} (lower is better; '{self.law}' used for queries)")
+            ho = ", ".join(f"{k} {v:.2f}" for k, v in self.heldout_law_error.items())
+            lines.append(f"Held-out error of the equivalence laws (largest n_synth left out; RMSE in standard errors): {ho}")
         if self.heldout_curve_error:
-            ho = ", ".join(f"{k} {v:.4f}" for k, v in self.heldout_curve_error.items())
-            lines.append(f"Held-out extrapolation error of the reference law: {ho}")
+            ho = ", ".join(f"{k} {v:.2f}" for k, v in self.heldout_curve_error.items())
+            lines.append(f"Held-out extrapolation error of the reference laws (largest sizes left out): {ho}")
+        conv = ", ".join(f"{k} {v:.1%}" for k, v in self.convergence.items())
+        lines.append(f"Levenberg-Marquardt converged (bootstrap replicates): {conv}")
+        if self.lack_of_fit:
+            lf = self.lack_of_fit
+            lines.append(f"Lack of fit of the {lf['law']} law: chi2 = {lf['chi2']:.1f} on {lf['df']} df (p = {lf['p']:.2g})")
         ex = {"source": self.excluded, "reference": self.excluded_reference}
         n_ex = sum(sum(v.values()) for v in ex.values())
         detail = "; ".join(f"{k}: " + ", ".join(f"{n} {why}" for why, n in v.items()) for k, v in ex.items() if v)
@@ -417,15 +688,25 @@ class EquivalenceResult:
         lines += [f"  - {w}" for w in self.warnings]
         return Summary("\n".join(lines))
 
+    @staticmethod
+    def _choice_text(asked: str, chosen: str, share: dict) -> str:
+        if asked != "auto":
+            return chosen
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in share.items())
+        return f"auto -> {chosen} (chosen in replicates: {shares})"
+
     def to_dataset(self) -> xr.Dataset:
         ds = self.cells.copy()
         p = self.params
         ds = ds.assign_coords(param=p.index.values)
         for col in ("estimate", "lower", "upper", "se_wls"):
             ds[f"param_{col}"] = ("param", p[col].values.astype(float))
-        ds.attrs = {"source": self.source, "reference": self.reference, "law": self.law, "curve_law": self.curve_law,
-                    "ci": self.ci, "ci_method": self.ci_method, "n_boot": self.n_boot, "n_seeds": self.n_seeds,
-                    "k": self.k, "warnings": json.dumps(self.warnings), "excluded": json.dumps(self.excluded)}
+        ds["param_flag"] = ("param", p["flag"].values.astype(str))
+        ds.attrs = {"source": self.source, "reference": self.reference, "law": self.law, "law_chosen": self.law_chosen,
+                    "curve_law": self.curve_law, "curve_chosen": self.curve_chosen, "ci": self.ci,
+                    "ci_method": self.ci_method, "n_boot": self.n_boot, "n_seeds": self.n_seeds, "k": self.k,
+                    "test_resampled": int(self.test_resampled), "warnings": json.dumps(self.warnings),
+                    "excluded": json.dumps(self.excluded)}
         return ds
 
     def plot(self, ax=None):
@@ -449,12 +730,46 @@ class EquivalenceResult:
         ax.set_yscale("log")
         ax.set_xlabel(f"synthetic images added ({self.source})")
         ax.set_ylabel("real-image equivalent n_eq")
-        ax.set_title(f"{self.source}: {self.law} law, {self.ci:.0%} CI")
+        ax.set_title(f"{self.source}: {self.law_chosen} law, {self.ci:.0%} {self.ci_method} CI")
         ax.legend(fontsize=8)
         return ax
 
     def __repr__(self) -> str:
-        return f"<EquivalenceResult source={self.source!r} law={self.law!r} seeds={self.n_seeds} n_boot={self.n_boot}>"
+        return (f"<EquivalenceResult source={self.source!r} law={self.law!r}->{self.law_chosen!r} seeds={self.n_seeds} "
+                f"n_boot={self.n_boot}>")
+
+
+def _param_flag(est, lo, hi, domain, boot) -> str:
+    """Name what makes a parameter unusable: a bound of its domain, an exploding interval, no variation."""
+    if not np.isfinite(est):
+        return "not identified"
+    if est <= domain[0] + 1e-12 * max(1.0, abs(domain[0])) or est >= domain[1] - 1e-12 * max(1.0, abs(domain[1])):
+        return "on bound"
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "not identified"
+    positive = domain[0] >= 0
+    if positive and (lo <= 0 or hi / lo > 1e3):
+        return "not identified"
+    if not positive and hi - lo > 10:
+        return "not identified"
+    spread = np.nanstd(np.where(np.isfinite(boot), boot, np.nan)) if boot.size else 0.0
+    if hi == lo and not spread > 0:
+        return "degenerate"
+    return ""
+
+
+def _answer_text(row: dict) -> str:
+    """One line of the answer: the bold number only when the verdict is 'estimated'."""
+    rate = f"{_fmt(row['estimate'])} [{_fmt(row['lower'])}, {_fmt(row['upper'])}]"
+    gain = row.get("gain")
+    gain_txt = "" if gain is None or not np.isfinite(gain[0]) else \
+        f"; accuracy gain {gain[0]:+.3f} [{gain[1]:+.3f}, {gain[2]:+.3f}]"
+    return f"{row['verdict']}: rho = {rate}{gain_txt} — {row['note']}"
+
+
+def _int_if_whole(x: np.ndarray) -> np.ndarray:
+    """Query coordinates as integers when they are whole numbers (n_real 50, not 50.0)."""
+    return x.astype(np.int64) if np.all(np.isfinite(x)) and np.all(x == np.round(x)) else x
 
 
 class Summary(str):

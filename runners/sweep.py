@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from runners.config import SweepConfig, load_config
-from scaling.cube import STATUS_DONE, STATUS_FAILED, CubeError, empty_cube, save_cube, write_atomic
+from scaling.cube import (STATUS_DONE, STATUS_FAILED, CubeError, empty_cube, pack_correct, save_cube,
+                          unpack_correct_hex, write_atomic)
 
 
 def cell_key(cell: dict) -> str:
@@ -77,6 +78,7 @@ def run_cell(cfg: dict, cell: dict) -> dict:
                               seed=int(cell["seed"]) * 100_003 + int(cell["n_real"]), **clf)
     return {"accuracy": result["accuracy"], "loss": result["loss"], "train_seconds": result["train_seconds"],
             "source_seconds": source_seconds, "per_class_accuracy": result["per_class_accuracy"].tolist(),
+            "test_correct": pack_correct(result["correct"]),
             "node": _node_id()}
 
 
@@ -214,8 +216,10 @@ def assemble_cube(cfg: SweepConfig, failed: set[str], provenance: dict):
 
     data, test_idx = dataset_of(worker_config(cfg))
     cube = empty_cube(cfg.sources, cfg.n_real, cfg.n_synth, cfg.seeds, dataset=cfg.dataset["name"],
-                      n_test=len(test_idx), classes=data.classes, provenance=provenance, per_class=True)
+                      n_test=len(test_idx), classes=data.classes, provenance=provenance, per_class=True,
+                      test_items=True)
     ledger = cfg.run_dir / "ledger"
+    all_items = True
     for cell in cfg.cells():
         key = cell_key(cell)
         targets = cfg.sources if cell["n_synth"] == 0 else [cell["source"]]
@@ -227,9 +231,15 @@ def assemble_cube(cfg: SweepConfig, failed: set[str], provenance: dict):
                 for name in ("accuracy", "loss", "train_seconds", "source_seconds"):
                     cube[name].loc[loc] = r[name]
                 cube["per_class_accuracy"].loc[loc] = r["per_class_accuracy"]
+                if "test_correct" in r:
+                    cube["test_correct"].loc[loc] = unpack_correct_hex(r["test_correct"])
+                else:  # a ledger written before test items were recorded: the cube cannot carry them
+                    all_items = False
                 cube["status"].loc[loc] = STATUS_DONE
             elif key in failed:
                 cube["status"].loc[loc] = STATUS_FAILED
+    if not all_items:
+        cube = cube.drop_vars("test_correct")
     # pool quality per (source, n_real, seed): no n_synth dimension, every prefix shares its pool
     dims = ("source", "n_real", "seed")
     shape = tuple(cube.sizes[d] for d in dims)

@@ -116,4 +116,6 @@ def evaluate(model, x_test, y_test, n_classes, mean, std, device, batch: int = 1
     correct = (pred == yte).float()
     per_class = torch.zeros(n_classes, device=device).index_add_(0, yte, correct)
     counts = torch.bincount(yte, minlength=n_classes).clamp(min=1).float()
-    return {"accuracy": correct.mean().item(), "loss": loss, "per_class_accuracy": (per_class / counts).cpu().numpy()}
+    # which test images were right: lets the analysis resample test images jointly with seeds
+    return {"accuracy": correct.mean().item(), "loss": loss, "per_class_accuracy": (per_class / counts).cpu().numpy(),
+            "correct": correct.bool().cpu().numpy()}

@@ -43,8 +43,13 @@ def empty_cube(
     classes: Sequence[str],
     provenance: dict | None = None,
     per_class: bool = False,
+    test_items: bool = False,
 ) -> xr.Dataset:
-    """A cube with every cell pending and every metric NaN."""
+    """A cube with every cell pending and every metric NaN.
+
+    ``test_items=True`` adds ``test_correct``: which test images each cell classified correctly, packed
+    8 to a byte along ``test_byte`` (``np.packbits``), so intervals can resample the test set too.
+    """
     coords = {
         "source": np.array(list(sources), dtype=str),
         "n_real": np.array(sorted(n_real), dtype=np.int64),
@@ -57,6 +62,8 @@ def empty_cube(
     if per_class:
         data_vars["per_class_accuracy"] = (DIMS + ("class",), np.full(shape + (len(classes),), np.nan))
         coords["class"] = np.array(list(classes), dtype=str)
+    if test_items:
+        data_vars["test_correct"] = (DIMS + (TEST_DIM,), np.zeros(shape + (test_bytes(n_test),), dtype=np.uint8))
     cube = xr.Dataset(data_vars, coords=coords)
     cube.attrs.update(
         dataset=str(dataset),
@@ -78,12 +85,41 @@ def _describe(cube: xr.Dataset) -> None:
         "source_seconds": "generation/retrieval cost attributed to the cell [s]",
         "status": "0 pending, 1 done, 2 failed",
         "per_class_accuracy": "test accuracy per class (0-1)",
+        "test_correct": "which test images the cell classified correctly, 8 per byte (numpy.packbits, big-endian "
+                        "bit order; attrs n_test images); meaningful where status is done",
     }
     for name, text in docs.items():
         if name in cube:
             cube[name].attrs["description"] = text
     cube["n_synth"].attrs["description"] = "images added from the source (extra real images for source=real)"
     cube["seed"].attrs["description"] = "draws the base subset, the added images and the classifier init"
+
+
+TEST_DIM = "test_byte"
+
+
+def test_bytes(n_test: int) -> int:
+    return (int(n_test) + 7) // 8
+
+
+def pack_correct(correct) -> str:
+    """A boolean vector over the test images as a hex string (8 images a byte): compact in a JSON ledger."""
+    return np.packbits(np.asarray(correct, dtype=bool)).tobytes().hex()
+
+
+def unpack_correct_hex(text: str) -> np.ndarray:
+    """The packed bytes of :func:`pack_correct` (uint8), as the cube stores them."""
+    return np.frombuffer(bytes.fromhex(text), dtype=np.uint8)
+
+
+def correct_items(cube: xr.Dataset) -> xr.DataArray | None:
+    """``test_correct`` unpacked to booleans over a ``test_item`` dimension, or None if the cube has none."""
+    if "test_correct" not in cube.data_vars:
+        return None
+    n_test = int(cube.attrs["n_test"])
+    bits = np.unpackbits(cube["test_correct"].values, axis=-1, count=n_test).astype(bool)
+    dims = tuple(d for d in cube["test_correct"].dims if d != TEST_DIM) + ("test_item",)
+    return xr.DataArray(bits, dims=dims, coords={d: cube[d] for d in dims[:-1]})
 
 
 def classes_of(cube: xr.Dataset) -> list[str]:
@@ -107,9 +143,10 @@ def validate_cube(cube: xr.Dataset, *, require_source: str | None = None) -> xr.
             raise CubeError(f"dims: missing dimension '{dim}' (have {sorted(map(str, cube.dims))})")
         if dim not in cube.coords:
             raise CubeError(f"coords: dimension '{dim}' has no coordinate values")
-    extra = set(map(str, cube.dims)) - set(DIMS) - {"class"}
+    extra = set(map(str, cube.dims)) - set(DIMS) - {"class", TEST_DIM}
     if extra:
-        raise CubeError(f"dims: unexpected dimension(s) {sorted(extra)}; allowed {list(DIMS)} and 'class'")
+        raise CubeError(f"dims: unexpected dimension(s) {sorted(extra)}; allowed {list(DIMS)}, 'class' and "
+                        f"'{TEST_DIM}'")
     for dim in DIMS:
         values = cube[dim].values
         if len(np.unique(values)) != len(values):
@@ -150,6 +187,8 @@ def validate_cube(cube: xr.Dataset, *, require_source: str | None = None) -> xr.
     for key in REQUIRED_ATTRS:
         if key not in cube.attrs:
             raise CubeError(f"attrs: missing attribute '{key}'")
+    if "test_correct" in cube.data_vars:
+        _validate_test_items(cube)
     try:
         json.loads(cube.attrs["provenance"])
     except (TypeError, ValueError) as exc:
@@ -172,6 +211,28 @@ def validate_cube(cube: xr.Dataset, *, require_source: str | None = None) -> xr.
             "the reference curve needs it"
         )
     return cube
+
+
+def _validate_test_items(cube: xr.Dataset) -> None:
+    """``test_correct`` must have the packed shape and agree with ``accuracy`` in every done cell."""
+    var = cube["test_correct"]
+    if tuple(var.dims) != DIMS + (TEST_DIM,):
+        raise CubeError(f"variables: 'test_correct' must have dims {DIMS + (TEST_DIM,)}, has {tuple(var.dims)}")
+    if var.dtype != np.uint8:
+        raise CubeError(f"variables: 'test_correct' must be packed uint8 bits, got dtype {var.dtype}")
+    try:
+        n_test = int(cube.attrs["n_test"])
+    except (TypeError, ValueError):
+        raise CubeError(f"attrs: 'n_test' must be an integer, got {cube.attrs['n_test']!r}") from None
+    if var.sizes[TEST_DIM] != test_bytes(n_test):
+        raise CubeError(f"variables: 'test_correct' has {var.sizes[TEST_DIM]} bytes per cell; n_test={n_test} "
+                        f"needs {test_bytes(n_test)}")
+    done = (cube["status"].values == STATUS_DONE) & np.isfinite(cube["accuracy"].values)
+    hits = np.unpackbits(var.values, axis=-1, count=n_test).sum(-1) / n_test
+    off = done & (np.abs(hits - np.nan_to_num(cube["accuracy"].values)) > 0.5 / n_test)
+    if off.any():
+        where = {d: cube[d].values[i].item() for d, i in zip(DIMS, np.argwhere(off)[0])}
+        raise CubeError(f"variables: 'test_correct' disagrees with 'accuracy' at cell {where}")
 
 
 def _dupes(values: Iterable) -> list:
@@ -251,6 +312,8 @@ def merge_cubes(a: xr.Dataset, b: xr.Dataset, *, atol: float = 1e-9) -> xr.Datas
     for key in ("dataset", "n_test", "classes"):
         if str(a.attrs[key]) != str(b.attrs[key]):
             raise CubeError(f"attrs: cubes disagree on '{key}': {a.attrs[key]!r} vs {b.attrs[key]!r}")
+    if ("test_correct" in a) != ("test_correct" in b):  # test items recorded in one cube only: keep neither
+        a, b = a.drop_vars("test_correct", errors="ignore"), b.drop_vars("test_correct", errors="ignore")
     a_al, b_al = xr.align(a, b, join="outer")
     a_status = a_al["status"].fillna(STATUS_PENDING).astype(np.int8)
     b_status = b_al["status"].fillna(STATUS_PENDING).astype(np.int8)
@@ -268,6 +331,8 @@ def merge_cubes(a: xr.Dataset, b: xr.Dataset, *, atol: float = 1e-9) -> xr.Datas
         if name in b_al:
             merged[name] = xr.where(take_b, b_al[name], a_al[name])
     merged["status"] = xr.where(take_b, b_status, a_status).astype(np.int8)
+    if "test_correct" in merged:  # the outer join turned missing cells' bytes into NaN
+        merged["test_correct"] = merged["test_correct"].fillna(0).astype(np.uint8)
     merged.attrs = dict(a.attrs)
     merged.attrs["provenance"] = json.dumps(
         {"merged_from": [provenance_of(a), provenance_of(b)]}, default=str

@@ -8,7 +8,7 @@ import numpy as np
 import xarray as xr
 
 from analysis.result import EquivalenceResult, FitOptions, fit_arrays
-from scaling.cube import STATUS_DONE, STATUS_FAILED, CubeError, classes_of, validate_cube
+from scaling.cube import STATUS_DONE, STATUS_FAILED, CubeError, classes_of, correct_items, validate_cube
 
 
 def fit_equivalence(
@@ -18,12 +18,14 @@ def fit_equivalence(
     metric: str = "accuracy",
     n_boot: int = 2000,
     ci: float = 0.95,
-    law: str = "effective",
+    law: str = "auto",
     *,
-    curve_law: str = "power",
+    curve_law: str = "auto",
     ci_method: str = "jackknife",
     k: float = 1000.0,
     robust: bool = False,
+    variance: str = "pooled",
+    test_resampling: bool = True,
     random_state: int | None = 0,
 ) -> EquivalenceResult | dict[str, EquivalenceResult]:
     """Estimate how many synthetic images from ``source`` one real image is worth.
@@ -36,15 +38,21 @@ def fit_equivalence(
     reference: the source whose accuracy curve defines "real images" (``real``).
     metric: a 0-1 "higher is better" variable of the cube; the fit works on ``1 - metric``.
     n_boot, ci, ci_method: cluster-bootstrap replicates over seeds and the interval built from them:
-        ``jackknife`` (default: leave-one-seed-out t interval, log scale for positive quantities; the
-        measured coverage of the exchange rate is 91-95% at 5 seeds, bench/RESULTS.md), ``expanded``
-        (percentile interval widened for few seeds, Hesterberg 2015; 88% at 5 seeds), ``percentile``
-        (77% at 5 seeds) or ``bca``. The bootstrap replicates are computed for every method.
-    law: equivalence law for queries: ``effective`` (n_eq = k n_synth^a n_real^b), ``wang`` or ``auto``
-        (lower held-out error).
-    curve_law: reference accuracy law: ``power``, ``m4`` or ``auto`` (held-out extrapolation).
+        ``jackknife`` (default: leave-one-seed-out t interval, log scale for positive quantities; measured
+        coverage per scenario in bench/RESULTS.md), ``expanded`` (percentile interval widened for few seeds,
+        Hesterberg 2015), ``percentile`` or ``bca``. Every method is computed from the same stored
+        replicates, so ``result.exchange_rate(..., ci_method=...)`` switches without refitting.
+    law: equivalence law for queries: ``auto`` (default: inside every replicate, the law with the lowest
+        held-out error on the largest n_synth), ``effective`` (n_eq = k n_synth^a n_real^b), ``wang`` or
+        ``saturating`` (n_eq = n_real R* (1 - exp(-n_synth / (rho0 n_real R*)))).
+    curve_law: reference accuracy law: ``auto`` (default: per replicate, the lowest held-out
+        extrapolation error), ``power``, ``m3`` (power law with an offset) or ``m4``.
     k: scale of Wang et al.'s law (only ln(c1)/k is identifiable).
     robust: statsmodels RLM (Huber) instead of WLS for the reported standard errors.
+    variance: ``pooled`` (default: a seed-variance model smooth in accuracy, fitted over all cells) or
+        ``cell`` (each cell's own variance over its seeds; unstable with 3 seeds).
+    test_resampling: when the cube records which test images each cell got right (``test_correct``),
+        resample them jointly with the seeds, so intervals are not conditional on one test set.
 
     Cells whose status is not ``done`` or whose metric is NaN are excluded and counted in ``summary()``.
     """
@@ -72,7 +80,12 @@ def fit_equivalence(
                   "NaN metric": int(((st == STATUS_DONE) & ~finite.sel(source=s)).sum())}
         excluded[s] = {k_: v for k_, v in counts.items() if v}
     opts = FitOptions(reference=reference, n_boot=n_boot, ci=ci, ci_method=ci_method, law=law,
-                      curve_law=curve_law, k=k, robust=robust, random_state=random_state)
-    results = fit_arrays(usable, wanted, opts, n_test=int(cube.attrs["n_test"]), n_classes=len(classes_of(cube)),
-                         excluded=excluded, dataset=str(cube.attrs.get("dataset", "")))
+                      curve_law=curve_law, k=k, robust=robust, variance=variance, test_resampling=test_resampling,
+                      random_state=random_state)
+    opts.check()
+    items = correct_items(cube) if test_resampling and metric == "accuracy" else None
+    sel = {"source": [reference] + wanted}
+    results = fit_arrays(usable.sel(sel), wanted, opts, n_test=int(cube.attrs["n_test"]),
+                         n_classes=len(classes_of(cube)), excluded=excluded,
+                         dataset=str(cube.attrs.get("dataset", "")), items=None if items is None else items.sel(sel))
     return results[wanted[0]] if single else results

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.optimize import least_squares
 
-from analysis.laws import fit_m4, fit_power, heldout_extrapolation_error, m4_predict
+from analysis.laws import fit_m4, fit_power, heldout_curve_scores, m4_predict
 
 N = np.array([20, 50, 100, 200, 400, 800, 1600.0])
 
@@ -55,7 +55,9 @@ def test_m4_recovers_a_curve_near_chance():
     np.testing.assert_allclose(fit.predict(N)[0], err[0], atol=2e-3)
     # the power law cannot bend to chance level, so M4 extrapolates better on such a curve
     w = np.ones_like(err)
-    assert heldout_extrapolation_error("m4", N, err, w, e0=0.9) < heldout_extrapolation_error("power", N, err, w)
+    scores = heldout_curve_scores(("power", "m4"), np.r_[N, 2400.0, 3200.0], m4_predict(params, np.r_[N, 2400.0, 3200.0]),
+                                  np.ones((1, N.size + 2)), e0=0.9)
+    assert scores["m4"][0] < scores["power"][0]
 
 
 def test_batched_fit_equals_one_at_a_time():
