@@ -623,9 +623,6 @@ class EquivalenceResult:
                            "per-cell estimates")
         else:
             self.lack_of_fit = None
-        if self.curve_law == "auto" and self.curve_share.get(self.curve_chosen, 1.0) < 0.5:
-            out.append(f"the reference law is uncertain: '{self.curve_chosen}' won at the point estimate but only in "
-                       f"{self.curve_share[self.curve_chosen]:.0%} of the replicates")
         return out
 
     # ---------------------------------------------------------------- presentation

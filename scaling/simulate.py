@@ -13,8 +13,13 @@ from analysis.equivalence import law_neq
 from scaling.cube import STATUS_DONE, STATUS_FAILED, empty_cube
 
 
+SPEC_KEYS = ("exchange_rate", "wang", "saturating")
+
+
 def planted_neq(spec: Mapping, n_real: np.ndarray, n_synth: np.ndarray) -> np.ndarray:
-    """The real equivalent a source spec plants: ``{"exchange_rate": rho}`` or ``{"wang": [c1, c2, k]}``."""
+    """The real equivalent a source spec plants: ``{"exchange_rate": rho}``, ``{"wang": [c1, c2, k]}`` or
+    ``{"saturating": [rho0, R*]}`` (first images worth 1/rho0 real ones, at most R* real images per base image).
+    """
     n_real, n_synth = np.asarray(n_real, float), np.asarray(n_synth, float)
     if "exchange_rate" in spec:
         rho = float(spec["exchange_rate"])
@@ -28,7 +33,12 @@ def planted_neq(spec: Mapping, n_real: np.ndarray, n_synth: np.ndarray) -> np.nd
         p = {"a": np.array([np.log(c1) / k]), "g": np.array([1 / np.log(c2)])}
         flat = law_neq("wang", p, n_real.ravel(), np.maximum(n_synth.ravel(), 1e-12))[0].reshape(n_real.shape)
         return np.where(n_synth > 0, flat, 0.0)
-    raise ValueError(f"sources: each source needs 'exchange_rate' or 'wang', got keys {sorted(spec)}")
+    if "saturating" in spec:
+        rho0, rstar = (float(v) for v in spec["saturating"])
+        if rho0 <= 0 or rstar <= 0:
+            raise ValueError(f"sources: saturating needs rho0 > 0 and R* > 0, got {spec['saturating']}")
+        return -n_real * rstar * np.expm1(-n_synth / (rho0 * n_real * rstar))
+    raise ValueError(f"sources: each source needs one of {SPEC_KEYS}, got keys {sorted(spec)}")
 
 
 def simulate_cube(
@@ -40,7 +50,9 @@ def simulate_cube(
     E: float = 0.03,
     B: float = 2.0,
     beta: float = 0.5,
+    C: float = 0.0,
     seed_sd: float = 0.05,
+    hetero: float = 0.0,
     n_test: int = 2000,
     n_classes: int = 10,
     fail_fraction: float = 0.0,
@@ -49,11 +61,15 @@ def simulate_cube(
 ) -> xr.Dataset:
     """A cube whose truth is known.
 
-    The real error curve is ``e(n) = E + B n^-beta``; a source with real equivalent ``n_eq`` has the
-    error of ``n_real + n_eq`` real images. Each (seed, n_real) gets a multiplicative random effect on
-    the error, ``exp(N(0, seed_sd))`` (the luck of the base subset), shared by every source and
-    ``n_synth``; each cell then gets binomial test-set noise with ``n_test`` images. ``n_synth = 0`` is
-    one experiment shared by all sources, as in a real sweep. The truth goes into ``attrs["truth"]``.
+    The real error curve is ``e(n) = E + B (n + C)^-beta`` (``C > 0``: a curve that flattens at small n,
+    which the plain power law does not assume); a source with real equivalent ``n_eq`` has the error of
+    ``n_real + n_eq`` real images. Each (seed, n_real) gets a multiplicative random effect on the error,
+    ``exp(N(0, sd))`` (the luck of the base subset), shared by every source and ``n_synth``, with
+    ``sd = seed_sd * (e / 0.1)**hetero`` (``hetero != 0``: seed noise that changes with accuracy). A source
+    spec may add ``"generator_sd"``: a random effect ``exp(N(0, generator_sd))`` on that source's n_eq per
+    (n_real, seed), shared by all of its cells (a generator trained per base subset that came out well or
+    badly). Each cell then gets binomial test-set noise with ``n_test`` images. ``n_synth = 0`` is one
+    experiment shared by all sources, as in a real sweep. The truth goes into ``attrs["truth"]``.
     """
     sources = dict(sources or {"closed_set": {"exchange_rate": 4.0}, "open_set": {"wang": [2.0, 3.0, 1000.0]}})
     sources = {"real": {"exchange_rate": 1.0}, **{k: v for k, v in sources.items() if k != "real"}}
@@ -67,11 +83,17 @@ def simulate_cube(
     acc = np.empty(cube["accuracy"].shape)
     base_noise = rng.random((len(seed_ids), len(cube["n_real"])))  # shared n_synth=0 draw
     zero = cube["n_synth"].values == 0
+    # drawn only when asked for, so cubes without generator effects keep their random stream
+    gen_shape = (len(sources), len(seed_ids), len(cube["n_real"]))
+    gen_z = rng.normal(0.0, 1.0, size=gen_shape) if any("generator_sd" in v for v in sources.values()) else \
+        np.zeros(gen_shape)
     for i, (name, spec) in enumerate(sources.items()):
         n_eq = planted_neq(spec, R, Sy)
-        err_true = E + B * (R + n_eq) ** (-beta)
         for s in range(len(seed_ids)):
-            err = np.clip(err_true * np.exp(effects[s])[:, None], 1e-6, 1 - 1e-6)
+            neq_s = n_eq * np.exp(float(spec.get("generator_sd", 0.0)) * gen_z[i, s])[:, None]
+            err_true = E + B * (R + neq_s + C) ** (-beta)
+            sd = (err_true / 0.1) ** hetero  # 1 when hetero = 0: the seed effect as drawn
+            err = np.clip(err_true * np.exp(effects[s][:, None] * sd), 1e-6, 1 - 1e-6)
             draws = rng.binomial(n_test, 1 - err) / n_test
             # the n_synth=0 cell is the same training run for every source: one shared uniform draw
             draws[:, zero] = (binom.ppf(base_noise[s][:, None], n_test, 1 - err[:, zero]) / n_test)
@@ -86,7 +108,7 @@ def simulate_cube(
         for name in ("accuracy", "loss", "train_seconds", "source_seconds"):
             cube[name].values[failed] = np.nan
         cube["status"].values[failed] = STATUS_FAILED
-    truth = {"E": E, "B": B, "beta": beta, "seed_sd": seed_sd, "sources": sources}
+    truth = {"E": E, "B": B, "beta": beta, "C": C, "seed_sd": seed_sd, "hetero": hetero, "sources": sources}
     cube.attrs["truth"] = json.dumps(truth)
     return cube
 
