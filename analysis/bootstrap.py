@@ -111,8 +111,8 @@ def bca_interval(point: np.ndarray, boot: np.ndarray, jack: np.ndarray, ci: floa
     return np.where(bad, p_lo, lo), np.where(bad, p_hi, hi)
 
 
-def jackknife_t_interval(point: np.ndarray, jack: np.ndarray, ci: float,
-                         extra: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def jackknife_t_interval(point: np.ndarray, jack: np.ndarray, ci: float, extra: np.ndarray | None = None,
+                         extra_null: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Leave-one-seed-out t interval: ``point ± t_{S-1} · se_jack`` (on the log scale for positive quantities).
 
     The jackknife variance of a smooth statistic is biased upwards (Efron & Stein 1981), and the Student-t
@@ -121,11 +121,13 @@ def jackknife_t_interval(point: np.ndarray, jack: np.ndarray, ci: float,
 
     ``extra`` holds a second set of leave-one-group-out estimates (G, ...) — the test images deleted in
     groups, seeds kept — whose jackknife variance is added: every seed is scored on the same test set, so
-    its sampling noise is shared by all seeds and invisible to the seed jackknife. (The seed-by-test
-    interaction enters both terms: a conservative sum.)
+    the test set's sampling noise is shared by all seeds and invisible to the seed jackknife. Part of
+    that variance, each classifier's own luck on the items, is already in the seed jackknife; ``extra_null``
+    (the same deletions after shuffling the items independently per classifier, which keeps exactly that
+    part) measures it, and only the excess is added.
     """
     s = jack.shape[0]
-    both = jack if extra is None else np.concatenate([jack, extra], axis=0)
+    both = jack if extra is None else np.concatenate([jack, extra] + ([] if extra_null is None else [extra_null]), axis=0)
     positive = np.all(both > 0, axis=0) & (point > 0)
 
     def jack_var(j):
@@ -135,7 +137,9 @@ def jackknife_t_interval(point: np.ndarray, jack: np.ndarray, ci: float,
 
     with np.errstate(invalid="ignore", divide="ignore"):
         pl = np.where(positive, np.log(np.where(positive, point, 1.0)), point)
-        var = jack_var(jack) + (0.0 if extra is None else jack_var(extra))
+        var = jack_var(jack)
+        if extra is not None:
+            var = var + np.maximum(jack_var(extra) - (0.0 if extra_null is None else jack_var(extra_null)), 0.0)
         se = np.sqrt(var)
     half = stats.t.ppf(1 - (1 - ci) / 2, s - 1) * se
     lo, hi = pl - half, pl + half

@@ -15,8 +15,8 @@ Three equivalence laws summarise all cells of a source:
   first synthetic images are worth ``1/rho0`` real ones each; however many are added, they are worth at
   most ``R*`` real images per base image. (Muennighoff's form is ``rho0 = 1``; a generator's images are
   rarely worth a real image each, so ``rho0`` is free.)
-``auto`` picks, inside every replicate, the law with the smallest held-out error (the cells at the
-largest ``n_synth`` left out), so intervals include the uncertainty of that choice.
+``auto`` weighs the laws inside every replicate by their held-out error (the cells at the largest
+``n_synth`` left out), so intervals include the uncertainty of that choice.
 
 Everything is computed for all bootstrap replicates at once; row 0 is the point estimate.
 """
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.laws import CurveFit, fit_curve, fit_curve_auto, scan_refine, solve_batched
+from analysis.laws import CurveFit, fit_curve, fit_curve_auto, predictive_weights, scan_refine, solve_batched
 
 EQUIVALENCE_LAWS = ("effective", "wang", "saturating")
 
@@ -266,16 +266,19 @@ def holdout_cells(n_real: np.ndarray, n_synth: np.ndarray) -> np.ndarray | None:
 
 def select_equivalence_law(curve, n_real, n_synth, err, w_acc, n_eq, w_log, *, fit_beta: bool,
                            laws=EQUIVALENCE_LAWS) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Per replicate, the law whose fit without the held-out cells predicts them best.
+    """Per replicate, weights over the laws from how well each, fitted without the held-out cells,
+    predicts them (:func:`analysis.laws.predictive_weights`).
 
-    Returns the index into ``laws`` (R,) and each law's held-out RMSE (R,), in standard-error units of the
-    cell means (the weights are inverse variances). With no hold-out possible every replicate takes
-    ``laws[0]``.
+    Returns the weights (R, L) and each law's held-out sum of squared errors (R,), in squared standard
+    errors of the cell means (the weights are inverse variances). With no hold-out possible every
+    replicate takes ``laws[0]``.
     """
     test = holdout_cells(n_real, n_synth)
     R = err.shape[0]
     if test is None:
-        return np.zeros(R, dtype=int), {law: np.full(R, np.nan) for law in laws}
+        weights = np.zeros((R, len(laws)))
+        weights[:, 0] = 1.0
+        return weights, {law: np.full(R, np.nan) for law in laws}
     wt, wlt = np.where(test, 0.0, w_acc), np.where(test, 0.0, w_log)
     fits = fit_equivalence_laws(curve, n_real, n_synth, err, wt, n_eq, wlt, fit_beta=fit_beta, laws=laws)
     wtest = np.where(test, w_acc, 0.0)
@@ -285,20 +288,25 @@ def select_equivalence_law(curve, n_real, n_synth, err, w_acc, n_eq, w_log, *, f
         with np.errstate(invalid="ignore", over="ignore"):
             pred = curve.predict(np.maximum(n_real[None, :] + neq, 1e-9))
             sq = np.where(wtest > 0, wtest * (err - pred) ** 2, 0.0)
-        scores[law] = np.sqrt(sq.sum(1) / np.maximum((wtest > 0).sum(1), 1))
-    stacked = np.stack([np.where(np.isfinite(v), v, np.inf) for v in scores.values()])
-    return np.argmin(stacked, axis=0), scores
+        scores[law] = sq.sum(1)
+    return predictive_weights(scores), scores
 
 
-def auto_neq(laws: dict, choice: np.ndarray, n_real, n_synth, names=EQUIVALENCE_LAWS) -> np.ndarray:
-    """The real equivalent under each replicate's chosen law: (R, Q)."""
-    stacked = np.stack([law_neq(name, laws[name], n_real, n_synth) for name in names])
-    return np.take_along_axis(stacked, choice[None, :, None], axis=0)[0]
+def auto_neq(laws: dict, weights: np.ndarray, n_real, n_synth, names=EQUIVALENCE_LAWS) -> np.ndarray:
+    """The real equivalent averaged over the laws with each replicate's weights (geometric: every law's
+    n_eq is positive, and intervals are built on the log scale): (R, Q)."""
+    return _geometric_mix([law_neq(name, laws[name], n_real, n_synth) for name in names], weights)
 
 
-def auto_synth_needed(laws: dict, choice: np.ndarray, n_real, n_eq, names=EQUIVALENCE_LAWS) -> np.ndarray:
-    stacked = np.stack([law_synth_needed(name, laws[name], n_real, n_eq) for name in names])
-    return np.take_along_axis(stacked, choice[None, :, None], axis=0)[0]
+def auto_synth_needed(laws: dict, weights: np.ndarray, n_real, n_eq, names=EQUIVALENCE_LAWS) -> np.ndarray:
+    return _geometric_mix([law_synth_needed(name, laws[name], n_real, n_eq) for name in names], weights)
+
+
+def _geometric_mix(values: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        logs = [np.where(weights[:, i:i + 1] > 0, weights[:, i:i + 1] * np.log(np.maximum(v, 0.0)), 0.0)
+                for i, v in enumerate(values)]
+        return np.exp(sum(logs))
 
 
 def wang_public(p: dict, k: float) -> dict:
@@ -386,7 +394,7 @@ class Replicates:
     n_eq: dict[str, np.ndarray] = field(default_factory=dict)
     n_eq_mf: dict[str, np.ndarray] = field(default_factory=dict)
     laws: dict[str, dict[str, dict]] = field(default_factory=dict)
-    law_choice: dict[str, np.ndarray] = field(default_factory=dict)
+    law_mix: dict[str, np.ndarray] = field(default_factory=dict)
     law_scores: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     law_weights: dict[str, np.ndarray] = field(default_factory=dict)
     n_seeds_cell: dict[str, np.ndarray] = field(default_factory=dict)
@@ -394,12 +402,12 @@ class Replicates:
     def neq_law(self, source: str, law: str, n_real, n_synth) -> np.ndarray:
         """Real equivalent under ``law`` (or each replicate's choice for ``auto``): (R, Q)."""
         if law == "auto":
-            return auto_neq(self.laws[source], self.law_choice[source], n_real, n_synth)
+            return auto_neq(self.laws[source], self.law_mix[source], n_real, n_synth)
         return law_neq(law, self.laws[source][law], n_real, n_synth)
 
     def synth_needed_law(self, source: str, law: str, n_real, n_eq) -> np.ndarray:
         if law == "auto":
-            return auto_synth_needed(self.laws[source], self.law_choice[source], n_real, n_eq)
+            return auto_synth_needed(self.laws[source], self.law_mix[source], n_real, n_eq)
         return law_synth_needed(law, self.laws[source][law], n_real, n_eq)
 
 
@@ -465,7 +473,7 @@ def run_pipeline(counts, ref: SourceArrays, sources: list[SourceArrays], *, ref_
         out.laws[src.name] = fit_equivalence_laws(curve, src.n_real, src.n_synth, err, w_acc, n_eq, w_log,
                                                   fit_beta=fit_beta)
         if law == "auto":
-            choice, scores = select_equivalence_law(curve, src.n_real, src.n_synth, err, w_acc, n_eq, w_log,
-                                                    fit_beta=fit_beta)
-            out.law_choice[src.name], out.law_scores[src.name] = choice, scores
+            mix, scores = select_equivalence_law(curve, src.n_real, src.n_synth, err, w_acc, n_eq, w_log,
+                                                 fit_beta=fit_beta)
+            out.law_mix[src.name], out.law_scores[src.name] = mix, scores
     return out

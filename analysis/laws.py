@@ -376,10 +376,11 @@ def holdout_sizes(n: np.ndarray, fraction: float = 0.2, min_train: int = 4) -> n
 
 
 def heldout_curve_scores(laws, n, err, w, *, e0=None) -> dict[str, np.ndarray] | None:
-    """Per replicate, each law's weighted RMSE on the held-out largest sizes when fitted without them.
+    """Per replicate, each law's weighted sum of squared errors on the held-out largest sizes when
+    fitted without them (in squared standard errors: the weights are inverse variances).
 
-    Selecting a law by how well it extrapolates, not by how well it fits, guards against a flexible
-    law that bends to the noise (M3 and M4 nest or approach the power law and always fit at least as well).
+    Judging a law by how well it extrapolates, not by how well it fits, guards against a flexible law
+    that bends to the noise (M3 and M4 nest or approach the power law and always fit at least as well).
     """
     n = np.asarray(n, dtype=float)
     test = holdout_sizes(n)
@@ -391,29 +392,47 @@ def heldout_curve_scores(laws, n, err, w, *, e0=None) -> dict[str, np.ndarray] |
     for law in laws:
         fit = fit_curve(law, n[~test], err[:, ~test], w[:, ~test], e0=e0)
         sq = wt * (err[:, test] - fit.predict(n[test])) ** 2
-        out[law] = np.sqrt(np.where(wt > 0, sq, 0.0).sum(1) / np.maximum((wt > 0).sum(1), 1))
+        out[law] = np.where(wt > 0, sq, 0.0).sum(1)
     return out
 
 
-class MixedCurve:
-    """A reference curve whose law differs between replicates (``curve_law="auto"``).
+def predictive_weights(scores: dict[str, np.ndarray]) -> np.ndarray:
+    """Weights (R, L) proportional to exp(-SS / 2) of each law's held-out sum of squares.
 
-    Holds every candidate law fitted to every replicate and each replicate's choice; predictions,
-    slopes and inversions dispatch row by row, each law computing only its own rows.
+    A soft choice rather than the argmin: the hard choice jumps when a resample tips the balance between
+    two laws, and leave-one-seed-out intervals of a jumping statistic explode (a jackknife needs a smooth
+    statistic; Efron 2014 smooths estimation after model selection the same way). A law whose held-out
+    error is clearly worse still gets ~0 weight, so a clear winner is used alone.
+    """
+    ss = np.stack([np.where(np.isfinite(v), v, np.inf) for v in scores.values()], axis=1)
+    best = np.min(ss, axis=1, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        logw = np.where(np.isfinite(ss), -(ss - np.where(np.isfinite(best), best, 0.0)) / 2, -np.inf)
+    wts = np.exp(logw)
+    total = wts.sum(1, keepdims=True)
+    uniform = np.full_like(wts, 1.0 / wts.shape[1])
+    return np.where(total > 0, wts / np.where(total > 0, total, 1.0), uniform)
+
+
+class MixedCurve:
+    """The reference curve under ``curve_law="auto"``: every candidate law fitted to every replicate,
+    averaged with per-replicate predictive weights (:func:`predictive_weights`).
+
+    Predictions and slopes are weighted sums of the laws'; the inverse (size reaching a given error) is
+    solved by Newton's method in log n from the weighted geometric mean of the laws' own inverses.
     """
 
     law = "auto"
 
-    def __init__(self, fits: dict[str, CurveFit], choice: np.ndarray, scores: dict[str, np.ndarray] | None):
+    def __init__(self, fits: dict[str, CurveFit], weights: np.ndarray, scores: dict[str, np.ndarray] | None):
         self.fits, self.names = fits, list(fits)
-        self.choice, self.scores = np.asarray(choice, dtype=int), scores
-        self._rows = [np.flatnonzero(self.choice == i) for i in range(len(self.names))]
+        self.weights, self.scores = weights, scores
         self.n_ref = next(iter(fits.values())).n_ref
 
     @property
     def chosen(self) -> str:
-        """The law the point estimate (row 0) uses."""
-        return self.names[int(self.choice[0])]
+        """The law with the largest weight at the point estimate (row 0)."""
+        return self.names[int(np.argmax(self.weights[0]))]
 
     @property
     def params(self) -> dict[str, np.ndarray]:
@@ -423,48 +442,70 @@ class MixedCurve:
     def bound_names(self) -> list[str]:
         return self.fits[self.chosen].bound_names
 
-    @property
-    def on_bound(self) -> np.ndarray:
-        return np.stack([f.on_bound for f in self.fits.values()])[self.choice, np.arange(len(self.choice))]
-
     def share(self) -> dict[str, float]:
-        """Fraction of resampled replicates (row 0 excluded) that chose each law."""
-        rest = self.choice[1:] if len(self.choice) > 1 else self.choice
-        return {name: float(np.mean(rest == i)) for i, name in enumerate(self.names)}
+        """Mean weight of each law over the resampled replicates (row 0 excluded)."""
+        rest = self.weights[1:] if len(self.weights) > 1 else self.weights
+        return {name: float(v) for name, v in zip(self.names, rest.mean(0))}
+
+    def point_weights(self) -> dict[str, float]:
+        return {name: float(v) for name, v in zip(self.names, self.weights[0])}
 
     def take(self, r: int) -> "MixedCurve":
-        return MixedCurve({k: f.take(r) for k, f in self.fits.items()}, self.choice[r:r + 1],
+        return MixedCurve({k: f.take(r) for k, f in self.fits.items()}, self.weights[r:r + 1],
                           None if self.scores is None else {k: v[r:r + 1] for k, v in self.scores.items()})
 
-    def _dispatch(self, method: str, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=float)
-        R = len(self.choice)
-        out = np.empty((R, x.shape[-1]))
-        for name, rows in zip(self.names, self._rows):
-            if rows.size == 0:
+    def _mix(self, method: str, x) -> np.ndarray:
+        out = 0.0
+        for i, fit in enumerate(self.fits.values()):
+            wi = self.weights[:, i:i + 1]
+            if not np.any(wi > 0):
                 continue
-            fit = self.fits[name]
-            params = {k: v[rows] for k, v in fit.params.items()}
-            xr_ = x[rows] if x.ndim == 2 else x
-            out[rows] = getattr(LAWS[name], method)(params, xr_)
+            val = getattr(fit, method)(x)
+            out = out + np.where(wi > 0, wi * np.where(np.isfinite(val), val, 0.0), 0.0)
         return out
 
     def predict(self, n):
-        return self._dispatch("predict", n)
+        return self._mix("predict", n)
 
     def slope(self, n):
-        return self._dispatch("slope", n)
+        return self._mix("slope", n)
 
-    def invert(self, err):
-        return self._dispatch("invert", err)
+    def invert(self, err, iters: int = 30) -> np.ndarray:
+        err = np.asarray(err, dtype=float)
+        err = np.broadcast_to(err, (len(self.weights), err.shape[-1])) if err.ndim == 1 else err
+        # where the error is at or below the averaged asymptote, no size reaches it
+        floor = sum(self.weights[:, i:i + 1] * f.params["E"][:, None] for i, f in enumerate(self.fits.values()))
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            logs = [np.log(np.clip(f.invert(err), 1e-6, 1e12)) for f in self.fits.values()]
+            u = sum(self.weights[:, i:i + 1] * np.where(np.isfinite(lg), lg, 0.0) for i, lg in enumerate(logs))
+        lo, hi = np.full(err.shape, np.log(1e-6)), np.full(err.shape, np.log(1e12))
+        u = np.clip(np.where(np.isfinite(u), u, 0.0), lo, hi)
+        for _ in range(iters):
+            n = np.exp(u)
+            with np.errstate(invalid="ignore", over="ignore"):
+                f = self._mix("predict", n) - err  # decreasing in u
+                d = self._mix("slope", n) * n
+            hi = np.where(f < 0, u, hi)
+            lo = np.where(f < 0, lo, u)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                u_new = u - f / d
+            ok = np.isfinite(u_new) & (u_new >= lo) & (u_new <= hi)
+            step = np.where(ok, u_new, 0.5 * (lo + hi)) - u
+            u = u + step
+            if np.all(np.abs(step) < 1e-10):
+                break
+        n = np.exp(u)
+        n = np.where(err <= floor, np.inf, n)
+        return np.where(np.isnan(err), np.nan, n)
 
 
 def fit_curve_auto(n, err, w, *, e0: float, laws=CURVE_LAWS) -> MixedCurve:
-    """Every candidate law on every replicate, each replicate choosing by held-out extrapolation."""
+    """Every candidate law on every replicate, weighted per replicate by held-out extrapolation."""
     fits = {law: fit_curve(law, n, err, w, e0=e0) for law in laws}
     scores = heldout_curve_scores(laws, n, err, w, e0=e0)
     R = len(next(iter(fits.values())).sse)
     if scores is None:  # too few sizes to hold any out: the simplest law
-        return MixedCurve(fits, np.zeros(R, dtype=int), None)
-    stacked = np.stack([np.where(np.isfinite(v), v, np.inf) for v in scores.values()])
-    return MixedCurve(fits, np.argmin(stacked, axis=0), scores)
+        weights = np.zeros((R, len(laws)))
+        weights[:, 0] = 1.0
+        return MixedCurve(fits, weights, None)
+    return MixedCurve(fits, predictive_weights(scores), scores)

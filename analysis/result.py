@@ -191,7 +191,14 @@ def fit_arrays(acc: xr.DataArray, sources: list[str], opts: FitOptions, *, n_tes
         all_items = {k: v.astype(np.float32) for k, v in all_items.items()}
     reps = pipeline(boot_counts, test_boot)
     jack = pipeline(jackknife_counts(n_seeds))  # leave-one-seed-out: the default interval, BCa, verdicts
-    tjack = pipeline(np.ones((TEST_GROUPS, n_seeds)), test_jack) if use_items else None
+    tjack = tnull = None
+    if use_items:
+        tjack = pipeline(np.ones((TEST_GROUPS, n_seeds)), test_jack)
+        # the same deletions with every classifier's items shuffled on its own: what the seed jackknife covers
+        shuffled = {k: rng.permuted(v, axis=-1) for k, v in all_items.items()}
+        all_items, kept = shuffled, all_items
+        tnull = pipeline(np.ones((TEST_GROUPS, n_seeds)), test_jack)
+        all_items = kept
     if reps.curve.bound_names:
         warnings_common.append(f"reference curve sits on a bound ({', '.join(reps.curve.bound_names)})")
     warnings_common += _curve_lack_of_fit(reps, n_total_ref)
@@ -201,7 +208,7 @@ def fit_arrays(acc: xr.DataArray, sources: list[str], opts: FitOptions, *, n_tes
         w_log0 = neq_log_weights(n_eq0, n_eq0 + src.n_real[None, :], src_var[src.name][None, :], reps.curve.take(0))
         y0 = np.log(np.where(w_log0 > 0, n_eq0, 1.0))
         results[src.name] = EquivalenceResult(
-            source=src.name, src=src, ref=ref, opts=opts, reps=reps, jack=jack, test_jack=tjack,
+            source=src.name, src=src, ref=ref, opts=opts, reps=reps, jack=jack, test_jack=tjack, test_null=tnull,
             n_seeds=n_seeds, n_test=n_test, dataset=dataset, fit_beta=fit_beta,
             warnings=list(warnings_common), excluded=excluded.get(src.name, {}),
             excluded_reference=excluded.get(opts.reference, {}), variance_model=var_model,
@@ -303,7 +310,7 @@ class EquivalenceResult:
     """
 
     def __init__(self, *, source, src, ref, opts: FitOptions, reps: Replicates, jack: Replicates,
-                 test_jack: Replicates | None, n_seeds, n_test, dataset, fit_beta, warnings, excluded,
+                 test_jack: Replicates | None, test_null: Replicates | None, n_seeds, n_test, dataset, fit_beta, warnings, excluded,
                  excluded_reference, variance_model: VarianceModel, sm_fit):
         self.source, self.reference = source, opts.reference
         self.law, self.curve_law = opts.law, opts.curve_law
@@ -311,7 +318,8 @@ class EquivalenceResult:
         self.variance = opts.variance
         self.n_seeds, self.n_test, self.dataset, self.fit_beta = n_seeds, n_test, dataset, fit_beta
         self.test_resampled = test_jack is not None
-        self._src, self._ref, self._reps, self._jack, self._tjack = src, ref, reps, jack, test_jack
+        self._src, self._ref, self._reps, self._jack = src, ref, reps, jack
+        self._tjack, self._tnull = test_jack, test_null
         self.excluded, self.excluded_reference = excluded, excluded_reference
         self.variance_model = variance_model
         self._sm = sm_fit
@@ -323,34 +331,42 @@ class EquivalenceResult:
 
     # ---------------------------------------------------------------- law choice
     def _law_selection(self) -> None:
+        """Which laws the data favour: weights at the point estimate, mean weights over the replicates,
+        held-out errors (square roots of the held-out sums of squares, in standard errors)."""
         reps, name = self._reps, self.source
         curve = reps.curve
         if curve.law == "auto":
-            self.curve_chosen = curve.chosen
-            self.curve_share = curve.share()
-            self.heldout_curve_error = {} if curve.scores is None else {k: float(v[0]) for k, v in curve.scores.items()}
+            self.curve_chosen, self.curve_share = curve.chosen, curve.share()
+            self.curve_weights = curve.point_weights()
+            self.heldout_curve_error = {} if curve.scores is None else \
+                {k: float(np.sqrt(v[0])) for k, v in curve.scores.items()}
         else:
             self.curve_chosen, self.curve_share, self.heldout_curve_error = curve.law, {curve.law: 1.0}, {}
+            self.curve_weights = {curve.law: 1.0}
         if self.law == "auto":
-            choice = reps.law_choice[name]
-            self.law_chosen = EQUIVALENCE_LAWS[int(choice[0])]
-            rest = choice[1:] if len(choice) > 1 else choice
-            self.law_share = {law: float(np.mean(rest == i)) for i, law in enumerate(EQUIVALENCE_LAWS)}
-            self.heldout_law_error = {k: float(v[0]) for k, v in reps.law_scores[name].items()}
+            mix = reps.law_mix[name]
+            self.law_weights = {law: float(mix[0, i]) for i, law in enumerate(EQUIVALENCE_LAWS)}
+            self.law_chosen = max(self.law_weights, key=self.law_weights.get)
+            rest = mix[1:] if len(mix) > 1 else mix
+            self.law_share = {law: float(rest[:, i].mean()) for i, law in enumerate(EQUIVALENCE_LAWS)}
+            self.heldout_law_error = {k: float(np.sqrt(v[0])) for k, v in reps.law_scores[name].items()}
         else:
             self.law_chosen, self.law_share, self.heldout_law_error = self.law, {self.law: 1.0}, {}
+            self.law_weights = {self.law: 1.0}
         self.convergence = {law: float(np.mean(reps.laws[name][law]["converged"][1:])) for law in EQUIVALENCE_LAWS}
         self.converged_point = {law: bool(reps.laws[name][law]["converged"][0]) for law in EQUIVALENCE_LAWS}
 
     # ---------------------------------------------------------------- intervals
-    def _interval(self, boot_all: np.ndarray, jack_all: np.ndarray | None, tjack_all: np.ndarray | None = None, *,
+    def _interval(self, boot_all: np.ndarray, jack_all: np.ndarray | None, tjack_all=None, *,
                   method: str | None = None, ci: float | None = None, domain: tuple = _REAL):
+        """Point and interval; ``tjack_all`` is None or the (test-group jackknife, its shuffled null) pair."""
         method, ci = method or self.ci_method, ci or self.ci
         point, boot = boot_all[0], boot_all[1:]
         if method == "bca" and jack_all is not None:
             lo, hi = bca_interval(point, boot, jack_all, ci)
         elif method == "jackknife" and jack_all is not None:
-            lo, hi = jackknife_t_interval(point, jack_all, ci, extra=tjack_all)
+            extra, null = (None, None) if tjack_all is None else tjack_all
+            lo, hi = jackknife_t_interval(point, jack_all, ci, extra=extra, extra_null=null)
             if np.isnan(lo).any() or np.isnan(hi).any():  # a leave-one-seed-out fit failed: expanded percentile there
                 e_lo, e_hi = percentile_interval(boot, expanded_level(ci, self.n_seeds))
                 lo, hi = np.where(np.isnan(lo), e_lo, lo), np.where(np.isnan(hi), e_hi, hi)
@@ -363,8 +379,9 @@ class EquivalenceResult:
         return point, lo, hi
 
     def _three(self, fn):
-        """``fn(replicates)`` for the bootstrap, seed-jackknife and test-jackknife replicates."""
-        return fn(self._reps), fn(self._jack), None if self._tjack is None else fn(self._tjack)
+        """``fn(replicates)`` for the bootstrap and seed-jackknife replicates, and the (test-jackknife,
+        shuffled null) pair."""
+        return fn(self._reps), fn(self._jack), None if self._tjack is None else (fn(self._tjack), fn(self._tnull))
 
     # ---------------------------------------------------------------- queries
     def real_equivalent(self, n_real, n_synth, law: str | None = None, ci_method: str | None = None) -> xr.Dataset:
@@ -403,7 +420,7 @@ class EquivalenceResult:
         law = law or self.law
         if law not in EQUIVALENCE_LAWS + ("auto",):
             raise ValueError(f"law: choose one of {EQUIVALENCE_LAWS + ('auto',)}, got {law!r}")
-        if law == "auto" and self.source not in self._reps.law_choice:
+        if law == "auto" and self.source not in self._reps.law_mix:
             raise ValueError("law: 'auto' needs a fit made with law='auto' (the choice is made inside every replicate)")
         return law
 
@@ -427,9 +444,7 @@ class EquivalenceResult:
             raise ValueError(f"ci_method: choose one of {CI_METHODS}, got {ci_method!r}")
         r, s = np.atleast_1d(r_in), np.atleast_1d(s_in)
         rr, ss = np.meshgrid(r, s, indexing="ij")
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            boot, jack, tjack = (None if reps is None else fn(reps, rr.ravel(), ss.ravel()).reshape(-1, len(r), len(s))
-                                 for reps in (self._reps, self._jack, self._tjack))
+        boot, jack, tjack = self._three(lambda reps: fn(reps, rr.ravel(), ss.ravel()).reshape(-1, len(r), len(s)))
         est, lo, hi = self._interval(boot, jack, tjack, method=ci_method)
         if second_name == "n_synth":
             srange = (self._src.n_synth.min(), self._src.n_synth.max())
@@ -445,8 +460,9 @@ class EquivalenceResult:
                          "extrapolated": (dims, extrap)}, coords=coords)
         sel = {d: 0 for d, v in ((dims[0], r_in), (dims[1], s_in)) if np.ndim(v) == 0}
         ds = ds.isel(sel) if sel else ds
-        ds.attrs = {"source": self.source, "law": law if law != "auto" else f"auto ({self.law_chosen} at the point "
-                    "estimate)", "ci": self.ci, "ci_method": ci_method or self.ci_method}
+        ds.attrs = {"source": self.source, "law": law if law != "auto" else "auto (" + ", ".join(
+            f"{k} {v:.2f}" for k, v in self.law_weights.items()) + ")", "ci": self.ci,
+                    "ci_method": ci_method or self.ci_method}
         return ds
 
     def headline(self, n_synth: float | None = None) -> list[dict]:
@@ -501,7 +517,7 @@ class EquivalenceResult:
         for law in EQUIVALENCE_LAWS:
             pubs = self._three(lambda reps: _law_public(law, reps.laws[self.source][law], self.k))
             for name, (values, domain, note) in pubs[0].items():
-                vals = (values, pubs[1][name][0], None if pubs[2] is None else pubs[2][name][0])
+                vals = (values, pubs[1][name][0], None if pubs[2] is None else (pubs[2][0][name][0], pubs[2][1][name][0]))
                 se = np.nan
                 if law == "effective":
                     key = "log_k" if name == "k" else name
@@ -518,10 +534,10 @@ class EquivalenceResult:
 
     def _param_row(self, name, vals, domain, se, note, method, ci):
         boot, jack, tjack = vals
+        tj = None if tjack is None else tuple(np.asarray(t, float) for t in tjack)
         est, lo, hi = (float(x) for x in self._interval(np.asarray(boot, float), None if jack is None else
-                                                        np.asarray(jack, float),
-                                                        None if tjack is None else np.asarray(tjack, float),
-                                                        method=method, ci=ci, domain=domain))
+                                                        np.asarray(jack, float), tj, method=method, ci=ci,
+                                                        domain=domain))
         return (name, est, lo, hi, float(se), _param_flag(est, lo, hi, domain, np.asarray(boot)[1:]), note)
 
     def _paired_gains(self) -> dict[tuple[float, float], tuple[float, float, float]]:
@@ -550,7 +566,7 @@ class EquivalenceResult:
         idx = pd.MultiIndex.from_arrays([src.n_real.astype(int), src.n_synth.astype(int)], names=["n_real", "n_synth"])
         data = {}
         for key, attr in (("n_eq", "n_eq"), ("n_eq_model_free", "n_eq_mf")):
-            vals = self._three(lambda r: None if r is None else getattr(r, attr)[src.name])
+            vals = self._three(lambda r: getattr(r, attr)[src.name])
             est, lo, hi = self._interval(*vals)
             data[key], data[key + "_lower"], data[key + "_upper"] = est, lo, hi
         ns = src.n_synth
@@ -600,7 +616,7 @@ class EquivalenceResult:
     def _fit_warnings(self) -> list[str]:
         """Convergence and lack of fit of the equivalence law in use."""
         out = []
-        law = self.law_chosen
+        law = self.law_chosen  # the law with the largest weight
         if not self.converged_point[law]:
             out.append(f"the {law} law's accuracy-scale fit did not converge at the point estimate")
         bad = 1 - self.convergence[law]
@@ -608,7 +624,7 @@ class EquivalenceResult:
             out.append(f"the {law} law's fit did not converge in {bad:.0%} of the bootstrap replicates")
         reps, src = self._reps, self._src
         w, e = reps.law_weights[src.name][0], reps.cell_err[src.name][0]
-        neq = reps.neq_law(src.name, law, src.n_real, src.n_synth)[:1]
+        neq = reps.neq_law(src.name, self.law, src.n_real, src.n_synth)[:1]
         with np.errstate(invalid="ignore", over="ignore"):
             pred = reps.curve.take(0).predict(np.maximum(src.n_real[None, :] + neq, 1e-9))[0]
         ok = (w > 0) & np.isfinite(e) & np.isfinite(pred)
@@ -616,9 +632,9 @@ class EquivalenceResult:
         if df >= 2:
             chi2 = float(np.sum(w[ok] * (e[ok] - pred[ok]) ** 2))
             p = float(stats.chi2.sf(chi2, df))
-            self.lack_of_fit = {"law": law, "chi2": chi2, "df": df, "p": p}
+            self.lack_of_fit = {"law": self.law if self.law != "auto" else "weighted", "chi2": chi2, "df": df, "p": p}
             if p < LACK_OF_FIT_P:
-                out.append(f"the {law} law misfits this source's cells (chi2 = {chi2:.0f} on {df} df, p = {p:.1g}): "
+                out.append(f"the {self.law if self.law != 'auto' else 'weighted'} law misfits this source's cells (chi2 = {chi2:.0f} on {df} df, p = {p:.1g}): "
                            "law-based exchange rates may be biased and their intervals may undercover; compare the "
                            "per-cell estimates")
         else:
@@ -635,8 +651,8 @@ class EquivalenceResult:
         lines.append(f"{self.n_boot} bootstrap replicates and leave-one-out fits over {self.n_seeds} seeds "
                      f"(resampling {resampled}); {pct} {self.ci_method} intervals; weights from the {self.variance} "
                      "variance model")
-        lines.append(f"reference law: {self._choice_text(self.curve_law, self.curve_chosen, self.curve_share)}; "
-                     f"equivalence law: {self._choice_text(self.law, self.law_chosen, self.law_share)}")
+        lines.append(f"reference law: {self._choice_text(self.curve_law, self.curve_weights, self.curve_share)}")
+        lines.append(f"equivalence law: {self._choice_text(self.law, self.law_weights, self.law_share)}")
         lines.append("")
         lines.append("Answer (exchange rate at the largest n_synth):")
         for row in self.headline():
@@ -686,11 +702,12 @@ class EquivalenceResult:
         return Summary("\n".join(lines))
 
     @staticmethod
-    def _choice_text(asked: str, chosen: str, share: dict) -> str:
+    def _choice_text(asked: str, weights: dict, share: dict) -> str:
         if asked != "auto":
-            return chosen
-        shares = ", ".join(f"{k} {v:.0%}" for k, v in share.items())
-        return f"auto -> {chosen} (chosen in replicates: {shares})"
+            return asked
+        point = ", ".join(f"{k} {v:.2f}" for k, v in weights.items())
+        mean = ", ".join(f"{k} {v:.2f}" for k, v in share.items())
+        return f"auto, weighted by held-out error: {point} (mean over replicates: {mean})"
 
     def to_dataset(self) -> xr.Dataset:
         ds = self.cells.copy()

@@ -8,6 +8,7 @@ import numpy as np
 from paper_figures.style import new_figure, source_color, source_label, source_marker
 
 CAP = 1e4  # upper bounds beyond this (including inf: "may be worth nothing") are drawn as arrows at the cap
+VERDICT_TAGS = {"not identified": "n.i.", "no measurable gain": "no gain", "hurts": "hurts"}
 
 
 def rate_data(results: dict, n_synth: int | None = None) -> dict:
@@ -15,7 +16,8 @@ def rate_data(results: dict, n_synth: int | None = None) -> dict:
     for name, res in results.items():
         ns = int(res.cells["n_synth"].values.max()) if n_synth is None else int(n_synth)
         q = res.exchange_rate(res.cells["n_real"].values, ns)
-        out[name] = (q["n_real"].values, q["estimate"].values, q["lower"].values, q["upper"].values, ns)
+        out[name] = (q["n_real"].values, q["estimate"].values, q["lower"].values, q["upper"].values, ns,
+                     q["verdict"].values)
     return out
 
 
@@ -24,13 +26,21 @@ def figure(results: dict, n_synth: int | None = None):
     fig, axes = new_figure(1, width=5.2, height=3.8)
     ax = axes[0]
     offsets = np.linspace(-0.04, 0.04, len(data)) if len(data) > 1 else [0.0]  # side by side, not on top
-    for off, (name, (r, est, lo, hi, ns)) in zip(offsets, data.items()):
+    for off, (name, (r, est, lo, hi, ns, verdict)) in zip(offsets, data.items()):
         x = r * 10 ** off
         top = np.minimum(hi, CAP)
-        ax.errorbar(x, np.minimum(est, CAP), yerr=[np.clip(np.minimum(est, CAP) - lo, 0, None),
-                                                    np.clip(top - np.minimum(est, CAP), 0, None)],
-                    fmt=source_marker(name), color=source_color(name), capsize=3, ms=6, lw=1.4,
-                    label=f"{source_label(name)} (n_synth = {ns})")
+        shown = np.minimum(est, CAP)
+        ax.errorbar(x, shown, yerr=[np.clip(shown - lo, 0, None), np.clip(top - shown, 0, None)],
+                    fmt="none", ecolor=source_color(name), capsize=3, lw=1.4)
+        # filled marker: an estimated rate; hollow: a verdict other than 'estimated' (no number to quote)
+        est_ok = verdict == "estimated"
+        ax.plot(x[est_ok], shown[est_ok], source_marker(name), color=source_color(name), ms=6,
+                label=f"{source_label(name)} (n_synth = {ns})")
+        ax.plot(x[~est_ok], shown[~est_ok], source_marker(name), color=source_color(name), ms=6, mfc="white",
+                label=None if est_ok.any() else f"{source_label(name)} (n_synth = {ns})")
+        for xi, yi, v in zip(x[~est_ok], shown[~est_ok], verdict[~est_ok]):
+            ax.annotate(VERDICT_TAGS.get(str(v), str(v)), (xi, yi), textcoords="offset points", xytext=(5, -3),
+                        fontsize=6, color=source_color(name))
         capped = ~(hi <= CAP)
         if capped.any():
             ax.scatter(x[capped], np.full(capped.sum(), CAP * 1.25), marker=r"$\uparrow$", color=source_color(name),
@@ -47,7 +57,8 @@ def figure(results: dict, n_synth: int | None = None):
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("real base size n_real")
     ax.set_ylabel("synthetic images per real image (rho)")
-    ax.set_title(f"exchange rate, 95% CI (arrow: upper bound above {CAP:g})", fontsize=10)
+    ax.set_title(f"exchange rate, 95% CI (arrow: upper bound above {CAP:g}; hollow: no estimate,\n"
+                 "n.i. = not identified, no gain = no measurable gain)", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return fig

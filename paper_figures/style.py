@@ -16,7 +16,7 @@ SOURCE_STYLE = {
     "open_set": ("#0072B2", "^"),
     "retrieval": ("#009E73", "D"),
 }
-LAW_STYLE = {"effective": "-", "wang": "--"}
+LAW_STYLE = {"effective": "-", "wang": "--", "saturating": "-."}
 LABELS = {"real": "real (reference)", "closed_set": "closed-set diffusion", "open_set": "open-set diffusion",
           "retrieval": "retrieval"}
 

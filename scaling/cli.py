@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from analysis.equivalence import EQUIVALENCE_LAWS
+from analysis.laws import CURVE_LAWS
 from analysis.result import CI_METHODS
 
 
@@ -19,13 +21,17 @@ def _sweep(args) -> int:
     return 0
 
 
+def _fit_kwargs(args) -> dict:
+    """The fit options shared by fit, figures and report."""
+    return {"law": args.law, "curve_law": args.curve_law, "ci_method": args.ci_method}
+
+
 def _fit(args) -> int:
     import scaling
 
     cube = scaling.open_cube(args.cube)
-    extra = {"ci_method": args.ci_method} if args.ci_method else {}
     results = scaling.fit_equivalence(cube, args.source, reference=args.reference, n_boot=args.n_boot, ci=args.ci,
-                                      law=args.law, **extra)
+                                      **_fit_kwargs(args))
     results = {args.source: results} if isinstance(args.source, str) else results
     for res in results.values():
         print(res.summary())
@@ -46,7 +52,7 @@ def _simulate(args) -> int:
 def _figures(args) -> int:
     from scaling.report import render_figures
 
-    paths = render_figures(args.cube, args.out, n_boot=args.n_boot)
+    paths = render_figures(args.cube, args.out, n_boot=args.n_boot, **_fit_kwargs(args))
     for name, p in paths.items():
         print(f"{name}: {p['png']}  {p['pdf']}")
     return 0
@@ -55,8 +61,17 @@ def _figures(args) -> int:
 def _report(args) -> int:
     from scaling.report import write_report
 
-    print(f"report written: {write_report(args.cube, args.out, n_boot=args.n_boot)}")
+    print(f"report written: {write_report(args.cube, args.out, n_boot=args.n_boot, **_fit_kwargs(args))}")
     return 0
+
+
+def _add_fit_options(p) -> None:
+    p.add_argument("--law", default="auto", choices=list(EQUIVALENCE_LAWS) + ["auto"],
+                   help="equivalence law (default auto: chosen inside every replicate by held-out error)")
+    p.add_argument("--curve-law", default="auto", choices=list(CURVE_LAWS) + ["auto"],
+                   help="reference accuracy law (default auto: chosen per replicate by held-out extrapolation)")
+    p.add_argument("--ci-method", default="jackknife", choices=list(CI_METHODS),
+                   help="interval method (default jackknife: leave-one-seed-out t, coverage in bench/RESULTS.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,18 +90,19 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--reference", default="real")
     f.add_argument("--n-boot", type=int, default=2000)
     f.add_argument("--ci", type=float, default=0.95)
-    f.add_argument("--law", default="effective", choices=["effective", "wang", "auto"])
-    f.add_argument("--ci-method", default=None, choices=list(CI_METHODS), help="default: the package default")
+    _add_fit_options(f)
     f.set_defaults(func=_fit)
     g = sub.add_parser("figures", help="render every paper figure of a cube (PNG and PDF)")
     g.add_argument("cube")
     g.add_argument("--out", required=True, help="output folder")
     g.add_argument("--n-boot", type=int, default=1000)
+    _add_fit_options(g)
     g.set_defaults(func=_figures)
     r = sub.add_parser("report", help="one Markdown page: answer, figures, summaries, pool quality, cost")
     r.add_argument("cube")
     r.add_argument("--out", required=True, help="output folder (report.md and figures/)")
     r.add_argument("--n-boot", type=int, default=1000)
+    _add_fit_options(r)
     r.set_defaults(func=_report)
     m = sub.add_parser("simulate", help="write a cube with a planted exchange rate, for trying things")
     m.add_argument("--out", required=True)

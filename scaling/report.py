@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from analysis.verdict import ESTIMATED_MAX_RATIO
 from scaling.cube import STATUS_DONE, open_cube, status_counts
 
 
@@ -17,22 +18,24 @@ def features_beside(cube_path) -> xr.Dataset | None:
     return xr.open_dataset(path, engine="h5netcdf").load() if path.exists() else None
 
 
-def fit_sources(cube, n_boot: int, random_state: int = 0) -> dict:
-    """Every non-reference source fitted, or {} for a real-only cube."""
+def fit_sources(cube, n_boot: int, random_state: int = 0, **fit_kwargs) -> dict:
+    """Every non-reference source fitted, or {} for a real-only cube. ``fit_kwargs`` (law, curve_law,
+    ci_method, ...) go to ``fit_equivalence`` so figures and report can match a customised fit."""
     from scaling.fit import fit_equivalence
 
     sources = [str(s) for s in cube["source"].values if s != "real"]
     if not sources or "real" not in cube["source"].values:
         return {}
-    out = fit_equivalence(cube, sources, n_boot=n_boot, random_state=random_state)
+    out = fit_equivalence(cube, sources, n_boot=n_boot, random_state=random_state, **fit_kwargs)
     return out if isinstance(out, dict) else {sources[0]: out}
 
 
-def render_figures(cube_path, out_dir, *, n_boot: int = 1000, results: dict | None = None, cube=None) -> dict:
+def render_figures(cube_path, out_dir, *, n_boot: int = 1000, results: dict | None = None, cube=None,
+                   **fit_kwargs) -> dict:
     from paper_figures import render_all
 
     cube = open_cube(cube_path) if cube is None else cube
-    results = fit_sources(cube, n_boot) if results is None else results
+    results = fit_sources(cube, n_boot, **fit_kwargs) if results is None else results
     return render_all(cube, results, out_dir, features=features_beside(cube_path))
 
 
@@ -71,11 +74,110 @@ def _fmt(x: float, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
-def write_report(cube_path, out_dir, *, n_boot: int = 1000) -> Path:
+def answer_lines(results: dict) -> list[str]:
+    """The Answer section: per source and base size, the verdict first; a bold rate only when estimated."""
+    md = []
+    for name, res in results.items():
+        rows = res.headline()
+        ns = rows[0]["n_synth"]
+        verdicts = {r["verdict"] for r in rows}
+        if verdicts == {"estimated"}:
+            lead = "estimated at every base size"
+        elif len(verdicts) == 1:
+            lead = f"{rows[0]['verdict']} at every base size"
+        else:
+            lead = "; ".join(f"{v} at n_real = {', '.join(str(r['n_real']) for r in rows if r['verdict'] == v)}"
+                             for v in sorted(verdicts))
+        md.append(f"- **{name}** — {lead} (synthetic images per real image at n_synth = {ns}; heaviest law "
+                  f"'{res.law_chosen}'):")
+        for r in rows:
+            rate = f"{_fmt(r['estimate'])} [{_fmt(r['lower'])}, {_fmt(r['upper'])}]"
+            if r["verdict"] == "estimated":
+                rate = f"**{_fmt(r['estimate'])}** [{_fmt(r['lower'])}, {_fmt(r['upper'])}]"
+            gain = r["gain"]
+            gain_txt = "" if gain is None or not np.isfinite(gain[0]) else \
+                f"; accuracy gain {gain[0]:+.3f} [{gain[1]:+.3f}, {gain[2]:+.3f}]"
+            md.append(f"  - n_real = {r['n_real']}: *{r['verdict']}* — rho {rate}{gain_txt}. {r['note'].capitalize()}.")
+    return md
+
+
+def caveat_lines(cube, results: dict) -> list[str]:
+    """What the answer is conditional on, generated from the cube and the fits."""
+    prov = json.loads(cube.attrs.get("provenance", "{}"))
+    clf = (prov.get("config") or {}).get("classifier") or {}
+    first = next(iter(results.values()))
+    protocol = ", ".join(f"{k} {v}" for k, v in clf.items()) if clf else "not recorded in the cube"
+    md = [f"- **Training protocol** (part of what is estimated): synthetic images are *added* to the base set; "
+          f"every classifier trains a fixed number of steps; classifier: {protocol}.",
+          f"- **Seeds**: {first.n_seeds} (each repeats the whole experiment: base subset, generator, classifier). "
+          f"Test set: {cube.attrs['n_test']} fixed images; "
+          + ("intervals resample them jointly with the seeds, so they include test-set noise."
+             if first.test_resampled else "the cube does not record per-image results, so intervals are "
+             "conditional on this test set.")]
+    for name, res in results.items():
+        ho = ", ".join(f"{k} {v:.2f}" for k, v in res.heldout_law_error.items()) or "not computed"
+        extrap = [r["n_real"] for r in res.headline()
+                  if bool(res.exchange_rate(r["n_real"], r["n_synth"])["extrapolated"])]
+        wts = ", ".join(f"{k} {v:.2f}" for k, v in res.law_weights.items())
+        md.append(f"- **{name}**: equivalence laws weighted {wts} by their held-out error (in standard errors: "
+                  f"{ho})"
+                  + (f"; extrapolated at n_real = {extrap}" if extrap else "")
+                  + (". Warnings: " + "; ".join(res.warnings) if res.warnings else "") + ".")
+    if "open_set" in results:
+        md.append("- **open_set** uses one generator shared by every seed: its interval is conditional on that "
+                  "generator (a different training run of it could move the rate).")
+    curve = first
+    ho = ", ".join(f"{k} {v:.2f}" for k, v in curve.heldout_curve_error.items()) or "not computed"
+    wts = ", ".join(f"{k} {v:.2f}" for k, v in curve.curve_weights.items())
+    md.append(f"- **Reference curve**: laws weighted {wts} by held-out extrapolation error ({ho}).")
+    return md
+
+
+def interval_method_lines(results: dict) -> list[str]:
+    """How much the interval method moves the headline intervals: one small table."""
+    rows = []
+    for name, res in results.items():
+        for r in res.headline():
+            t = res.interval_methods(r["n_real"], r["n_synth"])
+            rows.append([name, r["n_real"]] + [f"[{_fmt(t.loc[m, 'lower'])}, {_fmt(t.loc[m, 'upper'])}] "
+                                               f"{t.loc[m, 'verdict']}" for m in t.index])
+    header = ["source", "n_real"] + [f"{m}" for m in next(iter(results.values())).interval_methods(
+        *[next(iter(results.values())).headline()[0][k] for k in ("n_real", "n_synth")]).index]
+    return [_md_table(header, rows)]
+
+
+def checklist_lines(results: dict) -> list[str]:
+    """What a scaling-law paper should report about its fits (law form, objective, optimiser, ...)."""
+    first = next(iter(results.values()))
+    rows = [["reference law", "power, m3 (offset), m4, weighted per replicate by exp(-SS/2) of their held-out "
+                               "extrapolation error on the largest ~20% of sizes" if first.curve_law == "auto"
+             else first.curve_chosen],
+            ["equivalence laws", "effective n_eq = k n_synth^a n_real^b; Wang et al.; saturating "
+                                 "n_real R* (1 - exp(-n_synth/(rho0 n_real R*))); weighted per replicate by exp(-SS/2) "
+                                 "of their held-out error on the largest n_synth" if first.law == "auto" else first.law],
+            ["objective", "weighted least squares on the error scale (cell means), weights 1 / variance from a "
+                          f"pooled model (binomial floor + seed variance smooth in accuracy; {first.variance})"],
+            ["optimiser", "reference: variable projection (grid + refinement, no starting values); equivalence: "
+                          "batched Levenberg-Marquardt from log-space starts"]]
+    for name, res in results.items():
+        conv = ", ".join(f"{k} {v:.0%}" for k, v in res.convergence.items())
+        n_cells = int(np.isfinite(res.cells["accuracy"].values).sum())
+        bounds = ", ".join(f"{p} ({row.flag})" for p, row in res.params.iterrows() if row.flag and row.flag != "fixed")
+        rows.append([f"{name}: points, convergence, flags",
+                     f"{n_cells} cells x {res.n_seeds} seeds; converged replicates: {conv}; flagged: {bounds or 'none'}"])
+    rows += [["interval", f"{first.ci:.0%} {first.ci_method} over {first.n_seeds} seeds"
+                          + (" and test images" if first.test_resampled else "") + f"; {first.n_boot} bootstrap "
+                          "replicates stored for the other methods"],
+             ["held-out error (reference)", ", ".join(f"{k} {v:.2f}" for k, v in first.heldout_curve_error.items())
+              or "not computed"]]
+    return [_md_table(["item", "this report"], rows)]
+
+
+def write_report(cube_path, out_dir, *, n_boot: int = 1000, **fit_kwargs) -> Path:
     cube = open_cube(cube_path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results = fit_sources(cube, n_boot)
+    results = fit_sources(cube, n_boot, **fit_kwargs)
     figures = render_figures(cube_path, out / "figures", n_boot=n_boot, results=results, cube=cube)
     prov = json.loads(cube.attrs.get("provenance", "{}"))
     first = next(iter(results.values()), None)
@@ -89,8 +191,10 @@ def write_report(cube_path, out_dir, *, n_boot: int = 1000) -> Path:
            "accuracy is compared with the *real* reference curve (more real images). The **real-image "
            "equivalent** `n_eq` is how many extra real images give the same accuracy, and the **exchange "
            f"rate** `rho = n_synth / n_eq` is how many synthetic images one real image is worth. Intervals are "
-           f"{ci:.0%} {how} over seeds (each seed repeats the whole experiment; with few seeds they are wide "
-           "by design — `scaling simulate` helps plan how many seeds a target width needs).", ""]
+           f"{ci:.0%} {how} over seeds (each seed repeats the whole experiment). Every rate carries a verdict: "
+           f"*estimated* (interval bounds within a factor {ESTIMATED_MAX_RATIO:g}), *not identified* (the images "
+           "help but the interval is too wide), *no measurable gain* (the accuracy gain's interval includes 0) or "
+           "*hurts*; a rate is printed in bold only when estimated.", ""]
     md += [f"- cube: `{cube_path}` — sources {', '.join(map(str, cube['source'].values))}; n_real "
            f"{cube['n_real'].values.tolist()}; n_synth {cube['n_synth'].values.tolist()}; "
            f"{cube.sizes['seed']} seeds; {cube.attrs['n_test']} test images",
@@ -101,22 +205,26 @@ def write_report(cube_path, out_dir, *, n_boot: int = 1000) -> Path:
     if not results:
         md += ["This cube has no synthetic source (or no `real` reference), so there is no exchange rate to "
                "estimate; the figures show the real curve.", ""]
-    for name, res in results.items():
-        ns = int(res.cells["n_synth"].values.max())
-        q = res.exchange_rate(res.cells["n_real"].values, ns)
-        parts = [f"n_real={int(r)}: **{_fmt(float(e))}** [{_fmt(float(lo))}, {_fmt(float(hi))}]"
-                 for r, e, lo, hi in zip(q["n_real"].values, q["estimate"].values, q["lower"].values, q["upper"].values)]
-        md += [f"- **{name}** ({res.law} law), synthetic images per real image at n_synth = {ns}: " + "; ".join(parts)]
-    md += ["", "An upper bound of ∞ means the interval admits a real-image equivalent of zero: the added images "
-           "may be worth nothing at that size.", ""]
+    else:
+        md += answer_lines(results)
+        md += ["", "An upper bound of ∞ means the interval admits a real-image equivalent of zero: the added images "
+               "may be worth nothing at that size.", ""]
+        md += ["## What this answer rests on", ""] + caveat_lines(cube, results) + [""]
+        md += ["## How much the interval method matters", "",
+               "The headline intervals under every method (all from the same stored replicates); the default is "
+               f"`{first.ci_method}`, the one whose coverage was measured near nominal (bench/RESULTS.md).", ""]
+        md += interval_method_lines(results) + [""]
+        md += ["## Checklist of the fit", ""] + checklist_lines(results) + [""]
     md += ["## Figures", ""]
     captions = {
         "accuracy_vs_nsynth": "Accuracy vs images added, per base size; every source against the real reference "
                               "(mean ± sd over seeds).",
         "equivalence": "Real-image equivalent of the added images, per base size: points are per-cell estimates "
-                       "with CIs, solid lines the effective-data law (band: CI), dashed Wang et al.'s law; the "
-                       "dotted diagonal is 'one synthetic image = one real image'.",
-        "exchange_rate": "Exchange rate vs base size: does synthetic data lose value as the real set grows?",
+                       "with CIs; lines the effective (solid), Wang et al.'s (dashed) and saturating (dash-dot) laws, "
+                       "the law each source's data chose drawn thick with its CI band; the dotted diagonal is "
+                       "'one synthetic image = one real image'.",
+        "exchange_rate": "Exchange rate vs base size: does synthetic data lose value as the real set grows? Hollow "
+                         "markers have no estimate to quote (verdict shown beside them).",
         "source_comparison": "All sources at a matched budget of added images (Burg et al.'s comparison).",
         "accuracy_heatmap": "Mean accuracy over the whole grid, per source.",
         "domain_gap": "Domain gap (after Wang et al. Fig. 1): (a) real vs synthetic along a linear domain "
