@@ -10,7 +10,7 @@ import xarray as xr
 from scipy.stats import binom
 
 from analysis.equivalence import law_neq
-from scaling.cube import STATUS_DONE, STATUS_FAILED, empty_cube
+from scaling.cube import DIMS, STATUS_DONE, STATUS_FAILED, TEST_DIM, empty_cube
 
 
 SPEC_KEYS = ("exchange_rate", "wang", "saturating")
@@ -56,6 +56,7 @@ def simulate_cube(
     n_test: int = 2000,
     n_classes: int = 10,
     fail_fraction: float = 0.0,
+    item_sd: float | None = None,
     random_state: int | None = 0,
     dataset: str = "simulated",
 ) -> xr.Dataset:
@@ -70,6 +71,10 @@ def simulate_cube(
     (n_real, seed), shared by all of its cells (a generator trained per base subset that came out well or
     badly). Each cell then gets binomial test-set noise with ``n_test`` images. ``n_synth = 0`` is one
     experiment shared by all sources, as in a real sweep. The truth goes into ``attrs["truth"]``.
+
+    ``item_sd`` (e.g. 1.0) also records which test images each cell got right (``test_correct``): every
+    test image has a difficulty ``N(0, 1)`` shared by all cells, and a cell with ``k`` correct answers gets
+    right the ``k`` images with the lowest ``item_sd * difficulty + N(0, 1)``.
     """
     sources = dict(sources or {"closed_set": {"exchange_rate": 4.0}, "open_set": {"wang": [2.0, 3.0, 1000.0]}})
     sources = {"real": {"exchange_rate": 1.0}, **{k: v for k, v in sources.items() if k != "real"}}
@@ -103,6 +108,10 @@ def simulate_cube(
     cube["train_seconds"].values[:] = 1.0
     cube["source_seconds"].values[:] = 0.0
     cube["status"].values[:] = STATUS_DONE
+    if item_sd is not None:
+        packed = _items(acc, n_test, item_sd, rng)
+        packed[:, :, zero] = packed[:1, :, zero]  # n_synth = 0 is one training run shared by every source
+        cube["test_correct"] = (DIMS + (TEST_DIM,), packed)
     if fail_fraction > 0:
         failed = rng.random(acc.shape) < fail_fraction
         for name in ("accuracy", "loss", "train_seconds", "source_seconds"):
@@ -111,6 +120,15 @@ def simulate_cube(
     truth = {"E": E, "B": B, "beta": beta, "C": C, "seed_sd": seed_sd, "hetero": hetero, "sources": sources}
     cube.attrs["truth"] = json.dumps(truth)
     return cube
+
+
+def _items(acc: np.ndarray, n_test: int, item_sd: float, rng) -> np.ndarray:
+    """Packed per-image correctness whose count matches every cell's accuracy exactly."""
+    difficulty = rng.normal(size=n_test)
+    score = item_sd * difficulty + rng.normal(size=acc.shape + (n_test,))
+    rank = np.argsort(np.argsort(score, axis=-1), axis=-1)
+    correct = rank < np.rint(acc * n_test)[..., None]
+    return np.packbits(correct, axis=-1)
 
 
 def planted_truth(cube: xr.Dataset) -> dict:

@@ -62,12 +62,15 @@ def test_point_estimate_converges_as_seeds_grow():
 
 def test_interval_coverage_small_study():
     """Full study: bench/coverage.py. Here 40 cubes, so the band is wide (binomial sd ~ 3.5%)."""
-    hits = 0
+    hits, ratios = 0, []
     for r in range(40):
         cube = scaling.simulate_cube(seeds=8, sources={"closed_set": {"exchange_rate": 4.0}}, random_state=100 + r)
-        rho = scaling.fit_equivalence(cube, "closed_set", n_boot=300, random_state=r).exchange_rate(200, 400)
+        rho = scaling.fit_equivalence(cube, "closed_set", n_boot=60, random_state=r).exchange_rate(200, 400)
         hits += float(rho.lower) <= 4.0 <= float(rho.upper)
-    assert 0.82 <= hits / 40 <= 1.0
+        ratios.append(float(rho.upper) / float(rho.lower))
+    assert hits / 40 >= 0.85  # P(<= 33 of 40 | 95% coverage) < 1%
+    # and not by being uninformative: at 8 seeds the bench measures a median upper/lower of ~1.4
+    assert np.median(ratios) < 2.0
 
 
 def test_failed_and_nan_cells_are_excluded_and_counted():
