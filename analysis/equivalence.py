@@ -37,8 +37,8 @@ EQUIVALENCE_LAWS = ("effective", "wang", "saturating")
 
 
 def law_neq(law: str, p: dict, n_real: np.ndarray, n_synth: np.ndarray) -> np.ndarray:
-    """Real equivalent per replicate: p[...] are (R,), n_real/n_synth (Q,) -> (R, Q)."""
-    n_real, n_synth = np.asarray(n_real, float)[None, :], np.asarray(n_synth, float)[None, :]
+    """Real equivalent per replicate: p[...] are (R,), n_real/n_synth (Q,) shared or (R, Q) -> (R, Q)."""
+    n_real, n_synth = _sizes(n_real), _sizes(n_synth)
     if law == "effective":
         return np.exp(p["log_k"][:, None] + p["alpha"][:, None] * np.log(n_synth) + p["beta"][:, None] * np.log(n_real))
     if law == "wang":
@@ -46,10 +46,18 @@ def law_neq(law: str, p: dict, n_real: np.ndarray, n_synth: np.ndarray) -> np.nd
         with np.errstate(divide="ignore"):
             return g * n_real * _softplus(np.log(n_synth / n_real) - a * n_real)
     if law == "saturating":
+        # n_eq = (n_synth / rho0) * (1 - e^-u) / u with u = n_synth / (rho0 n_real R*): finite as R* -> inf,
+        # where the law becomes n_synth / rho0
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-            cap = n_real * np.exp(p["log_rstar"][:, None])  # most real images the source can ever be worth
-            return -cap * np.expm1(-n_synth / (np.exp(p["log_rho0"][:, None]) * cap))
+            u = n_synth / n_real * np.exp(-p["log_rho0"][:, None] - p["log_rstar"][:, None])
+            shrink = np.where(u > 1e-12, -np.expm1(-u) / np.where(u > 1e-12, u, 1.0), 1.0)
+            return n_synth * np.exp(-p["log_rho0"][:, None]) * shrink
     raise ValueError(f"law: unknown equivalence law {law!r}; choose from {EQUIVALENCE_LAWS}")
+
+
+def _sizes(x) -> np.ndarray:
+    x = np.asarray(x, float)
+    return x[None, :] if x.ndim == 1 else x
 
 
 def law_synth_needed(law: str, p: dict, n_real: np.ndarray, n_eq: np.ndarray) -> np.ndarray:
@@ -63,9 +71,10 @@ def law_synth_needed(law: str, p: dict, n_real: np.ndarray, n_eq: np.ndarray) ->
             return n_real * np.exp(a * n_real) * np.expm1(n_eq / (g * n_real))
     if law == "saturating":
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            cap = n_real * np.exp(p["log_rstar"][:, None])
-            need = -np.exp(p["log_rho0"][:, None]) * cap * np.log1p(-n_eq / cap)
-        return np.where(n_eq < cap, need, np.inf)  # beyond the cap no amount of synthetic data suffices
+            v = n_eq / n_real * np.exp(-p["log_rstar"][:, None])  # share of the cap n_real R*
+            stretch = np.where(v > 1e-12, -np.log1p(-v) / np.where(v > 1e-12, v, 1.0), 1.0)
+            need = np.exp(p["log_rho0"][:, None]) * n_eq * stretch
+        return np.where(v < 1, need, np.inf)  # beyond the cap no amount of synthetic data suffices
     raise ValueError(f"law: unknown equivalence law {law!r}; choose from {EQUIVALENCE_LAWS}")
 
 
@@ -298,8 +307,19 @@ def auto_neq(laws: dict, weights: np.ndarray, n_real, n_synth, names=EQUIVALENCE
     return _geometric_mix([law_neq(name, laws[name], n_real, n_synth) for name in names], weights)
 
 
-def auto_synth_needed(laws: dict, weights: np.ndarray, n_real, n_eq, names=EQUIVALENCE_LAWS) -> np.ndarray:
-    return _geometric_mix([law_synth_needed(name, laws[name], n_real, n_eq) for name in names], weights)
+def auto_synth_needed(laws: dict, weights: np.ndarray, n_real, n_eq, names=EQUIVALENCE_LAWS,
+                      iters: int = 80) -> np.ndarray:
+    """The inverse of :func:`auto_neq` in n_synth, by bisection in log n_synth (every law's n_eq increases
+    with n_synth); inf where the weighted laws never reach ``n_eq``."""
+    n_real, n_eq = np.asarray(n_real, float), np.asarray(n_eq, float)
+    shape = (len(weights), n_eq.size)
+    lo, hi = np.full(shape, np.log(1e-6)), np.full(shape, np.log(1e15))
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        got = auto_neq(laws, weights, np.broadcast_to(n_real, shape), np.exp(mid), names)
+        below = ~(got >= n_eq[None, :])
+        lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return np.where(hi >= np.log(1e15) - 1e-6, np.inf, np.exp(0.5 * (lo + hi)))
 
 
 def _geometric_mix(values: list[np.ndarray], weights: np.ndarray) -> np.ndarray:

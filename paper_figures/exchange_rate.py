@@ -34,10 +34,11 @@ def figure(results: dict, n_synth: int | None = None):
                     fmt="none", ecolor=source_color(name), capsize=3, lw=1.4)
         # filled marker: an estimated rate; hollow: a verdict other than 'estimated' (no number to quote)
         est_ok = verdict == "estimated"
+        label = f"{source_label(name)} (n_synth = {ns})"
         ax.plot(x[est_ok], shown[est_ok], source_marker(name), color=source_color(name), ms=6,
-                label=f"{source_label(name)} (n_synth = {ns})")
+                label=label if est_ok.any() else None)
         ax.plot(x[~est_ok], shown[~est_ok], source_marker(name), color=source_color(name), ms=6, mfc="white",
-                label=None if est_ok.any() else f"{source_label(name)} (n_synth = {ns})")
+                label=None if est_ok.any() else label)
         for xi, yi, v in zip(x[~est_ok], shown[~est_ok], verdict[~est_ok]):
             ax.annotate(VERDICT_TAGS.get(str(v), str(v)), (xi, yi), textcoords="offset points", xytext=(5, -3),
                         fontsize=6, color=source_color(name))
@@ -57,8 +58,8 @@ def figure(results: dict, n_synth: int | None = None):
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("real base size n_real")
     ax.set_ylabel("synthetic images per real image (rho)")
-    ax.set_title(f"exchange rate, 95% CI (arrow: upper bound above {CAP:g}; hollow: no estimate,\n"
-                 "n.i. = not identified, no gain = no measurable gain)", fontsize=9)
+    ax.set_title(f"exchange rate, 95% CI (arrow: upper bound above {CAP:g})", fontsize=10)
+    ax.plot([], [], "o", color="grey", mfc="white", label="hollow: no rate to quote (n.i. = not identified)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return fig

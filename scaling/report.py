@@ -220,8 +220,8 @@ def write_report(cube_path, out_dir, *, n_boot: int = 1000, **fit_kwargs) -> Pat
         "accuracy_vs_nsynth": "Accuracy vs images added, per base size; every source against the real reference "
                               "(mean ± sd over seeds).",
         "equivalence": "Real-image equivalent of the added images, per base size: points are per-cell estimates "
-                       "with CIs; lines the effective (solid), Wang et al.'s (dashed) and saturating (dash-dot) laws, "
-                       "the law each source's data chose drawn thick with its CI band; the dotted diagonal is "
+                       "with CIs; thin lines the effective (solid), Wang et al.'s (dashed) and saturating (dash-dot) laws, "
+                       "the thick line with its CI band the fit the answer uses (the laws weighted by held-out error); the dotted diagonal is "
                        "'one synthetic image = one real image'.",
         "exchange_rate": "Exchange rate vs base size: does synthetic data lose value as the real set grows? Hollow "
                          "markers have no estimate to quote (verdict shown beside them).",

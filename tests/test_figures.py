@@ -55,7 +55,7 @@ def test_heatmap_and_comparison_data_match_the_cube(cube):
 
 def test_exchange_rate_figure_shows_the_fitted_rates(results):
     data = exchange_rate.rate_data(results)
-    r, est, lo, hi, ns = data["closed_set"]
+    r, est, lo, hi, ns, verdict = data["closed_set"]
     q = results["closed_set"].exchange_rate(r, ns)
     np.testing.assert_allclose(est, q["estimate"].values)
     assert np.all(lo <= est) and np.all(est <= hi)
