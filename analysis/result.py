@@ -32,7 +32,7 @@ from analysis.equivalence import (
 )
 from analysis.laws import CURVE_LAWS, LAWS
 from analysis.variance import VarianceModel, fit_variance_model
-from analysis.verdict import ESTIMATED_MAX_RATIO, describe, seeds_needed, verdicts
+from analysis.verdict import describe, seeds_needed, verdicts
 
 # A real-image equivalent below a hundredth of an image is "worth nothing": dividing by it would print
 # exchange rates like 1e155 that carry no information beyond "unbounded".

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.optimize import least_squares
 
-from analysis.laws import fit_m4, fit_power, heldout_curve_scores, m4_predict
+from analysis.laws import fit_curve_auto, fit_m3, fit_m4, fit_power, heldout_curve_scores, m4_predict, predictive_weights
 
 N = np.array([20, 50, 100, 200, 400, 800, 1600.0])
 
@@ -54,7 +54,6 @@ def test_m4_recovers_a_curve_near_chance():
     fit = fit_m4(N, err, np.ones_like(err), e0=0.9)
     np.testing.assert_allclose(fit.predict(N)[0], err[0], atol=2e-3)
     # the power law cannot bend to chance level, so M4 extrapolates better on such a curve
-    w = np.ones_like(err)
     scores = heldout_curve_scores(("power", "m4"), np.r_[N, 2400.0, 3200.0], m4_predict(params, np.r_[N, 2400.0, 3200.0]),
                                   np.ones((1, N.size + 2)), e0=0.9)
     assert scores["m4"][0] < scores["power"][0]
@@ -79,3 +78,37 @@ def test_vectorised_isotonic_regression_matches_sklearn():
     w = rng.uniform(0.1, 2, (40, 9))
     ref = np.array([isotonic_regression(y[i], sample_weight=w[i], increasing=False) for i in range(40)])
     np.testing.assert_allclose(isotonic_decreasing(y, w), ref, atol=1e-12)
+
+
+def test_m3_recovers_a_curve_that_flattens_at_small_n():
+    err = 0.03 + 60 * (N + 300) ** -0.8
+    fit = fit_m3(N, err[None], np.ones((1, N.size)))
+    np.testing.assert_allclose(fit.predict(N)[0], err, rtol=1e-2)  # C sits on a 14-point log grid
+    assert fit.row(0)["C"] > 50  # the offset is found, not left at 0
+    power = fit_power(N, err[None], np.ones((1, N.size)))
+    assert fit.sse[0] < power.sse[0] / 10
+
+
+def test_m4_prediction_solves_its_implicit_equation():
+    params = {"E": np.array([0.05, 0.1]), "alpha": np.array([0.0, 2.0]), "log_b": np.array([1.0, 3.0]),
+              "c": np.array([0.5, 0.9]), "e0": np.array([0.9, 0.9])}
+    e = m4_predict(params, N)
+    p = {k: v[:, None] for k, v in params.items()}
+    lhs = np.log(e - p["E"]) - p["alpha"] * np.log(p["e0"] - e)
+    np.testing.assert_allclose(lhs, p["log_b"] - p["c"] * np.log(N)[None], atol=1e-9)
+
+
+def test_mixed_curve_inverts_its_own_prediction():
+    rng = np.random.default_rng(2)
+    errs = 0.03 + 60 * (N + 300) ** -0.8 + rng.normal(0, 0.002, (4, N.size))
+    curve = fit_curve_auto(N, errs, np.full(errs.shape, 1e5), e0=0.9)
+    np.testing.assert_allclose(curve.weights.sum(1), 1.0)
+    pred = curve.predict(N)
+    np.testing.assert_allclose(curve.invert(pred), np.broadcast_to(N, pred.shape), rtol=1e-6)
+
+
+def test_predictive_weights_favour_the_smaller_held_out_error_smoothly():
+    w = predictive_weights({"a": np.array([1.0, 10.0, 1.0]), "b": np.array([2.0, 10.0, 60.0])})
+    assert w[0, 0] == pytest.approx(1 / (1 + np.exp(-0.5)))  # exp(-SS/2): a difference of 1 is a mild preference
+    assert w[1].tolist() == [0.5, 0.5]
+    assert w[2, 1] < 1e-12  # a clearly worse law gets no weight
