@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -13,13 +15,92 @@ from runners.data import DATASETS
 from runners.train import RECIPES
 
 SOURCES = ("real", "closed_set", "open_set", "retrieval")
-IMPLEMENTED_SOURCES = SOURCES
 DATASET_SIZES = {"digits": 1797}
 DATASET_SHAPES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
 
 
 class ConfigError(ValueError):
     """A config that cannot run; the message starts with the offending field."""
+
+
+# every key a nested section may hold: anything else is refused (a typo like gpu_per_trial would otherwise be
+# ignored and silently run a GPU config on CPU)
+CLASSIFIER_KEYS = ("recipe", "steps", "batch_size", "lr", "weight_decay", "label_smoothing", "width", "device", "flip")
+RESOURCE_KEYS = ("cpus_per_trial", "gpus_per_trial", "gpus_per_source_job", "num_cpus")
+DATASET_KEYS = {"digits": ("name",), "cifar10": ("name", "root"), "cifar100": ("name", "root"),
+                "medmnist": ("name", "path"), "imagefolder": ("name", "root", "image_size")}
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load lets a repeated key silently win; a config with one is refused instead."""
+
+
+def _no_duplicates(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"{key}: appears twice in the same mapping (line {key_node.start_mark.line + 1})")
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def _known_keys(value, fieldname: str, known) -> dict:
+    _require(value is None or isinstance(value, dict), fieldname, f"must be a mapping, got {value!r}")
+    value = dict(value or {})
+    unknown = sorted(map(str, set(value) - set(known)))
+    _require(not unknown, f"{fieldname}.{unknown[0]}" if unknown else fieldname,
+             f"unknown key (known: {', '.join(known)})")
+    return value
+
+
+def _number(value, fieldname: str, *, integer: bool = False, low=None, high=None, low_open: bool = False):
+    """A finite number (never a bool, never a string), optionally an integer, within bounds."""
+    kind = "an integer" if integer else "a number"
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    _require(ok and not isinstance(value, bool), fieldname, f"must be {kind}, got {value!r}")
+    _require(math.isfinite(value), fieldname, f"must be finite, got {value!r}")
+    if low is not None:
+        _require(value > low if low_open else value >= low, fieldname,
+                 f"must be {'>' if low_open else '>='} {low}, got {value!r}")
+    if high is not None:
+        _require(value <= high, fieldname, f"must be <= {high}, got {value!r}")
+    return value
+
+
+def _check_classifier(raw) -> dict:
+    clf = _known_keys(raw, "classifier", CLASSIFIER_KEYS)
+    _require(clf.get("recipe", "small_cnn") in RECIPES, "classifier.recipe",
+             f"unknown recipe {clf.get('recipe')!r}; choose from {RECIPES}")
+    for key in ("steps", "batch_size", "width"):
+        if key in clf:
+            _number(clf[key], f"classifier.{key}", integer=True, low=1)
+    if "lr" in clf:
+        _number(clf["lr"], "classifier.lr", low=0, low_open=True, high=10)
+    if "weight_decay" in clf:
+        _number(clf["weight_decay"], "classifier.weight_decay", low=0, high=10)
+    if "label_smoothing" in clf:
+        _number(clf["label_smoothing"], "classifier.label_smoothing", low=0, high=0.99)
+    if "flip" in clf:
+        _require(isinstance(clf["flip"], bool), "classifier.flip", f"must be true or false, got {clf['flip']!r}")
+    if clf.get("device") is not None:
+        dev = clf["device"]
+        _require(isinstance(dev, str) and re.fullmatch(r"cpu|cuda(:\d+)?", dev) is not None, "classifier.device",
+                 f"must be 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
+    return clf
+
+
+def _check_resources(raw) -> dict:
+    res = _known_keys(raw, "resources", RESOURCE_KEYS)
+    for key in RESOURCE_KEYS:
+        if res.get(key) is not None:
+            _number(res[key], f"resources.{key}", low=0, high=4096)
+    _require(float(res.get("cpus_per_trial", 1)) > 0, "resources.cpus_per_trial", "must be positive")
+    return res
 
 
 @dataclass
@@ -65,13 +146,28 @@ def _require(cond: bool, fieldname: str, message: str) -> None:
         raise ConfigError(f"{fieldname}: {message}")
 
 
+def test_count(name: str, test_fraction: float) -> int:
+    """Test images exactly as ``runners.data.test_indices`` draws them (per-class rounding)."""
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        counts = __import__("numpy").bincount(load_digits().target)
+        return int(sum(int(round(c * test_fraction)) for c in counts))
+    return round(DATASET_SIZES[name] * test_fraction)
+
+
 def check_dataset_spec(ds, fieldname: str) -> None:
-    """A dataset mapping: known name, and the local file or folder it needs exists."""
+    """A dataset mapping: known name, known keys, and the local file or folder it needs exists."""
     _require(isinstance(ds, dict) and "name" in ds, fieldname, "must be a mapping with a 'name'")
-    _require(ds["name"] in DATASETS, f"{fieldname}.name", f"unknown dataset {ds['name']!r}; choose from {DATASETS}")
+    _require(isinstance(ds["name"], str) and ds["name"] in DATASETS, f"{fieldname}.name",
+             f"unknown dataset {ds['name']!r}; choose from {DATASETS}")
+    _known_keys(ds, fieldname, DATASET_KEYS[ds["name"]])
+    if "image_size" in ds:
+        _number(ds["image_size"], f"{fieldname}.image_size", integer=True, low=4, high=1024)
     path_key = {"cifar10": "root", "cifar100": "root", "imagefolder": "root", "medmnist": "path"}.get(ds["name"])
     if path_key:
         _require(path_key in ds, f"{fieldname}.{path_key}", f"is required for {ds['name']}")
+        _require(isinstance(ds[path_key], str), f"{fieldname}.{path_key}", f"must be a path, got {ds[path_key]!r}")
         _require(Path(ds[path_key]).exists(), f"{fieldname}.{path_key}", f"no such file or folder: {ds[path_key]}")
 
 
@@ -93,58 +189,57 @@ def load_config(source, **overrides) -> SweepConfig:
     else:
         path = Path(source)
         _require(path.exists(), "config", f"no such file: {path}")
+        _require(path.is_file(), "config", f"{path} is a folder, not a YAML file")
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+        except UnicodeDecodeError:
+            raise ConfigError(f"config: {path} is not a text (YAML) file") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"config: {path} is not valid YAML ({exc})") from None
         _require(isinstance(raw, dict), "config", f"{path} must hold a mapping of fields")
     raw.update({k: v for k, v in overrides.items() if v is not None})
     known = set(SweepConfig.__dataclass_fields__)
-    unknown = sorted(set(raw) - known)
+    unknown = sorted(map(str, set(raw) - known))
     _require(not unknown, unknown[0] if unknown else "", f"unknown field (known: {sorted(known)})")
     for key in ("name", "dataset", "sources", "n_real", "n_synth", "seeds"):
         _require(key in raw, key, "is required")
-    _require(isinstance(raw["name"], str) and raw["name"].strip() and "/" not in raw["name"], "name",
-             f"must be a non-empty string without '/', got {raw['name']!r}")
+    _require(isinstance(raw["name"], str) and NAME_PATTERN.match(raw["name"]) is not None, "name",
+             f"must be a plain folder name (letters, digits, '.', '_', '-'; no '/' or leading '.'), "
+             f"got {raw['name']!r}")
+    storage = raw.get("storage", "runs")
+    _require(isinstance(storage, str) and storage.strip() != "", "storage", f"must be a path, got {storage!r}")
+    _require("://" not in storage, "storage", f"{storage!r} is a URI; this version writes to local or shared "
+             "(mounted) paths only")
+    _require(not Path(storage).is_file(), "storage", f"{storage} is a file, not a folder")
     ds = raw["dataset"]
     check_dataset_spec(ds, "dataset")
     sources = raw["sources"]
     _require(isinstance(sources, list) and sources, "sources", f"must be a non-empty list, got {sources!r}")
     for s in sources:
         _require(s in SOURCES, "sources", f"unknown source {s!r}; choose from {SOURCES}")
-        _require(s in IMPLEMENTED_SOURCES, "sources", f"source {s!r} is not available in this version "
-                 f"(available: {IMPLEMENTED_SOURCES})")
     _require(len(set(sources)) == len(sources), "sources", f"has duplicates: {sources!r}")
     n_real = _int_list(raw, "n_real", 1)
     n_synth = _int_list(raw, "n_synth", 0)
     seeds = _int_list(raw, "seeds", 0)
     tf = raw.get("test_fraction", 0.25)
-    _require(isinstance(tf, (int, float)) and 0 < tf < 1, "test_fraction", f"must lie in (0, 1), got {tf!r}")
-    clf = dict(raw.get("classifier") or {})
-    _require(clf.get("recipe", "small_cnn") in RECIPES, "classifier.recipe",
-             f"unknown recipe {clf.get('recipe')!r}; choose from {RECIPES}")
-    for key in ("steps", "batch_size"):
-        if key in clf:
-            _require(isinstance(clf[key], int) and clf[key] > 0, f"classifier.{key}", f"must be a positive integer, got {clf[key]!r}")
-    if "lr" in clf:
-        _require(isinstance(clf["lr"], (int, float)) and clf["lr"] > 0, "classifier.lr", f"must be positive, got {clf['lr']!r}")
-    res = dict(raw.get("resources") or {})
-    for key in ("cpus_per_trial", "gpus_per_trial", "gpus_per_source_job", "num_cpus"):
-        if res.get(key) is not None:
-            _require(isinstance(res[key], (int, float)) and res[key] >= 0, f"resources.{key}",
-                     f"must be a non-negative number, got {res[key]!r}")
-    _require(float(res.get("cpus_per_trial", 1)) > 0, "resources.cpus_per_trial", "must be positive")
+    _number(tf, "test_fraction")
+    _require(0 < tf < 1, "test_fraction", f"must lie in (0, 1), got {tf!r}")
+    clf = _check_classifier(raw.get("classifier"))
+    res = _check_resources(raw.get("resources"))
+    if str(clf.get("device") or "").startswith("cuda"):
+        _require(float(res.get("gpus_per_trial") or 0) > 0, "classifier.device",
+                 "'cuda' needs resources.gpus_per_trial > 0 (Ray gives a trial no GPU otherwise)")
     mf = raw.get("max_failures", 2)
-    _require(isinstance(mf, int) and mf >= 0, "max_failures", f"must be a non-negative integer, got {mf!r}")
+    _number(mf, "max_failures", integer=True, low=0, high=100)
     size = DATASET_SIZES.get(ds["name"])
     if size is not None:
-        available = size - round(size * tf)
+        available = size - test_count(ds["name"], tf)
         need = max(n_real) + (max(n_synth) if "real" in sources else 0)
         _require(need <= available, "n_synth" if "real" in sources and max(n_synth) else "n_real",
                  f"max(n_real) + max(n_synth) = {need} exceeds the {available} non-test images of {ds['name']}")
     source_options = _source_options(raw, sources, ds, n_real, n_synth, tf)
     return SweepConfig(name=raw["name"], dataset=ds, sources=list(sources), n_real=n_real, n_synth=n_synth, seeds=seeds,
-                       classifier=clf, resources=res, storage=str(raw.get("storage", "runs")), test_fraction=float(tf),
+                       classifier=clf, resources=res, storage=storage, test_fraction=float(tf),
                        max_failures=mf, source_options=source_options)
 
 
@@ -195,7 +290,7 @@ def _source_options(raw: dict, sources: list[str], ds: dict, n_real: list[int], 
                     raise ConfigError(f"source_options.{src}.{exc}") from None
     size = DATASET_SIZES.get(ds["name"])
     if size is not None and "retrieval" in sources and external is None:
-        external = size - round(size * tf) - max(n_real)
+        external = size - test_count(ds["name"], tf) - max(n_real)
         _require(max(n_synth) <= external, "n_synth", f"max(n_synth) = {max(n_synth)} exceeds the {external} "
                  f"external images retrieval can draw from ({ds['name']} without test images and the largest base)")
     return {k: dict(v or {}) for k, v in opts.items()}

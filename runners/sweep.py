@@ -9,8 +9,11 @@ can rerun trials that finished after it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import importlib.metadata
 import json
 import os
+import socket
 import platform
 import subprocess
 import sys
@@ -19,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runners.config import SweepConfig, load_config
-from scaling.cube import (STATUS_DONE, STATUS_FAILED, CubeError, empty_cube, pack_correct, save_cube,
+from runners.config import ConfigError, SweepConfig, load_config
+from scaling.cube import (STATUS_DONE, STATUS_FAILED, empty_cube, pack_correct, save_cube,
                           unpack_correct_hex, write_atomic)
 
 
@@ -32,7 +35,27 @@ def worker_config(cfg: SweepConfig) -> dict:
     """What trials and source jobs need, as plain JSON-able data (it travels to Ray workers)."""
     return {"dataset": cfg.dataset, "test_fraction": cfg.test_fraction, "classifier": cfg.classifier,
             "resources": cfg.resources, "n_synth": cfg.n_synth, "seeds": cfg.seeds,
-            "source_options": cfg.source_options, "run_dir": str(cfg.run_dir.resolve())}
+            "source_options": cfg.source_options, "run_dir": str(cfg.run_dir.resolve()),
+            "cell_fingerprint": cell_fingerprint(cfg)}
+
+
+def package_version() -> str:
+    """From the installed metadata: workers need not import ``scaling`` (and statsmodels with it)."""
+    try:
+        return importlib.metadata.version("synth-scaling")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def cell_fingerprint(cfg: SweepConfig) -> str:
+    """What determines one cell's numbers beyond its coordinates: the sweep's fingerprint, the package
+    version, and the torch thread count (``cpus_per_trial`` changes accuracies in the 3rd decimal)."""
+    key = {"sweep": cfg.fingerprint(), "package": package_version(), "threads": _threads(cfg.resources)}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _threads(resources: dict) -> int:
+    return max(1, int(resources.get("cpus_per_trial", 1)))
 
 
 def _injected(key: str) -> bool:
@@ -53,7 +76,7 @@ def _use_allotted_cpus(cfg: dict) -> None:
     """Torch threads = the CPUs Ray gave this trial or task, so packed workers do not oversubscribe."""
     import torch
 
-    torch.set_num_threads(max(1, int(cfg["resources"].get("cpus_per_trial", 1))))
+    torch.set_num_threads(_threads(cfg["resources"]))
 
 
 def run_cell(cfg: dict, cell: dict) -> dict:
@@ -76,6 +99,9 @@ def run_cell(cfg: dict, cell: dict) -> dict:
     result = train_classifier(x, y, data.images[test_idx], data.labels[test_idx], len(data.classes),
                               recipe=cfg["classifier"].get("recipe", "small_cnn"),
                               seed=int(cell["seed"]) * 100_003 + int(cell["n_real"]), **clf)
+    if not np.isfinite(result["loss"]):  # diverged (e.g. lr too high): chance accuracy must not count as done
+        raise FloatingPointError(f"{cell_key(cell)}: training diverged (test loss {result['loss']}); "
+                                 "check classifier.lr")
     return {"accuracy": result["accuracy"], "loss": result["loss"], "train_seconds": result["train_seconds"],
             "source_seconds": source_seconds, "per_class_accuracy": result["per_class_accuracy"].tolist(),
             "test_correct": pack_correct(result["correct"]),
@@ -103,9 +129,12 @@ def trainable(config: dict) -> None:
     run_dir = Path(cfg["run_dir"])
     ledger = run_dir / "ledger" / f"{cell_key(cell)}.json"
     if ledger.exists():  # finished in an earlier attempt (e.g. a retry after a lost node)
-        tune.report(json.loads(ledger.read_text()))
-        return
+        entry = json.loads(ledger.read_text())
+        if entry.get("cell_fingerprint", cfg["cell_fingerprint"]) == cfg["cell_fingerprint"]:
+            tune.report(entry)
+            return
     metrics = run_cell(cfg, cell)
+    metrics["cell_fingerprint"] = cfg["cell_fingerprint"]
     _write_json_atomic(ledger, {**metrics, **cell})
     with open(run_dir / "executions.log", "a") as fh:  # one line per finished execution (tests count them)
         fh.write(cell_key(cell) + "\n")
@@ -310,45 +339,155 @@ def write_features(cfg: SweepConfig) -> Path | None:
     return write_atomic(cfg.run_dir / "features.nc", lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
 
 
+class SweepInterrupted(RuntimeError):
+    """The sweep stopped before every cell finished (Ctrl-C, a killed driver's trials); rerun to resume."""
+
+
+class RunFolderBusy(RuntimeError):
+    """Another sweep holds the run folder's lock."""
+
+
 def _check_run_dir(cfg: SweepConfig) -> None:
-    """Refuse to mix two different sweeps in one run directory."""
+    """Refuse to mix two different sweeps in one run directory (called with the run folder's lock held)."""
     stamp = cfg.run_dir / "sweep.json"
     if stamp.exists():
-        old = json.loads(stamp.read_text())
+        try:
+            old = json.loads(stamp.read_text())
+        except ValueError:
+            raise ConfigError(f"storage: {stamp} is damaged (not JSON); it records which sweep owns the folder — "
+                              "restore it or choose another name") from None
         if old.get("fingerprint") != cfg.fingerprint():
-            raise CubeError(f"storage: {cfg.run_dir} holds a different sweep (fingerprint {old.get('fingerprint')}); "
-                            "choose another storage/name, or delete that folder")
+            raise ConfigError(f"storage: {cfg.run_dir} holds a different sweep (fingerprint {old.get('fingerprint')}); "
+                              "choose another storage/name, or delete that folder")
     else:
-        cfg.run_dir.mkdir(parents=True, exist_ok=True)
         _write_json_atomic(stamp, {"fingerprint": cfg.fingerprint(), "config": cfg.__dict__})
+
+
+def _check_ledger(cfg: SweepConfig) -> set[str]:
+    """Keys of the finished cells; a damaged entry, or one computed under another cell fingerprint (package
+    version, thread count), is refused before anything runs — never reused, never silently overwritten."""
+    done, current = set(), cell_fingerprint(cfg)
+    for path in sorted((cfg.run_dir / "ledger").glob("*.json")):
+        try:
+            entry = json.loads(path.read_text())
+        except ValueError:
+            raise ConfigError(f"ledger: {path} is damaged (not JSON); delete it to recompute that cell") from None
+        theirs = entry.get("cell_fingerprint")
+        if theirs is not None and theirs != current:
+            raise ConfigError(f"resources.cpus_per_trial: {path.name} was computed under cell fingerprint {theirs} "
+                              f"(package version or torch threads differ from now: {package_version()}, "
+                              f"{_threads(cfg.resources)} thread(s)); resume with the same package and cpus_per_trial, "
+                              "or use another name")
+        done.add(path.stem)
+    return done
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Hold ``run_dir/.lock`` for a whole sweep: two sweeps into one folder would mix their cells.
+
+    Created with O_EXCL (atomic on POSIX and NFSv3+); a lock left by a process that is gone (same host,
+    dead PID) is taken over with a message; one held elsewhere is refused, naming its holder.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / ".lock"
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(lock.read_text())
+            except (OSError, ValueError):
+                holder = {}
+            if holder.get("host") == me["host"] and not _alive(int(holder.get("pid", -1))):
+                print(f"taking over a stale lock of {run_dir} (pid {holder.get('pid')} is gone)", file=sys.stderr)
+                lock.unlink(missing_ok=True)
+                continue
+            raise RunFolderBusy(f"storage: {run_dir} is in use by another sweep (pid {holder.get('pid')} on "
+                                f"{holder.get('host')} since {holder.get('since')}); wait for it, or delete "
+                                f"{lock} if that process is gone") from None
+        with os.fdopen(fd, "w") as fh:
+            json.dump(me, fh)
+        break
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_resources(cfg: SweepConfig, cpus: float, gpus: float, where: str) -> None:
+    """A trial or source job that asks for more than the cluster has would wait forever: refuse it."""
+    res = cfg.resources
+    need = {"resources.cpus_per_trial": ("CPU", float(res.get("cpus_per_trial", 1)), cpus),
+            "resources.gpus_per_trial": ("GPU", float(res.get("gpus_per_trial") or 0), gpus),
+            "resources.gpus_per_source_job": ("GPU", float(res.get("gpus_per_source_job") or 0), gpus)}
+    for field_name, (kind, asked, have) in need.items():
+        if asked > have:
+            raise ConfigError(f"{field_name}: {asked:g} {kind}(s) asked, but {where} has {have:g}")
+
+
+def _local_resources(cfg: SweepConfig) -> tuple[float, float]:
+    import torch
+
+    return float(cfg.resources.get("num_cpus") or os.cpu_count()), float(torch.cuda.device_count())
 
 
 def run_sweep(config, *, address: str | None = None, storage: str | None = None, dry_run: bool = False,
               quiet: bool = False) -> Path | dict:
-    """Run (or resume) a sweep; returns the path of ``results.nc`` (or the plan when ``dry_run``)."""
+    """Run (or resume) a sweep; returns the path of ``results.nc`` (or the plan when ``dry_run``).
+
+    Raises :class:`SweepInterrupted` (after writing the cube) when cells are left unfinished.
+    """
     cfg = load_config(config, storage=storage)
     if dry_run:
         return print_plan(cfg)
+    if not address:  # known before anything is written; a cluster is asked once Ray is up
+        check_resources(cfg, *_local_resources(cfg), "this machine")
     started = time.time()
-    _check_run_dir(cfg)
-    (cfg.run_dir / "ledger").mkdir(exist_ok=True)
-    cells = cfg.cells()
-    pending = [c for c in cells if not (cfg.run_dir / "ledger" / f"{cell_key(c)}.json").exists()]
-    if not quiet:
-        print(f"sweep '{cfg.name}': {len(cells)} trials, {len(cells) - len(pending)} already done, "
-              f"{len(pending)} to run -> {cfg.run_dir / 'results.nc'}", flush=True)
-    failed: set[str] = set()
-    if pending:
-        with _ray_session(cfg, address):
-            _prepare_sources(cfg, quiet=quiet)
-            failed = _tune(cfg, pending, quiet=quiet, started=started)
-    cube = assemble_cube(cfg, failed, _provenance(cfg, started))
-    path = save_cube(cube, cfg.run_dir / "results.nc", overwrite=True)
-    write_features(cfg)
+    with run_lock(cfg.run_dir):
+        _check_run_dir(cfg)
+        (cfg.run_dir / "ledger").mkdir(exist_ok=True)
+        done = _check_ledger(cfg)
+        cells = cfg.cells()
+        pending = [c for c in cells if cell_key(c) not in done]
+        if not quiet:
+            print(f"sweep '{cfg.name}': {len(cells)} trials, {len(cells) - len(pending)} already done, "
+                  f"{len(pending)} to run -> {cfg.run_dir / 'results.nc'}", flush=True)
+        failed: set[str] = set()
+        if pending:
+            with _ray_session(cfg, address):
+                if address:
+                    import ray
+
+                    have = ray.cluster_resources()
+                    check_resources(cfg, have.get("CPU", 0), have.get("GPU", 0), f"the Ray cluster at {address}")
+                _prepare_sources(cfg, quiet=quiet)
+                failed = _tune(cfg, pending, quiet=quiet, started=started)
+        cube = assemble_cube(cfg, failed, _provenance(cfg, started))
+        path = save_cube(cube, cfg.run_dir / "results.nc", overwrite=True)
+        write_features(cfg)
+    unfinished = [c for c in pending if cell_key(c) not in failed
+                  and not (cfg.run_dir / "ledger" / f"{cell_key(c)}.json").exists()]
     if not quiet:
         from scaling.cube import status_counts
 
         print(f"cube written: {path} ({status_counts(cube)}) in {time.time() - started:.0f} s", flush=True)
+    if unfinished:
+        raise SweepInterrupted(f"interrupted: {len(unfinished)} of {len(cells)} trials did not finish (the cube "
+                               f"marks them pending); rerun the same command to resume")
     return path
 
 

@@ -11,13 +11,32 @@ from analysis.result import CI_METHODS
 
 
 def _sweep(args) -> int:
-    from runners.sweep import SourceJobError, run_sweep
+    from runners.sweep import RunFolderBusy, SourceJobError, SweepInterrupted, run_sweep
 
     try:
-        run_sweep(args.config, address=args.address, storage=args.storage, dry_run=args.dry_run, quiet=args.quiet)
+        path = run_sweep(args.config, address=args.address, storage=args.storage, dry_run=args.dry_run,
+                         quiet=args.quiet)
     except SourceJobError as exc:  # a generator/retrieval job failed for good: one line, non-zero exit
         print(f"scaling sweep: error: {exc}", file=sys.stderr)
         return 3
+    except RunFolderBusy as exc:
+        print(f"scaling sweep: error: {exc}", file=sys.stderr)
+        return 2
+    except (SweepInterrupted, KeyboardInterrupt) as exc:
+        msg = str(exc) or "interrupted; finished trials are kept in the ledger: rerun the same command to resume"
+        print(f"scaling sweep: {msg}", file=sys.stderr)
+        return 130
+    if args.dry_run:
+        return 0
+    import scaling
+
+    counts = scaling.status_counts(scaling.open_cube(path))
+    if counts.get("done", 0) == 0:
+        print(f"scaling sweep: error: every cell failed ({counts}); see the trial errors above", file=sys.stderr)
+        return 4
+    if counts.get("failed"):
+        print(f"scaling sweep: warning: {counts['failed']} cell(s) failed after retries; the fit excludes them",
+              file=sys.stderr)
     return 0
 
 

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 import scaling
+from runners.config import ConfigError
 
 TINY = {"name": "tiny", "dataset": {"name": "digits"}, "sources": ["real"], "n_real": [10, 30], "n_synth": [0, 10, 30],
         "seeds": [0, 1], "classifier": {"width": 8, "steps": 15, "batch_size": 32},
@@ -51,7 +52,7 @@ def test_a_different_config_cannot_reuse_the_run_folder(tmp_path):
     cfg = {**TINY, "storage": str(tmp_path), "seeds": [0]}
     (tmp_path / "tiny").mkdir()
     (tmp_path / "tiny" / "sweep.json").write_text(json.dumps({"fingerprint": "something-else"}))
-    with pytest.raises(scaling.CubeError, match="^storage"):
+    with pytest.raises(ConfigError, match="^storage"):
         scaling.run_sweep(cfg, quiet=True)
 
 
