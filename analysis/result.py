@@ -65,6 +65,9 @@ def _rate(n_synth, n_eq):
 
 
 CI_METHODS = ("jackknife", "expanded", "percentile", "bca")
+# warnings after which no exchange rate may be called "estimated", whatever its interval
+UNIDENTIFIED_WARNINGS = ("reference curve is flat", "reference curve is non-monotone", "never reaches the reference range",
+                         "parameters are not identifiable")
 
 
 class IdentifiabilityError(ValueError):
@@ -326,6 +329,8 @@ class EquivalenceResult:
         self._law_selection()
         self._gain = self._paired_gains()
         self.warnings = list(warnings) + self._cell_warnings() + self._fit_warnings()
+        # a flat or non-monotone reference, or no cell inside its range, identifies no rate at all
+        self.identified = not any(key in w for w in self.warnings for key in UNIDENTIFIED_WARNINGS)
         self.params = self._params_table()
         self.cells = self._cells_dataset()
 
@@ -406,7 +411,7 @@ class EquivalenceResult:
         out = xr.Dataset({"estimate": est.transpose(*dims), "lower": lower.transpose(*dims),
                           "upper": upper.transpose(*dims), "extrapolated": eq["extrapolated"]})
         g_lo, g_hi = self._gain_bounds(eq)
-        out["verdict"] = (dims, verdicts(g_lo, g_hi, out["lower"].values, out["upper"].values))
+        out["verdict"] = (dims, self._verdicts(g_lo, g_hi, out["lower"].values, out["upper"].values))
         out.attrs = {**eq.attrs, "quantity": "exchange rate (synthetic images per real image)"}
         return out
 
@@ -424,6 +429,12 @@ class EquivalenceResult:
             raise ValueError("law: 'auto' needs a fit made with law='auto' (the choice is made inside every replicate)")
         return law
 
+    def _verdicts(self, gain_lo, gain_hi, rate_lo, rate_hi) -> np.ndarray:
+        v = verdicts(gain_lo, gain_hi, rate_lo, rate_hi)
+        if not getattr(self, "identified", True):
+            v = np.where(v == "estimated", "not identified", v)
+        return v
+
     def _gain_bounds(self, eq: xr.Dataset):
         """The accuracy gain's interval where the query is a measured cell, else the real equivalent's."""
         rr, ss = xr.broadcast(eq["n_real"], eq["n_synth"])
@@ -431,7 +442,7 @@ class EquivalenceResult:
         lo = np.where(lo < NEGLIGIBLE_NEQ, -np.inf, lo)  # a negligible real equivalent is no measurable gain
         for idx in np.ndindex(lo.shape):
             hit = self._gain.get((float(rr.values[idx]), float(ss.values[idx])))
-            if hit is not None:
+            if hit is not None and np.isfinite(hit[1]):
                 lo[idx], hi[idx] = hit[1], hit[2]
         return lo, hi
 
@@ -476,8 +487,12 @@ class EquivalenceResult:
             v = str(q["verdict"].values[i])
             seeds = seeds_needed(hi / lo, self.n_seeds, self.ci) if v == "not identified" and lo > 0 else None
             gain = self._gain.get((float(r), ns))
+            note = describe(v, seeds=seeds)
+            if v == "not identified" and not self.identified:
+                why = next(w for w in self.warnings if any(k in w for k in UNIDENTIFIED_WARNINGS))
+                note, seeds = f"this cube cannot identify a rate: {why}", None
             rows.append({"source": self.source, "n_real": int(r), "n_synth": int(ns), "estimate": est, "lower": lo,
-                         "upper": hi, "verdict": v, "seeds_needed": seeds, "note": describe(v, seeds=seeds),
+                         "upper": hi, "verdict": v, "seeds_needed": seeds, "note": note,
                          "gain": None if gain is None else gain})
         return rows
 
@@ -578,8 +593,12 @@ class EquivalenceResult:
         data["n_seeds"] = reps.n_seeds_cell[src.name][0]
         gains = np.array([self._gain.get((float(r), float(s)), (np.nan,) * 3) for r, s in zip(src.n_real, src.n_synth)])
         data["gain"], data["gain_lower"], data["gain_upper"] = gains.T
-        data["verdict"] = verdicts(data["gain_lower"], data["gain_upper"], data["exchange_rate_lower"],
-                                   data["exchange_rate_upper"])
+        # no paired gain (no n_synth = 0 base, or one seed): judge the gain by the real equivalent instead
+        neq_lo = np.where(data["n_eq_lower"] < NEGLIGIBLE_NEQ, -np.inf, data["n_eq_lower"])
+        known = np.isfinite(data["gain_lower"])
+        data["verdict"] = self._verdicts(np.where(known, data["gain_lower"], neq_lo),
+                                   np.where(known, data["gain_upper"], data["n_eq_upper"]),
+                                   data["exchange_rate_lower"], data["exchange_rate_upper"])
         n_total = data["n_eq"] + src.n_real
         ref_total = self._ref.n_real + self._ref.n_synth
         data["unreachable"] = ~np.isfinite(data["n_eq"]) & np.isfinite(data["accuracy"])

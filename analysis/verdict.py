@@ -30,7 +30,8 @@ def verdicts(gain_lower, gain_upper, rate_lower, rate_upper) -> np.ndarray:
     no_gain = ~hurts & ~(gain_lower > 0)  # NaN gain bounds cannot show a gain
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = rate_upper / rate_lower
-    estimated = np.isfinite(ratio) & (rate_lower > 0) & (ratio <= ESTIMATED_MAX_RATIO)
+    # a zero-width interval is a degenerate fit, not a precise one
+    estimated = np.isfinite(ratio) & (rate_lower > 0) & (ratio > 1) & (ratio <= ESTIMATED_MAX_RATIO)
     return np.select([hurts, no_gain, estimated], ["hurts", "no measurable gain", "estimated"], "not identified")
 
 

@@ -9,19 +9,34 @@ from paper_figures.style import save_figure, source_color
 __all__ = ["render_all", "save_figure", "source_color"]
 
 
-def render_all(cube, results: dict, out_dir, features=None) -> dict:
+def render_all(cube, results: dict, out_dir, features=None, skipped: dict | None = None) -> dict:
+    """Every figure the inputs allow. A figure that cannot be drawn from this cube is left out and its reason
+    goes into ``skipped`` (name -> reason), so a report can say what is missing and why."""
     from paper_figures import (accuracy_curves, domain_gap, equivalence, exchange_rate, heatmap, samples,
                                source_comparison)
 
-    figs = {
-        "accuracy_vs_nsynth": accuracy_curves.figure(cube),
-        "accuracy_heatmap": heatmap.figure(cube),
-        "source_comparison": source_comparison.figure(cube),
+    skipped = {} if skipped is None else skipped
+    makers = {
+        "accuracy_vs_nsynth": lambda: accuracy_curves.figure(cube),
+        "accuracy_heatmap": lambda: heatmap.figure(cube),
+        "source_comparison": lambda: source_comparison.figure(cube),
     }
     if results:
-        figs["equivalence"] = equivalence.figure(results)
-        figs["exchange_rate"] = exchange_rate.figure(results)
+        makers["equivalence"] = lambda: equivalence.figure(results)
+        makers["exchange_rate"] = lambda: exchange_rate.figure(results)
+    else:
+        skipped.setdefault("equivalence", "no equivalence fit (see the report's Answer)")
+        skipped.setdefault("exchange_rate", "no equivalence fit (see the report's Answer)")
     if features is not None:
-        figs["domain_gap"] = domain_gap.figure(features, cube)
-        figs["samples"] = samples.figure(features)
-    return {name: save_figure(fig, out_dir, name) for name, fig in figs.items()}
+        makers["domain_gap"] = lambda: domain_gap.figure(features, cube)
+        makers["samples"] = lambda: samples.figure(features)
+    else:
+        skipped.setdefault("domain_gap", "no features.nc beside the cube (written by `scaling sweep`)")
+        skipped.setdefault("samples", "no features.nc beside the cube (written by `scaling sweep`)")
+    out = {}
+    for name, make in makers.items():
+        try:  # one figure's odd input (a missing n_synth = 0 column, a constant curve) must not cost the others
+            out[name] = save_figure(make(), out_dir, name)
+        except Exception as exc:  # noqa: BLE001 - reported to the user, not swallowed
+            skipped[name] = f"{type(exc).__name__}: {exc}"
+    return out

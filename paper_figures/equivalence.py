@@ -15,6 +15,11 @@ FLOOR = 0.1  # n_eq (and lower bounds) below a tenth of an image are drawn at th
 
 
 def figure(results: dict):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # NaN/inf estimates are drawn clipped
+        return _figure(results)
+
+
+def _figure(results: dict):
     any_res = next(iter(results.values()))
     n_real = any_res.cells["n_real"].values
     fig, axes = new_figure(len(n_real), sharey=True)

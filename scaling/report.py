@@ -12,10 +12,18 @@ from analysis.verdict import ESTIMATED_MAX_RATIO
 from scaling.cube import STATUS_DONE, open_cube, status_counts
 
 
-def features_beside(cube_path) -> xr.Dataset | None:
-    """``features.nc`` written by the sweep next to ``results.nc``, if there is one."""
+def features_beside(cube_path, skipped: dict | None = None) -> xr.Dataset | None:
+    """``features.nc`` written by the sweep next to ``results.nc``, if there is one and it is readable."""
     path = Path(cube_path).with_name("features.nc")
-    return xr.open_dataset(path, engine="h5netcdf").load() if path.exists() else None
+    if not path.exists():
+        return None
+    try:
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
+            return ds.load()
+    except Exception as exc:  # noqa: BLE001 - a damaged file: say so, draw the rest
+        if skipped is not None:
+            skipped["features.nc"] = f"{path} is not readable ({type(exc).__name__}); domain_gap and samples skipped"
+        return None
 
 
 def fit_sources(cube, n_boot: int, random_state: int = 0, **fit_kwargs) -> dict:
@@ -31,12 +39,24 @@ def fit_sources(cube, n_boot: int, random_state: int = 0, **fit_kwargs) -> dict:
 
 
 def render_figures(cube_path, out_dir, *, n_boot: int = 1000, results: dict | None = None, cube=None,
-                   **fit_kwargs) -> dict:
+                   skipped: dict | None = None, **fit_kwargs) -> dict:
+    """Every figure the cube allows; what could not be drawn goes into ``skipped`` with its reason."""
     from paper_figures import render_all
 
+    skipped = {} if skipped is None else skipped
     cube = open_cube(cube_path) if cube is None else cube
-    results = fit_sources(cube, n_boot, **fit_kwargs) if results is None else results
-    return render_all(cube, results, out_dir, features=features_beside(cube_path))
+    if results is None:
+        results = try_fit_sources(cube, n_boot, skipped, **fit_kwargs)
+    return render_all(cube, results, out_dir, features=features_beside(cube_path, skipped), skipped=skipped)
+
+
+def try_fit_sources(cube, n_boot: int, skipped: dict, **fit_kwargs) -> dict:
+    """``fit_sources``, or {} with the reason in ``skipped`` when this cube cannot identify a fit."""
+    try:
+        return fit_sources(cube, n_boot, **fit_kwargs)
+    except ValueError as exc:  # IdentifiabilityError, CubeError: the cube cannot support the fit
+        skipped["equivalence fit"] = str(exc)
+        return {}
 
 
 def cost_table(cube, results: dict) -> list[dict]:
@@ -177,8 +197,9 @@ def write_report(cube_path, out_dir, *, n_boot: int = 1000, **fit_kwargs) -> Pat
     cube = open_cube(cube_path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results = fit_sources(cube, n_boot, **fit_kwargs)
-    figures = render_figures(cube_path, out / "figures", n_boot=n_boot, results=results, cube=cube)
+    skipped: dict[str, str] = {}
+    results = try_fit_sources(cube, n_boot, skipped, **fit_kwargs)
+    figures = render_figures(cube_path, out / "figures", n_boot=n_boot, results=results, cube=cube, skipped=skipped)
     prov = json.loads(cube.attrs.get("provenance", "{}"))
     first = next(iter(results.values()), None)
     ci = first.ci if first else 0.95
@@ -203,8 +224,8 @@ def write_report(cube_path, out_dir, *, n_boot: int = 1000, **fit_kwargs) -> Pat
            f"{prov.get('torch', '?')}, {prov.get('start', '?')} – {prov.get('end', '?')}", ""]
     md += ["## Answer", ""]
     if not results:
-        md += ["This cube has no synthetic source (or no `real` reference), so there is no exchange rate to "
-               "estimate; the figures show the real curve.", ""]
+        why = skipped.get("equivalence fit", "it has no synthetic source (or no `real` reference)")
+        md += [f"No exchange rate can be estimated from this cube: {why}. The figures show what it holds.", ""]
     else:
         md += answer_lines(results)
         md += ["", "An upper bound of ∞ means the interval admits a real-image equivalent of zero: the added images "
@@ -216,6 +237,8 @@ def write_report(cube_path, out_dir, *, n_boot: int = 1000, **fit_kwargs) -> Pat
         md += interval_method_lines(results) + [""]
         md += ["## Checklist of the fit", ""] + checklist_lines(results) + [""]
     md += ["## Figures", ""]
+    if skipped:
+        md += ["Not shown, and why:", ""] + [f"- {name}: {why}" for name, why in skipped.items()] + [""]
     captions = {
         "accuracy_vs_nsynth": "Accuracy vs images added, per base size; every source against the real reference "
                               "(mean ± sd over seeds).",
