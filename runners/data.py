@@ -47,6 +47,31 @@ def load_dataset(spec: dict) -> ImageData:
     raise ValueError(f"dataset.name: unknown dataset {name!r}; choose from {DATASETS}")
 
 
+# The only globals a CIFAR batch needs: numpy arrays. Anything else in a pickle (os.system, a class with a
+# __reduce__) would run code from the dataset folder, so it is refused.
+_PICKLE_ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                   ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+                   ("numpy._core.multiarray", "scalar")}
+
+
+class _ArraysOnly(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) not in _PICKLE_ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only arrays, lists, dicts, bytes)")
+        return super().find_class(module, name)
+
+
+def _load_batch(path: Path) -> dict:
+    """A CIFAR python batch through a restricted unpickler; one error naming the file otherwise."""
+    try:
+        with open(path, "rb") as fh:
+            return _ArraysOnly(fh, encoding="bytes").load()
+    except FileNotFoundError:
+        raise ValueError(f"dataset.root: {path} is missing (expected the CIFAR python-pickle layout)") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
+        raise ValueError(f"dataset.root: {path} is not a CIFAR batch ({exc})") from None
+
+
 def _load_cifar(root: Path, name: str) -> ImageData:
     sub = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]
     base = root / sub if (root / sub).exists() else root
@@ -55,14 +80,12 @@ def _load_cifar(root: Path, name: str) -> ImageData:
     parts, labels, is_test = [], [], []
     for test, group in ((False, files[0]), (True, files[1])):
         for f in group:
-            with open(base / f, "rb") as fh:
-                d = pickle.load(fh, encoding="bytes")
+            d = _load_batch(base / f)
             parts.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             labels.append(np.asarray(d[key]))
             is_test.append(np.full(len(labels[-1]), test))
     meta_file = base / ("batches.meta" if name == "cifar10" else "meta")
-    with open(meta_file, "rb") as fh:
-        meta = pickle.load(fh, encoding="bytes")
+    meta = _load_batch(meta_file)
     names = meta[b"label_names" if name == "cifar10" else b"fine_label_names"]
     return ImageData(name, np.concatenate(parts).astype(np.float32) / 255.0, np.concatenate(labels).astype(np.int64),
                      [n.decode() for n in names], np.concatenate(is_test))

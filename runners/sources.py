@@ -331,7 +331,8 @@ def _clip_embed(clip_dir, images: np.ndarray) -> np.ndarray:
     import torch.nn.functional as F
     from transformers import CLIPVisionModelWithProjection
 
-    model = CLIPVisionModelWithProjection.from_pretrained(clip_dir, local_files_only=True).eval()
+    model = CLIPVisionModelWithProjection.from_pretrained(clip_dir, local_files_only=True,
+                                                          use_safetensors=True).eval()
     size = model.config.image_size
     mean = torch.tensor([0.48145466, 0.4578275, 0.40821073])[:, None, None]
     std = torch.tensor([0.26862954, 0.26130258, 0.27577711])[:, None, None]
