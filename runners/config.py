@@ -50,8 +50,9 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 
 def _known_keys(value, fieldname: str, known) -> dict:
+    """The mapping with only known keys; a key set to null means 'the default' and is dropped."""
     _require(value is None or isinstance(value, dict), fieldname, f"must be a mapping, got {value!r}")
-    value = dict(value or {})
+    value = {k: v for k, v in (value or {}).items() if v is not None}
     unknown = sorted(map(str, set(value) - set(known)))
     _require(not unknown, f"{fieldname}.{unknown[0]}" if unknown else fieldname,
              f"unknown key (known: {', '.join(known)})")
@@ -76,9 +77,11 @@ def _check_classifier(raw) -> dict:
     clf = _known_keys(raw, "classifier", CLASSIFIER_KEYS)
     _require(clf.get("recipe", "small_cnn") in RECIPES, "classifier.recipe",
              f"unknown recipe {clf.get('recipe')!r}; choose from {RECIPES}")
-    for key in ("steps", "batch_size", "width"):
+    for key in ("batch_size", "width"):
         if key in clf:
             _number(clf[key], f"classifier.{key}", integer=True, low=1)
+    if "steps" in clf:  # the one-cycle learning-rate schedule needs a warm-up phase of at least 2 steps
+        _number(clf["steps"], "classifier.steps", integer=True, low=10)
     if "lr" in clf:
         _number(clf["lr"], "classifier.lr", low=0, low_open=True, high=10)
     if "weight_decay" in clf:
@@ -141,6 +144,20 @@ class SweepConfig:
         return Path(self.storage) / self.name
 
 
+def _exists(path: str) -> bool:
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):  # a NUL byte, a name too long: not a path that exists
+        return False
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def _require(cond: bool, fieldname: str, message: str) -> None:
     if not cond:
         raise ConfigError(f"{fieldname}: {message}")
@@ -168,7 +185,23 @@ def check_dataset_spec(ds, fieldname: str) -> None:
     if path_key:
         _require(path_key in ds, f"{fieldname}.{path_key}", f"is required for {ds['name']}")
         _require(isinstance(ds[path_key], str), f"{fieldname}.{path_key}", f"must be a path, got {ds[path_key]!r}")
-        _require(Path(ds[path_key]).exists(), f"{fieldname}.{path_key}", f"no such file or folder: {ds[path_key]}")
+        _require(_exists(ds[path_key]), f"{fieldname}.{path_key}", f"no such file or folder: {ds[path_key]}")
+        _check_layout(ds, Path(ds[path_key]), f"{fieldname}.{path_key}")
+
+
+def _check_layout(ds: dict, path: Path, fieldname: str) -> None:
+    """The files a loader will open exist, so a wrong folder fails here, not after Ray and the pools started."""
+    if ds["name"] in ("cifar10", "cifar100"):
+        sub = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[ds["name"]]
+        base = path / sub if (path / sub).exists() else path
+        need = ["data_batch_1", "test_batch", "batches.meta"] if ds["name"] == "cifar10" else ["train", "test", "meta"]
+        missing = [f for f in need if not (base / f).is_file()]
+        _require(not missing, fieldname, f"{base} lacks {', '.join(missing)} (the CIFAR python-pickle layout)")
+    elif ds["name"] == "imagefolder":
+        _require(path.is_dir() and any(p.is_dir() for p in path.iterdir()), fieldname,
+                 f"{path} has no class folders (ImageFolder layout: root/<class>/<image>)")
+    elif ds["name"] == "medmnist":
+        _require(path.is_file() and path.suffix == ".npz", fieldname, f"{path} is not a MedMNIST .npz file")
 
 
 def _int_list(raw: dict, key: str, minimum: int) -> list[int]:
@@ -195,7 +228,8 @@ def load_config(source, **overrides) -> SweepConfig:
         except UnicodeDecodeError:
             raise ConfigError(f"config: {path} is not a text (YAML) file") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config: {path} is not valid YAML ({exc})") from None
+            detail = " ".join(str(exc).split())  # one line, whatever the parser printed
+            raise ConfigError(f"config: {path} is not valid YAML ({detail})") from None
         _require(isinstance(raw, dict), "config", f"{path} must hold a mapping of fields")
     raw.update({k: v for k, v in overrides.items() if v is not None})
     known = set(SweepConfig.__dataclass_fields__)
@@ -210,7 +244,7 @@ def load_config(source, **overrides) -> SweepConfig:
     _require(isinstance(storage, str) and storage.strip() != "", "storage", f"must be a path, got {storage!r}")
     _require("://" not in storage, "storage", f"{storage!r} is a URI; this version writes to local or shared "
              "(mounted) paths only")
-    _require(not Path(storage).is_file(), "storage", f"{storage} is a file, not a folder")
+    _require(not _is_file(storage), "storage", f"{storage} is a file, not a folder")
     ds = raw["dataset"]
     check_dataset_spec(ds, "dataset")
     sources = raw["sources"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from analysis.equivalence import EQUIVALENCE_LAWS
 from analysis.laws import CURVE_LAWS
@@ -63,6 +64,8 @@ def _simulate(args) -> int:
 
     cube = scaling.simulate_cube(seeds=args.seeds, sources={"closed_set": {"exchange_rate": args.rho}},
                                  random_state=args.random_state)
+    if Path(args.out).exists() and not args.overwrite:
+        raise FileExistsError(f"--out: {args.out} exists; pass --overwrite to replace it")
     path = scaling.save_cube(cube, args.out, overwrite=args.overwrite)
     print(f"simulated cube written: {path} (planted exchange rate {args.rho})")
     return 0

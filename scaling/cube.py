@@ -147,20 +147,21 @@ def validate_cube(cube: xr.Dataset, *, require_source: str | None = None) -> xr.
     if extra:
         raise CubeError(f"dims: unexpected dimension(s) {sorted(extra)}; allowed {list(DIMS)}, 'class' and "
                         f"'{TEST_DIM}'")
-    for dim in DIMS:
-        values = cube[dim].values
-        if len(np.unique(values)) != len(values):
-            raise CubeError(f"coords: duplicate values in '{dim}': {_dupes(values)}")
     for dim in ("n_real", "n_synth", "seed"):
         values = cube[dim].values
         if not np.issubdtype(values.dtype, np.integer):
             raise CubeError(f"coords: '{dim}' must be integers, got dtype {values.dtype}")
+    if not (np.issubdtype(cube["source"].values.dtype, np.str_) or cube["source"].values.dtype == object) or \
+            not all(isinstance(v, str) for v in cube["source"].values.tolist()):
+        raise CubeError(f"coords: 'source' must be strings, got {cube['source'].values.tolist()!r}")
+    for dim in DIMS:
+        values = cube[dim].values
+        if len(np.unique(values)) != len(values):
+            raise CubeError(f"coords: duplicate values in '{dim}': {_dupes(values)}")
     if (cube["n_real"].values <= 0).any():
         raise CubeError(f"coords: 'n_real' must be positive, got {cube['n_real'].values.tolist()}")
     if (cube["n_synth"].values < 0).any():
         raise CubeError(f"coords: 'n_synth' must be >= 0, got {cube['n_synth'].values.tolist()}")
-    if not (np.issubdtype(cube["source"].values.dtype, np.str_) or cube["source"].values.dtype == object):
-        raise CubeError(f"coords: 'source' must be strings, got dtype {cube['source'].values.dtype}")
     for name in REQUIRED_VARS:
         if name not in cube.data_vars:
             raise CubeError(f"variables: missing data variable '{name}'")
@@ -198,9 +199,17 @@ def validate_cube(cube: xr.Dataset, *, require_source: str | None = None) -> xr.
         assert isinstance(classes, list)
     except (TypeError, ValueError, AssertionError):
         raise CubeError("attrs: 'classes' must be a JSON list of class names") from None
-    if int(cube.attrs["n_test"]) <= 0:
-        raise CubeError(f"attrs: 'n_test' must be positive, got {cube.attrs['n_test']!r}")
-    if int(cube.attrs["schema_version"]) > SCHEMA_VERSION:
+    try:
+        n_test = int(cube.attrs["n_test"])
+    except (TypeError, ValueError, OverflowError):
+        raise CubeError(f"attrs: 'n_test' must be a whole number of test images, got {cube.attrs['n_test']!r}") from None
+    if n_test <= 0 or n_test != cube.attrs["n_test"]:
+        raise CubeError(f"attrs: 'n_test' must be a positive integer, got {cube.attrs['n_test']!r}")
+    try:
+        schema = int(cube.attrs["schema_version"])
+    except (TypeError, ValueError, OverflowError):
+        raise CubeError(f"attrs: 'schema_version' must be an integer, got {cube.attrs['schema_version']!r}") from None
+    if schema > SCHEMA_VERSION:
         raise CubeError(
             f"attrs: 'schema_version' {cube.attrs['schema_version']} is newer than this package "
             f"understands ({SCHEMA_VERSION}); upgrade the package"

@@ -52,6 +52,13 @@ def render_figures(cube_path, out_dir, *, n_boot: int = 1000, results: dict | No
 
 def try_fit_sources(cube, n_boot: int, skipped: dict, **fit_kwargs) -> dict:
     """``fit_sources``, or {} with the reason in ``skipped`` when this cube cannot identify a fit."""
+    names = [str(s) for s in cube["source"].values]
+    if "real" not in names:
+        skipped["equivalence fit"] = "the cube has no 'real' reference source"
+        return {}
+    if names == ["real"]:
+        skipped["equivalence fit"] = "the cube has no synthetic source"
+        return {}
     try:
         return fit_sources(cube, n_boot, **fit_kwargs)
     except ValueError as exc:  # IdentifiabilityError, CubeError: the cube cannot support the fit
