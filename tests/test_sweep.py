@@ -175,3 +175,24 @@ def test_a_source_job_that_keeps_failing_stops_the_sweep_with_one_clear_error(tm
     with pytest.raises(SourceJobError, match="retrieval pool for n_real=20 seed=1 failed"):
         scaling.run_sweep(cfg, quiet=True)
     assert not (tmp_path / "four" / "executions.log").exists()  # no trial ran on a missing pool
+
+
+def test_two_configs_started_together_into_one_storage_do_not_mix(tmp_path):
+    """The race that used to mix 5 cells of each: one sweep gets the run folder, the other is refused."""
+    procs = []
+    for seeds in ([0, 1], [5, 6]):
+        path = tmp_path / f"c{seeds[0]}.yaml"
+        path.write_text(yaml.safe_dump({**TINY, "n_real": [10], "seeds": seeds, "storage": str(tmp_path / "runs")}))
+        procs.append(subprocess.Popen([sys.executable, "-m", "scaling.cli", "sweep", str(path), "--quiet"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    results = [(p.wait(timeout=300), p.stderr.read().decode()) for p in procs]
+    codes = sorted(rc for rc, _ in results)
+    assert codes == [0, 2], results
+    loser = next(err for rc, err in results if rc == 2)
+    assert "in use by another sweep" in loser or "holds a different sweep" in loser, loser
+    cube = scaling.open_cube(tmp_path / "runs" / "tiny" / "results.nc")
+    winner_seeds = [0, 1] if results[0][0] == 0 else [5, 6]
+    assert cube["seed"].values.tolist() == winner_seeds
+    assert int((cube["status"] == 1).sum()) == cube["status"].size
+    ledger = {json.loads(p.read_text())["seed"] for p in (tmp_path / "runs" / "tiny" / "ledger").glob("*.json")}
+    assert ledger == set(winner_seeds)
