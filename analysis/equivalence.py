@@ -130,7 +130,7 @@ def fit_wang_logspace(n_real, n_synth, y, w) -> dict:
     return {"a": u / scale, "g": np.exp(logg)}
 
 
-_SAT_GRID = (np.linspace(np.log(0.02), np.log(300.0), 14), np.linspace(np.log(0.1), np.log(3e3), 14))
+_SAT_GRID = (np.linspace(np.log(0.02), np.log(300.0), 11), np.linspace(np.log(0.1), np.log(3e3), 11))
 
 
 def fit_saturating_logspace(n_real, n_synth, y, w) -> dict:
@@ -201,8 +201,9 @@ def fit_law(law: str, curve: CurveFit, n_real, n_synth, err, w, init: dict, *, f
     def resid(theta):
         neq, grad = _neq_and_grad(law, theta, n_real, n_synth, fit_beta, scale)
         ntot = np.maximum(n_real[None, :] + neq, 1e-9)
-        r = sw * (e - curve.predict(ntot))
-        J = -(sw * curve.slope(ntot))[..., None] * grad
+        pred, slope = curve.predict_and_slope(ntot)
+        r = sw * (e - pred)
+        J = -(sw * slope)[..., None] * grad
         bad = ~np.isfinite(r)
         return np.where(bad, 0.0, r), np.where(bad[..., None] | ~np.isfinite(J), 0.0, J), bad.any(1)
 

@@ -58,6 +58,9 @@ class CurveFit:
         """Size reaching error ``err`` (R, C) for every replicate; inf where it is never reached."""
         return LAWS[self.law].invert(self.params, np.asarray(err, dtype=float))
 
+    def predict_and_slope(self, n) -> tuple:
+        return predict_and_slope(self.law, self.params, np.asarray(n, dtype=float))
+
 
 # --------------------------------------------------------------------------------------------------
 # saturating power law
@@ -199,7 +202,7 @@ def m3_invert(params: dict, err: np.ndarray) -> np.ndarray:
     return power_invert(params, err) - params["C"][:, None]
 
 
-def fit_m3(n: np.ndarray, err: np.ndarray, w: np.ndarray, n_offsets: int = 14) -> CurveFit:
+def fit_m3(n: np.ndarray, err: np.ndarray, w: np.ndarray, n_offsets: int = 12) -> CurveFit:
     """Profile the offset C over a log grid (plus C = 0, the power law); each C is a power-law fit.
 
     C is shared by all replicates at each grid value, so every inner fit is one batched variable
@@ -210,7 +213,7 @@ def fit_m3(n: np.ndarray, err: np.ndarray, w: np.ndarray, n_offsets: int = 14) -
     offsets = np.concatenate([[0.0], np.geomspace(0.02 * n.min(), 4 * n.max(), n_offsets - 1)])
     best = None
     for C in offsets:
-        f = fit_power(n + C, err, w, coarse=60)
+        f = fit_power(n + C, err, w, coarse=40)
         p = {**f.params, "C": np.full(len(f.sse), C)}
         if best is None:
             best = (p, f.sse, f.on_bound)
@@ -243,37 +246,54 @@ def m4_predict(params: dict, n: np.ndarray) -> np.ndarray:
 
     In z = log(e - E) the equation h(z) = z - alpha log(e0 - E - e^z) - log b + c log n = 0 is increasing
     and convex, so Newton's method inside a shrinking bracket converges in a few steps; bisection is the
-    fallback whenever a Newton step would leave the bracket. (Plain bisection needed 60 steps: the
-    per-replicate law choice calls this inside every Levenberg-Marquardt iteration.)
+    fallback whenever a Newton step would leave the bracket. Each iteration works only on the elements not
+    yet converged (most converge in 3-5 steps, a few need 15): the per-replicate law weighting calls this
+    inside every Levenberg-Marquardt iteration, so it is the fit's hot spot.
     """
     E, alpha, logb, c, e0 = (params[k][:, None] for k in ("E", "alpha", "log_b", "c", "e0"))
     logn = np.log(_rows(n))
     shape = np.broadcast_shapes(E.shape, logn.shape)
-    D = np.broadcast_to(np.maximum(e0 - E, 1e-12), shape)
-    lo = np.full(shape, -60.0)
+    flat = [np.broadcast_to(a, shape).ravel() for a in (E, alpha, logb, c, e0, logn)]
+    E_, alpha_, logb_, c_, e0_, logn_ = flat
+    D = np.maximum(e0_ - E_, 1e-12)
+    rhs = logb_ - c_ * logn_
+    lo = np.full(D.shape, -60.0)
     hi = np.log(D) - 1e-12
-    z = np.clip(logb - c * logn, lo, hi - 1e-6)  # the alpha = 0 solution
-    for _ in range(30):
-        ez = np.exp(z)
-        gap = np.maximum(D - ez, 1e-300)
-        h = z - alpha * np.log(gap) - logb + c * logn
+    z = np.clip(rhs, lo, hi - 1e-6)  # the alpha = 0 solution
+    active = np.arange(z.size)
+    for _ in range(40):
+        za, Da, aa = z[active], D[active], alpha_[active]
+        ez = np.exp(za)
+        gap = np.maximum(Da - ez, 1e-300)
+        h = za - aa * np.log(gap) - rhs[active]
         up = h > 0
-        hi = np.where(up, z, hi)
-        lo = np.where(up, lo, z)
-        step = h / (1 + alpha * ez / gap)
-        z_new = z - step
-        inside = (z_new >= lo) & (z_new <= hi)  # inclusive: an exact root (h = 0) must stay put
-        z = np.where(inside, z_new, 0.5 * (lo + hi))
-        if np.all(np.abs(step) < 1e-12):
+        hi_a = np.where(up, za, hi[active])
+        lo_a = np.where(up, lo[active], za)
+        step = h / (1 + aa * ez / gap)
+        z_new = za - step
+        inside = (z_new >= lo_a) & (z_new <= hi_a)  # inclusive: an exact root (h = 0) must stay put
+        z_new = np.where(inside, z_new, 0.5 * (lo_a + hi_a))
+        hi[active], lo[active], z[active] = hi_a, lo_a, z_new
+        moving = np.abs(z_new - za) >= 1e-9  # relative precision 1e-9 in e - E: far below any noise
+        active = active[moving]
+        if active.size == 0:
             break
-    return E + np.exp(z)
+    return (E_ + np.exp(z)).reshape(shape)
 
 
-def m4_slope(params: dict, n: np.ndarray) -> np.ndarray:
-    """d e / d n from the implicit M4 equation."""
-    e = m4_predict(params, n)
+def m4_slope(params: dict, n: np.ndarray, e: np.ndarray | None = None) -> np.ndarray:
+    """d e / d n from the implicit M4 equation (``e``: the prediction at ``n``, if already computed)."""
+    e = m4_predict(params, n) if e is None else e
     E, alpha, c, e0 = (params[k][:, None] for k in ("E", "alpha", "c", "e0"))
     return -c / (1.0 / np.maximum(e - E, 1e-12) + alpha / np.maximum(e0 - e, 1e-12)) / _rows(n)
+
+
+def predict_and_slope(law: str, params: dict, n) -> tuple:
+    """Both at once: for M4 the slope needs the prediction, which is the costly part (an implicit solve)."""
+    if law == "m4":
+        e = m4_predict(params, n)
+        return e, m4_slope(params, n, e)
+    return LAWS[law].predict(params, n), LAWS[law].slope(params, n)
 
 
 def fit_m4(n: np.ndarray, err: np.ndarray, w: np.ndarray, e0: float) -> CurveFit:
@@ -409,6 +429,9 @@ def predictive_weights(scores: dict[str, np.ndarray]) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         logw = np.where(np.isfinite(ss), -(ss - np.where(np.isfinite(best), best, 0.0)) / 2, -np.inf)
     wts = np.exp(logw)
+    # weights under 1e-3 of the best are dropped: they move no estimate visibly, and a law with no weight in a
+    # replicate is then not evaluated there at all (M4's implicit prediction is the costly one)
+    wts = np.where(wts < 1e-3, 0.0, wts)
     total = wts.sum(1, keepdims=True)
     uniform = np.full_like(wts, 1.0 / wts.shape[1])
     return np.where(total > 0, wts / np.where(total > 0, total, 1.0), uniform)
@@ -454,21 +477,35 @@ class MixedCurve:
         return MixedCurve({k: f.take(r) for k, f in self.fits.items()}, self.weights[r:r + 1],
                           None if self.scores is None else {k: v[r:r + 1] for k, v in self.scores.items()})
 
-    def _mix(self, method: str, x) -> np.ndarray:
-        out = 0.0
-        for i, fit in enumerate(self.fits.values()):
-            wi = self.weights[:, i:i + 1]
-            if not np.any(wi > 0):
+    def _mix(self, x, slope: bool) -> tuple:
+        """Weighted sums of the laws' predictions (and slopes); each law only on the rows that weigh it."""
+        x = np.asarray(x, dtype=float)
+        pred = np.zeros((len(self.weights), x.shape[-1]))
+        grad = np.zeros_like(pred) if slope else None
+        for i, (name, fit) in enumerate(self.fits.items()):
+            wi = self.weights[:, i]
+            rows = np.flatnonzero(wi > 0)
+            if rows.size == 0:
                 continue
-            val = getattr(fit, method)(x)
-            out = out + np.where(wi > 0, wi * np.where(np.isfinite(val), val, 0.0), 0.0)
-        return out
+            every = rows.size == len(wi)
+            params = fit.params if every else {k: v[rows] for k, v in fit.params.items()}
+            xi = x if (every or x.ndim == 1) else x[rows]
+            if slope:
+                p, g = predict_and_slope(name, params, xi)
+                grad[rows] += wi[rows, None] * np.where(np.isfinite(g), g, 0.0)
+            else:
+                p = LAWS[name].predict(params, xi)
+            pred[rows] += wi[rows, None] * np.where(np.isfinite(p), p, 0.0)
+        return pred, grad
 
     def predict(self, n):
-        return self._mix("predict", n)
+        return self._mix(n, slope=False)[0]
 
     def slope(self, n):
-        return self._mix("slope", n)
+        return self._mix(n, slope=True)[1]
+
+    def predict_and_slope(self, n):
+        return self._mix(n, slope=True)
 
     def invert(self, err, iters: int = 30) -> np.ndarray:
         err = np.asarray(err, dtype=float)
@@ -483,8 +520,9 @@ class MixedCurve:
         for _ in range(iters):
             n = np.exp(u)
             with np.errstate(invalid="ignore", over="ignore"):
-                f = self._mix("predict", n) - err  # decreasing in u
-                d = self._mix("slope", n) * n
+                pred, grad = self._mix(n, slope=True)
+                f = pred - err  # decreasing in u
+                d = grad * n
             hi = np.where(f < 0, u, hi)
             lo = np.where(f < 0, lo, u)
             with np.errstate(invalid="ignore", divide="ignore"):
