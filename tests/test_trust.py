@@ -246,8 +246,8 @@ def test_resampling_test_images_never_narrows_the_interval_and_keeps_the_estimat
     assert float(with_items.estimate) == pytest.approx(float(without.estimate))
     # only the test set's variance beyond what the seed jackknife already holds is added (it may be 0 when
     # the shared item effects cancel between the reference and the source)
-    assert float(with_items.lower) <= float(without.lower) * (1 + 1e-9)
-    assert float(with_items.upper) >= float(without.upper) * (1 - 1e-9)
+    assert float(with_items.lower) <= float(without.lower) * (1 + 1e-6)  # items are summed in float32
+    assert float(with_items.upper) >= float(without.upper) * (1 - 1e-6)
     assert _fit(cube).test_resampled and not _fit(cube, test_resampling=False).test_resampled
 
 
