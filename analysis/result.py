@@ -612,7 +612,9 @@ class EquivalenceResult:
                         coords=xr.Coordinates.from_pandas_multiindex(idx, "cell")).unstack("cell")
         for key in ("unreachable", "extrapolated", "hurts"):
             ds[key] = ds[key].fillna(False).astype(bool)
-        ds["verdict"] = ds["verdict"].fillna("").astype(str)
+        # unstacking through pandas gives a pandas string dtype that NetCDF writers reject: plain numpy str
+        verdict = np.asarray(ds["verdict"].values, dtype=object)
+        ds["verdict"] = (ds["verdict"].dims, np.where(pd.isna(verdict), "", verdict).astype(str))
         return ds
 
     def _cell_warnings(self) -> list[str]:
@@ -734,7 +736,7 @@ class EquivalenceResult:
         ds = ds.assign_coords(param=p.index.values)
         for col in ("estimate", "lower", "upper", "se_wls"):
             ds[f"param_{col}"] = ("param", p[col].values.astype(float))
-        ds["param_flag"] = ("param", p["flag"].values.astype(str))
+        ds["param_flag"] = ("param", np.asarray(p["flag"].values, dtype=object).astype(str))
         ds.attrs = {"source": self.source, "reference": self.reference, "law": self.law, "law_chosen": self.law_chosen,
                     "curve_law": self.curve_law, "curve_chosen": self.curve_chosen, "ci": self.ci,
                     "ci_method": self.ci_method, "n_boot": self.n_boot, "n_seeds": self.n_seeds, "k": self.k,

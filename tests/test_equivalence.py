@@ -139,6 +139,16 @@ def test_queries_return_datasets_with_intervals_and_extrapolation_marks(rich_fit
     assert "param_estimate" in ds and ds.attrs["source"] == "closed_set"
 
 
+def test_result_dataset_round_trips_through_netcdf(rich_fit, tmp_path):
+    import xarray as xr
+
+    ds = rich_fit[1]["closed_set"].to_dataset()
+    ds.to_netcdf(tmp_path / "fit.nc", engine="h5netcdf")
+    back = xr.open_dataset(tmp_path / "fit.nc", engine="h5netcdf")
+    assert set(back["verdict"].values.ravel()) <= {"estimated", "not identified", "no measurable gain", "hurts"}
+    np.testing.assert_allclose(back["param_estimate"].values, ds["param_estimate"].values)
+
+
 def test_bca_intervals_are_available(rich_fit):
     cube, _ = rich_fit
     fit = scaling.fit_equivalence(cube, "closed_set", n_boot=300, ci_method="bca")
