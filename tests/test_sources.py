@@ -11,6 +11,8 @@ from runners.config import ConfigError, load_config
 from runners.generative import check_pipeline_dir, resolve_preset, sample_text2image
 from tests.tiny_models import tiny_clip_vision, tiny_text2image_pipeline
 
+pytestmark = pytest.mark.slow  # Ray sweeps and generator training: the fast lane is -m "not slow"
+
 TINY_GEN = {"block_out_channels": [8, 16], "train_steps": 12, "batch_size": 8, "sample_steps": 4}
 
 

@@ -16,6 +16,8 @@ import yaml
 import scaling
 from runners.config import ConfigError
 
+pytestmark = pytest.mark.slow  # Ray sweeps and generator training: the fast lane is -m "not slow"
+
 TINY = {"name": "tiny", "dataset": {"name": "digits"}, "sources": ["real"], "n_real": [10, 30], "n_synth": [0, 10, 30],
         "seeds": [0, 1], "classifier": {"width": 8, "steps": 15, "batch_size": 32},
         "resources": {"cpus_per_trial": 1, "num_cpus": 2}}
