@@ -338,7 +338,11 @@ def merge_cubes(a: xr.Dataset, b: xr.Dataset, *, atol: float = 1e-9) -> xr.Datas
     merged = a_al.copy()
     for name in a_al.data_vars:
         if name in b_al:
-            merged[name] = xr.where(take_b, b_al[name], a_al[name])
+            # a variable without some cell dimension (pool quality per source, n_real, seed) is taken from b
+            # where b has any of that slice's cells: otherwise xr.where would give it the missing dimensions
+            take = take_b.any([d for d in take_b.dims if d not in a_al[name].dims]) if set(take_b.dims) - set(
+                a_al[name].dims) else take_b
+            merged[name] = xr.where(take, b_al[name], a_al[name]).transpose(*a_al[name].dims)
     merged["status"] = xr.where(take_b, b_status, a_status).astype(np.int8)
     if "test_correct" in merged:  # the outer join turned missing cells' bytes into NaN
         merged["test_correct"] = merged["test_correct"].fillna(0).astype(np.uint8)

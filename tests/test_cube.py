@@ -100,3 +100,29 @@ def test_merge_refuses_a_cell_computed_twice_with_different_values(cube):
         scaling.merge_cubes(cube, other)
     # the same values merge fine
     assert int((scaling.merge_cubes(cube, cube.copy(deep=True))["status"] == STATUS_DONE).sum()) == cube["status"].size
+
+
+def test_merge_keeps_per_pool_variables_without_an_n_synth_dimension():
+    import xarray as xr
+
+    cube = scaling.simulate_cube(seeds=4, random_state=0)
+    shape = tuple(cube.sizes[d] for d in ("source", "n_real", "seed"))
+    cube["pool_label_accuracy"] = xr.DataArray(np.random.default_rng(0).random(shape), dims=("source", "n_real", "seed"))
+    merged = scaling.merge_cubes(cube.isel(seed=[0, 1]), cube.isel(seed=[2, 3]))
+    assert merged["pool_label_accuracy"].dims == ("source", "n_real", "seed")
+    np.testing.assert_allclose(merged["pool_label_accuracy"].values, cube["pool_label_accuracy"].values)
+    np.testing.assert_allclose(merged["accuracy"].values, cube["accuracy"].values)
+
+
+def test_a_merged_cube_with_pool_quality_is_reported(tmp_path):
+    import xarray as xr
+
+    from scaling.report import write_report
+
+    cube = scaling.simulate_cube(seeds=4, random_state=0)
+    shape = tuple(cube.sizes[d] for d in ("source", "n_real", "seed"))
+    for var in ("pool_label_accuracy", "pool_frechet_distance", "pool_domain_accuracy", "pool_label_noise"):
+        cube[var] = xr.DataArray(np.random.default_rng(1).random(shape), dims=("source", "n_real", "seed"))
+    path = scaling.save_cube(scaling.merge_cubes(cube.isel(seed=[0, 1]), cube.isel(seed=[2, 3])), tmp_path / "m.nc")
+    text = write_report(path, tmp_path / "rep", n_boot=60).read_text()
+    assert "## Pool quality" in text and "## Answer" in text
