@@ -267,7 +267,7 @@ def fit_equivalence_laws(curve, n_real, n_synth, err, w_acc, n_eq, w_log, *, fit
     return {law: fit_law(law, curve, n_real, n_synth, err, w_acc, starts[law](), fit_beta=fit_beta) for law in laws}
 
 
-def holdout_cells(n_real: np.ndarray, n_synth: np.ndarray) -> np.ndarray | None:
+def holdout_cells(n_synth: np.ndarray) -> np.ndarray | None:
     """The cells a law must predict without seeing: those at the largest n_synth (extrapolation in the
     direction users ask about). None when fewer than two n_synth values would be left to fit on."""
     levels = np.unique(n_synth)
@@ -283,7 +283,7 @@ def select_equivalence_law(curve, n_real, n_synth, err, w_acc, n_eq, w_log, *, f
     errors of the cell means (the weights are inverse variances). With no hold-out possible every
     replicate takes ``laws[0]``.
     """
-    test = holdout_cells(n_real, n_synth)
+    test = holdout_cells(n_synth)
     R = err.shape[0]
     if test is None:
         weights = np.zeros((R, len(laws)))

@@ -179,11 +179,11 @@ def fit_arrays(acc: xr.DataArray, sources: list[str], opts: FitOptions, *, n_tes
         warnings_common.append("only one n_real: the effective law's beta (n_real exponent) is fixed at 0")
     all_items = {ref.name: ref_items, **{p[0].name: p[1] for p in pairs}} if use_items else {}
 
-    def pipeline(counts, test_w=None):
+    def pipeline(counts, test_w=None, items=None):
         item_acc = None
         if test_w is not None:  # accuracy of every (replicate, seed, cell) under the test-image weights
             T = test_w.shape[1]
-            item_acc = {name: np.einsum("sct,rt->rsc", it, test_w, optimize=True) / T for name, it in all_items.items()}
+            item_acc = {name: np.einsum("sct,rt->rsc", it, test_w, optimize=True) / T for name, it in items.items()}
         return run_pipeline(counts, ref, srcs, ref_var=ref_var, src_var=src_var, curve_law=opts.curve_law, e0=e0,
                             fit_beta=fit_beta, law=opts.law, item_acc=item_acc)
 
@@ -192,16 +192,14 @@ def fit_arrays(acc: xr.DataArray, sources: list[str], opts: FitOptions, *, n_tes
     if use_items:
         test_boot, test_jack = _test_weights(ref_items.shape[-1], int(opts.n_boot), rng)
         all_items = {k: v.astype(np.float32) for k, v in all_items.items()}
-    reps = pipeline(boot_counts, test_boot)
+    reps = pipeline(boot_counts, test_boot, all_items)
     jack = pipeline(jackknife_counts(n_seeds))  # leave-one-seed-out: the default interval, BCa, verdicts
     tjack = tnull = None
     if use_items:
-        tjack = pipeline(np.ones((TEST_GROUPS, n_seeds)), test_jack)
+        tjack = pipeline(np.ones((TEST_GROUPS, n_seeds)), test_jack, all_items)
         # the same deletions with every classifier's items shuffled on its own: what the seed jackknife covers
         shuffled = {k: rng.permuted(v, axis=-1) for k, v in all_items.items()}
-        all_items, kept = shuffled, all_items
-        tnull = pipeline(np.ones((TEST_GROUPS, n_seeds)), test_jack)
-        all_items = kept
+        tnull = pipeline(np.ones((TEST_GROUPS, n_seeds)), test_jack, shuffled)
     if reps.curve.bound_names:
         warnings_common.append(f"reference curve sits on a bound ({', '.join(reps.curve.bound_names)})")
     warnings_common += _curve_lack_of_fit(reps, n_total_ref)
@@ -493,6 +491,7 @@ class EquivalenceResult:
                 note, seeds = f"this cube cannot identify a rate: {why}", None
             rows.append({"source": self.source, "n_real": int(r), "n_synth": int(ns), "estimate": est, "lower": lo,
                          "upper": hi, "verdict": v, "seeds_needed": seeds, "note": note,
+                         "extrapolated": bool(q["extrapolated"].values[i]),
                          "gain": None if gain is None else gain})
         return rows
 

@@ -9,6 +9,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from runners.data import DATASETS
@@ -168,7 +169,7 @@ def test_count(name: str, test_fraction: float) -> int:
     if name == "digits":
         from sklearn.datasets import load_digits
 
-        counts = __import__("numpy").bincount(load_digits().target)
+        counts = np.bincount(load_digits().target)
         return int(sum(int(round(c * test_fraction)) for c in counts))
     return round(DATASET_SIZES[name] * test_fraction)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from analysis.result import CI_METHODS
 from analysis.verdict import ESTIMATED_MAX_RATIO
 from scaling.cube import STATUS_DONE, open_cube, status_counts
 
@@ -143,8 +144,7 @@ def caveat_lines(cube, results: dict) -> list[str]:
              "conditional on this test set.")]
     for name, res in results.items():
         ho = ", ".join(f"{k} {v:.2f}" for k, v in res.heldout_law_error.items()) or "not computed"
-        extrap = [r["n_real"] for r in res.headline()
-                  if bool(res.exchange_rate(r["n_real"], r["n_synth"])["extrapolated"])]
+        extrap = [r["n_real"] for r in res.headline() if r["extrapolated"]]
         wts = ", ".join(f"{k} {v:.2f}" for k, v in res.law_weights.items())
         md.append(f"- **{name}**: equivalence laws weighted {wts} by their held-out error (in standard errors: "
                   f"{ho})"
@@ -168,9 +168,7 @@ def interval_method_lines(results: dict) -> list[str]:
             t = res.interval_methods(r["n_real"], r["n_synth"])
             rows.append([name, r["n_real"]] + [f"[{_fmt(t.loc[m, 'lower'])}, {_fmt(t.loc[m, 'upper'])}] "
                                                f"{t.loc[m, 'verdict']}" for m in t.index])
-    header = ["source", "n_real"] + [f"{m}" for m in next(iter(results.values())).interval_methods(
-        *[next(iter(results.values())).headline()[0][k] for k in ("n_real", "n_synth")]).index]
-    return [_md_table(header, rows)]
+    return [_md_table(["source", "n_real", *CI_METHODS], rows)]
 
 
 def checklist_lines(results: dict) -> list[str]:

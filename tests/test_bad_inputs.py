@@ -195,10 +195,8 @@ def test_fit_without_the_reference_source_names_it(tmp_path, capsys):
 
 
 def test_report_without_the_reference_source_renders_and_says_why(tmp_path):
-    path = _cube_file(tmp_path, _no_real, name="results.nc")
-    assert main(["report", str(path), "--out", str(tmp_path / "rep"), "--n-boot", "60"]) == 0
-    assert "No exchange rate can be estimated from this cube: the cube has no 'real' reference source" in \
-        (tmp_path / "rep" / "report.md").read_text()
+    text = _report_text(tmp_path, _cube_file(tmp_path, _no_real, name="results.nc"))
+    assert "No exchange rate can be estimated from this cube: the cube has no 'real' reference source" in text
 
 
 @pytest.mark.parametrize("mutate, field", BAD_CUBES, ids=[b[1] + "-" + b[0].__name__ for b in BAD_CUBES])
@@ -237,18 +235,21 @@ def test_simulate_refuses_to_overwrite_naming_the_flag(tmp_path, capsys):
     assert out.read_text() == "keep me"
 
 
+def _report_text(tmp_path, path) -> str:
+    """``scaling report`` must succeed; its Markdown."""
+    assert main(["report", str(path), "--out", str(tmp_path / "rep"), "--n-boot", "60"]) == 0
+    return (tmp_path / "rep" / "report.md").read_text()
+
+
 def test_report_survives_a_damaged_features_file_and_says_so(tmp_path):
     path = _cube_file(tmp_path, name="results.nc")
     (tmp_path / "features.nc").write_bytes(b"garbage")
-    assert main(["report", str(path), "--out", str(tmp_path / "rep"), "--n-boot", "60"]) == 0
-    text = (tmp_path / "rep" / "report.md").read_text()
+    text = _report_text(tmp_path, path)
     assert "features.nc" in text and "not readable" in text
 
 
 def test_report_renders_a_real_only_cube_and_says_why_there_is_no_rate(tmp_path):
-    path = _cube_file(tmp_path, lambda c: c.sel(source=["real"]), name="results.nc")
-    assert main(["report", str(path), "--out", str(tmp_path / "rep"), "--n-boot", "60"]) == 0
-    text = (tmp_path / "rep" / "report.md").read_text()
+    text = _report_text(tmp_path, _cube_file(tmp_path, lambda c: c.sel(source=["real"]), name="results.nc"))
     assert "No exchange rate can be estimated" in text and "Not shown, and why" in text
 
 
