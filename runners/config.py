@@ -13,9 +13,8 @@ import numpy as np
 import yaml
 
 from runners.data import DATASETS
-from runners.train import RECIPES
+from runners.options import RECIPES, SOURCES, check_pipeline_dir, check_resolution, options_for
 
-SOURCES = ("real", "closed_set", "open_set", "retrieval")
 DATASET_SIZES = {"digits": 1797}
 DATASET_SHAPES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
 
@@ -107,14 +106,16 @@ def _check_resources(raw) -> dict:
     return res
 
 
-@dataclass
+@dataclass(frozen=True)
 class SweepConfig:
+    """A validated sweep: built only by :func:`load_config`; the one config type, also what Ray workers get."""
+
     name: str
     dataset: dict
-    sources: list[str]
-    n_real: list[int]
-    n_synth: list[int]
-    seeds: list[int]
+    sources: tuple[str, ...]
+    n_real: tuple[int, ...]
+    n_synth: tuple[int, ...]
+    seeds: tuple[int, ...]
     classifier: dict = field(default_factory=dict)
     resources: dict = field(default_factory=dict)
     storage: str = "runs"
@@ -143,6 +144,15 @@ class SweepConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.storage) / self.name
+
+    @property
+    def threads(self) -> int:
+        """Torch threads per trial or source job: the CPUs Ray allots it, so packed workers do not oversubscribe."""
+        return max(1, int(self.resources.get("cpus_per_trial", 1)))
+
+    def options(self, source: str) -> dict:
+        """The resolved options of one source (defaults filled in), as the pool cache keys hash them."""
+        return options_for(self.source_options, source)
 
 
 def _exists(path: str) -> bool:
@@ -207,6 +217,7 @@ def _check_layout(ds: dict, path: Path, fieldname: str) -> None:
 
 def _int_list(raw: dict, key: str, minimum: int) -> list[int]:
     v = raw.get(key)
+    v = list(v) if isinstance(v, tuple) else v  # a SweepConfig passed back in holds tuples
     _require(isinstance(v, list) and len(v) > 0, key, f"must be a non-empty list of integers, got {v!r}")
     _require(all(isinstance(x, int) and not isinstance(x, bool) for x in v), key, f"must hold integers only, got {v!r}")
     _require(all(x >= minimum for x in v), key, f"values must be >= {minimum}, got {v!r}")
@@ -249,6 +260,7 @@ def load_config(source, **overrides) -> SweepConfig:
     ds = raw["dataset"]
     check_dataset_spec(ds, "dataset")
     sources = raw["sources"]
+    sources = list(sources) if isinstance(sources, tuple) else sources
     _require(isinstance(sources, list) and sources, "sources", f"must be a non-empty list, got {sources!r}")
     for s in sources:
         _require(s in SOURCES, "sources", f"unknown source {s!r}; choose from {SOURCES}")
@@ -273,16 +285,15 @@ def load_config(source, **overrides) -> SweepConfig:
         _require(need <= available, "n_synth" if "real" in sources and max(n_synth) else "n_real",
                  f"max(n_real) + max(n_synth) = {need} exceeds the {available} non-test images of {ds['name']}")
     source_options = _source_options(raw, sources, ds, n_real, n_synth, tf)
-    return SweepConfig(name=raw["name"], dataset=ds, sources=list(sources), n_real=n_real, n_synth=n_synth, seeds=seeds,
-                       classifier=clf, resources=res, storage=storage, test_fraction=float(tf),
+    # absolute: Ray workers run in their own working directories
+    return SweepConfig(name=raw["name"], dataset=ds, sources=tuple(sources), n_real=tuple(n_real),
+                       n_synth=tuple(n_synth), seeds=tuple(seeds), classifier=clf, resources=res,
+                       storage=str(Path(storage).resolve()), test_fraction=float(tf),
                        max_failures=mf, source_options=source_options)
 
 
 def _source_options(raw: dict, sources: list[str], ds: dict, n_real: list[int], n_synth: list[int], tf: float) -> dict:
     """Validate per-source options (generator presets, text-to-image folder, retrieval encoder) up front."""
-    from runners.generative import check_pipeline_dir, check_resolution
-    from runners.sources import options_for
-
     opts = raw.get("source_options") or {}
     _require(isinstance(opts, dict), "source_options", f"must be a mapping source -> options, got {opts!r}")
     for src, value in opts.items():
@@ -306,10 +317,9 @@ def _source_options(raw: dict, sources: list[str], ds: dict, n_real: list[int], 
     thr = (opts.get("retrieval") or {}).get("dedup_threshold", 0.98)
     _require(isinstance(thr, (int, float)) and 0 < thr <= 1, "source_options.retrieval.dedup_threshold",
              f"must lie in (0, 1], got {thr!r}")
-    probe = {"source_options": opts}
     for src in sources:
         try:
-            resolved = options_for(probe, src)
+            resolved = options_for(opts, src)
         except ValueError as exc:
             raise ConfigError(f"source_options.{src}.{exc}") from None
         shape = DATASET_SHAPES.get(ds["name"])

@@ -8,11 +8,17 @@ read from paths the user gives; nothing is downloaded.
 
 from __future__ import annotations
 
+import json
 import pickle
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from runners import streams
 
 DATASETS = ("digits", "cifar10", "cifar100", "medmnist", "imagefolder")
 
@@ -33,8 +39,6 @@ class ImageData:
 def load_dataset(spec: dict) -> ImageData:
     name = spec["name"]
     if name == "digits":
-        from sklearn.datasets import load_digits
-
         d = load_digits()
         images = (d.images / 16.0).astype(np.float32)[:, None]
         return ImageData("digits", images, d.target.astype(np.int64), [str(c) for c in d.target_names])
@@ -108,8 +112,6 @@ def _load_medmnist(path: Path) -> ImageData:
 
 
 def _load_imagefolder(root: Path, size: int) -> ImageData:
-    from PIL import Image
-
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     imgs, labels = [], []
     for c, cls in enumerate(classes):
@@ -153,13 +155,38 @@ def balanced_take(labels: np.ndarray, candidates: np.ndarray, n: int, rng: np.ra
 
 
 def split_for_seed(data: ImageData, test_idx: np.ndarray, seed: int, n_real: int, pool_size: int):
-    """Base subset (class-balanced, n_real) and a disjoint held-out real pool (pool_size), per seed.
+    """Base subset (class-balanced, n_real) and a disjoint held-out real pool (pool_size), per (seed, n_real).
 
-    The pool order is fixed by the seed alone, so ``n_synth`` prefixes are nested.
+    The pool order is fixed by (seed, n_real) alone, so ``n_synth`` prefixes are nested.
     """
-    rng = np.random.default_rng([seed, n_real])
+    rng = streams.rng("split", seed, n_real)
     rest = np.setdiff1d(np.arange(len(data.labels)), test_idx)
     base = balanced_take(data.labels, rest, n_real, rng)
     remaining = np.setdiff1d(rest, base)
     pool = balanced_take(data.labels, remaining, pool_size, rng) if pool_size else np.zeros(0, np.int64)
     return base, pool
+
+
+# --------------------------------------------------------------------------------------------------
+# one decoded dataset per worker process
+
+
+@lru_cache(maxsize=4)
+def _cached(dataset_json: str, test_fraction: float) -> tuple[ImageData, np.ndarray]:
+    data = load_dataset(json.loads(dataset_json))
+    return data, test_indices(data, test_fraction)
+
+
+def dataset_of(cfg) -> tuple[ImageData, np.ndarray]:
+    """(dataset, test indices) of a sweep config, decoded once per process (trials reuse their actor)."""
+    return _cached(json.dumps(cfg.dataset, sort_keys=True), float(cfg.test_fraction))
+
+
+def non_test(data: ImageData, test_idx: np.ndarray) -> np.ndarray:
+    return np.setdiff1d(np.arange(len(data.labels)), test_idx)
+
+
+def base_and_real_pool(cfg, n_real: int, seed: int, pool_size: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the base subset and of the held-out real pool of one (n_real, seed)."""
+    data, test_idx = dataset_of(cfg)
+    return split_for_seed(data, test_idx, seed, n_real, pool_size)

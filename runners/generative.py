@@ -18,44 +18,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DModel
+from tqdm import tqdm
 
-# Presets sized per dataset. `tiny` keeps the digits demo on a 2-core CPU (about 20 ms a step);
-# `cifar` and `medmnist` are GPU presets at the scale of Wang et al.'s class-conditional models.
-PRESETS = {
-    "tiny": dict(block_out_channels=(16, 32), layers_per_block=1, attention=False, train_steps=600,
-                 batch_size=32, lr=3e-3, ema_decay=0.995, sample_steps=20, guidance=2.0, p_uncond=0.1),
-    "medmnist": dict(block_out_channels=(64, 128, 128), layers_per_block=2, attention=True, train_steps=40_000,
-                     batch_size=128, lr=2e-4, ema_decay=0.9995, sample_steps=25, guidance=2.0, p_uncond=0.1),
-    "cifar": dict(block_out_channels=(128, 256, 256, 256), layers_per_block=2, attention=True, train_steps=100_000,
-                  batch_size=128, lr=2e-4, ema_decay=0.9999, sample_steps=25, guidance=2.0, p_uncond=0.1),
-}
-PRESET_KEYS = tuple(PRESETS["tiny"])
+from runners.options import check_resolution
+
 NUM_TRAIN_TIMESTEPS = 1000
 
 
-def resolve_preset(options: dict) -> dict:
-    """A preset name plus overrides -> the full hyper-parameter dict (what the cache key hashes)."""
-    name = options.get("preset", "tiny")
-    if name not in PRESETS:
-        raise ValueError(f"preset: unknown generator preset {name!r}; choose from {tuple(PRESETS)}")
-    unknown = sorted(set(options) - set(PRESET_KEYS) - {"preset"})
-    if unknown:
-        raise ValueError(f"{unknown[0]}: unknown generator option (known: preset, {', '.join(PRESET_KEYS)})")
-    hp = {**PRESETS[name], **{k: v for k, v in options.items() if k != "preset"}}
-    hp["block_out_channels"] = tuple(int(c) for c in hp["block_out_channels"])
-    return hp
-
-
-def check_resolution(hp: dict, shape: tuple[int, int, int]) -> None:
-    factor = 2 ** (len(hp["block_out_channels"]) - 1)
-    if shape[1] % factor or shape[2] % factor:
-        raise ValueError(f"block_out_channels: {len(hp['block_out_channels'])} levels need image sides divisible by "
-                         f"{factor}, the dataset's images are {shape[1]}x{shape[2]}")
-
-
 def build_unet(hp: dict, shape: tuple[int, int, int], n_classes: int):
-    from diffusers import UNet2DModel
-
     check_resolution(hp, shape)
     levels = len(hp["block_out_channels"])
     attn_from = levels - 1 if hp["attention"] else levels  # attention only at the coarsest level
@@ -68,8 +39,6 @@ def build_unet(hp: dict, shape: tuple[int, int, int], n_classes: int):
 
 
 def noise_scheduler():
-    from diffusers import DDPMScheduler
-
     return DDPMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule="squaredcos_cap_v2")
 
 
@@ -80,8 +49,6 @@ def _device(device: str | None) -> str:
 def train_diffusion(images: np.ndarray, labels: np.ndarray, n_classes: int, hp: dict, *, seed: int,
                     device: str | None = None, progress: bool = False, desc: str = "diffusion"):
     """Train a class-conditional UNet on ``images`` (N, C, H, W) in [0, 1]; returns (EMA model, seconds)."""
-    from tqdm import tqdm
-
     device = _device(device)
     gpu = device.startswith("cuda")
     torch.manual_seed(seed)
@@ -124,9 +91,6 @@ def train_diffusion(images: np.ndarray, labels: np.ndarray, n_classes: int, hp: 
 def sample_diffusion(model, labels: np.ndarray, n_classes: int, hp: dict, *, seed: int, device: str | None = None,
                      batch: int = 512, progress: bool = False) -> np.ndarray:
     """Images (N, C, H, W) uint8 for the requested ``labels``, by DPM-Solver++ with classifier-free guidance."""
-    from diffusers import DPMSolverMultistepScheduler
-    from tqdm import tqdm
-
     device = _device(device)
     model = model.to(device).eval()
     # thresholding clips the predicted x0 to the data range; without it the first steps of a cosine
@@ -162,9 +126,18 @@ def save_generator(model, folder: Path, meta: dict) -> None:
         tmp.replace(folder)
 
 
-def load_generator(folder: Path):
-    from diffusers import UNet2DModel
+def train_or_load(folder: Path, images: np.ndarray, labels: np.ndarray, n_classes: int, hp: dict, *, seed: int,
+                  progress: bool = False, desc: str = "diffusion"):
+    """The generator stored in ``folder`` (a content-hash name), trained and saved first when absent."""
+    if (Path(folder) / "meta.json").exists():
+        return load_generator(folder)
+    model, seconds = train_diffusion(images, labels, n_classes, hp, seed=seed, progress=progress, desc=desc)
+    meta = {"train_seconds": seconds, "n_train": int(len(labels)), "hp": hp}
+    save_generator(model, Path(folder), meta)
+    return model, meta
 
+
+def load_generator(folder: Path):
     model = UNet2DModel.from_pretrained(folder, use_safetensors=True, local_files_only=True)
     return model, json.loads((Path(folder) / "meta.json").read_text())
 
@@ -173,32 +146,10 @@ def load_generator(folder: Path):
 # text-to-image pipelines from a local folder (open_set, option a)
 
 
-def check_pipeline_dir(path) -> None:
-    """Fail before the sweep when a text-to-image folder is missing or malformed."""
-    p = Path(path)
-    if not p.is_dir():
-        raise ValueError(f"no such folder: {p}")
-    index = p / "model_index.json"
-    if not index.exists():
-        raise ValueError(f"{p} is not a diffusers pipeline folder (no model_index.json)")
-    try:
-        spec = json.loads(index.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{index} is not valid JSON ({exc})") from None
-    for name, value in spec.items():
-        if name.startswith("_") or not isinstance(value, list) or value[0] is None:
-            continue
-        if not (p / name).is_dir():
-            raise ValueError(f"{p} lists component '{name}' in model_index.json but has no '{name}/' folder")
-
-
 def sample_text2image(pipeline_dir, class_names: list[str], labels: np.ndarray, shape: tuple[int, int, int], *,
                       prompt: str = "a photo of {}", seed: int, steps: int = 25, guidance: float = 7.5,
                       device: str | None = None, batch: int = 16, progress: bool = False) -> np.ndarray:
     """Prompt a local pipeline with class names; resize to the dataset's (C, H, W); uint8."""
-    from diffusers import DiffusionPipeline
-    from tqdm import tqdm
-
     device = _device(device)
     pipe = DiffusionPipeline.from_pretrained(pipeline_dir, local_files_only=True, use_safetensors=True,
                                              safety_checker=None, requires_safety_checker=False).to(device)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-RECIPES = ("small_cnn", "resnet18")
+from runners.options import RECIPES
 
 
 def conv_bn(cin: int, cout: int) -> nn.Sequential:

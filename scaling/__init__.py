@@ -2,24 +2,37 @@
 
 Public face of the package: the cube contract (``open_cube``, ``save_cube``, ``validate_cube``,
 ``merge_cubes``), ``simulate_cube``, ``fit_equivalence`` and ``run_sweep``.
+
+Names resolve on first use (PEP 562): ``import scaling.cube`` in a Ray worker loads the cube module only,
+not the statistics stack (statsmodels, scipy.optimize) or torch and Ray.
 """
 
-from scaling.cube import CubeError, empty_cube, merge_cubes, open_cube, save_cube, status_counts, validate_cube
-from scaling.fit import fit_equivalence
-from scaling.simulate import planted_truth, simulate_cube
+from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+import importlib.metadata
+
+try:
+    __version__ = importlib.metadata.version("synth-scaling")
+except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "unknown"
+
+_HOMES = {
+    "CubeError": "scaling.cube", "empty_cube": "scaling.cube", "merge_cubes": "scaling.cube",
+    "open_cube": "scaling.cube", "save_cube": "scaling.cube", "status_counts": "scaling.cube",
+    "validate_cube": "scaling.cube", "fit_equivalence": "scaling.fit", "planted_truth": "scaling.simulate",
+    "simulate_cube": "scaling.simulate", "run_sweep": "runners.sweep",
+}
+__all__ = sorted(_HOMES)
 
 
-def run_sweep(config, **overrides):
-    """Run a Ray Tune sweep from a config (path, dict or SweepConfig); returns the cube path.
-
-    Imported lazily so ``import scaling`` stays light (no torch or ray) for analysis-only users.
-    """
-    from runners.sweep import run_sweep as _run
-
-    return _run(config, **overrides)
+def __getattr__(name: str):
+    if name in _HOMES:
+        value = getattr(importlib.import_module(_HOMES[name]), name)
+        globals()[name] = value  # resolve once
+        return value
+    raise AttributeError(f"module 'scaling' has no attribute {name!r}")
 
 
-__all__ = ["CubeError", "empty_cube", "fit_equivalence", "merge_cubes", "open_cube", "planted_truth", "run_sweep",
-           "save_cube", "simulate_cube", "status_counts", "validate_cube"]
+def __dir__():
+    return sorted(set(globals()) | set(_HOMES))

@@ -6,9 +6,12 @@ import os
 import numpy as np
 import pytest
 
-from runners import sources
+from runners import data as rdata
+from runners import pools, sources
 from runners.config import ConfigError, load_config
-from runners.generative import check_pipeline_dir, resolve_preset, sample_text2image
+from runners.encoders import embed
+from runners.generative import sample_text2image
+from runners.options import check_pipeline_dir, resolve_preset
 from tests.tiny_models import tiny_clip_vision, tiny_text2image_pipeline
 
 pytestmark = pytest.mark.slow  # Ray sweeps and generator training: the fast lane is -m "not slow"
@@ -17,9 +20,12 @@ TINY_GEN = {"block_out_channels": [8, 16], "train_steps": 12, "batch_size": 8, "
 
 
 def _cfg(run_dir, **extra):
-    return {"dataset": {"name": "digits"}, "test_fraction": 0.25, "n_synth": [0, 10, 30], "seeds": [0, 1],
-            "classifier": {}, "resources": {"cpus_per_trial": 1}, "run_dir": str(run_dir),
-            "source_options": {"closed_set": TINY_GEN, "open_set": TINY_GEN, **extra}}
+    """A validated SweepConfig whose run folder is ``run_dir`` (the one config type sources take)."""
+    return load_config({"name": run_dir.name, "storage": str(run_dir.parent), "dataset": {"name": "digits"},
+                        "sources": ["real", "closed_set", "open_set", "retrieval"], "n_real": [20, 40],
+                        "test_fraction": 0.25, "n_synth": [0, 10, 30], "seeds": [0, 1],
+                        "resources": {"cpus_per_trial": 1},
+                        "source_options": {"closed_set": TINY_GEN, "open_set": TINY_GEN, **extra}})
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +36,7 @@ def run_dir(tmp_path_factory):
 def test_closed_set_pool_is_balanced_uint8_and_deterministic(run_dir, tmp_path):
     cfg = _cfg(run_dir)
     meta = sources.prepare_pool(cfg, "closed_set", 20, 0)
-    with np.load(sources.pool_paths(cfg, "closed_set", 20, 0)[0]) as f:
+    with np.load(pools.pool_paths(cfg, "closed_set", 20, 0)[0]) as f:
         images, labels = f["images"], f["labels"]
     assert images.shape == (30, 1, 8, 8) and images.dtype == np.uint8
     assert np.bincount(labels[:10], minlength=10).tolist() == [1] * 10  # every prefix is class-balanced
@@ -40,31 +46,31 @@ def test_closed_set_pool_is_balanced_uint8_and_deterministic(run_dir, tmp_path):
     # a second run folder recomputes from scratch and must give the same bytes (deterministic on CPU)
     again = _cfg(tmp_path)
     sources.prepare_pool(again, "closed_set", 20, 0)
-    with np.load(sources.pool_paths(again, "closed_set", 20, 0)[0]) as f:
+    with np.load(pools.pool_paths(again, "closed_set", 20, 0)[0]) as f:
         np.testing.assert_array_equal(f["images"], images)
 
 
 def test_a_prepared_pool_is_reused_not_recomputed(run_dir):
     cfg = _cfg(run_dir)
     first = sources.prepare_pool(cfg, "closed_set", 20, 0)
-    npz = sources.pool_paths(cfg, "closed_set", 20, 0)[0]
+    npz = pools.pool_paths(cfg, "closed_set", 20, 0)[0]
     stamp = os.stat(npz).st_mtime_ns
     assert sources.prepare_pool(cfg, "closed_set", 20, 0) == first
     assert os.stat(npz).st_mtime_ns == stamp
     # another seed is another pool; a changed preset is another pool
-    assert sources.pool_key(cfg, "closed_set", 20, 1) != sources.pool_key(cfg, "closed_set", 20, 0)
+    assert pools.pool_key(cfg, "closed_set", 20, 1) != pools.pool_key(cfg, "closed_set", 20, 0)
     other = _cfg(run_dir, closed_set={**TINY_GEN, "guidance": 3.0})
-    assert sources.pool_key(other, "closed_set", 20, 0) != sources.pool_key(cfg, "closed_set", 20, 0)
+    assert pools.pool_key(other, "closed_set", 20, 0) != pools.pool_key(cfg, "closed_set", 20, 0)
 
 
 def test_open_set_generator_is_trained_once_and_shared_across_base_sizes(run_dir):
     cfg = _cfg(run_dir)
-    assert sources.pool_key(cfg, "open_set", 20, 0) == sources.pool_key(cfg, "open_set", 40, 0)
+    assert pools.pool_key(cfg, "open_set", 20, 0) == pools.pool_key(cfg, "open_set", 40, 0)
     a = sources.prepare_pool(cfg, "open_set", 20, 0)
     b = sources.prepare_pool(cfg, "open_set", 20, 1)
     assert a["generator"] == b["generator"] and a["generator_shared_by"] == 2
     assert len(list((run_dir / "generators").glob(f"{a['generator']}*"))) == 1
-    x, y, _ = sources.load_pool(cfg, "open_set", 20, 0, 10)
+    x, y, _ = pools.load_pool(cfg, "open_set", 20, 0, 10)
     assert x.shape == (10, 1, 8, 8) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
     assert sorted(y.tolist()) == list(range(10))
 
@@ -72,9 +78,9 @@ def test_open_set_generator_is_trained_once_and_shared_across_base_sizes(run_dir
 def test_retrieval_labels_by_query_and_records_label_noise(run_dir):
     cfg = _cfg(run_dir)
     meta = sources.prepare_pool(cfg, "retrieval", 20, 0)
-    data, test_idx = sources.dataset_of(cfg)
-    base, _ = sources.base_and_real_pool(cfg, 20, 0, 0)
-    with np.load(sources.pool_paths(cfg, "retrieval", 20, 0)[0]) as f:
+    data, test_idx = rdata.dataset_of(cfg)
+    base, _ = rdata.base_and_real_pool(cfg, 20, 0, 0)
+    with np.load(pools.pool_paths(cfg, "retrieval", 20, 0)[0]) as f:
         idx, labels, wrong = f["indices"], f["labels"], f["label_wrong"]
     assert len(np.unique(idx)) == 30
     assert not set(idx) & set(base) and not set(idx) & set(test_idx)
@@ -82,8 +88,8 @@ def test_retrieval_labels_by_query_and_records_label_noise(run_dir):
     np.testing.assert_array_equal(wrong, labels != data.labels[idx])
     assert meta["label_noise"] == pytest.approx(wrong.mean())
     # the first len(base) picks are each query's nearest neighbour: check against brute force
-    z = sources.embed(cfg, data.images, "pixels")
-    external = np.setdiff1d(sources.non_test(data, test_idx), base)
+    z = embed(data.images, "pixels")
+    external = np.setdiff1d(rdata.non_test(data, test_idx), base)
     brute = external[np.argmax(z[base] @ z[external].T, axis=1)]
     assert np.mean(idx[:5] == brute[:5]) == 1.0
 
@@ -91,10 +97,10 @@ def test_retrieval_labels_by_query_and_records_label_noise(run_dir):
 def test_retrieval_drops_near_duplicates_of_test_images(run_dir):
     cfg = _cfg(run_dir, retrieval={"dedup_threshold": 0.9})
     meta = sources.prepare_pool(cfg, "retrieval", 20, 0)
-    data, test_idx = sources.dataset_of(cfg)
-    with np.load(sources.pool_paths(cfg, "retrieval", 20, 0)[0]) as f:
+    data, test_idx = rdata.dataset_of(cfg)
+    with np.load(pools.pool_paths(cfg, "retrieval", 20, 0)[0]) as f:
         idx = f["indices"]
-    z = sources.embed(cfg, data.images, "pixels")
+    z = embed(data.images, "pixels")
     assert (z[idx] @ z[test_idx].T).max() < 0.9
     assert meta["dropped_near_duplicates"] > 0
 
@@ -180,11 +186,11 @@ def test_retrieval_from_an_external_image_folder(run_dir, tmp_path):
     pool = {"name": "imagefolder", "root": str(tmp_path / "crawl"), "image_size": 16}
     cfg = _cfg(run_dir, retrieval={"pool": pool})
     meta = sources.prepare_pool(cfg, "retrieval", 20, 0)
-    with np.load(sources.pool_paths(cfg, "retrieval", 20, 0)[0]) as f:
+    with np.load(pools.pool_paths(cfg, "retrieval", 20, 0)[0]) as f:
         images, labels = f["images"], f["labels"]
     assert images.shape == (30, 1, 8, 8) and images.dtype == np.uint8
     assert meta["label_known_fraction"] == 1.0 and 0 <= meta["label_noise"] < 0.5
-    x, y, _ = sources.load_pool(cfg, "retrieval", 20, 0, 30)
+    x, y, _ = pools.load_pool(cfg, "retrieval", 20, 0, 30)
     assert x.shape == (30, 1, 8, 8) and np.array_equal(y, labels)
     with pytest.raises(ConfigError, match="^source_options.retrieval.pool.root: no such file"):
         load_config(_sweep(source_options={"retrieval": {"pool": {"name": "imagefolder", "root": "/no/crawl"}}}))

@@ -58,19 +58,34 @@ def test_a_different_config_cannot_reuse_the_run_folder(tmp_path):
         scaling.run_sweep(cfg, quiet=True)
 
 
+def _held(tmp_path: Path, cell: str) -> tuple[dict, Path]:
+    """Env that makes ``cell``'s trial wait for a file (runners.trial._hold_if_asked): while it waits the
+    sweep cannot finish, so a kill or a signal lands mid-sweep by construction, not by timing."""
+    release = tmp_path / "release"
+    return {**os.environ, "SCALING_HOLD_CELL": f"{cell}:{release}"}, release
+
+
+def _wait_for(predicate, proc, what: str, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert proc.poll() is None, f"the sweep ended before {what}"
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     cfg_path = tmp_path / "tiny.yaml"
     cfg_path.write_text(yaml.safe_dump({**TINY, "storage": str(tmp_path / "interrupted")}))
     run_dir = tmp_path / "interrupted" / "tiny"
-    proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", "sweep", str(cfg_path), "--quiet"],
+    env, release = _held(tmp_path, "real-r30-s30-seed1")
+    proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", "sweep", str(cfg_path), "--quiet"], env=env,
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while sum(_executions(run_dir).values()) < 3 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+    _wait_for(lambda: release.with_suffix(".held").exists() and sum(_executions(run_dir).values()) >= 3, proc,
+              "3 trials finished and the held one started")
     os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-sweep, as on a crash
     proc.wait()
     done_before = _executions(run_dir)
-    assert 3 <= sum(done_before.values()) < 12, "the kill must land mid-sweep"
+    assert 3 <= sum(done_before.values()) < 12 and "real-r30-s30-seed1" not in done_before
     path = scaling.run_sweep(cfg_path, quiet=True)
     runs = _executions(run_dir)
     assert max(runs.values()) == 1, f"a finished trial ran twice: {runs}"
@@ -91,9 +106,11 @@ def test_a_failing_trial_is_retried_then_recorded_failed_and_the_sweep_finishes(
     assert int((cube["status"] == 1).sum()) == cube["status"].size - 1
 
 
-def test_cluster_runs_trials_on_both_nodes_and_survives_losing_the_worker(tmp_path):
+def test_cluster_runs_trials_on_both_nodes_and_survives_losing_the_worker(tmp_path, monkeypatch):
     from ray.cluster_utils import Cluster
 
+    env, release = _held(tmp_path, "real-r30-s30-seed1")
+    monkeypatch.setenv("SCALING_HOLD_CELL", env["SCALING_HOLD_CELL"])  # the nodes' workers inherit it
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     worker = cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
@@ -105,16 +122,14 @@ def test_cluster_runs_trials_on_both_nodes_and_survives_losing_the_worker(tmp_pa
         run_dir = tmp_path / "tiny"
         proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", "sweep", str(cfg_path), "--quiet",
                                  "--address", cluster.address], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.time() + 240
-        nodes = set()
-        while time.time() < deadline and proc.poll() is None:
-            nodes = {json.loads(p.read_text())["node"] for p in (run_dir / "ledger").glob("*.json")}
-            if len(nodes) >= 2 and sum(_executions(run_dir).values()) >= 4:
-                break
-            time.sleep(0.1)
-        assert len(nodes) == 2, f"trials ran on {nodes} only"
-        cluster.remove_node(worker)  # the worker node dies mid-sweep
-        assert sum(_executions(run_dir).values()) < 12, "the worker must be lost before the sweep ended"
+        def nodes():
+            return {json.loads(p.read_text())["node"] for p in (run_dir / "ledger").glob("*.json")}
+
+        _wait_for(lambda: len(nodes()) == 2 and release.with_suffix(".held").exists(), proc,
+                  "trials finished on both nodes and the held one started")
+        cluster.remove_node(worker)  # the worker node dies mid-sweep (the held trial has not finished)
+        assert "real-r30-s30-seed1" not in _executions(run_dir)
+        release.touch()  # a held trial on the head goes on; one on the lost worker is retried without holding
         out, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, out.decode()[-2000:]
         cube = scaling.open_cube(run_dir / "results.nc")
@@ -204,15 +219,13 @@ def test_ctrl_c_exits_130_with_a_resume_line_and_the_rerun_finishes_the_rest(tmp
     cfg_path = tmp_path / "tiny.yaml"
     cfg_path.write_text(yaml.safe_dump({**TINY, "storage": str(tmp_path / "runs")}))
     run_dir = tmp_path / "runs" / "tiny"
-    proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", "sweep", str(cfg_path), "--quiet"],
+    env, release = _held(tmp_path, "real-r30-s30-seed1")
+    proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", "sweep", str(cfg_path), "--quiet"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while sum(_executions(run_dir).values()) < 2 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.1)
+    _wait_for(lambda: release.with_suffix(".held").exists() and sum(_executions(run_dir).values()) >= 2, proc,
+              "2 trials finished and the held one started")
     proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the driver
     _, err = proc.communicate(timeout=240)
-    if proc.returncode == 0:  # the signal landed after the last trial: nothing left to show
-        pytest.skip("the sweep finished before the interrupt landed")
     assert proc.returncode == 130, err.decode()[-2000:]
     assert "rerun the same command to resume" in err.decode()
     assert not (run_dir / ".lock").exists()

@@ -1,0 +1,133 @@
+"""The run folder's record of finished work, and who may write to it.
+
+Resume is exact: every finished trial writes its result to ``ledger/<cell>.json`` (atomically) before it
+reports, and a rerun only schedules cells without an entry. This is stricter than ``Tuner.restore``,
+which replays the experiment state saved at its last snapshot and can rerun trials that finished after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from runners.config import ConfigError
+from scaling.cube import write_atomic
+
+
+class RunFolderBusy(RuntimeError):
+    """Another sweep holds the run folder's lock."""
+
+
+def cell_key(cell: dict) -> str:
+    return f"{cell['source']}-r{cell['n_real']}-s{cell['n_synth']}-seed{cell['seed']}"
+
+
+def ledger_path(cfg, cell: dict) -> Path:
+    return cfg.run_dir / "ledger" / f"{cell_key(cell)}.json"
+
+
+def package_version() -> str:
+    """From the installed metadata: workers need not import ``scaling`` (and statsmodels with it)."""
+    try:
+        return importlib.metadata.version("synth-scaling")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def cell_fingerprint(cfg) -> str:
+    """What determines one cell's numbers beyond its coordinates: the sweep's fingerprint, the package
+    version, and the torch thread count (``cpus_per_trial`` changes accuracies in the 3rd decimal)."""
+    key = {"sweep": cfg.fingerprint(), "package": package_version(), "threads": cfg.threads}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(payload, default=str)))
+
+
+def check_run_dir(cfg) -> None:
+    """Refuse to mix two different sweeps in one run directory (called with the run folder's lock held)."""
+    stamp = cfg.run_dir / "sweep.json"
+    if stamp.exists():
+        try:
+            old = json.loads(stamp.read_text())
+        except ValueError:
+            raise ConfigError(f"storage: {stamp} is damaged (not JSON); it records which sweep owns the folder — "
+                              "restore it or choose another name") from None
+        if old.get("fingerprint") != cfg.fingerprint():
+            raise ConfigError(f"storage: {cfg.run_dir} holds a different sweep (fingerprint {old.get('fingerprint')}); "
+                              "choose another storage/name, or delete that folder")
+    else:
+        write_json_atomic(stamp, {"fingerprint": cfg.fingerprint(), "config": cfg.__dict__})
+
+
+def check_ledger(cfg) -> set[str]:
+    """Keys of the finished cells; a damaged entry, or one computed under another cell fingerprint (package
+    version, thread count), is refused before anything runs — never reused, never silently overwritten."""
+    done, current = set(), cell_fingerprint(cfg)
+    for path in sorted((cfg.run_dir / "ledger").glob("*.json")):
+        try:
+            entry = json.loads(path.read_text())
+        except ValueError:
+            raise ConfigError(f"ledger: {path} is damaged (not JSON); delete it to recompute that cell") from None
+        theirs = entry.get("cell_fingerprint")
+        if theirs is not None and theirs != current:
+            raise ConfigError(f"resources.cpus_per_trial: {path.name} was computed under cell fingerprint {theirs} "
+                              f"(package version or torch threads differ from now: {package_version()}, "
+                              f"{cfg.threads} thread(s)); resume with the same package and cpus_per_trial, "
+                              "or use another name")
+        done.add(path.stem)
+    return done
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Hold ``run_dir/.lock`` for a whole sweep: two sweeps into one folder would mix their cells.
+
+    Created with O_EXCL (atomic on POSIX and NFSv3+); a lock left by a process that is gone (same host,
+    dead PID) is taken over with a message; one held elsewhere is refused, naming its holder.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / ".lock"
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(lock.read_text())
+            except (OSError, ValueError):
+                holder = {}
+            if holder.get("host") == me["host"] and not _alive(int(holder.get("pid", -1))):
+                print(f"taking over a stale lock of {run_dir} (pid {holder.get('pid')} is gone)", file=sys.stderr)
+                lock.unlink(missing_ok=True)
+                continue
+            raise RunFolderBusy(f"storage: {run_dir} is in use by another sweep (pid {holder.get('pid')} on "
+                                f"{holder.get('host')} since {holder.get('since')}); wait for it, or delete "
+                                f"{lock} if that process is gone") from None
+        with os.fdopen(fd, "w") as fh:
+            json.dump(me, fh)
+        break
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

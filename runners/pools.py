@@ -1,0 +1,109 @@
+"""Where pools and generator weights live, what names them, and what a trial reads back.
+
+A pool is ``max(n_synth)`` labelled images for one (source, n_real, seed); trials take prefixes, so the
+``n_synth`` values of a sweep are nested subsets. Every artefact is named by a content hash of what
+determines it (dataset, split, source options, n_real when it matters, seed, size): preparing an existing
+pool is a file read, and a changed option can never reuse a stale one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from runners.data import dataset_of
+from runners.options import content_hash
+from scaling.cube import write_atomic
+
+POOL_VERSION = 3  # bump when the recipe changes what a cached pool contains
+SHARES_ACROSS_N_REAL = ("open_set",)  # pools that do not depend on the base subset
+# arrays a pool file holds besides images/labels; trials skip them
+QUALITY_ARRAYS = ("features", "domain_direction")
+
+
+@dataclass
+class Pool:
+    """What a source builds: ``arrays`` (``labels`` plus ``images`` uint8 or dataset ``indices``, optional
+    ``label_wrong``) and ``meta`` (its cost: generator/sample seconds, how many pools share the generator)."""
+
+    arrays: dict
+    meta: dict = field(default_factory=dict)
+
+
+def dataset_spec(cfg) -> dict:
+    return {"dataset": cfg.dataset, "test_fraction": cfg.test_fraction, "version": POOL_VERSION}
+
+
+def pool_spec(cfg, source: str, n_real: int, seed: int) -> dict:
+    """Everything that determines a pool's content."""
+    spec = {**dataset_spec(cfg), "source": source, "seed": int(seed), "size": int(max(cfg.n_synth)),
+            "options": cfg.options(source)}
+    if source not in SHARES_ACROSS_N_REAL:
+        spec["n_real"] = int(n_real)
+    return spec
+
+
+def pool_key(cfg, source: str, n_real: int, seed: int) -> str:
+    return content_hash(pool_spec(cfg, source, n_real, seed))
+
+
+def pool_paths(cfg, source: str, n_real: int, seed: int) -> tuple[Path, Path]:
+    key = pool_key(cfg, source, n_real, seed)
+    folder = cfg.run_dir / "pools"
+    return folder / f"{source}-{key}.npz", folder / f"{source}-{key}.json"
+
+
+def is_prepared(cfg, source: str, n_real: int, seed: int) -> bool:
+    return all(p.exists() for p in pool_paths(cfg, source, n_real, seed))
+
+
+def generator_folder(cfg, key: str) -> Path:
+    return cfg.run_dir / "generators" / key
+
+
+def save_pool(cfg, source: str, n_real: int, seed: int, pool: Pool) -> None:
+    """Arrays first, meta second, each atomically: a pool counts as prepared only when both exist."""
+    npz, meta_path = pool_paths(cfg, source, n_real, seed)
+    write_atomic(npz, lambda p: np.savez(p, **pool.arrays))
+    write_atomic(meta_path, lambda p: p.write_text(json.dumps(pool.meta)))
+
+
+def read_meta(cfg, source: str, n_real: int, seed: int) -> dict:
+    return json.loads(pool_paths(cfg, source, n_real, seed)[1].read_text())
+
+
+def pool_images(cfg, arrays) -> np.ndarray:
+    """Float images in [0, 1]: stored uint8 samples, or dataset images by index (no re-quantisation)."""
+    if "indices" in arrays:
+        data, _ = dataset_of(cfg)
+        return data.images[np.asarray(arrays["indices"])]
+    return np.asarray(arrays["images"], dtype=np.float32) / 255.0
+
+
+def load_pool(cfg, source: str, n_real: int, seed: int, n: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The first ``n`` images and labels of a prepared pool (nested prefixes), and its meta record."""
+    npz, meta_path = pool_paths(cfg, source, n_real, seed)
+    if not (npz.exists() and meta_path.exists()):
+        raise FileNotFoundError(f"pool for {source} n_real={n_real} seed={seed} is not prepared ({npz}); "
+                                "sources are prepared before the trials")
+    with np.load(npz) as f:
+        arrays = {k: f[k][:n] for k in f.files if k not in QUALITY_ARRAYS}
+    return pool_images(cfg, arrays), arrays["labels"], json.loads(meta_path.read_text())
+
+
+def load_quality_arrays(cfg, source: str, n_real: int, seed: int) -> dict:
+    """The judge features (with the labels of those images) and domain direction a pool file keeps for the
+    domain-gap figure."""
+    with np.load(pool_paths(cfg, source, n_real, seed)[0]) as f:
+        out = {k: f[k] for k in QUALITY_ARRAYS if k in f.files}
+        out["labels"] = f["labels"][:len(out["features"])]
+    return out
+
+
+def attributed_seconds(meta: dict, n_synth: int) -> float:
+    """A cell's share of its pool's cost: the generator (split among the pools it serves) plus the
+    sampling/retrieval time of the ``n_synth`` images it uses."""
+    return meta["generator_seconds"] / meta["generator_shared_by"] + meta["sample_seconds"] * n_synth / meta["size"]

@@ -1,0 +1,121 @@
+"""How good is a pool, measured against real test images by a fixed *judge* classifier.
+
+The judge is trained once per run on every non-test real image. Each pool records: the judge's agreement
+with the pool's labels, the Fréchet distance between pool and real test images in the judge's feature
+space, and a linear real-vs-pool domain classifier's balanced accuracy. Test images only ever serve as
+this yardstick; no model is selected on them.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from scipy import linalg
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from runners import streams
+from runners.data import dataset_of, non_test
+from runners.options import content_hash
+from runners.pools import dataset_spec
+from runners.train import build_model, train_classifier
+from scaling.cube import write_atomic
+
+JUDGE = {"recipe": "small_cnn", "width": 16, "steps": 300, "batch_size": 64, "lr": 0.004}
+FEATURES_KEPT = 256  # judge features stored per pool for the domain-gap figure
+
+
+def judge_path(cfg) -> Path:
+    return cfg.run_dir / "judge" / f"judge-{content_hash({**dataset_spec(cfg), 'judge': JUDGE})}.safetensors"
+
+
+def prepare_judge(cfg) -> dict:
+    """Train (once) the classifier on every non-test real image; it labels and embeds pools."""
+    path = judge_path(cfg)
+    meta_path = path.with_suffix(".json")
+    if path.exists() and meta_path.exists():
+        return json.loads(meta_path.read_text())
+    data, test_idx = dataset_of(cfg)
+    train = non_test(data, test_idx)
+    out = train_classifier(data.images[train], data.labels[train], data.images[test_idx], data.labels[test_idx],
+                           len(data.classes), return_model=True, seed=streams.shared_seed("classifier"), **JUDGE)
+    mean, std = out["norm"]
+    state = {k: v.contiguous() for k, v in out["model"].state_dict().items()}
+    state.update(norm_mean=mean.contiguous(), norm_std=std.contiguous())
+    write_atomic(path, lambda p: save_file(state, str(p)))
+    meta = {"test_accuracy": out["accuracy"], "train_seconds": out["train_seconds"], **JUDGE}
+    write_atomic(meta_path, lambda p: p.write_text(json.dumps(meta)))
+    return meta
+
+
+@lru_cache(maxsize=2)
+def _judge(path: str, in_ch: int, n_classes: int):
+    state = load_file(path)
+    mean, std = state.pop("norm_mean"), state.pop("norm_std")
+    model = build_model(JUDGE["recipe"], in_ch, n_classes, JUDGE["width"])
+    model.load_state_dict(state)
+    return model.eval(), mean, std
+
+
+def judge_outputs(cfg, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(penultimate features, predicted labels) of the judge for float images in [0, 1]."""
+    data, _ = dataset_of(cfg)
+    model, mean, std = _judge(str(judge_path(cfg)), data.images.shape[1], len(data.classes))
+    feats, preds = [], []
+    with torch.no_grad():
+        for i in range(0, len(images), 1024):
+            x = (torch.as_tensor(images[i:i + 1024], dtype=torch.float32) - mean) / std
+            f = model[:-1](x)
+            feats.append(f.numpy())
+            preds.append(model[-1](f).argmax(1).numpy())
+    if not feats:
+        return np.zeros((0, 1), np.float32), np.zeros(0, np.int64)
+    return np.concatenate(feats), np.concatenate(preds)
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2): FID's formula in the judge's feature space."""
+    mu = a.mean(0) - b.mean(0)
+    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = linalg.sqrtm(sa @ sb)
+    root = root.real if np.iscomplexobj(root) else root
+    return float(mu @ mu + np.trace(sa + sb - 2 * root))
+
+
+def domain_classifier(real: np.ndarray, pool: np.ndarray, rng: np.random.Generator) -> tuple[float, np.ndarray]:
+    """Can a linear classifier tell the pool from real images in the judge's feature space?
+
+    Returns the 3-fold cross-validated balanced accuracy (0.5: indistinguishable) and the unit weight
+    vector of the fit on everything (the axis along which the domains separate; the domain-gap figure
+    projects on it).
+    """
+    n = min(len(real), len(pool))
+    x = np.concatenate([real[rng.permutation(len(real))[:n]], pool[rng.permutation(len(pool))[:n]]])
+    y = np.r_[np.zeros(n), np.ones(n)]
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+    acc = float(cross_val_score(clf, x, y, cv=3, scoring="balanced_accuracy").mean()) if n >= 6 else float("nan")
+    clf.fit(x, y)
+    scaler, lr = clf[0], clf[1]
+    w = lr.coef_[0] / scaler.scale_  # the direction in raw feature space
+    return acc, (w / max(np.linalg.norm(w), 1e-12)).astype(np.float32)
+
+
+def measure(cfg, images: np.ndarray, labels: np.ndarray, seed: int) -> tuple[dict, dict]:
+    """(quality record, arrays kept for figures) of a pool's images against the real test images."""
+    prepare_judge(cfg)
+    feats, preds = judge_outputs(cfg, images)
+    data, test_idx = dataset_of(cfg)
+    # the real side of FD and of the domain classifier is the test images: disjoint from every pool (real and
+    # retrieval pools are drawn from the non-test images, which would otherwise sit on both sides)
+    real_feats, _ = judge_outputs(cfg, data.images[test_idx])
+    domain_acc, direction = domain_classifier(real_feats, feats, streams.rng("domain", seed))
+    record = {"label_accuracy": float((preds == labels).mean()),
+              "frechet_distance": frechet_distance(feats, real_feats), "domain_accuracy": domain_acc}
+    return record, {"features": feats[:FEATURES_KEPT].astype(np.float32), "domain_direction": direction}

@@ -1,0 +1,38 @@
+"""closed_set: samples of a class-conditional diffusion model trained only on the base subset."""
+
+from __future__ import annotations
+
+import time
+
+from runners import streams
+from runners.generative import sample_diffusion, train_or_load
+from runners.options import content_hash
+from runners.pools import Pool, dataset_spec, generator_folder
+from runners.sources.base import Context, balanced_labels
+
+NAME = "closed_set"
+
+
+def generator_trainings(cfg) -> int:
+    """One generator per (n_real, seed): each sees only its own base subset."""
+    return len(cfg.n_real) * len(cfg.seeds)
+
+
+def generator_key(cfg, n_real: int, seed: int) -> str:
+    hp = cfg.options(NAME)["generator"]
+    return content_hash({**dataset_spec(cfg), "role": NAME, "n_real": int(n_real), "seed": int(seed), "hp": hp})
+
+
+def prepare(ctx: Context) -> Pool:
+    hp = ctx.options["generator"]
+    key = generator_key(ctx.cfg, ctx.n_real, ctx.seed)
+    model, meta = train_or_load(generator_folder(ctx.cfg, key), ctx.data.images[ctx.base], ctx.data.labels[ctx.base],
+                                ctx.n_classes, hp, seed=streams.torch_seed("generator_train", ctx.seed, ctx.n_real),
+                                progress=ctx.progress, desc=f"closed_set r{ctx.n_real} seed{ctx.seed}")
+    labels = balanced_labels(ctx.size, ctx.n_classes, streams.rng("pool_labels", ctx.seed, ctx.n_real))
+    t0 = time.perf_counter()
+    images = sample_diffusion(model, labels, ctx.n_classes, hp, progress=ctx.progress,
+                              seed=streams.torch_seed("generator_sample", ctx.seed, ctx.n_real))
+    return Pool({"images": images, "labels": labels},
+                {"generator_seconds": meta["train_seconds"], "generator_shared_by": 1,
+                 "sample_seconds": time.perf_counter() - t0, "generator": key})

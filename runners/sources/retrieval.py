@@ -1,0 +1,123 @@
+"""retrieval: nearest neighbours of the base images in an external pool, labelled by their query.
+
+Inner product on L2-normalised embeddings (cosine) with faiss. The default external pool is the dataset's
+own non-test, non-base images (unlabelled to the method; their true labels are kept aside to measure the
+label-noise rate); ``pool:`` takes any dataset mapping instead. Near-duplicates of test images are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import lru_cache
+
+import faiss
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from runners import streams
+from runners.data import load_dataset, non_test
+from runners.encoders import embed
+from runners.pools import Pool
+from runners.sources.base import Context
+
+NAME = "retrieval"
+
+
+def generator_trainings(cfg) -> int:
+    return 0
+
+
+def retrieve(query: np.ndarray, pool: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into ``pool`` and of their queries, taking rank-1 neighbours of every query, then rank 2, ...
+
+    An image found by several queries is kept once, for its first (best-ranked) query, so every prefix
+    spreads over the queries in order.
+    """
+    index = faiss.IndexFlatIP(pool.shape[1])
+    index.add(pool)
+    k = min(len(pool), int(np.ceil(size / len(query))) * 2 + 4)
+    while True:
+        _, nn = index.search(query, k)
+        taken = np.zeros(len(pool), bool)
+        picks, owners = [], []
+        for rank in range(k):  # rank-major: prefix n takes the best neighbours of all queries first
+            for q in range(len(query)):
+                j = nn[q, rank]
+                if j >= 0 and not taken[j]:
+                    taken[j] = True
+                    picks.append(j)
+                    owners.append(q)
+                    if len(picks) == size:
+                        return np.asarray(picks), np.asarray(owners)
+        if k >= len(pool):
+            raise ValueError(f"n_synth: retrieval found only {len(picks)} distinct images for a pool of {size}")
+        k = min(len(pool), 2 * k)
+
+
+@lru_cache(maxsize=2)
+def _external_pool(spec_json: str, shape: tuple, class_names: tuple):
+    """A user's external image collection, resized to the dataset's (C, H, W); its labels are mapped to the
+    dataset's classes by name where they match (for the label-noise rate) and -1 elsewhere."""
+    ext = load_dataset(json.loads(spec_json))
+    x = torch.as_tensor(ext.images)
+    if x.shape[1] != shape[0]:
+        x = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True) if shape[0] == 1 \
+            else x.expand(-1, 3, -1, -1)
+    if tuple(x.shape[2:]) != tuple(shape[1:]):
+        x = F.interpolate(x, size=shape[1:], mode="bilinear", antialias=True, align_corners=False)
+    index = {name: i for i, name in enumerate(class_names)}
+    truth = np.array([index.get(ext.classes[c], -1) for c in ext.labels], dtype=np.int64)
+    return x.clamp(0, 1).numpy().astype(np.float32), truth
+
+
+def _candidates(ctx: Context):
+    """(images, true labels or -1, dataset indices or None) of the pool retrieval searches."""
+    data = ctx.data
+    if ctx.options["pool"] is None:  # the dataset's own non-test, non-base images: unlabelled to the method
+        idx = np.setdiff1d(non_test(data, ctx.test_idx), ctx.base)
+        return data.images[idx], data.labels[idx], idx
+    images, truth = _external_pool(json.dumps(ctx.options["pool"], sort_keys=True), data.shape, tuple(data.classes))
+    return images, truth, None
+
+
+def _not_near_test(z_candidates: np.ndarray, z_test: np.ndarray, threshold: float) -> np.ndarray:
+    """Mask of candidates whose nearest test image is below ``threshold`` cosine (1 turns the check off):
+    near-duplicates of test images would leak the test set."""
+    if threshold >= 1:
+        return np.ones(len(z_candidates), bool)
+    index = faiss.IndexFlatIP(z_test.shape[1])
+    index.add(z_test)
+    nearest, _ = index.search(z_candidates, 1)
+    return nearest[:, 0] < threshold
+
+
+def prepare(ctx: Context) -> Pool:
+    data, opts, base = ctx.data, ctx.options, ctx.base
+    t0 = time.perf_counter()
+    ext_images, ext_truth, ext_idx = _candidates(ctx)
+    z = embed(np.concatenate([data.images[base], ext_images, data.images[ctx.test_idx]]), opts["encoder"],
+              fit_on=(data.images[base], data.labels[base], ctx.n_classes), clip_dir=opts["clip_dir"],
+              torch_seed=streams.torch_seed("encoder", ctx.seed, ctx.n_real))
+    zb, ze, zt = z[:len(base)], z[len(base):len(base) + len(ext_images)], z[len(base) + len(ext_images):]
+    clean = _not_near_test(ze, zt, opts["dedup_threshold"])
+    if clean.sum() < ctx.size:
+        raise ValueError(f"n_synth: only {int(clean.sum())} external images remain after dropping near-duplicates "
+                         f"of test images; max(n_synth) is {ctx.size}")
+    found, owners = retrieve(zb, np.ascontiguousarray(ze[clean]), ctx.size)
+    picks = np.flatnonzero(clean)[found]  # back to positions in the candidate pool
+    labels = data.labels[base][owners]  # labelled by the query: this is where retrieval's label noise comes from
+    truth = ext_truth[picks]
+    known = truth >= 0
+    wrong = np.where(known, labels != truth, False)
+    arrays = {"labels": labels, "label_wrong": wrong}
+    if ext_idx is not None:
+        arrays["indices"] = ext_idx[picks]  # dataset images by index: no re-quantisation
+    else:
+        arrays["images"] = (ext_images[picks] * 255).round().astype(np.uint8)
+    return Pool(arrays, {"generator_seconds": 0.0, "generator_shared_by": 1,
+                         "sample_seconds": time.perf_counter() - t0,
+                         "label_noise": float(wrong[known].mean()) if known.any() else float("nan"),
+                         "label_known_fraction": float(known.mean()), "dropped_near_duplicates": int((~clean).sum()),
+                         "encoder": opts["encoder"]})

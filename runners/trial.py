@@ -1,0 +1,103 @@
+"""One trial: train a classifier on a cell's base subset plus its pool prefix. Runs in a Ray worker,
+so this module imports only what a trial runs (torch, numpy, the pool reader; no statsmodels, no Ray
+Tune internals beyond ``report``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import ray
+import torch
+from ray import tune
+
+from runners import streams
+from runners.data import base_and_real_pool, dataset_of
+from runners.ledger import cell_key, ledger_path, write_json_atomic
+from runners.pools import attributed_seconds, load_pool
+from runners.train import train_classifier
+from scaling.cube import pack_correct
+
+
+def injected(key: str) -> bool:
+    """Test hook: SCALING_FAIL_CELLS="key1,key2" makes those trials (cell keys) or source jobs
+    ("pool:<source>-r<n_real>-seed<seed>") raise, a stand-in for OOM or a bad node."""
+    return key in os.environ.get("SCALING_FAIL_CELLS", "").split(",")
+
+
+def _inject_failure(cfg, cell: dict) -> None:
+    """Raise for an injected trial failure; every attempt is logged so a test can count the retries."""
+    if injected(cell_key(cell)):
+        with open(cfg.run_dir / "failures.log", "a") as fh:
+            fh.write(cell_key(cell) + "\n")
+        raise RuntimeError(f"injected failure in {cell_key(cell)}")
+
+
+def _hold_if_asked(cell: dict) -> None:
+    """Test hook: SCALING_HOLD_CELL="<cell key>:<path>" makes that trial's first attempt touch ``<path>.held``
+    and wait until ``<path>`` exists, so a test can kill the driver or a node at a moment it controls (the
+    sweep cannot end meanwhile) instead of guessing a sleep. A retry does not hold again."""
+    key, _, path = os.environ.get("SCALING_HOLD_CELL", "").partition(":")
+    if key != cell_key(cell) or Path(path).with_suffix(".held").exists():
+        return
+    Path(path).with_suffix(".held").touch()
+    while not Path(path).exists():
+        time.sleep(0.05)
+
+
+def use_allotted_cpus(cfg) -> None:
+    """Torch threads = the CPUs Ray gave this trial or task, so packed workers do not oversubscribe."""
+    torch.set_num_threads(cfg.threads)
+
+
+def run_cell(cfg, cell: dict) -> dict:
+    """Train one classifier for one cell; pure function of (config, cell)."""
+    _inject_failure(cfg, cell)
+    use_allotted_cpus(cfg)
+    data, test_idx = dataset_of(cfg)
+    base, _ = base_and_real_pool(cfg, cell["n_real"], cell["seed"])
+    x, y, source_seconds = data.images[base], data.labels[base], 0.0
+    if cell["n_synth"] > 0:
+        xs, ys, meta = load_pool(cfg, cell["source"], cell["n_real"], cell["seed"], cell["n_synth"])
+        x, y = np.concatenate([x, xs]), np.concatenate([y, ys])
+        source_seconds = attributed_seconds(meta, cell["n_synth"])
+    clf = {k: v for k, v in cfg.classifier.items() if k != "recipe"}
+    # the classifier's stream depends on (seed, n_real) only: every source at a base size shares its init
+    result = train_classifier(x, y, data.images[test_idx], data.labels[test_idx], len(data.classes),
+                              recipe=cfg.classifier.get("recipe", "small_cnn"),
+                              seed=streams.torch_seed("classifier", cell["seed"], cell["n_real"]), **clf)
+    if not np.isfinite(result["loss"]):  # diverged (e.g. lr too high): chance accuracy must not count as done
+        raise FloatingPointError(f"{cell_key(cell)}: training diverged (test loss {result['loss']}); "
+                                 "check classifier.lr")
+    return {"accuracy": result["accuracy"], "loss": result["loss"], "train_seconds": result["train_seconds"],
+            "source_seconds": source_seconds, "per_class_accuracy": result["per_class_accuracy"].tolist(),
+            "test_correct": pack_correct(result["correct"]), "node": _node_id()}
+
+
+def _node_id() -> str:
+    try:
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # outside Ray (a direct call in a test or notebook)
+        return platform.node()
+
+
+def trainable(config: dict) -> None:
+    """The Ray Tune function trainable: one cell, reported once."""
+    cfg, cell, fingerprint = config["sweep"], config["cell"], config["cell_fingerprint"]
+    ledger = ledger_path(cfg, cell)
+    if ledger.exists():  # finished in an earlier attempt (e.g. a retry after a lost node)
+        entry = json.loads(ledger.read_text())
+        if entry.get("cell_fingerprint", fingerprint) == fingerprint:
+            tune.report(entry)
+            return
+    _hold_if_asked(cell)
+    metrics = run_cell(cfg, cell)
+    metrics["cell_fingerprint"] = fingerprint
+    write_json_atomic(ledger, {**metrics, **cell})
+    with open(cfg.run_dir / "executions.log", "a") as fh:  # one line per finished execution (tests count them)
+        fh.write(cell_key(cell) + "\n")
+    tune.report({**metrics, **cell})
