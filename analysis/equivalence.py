@@ -212,8 +212,7 @@ def fit_law(law: str, curve: CurveFit, n_real, n_synth, err, w, init: dict, *, f
     r, J, bad = resid(theta)
     sse = np.where(bad, np.inf, (r * r).sum(1))
     lam = np.full(len(theta), 1e-2)
-    sse_prev = sse.copy()
-    moving = np.ones(len(theta), dtype=bool)
+    active = np.ones(len(theta), dtype=bool)
     K = theta.shape[1]
     for _ in range(iters):
         JtJ = np.einsum("rck,rcl->rkl", J, J)
@@ -227,20 +226,21 @@ def fit_law(law: str, curve: CurveFit, n_real, n_synth, err, w, init: dict, *, f
         r2, J2, bad2 = resid(cand)
         sse2 = np.where(bad2, np.inf, (r2 * r2).sum(1))
         better = sse2 < sse
+        # a rejected step is retried with more damping until the damping is maxed out; stopping at the first
+        # rejection would report the starting point as a converged fit
+        active = (better & (sse2 < sse * (1 - 1e-10))) | (~better & (lam < 1e8) & np.isfinite(sse))
         theta = np.where(better[:, None], cand, theta)
         r = np.where(better[:, None], r2, r)
         J = np.where(better[:, None, None], J2, J)
         sse = np.where(better, sse2, sse)
         lam = np.where(better, lam / 3, np.minimum(lam * 4, 1e8))
-        moving = better & (sse2 < sse_prev * (1 - 1e-10))
-        if not np.any(moving):
-            break  # no replicate moved: converged (or stuck on a flat direction)
-        sse_prev = sse.copy()
+        if not np.any(active):
+            break  # no replicate can still improve: converged (or stuck on a flat direction)
     out = _unpack(law, theta, fit_beta, scale)
     out["sse"] = sse
     # converged: the gradient test passes, or the objective stopped moving (MINPACK's ftol) before the
     # iterations ran out; a replicate still descending at the last iteration is not converged
-    out["converged"] = np.isfinite(sse) & (_converged(J, r, sse) | ~moving)
+    out["converged"] = np.isfinite(sse) & (_converged(J, r, sse) | ~active)
     return out
 
 

@@ -70,6 +70,18 @@ UNIDENTIFIED_WARNINGS = ("reference curve is flat", "reference curve is non-mono
                          "parameters are not identifiable")
 
 
+class ExtrapolationWarning(UserWarning):
+    """A query outside the measured n_real / n_synth range: the law, not the data, answers it."""
+
+
+def warn_if_extrapolated(ds: xr.Dataset, stacklevel: int = 3) -> None:
+    if "extrapolated" in ds and bool(np.asarray(ds["extrapolated"]).any()):
+        n = int(np.asarray(ds["extrapolated"]).sum())
+        warnings.warn(f"{n} queried point(s) lie outside the measured n_real/n_synth range: the fitted law "
+                      "extrapolates there (see the 'extrapolated' variable)", ExtrapolationWarning,
+                      stacklevel=stacklevel)
+
+
 class IdentifiabilityError(ValueError):
     """The cube cannot identify what was asked (too few sizes or seeds, a flat curve...)."""
 
@@ -389,6 +401,11 @@ class EquivalenceResult:
     # ---------------------------------------------------------------- queries
     def real_equivalent(self, n_real, n_synth, law: str | None = None, ci_method: str | None = None) -> xr.Dataset:
         """Real images that ``n_synth`` images from the source are worth at base size ``n_real``."""
+        out = self._real_equivalent(n_real, n_synth, law, ci_method)
+        warn_if_extrapolated(out)
+        return out
+
+    def _real_equivalent(self, n_real, n_synth, law, ci_method) -> xr.Dataset:
         law = self._check_law(law)
         return self._query(lambda reps, r, s: reps.neq_law(self.source, law, r, s), law, n_real, n_synth, "n_synth",
                            ci_method)
@@ -399,7 +416,12 @@ class EquivalenceResult:
         An upper bound of inf means the interval admits a real equivalent of (almost) zero — below
         ``NEGLIGIBLE_NEQ`` images — so the synthetic images may be worth nothing.
         """
-        eq = self.real_equivalent(n_real, n_synth, law, ci_method)
+        out = self._exchange_rate(n_real, n_synth, law, ci_method)
+        warn_if_extrapolated(out)
+        return out
+
+    def _exchange_rate(self, n_real, n_synth, law, ci_method) -> xr.Dataset:
+        eq = self._real_equivalent(n_real, n_synth, law, ci_method)
         ns = eq["n_synth"]
         with np.errstate(divide="ignore", invalid="ignore"):
             est = _rate(ns, eq["estimate"])
@@ -416,8 +438,36 @@ class EquivalenceResult:
     def synthetic_needed(self, n_real, n_real_added, law: str | None = None, ci_method: str | None = None) -> xr.Dataset:
         """Synthetic images needed at base ``n_real`` to match adding ``n_real_added`` real images."""
         law = self._check_law(law)
-        return self._query(lambda reps, r, a: reps.synth_needed_law(self.source, law, r, a), law, n_real,
-                           n_real_added, "n_real_added", ci_method)
+        out = self._query(lambda reps, r, a: reps.synth_needed_law(self.source, law, r, a), law, n_real,
+                          n_real_added, "n_real_added", ci_method)
+        warn_if_extrapolated(out)
+        return out
+
+    @quiet
+    def rate_ratio(self, other: "EquivalenceResult", n_real: float, n_synth: float, *, law: str | None = None,
+                   ci_method: str | None = None) -> tuple[float, float, float]:
+        """``rho_self / rho_other`` at one (n_real, n_synth), from the paired replicates of a joint fit.
+
+        Equal n_synth makes the ratio ``n_eq_other / n_eq_self``; its interval is built on the log scale
+        (a ratio is positive) by the same method as every other interval. NaN when either real equivalent
+        is not positive in some replicate (a rate that is not identified has no ratio).
+        """
+        if other._reps is not self._reps:
+            raise ValueError("other: compare sources fitted together (one fit_equivalence call), whose "
+                             "replicates are paired")
+        law_a, law_b = self._check_law(law), other._check_law(law)
+        r, s = np.array([float(n_real)]), np.array([float(n_synth)])
+
+        def log_ratio(reps):
+            a, b = reps.neq_law(self.source, law_a, r, s), reps.neq_law(other.source, law_b, r, s)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.where((a > 0) & (b > 0), np.log(b) - np.log(a), np.nan)
+
+        boot, jack, tjack = self._three(log_ratio)
+        if not np.isfinite(boot[0]).all():
+            return float("nan"), float("nan"), float("nan")
+        est, lo, hi = self._interval(boot, jack, tjack, method=ci_method)
+        return tuple(float(np.exp(np.ravel(v)[0])) for v in (est, lo, hi))
 
     def _check_law(self, law: str | None) -> str:
         law = law or self.law
@@ -478,7 +528,7 @@ class EquivalenceResult:
         """The answer per base size at ``n_synth`` (default: the largest measured): rate, interval, verdict
         and what the verdict asks of the reader."""
         ns = float(self._src.n_synth.max()) if n_synth is None else float(n_synth)
-        q = self.exchange_rate(np.unique(self._src.n_real), ns)
+        q = self._exchange_rate(np.unique(self._src.n_real), ns, None, None)
         rows = []
         for i, r in enumerate(q["n_real"].values):
             est, lo, hi = (float(q[v].values[i]) for v in ("estimate", "lower", "upper"))
@@ -499,7 +549,7 @@ class EquivalenceResult:
         """The exchange rate's interval under every ``ci_method``, to show how much the method matters."""
         rows = []
         for method in CI_METHODS:
-            q = self.exchange_rate(n_real, n_synth, ci_method=method)
+            q = self._exchange_rate(n_real, n_synth, None, method)
             rows.append({"ci_method": method, "estimate": float(q["estimate"]), "lower": float(q["lower"]),
                          "upper": float(q["upper"]), "verdict": str(q["verdict"].values)})
         return pd.DataFrame(rows).set_index("ci_method")
@@ -757,7 +807,7 @@ class EquivalenceResult:
             ax.errorbar(ns, cell["n_eq"], yerr=[cell["n_eq"] - cell["n_eq_lower"], cell["n_eq_upper"] - cell["n_eq"]],
                         fmt="o", color=color, capsize=3, label=f"n_real={r}")
             grid = np.geomspace(ns.min(), ns.max(), 50)
-            law = self.real_equivalent(r, grid)
+            law = self._real_equivalent(r, grid, None, None)
             ax.plot(grid, law["estimate"], color=color)
             ax.fill_between(grid, law["lower"], law["upper"], color=color, alpha=0.15)
         ax.set_xscale("log")

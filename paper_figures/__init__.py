@@ -9,11 +9,12 @@ from paper_figures.style import save_figure, source_color
 __all__ = ["render_all", "save_figure", "source_color"]
 
 
-def render_all(cube, results: dict, out_dir, features=None, skipped: dict | None = None) -> dict:
+def render_all(cube, results: dict, out_dir, features=None, skipped: dict | None = None,
+               domain_slice: dict | None = None) -> dict:
     """Every figure the inputs allow. A figure that cannot be drawn from this cube is left out and its reason
     goes into ``skipped`` (name -> reason), so a report can say what is missing and why."""
     from paper_figures import (accuracy_curves, domain_gap, equivalence, exchange_rate, heatmap, samples,
-                               source_comparison)
+                               source_comparison, wang_coordinates)
 
     skipped = {} if skipped is None else skipped
     makers = {
@@ -24,11 +25,12 @@ def render_all(cube, results: dict, out_dir, features=None, skipped: dict | None
     if results:
         makers["equivalence"] = lambda: equivalence.figure(results)
         makers["exchange_rate"] = lambda: exchange_rate.figure(results)
+        makers["wang_coordinates"] = lambda: wang_coordinates.figure(results)
     else:
-        skipped.setdefault("equivalence", "no equivalence fit (see the report's Answer)")
-        skipped.setdefault("exchange_rate", "no equivalence fit (see the report's Answer)")
+        for name in ("equivalence", "exchange_rate", "wang_coordinates"):
+            skipped.setdefault(name, "no equivalence fit (see the report's Answer)")
     if features is not None:
-        makers["domain_gap"] = lambda: domain_gap.figure(features, cube)
+        makers["domain_gap"] = lambda: domain_gap.figure(features, cube, **(domain_slice or {}))
         makers["samples"] = lambda: samples.figure(features)
     else:
         skipped.setdefault("domain_gap", "no features.nc beside the cube (written by `scaling sweep`)")

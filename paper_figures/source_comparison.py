@@ -1,7 +1,8 @@
-"""Source comparison at a matched budget (Burg et al.'s table as a figure).
+"""Source comparison at matched budgets (Burg et al.'s table as a figure): a dot plot with intervals.
 
-For each n_real: accuracy with no added images, and with ``budget`` images from each source (default:
-the largest n_synth), as bars with 95% t-intervals over seeds.
+One panel per n_real; along x every budget of added images (0 = the base set alone); per source a dot at
+the mean accuracy over seeds with its 95% t-interval, clipped to [0, 1] (accuracy cannot exceed 1). Dots,
+not bars: the axis need not start at 0, so it is not cut.
 """
 
 from __future__ import annotations
@@ -9,16 +10,17 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from paper_figures.style import new_figure, source_color, source_label
+from paper_figures.style import new_figure, source_color, source_label, source_marker
 
 
 def comparison_data(cube, budget: int | None = None) -> dict:
+    """Mean and 95% half-width per (n_real, source) at ``budget`` (default: the largest n_synth); ``base`` is
+    n_synth = 0."""
     budget = int(cube["n_synth"].values.max()) if budget is None else int(budget)
     acc = cube["accuracy"].where(cube["status"] == 1)
     rows = {}
     for r in cube["n_real"].values:
-        base = acc.sel(source=cube["source"].values[0], n_real=r, n_synth=0).values
-        entries = {"base": base}
+        entries = {"base": acc.sel(source=cube["source"].values[0], n_real=r, n_synth=0).values}
         for src in cube["source"].values:
             entries[str(src)] = acc.sel(source=src, n_real=r, n_synth=budget).values
         rows[int(r)] = {k: _mean_ci(v) for k, v in entries.items()}
@@ -32,25 +34,28 @@ def _mean_ci(values: np.ndarray) -> tuple[float, float]:
     return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
 
 
-def figure(cube, budget: int | None = None):
-    data = comparison_data(cube, budget)
-    names = ["base"] + [str(s) for s in cube["source"].values]
-    fig, axes = new_figure(1, width=max(5.0, 1.6 * len(data["rows"]) * len(names) / 3), height=4.2)
-    ax = axes[0]
-    width = 0.8 / len(names)
-    for k, name in enumerate(names):
-        xs = np.arange(len(data["rows"])) + (k - (len(names) - 1) / 2) * width
-        means = [data["rows"][r][name][0] for r in data["rows"]]
-        errs = [data["rows"][r][name][1] for r in data["rows"]]
-        color = "#BBBBBB" if name == "base" else source_color(name)
-        label = "base only (n_synth = 0)" if name == "base" else f"+{data['budget']} {source_label(name)}"
-        ax.bar(xs, means, width, yerr=errs, color=color, label=label, capsize=2, edgecolor="black", lw=0.4,
-               error_kw={"ecolor": "#777777", "elinewidth": 1.2})  # grey: visible on the black bars too
-    ax.set_xticks(np.arange(len(data["rows"])), [f"n_real = {r}" for r in data["rows"]])
-    lo = np.nanmin([v[0] for row in data["rows"].values() for v in row.values()])
-    ax.set_ylim(max(0.0, lo - 0.1), 1.0)
-    ax.set_ylabel("test accuracy (mean, 95% CI over seeds)")
-    ax.set_title(f"matched budget: {data['budget']} added images per source")
-    fig.legend(fontsize=8, loc="outside lower center", ncol=min(len(names), 3))
-    ax.grid(axis="y", alpha=0.3)
+def figure(cube, budgets=None):
+    budgets = [int(b) for b in (cube["n_synth"].values if budgets is None else budgets)]
+    sources = [str(s) for s in cube["source"].values]
+    n_real = [int(r) for r in cube["n_real"].values]
+    fig, axes = new_figure(len(n_real), width=max(3.6, 0.9 * len(budgets) + 1.5), height=3.4, sharey=False)
+    offsets = np.linspace(-0.25, 0.25, len(sources)) if len(sources) > 1 else [0.0]
+    for ax, r in zip(axes, n_real):
+        for off, src in zip(offsets, sources):
+            stats_ = [comparison_data(cube, b)["rows"][r] for b in budgets]
+            mean = np.array([s["base" if b == 0 else src][0] for s, b in zip(stats_, budgets)])
+            half = np.array([s["base" if b == 0 else src][1] for s, b in zip(stats_, budgets)])
+            lo, hi = np.clip(mean - half, 0, 1), np.clip(mean + half, 0, 1)
+            x = np.arange(len(budgets)) + off
+            ax.errorbar(x, mean, yerr=[np.nan_to_num(mean - lo), np.nan_to_num(hi - mean)], fmt=source_marker(src),
+                        color=source_color(src), ms=5, capsize=2, lw=1, label=source_label(src))
+        ax.set_xticks(np.arange(len(budgets)), [str(b) for b in budgets])
+        ax.set_xlabel("images added (0: base set alone)")
+        ax.set_ylabel("test accuracy (mean, 95% CI over seeds)")
+        ax.set_title(f"n_real = {r}")
+        ax.set_ylim(top=min(1.0, ax.get_ylim()[1]))
+        ax.grid(axis="y", alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="outside lower center", ncol=min(len(labels), 4))
+    fig.suptitle("every source at matched budgets of added images")
     return fig

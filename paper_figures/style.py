@@ -34,10 +34,20 @@ def source_label(source: str) -> str:
     return LABELS.get(source, source)
 
 
-def new_figure(n_panels: int, *, width: float = 4.2, height: float = 3.4, sharey: bool = True):
-    fig, axes = plt.subplots(1, n_panels, figsize=(width * n_panels, height), sharey=sharey, squeeze=False,
+MAX_COLUMNS = 3  # wider rows do not fit a page: five base sizes make two rows, not a 4200-px strip
+
+
+def new_figure(n_panels: int, *, width: float = 4.2, height: float = 3.4, sharey: bool = True,
+               max_columns: int = MAX_COLUMNS):
+    """A grid of ``n_panels`` axes, at most ``max_columns`` per row; returns (figure, the used axes in order)."""
+    ncols = max(1, min(n_panels, max_columns))
+    nrows = -(-n_panels // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), sharey=sharey, squeeze=False,
                              constrained_layout=True)
-    return fig, list(axes[0])
+    flat = list(axes.ravel())
+    for ax in flat[n_panels:]:
+        ax.set_visible(False)
+    return fig, flat[:n_panels]
 
 
 def save_figure(fig, out_dir, name: str) -> dict:

@@ -52,29 +52,53 @@ def _fit(args) -> int:
     cube = scaling.open_cube(args.cube)
     results = scaling.fit_equivalence(cube, args.source, reference=args.reference, n_boot=args.n_boot, ci=args.ci,
                                       **_fit_kwargs(args))
-    results = {args.source: results} if isinstance(args.source, str) else results
     for res in results.values():
         print(res.summary())
         print()
     return 0
 
 
+def _planted_rates(values: list[str] | None) -> dict[str, float]:
+    """``--rho 4`` (closed_set) or ``--rho closed_set=4 --rho open_set=2``: one planted rate per source."""
+    rates = {}
+    for v in values or ["4.0"]:
+        name, _, rate = v.rpartition("=")
+        name = name or "closed_set"
+        try:
+            rates[name] = float(rate)
+        except ValueError:
+            raise ValueError(f"--rho: {v!r} is not RATE or SOURCE=RATE (e.g. --rho open_set=2.5)") from None
+        if not rates[name] > 0:
+            raise ValueError(f"--rho: the rate of {name} must be positive, got {rate}")
+        if name == "real":
+            raise ValueError("--rho: 'real' is the reference; name a synthetic source")
+    return rates
+
+
 def _simulate(args) -> int:
     import scaling
 
-    cube = scaling.simulate_cube(seeds=args.seeds, sources={"closed_set": {"exchange_rate": args.rho}},
-                                 random_state=args.random_state)
+    rates = _planted_rates(args.rho)
     if Path(args.out).exists() and not args.overwrite:
         raise FileExistsError(f"--out: {args.out} exists; pass --overwrite to replace it")
+    cube = scaling.simulate_cube(seeds=args.seeds, sources={k: {"exchange_rate": v} for k, v in rates.items()},
+                                 random_state=args.random_state)
     path = scaling.save_cube(cube, args.out, overwrite=args.overwrite)
-    print(f"simulated cube written: {path} (planted exchange rate {args.rho})")
+    print(f"simulated cube written: {path} (planted exchange rates: "
+          + ", ".join(f"{k} {v:g}" for k, v in rates.items()) + ")")
     return 0
+
+
+def _view_kwargs(args) -> dict:
+    """Which sources and which domain-gap slice figures and report show."""
+    dom = {k: v for k, v in (("n_real", args.domain_n_real), ("seed", args.domain_seed)) if v is not None}
+    return {"sources": args.source or None, "domain_slice": dom or None}
 
 
 def _figures(args) -> int:
     from scaling.report import render_figures
 
-    paths = render_figures(args.cube, args.out, n_boot=args.n_boot, **_fit_kwargs(args))
+    paths = render_figures(args.cube, args.out, n_boot=args.n_boot, **_view_kwargs(args), **_fit_kwargs(args))
     for name, p in paths.items():
         print(f"{name}: {p['png']}  {p['pdf']}")
     return 0
@@ -83,57 +107,94 @@ def _figures(args) -> int:
 def _report(args) -> int:
     from scaling.report import write_report
 
-    print(f"report written: {write_report(args.cube, args.out, n_boot=args.n_boot, **_fit_kwargs(args))}")
+    path = write_report(args.cube, args.out, n_boot=args.n_boot, **_view_kwargs(args), **_fit_kwargs(args))
+    print(f"report written: {path}")
+    return 0
+
+
+def _table(args) -> int:
+    from scaling.report import format_table, law_table
+
+    print(format_table(law_table(args.cubes, n_boot=args.n_boot, **_fit_kwargs(args)), args.format))
     return 0
 
 
 def _add_fit_options(p) -> None:
     p.add_argument("--law", default="auto", choices=list(EQUIVALENCE_LAWS) + ["auto"],
-                   help="equivalence law (default auto: chosen inside every replicate by held-out error)")
+                   help="equivalence law (default auto: the laws weighted inside every replicate by held-out error)")
     p.add_argument("--curve-law", default="auto", choices=list(CURVE_LAWS) + ["auto"],
-                   help="reference accuracy law (default auto: chosen per replicate by held-out extrapolation)")
+                   help="reference accuracy law (default auto: weighted per replicate by held-out extrapolation)")
     p.add_argument("--ci-method", default="jackknife", choices=list(CI_METHODS),
                    help="interval method (default jackknife: leave-one-seed-out t, coverage in bench/RESULTS.md)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates over seeds (default 1000)")
+
+
+def _add_view_options(p) -> None:
+    p.add_argument("--source", action="append", metavar="SOURCE",
+                   help="show only this source (repeatable; the real reference is always kept)")
+    p.add_argument("--domain-n-real", type=int, metavar="N", help="base size the domain-gap figure shows "
+                   "(default: the smallest)")
+    p.add_argument("--domain-seed", type=int, metavar="SEED", help="seed the domain-gap figure shows (default: the first)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="scaling", description="How many synthetic images is one real image worth?")
-    sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("sweep", help="run or resume a Ray Tune sweep from a YAML config")
-    s.add_argument("config")
+    p = argparse.ArgumentParser(prog="scaling", description="How many synthetic images is one real image worth? "
+                                "Run sweeps, fit exchange rates with honest intervals, draw the paper figures.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    s = sub.add_parser("sweep", help="run or resume a Ray Tune sweep from a YAML config",
+                       description="Run (or resume: finished cells are never recomputed) the grid of a config.")
+    s.add_argument("config", help="YAML sweep config (see configs/digits.yaml)")
     s.add_argument("--address", help="an existing Ray cluster (e.g. auto or 10.0.0.1:6379); default: a local one")
     s.add_argument("--storage", help="where run folders go (shared path on clusters); overrides the config")
     s.add_argument("--dry-run", action="store_true", help="print the plan and a cost estimate, run nothing")
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no progress bars or plan lines")
     s.set_defaults(func=_sweep)
-    f = sub.add_parser("fit", help="fit the exchange rate of a cube and print the summary")
-    f.add_argument("cube")
+    f = sub.add_parser("fit", help="fit the exchange rate of a cube and print the summary",
+                       description="Fit every synthetic source (or --source) against the real reference.")
+    f.add_argument("cube", help="results.nc written by a sweep (or by simulate)")
     f.add_argument("--source", default=None, help="synthetic source (default: every non-reference source)")
-    f.add_argument("--reference", default="real")
-    f.add_argument("--n-boot", type=int, default=2000)
-    f.add_argument("--ci", type=float, default=0.95)
+    f.add_argument("--reference", default="real", help="the reference source (default: real)")
+    f.add_argument("--ci", type=float, default=0.95, help="interval level (default 0.95)")
     _add_fit_options(f)
-    f.set_defaults(func=_fit)
+    f.set_defaults(func=_fit, n_boot=2000)
     g = sub.add_parser("figures", help="render every paper figure of a cube (PNG and PDF)")
-    g.add_argument("cube")
+    g.add_argument("cube", help="results.nc (features.nc beside it adds domain_gap and samples)")
     g.add_argument("--out", required=True, help="output folder")
-    g.add_argument("--n-boot", type=int, default=1000)
     _add_fit_options(g)
+    _add_view_options(g)
     g.set_defaults(func=_figures)
     r = sub.add_parser("report", help="one Markdown page: answer, figures, summaries, pool quality, cost")
-    r.add_argument("cube")
+    r.add_argument("cube", help="results.nc (features.nc beside it adds domain_gap and samples)")
     r.add_argument("--out", required=True, help="output folder (report.md and figures/)")
-    r.add_argument("--n-boot", type=int, default=1000)
     _add_fit_options(r)
+    _add_view_options(r)
     r.set_defaults(func=_report)
-    m = sub.add_parser("simulate", help="write a cube with a planted exchange rate, for trying things")
-    m.add_argument("--out", required=True)
-    m.add_argument("--seeds", type=int, default=5)
-    m.add_argument("--rho", type=float, default=4.0)
-    m.add_argument("--random-state", type=int, default=0)
-    m.add_argument("--overwrite", action="store_true")
+    t = sub.add_parser("table", help="c2, R* and rho0 per source and dataset across several cubes",
+                       description="One row per (dataset, source): Wang et al.'s c2, the saturating law's R* and "
+                                   "rho0 with intervals, and the rate at the largest measured cell.")
+    t.add_argument("cubes", nargs="+", help="results.nc files (one per dataset or sweep)")
+    t.add_argument("--format", choices=["markdown", "latex"], default="markdown", help="output format")
+    _add_fit_options(t)
+    t.set_defaults(func=_table)
+    m = sub.add_parser("simulate", help="write a cube with planted exchange rates, for trying things")
+    m.add_argument("--out", required=True, help="the NetCDF file to write")
+    m.add_argument("--seeds", type=int, default=5, help="seeds per cell (default 5)")
+    m.add_argument("--rho", action="append", metavar="[SOURCE=]RATE",
+                   help="planted exchange rate; repeat for several sources (default: closed_set=4)")
+    m.add_argument("--random-state", type=int, default=0, help="seed of the simulation (default 0)")
+    m.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     m.set_defaults(func=_simulate)
     return p
+
+
+def _version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("synth-scaling")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def main(argv=None) -> int:

@@ -76,23 +76,32 @@ def empty_cube(
     return cube
 
 
+# CF conventions: long_name labels axes (``cube.accuracy.plot()`` is readable), units is a UDUNITS string
+# ("1" for a dimensionless ratio); flag_values/flag_meanings decode the status code.
+VARIABLE_ATTRS = {
+    "accuracy": {"long_name": "test top-1 accuracy", "units": "1"},
+    "loss": {"long_name": "test cross-entropy", "units": "1"},
+    "train_seconds": {"long_name": "classifier training wall time", "units": "s"},
+    "source_seconds": {"long_name": "generation or retrieval time attributed to the cell", "units": "s"},
+    "status": {"long_name": "cell status", "flag_values": np.array([0, 1, 2], np.int8),
+               "flag_meanings": "pending done failed"},
+    "per_class_accuracy": {"long_name": "test accuracy per class", "units": "1"},
+    "test_correct": {"long_name": "test images classified correctly, 8 per byte",
+                     "comment": "numpy.packbits, big-endian bit order; attrs n_test images; meaningful where "
+                                "status is done"},
+    "n_real": {"long_name": "real training images (base subset)", "units": "1"},
+    "n_synth": {"long_name": "images added from the source", "units": "1",
+                "comment": "extra real images for source=real"},
+    "seed": {"long_name": "seed", "comment": "draws the base subset, the added images and the classifier init"},
+    "source": {"long_name": "source of the added images"},
+}
+
+
 def _describe(cube: xr.Dataset) -> None:
-    """Units and meanings travel with the file, so a plain xarray user can read it."""
-    docs = {
-        "accuracy": "test top-1 accuracy (0-1)",
-        "loss": "test cross-entropy",
-        "train_seconds": "classifier training wall time [s]",
-        "source_seconds": "generation/retrieval cost attributed to the cell [s]",
-        "status": "0 pending, 1 done, 2 failed",
-        "per_class_accuracy": "test accuracy per class (0-1)",
-        "test_correct": "which test images the cell classified correctly, 8 per byte (numpy.packbits, big-endian "
-                        "bit order; attrs n_test images); meaningful where status is done",
-    }
-    for name, text in docs.items():
-        if name in cube:
-            cube[name].attrs["description"] = text
-    cube["n_synth"].attrs["description"] = "images added from the source (extra real images for source=real)"
-    cube["seed"].attrs["description"] = "draws the base subset, the added images and the classifier init"
+    """Units and meanings travel with the file, so a plain xarray user can read (and plot) it."""
+    for name, attrs in VARIABLE_ATTRS.items():
+        if name in cube.variables:
+            cube[name].attrs.update(attrs)
 
 
 TEST_DIM = "test_byte"

@@ -7,7 +7,8 @@ from typing import Sequence
 import numpy as np
 import xarray as xr
 
-from analysis.result import EquivalenceResult, FitOptions, fit_arrays
+from analysis.result import FitOptions, fit_arrays
+from analysis.results import EquivalenceResults
 from scaling.cube import STATUS_DONE, STATUS_FAILED, CubeError, classes_of, correct_items, validate_cube
 
 
@@ -27,14 +28,16 @@ def fit_equivalence(
     variance: str = "pooled",
     test_resampling: bool = True,
     random_state: int | None = 0,
-) -> EquivalenceResult | dict[str, EquivalenceResult]:
+) -> EquivalenceResults:
     """Estimate how many synthetic images from ``source`` one real image is worth.
 
     Parameters
     ----------
     cube: a validated cube (see ``scaling.open_cube``).
-    source: one source name (returns one result) or several / ``None`` for every non-reference
-        source (returns ``{name: result}``; all share the same seed resamples).
+    source: one source name, several, or ``None`` for every non-reference source. The result is always an
+        :class:`~analysis.results.EquivalenceResults`: ``source`` is a dimension of its queries, ``res[name]``
+        is one source's fit, ``res.compare(n_real, n_synth)`` contrasts sources (all share the same seed
+        resamples), and with one source its fit's attributes (``params``, ``cells``) are reachable directly.
     reference: the source whose accuracy curve defines "real images" (``real``).
     metric: a 0-1 "higher is better" variable of the cube; the fit works on ``1 - metric``.
     n_boot, ci, ci_method: cluster-bootstrap replicates over seeds and the interval built from them:
@@ -60,8 +63,7 @@ def fit_equivalence(
     if metric not in cube.data_vars:
         raise CubeError(f"metric: the cube has no variable {metric!r} (have {sorted(map(str, cube.data_vars))})")
     names = [str(s) for s in cube["source"].values]
-    single = isinstance(source, str)
-    wanted = [source] if single else [s for s in names if s != reference] if source is None else list(source)
+    wanted = [source] if isinstance(source, str) else [s for s in names if s != reference] if source is None else list(source)
     for s in wanted:
         if s not in names:
             raise CubeError(f"source: {s!r} is not in the cube (have {names})")
@@ -88,4 +90,4 @@ def fit_equivalence(
     results = fit_arrays(usable.sel(sel), wanted, opts, n_test=int(cube.attrs["n_test"]),
                          n_classes=len(classes_of(cube)), excluded=excluded,
                          dataset=str(cube.attrs.get("dataset", "")), items=None if items is None else items.sel(sel))
-    return results[wanted[0]] if single else results
+    return EquivalenceResults({name: results[name] for name in wanted}, scalar=isinstance(source, str))

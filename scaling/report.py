@@ -27,28 +27,45 @@ def features_beside(cube_path, skipped: dict | None = None) -> xr.Dataset | None
         return None
 
 
-def fit_sources(cube, n_boot: int, random_state: int = 0, **fit_kwargs) -> dict:
-    """Every non-reference source fitted, or {} for a real-only cube. ``fit_kwargs`` (law, curve_law,
-    ci_method, ...) go to ``fit_equivalence`` so figures and report can match a customised fit."""
+def fit_sources(cube, n_boot: int, random_state: int = 0, sources=None, **fit_kwargs) -> dict:
+    """The non-reference sources (all, or ``sources``) fitted, or {} for a real-only cube. ``fit_kwargs``
+    (law, curve_law, ci_method, ...) go to ``fit_equivalence`` so figures and report can match a customised fit."""
     from scaling.fit import fit_equivalence
 
-    sources = [str(s) for s in cube["source"].values if s != "real"]
+    sources = [str(s) for s in cube["source"].values if s != "real"] if sources is None else list(sources)
     if not sources or "real" not in cube["source"].values:
         return {}
-    out = fit_equivalence(cube, sources, n_boot=n_boot, random_state=random_state, **fit_kwargs)
-    return out if isinstance(out, dict) else {sources[0]: out}
+    return fit_equivalence(cube, sources, n_boot=n_boot, random_state=random_state, **fit_kwargs)
+
+
+def select_sources(cube, sources) -> xr.Dataset:
+    """The cube restricted to ``sources`` (plus the ``real`` reference); an unknown name is one clear error."""
+    if not sources:
+        return cube
+    have = [str(s) for s in cube["source"].values]
+    unknown = [s for s in sources if s not in have]
+    if unknown:
+        raise ValueError(f"--source: {unknown[0]!r} is not in the cube (have {have})")
+    keep = [s for s in have if s == "real" or s in sources]
+    return cube.sel(source=keep)
 
 
 def render_figures(cube_path, out_dir, *, n_boot: int = 1000, results: dict | None = None, cube=None,
-                   skipped: dict | None = None, **fit_kwargs) -> dict:
-    """Every figure the cube allows; what could not be drawn goes into ``skipped`` with its reason."""
+                   skipped: dict | None = None, sources=None, domain_slice: dict | None = None, **fit_kwargs) -> dict:
+    """Every figure the cube allows; what could not be drawn goes into ``skipped`` with its reason.
+
+    ``sources`` limits figures and fits to those sources (and the reference); ``domain_slice`` picks the
+    (n_real, seed) the domain-gap figure shows."""
     from paper_figures import render_all
 
     skipped = {} if skipped is None else skipped
-    cube = open_cube(cube_path) if cube is None else cube
+    cube = select_sources(open_cube(cube_path) if cube is None else cube, sources)
     if results is None:
         results = try_fit_sources(cube, n_boot, skipped, **fit_kwargs)
-    return render_all(cube, results, out_dir, features=features_beside(cube_path, skipped), skipped=skipped)
+    features = features_beside(cube_path, skipped)
+    if features is not None and sources:
+        features = features.sel(source=[s for s in features["source"].values if s in cube["source"].values])
+    return render_all(cube, results, out_dir, features=features, skipped=skipped, domain_slice=domain_slice)
 
 
 def try_fit_sources(cube, n_boot: int, skipped: dict, **fit_kwargs) -> dict:
@@ -67,9 +84,16 @@ def try_fit_sources(cube, n_boot: int, skipped: dict, **fit_kwargs) -> dict:
         return {}
 
 
+COST_RULE = ("A generator's training time is split equally among the pools it serves (closed-set: one pool per "
+             "base subset and seed; open-set: one generator for every seed, so 1/seeds each); a pool's sampling or "
+             "retrieval time is split in proportion to the images a cell takes from it; classifier training is the "
+             "cell's own. n_eq is the per-cell estimate of the summaries (not the fitted law).")
+
+
 def cost_table(cube, results: dict) -> list[dict]:
-    """Compute seconds (generation + classifier training) per real-image equivalent, per source, at each
-    source's largest n_synth; the real source's cost is its training time per added image."""
+    """Compute seconds (generation + classifier training, mean over seeds) per real-image equivalent, per
+    source, at the largest n_synth; the real source's cost is its training time per added image. The rule
+    is :data:`COST_RULE`; n_eq is the per-cell estimate, the same number as the per-cell tables."""
     done = cube["status"] == STATUS_DONE
     rows = []
     ns = int(cube["n_synth"].values.max())
@@ -82,7 +106,7 @@ def cost_table(cube, results: dict) -> list[dict]:
             if src == "real":
                 n_eq = float(ns)
             elif src in results:
-                n_eq = float(results[src].real_equivalent(int(r), ns)["estimate"])
+                n_eq = float(results[src].cells["n_eq"].sel(n_real=int(r), n_synth=ns))
             else:
                 continue
             rows.append({"source": src, "n_real": int(r), "n_synth": ns, "seconds": s, "n_eq": n_eq,
@@ -94,6 +118,21 @@ def _md_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _latex_table(header: list[str], rows: list[list]) -> str:
+    def esc(x) -> str:
+        return str(x).replace("_", r"\_").replace("%", r"\%").replace("*", r"$^*$")
+
+    lines = [r"\begin{tabular}{" + "l" * len(header) + "}", r"\toprule", " & ".join(map(esc, header)) + r" \\",
+             r"\midrule"] + [" & ".join(map(esc, row)) + r" \\" for row in rows] + [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines)
+
+
+def format_table(df, fmt: str = "markdown") -> str:
+    """A small DataFrame as Markdown or booktabs LaTeX (no optional pandas dependencies)."""
+    rows = df.astype(str).values.tolist()
+    return _latex_table(list(df.columns), rows) if fmt == "latex" else _md_table(list(df.columns), rows)
 
 
 def _fmt(x: float, digits: int = 3) -> str:
@@ -198,13 +237,32 @@ def checklist_lines(results: dict) -> list[str]:
     return [_md_table(["item", "this report"], rows)]
 
 
-def write_report(cube_path, out_dir, *, n_boot: int = 1000, **fit_kwargs) -> Path:
-    cube = open_cube(cube_path)
+def comparison_lines(results) -> list[str]:
+    """Pairwise ratios of exchange rates at the largest n_synth, per base size (paired replicates)."""
+    if len(results) < 2:
+        return []
+    rows = []
+    first = next(iter(results.values()))
+    ns = int(first.cells["n_synth"].values.max())
+    for r in first.cells["n_real"].values:
+        t = results.compare(int(r), ns)
+        for row in t.itertuples():
+            rows.append([f"{row.a} / {row.b}", int(r), ns, f"{_fmt(row.ratio)} [{_fmt(row.lower)}, {_fmt(row.upper)}]",
+                         "yes" if row.differ else "no"])
+    return ["Ratio of exchange rates rho_a / rho_b (above 1: *b* needs fewer images per real image). The sources "
+            "share their seed resamples, so the ratio's interval is paired.", "",
+            _md_table(["a / b", "n_real", "n_synth", "ratio [CI]", "differ"], rows), ""]
+
+
+def write_report(cube_path, out_dir, *, n_boot: int = 1000, sources=None, domain_slice: dict | None = None,
+                 **fit_kwargs) -> Path:
+    cube = select_sources(open_cube(cube_path), sources)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     skipped: dict[str, str] = {}
     results = try_fit_sources(cube, n_boot, skipped, **fit_kwargs)
-    figures = render_figures(cube_path, out / "figures", n_boot=n_boot, results=results, cube=cube, skipped=skipped)
+    figures = render_figures(cube_path, out / "figures", n_boot=n_boot, results=results, cube=cube, skipped=skipped,
+                             sources=sources, domain_slice=domain_slice)
     prov = json.loads(cube.attrs.get("provenance", "{}"))
     first = next(iter(results.values()), None)
     ci = first.ci if first else 0.95
@@ -235,6 +293,8 @@ def write_report(cube_path, out_dir, *, n_boot: int = 1000, **fit_kwargs) -> Pat
         md += answer_lines(results)
         md += ["", "An upper bound of ∞ means the interval admits a real-image equivalent of zero: the added images "
                "may be worth nothing at that size.", ""]
+        md += ["## Table (rho [CI] at a matched budget)", "", results.to_markdown(), ""]
+        md += comparison_lines(results)
         md += ["## What this answer rests on", ""] + caveat_lines(cube, results) + [""]
         md += ["## How much the interval method matters", "",
                "The headline intervals under every method (all from the same stored replicates); the default is "
@@ -253,11 +313,16 @@ def write_report(cube_path, out_dir, *, n_boot: int = 1000, **fit_kwargs) -> Pat
                        "'one synthetic image = one real image'.",
         "exchange_rate": "Exchange rate vs base size: does synthetic data lose value as the real set grows? Hollow "
                          "markers have no estimate to quote (verdict shown beside them).",
-        "source_comparison": "All sources at a matched budget of added images (Burg et al.'s comparison).",
+        "source_comparison": "Every source at matched budgets of added images (Burg et al.'s comparison): mean "
+                             "accuracy with 95% t-intervals over seeds, per base size.",
+        "wang_coordinates": "The equivalence in Wang et al.'s coordinates (n_syn / n_base vs the real images "
+                            "they are worth per base image), one curve per base size with the fit used; the "
+                            "curves collapse onto one if Wang et al.'s law holds.",
         "accuracy_heatmap": "Mean accuracy over the whole grid, per source.",
-        "domain_gap": "Domain gap (after Wang et al. Fig. 1): (a) real vs synthetic along a linear domain "
-                      "classifier's axis, with its balanced accuracy; (b) both in a real-trained classifier's "
-                      "feature space.",
+        "domain_gap": "Domain gap (after Wang et al. Fig. 1): (a1, a2, ...) per source, real vs synthetic along a "
+                      "linear domain classifier's axis, with its balanced accuracy; (b) both in a real-trained "
+                      "classifier's feature space, coloured by class (choose the slice with --domain-n-real, "
+                      "--domain-seed).",
         "samples": "Pool images per class and source.",
     }
     for name, paths in figures.items():
@@ -281,11 +346,39 @@ def write_report(cube_path, out_dir, *, n_boot: int = 1000, **fit_kwargs) -> Pat
         md += [_md_table(["source", "n_real", "label acc.", "FD", "domain acc.", "label noise"], rows), ""]
     costs = cost_table(cube, results)
     if costs:
-        md += ["## Price of the answer", "", "Compute seconds (generation or retrieval, attributed to the cell, plus "
-               "classifier training) per real-image equivalent at the largest n_synth, mean over seeds.", ""]
+        md += ["## Price of the answer", "", "Compute seconds per real-image equivalent at the largest n_synth "
+               "(seconds: mean over seeds of the cell's attributed generation or retrieval time plus its classifier "
+               f"training). {COST_RULE}", ""]
         md += [_md_table(["source", "n_real", "n_synth", "seconds", "n_eq", "seconds / real equivalent"],
                          [[c["source"], c["n_real"], c["n_synth"], _fmt(c["seconds"]), _fmt(c["n_eq"]),
                            _fmt(c["seconds_per_real_equivalent"])] for c in costs]), ""]
     path = out / "report.md"
     path.write_text("\n".join(md))
     return path
+
+
+LAW_TABLE_PARAMS = {"c2": "wang.c2", "R*": "saturating.R*", "rho0": "saturating.rho0"}
+
+
+def law_table(cube_paths, *, n_boot: int = 1000, **fit_kwargs):
+    """One row per (dataset, source) over several cubes: Wang et al.'s c2, the saturating law's R* and rho0
+    (estimate, interval, flag) and the exchange rate at the largest measured cell with its verdict."""
+    import pandas as pd
+
+    rows = []
+    for path in cube_paths:
+        cube = open_cube(path)
+        skipped: dict[str, str] = {}
+        results = try_fit_sources(cube, n_boot, skipped, **fit_kwargs)
+        if not results:
+            raise ValueError(f"cube: {path} gives no fit ({skipped.get('equivalence fit', 'no synthetic source')})")
+        for name, res in results.items():
+            row = {"dataset": str(cube.attrs.get("dataset", Path(path).stem)), "source": name}
+            for label, param in LAW_TABLE_PARAMS.items():
+                p = res.params.loc[param]
+                row[label] = f"{_fmt(p.estimate)} [{_fmt(p.lower)}, {_fmt(p.upper)}]" + (f" ({p.flag})" if p.flag else "")
+            head = max(res.headline(), key=lambda h: h["n_real"])
+            row["rho at largest cell"] = (f"{_fmt(head['estimate'])} [{_fmt(head['lower'])}, {_fmt(head['upper'])}] "
+                                          f"n_real={head['n_real']}, n_synth={head['n_synth']}: {head['verdict']}")
+            rows.append(row)
+    return pd.DataFrame(rows)

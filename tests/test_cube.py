@@ -126,3 +126,17 @@ def test_a_merged_cube_with_pool_quality_is_reported(tmp_path):
     path = scaling.save_cube(scaling.merge_cubes(cube.isel(seed=[0, 1]), cube.isel(seed=[2, 3])), tmp_path / "m.nc")
     text = write_report(path, tmp_path / "rep", n_boot=60).read_text()
     assert "## Pool quality" in text and "## Answer" in text
+
+
+def test_variables_carry_cf_long_name_and_units_through_netcdf(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    cube = scaling.simulate_cube(seeds=2, random_state=0)
+    back = scaling.open_cube(scaling.save_cube(cube, tmp_path / "c.nc"))
+    assert back["accuracy"].attrs["long_name"] == "test top-1 accuracy" and back["accuracy"].attrs["units"] == "1"
+    assert back["train_seconds"].attrs["units"] == "s"
+    assert back["status"].attrs["flag_meanings"] == "pending done failed"
+    lines = back["accuracy"].sel(source="real", n_real=50).mean("seed").plot()
+    ax = lines[0].axes
+    assert ax.get_ylabel() == "test top-1 accuracy [1]" and ax.get_xlabel().startswith("images added from the source")

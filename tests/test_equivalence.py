@@ -6,7 +6,7 @@ import statsmodels.api as sm
 
 import scaling
 from analysis.equivalence import fit_effective_logspace
-from analysis.result import IdentifiabilityError
+from analysis.result import ExtrapolationWarning, IdentifiabilityError
 
 SOURCES = {"closed_set": {"exchange_rate": 4.0}, "open_set": {"wang": [2.0, 3.0, 1000.0]}}
 
@@ -126,7 +126,8 @@ def test_logspace_wls_matches_statsmodels():
 def test_queries_return_datasets_with_intervals_and_extrapolation_marks(rich_fit):
     _, fits = rich_fit
     fit = fits["closed_set"]
-    grid = fit.exchange_rate([100, 400, 5000], [100, 800])
+    with pytest.warns(ExtrapolationWarning, match="2 queried point"):  # n_real 5000 lies beyond the data
+        grid = fit.exchange_rate([100, 400, 5000], [100, 800])
     assert grid["estimate"].dims == ("n_real", "n_synth")
     assert bool(grid["extrapolated"].sel(n_real=5000).all())
     assert not bool(grid["extrapolated"].sel(n_real=400).any())

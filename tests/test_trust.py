@@ -14,7 +14,8 @@ from scaling.cube import CubeError
 
 
 def _fit(cube, source="gen", **kw):
-    return scaling.fit_equivalence(cube, source, n_boot=kw.pop("n_boot", 100), **kw)
+    """One source's fit (an EquivalenceResult); these tests look at its internals."""
+    return scaling.fit_equivalence(cube, source, n_boot=kw.pop("n_boot", 100), **kw)[source]
 
 
 # ---------------------------------------------------------------------------------------------- laws
@@ -286,3 +287,17 @@ def test_simulated_items_keep_every_cells_accuracy():
     counts = np.unpackbits(cube["test_correct"].values, axis=-1, count=200).sum(-1)
     np.testing.assert_allclose(counts / 200, cube["accuracy"].values)
     assert isinstance(cube["test_correct"], xr.DataArray)
+
+
+def test_levenberg_marquardt_retries_a_rejected_first_step_instead_of_stopping_at_the_start():
+    """Regression: LM used to stop when every replicate's first step was rejected, reporting the grid start as
+    a converged fit; the jackknife replicates then all sat on one grid point and the interval had zero width."""
+    cube = scaling.simulate_cube(seeds=5, sources={"closed_set": {"exchange_rate": 4.0},
+                                                   "open_set": {"exchange_rate": 2.0}}, random_state=0)
+    fit = scaling.fit_equivalence(cube, "open_set", n_boot=100)["open_set"]
+    for law, params in fit._jack.laws["open_set"].items():
+        values = np.stack([np.asarray(v) for k, v in params.items() if k not in ("sse", "converged")], axis=1)
+        assert len(np.unique(values.round(10), axis=0)) == len(values), f"{law}: identical jackknife fits"
+    for name in ("saturating.rho0", "wang.c2", "effective.alpha"):
+        row = fit.params.loc[name]
+        assert row.upper > row.lower * 1.01, f"{name}: a zero-width interval {row.lower}..{row.upper}"

@@ -1,0 +1,161 @@
+"""Every source's equivalence fit as one object whose ``source`` is a dimension (statsmodels-style).
+
+``fit_equivalence`` returns an :class:`EquivalenceResults`: a read-only mapping ``source -> EquivalenceResult``
+whose queries (``exchange_rate``, ``real_equivalent``, ``synthetic_needed``) return one ``xarray.Dataset``
+with a ``source`` dimension, plus ``compare()`` across sources and Burg-style tables (``to_markdown``,
+``to_latex``). With one source, the single fit's attributes (``params``, ``cells``, ``conf_int`` ...) are
+reachable directly.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from analysis.result import EquivalenceResult, ExtrapolationWarning, Summary, _fmt, warn_if_extrapolated
+
+
+class EquivalenceResults(Mapping):
+    """Fits of several sources against one reference, sharing the same seed resamples."""
+
+    def __init__(self, results: dict[str, EquivalenceResult], *, scalar: bool = False):
+        """``scalar``: fitted for one source named by a string — queries then keep ``source`` as a scalar
+        coordinate, as ``xarray``'s ``.sel(source=name)`` would, instead of a length-1 dimension."""
+        if not results:
+            raise ValueError("source: no fitted source")
+        if scalar and len(results) != 1:
+            raise ValueError("scalar: only a single-source result drops the source dimension")
+        self._results = dict(results)
+        self._scalar = scalar
+
+    # ---------------------------------------------------------------- mapping
+    def __getitem__(self, source: str) -> EquivalenceResult:
+        try:
+            return self._results[source]
+        except KeyError:
+            raise KeyError(f"source: {source!r} was not fitted (have {list(self._results)})") from None
+
+    def __iter__(self):
+        return iter(self._results)
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(self._results)
+
+    def __getattr__(self, name: str):
+        # one source: its fit's attributes directly (res.params, res.cells, res.conf_int(), ...)
+        if name.startswith("_"):
+            raise AttributeError(name)
+        results = self.__dict__.get("_results", {})
+        if len(results) == 1:
+            return getattr(next(iter(results.values())), name)
+        raise AttributeError(f"{name!r}: this result holds {len(results)} sources; index one first, "
+                             f"e.g. results[{next(iter(results), 'source')!r}].{name}")
+
+    # ---------------------------------------------------------------- queries with a source dimension
+    def _stack(self, method: str, *args, **kwargs) -> xr.Dataset:
+        parts = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExtrapolationWarning)  # once for the stack, below
+            for res in self._results.values():
+                parts.append(getattr(res, method)(*args, **kwargs))
+        attrs = {k: v for k, v in parts[0].attrs.items() if k not in ("source", "law")}
+        out = _stack_sources([p.drop_attrs() for p in parts], self._results)
+        out = out.isel(source=0) if self._scalar else out
+        out.attrs = {**attrs, "law": "; ".join(f"{name}: {p.attrs.get('law')}" for name, p in zip(self._results, parts))}
+        warn_if_extrapolated(out)
+        return out
+
+    def exchange_rate(self, n_real, n_synth, law: str | None = None, ci_method: str | None = None) -> xr.Dataset:
+        """Synthetic images per real image for every source; see ``EquivalenceResult.exchange_rate``."""
+        return self._stack("exchange_rate", n_real, n_synth, law=law, ci_method=ci_method)
+
+    def real_equivalent(self, n_real, n_synth, law: str | None = None, ci_method: str | None = None) -> xr.Dataset:
+        return self._stack("real_equivalent", n_real, n_synth, law=law, ci_method=ci_method)
+
+    def synthetic_needed(self, n_real, n_real_added, law: str | None = None,
+                         ci_method: str | None = None) -> xr.Dataset:
+        return self._stack("synthetic_needed", n_real, n_real_added, law=law, ci_method=ci_method)
+
+    def headline(self, n_synth: float | None = None) -> list[dict]:
+        return [row for res in self._results.values() for row in res.headline(n_synth)]
+
+    def compare(self, n_real, n_synth, *, law: str | None = None, ci_method: str | None = None) -> pd.DataFrame:
+        """Pairwise ratios of exchange rates, ``rho_a / rho_b`` at the same (n_real, n_synth), with intervals.
+
+        The sources were fitted on the same seed (and test-item) resamples, so the ratio's replicates are
+        paired and its interval is tighter than two separate intervals suggest. A ratio above 1: source
+        ``a`` needs more images than ``b`` to match one real image (``b`` is the better source there).
+        """
+        rows = []
+        for a, b in combinations(self._results, 2):
+            ra, rb = self._results[a], self._results[b]
+            est, lo, hi = ra.rate_ratio(rb, n_real, n_synth, law=law, ci_method=ci_method)
+            rows.append({"a": a, "b": b, "n_real": n_real, "n_synth": n_synth, "ratio": est, "lower": lo,
+                         "upper": hi, "differ": bool(np.isfinite(lo) and np.isfinite(hi) and (lo > 1 or hi < 1))})
+        return pd.DataFrame(rows)
+
+    # ---------------------------------------------------------------- tables
+    def table(self, n_synth: float | None = None) -> pd.DataFrame:
+        """Burg-style table: per source and base size, the exchange rate with its interval and verdict at a
+        matched budget of ``n_synth`` added images (default: the largest measured)."""
+        rows = [{"source": r["source"], "n_real": r["n_real"], "n_synth": r["n_synth"], "rho": r["estimate"],
+                 "lower": r["lower"], "upper": r["upper"], "verdict": r["verdict"]} for r in self.headline(n_synth)]
+        return pd.DataFrame(rows).set_index(["source", "n_real"])
+
+    def to_markdown(self, n_synth: float | None = None, digits: int = 3) -> str:
+        """The table as Markdown; a rate whose verdict is not 'estimated' is shown in parentheses."""
+        t = self.table(n_synth)
+        head = "| source | n_real | rho | CI | verdict |\n|---|---|---|---|---|"
+        body = [f"| {s} | {r} | {_fmt(row.rho, digits)} | [{_fmt(row.lower, digits)}, {_fmt(row.upper, digits)}] | "
+                f"{row.verdict} |" for (s, r), row in t.iterrows()]
+        return "\n".join([head] + body)
+
+    def to_latex(self, n_synth: float | None = None, digits: int = 3) -> str:
+        """A booktabs table (rows: sources; columns: base sizes) of rho [CI] at a matched budget; values whose
+        verdict is not 'estimated' in parentheses."""
+        t = self.table(n_synth)
+        cols = sorted(set(t.index.get_level_values("n_real")))
+        budget = int(t["n_synth"].iloc[0])
+        lines = [r"\begin{tabular}{l" + "c" * len(cols) + "}", r"\toprule",
+                 r"source & " + " & ".join(f"$n_\\mathrm{{real}}={c}$" for c in cols) + r" \\", r"\midrule"]
+        for source in dict.fromkeys(t.index.get_level_values("source")):
+            cells = []
+            for c in cols:
+                row = t.loc[(source, c)]
+                txt = f"{_fmt(row.rho, digits)} [{_fmt(row.lower, digits)}, {_fmt(row.upper, digits)}]"
+                cells.append(txt if row.verdict == "estimated" else f"({txt})")
+            lines.append(source.replace("_", r"\_") + " & " + " & ".join(cells) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}",
+                  f"% exchange rate rho (synthetic images per real image) at n_synth = {budget}; parentheses: "
+                  "verdict not 'estimated'"]
+        return "\n".join(lines)
+
+    def summary(self) -> Summary:
+        return Summary("\n\n".join(str(res.summary()) for res in self._results.values()))
+
+    def to_dataset(self) -> xr.Dataset:
+        """Every source's cells and parameters, stacked on ``source`` (NetCDF-safe)."""
+        parts = [res.to_dataset() for res in self._results.values()]
+        attrs = {k: v for k, v in parts[0].attrs.items() if k not in ("source", "warnings", "excluded",
+                                                                       "law_chosen", "curve_chosen")}
+        out = _stack_sources([p.drop_attrs() for p in parts], self._results, join="outer")
+        out.attrs = attrs
+        return out
+
+    def __repr__(self) -> str:
+        return f"<EquivalenceResults sources={list(self._results)}>"
+
+
+def _stack_sources(parts: list, names, **kwargs) -> xr.Dataset:
+    # fixed-width numpy strings for the coordinate: NetCDF-safe, unlike pandas' string dtypes
+    out = xr.concat(parts, dim="source", **kwargs)
+    return out.assign_coords(source=np.array(list(names), dtype=str))

@@ -1,0 +1,80 @@
+"""The result object: source as a dimension, compare() across sources (coverage measured), tables."""
+
+import numpy as np
+import pytest
+
+import scaling
+from analysis.result import ExtrapolationWarning
+
+TWO = {"closed_set": {"exchange_rate": 4.0}, "open_set": {"exchange_rate": 2.0}}
+
+
+@pytest.fixture(scope="module")
+def both():
+    cube = scaling.simulate_cube(seeds=5, sources=TWO, random_state=3)
+    return scaling.fit_equivalence(cube, None, n_boot=200, random_state=3)
+
+
+def test_queries_carry_a_source_dimension_and_index_per_source(both):
+    q = both.exchange_rate([50, 200], 400)
+    assert q["estimate"].dims == ("source", "n_real") and list(q["source"].values) == ["closed_set", "open_set"]
+    one = both["open_set"].exchange_rate([50, 200], 400)
+    np.testing.assert_allclose(q["estimate"].sel(source="open_set").values, one["estimate"].values)
+    assert q["source"].values.dtype.kind == "U"  # NetCDF-safe strings
+    assert set(both) == {"closed_set", "open_set"} and len(both) == 2
+    with pytest.raises(AttributeError, match="index one first"):
+        both.params  # noqa: B018 - two sources: which one's parameters is ambiguous
+    with pytest.raises(KeyError, match="was not fitted"):
+        both["retrieval"]
+
+
+def test_a_single_named_source_keeps_source_as_a_scalar_coordinate():
+    cube = scaling.simulate_cube(seeds=4, sources=TWO, random_state=0)
+    res = scaling.fit_equivalence(cube, "open_set", n_boot=100)
+    q = res.exchange_rate(200, 400)
+    assert q["estimate"].ndim == 0 and str(q["source"].values) == "open_set"
+    assert isinstance(float(q["estimate"]), float)
+    assert res.params.loc["effective.alpha", "estimate"] == res["open_set"].params.loc["effective.alpha", "estimate"]
+
+
+def test_an_extrapolated_query_warns_once_naming_how_many_points(both):
+    with pytest.warns(ExtrapolationWarning, match="2 queried point"):
+        both.exchange_rate(5000, 400)  # beyond the largest n_real, for both sources
+
+
+def test_compare_ratio_covers_the_planted_ratio():
+    """rho_closed / rho_open = 4 / 2 = 2 planted; paired replicates of a joint fit give the interval."""
+    hits, estimates, widths = [], [], []
+    for r in range(20):
+        cube = scaling.simulate_cube(seeds=5, sources=TWO, random_state=100 + r)
+        t = scaling.fit_equivalence(cube, None, n_boot=100, random_state=r).compare(200, 400)
+        row = t.iloc[0]
+        assert (row.a, row.b) == ("closed_set", "open_set")
+        hits.append(row.lower <= 2.0 <= row.upper)
+        estimates.append(row.ratio)
+        widths.append(row.upper / row.lower)
+    assert np.mean(hits) >= 0.85, f"coverage {np.mean(hits):.2f}"
+    assert abs(np.median(estimates) / 2.0 - 1) < 0.1
+    assert np.median(widths) < 1.6  # an interval that says something, not [0, inf]
+
+
+def test_compare_needs_one_joint_fit(both):
+    cube = scaling.simulate_cube(seeds=4, sources=TWO, random_state=0)
+    other = scaling.fit_equivalence(cube, "open_set", n_boot=50)["open_set"]
+    with pytest.raises(ValueError, match="fitted together"):
+        both["closed_set"].rate_ratio(other, 200, 400)
+
+
+def test_tables_show_every_source_and_mark_unestimated_rates(both):
+    md = both.to_markdown()
+    assert md.splitlines()[0] == "| source | n_real | rho | CI | verdict |"
+    assert len(md.splitlines()) == 2 + 2 * 5  # header, rule, 2 sources x 5 base sizes
+    tex = both.to_latex()
+    assert tex.startswith(r"\begin{tabular}{lccccc}") and r"closed\_set &" in tex and r"\bottomrule" in tex
+    t = both.table()
+    for (source, n_real), row in t.iterrows():
+        cell = f"{row.rho:.3f}"[:4]
+        line = next(l for l in tex.splitlines() if l.startswith(source.replace("_", r"\_")))
+        assert cell in line
+        if row.verdict != "estimated":  # shown in parentheses, never as a bare number
+            assert "(" in line
