@@ -127,11 +127,11 @@ def _load_imagefolder(root: Path, size: int) -> ImageData:
 # splits
 
 
-def test_indices(data: ImageData, test_fraction: float, split_seed: int = 0) -> np.ndarray:
+def test_indices(data: ImageData, test_fraction: float) -> np.ndarray:
     """The fixed test set: the files' own split if any, else a stratified draw independent of seeds."""
     if data.test_mask is not None:
         return np.flatnonzero(data.test_mask)
-    rng = np.random.default_rng(split_seed)
+    rng = streams.shared_rng("test_split")
     out = []
     for c in np.unique(data.labels):
         idx = np.flatnonzero(data.labels == c)
