@@ -84,3 +84,21 @@ def test_shipped_configs_parse_and_dry_run(name, capsys, tmp_path, monkeypatch):
     plan = run_sweep(raw, dry_run=True)
     out = capsys.readouterr().out
     assert f"trials: {plan['trials']}" in out and plan["trials"] > 0
+
+
+def test_rooms_import_only_what_they_need():
+    """The config validator needs no torch; a trial worker no statistics stack; analysis never imports runners;
+    runners reach scaling only for the cube contract (no import circle through scaling/__init__)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, importlib; importlib.import_module({mod!r}); "
+             "print(' '.join(sorted(m for m in {banned!r} if m in sys.modules)))")
+    cases = {"runners.config": ["torch", "diffusers", "faiss", "statsmodels", "ray"],
+             "runners.trial": ["statsmodels", "analysis", "diffusers", "faiss", "scaling.fit"],
+             "scaling.fit": ["runners", "torch", "ray"],
+             "scaling.report": ["runners", "torch", "ray"]}
+    for mod, banned in cases.items():
+        out = subprocess.run([sys.executable, "-c", probe.format(mod=mod, banned=banned)], capture_output=True,
+                             text=True, check=True).stdout.split()
+        assert not out, f"importing {mod} loads {out}"

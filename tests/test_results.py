@@ -78,3 +78,14 @@ def test_tables_show_every_source_and_mark_unestimated_rates(both):
         assert cell in line
         if row.verdict != "estimated":  # shown in parentheses, never as a bare number
             assert "(" in line
+
+
+def test_every_source_writes_to_one_netcdf_file(both, tmp_path):
+    import xarray as xr
+
+    ds = both.to_dataset()
+    assert list(ds["source"].values) == ["closed_set", "open_set"] and "param_estimate" in ds
+    ds.to_netcdf(tmp_path / "fit.nc", engine="h5netcdf")
+    back = xr.open_dataset(tmp_path / "fit.nc", engine="h5netcdf")
+    np.testing.assert_allclose(back["param_estimate"].values, ds["param_estimate"].values)
+    np.testing.assert_array_equal(back["verdict"].values, ds["verdict"].values)
