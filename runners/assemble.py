@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from runners.config import protocol_label
 from runners.data import dataset_of
 from runners.ledger import cell_key, ledger_path
 from runners.pools import is_prepared, load_pool, load_quality_arrays, pool_paths
@@ -52,18 +53,32 @@ def _pool_quality(cfg, cube) -> None:
         cube[var] = xr.DataArray(values[var], dims=dims, attrs={"long_name": doc, "units": units})
 
 
+def _targets(cfg, cell: dict) -> list[dict]:
+    """The cube locations one ledger cell fills: n_synth = 0 serves every source, and with several protocol
+    settings a base-only or real-source cell serves every synthetic weight of its budget."""
+    sources = cfg.sources if cell["n_synth"] == 0 else [cell["source"]]
+    base = dict(n_real=cell["n_real"], n_synth=cell["n_synth"], seed=cell["seed"])
+    if "budget" not in cell:
+        return [dict(source=s, **base) for s in sources]
+    out = []
+    for s in sources:
+        weights = cfg.synth_weights if (cell["n_synth"] == 0 or s == "real") else [cell["synth_weight"]]
+        out += [dict(source=s, protocol=protocol_label(cell["budget"], w), **base) for w in weights]
+    return out
+
+
 def assemble_cube(cfg, failed: set[str], provenance: dict):
     """The cube from the ledger (the source of truth); n_synth=0 results fill every source."""
     data, test_idx = dataset_of(cfg)
     cube = empty_cube(cfg.sources, cfg.n_real, cfg.n_synth, cfg.seeds, dataset=cfg.dataset["name"],
                       n_test=len(test_idx), classes=data.classes, provenance=provenance, per_class=True,
-                      test_items=True)
+                      test_items=True, protocols=cfg.protocol_labels() if cfg.multi_protocol else None)
+    cube.attrs["protocol"] = json.dumps(cfg.protocol())
     all_items = True
     for cell in cfg.cells():
         path = ledger_path(cfg, cell)
         entry = json.loads(path.read_text()) if path.exists() else None
-        for src in (cfg.sources if cell["n_synth"] == 0 else [cell["source"]]):
-            loc = dict(source=src, n_real=cell["n_real"], n_synth=cell["n_synth"], seed=cell["seed"])
+        for loc in _targets(cfg, cell):
             if entry is not None:
                 all_items &= _fill_cell(cube, loc, entry)
             elif cell_key(cell) in failed:

@@ -25,7 +25,10 @@ class ConfigError(ValueError):
 
 # every key a nested section may hold: anything else is refused (a typo like gpu_per_trial would otherwise be
 # ignored and silently run a GPU config on CPU)
-CLASSIFIER_KEYS = ("recipe", "steps", "batch_size", "lr", "weight_decay", "label_smoothing", "width", "device", "flip")
+CLASSIFIER_KEYS = ("recipe", "steps", "batch_size", "lr", "weight_decay", "label_smoothing", "width", "device", "flip",
+                   "budget", "epochs", "max_steps", "synth_weight")
+BUDGETS = ("steps", "epochs")
+PROTOCOL_DEFAULTS = {"budget": "steps", "epochs": 30, "max_steps": 2000, "synth_weight": None}
 RESOURCE_KEYS = ("cpus_per_trial", "gpus_per_trial", "gpus_per_source_job", "num_cpus")
 DATASET_KEYS = {"digits": ("name",), "cifar10": ("name", "root"), "cifar100": ("name", "root"),
                 "medmnist": ("name", "path"), "imagefolder": ("name", "root", "image_size")}
@@ -90,6 +93,22 @@ def _check_classifier(raw) -> dict:
         _number(clf["label_smoothing"], "classifier.label_smoothing", low=0, high=0.99)
     if "flip" in clf:
         _require(isinstance(clf["flip"], bool), "classifier.flip", f"must be true or false, got {clf['flip']!r}")
+    budgets = clf.get("budget", "steps")
+    budgets = budgets if isinstance(budgets, list) else [budgets]
+    _require(budgets and all(b in BUDGETS for b in budgets) and len(set(budgets)) == len(budgets), "classifier.budget",
+             f"must be one of {BUDGETS} or a list of them without repeats, got {clf.get('budget')!r}")
+    if "epochs" in clf:
+        _number(clf["epochs"], "classifier.epochs", low=0, low_open=True, high=1e6)
+    if "max_steps" in clf:
+        _number(clf["max_steps"], "classifier.max_steps", integer=True, low=10)
+    weights = clf.get("synth_weight")
+    weights = weights if isinstance(weights, list) else [weights]
+    for w in weights:
+        if w is not None:
+            _number(w, "classifier.synth_weight", low=0, high=1, low_open=True)
+            _require(w < 1, "classifier.synth_weight", f"must be < 1 (a batch needs some real images), got {w!r}")
+    _require(len(set(weights)) == len(weights) and weights, "classifier.synth_weight",
+             f"has duplicates: {clf.get('synth_weight')!r}")
     if clf.get("device") is not None:
         dev = clf["device"]
         _require(isinstance(dev, str) and re.fullmatch(r"cpu|cuda(:\d+)?", dev) is not None, "classifier.device",
@@ -124,17 +143,70 @@ class SweepConfig:
     source_options: dict = field(default_factory=dict)
 
     def cells(self) -> list[dict]:
-        """Every trial. n_synth = 0 is one experiment for all sources, computed once as 'real'."""
+        """Every trial. n_synth = 0 is one experiment for all sources, computed once as 'real'.
+
+        With several protocol settings (lists under ``classifier.budget`` / ``classifier.synth_weight``) every
+        cell also names its ``budget`` and ``synth_weight``: the base-only and real-source cells do not depend
+        on the synthetic weight (real images are interchangeable), so they run once per budget.
+        """
         out = []
+        settings = [(b, w) for b in self.budgets for w in self.synth_weights] if self.multi_protocol else [None]
         for r in self.n_real:
             for seed in self.seeds:
-                if 0 in self.n_synth:
-                    out.append({"source": "real", "n_real": r, "n_synth": 0, "seed": seed})
-                for src in self.sources:
-                    for s in self.n_synth:
-                        if s > 0:
-                            out.append({"source": src, "n_real": r, "n_synth": s, "seed": seed})
+                for setting in settings:
+                    tag = {} if setting is None else {"budget": setting[0], "synth_weight": setting[1]}
+                    shared = setting is None or setting[1] == self.synth_weights[0]  # once per budget
+                    base_tag = {} if setting is None else {"budget": setting[0], "synth_weight": None}
+                    if 0 in self.n_synth and shared:
+                        out.append({"source": "real", "n_real": r, "n_synth": 0, "seed": seed, **base_tag})
+                    for src in self.sources:
+                        if src == "real" and not shared:
+                            continue
+                        for s in self.n_synth:
+                            if s > 0:
+                                out.append({"source": src, "n_real": r, "n_synth": s, "seed": seed,
+                                            **(base_tag if src == "real" else tag)})
         return out
+
+    # ---------------------------------------------------------------- the training protocol
+    @property
+    def budgets(self) -> list[str]:
+        b = self.classifier.get("budget", PROTOCOL_DEFAULTS["budget"])
+        return list(b) if isinstance(b, (list, tuple)) else [b]
+
+    @property
+    def synth_weights(self) -> list:
+        w = self.classifier.get("synth_weight", PROTOCOL_DEFAULTS["synth_weight"])
+        return list(w) if isinstance(w, (list, tuple)) else [w]
+
+    @property
+    def multi_protocol(self) -> bool:
+        return len(self.budgets) * len(self.synth_weights) > 1
+
+    def protocol_labels(self) -> list[str]:
+        """The cube's ``protocol`` coordinate: one label per (budget, synthetic weight) setting."""
+        return [protocol_label(b, w) for b in self.budgets for w in self.synth_weights]
+
+    def train_steps(self, budget: str, n_total: int) -> int:
+        """Optimiser steps of one classifier: fixed (``steps``), or ``epochs`` passes over its training set,
+        capped at ``max_steps`` and at least 10 (the one-cycle schedule needs a warm-up)."""
+        if budget == "steps":
+            return int(self.classifier.get("steps", 300))
+        epochs = float(self.classifier.get("epochs", PROTOCOL_DEFAULTS["epochs"]))
+        batch = int(self.classifier.get("batch_size", 64))
+        cap = int(self.classifier.get("max_steps", PROTOCOL_DEFAULTS["max_steps"]))
+        return int(min(cap, max(10, math.ceil(epochs * n_total / batch))))
+
+    def protocol(self) -> dict:
+        """The training protocol as recorded in the cube attrs and printed in the report."""
+        clf = self.classifier
+        return {"mode": "add", "budget": self.budgets if self.multi_protocol else self.budgets[0],
+                "steps": int(clf.get("steps", 300)), "epochs": float(clf.get("epochs", PROTOCOL_DEFAULTS["epochs"])),
+                "max_steps": int(clf.get("max_steps", PROTOCOL_DEFAULTS["max_steps"])),
+                "synth_weight": self.synth_weights if self.multi_protocol else self.synth_weights[0],
+                "batch_size": int(clf.get("batch_size", 64)),
+                "sampling": "uniform over real + synthetic images" if self.synth_weights == [None] else
+                            "a batch item is synthetic with probability synth_weight (None: uniform pooling)"}
 
     def fingerprint(self) -> str:
         """Hash of what determines the numbers (not storage or resources)."""
@@ -153,6 +225,11 @@ class SweepConfig:
     def options(self, source: str) -> dict:
         """The resolved options of one source (defaults filled in), as the pool cache keys hash them."""
         return options_for(self.source_options, source)
+
+
+def protocol_label(budget: str, synth_weight) -> str:
+    """``steps``, ``epochs-w0.25``: a budget policy and, when set, the synthetic sampling weight."""
+    return budget if synth_weight is None else f"{budget}-w{synth_weight:g}"
 
 
 def _exists(path: str) -> bool:

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from runners.config import ConfigError
+from runners.config import ConfigError, protocol_label
 from scaling.cube import write_atomic
 
 
@@ -26,7 +26,10 @@ class RunFolderBusy(RuntimeError):
 
 
 def cell_key(cell: dict) -> str:
-    return f"{cell['source']}-r{cell['n_real']}-s{cell['n_synth']}-seed{cell['seed']}"
+    key = f"{cell['source']}-r{cell['n_real']}-s{cell['n_synth']}-seed{cell['seed']}"
+    if "budget" in cell:  # a sweep over training protocols: the setting is part of the cell
+        key += f"-{protocol_label(cell['budget'], cell['synth_weight'])}"
+    return key
 
 
 def ledger_path(cfg, cell: dict) -> Path:

@@ -59,11 +59,31 @@ def build_model(recipe: str, in_ch: int, n_classes: int, width: int | None = Non
     raise ValueError(f"classifier.recipe: unknown recipe {recipe!r}; choose from {RECIPES}")
 
 
+def batch_indices(n: int, bs: int, gen: torch.Generator, synth_from: int | None = None,
+                  synth_weight: float | None = None) -> torch.Tensor:
+    """Row indices of one batch: uniform over all ``n`` rows, or — with ``synth_from`` — each item synthetic
+    (rows ``synth_from..n-1``) with probability ``synth_weight``, then uniform within its part."""
+    device = gen.device
+    if synth_from is None:
+        return torch.randint(0, n, (bs,), device=device, generator=gen)
+    pick_synth = torch.rand(bs, device=device, generator=gen) < synth_weight
+    real_idx = torch.randint(0, synth_from, (bs,), device=device, generator=gen)
+    syn_idx = torch.randint(synth_from, n, (bs,), device=device, generator=gen)
+    return torch.where(pick_synth, syn_idx, real_idx)
+
+
 def train_classifier(x_train, y_train, x_test, y_test, n_classes: int, *, recipe: str = "small_cnn", steps: int = 300,
                      batch_size: int = 64, lr: float = 3e-3, weight_decay: float = 5e-4, label_smoothing: float = 0.1,
                      width: int | None = None, seed: int = 0, device: str | None = None, flip: bool = False,
+                     synth_from: int | None = None, synth_weight: float | None = None,
                      return_model: bool = False) -> dict:
-    """Train from scratch and evaluate; returns accuracy, loss, per-class accuracy, seconds."""
+    """Train from scratch and evaluate; returns accuracy, loss, per-class accuracy, seconds.
+
+    ``synth_weight``: the probability that a batch item is drawn from the synthetic part (the rows from
+    ``synth_from`` on) rather than the real part; None pools every row uniformly. A sampling probability,
+    not a loss weight: the loss scale and the optimiser's step size stay those of the unweighted recipe,
+    so only the mix changes (a loss weight w would also rescale the effective learning rate).
+    """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     gpu = device.startswith("cuda")
     torch.manual_seed(seed)
@@ -82,8 +102,9 @@ def train_classifier(x_train, y_train, x_test, y_test, n_classes: int, *, recipe
     bs = min(batch_size, n)
     t0 = time.perf_counter()
     model.train()
+    mixed = synth_weight is not None and synth_from is not None and 0 < synth_from < n
     for step in range(steps):
-        idx = torch.randint(0, n, (bs,), device=device, generator=gen)
+        idx = batch_indices(n, bs, gen, synth_from if mixed else None, synth_weight)
         xb = (xtr[idx] - mean) / std
         if flip:
             mask = torch.rand(bs, device=device, generator=gen) < 0.5

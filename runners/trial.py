@@ -16,6 +16,7 @@ import torch
 from ray import tune
 
 from runners import streams
+from runners.config import PROTOCOL_DEFAULTS
 from runners.data import base_and_real_pool, dataset_of
 from runners.ledger import cell_key, ledger_path, write_json_atomic
 from runners.pools import attributed_seconds, load_pool
@@ -27,6 +28,10 @@ def injected(key: str) -> bool:
     """Test hook: SCALING_FAIL_CELLS="key1,key2" makes those trials (cell keys) or source jobs
     ("pool:<source>-r<n_real>-seed<seed>") raise, a stand-in for OOM or a bad node."""
     return key in os.environ.get("SCALING_FAIL_CELLS", "").split(",")
+
+
+# classifier keys that describe the protocol (resolved per cell), not arguments of train_classifier
+PROTOCOL_KEYS = ("recipe", *PROTOCOL_DEFAULTS)
 
 
 def _inject_failure(cfg, cell: dict) -> None:
@@ -65,7 +70,11 @@ def run_cell(cfg, cell: dict) -> dict:
         xs, ys, meta = load_pool(cfg, cell["source"], cell["n_real"], cell["seed"], cell["n_synth"])
         x, y = np.concatenate([x, xs]), np.concatenate([y, ys])
         source_seconds = attributed_seconds(meta, cell["n_synth"])
-    clf = {k: v for k, v in cfg.classifier.items() if k != "recipe"}
+    clf = {k: v for k, v in cfg.classifier.items() if k not in PROTOCOL_KEYS}
+    clf["steps"] = cfg.train_steps(cell.get("budget", cfg.budgets[0]), len(y))
+    weight = cell.get("synth_weight", cfg.synth_weights[0])
+    if weight is not None and cell["n_synth"] > 0 and cell["source"] != "real":  # real images are interchangeable
+        clf.update(synth_from=len(base), synth_weight=float(weight))
     # the classifier's stream depends on (seed, n_real) only: every source at a base size shares its init
     result = train_classifier(x, y, data.images[test_idx], data.labels[test_idx], len(data.classes),
                               recipe=cfg.classifier.get("recipe", "small_cnn"),

@@ -20,8 +20,9 @@ except importlib.metadata.PackageNotFoundError:  # a source tree that was never 
 _HOMES = {
     "CubeError": "scaling.cube", "empty_cube": "scaling.cube", "merge_cubes": "scaling.cube",
     "open_cube": "scaling.cube", "save_cube": "scaling.cube", "status_counts": "scaling.cube",
-    "validate_cube": "scaling.cube", "fit_equivalence": "scaling.fit", "planted_truth": "scaling.simulate",
-    "simulate_cube": "scaling.simulate", "run_sweep": "runners.sweep",
+    "validate_cube": "scaling.cube", "protocol_slice": "scaling.cube", "fit_equivalence": "scaling.fit",
+    "fit_protocols": "scaling.fit", "protocol_table": "scaling.fit", "planted_truth": "scaling.simulate",
+    "simulate_cube": "scaling.simulate", "simulate_protocols": "scaling.simulate", "run_sweep": "runners.sweep",
 }
 __all__ = sorted(_HOMES)
 

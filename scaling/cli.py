@@ -51,7 +51,7 @@ def _fit(args) -> int:
 
     cube = scaling.open_cube(args.cube)
     results = scaling.fit_equivalence(cube, args.source, reference=args.reference, n_boot=args.n_boot, ci=args.ci,
-                                      **_fit_kwargs(args))
+                                      protocol=args.protocol, **_fit_kwargs(args))
     for res in results.values():
         print(res.summary())
         print()
@@ -92,7 +92,7 @@ def _simulate(args) -> int:
 def _view_kwargs(args) -> dict:
     """Which sources and which domain-gap slice figures and report show."""
     dom = {k: v for k, v in (("n_real", args.domain_n_real), ("seed", args.domain_seed)) if v is not None}
-    return {"sources": args.source or None, "domain_slice": dom or None}
+    return {"sources": args.source or None, "domain_slice": dom or None, "protocol": args.protocol}
 
 
 def _figures(args) -> int:
@@ -135,6 +135,8 @@ def _add_view_options(p) -> None:
     p.add_argument("--domain-n-real", type=int, metavar="N", help="base size the domain-gap figure shows "
                    "(default: the smallest)")
     p.add_argument("--domain-seed", type=int, metavar="SEED", help="seed the domain-gap figure shows (default: the first)")
+    p.add_argument("--protocol", metavar="LABEL", help="for a protocol sweep: the setting the figures and the answer "
+                   "show (default: the first; the report also compares every setting)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--source", default=None, help="synthetic source (default: every non-reference source)")
     f.add_argument("--reference", default="real", help="the reference source (default: real)")
     f.add_argument("--ci", type=float, default=0.95, help="interval level (default 0.95)")
+    f.add_argument("--protocol", metavar="LABEL", help="for a protocol sweep: the setting to fit")
     _add_fit_options(f)
     f.set_defaults(func=_fit, n_boot=2000)
     g = sub.add_parser("figures", help="render every paper figure of a cube (PNG and PDF)")

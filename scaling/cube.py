@@ -19,6 +19,12 @@ import xarray as xr
 
 SCHEMA_VERSION = 1
 DIMS = ("source", "n_real", "n_synth", "seed")
+PROTOCOL_DIM = "protocol"  # optional: a sweep over training protocols (budget policy x synthetic weight)
+
+
+def cell_dims(cube: xr.Dataset) -> tuple[str, ...]:
+    """The dims of a cell variable: DIMS, plus ``protocol`` when the cube sweeps training protocols."""
+    return DIMS + ((PROTOCOL_DIM,) if PROTOCOL_DIM in cube.dims else ())
 METRICS = ("accuracy", "loss", "train_seconds", "source_seconds")
 REQUIRED_VARS = METRICS + ("status",)
 REQUIRED_ATTRS = ("dataset", "n_test", "classes", "schema_version", "provenance")
@@ -44,11 +50,13 @@ def empty_cube(
     provenance: dict | None = None,
     per_class: bool = False,
     test_items: bool = False,
+    protocols: Sequence[str] | None = None,
 ) -> xr.Dataset:
     """A cube with every cell pending and every metric NaN.
 
     ``test_items=True`` adds ``test_correct``: which test images each cell classified correctly, packed
     8 to a byte along ``test_byte`` (``np.packbits``), so intervals can resample the test set too.
+    ``protocols`` adds a ``protocol`` dimension (one label per training-protocol setting of the sweep).
     """
     coords = {
         "source": np.array(list(sources), dtype=str),
@@ -56,14 +64,18 @@ def empty_cube(
         "n_synth": np.array(sorted(n_synth), dtype=np.int64),
         "seed": np.array(sorted(seeds), dtype=np.int64),
     }
-    shape = tuple(len(coords[d]) for d in DIMS)
-    data_vars = {m: (DIMS, np.full(shape, np.nan)) for m in METRICS}
-    data_vars["status"] = (DIMS, np.zeros(shape, dtype=np.int8))
+    dims = DIMS
+    if protocols is not None:
+        coords[PROTOCOL_DIM] = np.array(list(protocols), dtype=str)
+        dims = DIMS + (PROTOCOL_DIM,)
+    shape = tuple(len(coords[d]) for d in dims)
+    data_vars = {m: (dims, np.full(shape, np.nan)) for m in METRICS}
+    data_vars["status"] = (dims, np.zeros(shape, dtype=np.int8))
     if per_class:
-        data_vars["per_class_accuracy"] = (DIMS + ("class",), np.full(shape + (len(classes),), np.nan))
+        data_vars["per_class_accuracy"] = (dims + ("class",), np.full(shape + (len(classes),), np.nan))
         coords["class"] = np.array(list(classes), dtype=str)
     if test_items:
-        data_vars["test_correct"] = (DIMS + (TEST_DIM,), np.zeros(shape + (test_bytes(n_test),), dtype=np.uint8))
+        data_vars["test_correct"] = (dims + (TEST_DIM,), np.zeros(shape + (test_bytes(n_test),), dtype=np.uint8))
     cube = xr.Dataset(data_vars, coords=coords)
     cube.attrs.update(
         dataset=str(dataset),
@@ -152,10 +164,15 @@ def validate_cube(cube: xr.Dataset, *, require_source: str | None = None) -> xr.
             raise CubeError(f"dims: missing dimension '{dim}' (have {sorted(map(str, cube.dims))})")
         if dim not in cube.coords:
             raise CubeError(f"coords: dimension '{dim}' has no coordinate values")
-    extra = set(map(str, cube.dims)) - set(DIMS) - {"class", TEST_DIM}
+    extra = set(map(str, cube.dims)) - set(DIMS) - {"class", TEST_DIM, PROTOCOL_DIM}
     if extra:
-        raise CubeError(f"dims: unexpected dimension(s) {sorted(extra)}; allowed {list(DIMS)}, 'class' and "
-                        f"'{TEST_DIM}'")
+        raise CubeError(f"dims: unexpected dimension(s) {sorted(extra)}; allowed {list(DIMS)}, 'class', "
+                        f"'{PROTOCOL_DIM}' and '{TEST_DIM}'")
+    if PROTOCOL_DIM in cube.dims:
+        labels = cube[PROTOCOL_DIM].values.tolist() if PROTOCOL_DIM in cube.coords else None
+        if not labels or not all(isinstance(v, str) for v in labels) or len(set(labels)) != len(labels):
+            raise CubeError(f"coords: '{PROTOCOL_DIM}' must hold distinct strings, got {labels!r}")
+    dims = cell_dims(cube)
     for dim in ("n_real", "n_synth", "seed"):
         values = cube[dim].values
         if not np.issubdtype(values.dtype, np.integer):
@@ -174,8 +191,8 @@ def validate_cube(cube: xr.Dataset, *, require_source: str | None = None) -> xr.
     for name in REQUIRED_VARS:
         if name not in cube.data_vars:
             raise CubeError(f"variables: missing data variable '{name}'")
-        if tuple(cube[name].dims) != DIMS:
-            raise CubeError(f"variables: '{name}' must have dims {DIMS}, has {tuple(cube[name].dims)}")
+        if tuple(cube[name].dims) != dims:
+            raise CubeError(f"variables: '{name}' must have dims {dims}, has {tuple(cube[name].dims)}")
     for name in METRICS:
         if not np.issubdtype(cube[name].dtype, np.floating):
             raise CubeError(f"variables: '{name}' must be floating point (NaN marks missing), got {cube[name].dtype}")
@@ -234,8 +251,9 @@ def validate_cube(cube: xr.Dataset, *, require_source: str | None = None) -> xr.
 def _validate_test_items(cube: xr.Dataset) -> None:
     """``test_correct`` must have the packed shape and agree with ``accuracy`` in every done cell."""
     var = cube["test_correct"]
-    if tuple(var.dims) != DIMS + (TEST_DIM,):
-        raise CubeError(f"variables: 'test_correct' must have dims {DIMS + (TEST_DIM,)}, has {tuple(var.dims)}")
+    dims = cell_dims(cube) + (TEST_DIM,)
+    if tuple(var.dims) != dims:
+        raise CubeError(f"variables: 'test_correct' must have dims {dims}, has {tuple(var.dims)}")
     if var.dtype != np.uint8:
         raise CubeError(f"variables: 'test_correct' must be packed uint8 bits, got dtype {var.dtype}")
     try:
@@ -249,7 +267,7 @@ def _validate_test_items(cube: xr.Dataset) -> None:
     hits = np.unpackbits(var.values, axis=-1, count=n_test).sum(-1) / n_test
     off = done & (np.abs(hits - np.nan_to_num(cube["accuracy"].values)) > 0.5 / n_test)
     if off.any():
-        where = {d: cube[d].values[i].item() for d, i in zip(DIMS, np.argwhere(off)[0])}
+        where = {d: cube[d].values[i].item() for d, i in zip(cell_dims(cube), np.argwhere(off)[0])}
         raise CubeError(f"variables: 'test_correct' disagrees with 'accuracy' at cell {where}")
 
 
@@ -327,6 +345,9 @@ def merge_cubes(a: xr.Dataset, b: xr.Dataset, *, atol: float = 1e-9) -> xr.Datas
     """
     validate_cube(a)
     validate_cube(b)
+    if (PROTOCOL_DIM in a.dims) != (PROTOCOL_DIM in b.dims):
+        raise CubeError(f"dims: one cube sweeps training protocols ('{PROTOCOL_DIM}') and the other does not; "
+                        "select a protocol of the first with protocol_slice() before merging")
     for key in ("dataset", "n_test", "classes"):
         if str(a.attrs[key]) != str(b.attrs[key]):
             raise CubeError(f"attrs: cubes disagree on '{key}': {a.attrs[key]!r} vs {b.attrs[key]!r}")
@@ -340,7 +361,7 @@ def merge_cubes(a: xr.Dataset, b: xr.Dataset, *, atol: float = 1e-9) -> xr.Datas
         diff = np.abs(a_al[name] - b_al[name]).where(both)
         if bool((diff > atol).any()):
             cell = diff.where(diff > atol, drop=True)
-            first = {d: cell[d].values[0].item() for d in DIMS if cell.sizes.get(d, 0)}
+            first = {d: cell[d].values[0].item() for d in cell_dims(a_al) if cell.sizes.get(d, 0)}
             raise CubeError(f"merge: cell {first} was computed in both cubes with different '{name}'")
     take_b = (b_status == STATUS_DONE) & (a_status != STATUS_DONE)
     take_b = take_b | ((a_status == STATUS_PENDING) & (b_status == STATUS_FAILED))
@@ -361,6 +382,16 @@ def merge_cubes(a: xr.Dataset, b: xr.Dataset, *, atol: float = 1e-9) -> xr.Datas
     )
     _describe(merged)
     return validate_cube(merged)
+
+
+def protocol_slice(cube: xr.Dataset, protocol: str) -> xr.Dataset:
+    """One training-protocol setting of a protocol sweep as a plain cube (no ``protocol`` dimension)."""
+    labels = [str(v) for v in cube[PROTOCOL_DIM].values]
+    if protocol not in labels:
+        raise CubeError(f"protocol: {protocol!r} is not in the cube (have {labels})")
+    out = cube.sel({PROTOCOL_DIM: protocol}).drop_vars(PROTOCOL_DIM)
+    out.attrs = {**cube.attrs, "protocol_setting": protocol}
+    return out
 
 
 def status_counts(cube: xr.Dataset) -> dict[str, int]:

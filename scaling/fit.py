@@ -9,7 +9,8 @@ import xarray as xr
 
 from analysis.result import FitOptions, fit_arrays
 from analysis.results import EquivalenceResults
-from scaling.cube import STATUS_DONE, STATUS_FAILED, CubeError, classes_of, correct_items, validate_cube
+from scaling.cube import (PROTOCOL_DIM, STATUS_DONE, STATUS_FAILED, CubeError, classes_of, correct_items,
+                         protocol_slice, validate_cube)
 
 
 def fit_equivalence(
@@ -28,6 +29,7 @@ def fit_equivalence(
     variance: str = "pooled",
     test_resampling: bool = True,
     random_state: int | None = 0,
+    protocol: str | None = None,
 ) -> EquivalenceResults:
     """Estimate how many synthetic images from ``source`` one real image is worth.
 
@@ -57,9 +59,20 @@ def fit_equivalence(
     test_resampling: when the cube records which test images each cell got right (``test_correct``),
         resample them jointly with the seeds, so intervals are not conditional on one test set.
 
+    protocol: for a cube that sweeps training protocols (a ``protocol`` dimension), the setting to fit;
+        :func:`fit_protocols` fits every setting.
+
     Cells whose status is not ``done`` or whose metric is NaN are excluded and counted in ``summary()``.
     """
     validate_cube(cube, require_source=reference)
+    if PROTOCOL_DIM in cube.dims:
+        if protocol is None:
+            raise CubeError(f"protocol: the cube sweeps training protocols {cube[PROTOCOL_DIM].values.tolist()}; "
+                            "pass protocol=<one of them> (--protocol on the command line), or use scaling.fit_protocols for all")
+        cube = protocol_slice(cube, protocol)
+    elif protocol is not None:
+        raise CubeError(f"protocol: the cube has no '{PROTOCOL_DIM}' dimension (one protocol: "
+                        f"{cube.attrs.get('protocol', 'not recorded')})")
     if metric not in cube.data_vars:
         raise CubeError(f"metric: the cube has no variable {metric!r} (have {sorted(map(str, cube.data_vars))})")
     names = [str(s) for s in cube["source"].values]
@@ -91,3 +104,30 @@ def fit_equivalence(
                          n_classes=len(classes_of(cube)), excluded=excluded,
                          dataset=str(cube.attrs.get("dataset", "")), items=None if items is None else items.sel(sel))
     return EquivalenceResults({name: results[name] for name in wanted}, scalar=isinstance(source, str))
+
+
+def fit_protocols(cube: xr.Dataset, source=None, **kwargs) -> dict[str, EquivalenceResults]:
+    """``fit_equivalence`` for every training-protocol setting of a protocol sweep, in the cube's order."""
+    if PROTOCOL_DIM not in cube.dims:
+        raise CubeError(f"protocol: the cube has no '{PROTOCOL_DIM}' dimension; use fit_equivalence")
+    return {str(p): fit_equivalence(cube, source, protocol=str(p), **kwargs) for p in cube[PROTOCOL_DIM].values}
+
+
+def protocol_table(fits: dict[str, EquivalenceResults], n_synth: float | None = None):
+    """Exchange rate per protocol setting, source and base size (at ``n_synth``, default the largest) with its
+    interval and verdict; ``best`` marks, per (budget, source, n_real), the synthetic weight with the lowest
+    estimated rate among the settings whose verdict is 'estimated' (the most value per synthetic image)."""
+    import pandas as pd
+
+    rows = []
+    for label, res in fits.items():
+        budget, _, weight = label.partition("-w")
+        for r in res.headline(n_synth):
+            rows.append({"protocol": label, "budget": budget, "synth_weight": float(weight) if weight else None,
+                         "source": r["source"], "n_real": r["n_real"], "n_synth": r["n_synth"], "rho": r["estimate"],
+                         "lower": r["lower"], "upper": r["upper"], "verdict": r["verdict"]})
+    t = pd.DataFrame(rows)
+    t["best"] = False
+    for _, g in t[t["verdict"] == "estimated"].groupby(["budget", "source", "n_real"]):
+        t.loc[g["rho"].idxmin(), "best"] = True
+    return t

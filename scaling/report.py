@@ -10,7 +10,7 @@ import xarray as xr
 
 from analysis.result import CI_METHODS
 from analysis.verdict import ESTIMATED_MAX_RATIO
-from scaling.cube import STATUS_DONE, open_cube, status_counts
+from scaling.cube import PROTOCOL_DIM, STATUS_DONE, open_cube, protocol_slice, status_counts
 
 
 def features_beside(cube_path, skipped: dict | None = None) -> xr.Dataset | None:
@@ -51,7 +51,8 @@ def select_sources(cube, sources) -> xr.Dataset:
 
 
 def render_figures(cube_path, out_dir, *, n_boot: int = 1000, results: dict | None = None, cube=None,
-                   skipped: dict | None = None, sources=None, domain_slice: dict | None = None, **fit_kwargs) -> dict:
+                   skipped: dict | None = None, sources=None, domain_slice: dict | None = None,
+                   protocol: str | None = None, **fit_kwargs) -> dict:
     """Every figure the cube allows; what could not be drawn goes into ``skipped`` with its reason.
 
     ``sources`` limits figures and fits to those sources (and the reference); ``domain_slice`` picks the
@@ -60,6 +61,8 @@ def render_figures(cube_path, out_dir, *, n_boot: int = 1000, results: dict | No
 
     skipped = {} if skipped is None else skipped
     cube = select_sources(open_cube(cube_path) if cube is None else cube, sources)
+    if PROTOCOL_DIM in cube.dims:  # figures of one setting; the protocol figure comes with the report
+        cube = protocol_slice(cube, protocol or str(cube[PROTOCOL_DIM].values[0]))
     if results is None:
         results = try_fit_sources(cube, n_boot, skipped, **fit_kwargs)
     features = features_beside(cube_path, skipped)
@@ -174,8 +177,17 @@ def caveat_lines(cube, results: dict) -> list[str]:
     clf = (prov.get("config") or {}).get("classifier") or {}
     first = next(iter(results.values()))
     protocol = ", ".join(f"{k} {v}" for k, v in clf.items()) if clf else "not recorded in the cube"
+    rec = json.loads(cube.attrs.get("protocol", "null")) or {}
+    budget = rec.get("budget", "steps")
+    if "protocol_setting" in cube.attrs:  # one setting of a protocol sweep
+        budget, _, weight = cube.attrs["protocol_setting"].partition("-w")
+        rec = {**rec, "synth_weight": float(weight) if weight else None}
+    steps = ("every classifier trains the same number of steps" if budget == "steps" else
+             f"steps grow with the training set ({rec.get('epochs')} epochs, at most {rec.get('max_steps')} steps)")
+    mix = ("real and synthetic images are pooled uniformly" if rec.get("synth_weight") is None else
+           f"a batch item is synthetic with probability {rec['synth_weight']}")
     md = [f"- **Training protocol** (part of what is estimated): synthetic images are *added* to the base set; "
-          f"every classifier trains a fixed number of steps; classifier: {protocol}.",
+          f"{steps}; {mix}; classifier: {protocol}.",
           f"- **Seeds**: {first.n_seeds} (each repeats the whole experiment: base subset, generator, classifier). "
           f"Test set: {cube.attrs['n_test']} fixed images; "
           + ("intervals resample them jointly with the seeds, so they include test-set noise."
@@ -254,15 +266,51 @@ def comparison_lines(results) -> list[str]:
             _md_table(["a / b", "n_real", "n_synth", "ratio [CI]", "differ"], rows), ""]
 
 
+def protocol_lines(full_cube, out: Path, n_boot: int, skipped: dict, **fit_kwargs) -> list[str]:
+    """The exchange rate per training-protocol setting (a protocol sweep), with the rho-vs-weight figure."""
+    from paper_figures import protocol as protocol_figure
+    from paper_figures.style import save_figure
+    from scaling.fit import fit_protocols, protocol_table
+
+    try:
+        table = protocol_table(fit_protocols(full_cube, n_boot=n_boot, **fit_kwargs))
+    except ValueError as exc:
+        skipped["protocol comparison"] = str(exc)
+        return []
+    rows = [[r.protocol, r.source, r.n_real, r.n_synth,
+             f"{'**' if r.best else ''}{_fmt(r.rho)}{'**' if r.best else ''} [{_fmt(r.lower)}, {_fmt(r.upper)}]",
+             r.verdict] for r in table.itertuples()]
+    md = ["## Exchange rate per training protocol", "",
+          "The rate is part of a training protocol: the budget policy (`steps`: every classifier trains the "
+          "same number of steps; `epochs`: steps grow with the training set, capped) and the synthetic weight "
+          "(the probability that a batch item is synthetic; `pool` = uniform over all images). Bold: per "
+          "budget, source and base size, the weight with the lowest estimated rate (the most value per "
+          "synthetic image). Real and base-only cells are shared by every weight of a budget.", "",
+          _md_table(["protocol", "source", "n_real", "n_synth", "rho [CI]", "verdict"], rows), ""]
+    try:
+        paths = save_figure(protocol_figure.figure(table), out / "figures", "rate_vs_weight")
+        md += [f"![rate vs weight]({Path(paths['png']).relative_to(out).as_posix()})", ""]
+    except Exception as exc:  # noqa: BLE001 - reported, the table stands
+        skipped["rate_vs_weight"] = f"{type(exc).__name__}: {exc}"
+    return md
+
+
 def write_report(cube_path, out_dir, *, n_boot: int = 1000, sources=None, domain_slice: dict | None = None,
-                 **fit_kwargs) -> Path:
-    cube = select_sources(open_cube(cube_path), sources)
+                 protocol: str | None = None, **fit_kwargs) -> Path:
+    full = select_sources(open_cube(cube_path), sources)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     skipped: dict[str, str] = {}
+    protocol_md: list[str] = []
+    cube = full
+    if PROTOCOL_DIM in full.dims:
+        protocol = protocol or str(full[PROTOCOL_DIM].values[0])
+        protocol_md = protocol_lines(full, out, n_boot, skipped, **fit_kwargs)
+        cube = protocol_slice(full, protocol)
     results = try_fit_sources(cube, n_boot, skipped, **fit_kwargs)
     figures = render_figures(cube_path, out / "figures", n_boot=n_boot, results=results, cube=cube, skipped=skipped,
                              sources=sources, domain_slice=domain_slice)
+    recorded = json.loads(cube.attrs.get("protocol", "null"))
     prov = json.loads(cube.attrs.get("provenance", "{}"))
     first = next(iter(results.values()), None)
     ci = first.ci if first else 0.95
@@ -283,14 +331,20 @@ def write_report(cube_path, out_dir, *, n_boot: int = 1000, sources=None, domain
            f"{cube['n_real'].values.tolist()}; n_synth {cube['n_synth'].values.tolist()}; "
            f"{cube.sizes['seed']} seeds; {cube.attrs['n_test']} test images",
            f"- cells: {status_counts(cube)}",
+           f"- training protocol: " + (", ".join(f"{k} {v}" for k, v in recorded.items()) if recorded else
+                                        "not recorded in the cube")
+           + (f" — this page shows setting **{cube.attrs['protocol_setting']}** of the protocol sweep "
+              f"{full[PROTOCOL_DIM].values.tolist()}" if "protocol_setting" in cube.attrs else ""),
            f"- produced by package {prov.get('package', '?')} (git {str(prov.get('git', ''))[:10] or '?'}), torch "
            f"{prov.get('torch', '?')}, {prov.get('start', '?')} – {prov.get('end', '?')}", ""]
     md += ["## Answer", ""]
     if not results:
         why = skipped.get("equivalence fit", "it has no synthetic source (or no `real` reference)")
         md += [f"No exchange rate can be estimated from this cube: {why}. The figures show what it holds.", ""]
+        md += protocol_md
     else:
         md += answer_lines(results)
+        md += protocol_md
         md += ["", "An upper bound of ∞ means the interval admits a real-image equivalent of zero: the added images "
                "may be worth nothing at that size.", ""]
         md += ["## Table (rho [CI] at a matched budget)", "", results.to_markdown(), ""]

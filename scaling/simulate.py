@@ -122,6 +122,21 @@ def simulate_cube(
     return cube
 
 
+def simulate_protocols(settings: Mapping[str, Mapping], random_state: int | None = 0, **kwargs) -> xr.Dataset:
+    """A protocol sweep with known truths: ``settings`` maps a protocol label (``steps``, ``steps-w0.5``) to the
+    ``sources`` of :func:`simulate_cube`; every setting shares the reference curve and seed effects (the same
+    ``random_state``), as settings of one sweep share their base subsets. ``attrs["truth"]`` holds them all."""
+    if not settings:
+        raise ValueError("settings: give at least one protocol label -> sources")
+    cubes = [simulate_cube(sources=dict(v), random_state=random_state, **kwargs) for v in settings.values()]
+    cube = xr.concat(cubes, dim="protocol", combine_attrs="override")
+    cube = cube.assign_coords(protocol=np.array(list(settings), dtype=str))
+    cube = cube.transpose(*DIMS, "protocol", ...)
+    cube["status"] = cube["status"].astype(np.int8)
+    cube.attrs["truth"] = json.dumps({label: json.loads(c.attrs["truth"]) for label, c in zip(settings, cubes)})
+    return cube
+
+
 def _items(acc: np.ndarray, n_test: int, item_sd: float, rng) -> np.ndarray:
     """Packed per-image correctness whose count matches every cell's accuracy exactly."""
     difficulty = rng.normal(size=n_test)
