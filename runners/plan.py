@@ -44,17 +44,19 @@ def _generator_steps(cfg) -> int:
 def print_plan(cfg, out=None) -> dict:
     out = out or sys.stdout
     p = plan(cfg)
-    steps = int(cfg.classifier.get("steps", 300))
     slots = max(1, int((cfg.resources.get("num_cpus") or os.cpu_count() or 1) // cfg.resources.get("cpus_per_trial", 1)))
     print(f"sweep '{cfg.name}' on {cfg.dataset['name']}: {p['grid']}", file=out)
     print(f"  trials: {p['trials']}   source jobs (pools): {p['source_jobs']}   generator trainings: "
           f"{p['generator_jobs']}   parallel slots: {slots}", file=out)
+    if cfg.multi_protocol or cfg.budgets != ["steps"]:
+        print(f"  protocol settings: {', '.join(cfg.protocol_labels())}", file=out)
     if cfg.dataset["name"] == "digits":
-        per_trial = DIGITS_SECONDS_PER_STEP["trial"] * steps
+        trial_steps = sum(cfg.train_steps(c.get("budget", cfg.budgets[0]), c["n_real"] + c["n_synth"])
+                          for c in cfg.cells())
         per_gen = DIGITS_SECONDS_PER_STEP["generator"] * _generator_steps(cfg)
-        total = per_trial * p["trials"] + per_gen * p["generator_jobs"]
-        print(f"  estimate: ~{total / slots / 60:.1f} min on this machine (~{per_trial:.1f} s per trial, "
-              f"~{per_gen:.0f} s per generator)", file=out)
+        total = DIGITS_SECONDS_PER_STEP["trial"] * trial_steps + per_gen * p["generator_jobs"]
+        print(f"  estimate: ~{total / slots / 60:.1f} min on this machine (~{total / max(p['trials'], 1):.1f} s per "
+              f"trial on average, ~{per_gen:.0f} s per generator)", file=out)
     else:
         print("  estimate: depends on the accelerator; budget GPU time per trial x trials / slots", file=out)
     print(f"  output: {cfg.run_dir / 'results.nc'}", file=out)

@@ -233,3 +233,39 @@ def test_ctrl_c_exits_130_with_a_resume_line_and_the_rerun_finishes_the_rest(tmp
     cube = scaling.open_cube(scaling.run_sweep(cfg_path, quiet=True))
     assert int((cube["status"] == 1).sum()) == cube["status"].size
     assert max(_executions(run_dir).values()) == 1 and sum(before.values()) < 12
+
+
+def test_two_real_sweeps_merge_into_one_cube_that_reports(tmp_path):
+    """Two sweeps of the same design over different seeds (two run folders), merged and reported."""
+    from scaling.report import write_report
+
+    design = {**TINY, "sources": ["real", "retrieval"], "n_real": [10, 30, 60], "n_synth": [0, 20, 40]}
+    a = scaling.open_cube(scaling.run_sweep({**design, "name": "a", "seeds": [0, 1], "storage": str(tmp_path)},
+                                            quiet=True))
+    b = scaling.open_cube(scaling.run_sweep({**design, "name": "b", "seeds": [2, 3], "storage": str(tmp_path)},
+                                            quiet=True))
+    merged = scaling.merge_cubes(a, b)
+    assert merged.sizes["seed"] == 4 and int((merged["status"] == 1).sum()) == merged["status"].size
+    assert merged["pool_label_noise"].dims == ("source", "n_real", "seed")
+    path = scaling.save_cube(merged, tmp_path / "merged.nc")
+    text = write_report(path, tmp_path / "report", n_boot=60).read_text()
+    assert "## Answer" in text and "## Pool quality" in text and "**retrieval**" in text
+
+
+def test_a_protocol_sweep_writes_a_protocol_dimension_and_shares_real_cells(tmp_path):
+    cfg = {**TINY, "name": "proto", "sources": ["real", "retrieval"], "n_real": [10, 30], "n_synth": [0, 20],
+           "seeds": [0, 1], "storage": str(tmp_path),
+           "classifier": {**TINY["classifier"], "budget": ["steps", "epochs"], "epochs": 5, "synth_weight": [None, 0.5]}}
+    cube = scaling.open_cube(scaling.run_sweep(cfg, quiet=True))
+    assert list(cube["protocol"].values) == ["steps", "steps-w0.5", "epochs", "epochs-w0.5"]
+    assert int((cube["status"] == 1).sum()) == cube["status"].size
+    runs = _executions(tmp_path / "proto")
+    assert sum(runs.values()) == 2 * 2 * 2 * (1 + 1 + 2) and max(runs.values()) == 1  # base, real, retrieval x 2 w
+    acc = cube["accuracy"]
+    # real and base-only cells are one training run per budget, shared by every weight
+    np.testing.assert_array_equal(acc.sel(source="real", protocol="steps"), acc.sel(source="real", protocol="steps-w0.5"))
+    np.testing.assert_array_equal(acc.sel(n_synth=0, protocol="epochs"), acc.sel(n_synth=0, protocol="epochs-w0.5"))
+    # the weight changes the retrieval cells (it changes which images the batches see)
+    assert not np.array_equal(acc.sel(source="retrieval", n_synth=20, protocol="steps"),
+                              acc.sel(source="retrieval", n_synth=20, protocol="steps-w0.5"))
+    assert json.loads(cube.attrs["protocol"])["budget"] == ["steps", "epochs"]
