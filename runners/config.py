@@ -26,9 +26,9 @@ class ConfigError(ValueError):
 # every key a nested section may hold: anything else is refused (a typo like gpu_per_trial would otherwise be
 # ignored and silently run a GPU config on CPU)
 CLASSIFIER_KEYS = ("recipe", "steps", "batch_size", "lr", "weight_decay", "label_smoothing", "width", "device", "flip",
-                   "budget", "epochs", "max_steps", "synth_weight")
+                   "budget", "epochs", "max_steps", "synth_weight", "tuned_recipe")
 BUDGETS = ("steps", "epochs")
-PROTOCOL_DEFAULTS = {"budget": "steps", "epochs": 30, "max_steps": 2000, "synth_weight": None}
+PROTOCOL_DEFAULTS = {"budget": "steps", "epochs": 30, "max_steps": 2000, "synth_weight": None, "tuned_recipe": None}
 RESOURCE_KEYS = ("cpus_per_trial", "gpus_per_trial", "gpus_per_source_job", "num_cpus")
 DATASET_KEYS = {"digits": ("name",), "cifar10": ("name", "root"), "cifar100": ("name", "root"),
                 "medmnist": ("name", "path"), "imagefolder": ("name", "root", "image_size")}
@@ -109,11 +109,36 @@ def _check_classifier(raw) -> dict:
             _require(w < 1, "classifier.synth_weight", f"must be < 1 (a batch needs some real images), got {w!r}")
     _require(len(set(weights)) == len(weights) and weights, "classifier.synth_weight",
              f"has duplicates: {clf.get('synth_weight')!r}")
+    if "tuned_recipe" in clf:
+        clf["tuned_recipe"] = _tuned_recipe(clf["tuned_recipe"])
+        _require("lr" not in clf and "weight_decay" not in clf, "classifier.tuned_recipe",
+                 "sets lr and weight_decay per training-set size: remove classifier.lr / weight_decay")
     if clf.get("device") is not None:
         dev = clf["device"]
         _require(isinstance(dev, str) and re.fullmatch(r"cpu|cuda(:\d+)?", dev) is not None, "classifier.device",
                  f"must be 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
     return clf
+
+
+def _tuned_recipe(value) -> dict:
+    """``{size: {lr, weight_decay}}`` from a ``scaling tune-recipe`` file (or the table itself): the values, not
+    the path, enter the fingerprint, so a re-tuned file is another sweep."""
+    field_name = "classifier.tuned_recipe"
+    if isinstance(value, str):
+        _require(_is_file(value), field_name, f"no such file: {value}")
+        try:
+            value = json.loads(Path(value).read_text()).get("sizes")
+        except (ValueError, AttributeError):
+            raise ConfigError(f"{field_name}: {value} is not a recipe file written by `scaling tune-recipe`") from None
+    _require(isinstance(value, dict) and value, field_name, "must hold a non-empty 'sizes' table")
+    table = {}
+    for size, entry in value.items():
+        _require(str(size).isdigit() and int(size) > 0 and isinstance(entry, dict), field_name,
+                 f"size {size!r}: expected a positive size mapped to {{lr, weight_decay}}")
+        lr = _number(entry.get("lr"), f"{field_name}.{size}.lr", low=0, low_open=True, high=10)
+        wd = _number(entry.get("weight_decay"), f"{field_name}.{size}.weight_decay", low=0, high=10)
+        table[str(int(size))] = {"lr": float(lr), "weight_decay": float(wd)}
+    return table
 
 
 def _check_resources(raw) -> dict:
@@ -197,6 +222,16 @@ class SweepConfig:
         cap = int(self.classifier.get("max_steps", PROTOCOL_DEFAULTS["max_steps"]))
         return int(min(cap, max(10, math.ceil(epochs * n_total / batch))))
 
+    def recipe_for(self, n_total: int) -> dict:
+        """lr and weight decay for a training set of ``n_total`` images: the tuned values of the nearest size
+        (log scale) when ``classifier.tuned_recipe`` is set, else the config's own."""
+        table = self.classifier.get("tuned_recipe")
+        if not table:
+            return {k: self.classifier[k] for k in ("lr", "weight_decay") if k in self.classifier}
+        sizes = np.array([int(k) for k in table])
+        nearest = sizes[np.argmin(np.abs(np.log(sizes) - np.log(max(n_total, 1))))]
+        return dict(table[str(int(nearest))])
+
     def protocol(self) -> dict:
         """The training protocol as recorded in the cube attrs and printed in the report."""
         clf = self.classifier
@@ -206,7 +241,9 @@ class SweepConfig:
                 "synth_weight": self.synth_weights if self.multi_protocol else self.synth_weights[0],
                 "batch_size": int(clf.get("batch_size", 64)),
                 "sampling": "uniform over real + synthetic images" if self.synth_weights == [None] else
-                            "a batch item is synthetic with probability synth_weight (None: uniform pooling)"}
+                            "a batch item is synthetic with probability synth_weight (None: uniform pooling)",
+                "recipe": {"tuned per training-set size": clf["tuned_recipe"]} if clf.get("tuned_recipe") else
+                          "one lr and weight_decay for every size"}
 
     def fingerprint(self) -> str:
         """Hash of what determines the numbers (not storage or resources)."""

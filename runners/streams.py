@@ -12,7 +12,7 @@ import numpy as np
 
 # append only: a stream's position is its identity (reordering would change every number)
 STREAMS = ("split", "classifier", "generator_train", "generator_sample", "pool_labels", "encoder", "domain",
-           "test_split")
+           "test_split", "validation")
 SHARED = 2**31 - 1  # entropy word of streams shared by every seed (test split, open-set generator, judge)
 
 

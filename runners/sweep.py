@@ -92,7 +92,7 @@ def run_sweep(config, *, address: str | None = None, storage: str | None = None,
                   f"{len(pending)} to run -> {cfg.run_dir / 'results.nc'}", flush=True)
         failed: set[str] = set()
         if pending:
-            with _ray_session(cfg, address):
+            with ray_session(cfg, address):
                 if address:
                     have = ray.cluster_resources()
                     check_resources(cfg, have.get("CPU", 0), have.get("GPU", 0), f"the Ray cluster at {address}")
@@ -111,7 +111,7 @@ def run_sweep(config, *, address: str | None = None, storage: str | None = None,
 
 
 @contextlib.contextmanager
-def _ray_session(cfg: SweepConfig, address: str | None):
+def ray_session(cfg: SweepConfig, address: str | None):
     """Connect to ``address`` or start a local Ray with explicit CPUs and no dashboard; stop only what we started."""
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TB writers per trial
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")

@@ -72,6 +72,7 @@ def run_cell(cfg, cell: dict) -> dict:
         source_seconds = attributed_seconds(meta, cell["n_synth"])
     clf = {k: v for k, v in cfg.classifier.items() if k not in PROTOCOL_KEYS}
     clf["steps"] = cfg.train_steps(cell.get("budget", cfg.budgets[0]), len(y))
+    clf.update(cfg.recipe_for(len(y)))  # the tuned lr / weight decay of this training-set size, if any
     weight = cell.get("synth_weight", cfg.synth_weights[0])
     if weight is not None and cell["n_synth"] > 0 and cell["source"] != "real":  # real images are interchangeable
         clf.update(synth_from=len(base), synth_weight=float(weight))
@@ -83,6 +84,7 @@ def run_cell(cfg, cell: dict) -> dict:
         raise FloatingPointError(f"{cell_key(cell)}: training diverged (test loss {result['loss']}); "
                                  "check classifier.lr")
     return {"accuracy": result["accuracy"], "loss": result["loss"], "train_seconds": result["train_seconds"],
+            "lr": clf.get("lr"), "weight_decay": clf.get("weight_decay"), "steps": clf["steps"],
             "source_seconds": source_seconds, "per_class_accuracy": result["per_class_accuracy"].tolist(),
             "test_correct": pack_correct(result["correct"]), "node": _node_id()}
 

@@ -112,6 +112,23 @@ def _report(args) -> int:
     return 0
 
 
+def _tune_recipe(args) -> int:
+    from runners.recipe import DEFAULT_LRS, DEFAULT_WDS, tune_recipe
+
+    path = tune_recipe(args.config, lrs=args.lr or DEFAULT_LRS, weight_decays=args.weight_decay or DEFAULT_WDS,
+                       seeds=args.seeds, val_fraction=args.val_fraction, address=args.address, storage=args.storage,
+                       quiet=args.quiet)
+    import json
+
+    table = json.loads(path.read_text())
+    print(f"{'size':>6} {'lr':>8} {'weight_decay':>12} {'val acc':>8}  (default lr {table['default']['lr']}, "
+          f"weight_decay {table['default']['weight_decay']})")
+    for size, v in table["sizes"].items():
+        print(f"{size:>6} {v['lr']:>8g} {v['weight_decay']:>12g} {v['val_accuracy']:>8.3f}")
+    print(f"recipe written: {path}  (use it with classifier.tuned_recipe: {path})")
+    return 0
+
+
 def _table(args) -> int:
     from scaling.report import format_table, law_table
 
@@ -173,6 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit_options(r)
     _add_view_options(r)
     r.set_defaults(func=_report)
+    u = sub.add_parser("tune-recipe", help="tune lr and weight decay per training-set size on a validation split",
+                       description="Recipe check: a Ray Tune grid over (lr, weight decay) for every size of the real "
+                                   "curve, scored on a validation split carved from each training set (never the "
+                                   "test set). Writes recipe/tuned.json for classifier.tuned_recipe.")
+    u.add_argument("config", help="YAML sweep config whose real curve is tuned")
+    u.add_argument("--lr", type=float, nargs="+", help="learning rates to try (default 0.001 ... 0.016)")
+    u.add_argument("--weight-decay", type=float, nargs="+", help="weight decays to try (default 5e-4 5e-3 5e-2)")
+    u.add_argument("--seeds", type=int, nargs="+", help="seeds averaged per setting (default: the first two)")
+    u.add_argument("--val-fraction", type=float, default=0.2, help="share of each training set held out (default 0.2)")
+    u.add_argument("--address", help="an existing Ray cluster; default: a local one")
+    u.add_argument("--storage", help="where run folders go; overrides the config")
+    u.add_argument("--quiet", action="store_true", help="no progress bar")
+    u.set_defaults(func=_tune_recipe)
     t = sub.add_parser("table", help="c2, R* and rho0 per source and dataset across several cubes",
                        description="One row per (dataset, source): Wang et al.'s c2, the saturating law's R* and "
                                    "rho0 with intervals, and the rate at the largest measured cell.")
