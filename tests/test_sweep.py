@@ -269,3 +269,22 @@ def test_a_protocol_sweep_writes_a_protocol_dimension_and_shares_real_cells(tmp_
     assert not np.array_equal(acc.sel(source="retrieval", n_synth=20, protocol="steps"),
                               acc.sel(source="retrieval", n_synth=20, protocol="steps-w0.5"))
     assert json.loads(cube.attrs["protocol"])["budget"] == ["steps", "epochs"]
+
+
+def test_recipe_check_tunes_per_size_and_a_sweep_trains_with_the_chosen_values(tmp_path):
+    from runners.recipe import tune_recipe
+
+    cfg = {**TINY, "name": "tuned", "seeds": [0], "storage": str(tmp_path)}
+    path = tune_recipe(cfg, lrs=[0.002, 0.02], weight_decays=[5e-4], seeds=[0], quiet=True)
+    table = json.loads(path.read_text())
+    assert sorted(map(int, table["sizes"])) == [10, 30, 40, 60]  # every total of the real curve
+    assert len(table["trials"]) == 4 * 2 and all(r["n_val"] >= 1 for r in table["trials"])
+    for size, v in table["sizes"].items():  # the choice is the best validation accuracy of that size
+        accs = {r["lr"]: r["val_accuracy"] for r in table["trials"] if r["n_total"] == int(size)}
+        assert v["val_accuracy"] == max(accs.values()) and accs[v["lr"]] == v["val_accuracy"]
+    clf = {k: v for k, v in TINY["classifier"].items()}
+    run = {**cfg, "name": "tuned-run", "classifier": {**clf, "tuned_recipe": str(path)}}
+    cube = scaling.open_cube(scaling.run_sweep(run, quiet=True))
+    assert int((cube["status"] == 1).sum()) == cube["status"].size
+    entry = json.loads((tmp_path / "tuned-run" / "ledger" / "real-r10-s30-seed0.json").read_text())
+    assert entry["lr"] == table["sizes"]["40"]["lr"]  # 10 base + 30 added = 40 images
