@@ -8,7 +8,6 @@ split — the test set is never touched. It writes the chosen values per size; a
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path

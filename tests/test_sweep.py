@@ -1,10 +1,13 @@
 """The Ray Tune sweep on digits: a valid cube, exact resume after the driver is killed."""
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,9 +27,27 @@ TINY = {"name": "tiny", "dataset": {"name": "digits"}, "sources": ["real"], "n_r
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _stop_ray_after_module():
+def _own_ray_processes():
+    """Every Ray this module starts (in process, in subprocess drivers, in simulated clusters) lives under its own
+    temp root; afterwards only processes under that root are killed. ``ray stop --force`` would also kill a
+    user's sweep running beside the tests."""
+    root = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    old = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = root
     yield
-    subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "stop", "--force"], capture_output=True)
+    if old is None:
+        os.environ.pop("RAY_TMPDIR", None)
+    else:
+        os.environ["RAY_TMPDIR"] = old
+    for pid in filter(str.isdigit, os.listdir("/proc")):  # Linux; leftovers of SIGKILLed drivers
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if root in cmdline and int(pid) != os.getpid():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(pid), signal.SIGKILL)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _executions(run_dir: Path) -> Counter:
