@@ -86,6 +86,7 @@ def test_shipped_configs_parse_and_dry_run(name, capsys, tmp_path, monkeypatch):
     assert f"trials: {plan['trials']}" in out and plan["trials"] > 0
 
 
+@pytest.mark.slow  # four interpreters importing torch: the full suite runs it, the fast lane does not
 def test_rooms_import_only_what_they_need():
     """The config validator needs no torch; a trial worker no statistics stack; analysis never imports runners;
     runners reach scaling only for the cube contract (no import circle through scaling/__init__)."""

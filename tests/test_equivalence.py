@@ -58,6 +58,7 @@ def test_wang_scale_k_only_rescales_c1():
                                                                        rel=1e-3)
 
 
+@pytest.mark.slow  # a consistency study over 12 fits: the full suite runs it, the fast lane does not
 def test_point_estimate_converges_as_seeds_grow():
     errors = []
     for seeds in (3, 12, 48):
@@ -69,6 +70,7 @@ def test_point_estimate_converges_as_seeds_grow():
     assert errors[2] < 0.25
 
 
+@pytest.mark.slow  # a coverage study: the full suite runs it, the fast lane does not
 def test_interval_coverage_small_study():
     """Full study: bench/coverage.py. Here 40 cubes, so the band is wide (binomial sd ~ 3.5%)."""
     hits, ratios = 0, []

@@ -42,6 +42,7 @@ def test_an_extrapolated_query_warns_once_naming_how_many_points(both):
         both.exchange_rate(5000, 400)  # beyond the largest n_real, for both sources
 
 
+@pytest.mark.slow  # a coverage study: the full suite runs it, the fast lane does not
 def test_compare_ratio_covers_the_planted_ratio():
     """rho_closed / rho_open = 4 / 2 = 2 planted; paired replicates of a joint fit give the interval."""
     hits, estimates, widths = [], [], []

@@ -255,6 +255,7 @@ def test_resampling_test_images_never_narrows_the_interval_and_keeps_the_estimat
 # ---------------------------------------------------------------------------------------------- misspecification
 
 
+@pytest.mark.slow  # a coverage study: the full suite runs it, the fast lane does not
 def test_generator_random_effects_keep_coverage_in_a_small_study():
     """Full table: bench/coverage.py. Here 16 cubes of a truth the fit does not assume."""
     hits = 0
@@ -266,6 +267,7 @@ def test_generator_random_effects_keep_coverage_in_a_small_study():
     assert hits >= 13  # >= 81%: a 95% interval misses 3 of 16 with probability < 1%
 
 
+@pytest.mark.slow  # fits and renders a whole report
 def test_report_answer_uses_verdicts(tmp_path):
     cube = scaling.simulate_cube(seeds=5, sources={"good": {"exchange_rate": 4.0}, "bad": {"exchange_rate": 1e6}},
                                  random_state=1)
