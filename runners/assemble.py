@@ -74,6 +74,8 @@ def assemble_cube(cfg, failed: set[str], provenance: dict):
                       n_test=len(test_idx), classes=data.classes, provenance=provenance, per_class=True,
                       test_items=True, protocols=cfg.protocol_labels() if cfg.multi_protocol else None)
     cube.attrs["protocol"] = json.dumps(cfg.protocol())
+    if cfg.design is not None:  # cells outside a replace design stay pending: they are never run
+        cube.attrs["design"] = json.dumps([list(c) for c in cfg.design])
     all_items = True
     for cell in cfg.cells():
         path = ledger_path(cfg, cell)

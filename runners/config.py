@@ -166,6 +166,10 @@ class SweepConfig:
     test_fraction: float = 0.25
     max_failures: int = 2
     source_options: dict = field(default_factory=dict)
+    # protocol: replace — the user's budgets N and replaced counts k; n_real / n_synth then hold the grid the
+    # design lives on (bases N - k and N, counts 0 and k) and ``design`` the (n_real, n_synth) cells that run
+    replace: dict | None = None
+    design: tuple | None = None
 
     def cells(self) -> list[dict]:
         """Every trial. n_synth = 0 is one experiment for all sources, computed once as 'real'.
@@ -175,6 +179,7 @@ class SweepConfig:
         on the synthetic weight (real images are interchangeable), so they run once per budget.
         """
         out = []
+        in_design = (lambda r, s: True) if self.design is None else (lambda r, s: (r, s) in set(map(tuple, self.design)))
         settings = [(b, w) for b in self.budgets for w in self.synth_weights] if self.multi_protocol else [None]
         for r in self.n_real:
             for seed in self.seeds:
@@ -182,16 +187,22 @@ class SweepConfig:
                     tag = {} if setting is None else {"budget": setting[0], "synth_weight": setting[1]}
                     shared = setting is None or setting[1] == self.synth_weights[0]  # once per budget
                     base_tag = {} if setting is None else {"budget": setting[0], "synth_weight": None}
-                    if 0 in self.n_synth and shared:
+                    if 0 in self.n_synth and shared and in_design(r, 0):
                         out.append({"source": "real", "n_real": r, "n_synth": 0, "seed": seed, **base_tag})
                     for src in self.sources:
                         if src == "real" and not shared:
                             continue
                         for s in self.n_synth:
-                            if s > 0:
+                            if s > 0 and in_design(r, s):
                                 out.append({"source": src, "n_real": r, "n_synth": s, "seed": seed,
                                             **(base_tag if src == "real" else tag)})
         return out
+
+    def pool_bases(self) -> list[int]:
+        """Base sizes that have synthetic cells (pools and closed-set generators are needed only there)."""
+        if self.design is None:
+            return list(self.n_real)
+        return sorted({int(r) for r, s in self.design if s > 0})
 
     # ---------------------------------------------------------------- the training protocol
     @property
@@ -235,7 +246,8 @@ class SweepConfig:
     def protocol(self) -> dict:
         """The training protocol as recorded in the cube attrs and printed in the report."""
         clf = self.classifier
-        return {"mode": "add", "budget": self.budgets if self.multi_protocol else self.budgets[0],
+        return {"mode": "add" if self.replace is None else
+                f"replace (budgets {self.replace['budgets']}, replaced {self.replace['replaced']})", "budget": self.budgets if self.multi_protocol else self.budgets[0],
                 "steps": int(clf.get("steps", 300)), "epochs": float(clf.get("epochs", PROTOCOL_DEFAULTS["epochs"])),
                 "max_steps": int(clf.get("max_steps", PROTOCOL_DEFAULTS["max_steps"])),
                 "synth_weight": self.synth_weights if self.multi_protocol else self.synth_weights[0],
@@ -248,6 +260,9 @@ class SweepConfig:
     def fingerprint(self) -> str:
         """Hash of what determines the numbers (not storage or resources)."""
         keep = {k: v for k, v in asdict(self).items() if k not in ("storage", "resources", "max_failures", "name")}
+        if self.replace is None:  # add (the default) hashes exactly as before replace existed
+            keep.pop("replace", None)
+            keep.pop("design", None)
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -358,7 +373,7 @@ def load_config(source, **overrides) -> SweepConfig:
             raise ConfigError(f"config: {path} is not valid YAML ({detail})") from None
         _require(isinstance(raw, dict), "config", f"{path} must hold a mapping of fields")
     raw.update({k: v for k, v in overrides.items() if v is not None})
-    known = set(SweepConfig.__dataclass_fields__)
+    known = set(SweepConfig.__dataclass_fields__) | {"protocol"}
     unknown = sorted(map(str, set(raw) - known))
     _require(not unknown, unknown[0] if unknown else "", f"unknown field (known: {sorted(known)})")
     for key in ("name", "dataset", "sources", "n_real", "n_synth", "seeds"):
@@ -399,11 +414,37 @@ def load_config(source, **overrides) -> SweepConfig:
         _require(need <= available, "n_synth" if "real" in sources and max(n_synth) else "n_real",
                  f"max(n_real) + max(n_synth) = {need} exceeds the {available} non-test images of {ds['name']}")
     source_options = _source_options(raw, sources, ds, n_real, n_synth, tf)
+    replace, design = raw.get("replace"), raw.get("design")
+    _require((replace is None) == (design is None), "design",
+             "is derived from protocol: replace (set protocol, n_real and n_synth instead)")
+    if replace is None:  # a SweepConfig passed back in carries its replace design already expanded
+        n_real, n_synth, replace, design = _protocol_design(raw.get("protocol", "add"), n_real, n_synth)
+    elif raw.get("protocol", "replace") != "replace":
+        raise ConfigError("protocol: a config with a replace design cannot switch protocol")
     # absolute: Ray workers run in their own working directories
     return SweepConfig(name=raw["name"], dataset=ds, sources=tuple(sources), n_real=tuple(n_real),
                        n_synth=tuple(n_synth), seeds=tuple(seeds), classifier=clf, resources=res,
                        storage=str(Path(storage).resolve()), test_fraction=float(tf),
-                       max_failures=mf, source_options=source_options)
+                       max_failures=mf, source_options=source_options, replace=replace,
+                       design=None if design is None else tuple(tuple(map(int, c)) for c in design))
+
+
+def _protocol_design(protocol, n_real: list[int], n_synth: list[int]):
+    """add: the full n_real x n_synth grid. replace: ``n_real`` are budgets N, ``n_synth`` the numbers k of real
+    images replaced by synthetic ones; the cell (N, k) trains on N - k real + k synthetic images — exactly the add
+    cell (n_real = N - k, n_synth = k) — next to the all-real budget (N, 0) and the base (N - k, 0) its gain is
+    measured against. Returns (grid n_real, grid n_synth, replace record, design cells)."""
+    _require(protocol in ("add", "replace"), "protocol", f"must be 'add' or 'replace', got {protocol!r}")
+    if protocol == "add":
+        return n_real, n_synth, None, None
+    replaced = [k for k in n_synth if k > 0]
+    _require(replaced, "n_synth", "protocol: replace needs at least one positive number of replaced images")
+    _require(max(replaced) < min(n_real), "n_synth", f"protocol: replace keeps at least one real image: every "
+             f"replaced count must be below every budget, got n_synth {n_synth} with n_real {n_real}")
+    design = {(n, 0) for n in n_real} | {(n - k, k) for n in n_real for k in replaced} | \
+             {(n - k, 0) for n in n_real for k in replaced}
+    grid_r = sorted({r for r, _ in design})
+    return grid_r, sorted({0, *replaced}), {"budgets": list(n_real), "replaced": replaced}, sorted(design)
 
 
 def _source_options(raw: dict, sources: list[str], ds: dict, n_real: list[int], n_synth: list[int], tf: float) -> dict:

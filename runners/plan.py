@@ -19,7 +19,7 @@ def source_jobs(cfg) -> list[dict]:
     if max(cfg.n_synth) == 0:
         return jobs
     for source in sorted(cfg.sources, key=lambda s: s == "real"):
-        for r in cfg.n_real:
+        for r in cfg.pool_bases():
             for seed in cfg.seeds:
                 key = pool_key(cfg, source, r, seed)
                 if key not in seen:
@@ -46,6 +46,9 @@ def print_plan(cfg, out=None) -> dict:
     p = plan(cfg)
     slots = max(1, int((cfg.resources.get("num_cpus") or os.cpu_count() or 1) // cfg.resources.get("cpus_per_trial", 1)))
     print(f"sweep '{cfg.name}' on {cfg.dataset['name']}: {p['grid']}", file=out)
+    if cfg.replace is not None:
+        print(f"  protocol: replace — budgets {cfg.replace['budgets']}, replaced {cfg.replace['replaced']}: "
+              f"{len(cfg.design)} of the grid's (n_real, n_synth) cells run", file=out)
     print(f"  trials: {p['trials']}   source jobs (pools): {p['source_jobs']}   generator trainings: "
           f"{p['generator_jobs']}   parallel slots: {slots}", file=out)
     if cfg.multi_protocol or cfg.budgets != ["steps"]:

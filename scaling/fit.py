@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Sequence
 
 import numpy as np
@@ -89,9 +90,10 @@ def fit_equivalence(
     finite = np.isfinite(values)
     usable = values.where(done & finite)
     excluded = {}
+    planned = _in_design(cube)
     for s in [reference] + wanted:
         st = cube["status"].sel(source=s)
-        counts = {"failed": int((st == STATUS_FAILED).sum()), "pending": int((st == 0).sum()),
+        counts = {"failed": int((st == STATUS_FAILED).sum()), "pending": int(((st == 0) & planned).sum()),
                   "NaN metric": int(((st == STATUS_DONE) & ~finite.sel(source=s)).sum())}
         excluded[s] = {k_: v for k_, v in counts.items() if v}
     opts = FitOptions(reference=reference, n_boot=n_boot, ci=ci, ci_method=ci_method, law=law,
@@ -104,6 +106,16 @@ def fit_equivalence(
                          n_classes=len(classes_of(cube)), excluded=excluded,
                          dataset=str(cube.attrs.get("dataset", "")), items=None if items is None else items.sel(sel))
     return EquivalenceResults({name: results[name] for name in wanted}, scalar=isinstance(source, str))
+
+
+def _in_design(cube: xr.Dataset) -> xr.DataArray:
+    """True for the (n_real, n_synth) cells a sweep planned: all, or those of a replace design (attrs["design"]);
+    cells outside it are not 'pending', they are not part of the experiment."""
+    if "design" not in cube.attrs:
+        return xr.ones_like(cube["n_real"] * cube["n_synth"], dtype=bool)
+    cells = {tuple(c) for c in json.loads(cube.attrs["design"])}
+    mask = np.array([[(int(r), int(s_)) in cells for s_ in cube["n_synth"].values] for r in cube["n_real"].values])
+    return xr.DataArray(mask, coords={"n_real": cube["n_real"], "n_synth": cube["n_synth"]}, dims=("n_real", "n_synth"))
 
 
 def fit_protocols(cube: xr.Dataset, source=None, **kwargs) -> dict[str, EquivalenceResults]:

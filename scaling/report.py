@@ -330,7 +330,8 @@ def write_report(cube_path, out_dir, *, n_boot: int = 1000, sources=None, domain
     md += [f"- cube: `{cube_path}` — sources {', '.join(map(str, cube['source'].values))}; n_real "
            f"{cube['n_real'].values.tolist()}; n_synth {cube['n_synth'].values.tolist()}; "
            f"{cube.sizes['seed']} seeds; {cube.attrs['n_test']} test images",
-           f"- cells: {status_counts(cube)}",
+           f"- cells: {status_counts(cube)}" + (" (the pending ones lie outside the replace design: never run)"
+                                                 if "design" in cube.attrs else ""),
            f"- training protocol: " + (", ".join(f"{k} {v}" for k, v in recorded.items()) if recorded else
                                         "not recorded in the cube")
            + (f" — this page shows setting **{cube.attrs['protocol_setting']}** of the protocol sweep "

@@ -99,3 +99,43 @@ def test_protocol_cube_validates_slices_and_round_trips(tmp_path):
         scaling.validate_cube(bad)
     with pytest.raises(CubeError, match="^dims: one cube sweeps training protocols"):
         scaling.merge_cubes(back, one)
+
+
+def test_replace_runs_budget_cells_as_add_cells_of_the_smaller_base():
+    cfg = load_config({**BASE, "n_real": [40, 60], "n_synth": [0, 10, 20], "protocol": "replace"})
+    assert cfg.replace == {"budgets": [40, 60], "replaced": [10, 20]}
+    assert cfg.n_real == (20, 30, 40, 50, 60) and cfg.n_synth == (0, 10, 20)
+    design = set(cfg.design)
+    assert {(30, 10), (20, 20), (50, 10), (40, 20)} <= design  # N - k real + k synthetic
+    assert {(40, 0), (60, 0), (30, 0), (20, 0), (50, 0)} <= design  # the all-real budgets and the bases
+    assert (60, 20) not in design and (20, 10) not in design  # the rest of the grid is not run
+    cells = {(c["source"], c["n_real"], c["n_synth"]) for c in cfg.cells()}
+    assert ("open_set", 30, 10) in cells and ("open_set", 40, 10) not in cells
+    assert cfg.pool_bases() == [20, 30, 40, 50]
+    assert load_config(cfg).fingerprint() == cfg.fingerprint()  # a SweepConfig passed back in is not re-expanded
+    assert cfg.protocol()["mode"].startswith("replace")
+
+
+@pytest.mark.parametrize("extra, field", [({"protocol": "swap"}, "protocol"),
+                                          ({"protocol": "replace", "n_synth": [0, 20]}, "n_synth"),
+                                          ({"protocol": "replace", "n_synth": [0]}, "n_synth"),
+                                          ({"design": [[20, 0]]}, "design")])
+def test_bad_replace_designs_name_the_field(extra, field):
+    with pytest.raises(ConfigError, match=f"^{field}"):
+        load_config({**BASE, **extra})
+
+
+def test_a_replace_cube_counts_cells_outside_its_design_as_not_excluded():
+    import json
+
+    cube = scaling.simulate_cube(seeds=4, sources={"open_set": {"exchange_rate": 3.0}}, random_state=0)
+    design = [(int(r), int(s)) for r in cube["n_real"].values for s in cube["n_synth"].values
+              if s == 0 or r in (100, 200)]
+    keep = np.array([[(int(r), int(s)) in set(design) for s in cube["n_synth"].values] for r in cube["n_real"].values])
+    cube["accuracy"] = cube["accuracy"].where(keep[None, :, :, None])
+    cube["status"] = cube["status"].where(keep[None, :, :, None], 0).astype(np.int8)
+    cube.attrs["design"] = json.dumps([list(c) for c in design])
+    fit = scaling.fit_equivalence(cube, "open_set", n_boot=60)
+    assert fit.excluded == {} and fit.excluded_reference == {}
+    q = fit.exchange_rate(200, 400)
+    assert float(q.lower) <= 3.0 <= float(q.upper)

@@ -15,7 +15,7 @@ NAME = "closed_set"
 
 def generator_trainings(cfg) -> int:
     """One generator per (n_real, seed): each sees only its own base subset."""
-    return len(cfg.n_real) * len(cfg.seeds)
+    return len(cfg.pool_bases()) * len(cfg.seeds)
 
 
 def generator_key(cfg, n_real: int, seed: int) -> str:
