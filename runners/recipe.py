@@ -40,13 +40,19 @@ def real_sizes(cfg: SweepConfig) -> dict[int, tuple[int, int]]:
 
 def validation_split(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Positions (train, validation): per class ``round(fraction * count)`` for validation, at least one where a
-    class has two or more images, never the class's last image."""
+    class has two or more images, never the class's last image. A set too small for that (one image per class)
+    still gets ``max(1, round(fraction * n))`` validation images, drawn at random: a score needs images."""
     val = []
     for c in np.unique(labels):
         pos = rng.permutation(np.flatnonzero(labels == c))
         k = min(len(pos) - 1, max(1 if len(pos) >= 2 else 0, int(round(fraction * len(pos)))))
         val.append(pos[:k])
-    val = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
+    val = np.concatenate(val) if val else np.zeros(0, np.int64)
+    need = max(1, int(round(fraction * len(labels)))) - len(val)
+    if need > 0 and len(labels) > 1:
+        rest = rng.permutation(np.setdiff1d(np.arange(len(labels)), val))
+        val = np.concatenate([val, rest[:min(need, len(rest) - 1)]])
+    val = np.sort(val.astype(np.int64))
     return np.setdiff1d(np.arange(len(labels)), val), val
 
 

@@ -22,6 +22,9 @@ def test_validation_split_is_stratified_disjoint_and_keeps_every_class_in_traini
     tiny = np.array([0, 0, 1, 2, 2, 2])  # a class with one image keeps it for training
     train, val = validation_split(tiny, 0.2, rng)
     assert 1 in tiny[train] and 1 not in tiny[val] and set(tiny[val]) == {0, 2}
+    singletons = np.arange(10)  # one image per class: no stratified split, still 2 validation images (20%)
+    train, val = validation_split(singletons, 0.2, rng)
+    assert len(val) == 2 and len(train) == 8 and len(np.intersect1d(train, val)) == 0
 
 
 def test_real_sizes_are_every_total_of_the_real_curve():

@@ -298,8 +298,8 @@ def test_recipe_check_tunes_per_size_and_a_sweep_trains_with_the_chosen_values(t
     cfg = {**TINY, "name": "tuned", "seeds": [0], "storage": str(tmp_path)}
     path = tune_recipe(cfg, lrs=[0.002, 0.02], weight_decays=[5e-4], seeds=[0], quiet=True)
     table = json.loads(path.read_text())
-    assert sorted(map(int, table["sizes"])) == [10, 30, 40, 60]  # every total of the real curve
-    assert len(table["trials"]) == 4 * 2 and all(r["n_val"] >= 1 for r in table["trials"])
+    assert sorted(map(int, table["sizes"])) == [10, 20, 30, 40, 60]  # every total of the real curve
+    assert len(table["trials"]) == 5 * 2 and all(r["n_val"] >= 1 for r in table["trials"])
     for size, v in table["sizes"].items():  # the choice is the best validation accuracy of that size
         accs = {r["lr"]: r["val_accuracy"] for r in table["trials"] if r["n_total"] == int(size)}
         assert v["val_accuracy"] == max(accs.values()) and accs[v["lr"]] == v["val_accuracy"]
