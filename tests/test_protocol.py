@@ -139,3 +139,18 @@ def test_a_replace_cube_counts_cells_outside_its_design_as_not_excluded():
     assert fit.excluded == {} and fit.excluded_reference == {}
     q = fit.exchange_rate(200, 400)
     assert float(q.lower) <= 3.0 <= float(q.upper)
+
+
+def test_rate_vs_weight_figure_puts_pooling_at_its_effective_share():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from paper_figures import protocol as protocol_figure
+
+    cube = scaling.simulate_protocols(TRUTH, seeds=3, random_state=2)
+    table = scaling.protocol_table(scaling.fit_protocols(cube, n_boot=60), n_synth=400)
+    fig = protocol_figure.figure(table)
+    xs = {round(float(x), 4) for ln in fig.axes[0].lines if ln.get_marker() == "s" for x in ln.get_xdata()}
+    shown = sorted(set(table["n_real"]))
+    shown = sorted({shown[0], shown[len(shown) // 2], shown[-1]})
+    assert xs == {round(400 / (r + 400), 4) for r in shown}  # uniform pooling samples n_synth / n_total
