@@ -49,4 +49,5 @@ def balanced_labels(n: int, n_classes: int, rng: np.random.Generator) -> np.ndar
 
 
 def no_generator_cost() -> dict:
+    """The cost fields of a pool that trains no generator (real images, retrieval, a ready-made pipeline)."""
     return {"generator_seconds": 0.0, "generator_shared_by": 1}

@@ -14,7 +14,7 @@ from runners.data import dataset_of, non_test
 from runners.generative import load_generator, sample_diffusion, sample_text2image, train_or_load
 from runners.options import content_hash
 from runners.pools import Pool, dataset_spec, generator_folder
-from runners.sources.base import Context, balanced_labels
+from runners.sources.base import Context, balanced_labels, no_generator_cost
 
 NAME = "open_set"
 
@@ -49,8 +49,7 @@ def _text2image(ctx: Context, labels) -> Pool:
                                seed=streams.torch_seed("generator_sample", ctx.seed), steps=int(t["steps"]),
                                guidance=float(t["guidance"]), progress=ctx.progress)
     return Pool({"images": images, "labels": labels},
-                {"generator_seconds": 0.0, "generator_shared_by": 1, "sample_seconds": time.perf_counter() - t0,
-                 "generator": t["pipeline"]})
+                {**no_generator_cost(), "sample_seconds": time.perf_counter() - t0, "generator": t["pipeline"]})
 
 
 def prepare(ctx: Context) -> Pool:

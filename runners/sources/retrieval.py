@@ -20,7 +20,7 @@ from runners import streams
 from runners.data import load_dataset, non_test
 from runners.encoders import embed
 from runners.pools import Pool
-from runners.sources.base import Context
+from runners.sources.base import Context, no_generator_cost
 
 NAME = "retrieval"
 
@@ -116,8 +116,7 @@ def prepare(ctx: Context) -> Pool:
         arrays["indices"] = ext_idx[picks]  # dataset images by index: no re-quantisation
     else:
         arrays["images"] = (ext_images[picks] * 255).round().astype(np.uint8)
-    return Pool(arrays, {"generator_seconds": 0.0, "generator_shared_by": 1,
-                         "sample_seconds": time.perf_counter() - t0,
+    return Pool(arrays, {**no_generator_cost(), "sample_seconds": time.perf_counter() - t0,
                          "label_noise": float(wrong[known].mean()) if known.any() else float("nan"),
                          "label_known_fraction": float(known.mean()), "dropped_near_duplicates": int((~clean).sum()),
                          "encoder": opts["encoder"]})
