@@ -40,9 +40,10 @@ def figure(cube, budgets=None):
     n_real = [int(r) for r in cube["n_real"].values]
     fig, axes = new_figure(len(n_real), width=max(3.6, 0.9 * len(budgets) + 1.5), height=3.4, sharey=False)
     offsets = np.linspace(-0.25, 0.25, len(sources)) if len(sources) > 1 else [0.0]
+    per_budget = [comparison_data(cube, b)["rows"] for b in budgets]  # once, not per panel and source
     for ax, r in zip(axes, n_real):
         for off, src in zip(offsets, sources):
-            stats_ = [comparison_data(cube, b)["rows"][r] for b in budgets]
+            stats_ = [rows[r] for rows in per_budget]
             mean = np.array([s["base" if b == 0 else src][0] for s, b in zip(stats_, budgets)])
             half = np.array([s["base" if b == 0 else src][1] for s, b in zip(stats_, budgets)])
             lo, hi = np.clip(mean - half, 0, 1), np.clip(mean + half, 0, 1)

@@ -179,7 +179,10 @@ class SweepConfig:
         on the synthetic weight (real images are interchangeable), so they run once per budget.
         """
         out = []
-        in_design = (lambda r, s: True) if self.design is None else (lambda r, s: (r, s) in set(map(tuple, self.design)))
+        planned = None if self.design is None else set(map(tuple, self.design))  # built once, not per cell
+
+        def in_design(r, s):
+            return planned is None or (r, s) in planned
         settings = [(b, w) for b in self.budgets for w in self.synth_weights] if self.multi_protocol else [None]
         for r in self.n_real:
             for seed in self.seeds:
