@@ -388,6 +388,7 @@ def load_config(source, **overrides) -> SweepConfig:
     _require(isinstance(storage, str) and storage.strip() != "", "storage", f"must be a path, got {storage!r}")
     _require("://" not in storage, "storage", f"{storage!r} is a URI; this version writes to local or shared "
              "(mounted) paths only")
+    _require("\x00" not in storage, "storage", f"{storage!r} holds a NUL byte: not a path")
     _require(not _is_file(storage), "storage", f"{storage} is a file, not a folder")
     ds = raw["dataset"]
     check_dataset_spec(ds, "dataset")

@@ -66,6 +66,7 @@ BAD_CONFIGS = [
     ("name", "", "name"),
     ("name", 5, "name"),
     ("storage", "s3://bucket/x", "storage"),
+    ("storage", "runs\x00x", "storage"),  # a NUL byte: Path.resolve() would raise a bare ValueError
     ("dataset", "digits", "dataset"),
     ("dataset.root", "/tmp", "dataset.root"),
     ("dataset", {"name": "imagefolder", "root": "/nonexistent/crawl"}, "dataset.root"),
