@@ -1,54 +1,170 @@
-"""Datasets and per-seed splits.
+"""Datasets and per-seed splits: the data plane.
 
-Images are held as float32 tensors (N, C, H, W) in [0, 1] with int64 labels. The embedded default is
-scikit-learn's digits (1797 8x8 images, ships with scikit-learn, no network). Local CIFAR-10/100
-(the python-pickle layout torchvision downloads), MedMNIST ``.npz`` files and ImageFolder trees are
-read from paths the user gives; nothing is downloaded.
+A dataset is decoded once into a uint8 array cache on local disk (``pixels.npy`` with labels and the
+files' test split beside it), keyed by a fingerprint of its source files and options and written
+atomically under a lock, so every trial and source job on a node *maps* the same file read-only: a worker's
+memory does not grow with the dataset. Rows become float32 in [0, 1] only when indexed
+(``data.images[idx]``), so a trial converts its base subset and its batches, never the whole dataset.
+
+The embedded default is scikit-learn's digits (1797 8x8 images with 17 grey levels, held in memory, no
+cache). Local CIFAR-10/100 (the python-pickle layout torchvision downloads), MedMNIST ``.npz`` files and
+ImageFolder trees are read from paths the user gives; nothing is downloaded. The cache lives in
+``$SCALING_CACHE`` (default ``~/.cache/scaling``), per node.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import pickle
+import shutil
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 from PIL import Image
 from sklearn.datasets import load_digits
+from tqdm.auto import tqdm
 
 from runners import streams
 
 DATASETS = ("digits", "cifar10", "cifar100", "medmnist", "imagefolder")
+CACHE_VERSION = 1  # bump when the decoding changes what a cache holds
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+class FloatImages:
+    """Float32 rows in [0, 1] of a uint8 array, converted only where indexed: ``view[idx]``.
+
+    ``pixels`` may be a read-only memory map; ``levels`` is the value that means 1.0 (255, or 16 for digits,
+    so ``p / levels`` reproduces digits' k/16 exactly). ``rows`` restricts the view to a subset (e.g. the test
+    set) so that ``view[i:j]`` converts one batch of it.
+    """
+
+    def __init__(self, pixels: np.ndarray, levels: int, rows: np.ndarray | None = None):
+        self.pixels, self.levels, self.rows = pixels, int(levels), rows
+
+    def __getitem__(self, idx) -> np.ndarray:
+        if self.rows is not None:
+            idx = self.rows[idx]
+        # np.float32 / python int stays float32 and is correctly rounded: the values of the former float cache
+        return np.asarray(self.pixels[idx]).astype(np.float32) / self.levels
+
+    def subset(self, rows: np.ndarray) -> FloatImages:
+        return FloatImages(self.pixels, self.levels, np.asarray(rows) if self.rows is None else self.rows[rows])
+
+    @property
+    def shape(self) -> tuple:
+        return (len(self), *self.pixels.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.pixels) if self.rows is None else len(self.rows)
+
+    def __array__(self, dtype=None, copy=None):  # the whole view as floats: only for small data
+        out = self[slice(None)]
+        return out if dtype is None else out.astype(dtype)
 
 
 @dataclass
 class ImageData:
     name: str
-    images: np.ndarray  # (N, C, H, W) float32 in [0, 1]
+    pixels: np.ndarray  # (N, C, H, W) uint8, a read-only memory map of the cache (digits: in memory)
     labels: np.ndarray  # (N,) int64
     classes: list[str]
     test_mask: np.ndarray | None = None  # where the files define a test split
+    levels: int = 255  # the pixel value that means 1.0
+
+    @property
+    def images(self) -> FloatImages:
+        """Float32 images in [0, 1], converted per index: ``data.images[idx]``."""
+        return FloatImages(self.pixels, self.levels)
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.images.shape[1:])
+        return tuple(self.pixels.shape[1:])
 
 
-def load_dataset(spec: dict) -> ImageData:
+def load_dataset(spec: dict, *, progress: bool = False) -> ImageData:
+    """The dataset a spec names: digits from scikit-learn, anything else through the uint8 cache."""
     name = spec["name"]
     if name == "digits":
         d = load_digits()
-        images = (d.images / 16.0).astype(np.float32)[:, None]
-        return ImageData("digits", images, d.target.astype(np.int64), [str(c) for c in d.target_names])
+        pixels = d.images.astype(np.uint8)[:, None]  # grey levels 0..16
+        return ImageData("digits", pixels, d.target.astype(np.int64), [str(c) for c in d.target_names], levels=16)
+    if name not in DATASETS:
+        raise ValueError(f"dataset.name: unknown dataset {name!r}; choose from {DATASETS}")
+    return open_cache(spec, progress=progress)
+
+
+# --------------------------------------------------------------------------------------------------
+# the cache
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SCALING_CACHE") or Path.home() / ".cache" / "scaling").expanduser() / "datasets"
+
+
+def source_files(spec: dict) -> list[Path]:
+    """The files a dataset is decoded from (missing ones are reported by the decoder, naming the file)."""
+    name = spec["name"]
     if name in ("cifar10", "cifar100"):
-        return _load_cifar(Path(spec["root"]), name)
+        base = _cifar_base(Path(spec["root"]), name)
+        train, test, meta = _CIFAR_FILES[name]
+        return [base / f for f in (*train, *test, meta)]
     if name == "medmnist":
-        return _load_medmnist(Path(spec["path"]))
-    if name == "imagefolder":
-        return _load_imagefolder(Path(spec["root"]), int(spec.get("image_size", 64)))
-    raise ValueError(f"dataset.name: unknown dataset {name!r}; choose from {DATASETS}")
+        return [Path(spec["path"])]
+    root = Path(spec["root"])
+    return [f for c in _class_dirs(root) for f in _image_files(root / c)]
+
+
+def cache_key(spec: dict) -> str:
+    """Fingerprint of the source files (path, size, mtime) and the options. Hashing file contents would
+    read every byte again at each worker start (ImageNet-100: ~13 GB of JPEGs); a changed, touched or
+    replaced file changes its size or mtime, and then the cache is rebuilt, never reused stale."""
+    h = hashlib.sha256(json.dumps({**spec, "version": CACHE_VERSION}, sort_keys=True).encode())
+    for f in source_files(spec):
+        st = f.stat() if f.exists() else None
+        h.update(f"{f.resolve()}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def open_cache(spec: dict, *, progress: bool = False) -> ImageData:
+    """Map a dataset's cache read-only, building it first (once per node, under a lock) if needed."""
+    folder = cache_root() / f"{spec['name']}-{cache_key(spec)}"
+    if not (folder / "meta.json").exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder) + ".lock"):
+            if not (folder / "meta.json").exists():  # another process may have built it while we waited
+                _build_cache(spec, folder, progress)
+    meta = json.loads((folder / "meta.json").read_text())
+    test = folder / "test_mask.npy"
+    return ImageData(meta["name"], np.load(folder / "pixels.npy", mmap_mode="r"), np.load(folder / "labels.npy"),
+                     meta["classes"], np.load(test) if test.exists() else None, meta["levels"])
+
+
+def _build_cache(spec: dict, folder: Path, progress: bool) -> None:
+    """Decode into a temporary folder beside the target, then rename: a crash never leaves half a cache."""
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
+    try:
+        decoder = {"cifar10": _decode_cifar, "cifar100": _decode_cifar, "medmnist": _decode_medmnist,
+                   "imagefolder": _decode_imagefolder}[spec["name"]]
+        meta = decoder(spec, tmp, progress)
+        (tmp / "meta.json").write_text(json.dumps({**meta, "spec": spec, "version": CACHE_VERSION}))
+        if folder.exists():  # a stale partial folder from an older layout: replace it
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _writer(tmp: Path, n: int, shape: tuple) -> np.ndarray:
+    return np.lib.format.open_memmap(tmp / "pixels.npy", mode="w+", dtype=np.uint8, shape=(n, *shape))
 
 
 # The only globals a CIFAR batch needs: numpy arrays. Anything else in a pickle (os.system, a class with a
@@ -56,6 +172,8 @@ def load_dataset(spec: dict) -> ImageData:
 _PICKLE_ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
                    ("numpy._core.multiarray", "scalar")}
+_CIFAR_FILES = {"cifar10": ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta"),
+                "cifar100": (["train"], ["test"], "meta")}
 
 
 class _ArraysOnly(pickle.Unpickler):
@@ -76,51 +194,92 @@ def _load_batch(path: Path) -> dict:
         raise ValueError(f"dataset.root: {path} is not a CIFAR batch ({exc})") from None
 
 
-def _load_cifar(root: Path, name: str) -> ImageData:
+def _cifar_base(root: Path, name: str) -> Path:
     sub = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]
-    base = root / sub if (root / sub).exists() else root
-    files = ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]) if name == "cifar10" else (["train"], ["test"])
+    return root / sub if (root / sub).exists() else root
+
+
+def _decode_cifar(spec: dict, tmp: Path, progress: bool) -> dict:
+    name = spec["name"]
+    base = _cifar_base(Path(spec["root"]), name)
+    train, test, meta_file = _CIFAR_FILES[name]
     key = b"labels" if name == "cifar10" else b"fine_labels"
-    parts, labels, is_test = [], [], []
-    for test, group in ((False, files[0]), (True, files[1])):
-        for f in group:
-            d = _load_batch(base / f)
-            parts.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels.append(np.asarray(d[key]))
-            is_test.append(np.full(len(labels[-1]), test))
-    meta_file = base / ("batches.meta" if name == "cifar10" else "meta")
-    meta = _load_batch(meta_file)
+    batches = [(f, f in test) for f in (*train, *test)]
+    meta = _load_batch(base / meta_file)  # checked first: a bad folder fails before any decoding
     names = meta[b"label_names" if name == "cifar10" else b"fine_label_names"]
-    return ImageData(name, np.concatenate(parts).astype(np.float32) / 255.0, np.concatenate(labels).astype(np.int64),
-                     [n.decode() for n in names], np.concatenate(is_test))
+    # one pass for the sizes would unpickle every batch twice; batches are small (30 MB), so decode them in turn
+    # into a growing list of uint8 blocks, then write the memory map block by block
+    blocks, labels, is_test = [], [], []
+    for f, t in tqdm(batches, desc=f"decoding {name}", disable=not progress):
+        d = _load_batch(base / f)
+        blocks.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.append(np.asarray(d[key], dtype=np.int64))
+        is_test.append(np.full(len(labels[-1]), t))
+    out = _writer(tmp, sum(len(b) for b in blocks), (3, 32, 32))
+    start = 0
+    for b in blocks:
+        out[start:start + len(b)] = b
+        start += len(b)
+    out.flush()
+    np.save(tmp / "labels.npy", np.concatenate(labels))
+    np.save(tmp / "test_mask.npy", np.concatenate(is_test))
+    return {"name": name, "classes": [n.decode() for n in names], "levels": 255}
 
 
-def _load_medmnist(path: Path) -> ImageData:
-    d = np.load(path)
-    imgs, labs, test = [], [], []
-    for split in ("train", "val", "test"):
-        if f"{split}_images" not in d:
-            continue
-        x = d[f"{split}_images"]
-        x = x[:, None] if x.ndim == 3 else np.moveaxis(x, -1, 1)
-        imgs.append(x)
-        labs.append(d[f"{split}_labels"].reshape(-1))
-        test.append(np.full(len(x), split == "test"))
-    labels = np.concatenate(labs).astype(np.int64)
-    return ImageData(path.stem, np.concatenate(imgs).astype(np.float32) / 255.0, labels,
-                     [str(c) for c in range(int(labels.max()) + 1)], np.concatenate(test))
+def _decode_medmnist(spec: dict, tmp: Path, progress: bool) -> dict:
+    path = Path(spec["path"])
+    blocks, labels, test = [], [], []
+    with np.load(path) as d:
+        for split in ("train", "val", "test"):
+            if f"{split}_images" not in d:
+                continue
+            x = d[f"{split}_images"]
+            blocks.append(x[:, None] if x.ndim == 3 else np.moveaxis(x, -1, 1))
+            labels.append(d[f"{split}_labels"].reshape(-1).astype(np.int64))
+            test.append(np.full(len(x), split == "test"))
+    out = _writer(tmp, sum(len(b) for b in blocks), blocks[0].shape[1:])
+    start = 0
+    for b in blocks:
+        out[start:start + len(b)] = b
+        start += len(b)
+    out.flush()
+    y = np.concatenate(labels)
+    np.save(tmp / "labels.npy", y)
+    np.save(tmp / "test_mask.npy", np.concatenate(test))
+    return {"name": path.stem, "classes": [str(c) for c in range(int(y.max()) + 1)], "levels": 255}
 
 
-def _load_imagefolder(root: Path, size: int) -> ImageData:
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-    imgs, labels = [], []
-    for c, cls in enumerate(classes):
-        for f in sorted((root / cls).iterdir()):
-            if f.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp"):
-                im = Image.open(f).convert("RGB").resize((size, size))
-                imgs.append(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1))
-                labels.append(c)
-    return ImageData(root.name, np.stack(imgs).astype(np.float32) / 255.0, np.asarray(labels, np.int64), classes)
+def _class_dirs(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_dir())
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _decode_one(path: Path, size: int) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB").resize((size, size)), dtype=np.uint8).transpose(2, 0, 1)
+
+
+def _decode_imagefolder(spec: dict, tmp: Path, progress: bool) -> dict:
+    """Decode and resize in parallel threads (PIL releases the GIL while decoding) straight into the map."""
+    root, size = Path(spec["root"]), int(spec.get("image_size", 64))
+    classes = _class_dirs(root)
+    files = [(f, c) for c, cls in enumerate(classes) for f in _image_files(root / cls)]
+    if not files:
+        raise ValueError(f"dataset.root: no images ({', '.join(IMAGE_SUFFIXES)}) in class folders under {root}")
+    out = _writer(tmp, len(files), (3, size, size))
+
+    def put(i: int) -> None:
+        out[i] = _decode_one(files[i][0], size)
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(tqdm(pool.map(put, range(len(files))), total=len(files), desc=f"decoding {root.name}",
+                  disable=not progress, unit="img"))
+    out.flush()
+    np.save(tmp / "labels.npy", np.asarray([c for _, c in files], np.int64))
+    return {"name": root.name, "classes": classes, "levels": 255}
 
 
 # --------------------------------------------------------------------------------------------------

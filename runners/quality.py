@@ -44,7 +44,9 @@ def prepare_judge(cfg) -> dict:
         return json.loads(meta_path.read_text())
     data, test_idx = dataset_of(cfg)
     train = non_test(data, test_idx)
-    out = train_classifier(data.images[train], data.labels[train], data.images[test_idx], data.labels[test_idx],
+    # uint8-backed views: the judge holds every non-test image as uint8 and converts batches
+    out = train_classifier(data.images.subset(train), data.labels[train], data.images.subset(test_idx),
+                           data.labels[test_idx],
                            len(data.classes), return_model=True, seed=streams.shared_seed("classifier"), **JUDGE)
     mean, std = out["norm"]
     state = {k: v.contiguous() for k, v in out["model"].state_dict().items()}
@@ -64,8 +66,9 @@ def _judge(path: str, in_ch: int, n_classes: int):
     return model.eval(), mean, std
 
 
-def judge_outputs(cfg, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(penultimate features, predicted labels) of the judge for float images in [0, 1]."""
+def judge_outputs(cfg, images) -> tuple[np.ndarray, np.ndarray]:
+    """(penultimate features, predicted labels) of the judge for float images in [0, 1] (an array or a
+    :class:`runners.data.FloatImages` view, converted 1024 rows at a time)."""
     data, _ = dataset_of(cfg)
     model, mean, std = _judge(str(judge_path(cfg)), data.images.shape[1], len(data.classes))
     feats, preds = [], []
@@ -114,7 +117,7 @@ def measure(cfg, images: np.ndarray, labels: np.ndarray, seed: int) -> tuple[dic
     data, test_idx = dataset_of(cfg)
     # the real side of FD and of the domain classifier is the test images: disjoint from every pool (real and
     # retrieval pools are drawn from the non-test images, which would otherwise sit on both sides)
-    real_feats, _ = judge_outputs(cfg, data.images[test_idx])
+    real_feats, _ = judge_outputs(cfg, data.images.subset(test_idx))
     domain_acc, direction = domain_classifier(real_feats, feats, streams.rng("domain", seed))
     record = {"label_accuracy": float((preds == labels).mean()),
               "frechet_distance": frechet_distance(feats, real_feats), "domain_accuracy": domain_acc}

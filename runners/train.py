@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from runners.data import FloatImages
 from runners.options import RECIPES
 
 
@@ -89,10 +91,9 @@ def train_classifier(x_train, y_train, x_test, y_test, n_classes: int, *, recipe
     torch.manual_seed(seed)
     if not gpu:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    xtr = torch.as_tensor(x_train, dtype=torch.float32, device=device)
+    rows, mean, std = resident_rows(x_train, device)
     ytr = torch.as_tensor(y_train, dtype=torch.int64, device=device)
-    mean, std = xtr.mean((0, 2, 3), keepdim=True), xtr.std((0, 2, 3), keepdim=True) + 1e-6
-    model = build_model(recipe, xtr.shape[1], n_classes, width).to(device)
+    model = build_model(recipe, mean.shape[1], n_classes, width).to(device)
     if gpu:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -105,7 +106,7 @@ def train_classifier(x_train, y_train, x_test, y_test, n_classes: int, *, recipe
     mixed = synth_weight is not None and synth_from is not None and 0 < synth_from < n
     for step in range(steps):
         idx = batch_indices(n, bs, gen, synth_from if mixed else None, synth_weight)
-        xb = (xtr[idx] - mean) / std
+        xb = (rows(idx) - mean) / std
         if flip:
             mask = torch.rand(bs, device=device, generator=gen) < 0.5
             xb = torch.where(mask[:, None, None, None], xb.flip(3), xb)
@@ -126,12 +127,47 @@ def train_classifier(x_train, y_train, x_test, y_test, n_classes: int, *, recipe
     return out
 
 
+def resident_rows(x, device: str):
+    """The training images on the device, and a function from row indices to float32 rows in [0, 1], with
+    the per-channel mean and std that normalise them.
+
+    A float array is held as float32 (the subsets a trial trains on). A :class:`runners.data.FloatImages`
+    view (e.g. every non-test image, for the judge) is held as uint8 — a quarter of the memory — and its
+    rows become floats one batch at a time; its statistics come from exact integer sums (float32 sums of
+    50k x 1024 pixels drift; these are the correctly rounded values, and the same as torch's where torch's
+    own sums are exact, as for digits).
+    """
+    if isinstance(x, FloatImages):
+        pixels = torch.as_tensor(np.array(x.pixels[x.rows] if x.rows is not None else x.pixels), device=device)
+        mean, std = exact_channel_stats(pixels, x.levels)
+        return (lambda idx: pixels[idx].float() / x.levels), mean.to(device), std.to(device)
+    xtr = torch.as_tensor(x, dtype=torch.float32, device=device)
+    return (lambda idx: xtr[idx]), xtr.mean((0, 2, 3), keepdim=True), xtr.std((0, 2, 3), keepdim=True) + 1e-6
+
+
+def exact_channel_stats(pixels: torch.Tensor, levels: int, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (n-1) std of ``pixels / levels`` from integer sums, in chunks (no float copy)."""
+    s = torch.zeros(pixels.shape[1], dtype=torch.int64)
+    q = torch.zeros(pixels.shape[1], dtype=torch.int64)
+    for i in range(0, len(pixels), chunk):
+        block = pixels[i:i + chunk].to("cpu", torch.int64)
+        s += block.sum((0, 2, 3))
+        q += (block * block).sum((0, 2, 3))
+    n = pixels.numel() // pixels.shape[1]
+    mean = [si / (n * levels) for si in s.tolist()]  # python floats: exact rationals rounded once to float64
+    var = [(qi - si * si / n) / (n - 1) / levels ** 2 for si, qi in zip(s.tolist(), q.tolist())]
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std_t = torch.tensor(var, dtype=torch.float64).sqrt().float().view(1, -1, 1, 1) + 1e-6
+    return mean_t, std_t
+
+
 @torch.no_grad()
 def evaluate(model, x_test, y_test, n_classes, mean, std, device, batch: int = 1024) -> dict:
     model.eval()
-    xte = torch.as_tensor(x_test, dtype=torch.float32, device=device)
     yte = torch.as_tensor(y_test, dtype=torch.int64, device=device)
-    logits = torch.cat([model((xte[i:i + batch] - mean) / std).float() for i in range(0, len(yte), batch)])
+    # one batch of test images becomes float at a time (x_test may be a uint8-backed view of the dataset)
+    logits = torch.cat([model((torch.as_tensor(x_test[i:i + batch], dtype=torch.float32, device=device) - mean)
+                              / std).float() for i in range(0, len(yte), batch)])
     loss = F.cross_entropy(logits, yte).item()
     pred = logits.argmax(1)
     correct = (pred == yte).float()

@@ -77,7 +77,7 @@ def run_cell(cfg, cell: dict) -> dict:
     if weight is not None and cell["n_synth"] > 0 and cell["source"] != "real":  # real images are interchangeable
         clf.update(synth_from=len(base), synth_weight=float(weight))
     # the classifier's stream depends on (seed, n_real) only: every source at a base size shares its init
-    result = train_classifier(x, y, data.images[test_idx], data.labels[test_idx], len(data.classes),
+    result = train_classifier(x, y, data.images.subset(test_idx), data.labels[test_idx], len(data.classes),
                               recipe=cfg.classifier.get("recipe", "small_cnn"),
                               seed=streams.torch_seed("classifier", cell["seed"], cell["n_real"]), **clf)
     if not np.isfinite(result["loss"]):  # diverged (e.g. lr too high): chance accuracy must not count as done

@@ -61,7 +61,7 @@ def _external_pool(spec_json: str, shape: tuple, class_names: tuple):
     """A user's external image collection, resized to the dataset's (C, H, W); its labels are mapped to the
     dataset's classes by name where they match (for the label-noise rate) and -1 elsewhere."""
     ext = load_dataset(json.loads(spec_json))
-    x = torch.as_tensor(ext.images)
+    x = torch.as_tensor(ext.images[:])  # resized as a whole: an external pool given as a dataset is small
     if x.shape[1] != shape[0]:
         x = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True) if shape[0] == 1 \
             else x.expand(-1, 3, -1, -1)
@@ -77,7 +77,7 @@ def _candidates(ctx: Context):
     data = ctx.data
     if ctx.options["pool"] is None:  # the dataset's own non-test, non-base images: unlabelled to the method
         idx = np.setdiff1d(non_test(data, ctx.test_idx), ctx.base)
-        return data.images[idx], data.labels[idx], idx
+        return data.images.subset(idx), data.labels[idx], idx
     images, truth = _external_pool(json.dumps(ctx.options["pool"], sort_keys=True), data.shape, tuple(data.classes))
     return images, truth, None
 
@@ -97,7 +97,7 @@ def prepare(ctx: Context) -> Pool:
     data, opts, base = ctx.data, ctx.options, ctx.base
     t0 = time.perf_counter()
     ext_images, ext_truth, ext_idx = _candidates(ctx)
-    z = embed(np.concatenate([data.images[base], ext_images, data.images[ctx.test_idx]]), opts["encoder"],
+    z = embed([data.images[base], ext_images, data.images.subset(ctx.test_idx)], opts["encoder"],
               fit_on=(data.images[base], data.labels[base], ctx.n_classes), clip_dir=opts["clip_dir"],
               torch_seed=streams.torch_seed("encoder", ctx.seed, ctx.n_real))
     zb, ze, zt = z[:len(base)], z[len(base):len(base) + len(ext_images)], z[len(base) + len(ext_images):]
