@@ -6,6 +6,8 @@ import hashlib
 import json
 import math
 import re
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -287,6 +289,32 @@ def protocol_label(budget: str, synth_weight) -> str:
     return budget if synth_weight is None else f"{budget}-w{synth_weight:g}"
 
 
+# None: a missing local file is a ConfigError. A list (inside files_checked_later()): the message is collected
+# instead, so a dry run can price a paper config before its datasets and models are in place.
+_MISSING_FILES: ContextVar[list | None] = ContextVar("missing_files", default=None)
+
+
+@contextmanager
+def files_checked_later():
+    """Collect missing-file problems instead of raising them; yields the list of messages."""
+    found: list[str] = []
+    token = _MISSING_FILES.set(found)
+    try:
+        yield found
+    finally:
+        _MISSING_FILES.reset(token)
+
+
+def _require_file(cond: bool, fieldname: str, message: str) -> bool:
+    """Like _require for a local file or folder; returns whether it is there (False only when collecting)."""
+    collecting = _MISSING_FILES.get()
+    if not cond and collecting is not None:
+        collecting.append(f"{fieldname}: {message}")
+        return False
+    _require(cond, fieldname, message)
+    return True
+
+
 def _exists(path: str) -> bool:
     try:
         return Path(path).exists()
@@ -328,8 +356,8 @@ def check_dataset_spec(ds, fieldname: str) -> None:
     if path_key:
         _require(path_key in ds, f"{fieldname}.{path_key}", f"is required for {ds['name']}")
         _require(isinstance(ds[path_key], str), f"{fieldname}.{path_key}", f"must be a path, got {ds[path_key]!r}")
-        _require(_exists(ds[path_key]), f"{fieldname}.{path_key}", f"no such file or folder: {ds[path_key]}")
-        _check_layout(ds, Path(ds[path_key]), f"{fieldname}.{path_key}")
+        if _require_file(_exists(ds[path_key]), f"{fieldname}.{path_key}", f"no such file or folder: {ds[path_key]}"):
+            _check_layout(ds, Path(ds[path_key]), f"{fieldname}.{path_key}")
 
 
 def _check_layout(ds: dict, path: Path, fieldname: str) -> None:
@@ -339,12 +367,12 @@ def _check_layout(ds: dict, path: Path, fieldname: str) -> None:
         base = path / sub if (path / sub).exists() else path
         need = ["data_batch_1", "test_batch", "batches.meta"] if ds["name"] == "cifar10" else ["train", "test", "meta"]
         missing = [f for f in need if not (base / f).is_file()]
-        _require(not missing, fieldname, f"{base} lacks {', '.join(missing)} (the CIFAR python-pickle layout)")
+        _require_file(not missing, fieldname, f"{base} lacks {', '.join(missing)} (the CIFAR python-pickle layout)")
     elif ds["name"] == "imagefolder":
-        _require(path.is_dir() and any(p.is_dir() for p in path.iterdir()), fieldname,
+        _require_file(path.is_dir() and any(p.is_dir() for p in path.iterdir()), fieldname,
                  f"{path} has no class folders (ImageFolder layout: root/<class>/<image>)")
     elif ds["name"] == "medmnist":
-        _require(path.is_file() and path.suffix == ".npz", fieldname, f"{path} is not a MedMNIST .npz file")
+        _require_file(path.is_file() and path.suffix == ".npz", fieldname, f"{path} is not a MedMNIST .npz file")
 
 
 def _int_list(raw: dict, key: str, minimum: int) -> list[int]:
@@ -357,8 +385,30 @@ def _int_list(raw: dict, key: str, minimum: int) -> list[int]:
     return sorted(v)
 
 
-def load_config(source, **overrides) -> SweepConfig:
-    """A SweepConfig from a path, a dict or a SweepConfig, validated; ``overrides`` replace top-level keys."""
+def apply_settings(raw: dict, settings) -> dict:
+    """``KEY=VALUE`` overrides (``scaling sweep --set classifier.steps=20``): a dotted key reaches into nested
+    mappings (created where missing), the value is parsed as YAML (``20`` an int, ``[0, 1]`` a list, ``null``)."""
+    out = json.loads(json.dumps(raw, default=str)) if settings else raw  # a deep copy: the caller's dict is kept
+    for item in settings or ():
+        key, sep, text = str(item).partition("=")
+        _require(sep == "=" and key.strip() != "", "--set", f"expected KEY=VALUE (e.g. classifier.steps=20), got {item!r}")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key}: value {text!r} is not valid YAML ({' '.join(str(exc).split())})") from None
+        *parents, leaf = key.strip().split(".")
+        node = out
+        for depth, part in enumerate(parents):
+            node = node.setdefault(part, {})
+            _require(isinstance(node, dict), "--set " + key,
+                     f"{'.'.join(parents[:depth + 1])} is not a mapping, so it has no field {leaf!r}")
+        node[leaf] = value
+    return out
+
+
+def load_config(source, settings=(), **overrides) -> SweepConfig:
+    """A SweepConfig from a path, a dict or a SweepConfig, validated; ``settings`` are ``KEY=VALUE`` overrides
+    (dotted keys, YAML values: :func:`apply_settings`), ``overrides`` replace top-level keys."""
     if isinstance(source, SweepConfig):
         raw = asdict(source)
     elif isinstance(source, dict):
@@ -375,6 +425,7 @@ def load_config(source, **overrides) -> SweepConfig:
             detail = " ".join(str(exc).split())  # one line, whatever the parser printed
             raise ConfigError(f"config: {path} is not valid YAML ({detail})") from None
         _require(isinstance(raw, dict), "config", f"{path} must hold a mapping of fields")
+    raw = apply_settings(raw, settings)
     raw.update({k: v for k, v in overrides.items() if v is not None})
     known = set(SweepConfig.__dataclass_fields__) | {"protocol"}
     unknown = sorted(map(str, set(raw) - known))
@@ -463,13 +514,19 @@ def _source_options(raw: dict, sources: list[str], ds: dict, n_real: list[int], 
         try:
             check_pipeline_dir(open_opts["pipeline"])
         except ValueError as exc:
-            raise ConfigError(f"source_options.open_set.pipeline: {exc}") from None
+            _require_file(False, "source_options.open_set.pipeline", str(exc))
     clip_dir = (opts.get("retrieval") or {}).get("clip_dir")
     if clip_dir is not None:
-        _require((Path(clip_dir) / "config.json").exists(), "source_options.retrieval.clip_dir",
+        _require_file((Path(clip_dir) / "config.json").exists(), "source_options.retrieval.clip_dir",
                  f"{clip_dir} is not a CLIP model folder (no config.json)")
     if (opts.get("retrieval") or {}).get("encoder") == "clip":
         _require(clip_dir is not None, "source_options.retrieval.clip_dir", "is required when encoder is 'clip'")
+    for key in ("embeddings", "images"):
+        path = (opts.get("retrieval") or {}).get(key)
+        if path is not None:
+            _require(isinstance(path, str), f"source_options.retrieval.{key}", f"must be a path, got {path!r}")
+            _require_file(_is_file(path) and path.endswith(".npy"), f"source_options.retrieval.{key}",
+                          f"no such .npy file: {path}")
     external = (opts.get("retrieval") or {}).get("pool")
     if external is not None:
         check_dataset_spec(external, "source_options.retrieval.pool")
@@ -493,7 +550,7 @@ def _source_options(raw: dict, sources: list[str], ds: dict, n_real: list[int], 
                 except ValueError as exc:
                     raise ConfigError(f"source_options.{src}.{exc}") from None
     size = DATASET_SIZES.get(ds["name"])
-    if size is not None and "retrieval" in sources and external is None:
+    if size is not None and "retrieval" in sources and external is None and not (opts.get("retrieval") or {}).get("embeddings"):
         external = size - test_count(ds["name"], tf) - max(n_real)
         _require(max(n_synth) <= external, "n_synth", f"max(n_synth) = {max(n_synth)} exceeds the {external} "
                  f"external images retrieval can draw from ({ds['name']} without test images and the largest base)")

@@ -26,6 +26,11 @@ PRESETS = {
 }
 PRESET_KEYS = tuple(PRESETS["tiny"])
 RETRIEVAL_DEFAULTS = {"encoder": "pixels", "dedup_threshold": 0.98, "clip_dir": None, "pool": None}
+# a pool at scale: precomputed embeddings (.npy, N x d, by the same encoder as the queries) and a uint8 image
+# store (.npy, N x C x H x W) searched with a cached faiss index; filled in only when `embeddings` is given, so
+# configs without it keep their pool keys
+EMBEDDED_POOL_DEFAULTS = {"embeddings": None, "images": None, "index": "flat", "nprobe": 32, "ef_search": 128}
+INDEXES = ("flat", "ivf", "hnsw")
 TEXT2IMAGE_DEFAULTS = {"prompt": "a photo of {}", "steps": 25, "guidance": 7.5}
 
 
@@ -63,17 +68,28 @@ def _text2image(raw: dict) -> dict:
                          f"{', '.join(TEXT2IMAGE_DEFAULTS)})")
     opts["pipeline"] = str(Path(opts["pipeline"]).resolve())
     # the folder's model index enters the key: another checkpoint in the same folder is another pool
-    index = json.loads((Path(opts["pipeline"]) / "model_index.json").read_text())
+    index_file = Path(opts["pipeline"]) / "model_index.json"
+    # absent only in a dry run of a config whose models are not in place yet (a sweep checks the folder first)
+    index = json.loads(index_file.read_text()) if index_file.exists() else "absent"
     return {"text2image": opts, "pipeline_index": content_hash(index)}
 
 
 def _retrieval(raw: dict) -> dict:
-    opts = {**RETRIEVAL_DEFAULTS, **raw}
-    unknown = sorted(set(opts) - set(RETRIEVAL_DEFAULTS))
+    opts = {**RETRIEVAL_DEFAULTS, **(EMBEDDED_POOL_DEFAULTS if raw.get("embeddings") else {}), **raw}
+    known = {**RETRIEVAL_DEFAULTS, **EMBEDDED_POOL_DEFAULTS}
+    unknown = sorted(set(opts) - set(known))
     if unknown:
-        raise ValueError(f"{unknown[0]}: unknown retrieval option (known: {', '.join(RETRIEVAL_DEFAULTS)})")
+        raise ValueError(f"{unknown[0]}: unknown retrieval option (known: {', '.join(known)})")
     if opts["encoder"] not in ENCODERS:
         raise ValueError(f"encoder: unknown encoder {opts['encoder']!r}; choose from {ENCODERS}")
+    if opts.get("embeddings"):
+        if opts["pool"] is not None:
+            raise ValueError("embeddings: give either a pool (a dataset) or embeddings + images, not both")
+        if not opts.get("images"):
+            raise ValueError("images: an embedded pool needs its image store (.npy, N x C x H x W uint8)")
+        if opts["index"] not in INDEXES:
+            raise ValueError(f"index: unknown index {opts['index']!r}; choose from {INDEXES}")
+        opts["embeddings"], opts["images"] = str(Path(opts["embeddings"]).resolve()), str(Path(opts["images"]).resolve())
     return opts
 
 

@@ -1,16 +1,32 @@
-"""What a sweep will run, before it runs: trials, pools, generator trainings, and a time estimate."""
+"""What a sweep will run, before it runs: trials, pools, generator trainings, and what they cost.
+
+The cost table (:mod:`runners.costs`) has one row per stage — generator training, sampling, text-to-image,
+retrieval (embedding and search), trials — with jobs, images, device-hours, disk and the basis of each
+throughput, and the wall time on ``--gpus N`` (or this machine's CPU slots for a CPU config). A dry run works
+before the datasets and models are in place: what is missing is listed, and sizes fall back to the known
+sizes of the paper datasets.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
+import torch
+
+from runners.config import DATASET_SHAPES, load_config, files_checked_later
+from runners.costs import FLOAT_BYTES, Stage, format_table, load_table, lookup, shape_key
+from runners.generative import build_unet
 from runners.pools import pool_key
-from runners.sources import generator_trainings
+from runners.quality import JUDGE
+from runners.sources import REGISTRY, generator_trainings
 
-# measured on a 2-core CPU (bench/RESULTS.md): a digits trial costs ~0.017 s of slot time per classifier
-# step (training plus data and Ray overhead), a tiny generator ~0.05 s per step
-DIGITS_SECONDS_PER_STEP = {"trial": 0.017, "generator": 0.05}
+# (images, (C, H, W)) of datasets whose files may not be in place yet (a dry run before the download):
+# CIFAR-10/100 as torchvision ships them, BloodMNIST as MedMNIST v2 ships it, ImageNet-100 as the usual
+# 100-class subset of ImageNet-1k's train split (~1300 per class)
+KNOWN_SIZES = {"cifar10": 60000, "cifar100": 60000, "bloodmnist": 17092, "imagenet100": 126689}
+MEDMNIST_SHAPE = (3, 28, 28)
 
 
 def source_jobs(cfg) -> list[dict]:
@@ -36,31 +52,147 @@ def plan(cfg) -> dict:
                     f"{len(cfg.seeds)} seeds (n_synth=0 shared across sources)"}
 
 
-def _generator_steps(cfg) -> int:
-    return max([cfg.options(s)["generator"]["train_steps"] for s in ("closed_set", "open_set")
-                if s in cfg.sources and "generator" in cfg.options(s)] or [0])
+def dataset_facts(spec: dict) -> tuple[int | None, tuple[int, int, int]]:
+    """(number of images or None, (C, H, W)) of a dataset, from its files when present, else known sizes."""
+    name = spec["name"]
+    if name == "digits":
+        return 1797, (1, 8, 8)
+    if name == "imagefolder":
+        root = Path(spec["root"])
+        size = int(spec.get("image_size", 64))
+        n = sum(1 for c in root.iterdir() if c.is_dir() for _ in c.iterdir()) if root.is_dir() else \
+            KNOWN_SIZES.get(root.parent.name if root.name == "train" else root.name)
+        return n, (3, size, size)
+    if name == "medmnist":
+        path = Path(spec["path"])
+        if path.is_file():
+            import numpy as np
+
+            with np.load(path) as d:
+                keys = [k for k in d.files if k.endswith("_images")]
+                x = d[keys[0]]
+                shape = (1, *x.shape[1:3]) if x.ndim == 3 else (x.shape[3], *x.shape[1:3])
+                return sum(len(d[k]) for k in keys), shape
+        return KNOWN_SIZES.get(path.stem), MEDMNIST_SHAPE
+    return KNOWN_SIZES.get(name), DATASET_SHAPES[name]
 
 
-def print_plan(cfg, out=None) -> dict:
+def _unet_bytes(hp: dict, shape, n_classes: int) -> int:
+    with torch.device("meta"):  # parameter count without allocating memory
+        return FLOAT_BYTES * sum(p.numel() for p in build_unet(hp, shape, n_classes).parameters())
+
+
+def stages(cfg, device: str, table: dict | None = None) -> list[Stage]:
+    """The cost of each stage of a sweep on ``device`` ('cpu' or 'gpu')."""
+    table = table or load_table()
+    n_images, shape = dataset_facts(cfg.dataset)
+    pixels = shape[0] * shape[1] * shape[2]
+    jobs = source_jobs(cfg)
+    n_classes = 100 if n_images is None else 10  # only the generator's class embedding depends on it (tiny)
+    out = [Stage("dataset cache", 1 if n_images else 0, n_images or 0, 0.0, (n_images or 0) * pixels,
+                 "decoded once per node" if n_images else "size unknown until the files are in place")]
+    gen_jobs = {s: REGISTRY[s].generator_trainings(cfg) for s in cfg.sources if max(cfg.n_synth) > 0}
+    for source in ("closed_set", "open_set"):
+        if not gen_jobs.get(source):
+            continue
+        hp = cfg.options(source)["generator"]
+        key = f"generator_train/{len(hp['block_out_channels'])}/{shape_key(shape)}"
+        steps_per_s, basis = lookup(table, device, key)
+        hours = hp["train_steps"] / steps_per_s / 3600
+        out.append(Stage(f"{source} generator", gen_jobs[source], hp["train_steps"] * hp["batch_size"],
+                         hours * gen_jobs[source], gen_jobs[source] * _unet_bytes(hp, shape, n_classes),
+                         f"{key}: {steps_per_s:.3g} steps/s, {basis}", job_hours=hours))
+    for source in ("closed_set", "open_set", "retrieval", "real"):
+        n_pools = sum(1 for j in jobs if j["source"] == source)
+        if not n_pools:
+            continue
+        size = max(cfg.n_synth)
+        opts = cfg.options(source)
+        stored = size * pixels if source in ("closed_set", "open_set") or opts.get("pool") else size * 8
+        if source == "real":
+            out.append(Stage("real pools", n_pools, n_pools * size, 0.0, n_pools * stored, "indices only"))
+        elif "generator" in opts:
+            key = f"generator_sample/{len(opts['generator']['block_out_channels'])}/{shape_key(shape)}"
+            rate, basis = lookup(table, device, key)
+            out.append(Stage(f"{source} sampling", n_pools, n_pools * size, n_pools * size / rate / 3600,
+                             n_pools * stored, f"{key}: {rate:.3g} img/s, {basis}"))
+        elif source == "open_set":
+            rate, basis = lookup(table, device, "text2image")
+            out.append(Stage("open_set text2image", n_pools, n_pools * size, n_pools * size / rate / 3600,
+                             n_pools * stored, f"text2image: {rate:.3g} img/s, {basis}"))
+        else:
+            out.append(_retrieval_stage(cfg, table, device, n_pools, stored, n_images))
+    out.append(_trial_stage(cfg, table, device, shape))
+    return out
+
+
+def _retrieval_stage(cfg, table, device, n_pools: int, stored: int, n_images: int | None) -> Stage:
+    opts = cfg.options("retrieval")
+    if opts["pool"] is None:
+        candidates = (n_images or 0) - max(cfg.n_real)
+    else:
+        candidates = dataset_facts(opts["pool"])[0] or 0
+    queries = sum(r for r in cfg.pool_bases() for _ in cfg.seeds)
+    rate, basis = lookup(table, device, f"encode/{opts['encoder']}")
+    qps, qbasis = lookup(table, "cpu", "search/flat")
+    # each pool embeds its base, the candidates and the test set with its own encoder (the classifier encoder is
+    # trained on the base); a CLIP encoder's candidate embeddings are the same for every pool but are recomputed
+    embedded = n_pools * candidates + queries + n_pools * int((n_images or 0) * cfg.test_fraction)
+    hours = embedded / rate / 3600 + queries * max(candidates, 1) / 1e6 / qps / 3600
+    note = "" if candidates else "; external pool size unknown (not in place): its embedding is not counted"
+    return Stage("retrieval", n_pools, embedded, hours, n_pools * stored,
+                 f"encode/{opts['encoder']}: {rate:.3g} img/s, {basis}; search/flat: {qps:.3g} q/s per 1M ({qbasis})"
+                 + note)
+
+
+def _trial_stage(cfg, table, device, shape) -> Stage:
+    clf = cfg.classifier
+    recipe = clf.get("recipe", "small_cnn")
+    width = clf.get("width") or (64 if recipe == "resnet18" else 32)
+    key = f"classifier/{recipe}/w{width}/{shape_key(shape)}"
+    rate, basis = lookup(table, device, key)
+    cells = cfg.cells()
+    images = sum(cfg.train_steps(c.get("budget", cfg.budgets[0]), c["n_real"] + c["n_synth"])
+                 * min(int(clf.get("batch_size", 64)), c["n_real"] + c["n_synth"]) for c in cells)
+    return Stage("trials", len(cells), images, images / rate / 3600, 0, f"{key}: {rate:.3g} img/s, {basis}")
+
+
+def _device_of(cfg) -> str:
+    return "gpu" if float(cfg.resources.get("gpus_per_trial") or 0) > 0 else "cpu"
+
+
+def print_plan(cfg, out=None, *, gpus: float | None = None, missing: list[str] | None = None) -> dict:
     out = out or sys.stdout
     p = plan(cfg)
-    slots = max(1, int((cfg.resources.get("num_cpus") or os.cpu_count() or 1) // cfg.resources.get("cpus_per_trial", 1)))
+    device = _device_of(cfg)
+    cpu_slots = max(1, int((cfg.resources.get("num_cpus") or os.cpu_count() or 1) // cfg.resources.get("cpus_per_trial", 1)))
     print(f"sweep '{cfg.name}' on {cfg.dataset['name']}: {p['grid']}", file=out)
     if cfg.replace is not None:
         print(f"  protocol: replace — budgets {cfg.replace['budgets']}, replaced {cfg.replace['replaced']}: "
               f"{len(cfg.design)} of the grid's (n_real, n_synth) cells run", file=out)
     print(f"  trials: {p['trials']}   source jobs (pools): {p['source_jobs']}   generator trainings: "
-          f"{p['generator_jobs']}   parallel slots: {slots}", file=out)
+          f"{p['generator_jobs']}", file=out)
     if cfg.multi_protocol or cfg.budgets != ["steps"]:
         print(f"  protocol settings: {', '.join(cfg.protocol_labels())}", file=out)
-    if cfg.dataset["name"] == "digits":
-        trial_steps = sum(cfg.train_steps(c.get("budget", cfg.budgets[0]), c["n_real"] + c["n_synth"])
-                          for c in cfg.cells())
-        per_gen = DIGITS_SECONDS_PER_STEP["generator"] * _generator_steps(cfg)
-        total = DIGITS_SECONDS_PER_STEP["trial"] * trial_steps + per_gen * p["generator_jobs"]
-        print(f"  estimate: ~{total / slots / 60:.1f} min on this machine (~{total / max(p['trials'], 1):.1f} s per "
-              f"trial on average, ~{per_gen:.0f} s per generator)", file=out)
+    if device == "gpu":
+        devices = float(gpus if gpus is not None else max(torch.cuda.device_count(), 1))
+        per_job = float(cfg.resources.get("gpus_per_source_job") or 1)
     else:
-        print("  estimate: depends on the accelerator; budget GPU time per trial x trials / slots", file=out)
+        devices, per_job = float(cpu_slots), 1.0
+    print(f"  cost ({'GPU' if device == 'gpu' else 'CPU'}; judge training, evaluation and Ray overhead not "
+          f"counted):", file=out)
+    for row in format_table(stages(cfg, device), device, devices, per_job):
+        print(row, file=out)
+    if device == "gpu" and gpus is None:
+        print("  (pass --gpus N for the wall time on N GPUs)", file=out)
+    for m in missing or []:
+        print(f"  not in place yet: {m}", file=out)
     print(f"  output: {cfg.run_dir / 'results.nc'}", file=out)
     return p
+
+
+def dry_run(config, settings=(), *, storage: str | None = None, gpus: float | None = None) -> dict:
+    """Validate and price a config; missing dataset/model files are listed, not fatal."""
+    with files_checked_later() as missing:
+        cfg = load_config(config, settings, storage=storage)
+    return print_plan(cfg, gpus=gpus, missing=missing)

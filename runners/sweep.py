@@ -25,7 +25,8 @@ from runners.assemble import assemble_cube, write_features
 from runners.config import ConfigError, SweepConfig, load_config
 from runners.ledger import (RunFolderBusy, cell_fingerprint, cell_key, check_ledger, check_run_dir, ledger_path,
                             package_version, run_lock)
-from runners.plan import print_plan, source_jobs
+from runners.plan import dry_run as plan_dry_run
+from runners.plan import source_jobs
 from runners.pools import is_prepared
 from runners.sources import open_set, prepare_pool
 from runners.quality import prepare_judge
@@ -70,14 +71,14 @@ def _local_resources(cfg: SweepConfig) -> tuple[float, float]:
 
 
 def run_sweep(config, *, address: str | None = None, storage: str | None = None, dry_run: bool = False,
-              quiet: bool = False) -> Path | dict:
+              quiet: bool = False, settings=(), gpus: float | None = None) -> Path | dict:
     """Run (or resume) a sweep; returns the path of ``results.nc`` (or the plan when ``dry_run``).
 
     Raises :class:`SweepInterrupted` (after writing the cube) when cells are left unfinished.
     """
-    cfg = load_config(config, storage=storage)
     if dry_run:
-        return print_plan(cfg)
+        return plan_dry_run(config, settings, storage=storage, gpus=gpus)
+    cfg = load_config(config, settings, storage=storage)
     if not address:  # known before anything is written; a cluster is asked once Ray is up
         check_resources(cfg, *_local_resources(cfg), "this machine")
     started = time.time()

@@ -16,7 +16,7 @@ def _sweep(args) -> int:
 
     try:
         path = run_sweep(args.config, address=args.address, storage=args.storage, dry_run=args.dry_run,
-                         quiet=args.quiet)
+                         quiet=args.quiet, settings=args.set, gpus=args.gpus)
     except SourceJobError as exc:  # a generator/retrieval job failed for good: one line, non-zero exit
         print(f"scaling sweep: error: {exc}", file=sys.stderr)
         return 3
@@ -38,6 +38,17 @@ def _sweep(args) -> int:
     if counts.get("failed"):
         print(f"scaling sweep: warning: {counts['failed']} cell(s) failed after retries; the fit excludes them",
               file=sys.stderr)
+    return 0
+
+
+def _calibrate(args) -> int:
+    from runners.calibrate import calibrate
+    from runners.config import files_checked_later, load_config
+
+    with files_checked_later():  # timing needs the shapes, not the files
+        cfg = load_config(args.config, args.set)
+    print(f"calibrating '{cfg.name}' on this machine:")
+    calibrate(cfg)
     return 0
 
 
@@ -168,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--storage", help="where run folders go (shared path on clusters); overrides the config")
     s.add_argument("--dry-run", action="store_true", help="print the plan and a cost estimate, run nothing")
     s.add_argument("--quiet", action="store_true", help="no progress bars or plan lines")
+    s.add_argument("--gpus", type=float, metavar="N", help="with --dry-run: price the wall time on N GPUs")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (dotted key, YAML value; repeatable), e.g. --set classifier.steps=20 "
+                        "--set seeds=[0,1]; the run folder's fingerprint includes the result")
     s.set_defaults(func=_sweep)
     f = sub.add_parser("fit", help="fit the exchange rate of a cube and print the summary",
                        description="Fit every synthetic source (or --source) against the real reference.")
@@ -190,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit_options(r)
     _add_view_options(r)
     r.set_defaults(func=_report)
+    c = sub.add_parser("calibrate", help="measure the cost model's throughputs for a config on this machine",
+                       description="Time classifier training, generator training and sampling, the retrieval "
+                                   "encoder and a faiss search at the config's image shape (about a minute), and write "
+                                   "them to the user-level table that dry runs read ($SCALING_CACHE/throughputs.json).")
+    c.add_argument("config", help="YAML sweep config whose work is timed")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field, as for sweep")
+    c.set_defaults(func=_calibrate)
     u = sub.add_parser("tune-recipe", help="tune lr and weight decay per training-set size on a validation split",
                        description="Recipe check: a Ray Tune grid over (lr, weight decay) for every size of the real "
                                    "curve, scored on a validation split carved from each training set (never the "

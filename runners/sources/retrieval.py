@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from runners import streams
+from runners.ann import cached_index
 from runners.data import load_dataset, non_test
 from runners.encoders import embed
 from runners.pools import Pool
@@ -29,18 +30,19 @@ def generator_trainings(cfg) -> int:
     return 0
 
 
-def retrieve(query: np.ndarray, pool: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def retrieve(query: np.ndarray, pool, size: int, *, excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Indices into ``pool`` and of their queries, taking rank-1 neighbours of every query, then rank 2, ...
 
-    An image found by several queries is kept once, for its first (best-ranked) query, so every prefix
-    spreads over the queries in order.
+    ``pool`` is an array of normalised rows (searched exactly) or a faiss index over them; ``excluded`` marks
+    rows never to take (near-duplicates of test images). An image found by several queries is kept once, for
+    its first (best-ranked) query, so every prefix spreads over the queries in order.
     """
-    index = faiss.IndexFlatIP(pool.shape[1])
-    index.add(pool)
-    k = min(len(pool), int(np.ceil(size / len(query))) * 2 + 4)
+    index = pool if isinstance(pool, faiss.Index) else _flat(pool)
+    n = index.ntotal
+    k = min(n, int(np.ceil(size / len(query))) * 2 + 4 + (0 if excluded is None else int(excluded.sum() > 0) * 16))
     while True:
         _, nn = index.search(query, k)
-        taken = np.zeros(len(pool), bool)
+        taken = np.zeros(n, bool) if excluded is None else excluded.copy()
         picks, owners = [], []
         for rank in range(k):  # rank-major: prefix n takes the best neighbours of all queries first
             for q in range(len(query)):
@@ -51,9 +53,28 @@ def retrieve(query: np.ndarray, pool: np.ndarray, size: int) -> tuple[np.ndarray
                     owners.append(q)
                     if len(picks) == size:
                         return np.asarray(picks), np.asarray(owners)
-        if k >= len(pool):
+        if k >= n:
             raise ValueError(f"n_synth: retrieval found only {len(picks)} distinct images for a pool of {size}")
-        k = min(len(pool), 2 * k)
+        k = min(n, 2 * k)
+
+
+def _flat(rows: np.ndarray) -> faiss.Index:
+    index = faiss.IndexFlatIP(rows.shape[1])
+    index.add(rows)
+    return index
+
+
+def near_test(index: faiss.Index, z_test: np.ndarray, threshold: float, k: int = 32) -> np.ndarray:
+    """Mask of pool rows within ``threshold`` cosine of a test image, found from the test side (k neighbours
+    per test image): with a million-row pool, searching every pool row against the test set would cost as
+    much as the retrieval itself. Exact for a flat index; an IVF/HNSW index may miss a duplicate its search
+    misses (its recall is in bench/RESULTS.md)."""
+    mask = np.zeros(index.ntotal, bool)
+    if threshold >= 1 or len(z_test) == 0:
+        return mask
+    sims, ids = index.search(z_test, min(k, index.ntotal))
+    mask[ids[(sims >= threshold) & (ids >= 0)]] = True
+    return mask
 
 
 @lru_cache(maxsize=2)
@@ -61,15 +82,10 @@ def _external_pool(spec_json: str, shape: tuple, class_names: tuple):
     """A user's external image collection, resized to the dataset's (C, H, W); its labels are mapped to the
     dataset's classes by name where they match (for the label-noise rate) and -1 elsewhere."""
     ext = load_dataset(json.loads(spec_json))
-    x = torch.as_tensor(ext.images[:])  # resized as a whole: an external pool given as a dataset is small
-    if x.shape[1] != shape[0]:
-        x = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True) if shape[0] == 1 \
-            else x.expand(-1, 3, -1, -1)
-    if tuple(x.shape[2:]) != tuple(shape[1:]):
-        x = F.interpolate(x, size=shape[1:], mode="bilinear", antialias=True, align_corners=False)
+    x = _resize(torch.as_tensor(ext.images[:]), shape)  # as a whole: an external pool given as a dataset is small
     index = {name: i for i, name in enumerate(class_names)}
     truth = np.array([index.get(ext.classes[c], -1) for c in ext.labels], dtype=np.int64)
-    return x.clamp(0, 1).numpy().astype(np.float32), truth
+    return x.numpy().astype(np.float32), truth
 
 
 def _candidates(ctx: Context):
@@ -93,7 +109,53 @@ def _not_near_test(z_candidates: np.ndarray, z_test: np.ndarray, threshold: floa
     return nearest[:, 0] < threshold
 
 
+def _prepare_embedded(ctx: Context) -> Pool:
+    """A pool at scale: precomputed embeddings searched with a cached index; only the picked images are read
+    from the image store and resized to the dataset's shape."""
+    data, opts, base = ctx.data, ctx.options, ctx.base
+    t0 = time.perf_counter()
+    index = cached_index(opts["embeddings"], opts["index"], {k: opts[k] for k in ("nprobe", "ef_search")})
+    store = np.load(opts["images"], mmap_mode="r")
+    if len(store) != index.ntotal:
+        raise ValueError(f"source_options.retrieval.images: {len(store)} images, but the embeddings have "
+                         f"{index.ntotal} rows")
+    z = embed([data.images[base], data.images.subset(ctx.test_idx)], opts["encoder"],
+              fit_on=(data.images[base], data.labels[base], ctx.n_classes), clip_dir=opts["clip_dir"],
+              torch_seed=streams.torch_seed("encoder", ctx.seed, ctx.n_real))
+    if z.shape[1] != index.d:
+        raise ValueError(f"source_options.retrieval.embeddings: rows have {index.d} dimensions, the "
+                         f"{opts['encoder']} encoder gives {z.shape[1]}: embed the pool with the same encoder")
+    zb, zt = z[:len(base)], z[len(base):]
+    dropped = near_test(index, zt, opts["dedup_threshold"])
+    picks, owners = retrieve(zb, index, ctx.size, excluded=dropped)
+    order = np.argsort(picks)  # read the store in file order, then put the images back in retrieval order
+    images = np.empty((len(picks), *data.shape), np.uint8)
+    images[order] = _to_shape(np.asarray(store[picks[order]]), data.shape)
+    labels = data.labels[base][owners]
+    return Pool({"labels": labels, "label_wrong": np.zeros(len(labels), bool), "images": images},
+                {**no_generator_cost(), "sample_seconds": time.perf_counter() - t0, "label_noise": float("nan"),
+                 "label_known_fraction": 0.0, "dropped_near_duplicates": int(dropped.sum()),
+                 "encoder": opts["encoder"], "index": opts["index"]})
+
+
+def _to_shape(images: np.ndarray, shape: tuple) -> np.ndarray:
+    """uint8 (N, C, H, W) in any size and channel count -> the dataset's (C, H, W), uint8."""
+    return (_resize(torch.as_tensor(images).float() / 255, shape) * 255).round().to(torch.uint8).numpy()
+
+
+def _resize(x: torch.Tensor, shape: tuple) -> torch.Tensor:
+    """Float images in [0, 1] to the dataset's channels (luma for grey) and size (antialiased bilinear)."""
+    if x.shape[1] != shape[0]:
+        x = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True) if shape[0] == 1 \
+            else x.expand(-1, 3, -1, -1)
+    if tuple(x.shape[2:]) != tuple(shape[1:]):
+        x = F.interpolate(x, size=shape[1:], mode="bilinear", antialias=True, align_corners=False)
+    return x.clamp(0, 1)
+
+
 def prepare(ctx: Context) -> Pool:
+    if ctx.options.get("embeddings"):
+        return _prepare_embedded(ctx)
     data, opts, base = ctx.data, ctx.options, ctx.base
     t0 = time.perf_counter()
     ext_images, ext_truth, ext_idx = _candidates(ctx)
