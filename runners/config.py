@@ -15,6 +15,7 @@ import numpy as np
 import yaml
 
 from runners.data import DATASETS
+from runners.storage import check_storage_uri, is_uri, local_path, mirror_root
 from runners.options import RECIPES, SOURCES, check_pipeline_dir, check_resolution, options_for
 
 DATASET_SIZES = {"digits": 1797}
@@ -272,7 +273,9 @@ class SweepConfig:
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.storage) / self.name
+        """The run folder: the storage path itself, or this node's mirror of a remote storage
+        (:mod:`runners.storage`)."""
+        return (mirror_root(self.storage) if is_uri(self.storage) else Path(self.storage)) / self.name
 
     @property
     def threads(self) -> int:
@@ -437,8 +440,10 @@ def load_config(source, settings=(), **overrides) -> SweepConfig:
              f"got {raw['name']!r}")
     storage = raw.get("storage", "runs")
     _require(isinstance(storage, str) and storage.strip() != "", "storage", f"must be a path, got {storage!r}")
-    _require("://" not in storage, "storage", f"{storage!r} is a URI; this version writes to local or shared "
-             "(mounted) paths only")
+    if is_uri(storage):  # an object store (s3://, gs://, ...) or file://; checked without connecting
+        problem = check_storage_uri(storage)
+        _require(problem is None, "storage", problem or "")
+        storage = str(local_path(storage)) if local_path(storage) is not None else storage
     _require("\x00" not in storage, "storage", f"{storage!r} holds a NUL byte: not a path")
     _require(not _is_file(storage), "storage", f"{storage} is a file, not a folder")
     ds = raw["dataset"]
@@ -479,7 +484,7 @@ def load_config(source, settings=(), **overrides) -> SweepConfig:
     # absolute: Ray workers run in their own working directories
     return SweepConfig(name=raw["name"], dataset=ds, sources=tuple(sources), n_real=tuple(n_real),
                        n_synth=tuple(n_synth), seeds=tuple(seeds), classifier=clf, resources=res,
-                       storage=str(Path(storage).resolve()), test_fraction=float(tf),
+                       storage=storage if is_uri(storage) else str(Path(storage).resolve()), test_fraction=float(tf),
                        max_failures=mf, source_options=source_options, replace=replace,
                        design=None if design is None else tuple(tuple(map(int, c)) for c in design))
 

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from runners import storage
 from runners.config import ConfigError, protocol_label
 from scaling.cube import write_atomic
 
@@ -58,7 +59,7 @@ def write_json_atomic(path: Path, payload: dict) -> None:
 def check_run_dir(cfg) -> None:
     """Refuse to mix two different sweeps in one run directory (called with the run folder's lock held)."""
     stamp = cfg.run_dir / "sweep.json"
-    if stamp.exists():
+    if storage.pull(cfg, stamp):
         try:
             old = json.loads(stamp.read_text())
         except ValueError:
@@ -69,12 +70,14 @@ def check_run_dir(cfg) -> None:
                               "choose another storage/name, or delete that folder")
     else:
         write_json_atomic(stamp, {"fingerprint": cfg.fingerprint(), "config": cfg.__dict__})
+        storage.push(cfg, stamp)
 
 
 def check_ledger(cfg) -> set[str]:
     """Keys of the finished cells; a damaged entry, or one computed under another cell fingerprint (package
     version, thread count), is refused before anything runs — never reused, never silently overwritten."""
     done, current = set(), cell_fingerprint(cfg)
+    storage.pull_tree(cfg, cfg.run_dir / "ledger")  # a remote run folder: entries finished on any node
     for path in sorted((cfg.run_dir / "ledger").glob("*.json")):
         try:
             entry = json.loads(path.read_text())

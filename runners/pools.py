@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runners import storage
 from runners.data import dataset_of
 from runners.options import content_hash
 from scaling.cube import write_atomic
@@ -57,11 +58,15 @@ def pool_paths(cfg, source: str, n_real: int, seed: int) -> tuple[Path, Path]:
 
 
 def is_prepared(cfg, source: str, n_real: int, seed: int) -> bool:
-    return all(p.exists() for p in pool_paths(cfg, source, n_real, seed))
+    npz, meta_path = pool_paths(cfg, source, n_real, seed)
+    return storage.pull(cfg, meta_path) and storage.pull(cfg, npz)  # the meta marks a finished pool
 
 
 def generator_folder(cfg, key: str) -> Path:
-    return cfg.run_dir / "generators" / key
+    """A generator's folder, with its files fetched first when the run folder is remote and they exist there."""
+    folder = cfg.run_dir / "generators" / key
+    storage.pull_tree(cfg, folder)
+    return folder
 
 
 def save_pool(cfg, source: str, n_real: int, seed: int, pool: Pool) -> None:
@@ -69,10 +74,14 @@ def save_pool(cfg, source: str, n_real: int, seed: int, pool: Pool) -> None:
     npz, meta_path = pool_paths(cfg, source, n_real, seed)
     write_atomic(npz, lambda p: np.savez(p, **pool.arrays))
     write_atomic(meta_path, lambda p: p.write_text(json.dumps(pool.meta)))
+    storage.push(cfg, npz)  # arrays first, meta second in the store too: meta marks the pool prepared
+    storage.push(cfg, meta_path)
 
 
 def read_meta(cfg, source: str, n_real: int, seed: int) -> dict:
-    return json.loads(pool_paths(cfg, source, n_real, seed)[1].read_text())
+    path = pool_paths(cfg, source, n_real, seed)[1]
+    storage.pull(cfg, path)
+    return json.loads(path.read_text())
 
 
 def pool_images(cfg, arrays) -> np.ndarray:
@@ -86,7 +95,7 @@ def pool_images(cfg, arrays) -> np.ndarray:
 def load_pool(cfg, source: str, n_real: int, seed: int, n: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """The first ``n`` images and labels of a prepared pool (nested prefixes), and its meta record."""
     npz, meta_path = pool_paths(cfg, source, n_real, seed)
-    if not (npz.exists() and meta_path.exists()):
+    if not (storage.pull(cfg, npz) and storage.pull(cfg, meta_path)):
         raise FileNotFoundError(f"pool for {source} n_real={n_real} seed={seed} is not prepared ({npz}); "
                                 "sources are prepared before the trials")
     with np.load(npz) as f:
@@ -97,7 +106,9 @@ def load_pool(cfg, source: str, n_real: int, seed: int, n: int) -> tuple[np.ndar
 def load_quality_arrays(cfg, source: str, n_real: int, seed: int) -> dict:
     """The judge features (with the labels of those images) and domain direction a pool file keeps for the
     domain-gap figure."""
-    with np.load(pool_paths(cfg, source, n_real, seed)[0]) as f:
+    npz = pool_paths(cfg, source, n_real, seed)[0]
+    storage.pull(cfg, npz)
+    with np.load(npz) as f:
         out = {k: f[k] for k in QUALITY_ARRAYS if k in f.files}
         out["labels"] = f["labels"][:len(out["features"])]
     return out

@@ -21,7 +21,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from runners import streams
+from runners import storage, streams
 from runners.data import dataset_of, non_test
 from runners.options import content_hash
 from runners.pools import dataset_spec
@@ -40,7 +40,7 @@ def prepare_judge(cfg) -> dict:
     """Train (once) the classifier on every non-test real image; it labels and embeds pools."""
     path = judge_path(cfg)
     meta_path = path.with_suffix(".json")
-    if path.exists() and meta_path.exists():
+    if storage.pull(cfg, meta_path) and storage.pull(cfg, path):
         return json.loads(meta_path.read_text())
     data, test_idx = dataset_of(cfg)
     train = non_test(data, test_idx)
@@ -54,6 +54,8 @@ def prepare_judge(cfg) -> dict:
     write_atomic(path, lambda p: save_file(state, str(p)))
     meta = {"test_accuracy": out["accuracy"], "train_seconds": out["train_seconds"], **JUDGE}
     write_atomic(meta_path, lambda p: p.write_text(json.dumps(meta)))
+    storage.push(cfg, path)
+    storage.push(cfg, meta_path)
     return meta
 
 

@@ -21,6 +21,7 @@ import torch
 from ray import tune
 from tqdm import tqdm
 
+from runners import storage as run_store  # `storage` is run_sweep's argument
 from runners.assemble import assemble_cube, write_features
 from runners.config import ConfigError, SweepConfig, load_config
 from runners.ledger import (RunFolderBusy, cell_fingerprint, cell_key, check_ledger, check_run_dir, ledger_path,
@@ -101,10 +102,14 @@ def run_sweep(config, *, address: str | None = None, storage: str | None = None,
                 failed = _tune(cfg, pending, quiet=quiet, started=started)
         cube = assemble_cube(cfg, failed, _provenance(cfg, started))
         path = save_cube(cube, cfg.run_dir / "results.nc", overwrite=True)
-        write_features(cfg)
+        run_store.push(cfg, path)
+        features = write_features(cfg)
+        if features is not None:
+            run_store.push(cfg, features)
     unfinished = [c for c in pending if cell_key(c) not in failed and not ledger_path(cfg, c).exists()]
     if not quiet:
-        print(f"cube written: {path} ({status_counts(cube)}) in {time.time() - started:.0f} s", flush=True)
+        where = f" (uploaded to {cfg.storage.split('?')[0].rstrip('/')}/{cfg.name}/results.nc)" if run_store.remote(cfg) else ""
+        print(f"cube written: {path}{where} ({status_counts(cube)}) in {time.time() - started:.0f} s", flush=True)
     if unfinished:
         raise SweepInterrupted(f"interrupted: {len(unfinished)} of {len(cells)} trials did not finish (the cube "
                                f"marks them pending); rerun the same command to resume")

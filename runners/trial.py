@@ -15,7 +15,7 @@ import ray
 import torch
 from ray import tune
 
-from runners import streams
+from runners import storage, streams
 from runners.config import PROTOCOL_DEFAULTS
 from runners.data import base_and_real_pool, dataset_of
 from runners.ledger import cell_key, ledger_path, write_json_atomic
@@ -100,7 +100,7 @@ def trainable(config: dict) -> None:
     """The Ray Tune function trainable: one cell, reported once."""
     cfg, cell, fingerprint = config["sweep"], config["cell"], config["cell_fingerprint"]
     ledger = ledger_path(cfg, cell)
-    if ledger.exists():  # finished in an earlier attempt (e.g. a retry after a lost node)
+    if storage.pull(cfg, ledger):  # finished in an earlier attempt (e.g. a retry after a lost node)
         entry = json.loads(ledger.read_text())
         if entry.get("cell_fingerprint", fingerprint) == fingerprint:
             tune.report(entry)
@@ -109,6 +109,7 @@ def trainable(config: dict) -> None:
     metrics = run_cell(cfg, cell)
     metrics["cell_fingerprint"] = fingerprint
     write_json_atomic(ledger, {**metrics, **cell})
+    storage.push(cfg, ledger)  # a remote run folder: the entry counts once it is in the store
     with open(cfg.run_dir / "executions.log", "a") as fh:  # one line per finished execution (tests count them)
         fh.write(cell_key(cell) + "\n")
     tune.report({**metrics, **cell})

@@ -65,7 +65,8 @@ BAD_CONFIGS = [
     ("name", "../escape", "name"),
     ("name", "", "name"),
     ("name", 5, "name"),
-    ("storage", "s3://bucket/x", "storage"),
+    ("storage", "ftp://host/x", "storage"),  # an object store this package cannot write to
+    ("storage", "s3:///no-bucket", "storage"),
     ("storage", "runs\x00x", "storage"),  # a NUL byte: Path.resolve() would raise a bare ValueError
     ("dataset", "digits", "dataset"),
     ("dataset.root", "/tmp", "dataset.root"),

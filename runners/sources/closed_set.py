@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from runners import streams
+from runners import storage, streams
 from runners.generative import sample_diffusion, train_or_load
 from runners.options import content_hash
 from runners.pools import Pool, dataset_spec, generator_folder
@@ -26,9 +26,11 @@ def generator_key(cfg, n_real: int, seed: int) -> str:
 def prepare(ctx: Context) -> Pool:
     hp = ctx.options["generator"]
     key = generator_key(ctx.cfg, ctx.n_real, ctx.seed)
-    model, meta = train_or_load(generator_folder(ctx.cfg, key), ctx.data.images[ctx.base], ctx.data.labels[ctx.base],
+    folder = generator_folder(ctx.cfg, key)
+    model, meta = train_or_load(folder, ctx.data.images[ctx.base], ctx.data.labels[ctx.base],
                                 ctx.n_classes, hp, seed=streams.torch_seed("generator_train", ctx.seed, ctx.n_real),
                                 progress=ctx.progress, desc=f"closed_set r{ctx.n_real} seed{ctx.seed}")
+    storage.push_tree(ctx.cfg, folder)  # a remote run folder keeps the weights (no-op when already there)
     labels = balanced_labels(ctx.size, ctx.n_classes, streams.rng("pool_labels", ctx.seed, ctx.n_real))
     t0 = time.perf_counter()
     images = sample_diffusion(model, labels, ctx.n_classes, hp, progress=ctx.progress,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from runners import streams
+from runners import storage, streams
 from runners.data import dataset_of, non_test
 from runners.generative import load_generator, sample_diffusion, sample_text2image, train_or_load
 from runners.options import content_hash
@@ -36,9 +36,11 @@ def prepare_generator(cfg, progress: bool = False) -> dict:
     """Train (once per run) the generator every seed's pool samples from; returns its meta record."""
     data, test_idx = dataset_of(cfg)
     train = non_test(data, test_idx)
-    _, meta = train_or_load(generator_folder(cfg, generator_key(cfg)), data.images[train], data.labels[train],
+    folder = generator_folder(cfg, generator_key(cfg))
+    _, meta = train_or_load(folder, data.images[train], data.labels[train],
                             len(data.classes), cfg.options(NAME)["generator"],
                             seed=streams.shared_seed("generator_train"), progress=progress, desc="open_set generator")
+    storage.push_tree(cfg, folder)  # a remote run folder keeps the weights (no-op when already there)
     return meta
 
 

@@ -1,0 +1,134 @@
+"""Run folders on object stores: ``storage: s3://bucket/prefix`` (or ``gs://``, ``hdfs://``, ``file://``).
+
+Everything a sweep keeps — ledger entries, pools, generator weights, the judge, ``sweep.json``, ``results.nc``
+and ``features.nc`` — is written where the code always wrote it, in the *run folder*; for a URI that folder is a
+node-local mirror (``$SCALING_CACHE/runs/<hash of the URI>/<name>``) and each artefact is uploaded as one object
+right after it is complete (:func:`push`), and downloaded on first use on any node (:func:`pull`). One object PUT
+is all-or-nothing, so a reader never sees half a file, as with the atomic renames of a local folder. The
+filesystem is ``pyarrow.fs`` — the layer Ray Tune itself uses for ``storage_path`` — with its usual credentials
+(``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` on every node, or instance roles). A URI's query names the
+endpoint of an S3-compatible server: ``s3://bucket/runs?endpoint_override=host:9000&scheme=http``.
+
+Kept node-local, not uploaded: the run lock, Ray Tune's own experiment folder (the ledger, not Tune's state,
+decides what resumes), and the diagnostic logs ``executions.log`` / ``failures.log``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pyarrow import fs as pafs
+
+URI_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+
+
+def is_uri(storage: str) -> bool:
+    return "://" in str(storage)
+
+
+def check_storage_uri(storage: str) -> str | None:
+    """None if ``storage`` is a URI this package can write to (checked without connecting), else why not."""
+    scheme = urlsplit(storage).scheme
+    if scheme == "file":
+        return None
+    if scheme not in URI_SCHEMES:
+        return f"unsupported URI scheme {scheme!r}; use a path, file://, or one of {', '.join(URI_SCHEMES)}"
+    if not urlsplit(storage).netloc:
+        return f"{storage!r} names no bucket or host"
+    return None
+
+
+def local_path(storage: str) -> Path | None:
+    """The local folder of a plain path or a file:// URI; None for a remote URI."""
+    if not is_uri(storage):
+        return Path(storage)
+    parts = urlsplit(storage)
+    return Path(parts.path) if parts.scheme == "file" else None
+
+
+def mirror_root(storage: str) -> Path:
+    """Where a remote storage's run folders are mirrored on this node."""
+    base = Path(os.environ.get("SCALING_CACHE") or Path.home() / ".cache" / "scaling").expanduser()
+    return base / "runs" / hashlib.sha256(storage.encode()).hexdigest()[:16]
+
+
+@lru_cache(maxsize=8)
+def _filesystem(storage: str) -> tuple[pafs.FileSystem, str]:
+    return pafs.FileSystem.from_uri(storage)
+
+
+def remote(cfg) -> tuple[pafs.FileSystem, str] | None:
+    """(filesystem, base path of the run folder) for a remote storage, else None."""
+    if local_path(cfg.storage) is not None:
+        return None
+    filesystem, base = _filesystem(cfg.storage)
+    return filesystem, f"{base.rstrip('/')}/{cfg.name}"
+
+
+def _remote_path(cfg, path: Path) -> tuple[pafs.FileSystem, str] | None:
+    where = remote(cfg)
+    if where is None:
+        return None
+    filesystem, base = where
+    return filesystem, f"{base}/{Path(path).relative_to(cfg.run_dir).as_posix()}"
+
+
+def push(cfg, path: Path) -> None:
+    """Upload one finished file of the run folder (no-op for local storage)."""
+    target = _remote_path(cfg, path)
+    if target is None:
+        return
+    filesystem, key = target
+    filesystem.create_dir(key.rsplit("/", 1)[0], recursive=True)
+    with open(path, "rb") as src, filesystem.open_output_stream(key) as dst:
+        while chunk := src.read(8 << 20):
+            dst.write(chunk)
+
+
+def push_tree(cfg, folder: Path) -> None:
+    """Upload the files of a finished folder (a generator's weights) that the store lacks."""
+    target = _remote_path(cfg, folder)
+    if target is None:
+        return
+    filesystem, key = target
+    have = {info.path for info in filesystem.get_file_info(pafs.FileSelector(key, recursive=True, allow_not_found=True))}
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file() and f"{key}/{path.relative_to(folder).as_posix()}" not in have:
+            push(cfg, path)
+
+
+def pull(cfg, path: Path) -> bool:
+    """Make ``path`` of the run folder present locally, downloading it if the store has it; returns whether it
+    exists now. Downloads go to a temporary name first: a reader never sees half a file."""
+    path = Path(path)
+    if path.exists():
+        return True
+    target = _remote_path(cfg, path)
+    if target is None:
+        return False
+    filesystem, key = target
+    if filesystem.get_file_info(key).type != pafs.FileType.File:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
+    with filesystem.open_input_stream(key) as src, open(tmp, "wb") as dst:
+        while chunk := src.read(8 << 20):
+            dst.write(chunk)
+    tmp.replace(path)
+    return True
+
+
+def pull_tree(cfg, folder: Path) -> None:
+    """Download every file under ``folder`` of the run folder that this node lacks."""
+    target = _remote_path(cfg, folder)
+    if target is None:
+        return
+    filesystem, key = target
+    infos = filesystem.get_file_info(pafs.FileSelector(key, recursive=True, allow_not_found=True))
+    for info in infos:
+        if info.type == pafs.FileType.File:
+            pull(cfg, Path(folder) / info.path[len(key) + 1:])

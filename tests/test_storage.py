@@ -1,0 +1,135 @@
+"""Run folders in an object store: a real S3-compatible server (moto's, started on 127.0.0.1 by the test),
+reached through pyarrow.fs exactly as a cluster reaches S3. Skipped with a message if the server cannot start."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import scaling
+from runners import storage
+from runners.config import load_config
+from tests.test_sweep import TINY, _held, _own_ray_processes, _wait_for  # noqa: F401 (the autouse Ray fixture)
+
+pytestmark = pytest.mark.slow
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """(endpoint host:port) of a fresh S3 server with a bucket named 'bucket'."""
+    try:
+        import boto3
+        from moto.server import ThreadedMotoServer
+    except ImportError as exc:
+        pytest.skip(f"no S3-compatible server to start (pip install 'moto[server]'): {exc}")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    try:
+        server.start()
+    except Exception as exc:  # noqa: BLE001 - any failure to serve means the test cannot run here
+        pytest.skip(f"the S3 server could not start on 127.0.0.1:{port}: {exc}")
+    old = {k: os.environ.get(k) for k in CREDENTIALS}
+    os.environ.update(CREDENTIALS)
+    boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}").create_bucket(Bucket="bucket")
+    yield f"127.0.0.1:{port}"
+    server.stop()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _kill_ray_workers() -> None:
+    """SIGKILL the Ray processes this module started (all live under its RAY_TMPDIR), and wait until they are gone."""
+    root = os.environ["RAY_TMPDIR"]
+    for _ in range(50):
+        alive = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if root in cmdline and int(pid) != os.getpid():
+                alive.append(int(pid))
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        if not alive:
+            return
+        time.sleep(0.1)
+
+
+def _uri(endpoint: str, prefix: str) -> str:
+    return f"s3://bucket/{prefix}?endpoint_override={endpoint}&scheme=http&region=us-east-1"
+
+
+def _bucket_ledger(cfg) -> set[str]:
+    filesystem, base = storage.remote(cfg)
+    from pyarrow import fs
+
+    infos = filesystem.get_file_info(fs.FileSelector(f"{base}/ledger", allow_not_found=True))
+    return {Path(i.path).stem for i in infos if i.path.endswith(".json")}
+
+
+def test_push_and_pull_round_trip_and_a_missing_object_is_not_there(s3, tmp_path, monkeypatch):
+    monkeypatch.setenv("SCALING_CACHE", str(tmp_path / "node"))
+    cfg = load_config({**TINY, "storage": _uri(s3, "unit")})
+    assert cfg.run_dir.is_relative_to(tmp_path / "node" / "runs")  # a node-local mirror
+    f = cfg.run_dir / "pools" / "a.bin"
+    f.parent.mkdir(parents=True)
+    f.write_bytes(b"x" * 5_000_000)
+    storage.push(cfg, f)
+    f.unlink()
+    assert storage.pull(cfg, f) and f.read_bytes() == b"x" * 5_000_000
+    assert not storage.pull(cfg, cfg.run_dir / "pools" / "missing.bin")
+    assert not list(f.parent.glob(".*part*"))  # no partial download left behind
+
+
+def test_a_bucket_only_sweep_is_killed_and_resumed_without_recomputing_finished_trials(s3, tmp_path):
+    uri = _uri(s3, "runs")
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump({**TINY, "storage": uri}))
+    env, release = _held(tmp_path, "real-r30-s30-seed1")
+    node_a = tmp_path / "node-a"
+    proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", "sweep", str(cfg_path), "--quiet"],
+                            env={**env, **CREDENTIALS, "SCALING_CACHE": str(node_a)}, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    probe = load_config({**TINY, "storage": uri})
+    _wait_for(lambda: release.with_suffix(".held").exists() and len(_bucket_ledger(probe)) >= 3, proc,
+              "3 trials in the bucket and the held one started")
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-sweep
+    proc.wait()
+    _kill_ray_workers()  # and its node with it: no trial of node A may still finish and upload after this point
+    done_before = _bucket_ledger(probe)
+    assert 3 <= len(done_before) < 12 and "real-r30-s30-seed1" not in done_before
+    # another machine: nothing local survives, the bucket is the only storage
+    node_b = tmp_path / "node-b"
+    resumed = subprocess.run([sys.executable, "-m", "scaling.cli", "sweep", str(cfg_path), "--quiet"],
+                             env={**os.environ, **CREDENTIALS, "SCALING_CACHE": str(node_b)},
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    mirror = node_b / "runs" / storage.mirror_root(uri).name / "tiny"  # node B's mirror of the run folder
+    ran = Counter((mirror / "executions.log").read_text().split())
+    assert not set(ran) & done_before, f"finished trials ran again: {set(ran) & done_before}"
+    assert max(ran.values()) == 1 and len(ran) + len(done_before) == 12
+    assert _bucket_ledger(probe) == done_before | set(ran)
+    cube = scaling.open_cube(mirror / "results.nc")
+    assert int((cube["status"] == 1).sum()) == cube["status"].size
+    filesystem, base = storage.remote(probe)
+    with filesystem.open_input_stream(f"{base}/results.nc") as fh:  # the bucket's cube is the one written
+        assert fh.read() == (mirror / "results.nc").read_bytes()
+    assert np.isfinite(cube["accuracy"].values).all()
