@@ -448,6 +448,7 @@ def load_config(source, settings=(), **overrides) -> SweepConfig:
     _require(not _is_file(storage), "storage", f"{storage} is a file, not a folder")
     ds = raw["dataset"]
     check_dataset_spec(ds, "dataset")
+    ds = absolute_paths(ds)
     sources = raw["sources"]
     sources = list(sources) if isinstance(sources, tuple) else sources
     _require(isinstance(sources, list) and sources, "sources", f"must be a non-empty list, got {sources!r}")
@@ -559,4 +560,24 @@ def _source_options(raw: dict, sources: list[str], ds: dict, n_real: list[int], 
         external = size - test_count(ds["name"], tf) - max(n_real)
         _require(max(n_synth) <= external, "n_synth", f"max(n_synth) = {max(n_synth)} exceeds the {external} "
                  f"external images retrieval can draw from ({ds['name']} without test images and the largest base)")
-    return {k: dict(v or {}) for k, v in opts.items()}
+    out = {k: dict(v or {}) for k, v in opts.items()}
+    # folders as absolute paths: trials run in Ray Tune's own working folder (and a pool key hashes the path)
+    if (out.get("open_set") or {}).get("pipeline"):
+        out["open_set"]["pipeline"] = str(Path(out["open_set"]["pipeline"]).resolve())
+    if "retrieval" in out:
+        ret = out["retrieval"]
+        if ret.get("clip_dir"):
+            ret["clip_dir"] = str(Path(ret["clip_dir"]).resolve())
+        if isinstance(ret.get("pool"), dict):
+            ret["pool"] = absolute_paths(ret["pool"])
+    return out
+
+
+def absolute_paths(spec: dict) -> dict:
+    """A dataset mapping with its file/folder made absolute: Ray Tune runs trials in their own working folder,
+    so a path relative to where `scaling` was started would not be found there."""
+    out = dict(spec)
+    for key in ("root", "path"):
+        if isinstance(out.get(key), str):
+            out[key] = str(Path(out[key]).resolve())
+    return out
