@@ -64,7 +64,7 @@ def classifier_rate(cfg, shape) -> tuple[str, float, str]:
 def generator_rates(hp: dict, shape) -> list[tuple[str, float, str]]:
     levels = len(hp["block_out_channels"])
     gpu = torch.cuda.is_available()
-    bs = hp["batch_size"] if gpu else min(hp["batch_size"], 16)  # a CPU step at batch 128 of a big UNet takes minutes
+    bs = hp["batch_size"] if gpu or hp["batch_size"] <= 64 else 16  # a CPU step at batch 128 of a big UNet: minutes
     rng = np.random.default_rng(0)
     x = rng.random((bs, *shape), dtype=np.float32)
     y = rng.integers(0, 10, bs)
@@ -104,6 +104,7 @@ def calibrate(cfg, out=print) -> dict:
     """Measure the entries a config needs; returns {key: (value, basis)} as written to the user table."""
     _, shape = dataset_facts(cfg.dataset)
     device = "gpu" if torch.cuda.is_available() else "cpu"
+    torch.set_num_threads(cfg.threads)  # what one trial or source job gets in a sweep: the dry run prices slots
     where = device_name()
     day = time.strftime("%Y-%m-%d")
     measured = [classifier_rate(cfg, shape)]

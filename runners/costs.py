@@ -26,13 +26,15 @@ from pathlib import Path
 # available when it was written: GPU entries are *assumed*, each from a stated estimate; `scaling calibrate` on
 # a GPU node replaces them with measurements.
 THROUGHPUTS = {
-    "cpu": {
-        "classifier/small_cnn/w16/1x8x8": (3760.0, "measured on 2-core x86 CPU (digits sweep: 0.017 s per 64-image step)"),
-        "generator_train/2/1x8x8": (20.0, "measured on 2-core x86 CPU (tiny preset, 0.05 s per 32-image step)"),
-        "generator_sample/2/1x8x8": (190.0, "measured on 2-core x86 CPU (tiny preset, 20 DPM-Solver steps, guidance)"),
-        "encode/pixels": (200000.0, "assumed (a reshape and a centring: memory bound)"),
+    "cpu": {  # one thread per slot, as a sweep with cpus_per_trial 1 runs them
+        "classifier/small_cnn/w16/1x8x8": (6550.0, "measured on 2-core x86_64 CPU, 1 thread (scaling calibrate 2026-11-29)"),
+        "generator_train/2/1x8x8": (26.0, "measured on 2-core x86_64 CPU, 1 thread (scaling calibrate 2026-11-29; batch 32)"),
+        "generator_sample/2/1x8x8": (104.0, "measured on 2-core x86_64 CPU, 1 thread (scaling calibrate 2026-11-29; "
+                                            "20 steps, guidance)"),
+        "encode/pixels": (4.5e6, "measured on 2-core x86_64 CPU, 1 thread (scaling calibrate 2026-11-29)"),
         "encode/clip": (25.0, "assumed (ViT-B/32 ~4.4 GFLOP/image at ~100 GFLOP/s on 2 cores)"),
-        "search/flat": (25.0, "assumed (1M x 512 inner products = 1 GFLOP per query at ~25 GFLOP/s)"),
+        "search/flat": (173.0, "measured on 2-core x86_64 CPU, 1 thread (scaling calibrate 2026-11-29; 100k x 512 "
+                               "flat index, scaled to 1M)"),
         "text2image": (0.02, "assumed (Stable Diffusion 1.5, 512 px, 25 steps with guidance: ~50 s/image on CPU)"),
     },
     "gpu": {
@@ -48,7 +50,6 @@ THROUGHPUTS = {
         "generator_sample/3/3x28x28": (200.0, "assumed (as the cifar preset, ~1/3 of its FLOPs)"),
         "encode/clip": (3000.0, "assumed (ViT-B/32 ~4.4 GFLOP/image at ~15% of an A100's bf16 peak)"),
         "encode/pixels": (200000.0, "assumed (memory bound)"),
-        "search/flat": (25.0, "assumed (faiss searches on the CPU here; see search/flat under cpu)"),
         "text2image": (2.0, "assumed (Stable Diffusion 1.5, 512 px, 25 steps with guidance, fp16 batch 16 on an A100: "
                             "~20 UNet it/s at batch 1 is the commonly reported figure)"),
     },

@@ -126,6 +126,7 @@ def test_a_bucket_only_sweep_is_killed_and_resumed_without_recomputing_finished_
     ran = Counter((mirror / "executions.log").read_text().split())
     assert not set(ran) & done_before, f"finished trials ran again: {set(ran) & done_before}"
     assert max(ran.values()) == 1 and len(ran) + len(done_before) == 12
+    print(f"bucket-only resume: {len(done_before)} trials finished before the kill, {len(ran)} run after it, 0 twice")
     assert _bucket_ledger(probe) == done_before | set(ran)
     cube = scaling.open_cube(mirror / "results.nc")
     assert int((cube["status"] == 1).sum()) == cube["status"].size
