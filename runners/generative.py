@@ -22,6 +22,7 @@ from diffusers import DDPMScheduler, DiffusionPipeline, DPMSolverMultistepSchedu
 from tqdm import tqdm
 
 from runners.options import check_resolution
+from runners.train import resident_rows
 
 NUM_TRAIN_TIMESTEPS = 1000
 
@@ -48,11 +49,13 @@ def _device(device: str | None) -> str:
 
 def train_diffusion(images: np.ndarray, labels: np.ndarray, n_classes: int, hp: dict, *, seed: int,
                     device: str | None = None, progress: bool = False, desc: str = "diffusion"):
-    """Train a class-conditional UNet on ``images`` (N, C, H, W) in [0, 1]; returns (EMA model, seconds)."""
+    """Train a class-conditional UNet on ``images`` (N, C, H, W) in [0, 1] — an array or a uint8-backed
+    :class:`runners.data.FloatImages` view; returns (EMA model, seconds)."""
     device = _device(device)
     gpu = device.startswith("cuda")
     torch.manual_seed(seed)
-    x = torch.as_tensor(images, dtype=torch.float32, device=device) * 2 - 1
+    # a FloatImages view (open_set: every non-test image) stays uint8 on the device; batches become floats
+    rows, _, _ = resident_rows(images, device)
     y = torch.as_tensor(labels, dtype=torch.int64, device=device)
     model = build_unet(hp, tuple(images.shape[1:]), n_classes).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
@@ -67,7 +70,7 @@ def train_diffusion(images: np.ndarray, labels: np.ndarray, n_classes: int, hp: 
     t0 = time.perf_counter()
     for step in tqdm(range(hp["train_steps"]), desc=desc, disable=not progress, leave=False):
         idx = torch.randint(0, len(y), (bs,), device=device, generator=gen)
-        x0 = x[idx]
+        x0 = rows(idx) * 2 - 1
         cls = torch.where(torch.rand(bs, device=device, generator=gen) < hp["p_uncond"], n_classes, y[idx])
         noise = torch.randn(x0.shape, device=device, generator=gen)
         t = torch.randint(0, NUM_TRAIN_TIMESTEPS, (bs,), device=device, generator=gen)

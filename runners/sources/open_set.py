@@ -37,7 +37,7 @@ def prepare_generator(cfg, progress: bool = False) -> dict:
     data, test_idx = dataset_of(cfg)
     train = non_test(data, test_idx)
     folder = generator_folder(cfg, generator_key(cfg))
-    _, meta = train_or_load(folder, data.images[train], data.labels[train],
+    _, meta = train_or_load(folder, data.images.subset(train), data.labels[train],
                             len(data.classes), cfg.options(NAME)["generator"],
                             seed=streams.shared_seed("generator_train"), progress=progress, desc="open_set generator")
     storage.push_tree(cfg, folder)  # a remote run folder keeps the weights (no-op when already there)
