@@ -399,6 +399,20 @@ class EquivalenceResult:
         return fn(self._reps), fn(self._jack), None if self._tjack is None else (fn(self._tjack), fn(self._tnull))
 
     # ---------------------------------------------------------------- queries
+    def fitted_errors(self, n_real, n_synth) -> tuple[np.ndarray, np.ndarray]:
+        """The fit's error surfaces on the grid ``n_real`` x ``n_synth`` (the data as observed, replicate 0):
+        the reference curve at ``n_real + n_synth`` real images, and the source at ``n_real + n_eq``, with
+        ``n_eq`` from the chosen law. What ``scaling plan`` simulates from (a smooth truth, not cell means)."""
+        r, s = np.meshgrid(np.asarray(n_real, float), np.asarray(n_synth, float), indexing="ij")
+        curve = self._reps.curve
+        ref = curve.predict((r + s).ravel())[0].reshape(r.shape)
+        positive = s > 0
+        neq = np.zeros_like(r)
+        if positive.any():
+            neq[positive] = self._reps.neq_law(self.source, self._check_law(None), r[positive], s[positive])[0]
+        src = curve.predict((r + np.where(np.isfinite(neq), np.maximum(neq, 0), 0)).ravel())[0].reshape(r.shape)
+        return ref, src
+
     def real_equivalent(self, n_real, n_synth, law: str | None = None, ci_method: str | None = None) -> xr.Dataset:
         """Real images that ``n_synth`` images from the source are worth at base size ``n_real``."""
         out = self._real_equivalent(n_real, n_synth, law, ci_method)

@@ -6,7 +6,7 @@ index reports recall@10 (share of the true 10 neighbours it returns), build seco
 ratio of its queries/s to the flat index's, measured in the same process. Indexes are those of
 runners.ann (what a sweep builds for an embedded retrieval pool).
 
-    python bench/retrieval_index.py [--n 1000000] [--queries 5000] [--hnsw-n N]
+    python bench/retrieval_index.py [--n 1000000] [--queries 5000] [--hnsw-n N] [--clusters K]
 """
 
 from __future__ import annotations
@@ -20,8 +20,14 @@ import numpy as np
 from runners.ann import build_index, default_nlist, set_search_effort
 
 
-def rows(n: int, d: int, seed: int) -> np.ndarray:
-    z = np.random.default_rng(seed).standard_normal((n, d), dtype=np.float32)
+def rows(n: int, d: int, seed: int, clusters: int = 0) -> np.ndarray:
+    """Normalised Gaussian rows; with ``clusters``, rows scattered around that many centres (image embeddings
+    are clustered by content; the centres are the same for every seed, the scatter is not)."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, d), dtype=np.float32)
+    if clusters:
+        centres = np.random.default_rng(12345).standard_normal((clusters, d), dtype=np.float32)
+        z = centres[rng.integers(0, clusters, n)] + 0.5 * z
     return z / np.linalg.norm(z, axis=1, keepdims=True)
 
 
@@ -40,9 +46,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=5000)
     ap.add_argument("--hnsw-n", type=int, default=None, help="rows for HNSW (its build is the slowest; default --n)")
+    ap.add_argument("--clusters", type=int, default=0, help="clustered rows around this many centres (0: uniform)")
     args = ap.parse_args()
-    z, q = rows(args.n, 512, 0), rows(args.queries, 512, 1)
-    print(f"{args.n:,} x 512 embeddings, {args.queries:,} queries, faiss {faiss.__version__}, "
+    z, q = rows(args.n, 512, 0, args.clusters), rows(args.queries, 512, 1, args.clusters)
+    kind = f"clustered around {args.clusters:,} centres" if args.clusters else "uniform on the sphere"
+    print(f"{args.n:,} x 512 embeddings ({kind}), {args.queries:,} queries, faiss {faiss.__version__}, "
           f"{faiss.omp_get_max_threads()} threads")
     t0 = time.perf_counter()
     flat = build_index(z, "flat")

@@ -147,6 +147,64 @@ def _table(args) -> int:
     return 0
 
 
+def _plan(args) -> int:
+    from analysis.planning import pilot_truth, plan_seeds, prior_truth, smallest_meeting
+    from runners.config import files_checked_later, load_config
+    from runners.plan import _device_of, stages
+    from tqdm import tqdm
+
+    import scaling
+
+    source, n_real, n_synth = _parse_target(args.target)
+    with files_checked_later():
+        cfg = load_config(args.config, args.set)
+    if args.pilot:
+        truth = pilot_truth(scaling.open_cube(args.pilot), source)
+    else:
+        truth = prior_truth(cfg.n_real, cfg.n_synth, source, _parse_prior(args.prior), n_test=args.n_test)
+    print(f"plan for {source} at n_real={n_real}, n_synth={n_synth}, target bound ratio <= {args.width:g} "
+          f"(upper/lower of the 95% interval); {args.sims} simulated sweeps per seed count")
+    print(f"  {truth.describe()}")
+    with tqdm(total=args.sims * len(args.seeds), desc="simulated fits", unit="fit", leave=False) as bar:
+        table = plan_seeds(truth, source, n_real, n_synth, args.seeds, sims=args.sims, progress=bar.update)
+    device = _device_of(cfg)
+    unit = "GPU-h" if device == "gpu" else "CPU-h"
+    print(f"  {'seeds':>5} {'trials':>7} {unit:>8} {'median':>7} {'10%-90%':>15} {'estimated':>9} "
+          f"{'not id.':>7} {'no gain':>7}")
+    for s, row in table.iterrows():
+        with files_checked_later():
+            c = load_config(args.config, [*args.set, f"seeds={list(range(s))}"])
+        hours = sum(st.device_hours for st in stages(c, device))
+        mark = " <= width" if row["median_ratio"] <= args.width else ""
+        print(f"  {s:>5} {len(c.cells()):>7} {hours:>8.2f} {row['median_ratio']:>7.2f} "
+              f"{row['ratio_p10']:>7.2f}-{row['ratio_p90']:<7.2f} {row['p_estimated']:>9.0%} "
+              f"{row['p_not_identified']:>7.0%} {row['p_no_measurable_gain']:>7.0%}{mark}")
+    best = smallest_meeting(table, args.width)
+    print(f"  -> {best} seeds reach the width in the median sweep" if best else
+          "  -> no candidate reaches the width: more seeds, or larger n_synth / more n_real values")
+    return 0
+
+
+def _parse_target(text: str) -> tuple[str, int, int]:
+    parts = text.split(":")
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        raise ValueError(f"--target: expected SOURCE:N_REAL:N_SYNTH (e.g. open_set:25:400), got {text!r}")
+    return parts[0], int(parts[1]), int(parts[2])
+
+
+def _parse_prior(text: str) -> dict:
+    out = {}
+    for item in filter(None, (text or "").split(",")):
+        key, sep, value = item.partition("=")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--prior: {item!r} is not KEY=NUMBER") from None
+        if not sep:
+            raise ValueError(f"--prior: {item!r} is not KEY=NUMBER")
+    return out
+
+
 def _add_fit_options(p) -> None:
     p.add_argument("--law", default="auto", choices=list(EQUIVALENCE_LAWS) + ["auto"],
                    help="equivalence law (default auto: the laws weighted inside every replicate by held-out error)")
@@ -225,6 +283,23 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--storage", help="where run folders go; overrides the config")
     u.add_argument("--quiet", action="store_true", help="no progress bar")
     u.set_defaults(func=_tune_recipe)
+    pl = sub.add_parser("plan", help="seeds needed for a target interval width, by simulating the sweep",
+                        description="Simulate the config's sweep at candidate seed counts from a pilot cube (its cell "
+                                    "means and noise) or from stated priors, fit every simulated cube, and print the "
+                                    "width of the exchange rate's interval at the target cell, verdict shares and cost.")
+    pl.add_argument("config", help="YAML sweep config (grid and cost)")
+    pl.add_argument("--pilot", help="results.nc of a pilot sweep on the same grid (recommended)")
+    pl.add_argument("--target", required=True, metavar="SOURCE:N_REAL:N_SYNTH", help="the rate to pin down")
+    pl.add_argument("--width", type=float, default=2.0,
+                    help="target bound ratio upper/lower of the 95%% interval (default 2: within about x/1.4)")
+    pl.add_argument("--seeds", type=int, nargs="+", default=[3, 5, 8, 12], help="candidate seed counts")
+    pl.add_argument("--sims", type=int, default=20, help="simulated sweeps per seed count (default 20)")
+    pl.add_argument("--prior", default="rate=4,seed_sd=0.1",
+                    help="without --pilot: KEY=NUMBER,... for rate, seed_sd, cell_sd, E, B, beta (the real error "
+                         "curve E + B n^-beta)")
+    pl.add_argument("--n-test", type=int, default=1000, help="without --pilot: test images")
+    pl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    pl.set_defaults(func=_plan)
     t = sub.add_parser("table", help="c2, R* and rho0 per source and dataset across several cubes",
                        description="One row per (dataset, source): Wang et al.'s c2, the saturating law's R* and "
                                    "rho0 with intervals, and the rate at the largest measured cell.")

@@ -1,0 +1,180 @@
+"""How many seeds for a target interval width: simulate the experiment, fit it, look at the intervals.
+
+The truth a plan simulates comes from a pilot cube (:func:`pilot_truth`): the error surface of the laws fitted to
+it (reference curve at n_real + n_synth, source at n_real + n_eq), and the pilot's own noise, split the way a
+sweep makes it:
+
+- a seed effect per (n_real, seed) on the log error, shared by every source and n_synth (the luck of the base
+  subset and the classifier's initialisation, which a sweep shares across a seed's cells);
+- a cell effect per (cell, seed) on the log error: the rest of a trial's randomness *and* its test-set noise, as
+  measured. (Binomial noise drawn per cell would overstate it: every cell of a sweep is scored on the same test
+  images, so the hard ones are missed together; on the digits default the measured cell variance is below the
+  independent-binomial one.)
+
+Both variances come from the pilot's residuals around the cell means (seed effect: the residuals' mean over a
+(n_real, seed)'s cells, less the cell part it averages). A stated prior (:func:`prior_truth`) has no residuals to
+measure and draws binomial test noise with ``n_test`` images instead. A plan then draws cubes with
+``S`` seeds for each candidate ``S``, fits each like ``fit_equivalence`` does, and reports the distribution of
+the exchange rate's interval at the target cell: the bound ratio upper/lower (the width the verdicts use),
+median and 80% range, and how often each verdict comes out. Validated against widths measured on planted
+truths (tests/test_planning.py).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from analysis.verdict import VERDICTS
+
+
+@dataclass
+class PilotTruth:
+    """A plug-in truth: mean error per (source, n_real, n_synth) cell and the noise model around it."""
+
+    err: xr.DataArray  # (source, n_real, n_synth) mean error over the pilot's seeds
+    seed_sd: float
+    cell_sd: float
+    n_test: int
+    n_classes: int
+    n_pilot_seeds: int
+    binomial: bool = False  # draw binomial test noise (priors); a pilot's cell effect already holds it
+
+    def describe(self) -> str:
+        where = f"plug-in truth from {self.n_pilot_seeds} pilot seeds" if self.n_pilot_seeds else "stated prior"
+        return (f"{where}: seed effect sd {self.seed_sd:.3f}, "
+                f"cell effect sd {self.cell_sd:.3f} (log error" + (f"; binomial noise of {self.n_test} test images)"
+                                                                   if self.binomial else ", test noise included)"))
+
+
+def _fitted(cube: xr.Dataset, source: str, reference: str) -> tuple[np.ndarray, np.ndarray]:
+    from scaling.fit import fit_equivalence
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = fit_equivalence(cube, source, reference=reference, n_boot=200)
+    ref, src = res.fitted_errors(cube["n_real"].values, cube["n_synth"].values)
+    return np.clip(ref, 1e-4, 1 - 1e-4), np.clip(src, 1e-4, 1 - 1e-4)
+
+
+def pilot_truth(cube: xr.Dataset, source: str, reference: str = "real", *, smooth: bool = True) -> PilotTruth:
+    """The truth a plan simulates, from a pilot cube (done cells only): the fitted laws' error surface
+    (``smooth=False``: the raw cell means) and the noise variances of the pilot's residuals."""
+    from scaling.cube import STATUS_DONE, classes_of  # the cube contract (scaling/cube.py has no runners import)
+
+    acc = cube["accuracy"].where(cube["status"] == STATUS_DONE).sel(source=[reference, source])
+    if "protocol" in acc.dims:
+        raise ValueError("pilot: pick one protocol setting first (scaling.cube.protocol_slice)")
+    err = (1 - acc).clip(1e-4, 1 - 1e-4)
+    n_test = int(cube.attrs["n_test"])
+    log_err = np.log(err)
+    resid = log_err - log_err.mean("seed")
+    seeds = int(acc.sizes["seed"])
+    if seeds < 3:
+        raise ValueError(f"pilot: needs at least 3 seeds to estimate the seed noise, has {seeds}")
+    per_seed = resid.mean(["source", "n_synth"])  # (n_real, seed): the shared seed effect
+    cells = resid.sizes["source"] * resid.sizes["n_synth"]
+    # (n - 1) / n: residuals around a mean over the seeds are that much smaller than the effects themselves
+    cell_var = float(np.nanmean((resid - per_seed).values ** 2)) * seeds / (seeds - 1)
+    # each (n_real, seed) mean of residuals holds the seed effect plus the cell effects it averages
+    seed_var = float(np.nanmean(per_seed.values ** 2)) * seeds / (seeds - 1) - cell_var / cells
+    mean_err = err.mean("seed")
+    if smooth:  # the fitted laws' surface: cell means of a few seeds are rough, and a rough truth fits worse
+        ref, src = _fitted(cube, source, reference)
+        mean_err = mean_err.copy(data=np.stack([ref, src]))
+    return PilotTruth(err=mean_err, seed_sd=float(np.sqrt(max(seed_var, 0.0))),
+                      cell_sd=float(np.sqrt(cell_var)), n_test=n_test, n_classes=len(classes_of(cube)),
+                      n_pilot_seeds=seeds)
+
+
+PRIOR_DEFAULTS = {"rate": 4.0, "seed_sd": 0.1, "cell_sd": 0.03, "E": 0.03, "B": 2.0, "beta": 0.5}
+
+
+def prior_truth(n_real, n_synth, source: str, prior: dict, *, n_test: int = 1000, n_classes: int = 10) -> PilotTruth:
+    """A stated truth when there is no pilot: a real error curve ``E + B n^-beta`` and a constant exchange rate."""
+    unknown = sorted(set(prior) - set(PRIOR_DEFAULTS))
+    if unknown:
+        raise ValueError(f"--prior: unknown key {unknown[0]!r} (known: {', '.join(PRIOR_DEFAULTS)})")
+    p = {**PRIOR_DEFAULTS, **prior}
+    r, s = np.meshgrid(np.asarray(n_real, float), np.asarray(n_synth, float), indexing="ij")
+    # the reference adds n_synth more real images; the source's n_synth images are worth n_synth / rate real ones
+    curves = [p["E"] + p["B"] * (r + s) ** -p["beta"], p["E"] + p["B"] * (r + s / p["rate"]) ** -p["beta"]]
+    err = xr.DataArray(np.clip(np.stack(curves), 1e-4, 1 - 1e-4), dims=("source", "n_real", "n_synth"),
+                       coords={"source": ["real", source], "n_real": list(n_real), "n_synth": list(n_synth)})
+    return PilotTruth(err=err, seed_sd=p["seed_sd"], cell_sd=p["cell_sd"], n_test=n_test, n_classes=n_classes,
+                      n_pilot_seeds=0, binomial=True)
+
+
+def draw_cube(truth: PilotTruth, seeds: int, rng: np.random.Generator, dataset: str = "planned") -> xr.Dataset:
+    """One simulated sweep of ``seeds`` seeds on the pilot's grid, with the pilot's noise model."""
+    from scaling.cube import STATUS_DONE, empty_cube
+
+    sources = [str(s) for s in truth.err["source"].values]
+    n_real, n_synth = truth.err["n_real"].values, truth.err["n_synth"].values
+    cube = empty_cube(sources, n_real, n_synth, list(range(seeds)), dataset=dataset, n_test=truth.n_test,
+                      classes=[str(c) for c in range(truth.n_classes)], provenance={"simulated": "plan"})
+    base = truth.err.transpose("source", "n_real", "n_synth").values[..., None]  # (source, r, s, 1)
+    seed_fx = rng.normal(0, truth.seed_sd, (1, len(n_real), 1, seeds))
+    cell_fx = rng.normal(0, truth.cell_sd, base.shape[:3] + (seeds,))
+    zero = n_synth == 0
+    cell_fx[:, :, zero, :] = cell_fx[:1, :, zero, :]  # n_synth = 0 is one trial shared by every source
+    err = np.clip(base * np.exp(seed_fx + cell_fx), 1e-6, 1 - 1e-6)
+    acc = rng.binomial(truth.n_test, 1 - err) / truth.n_test if truth.binomial else 1 - err
+    acc[:, :, zero, :] = acc[:1, :, zero, :]
+    cube["accuracy"].values[:] = acc
+    cube["loss"].values[:] = -np.log(np.clip(acc, 1e-3, 1))
+    cube["train_seconds"].values[:] = 1.0
+    cube["source_seconds"].values[:] = 0.0
+    cube["status"].values[:] = STATUS_DONE
+    return cube
+
+
+def interval_at(cube: xr.Dataset, source: str, n_real: int, n_synth: int, *, n_boot: int = 200,
+                random_state: int = 0, **fit_kwargs) -> dict:
+    """(estimate, lower, upper, bound ratio, verdict) of the exchange rate at one cell of a fitted cube."""
+    from scaling.fit import fit_equivalence
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = fit_equivalence(cube, source, n_boot=n_boot, random_state=random_state, **fit_kwargs)
+        q = res.exchange_rate(n_real, n_synth)
+    est, lo, hi = (float(q[k].values) for k in ("estimate", "lower", "upper"))
+    ratio = hi / lo if lo > 0 and np.isfinite(hi) else np.inf
+    return {"estimate": est, "lower": lo, "upper": hi, "ratio": ratio, "verdict": str(q["verdict"].values)}
+
+
+def plan_seeds(truth: PilotTruth, source: str, n_real: int, n_synth: int, seeds=(3, 5, 8, 12), *,
+               sims: int = 30, n_boot: int = 200, random_state: int = 0, progress=None, **fit_kwargs) -> pd.DataFrame:
+    """Per candidate seed count: the bound ratio of the target interval (median, 10% and 90% quantiles over
+    ``sims`` simulated sweeps) and the share of each verdict."""
+    rows = []
+    for s in seeds:
+        rng = np.random.default_rng([random_state, int(s)])
+        out = []
+        for i in range(sims):
+            out.append(interval_at(draw_cube(truth, int(s), rng), source, n_real, n_synth, n_boot=n_boot,
+                                   random_state=i, **fit_kwargs))
+            if progress is not None:
+                progress(1)
+        ratios = np.array([o["ratio"] for o in out])
+        verdict = pd.Series([o["verdict"] for o in out]).value_counts(normalize=True)
+        rows.append({"seeds": int(s), "median_ratio": float(np.median(ratios)),
+                     "ratio_p10": float(np.quantile(ratios, 0.1)), "ratio_p90": float(np.quantile(ratios, 0.9)),
+                     **{f"p_{v.replace(' ', '_')}": float(verdict.get(v, 0.0)) for v in VERDICTS}})
+    return pd.DataFrame(rows).set_index("seeds")
+
+
+def smallest_meeting(table: pd.DataFrame, width: float) -> int | None:
+    """The fewest seeds whose median bound ratio is at most ``width`` (None if no candidate reaches it)."""
+    ok = table.index[table["median_ratio"] <= width]
+    return int(ok.min()) if len(ok) else None
+
+
+def truth_json(truth: PilotTruth) -> str:
+    return json.dumps({"seed_sd": truth.seed_sd, "cell_sd": truth.cell_sd, "n_test": truth.n_test,
+                       "n_pilot_seeds": truth.n_pilot_seeds})
