@@ -46,7 +46,7 @@ class PilotTruth:
     binomial: bool = False  # draw binomial test noise (priors); a pilot's cell effect already holds it
 
     def describe(self) -> str:
-        where = f"plug-in truth from {self.n_pilot_seeds} pilot seeds" if self.n_pilot_seeds else "stated prior"
+        where = f"truth fitted to {self.n_pilot_seeds} pilot seeds" if self.n_pilot_seeds else "stated prior"
         return (f"{where}: seed effect sd {self.seed_sd:.3f}, "
                 f"cell effect sd {self.cell_sd:.3f} (log error" + (f"; binomial noise of {self.n_test} test images)"
                                                                    if self.binomial else ", test noise included)"))

@@ -108,7 +108,8 @@ def stages(cfg, device: str, table: dict | None = None) -> list[Stage]:
             continue
         size = max(cfg.n_synth)
         opts = cfg.options(source)
-        stored = size * pixels if source in ("closed_set", "open_set") or opts.get("pool") else size * 8
+        stored = size * pixels if source in ("closed_set", "open_set") or opts.get("pool") or opts.get("embeddings") \
+            else size * 8  # generated and external images are stored; real and own-dataset picks are indices
         if source == "real":
             out.append(Stage("real pools", n_pools, n_pools * size, 0.0, n_pools * stored, "indices only"))
         elif "generator" in opts:
@@ -128,18 +129,24 @@ def stages(cfg, device: str, table: dict | None = None) -> list[Stage]:
 
 def _retrieval_stage(cfg, table, device, n_pools: int, stored: int, n_images: int | None) -> Stage:
     opts = cfg.options("retrieval")
-    if opts["pool"] is None:
+    precomputed = bool(opts.get("embeddings"))
+    if precomputed:  # an embedded pool: its rows are searched, not embedded again
+        path = Path(opts["embeddings"])
+        candidates = int(np.load(path, mmap_mode="r").shape[0]) if path.is_file() else 0
+    elif opts["pool"] is None:
         candidates = (n_images or 0) - max(cfg.n_real)
     else:
         candidates = dataset_facts(opts["pool"])[0] or 0
     queries = sum(r for r in cfg.pool_bases() for _ in cfg.seeds)
     rate, basis = lookup(table, device, f"encode/{opts['encoder']}")
+    # an IVF/HNSW index searches faster; the flat index's rate is the upper bound priced here
     qps, qbasis = lookup(table, "cpu", "search/flat")
     # each pool embeds its base, the candidates and the test set with its own encoder (the classifier encoder is
     # trained on the base); a CLIP encoder's candidate embeddings are the same for every pool but are recomputed
-    embedded = n_pools * candidates + queries + n_pools * int((n_images or 0) * cfg.test_fraction)
+    embedded = (0 if precomputed else n_pools * candidates) + queries + \
+        n_pools * int((n_images or 0) * cfg.test_fraction)
     hours = embedded / rate / 3600 + queries * max(candidates, 1) / 1e6 / qps / 3600
-    note = "" if candidates else "; external pool size unknown (not in place): its embedding is not counted"
+    note = "" if candidates else "; external pool size unknown (not in place): its embedding and search are not counted"
     return Stage("retrieval", n_pools, embedded, hours, n_pools * stored,
                  f"encode/{opts['encoder']}: {rate:.3g} img/s, {basis}; search/flat: {qps:.3g} q/s per 1M ({qbasis})"
                  + note)
