@@ -19,6 +19,7 @@ from runners.storage import check_storage_uri, is_uri, local_path, mirror_root
 from runners.options import RECIPES, SOURCES, check_pipeline_dir, check_resolution, options_for
 
 DATASET_SIZES = {"digits": 1797}
+GRID_FIELDS = ("sources", "n_real", "n_synth", "seeds")  # a run folder may grow along these (runners.ledger)
 DATASET_SHAPES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
 
 
@@ -262,6 +263,20 @@ class SweepConfig:
                             "a batch item is synthetic with probability synth_weight (None: uniform pooling)",
                 "recipe": {"tuned per training-set size": clf["tuned_recipe"]} if clf.get("tuned_recipe") else
                           "one lr and weight_decay for every size"}
+
+    def fixed_fields(self) -> dict:
+        """What every cell of a run folder shares and must not change when the run is extended: everything the
+        fingerprint hashes except the grid (``GRID_FIELDS``) and the sources' options (each cell's fingerprint
+        holds its own source's options)."""
+        keep = {k: v for k, v in asdict(self).items()
+                if k not in ("storage", "resources", "max_failures", "name", "source_options", *GRID_FIELDS)}
+        keep.pop("design", None)  # follows from the grid (replace runs keep `replace` itself fixed)
+        if self.replace is None:
+            keep.pop("replace", None)
+        return json.loads(json.dumps(keep, default=list))
+
+    def fixed_fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.fixed_fields(), sort_keys=True).encode()).hexdigest()[:16]
 
     def fingerprint(self) -> str:
         """Hash of what determines the numbers (not storage or resources)."""

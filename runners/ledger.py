@@ -45,11 +45,20 @@ def package_version() -> str:
         return "unknown"
 
 
-def cell_fingerprint(cfg) -> str:
-    """What determines one cell's numbers beyond its coordinates: the sweep's fingerprint, the package
-    version, and the torch thread count (``cpus_per_trial`` changes accuracies in the 3rd decimal)."""
-    key = {"sweep": cfg.fingerprint(), "package": package_version(), "threads": cfg.threads}
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+def cell_fingerprint(cfg, cell: dict) -> str:
+    """What determines one cell's numbers beyond its coordinates: the run's fixed fields (dataset, split,
+    classifier and protocol), its source's options and pool size when it uses a pool, the package version,
+    and the torch thread count (``cpus_per_trial`` changes accuracies in the 3rd decimal). Not the rest of the
+    grid: a run extended by seeds, n_real or n_synth values or sources keeps its finished cells."""
+    key = {"fixed": cfg.fixed_fingerprint(), "package": package_version(), "threads": cfg.threads}
+    if cell["n_synth"] > 0:
+        key.update(options=cfg.options(cell["source"]), pool_size=pool_size(cfg))
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:16]
+
+
+def pool_size(cfg) -> int:
+    """Images per pool: every pool holds max(n_synth), and cells take prefixes."""
+    return int(max(cfg.n_synth))
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
@@ -57,7 +66,11 @@ def write_json_atomic(path: Path, payload: dict) -> None:
 
 
 def check_run_dir(cfg) -> None:
-    """Refuse to mix two different sweeps in one run directory (called with the run folder's lock held)."""
+    """Refuse to mix two different sweeps in one run directory (called with the run folder's lock held).
+
+    A run may grow: the same fixed fields (dataset, split, classifier, protocol) and the same options for the
+    sources it already has, with more seeds, n_real or n_synth values, or sources, reuse the folder; the
+    stamp then records the extended config. Anything else is refused, naming the field."""
     stamp = cfg.run_dir / "sweep.json"
     if storage.pull(cfg, stamp):
         try:
@@ -65,25 +78,63 @@ def check_run_dir(cfg) -> None:
         except ValueError:
             raise ConfigError(f"storage: {stamp} is damaged (not JSON); it records which sweep owns the folder — "
                               "restore it or choose another name") from None
-        if old.get("fingerprint") != cfg.fingerprint():
+        if old.get("fingerprint") == cfg.fingerprint():
+            return
+        if "fixed" not in old:  # written before runs could grow: the whole sweep must match
             raise ConfigError(f"storage: {cfg.run_dir} holds a different sweep (fingerprint {old.get('fingerprint')}); "
                               "choose another storage/name, or delete that folder")
-    else:
-        write_json_atomic(stamp, {"fingerprint": cfg.fingerprint(), "config": cfg.__dict__})
-        storage.push(cfg, stamp)
+        _check_extension(cfg, old)
+        grown = _growth(old["config"], cfg)
+        print(f"extending the run in {cfg.run_dir}: {grown}; finished cells are kept", file=sys.stderr)
+    write_json_atomic(stamp, {"fingerprint": cfg.fingerprint(), "fixed": cfg.fixed_fingerprint(),
+                              "config": json.loads(json.dumps(cfg.__dict__, default=list))})
+    storage.push(cfg, stamp)
+
+
+def _check_extension(cfg, old: dict) -> None:
+    """The stamp's run and ``cfg`` differ only along the grid (and in options of sources the run did not have)."""
+    before = old["config"]
+    if old["fixed"] != cfg.fixed_fingerprint():
+        now = cfg.fixed_fields()
+        changed = sorted(k for k in set(now) | set(before) if k in now and json.loads(json.dumps(before.get(k), default=list))
+                         != now[k]) or ["protocol"]
+        raise ConfigError(f"{changed[0]}: differs from the run in {cfg.run_dir} (it changes every finished cell); "
+                          "a run can only grow by seeds, n_real or n_synth values, or sources — use another name")
+    for src in set(before.get("sources", [])) & set(cfg.sources):
+        was = (before.get("source_options") or {}).get(src) or {}
+        if json.loads(json.dumps(was, default=list)) != json.loads(json.dumps(cfg.source_options.get(src) or {}, default=list)):
+            raise ConfigError(f"source_options.{src}: differs from the run in {cfg.run_dir} (its pools and cells were "
+                              "made with the old options) — use another name")
+    if max(before["n_synth"]) != max(cfg.n_synth):
+        raise ConfigError(f"n_synth: the run's pools hold max(n_synth) = {max(before['n_synth'])} images and every "
+                          f"cell is a prefix of them; a largest value of {max(cfg.n_synth)} would change every pool "
+                          "— add values below it, or use another name")
+
+
+def _growth(before: dict, cfg) -> str:
+    parts = []
+    for key in ("sources", "n_real", "n_synth", "seeds"):
+        added = [v for v in getattr(cfg, key) if v not in before.get(key, [])]
+        if added:
+            parts.append(f"+{key} {added}")
+    return ", ".join(parts) or "a smaller grid (cells outside it are kept in the ledger)"
 
 
 def check_ledger(cfg) -> set[str]:
-    """Keys of the finished cells; a damaged entry, or one computed under another cell fingerprint (package
-    version, thread count), is refused before anything runs — never reused, never silently overwritten."""
-    done, current = set(), cell_fingerprint(cfg)
+    """Keys of the finished cells of this grid; a damaged entry, or one computed under another cell fingerprint
+    (package version, thread count, pool size), is refused before anything runs — never reused, never silently
+    overwritten. Entries of cells outside the grid (a run that shrank) are left alone."""
+    done = set()
     storage.pull_tree(cfg, cfg.run_dir / "ledger")  # a remote run folder: entries finished on any node
+    wanted = {cell_key(c): c for c in cfg.cells()}
     for path in sorted((cfg.run_dir / "ledger").glob("*.json")):
         try:
             entry = json.loads(path.read_text())
         except ValueError:
             raise ConfigError(f"ledger: {path} is damaged (not JSON); delete it to recompute that cell") from None
-        theirs = entry.get("cell_fingerprint")
+        if path.stem not in wanted:
+            continue
+        theirs, current = entry.get("cell_fingerprint"), cell_fingerprint(cfg, wanted[path.stem])
         if theirs is not None and theirs != current:
             raise ConfigError(f"resources.cpus_per_trial: {path.name} was computed under cell fingerprint {theirs} "
                               f"(package version or torch threads differ from now: {package_version()}, "

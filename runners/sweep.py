@@ -24,7 +24,7 @@ from tqdm import tqdm
 from runners import storage as run_store  # `storage` is run_sweep's argument
 from runners.assemble import assemble_cube, write_features
 from runners.config import ConfigError, SweepConfig, load_config
-from runners.ledger import (RunFolderBusy, cell_fingerprint, cell_key, check_ledger, check_run_dir, ledger_path,
+from runners.ledger import (RunFolderBusy, cell_key, check_ledger, check_run_dir, ledger_path,
                             package_version, run_lock)
 from runners.plan import dry_run as plan_dry_run
 from runners.plan import source_jobs
@@ -227,7 +227,7 @@ def _tune(cfg: SweepConfig, pending: list[dict], *, quiet, started) -> set[str]:
             bar.write(f"trial failed after retries: {cell_key(trial.config['cell'])}")
 
     resources = {"cpu": float(cfg.resources.get("cpus_per_trial", 1)), "gpu": float(cfg.resources.get("gpus_per_trial", 0))}
-    space = {"sweep": cfg, "cell_fingerprint": cell_fingerprint(cfg), "cell": tune.grid_search(pending)}
+    space = {"sweep": cfg, "cell": tune.grid_search(pending)}
     tuner = build_tuner(trainable, space, resources=resources,
                         name=f"tune-{int(started)}", storage=cfg.run_dir / "tune", max_failures=cfg.max_failures,
                         callbacks=[Progress()])

@@ -18,7 +18,7 @@ from ray import tune
 from runners import storage, streams
 from runners.config import PROTOCOL_DEFAULTS
 from runners.data import base_and_real_pool, dataset_of
-from runners.ledger import cell_key, ledger_path, write_json_atomic
+from runners.ledger import cell_fingerprint, cell_key, ledger_path, write_json_atomic
 from runners.pools import attributed_seconds, load_pool
 from runners.train import train_classifier
 from scaling.cube import pack_correct
@@ -98,7 +98,8 @@ def _node_id() -> str:
 
 def trainable(config: dict) -> None:
     """The Ray Tune function trainable: one cell, reported once."""
-    cfg, cell, fingerprint = config["sweep"], config["cell"], config["cell_fingerprint"]
+    cfg, cell = config["sweep"], config["cell"]
+    fingerprint = cell_fingerprint(cfg, cell)
     ledger = ledger_path(cfg, cell)
     if storage.pull(cfg, ledger):  # finished in an earlier attempt (e.g. a retry after a lost node)
         entry = json.loads(ledger.read_text())
