@@ -6,6 +6,8 @@ sweep makes it:
 
 - a seed effect per (n_real, seed) on the log error, shared by every source and n_synth (the luck of the base
   subset and the classifier's initialisation, which a sweep shares across a seed's cells);
+- a source effect per (source, n_real, seed), shared by that source's n_synth cells (a generator or pool that
+  came out well or badly for that base subset: it moves a seed's whole curve, not its differences);
 - a cell effect per (cell, seed) on the log error: the rest of a trial's randomness *and* its test-set noise, as
   measured. (Binomial noise drawn per cell would overstate it: every cell of a sweep is scored on the same test
   images, so the hard ones are missed together; on the digits default the measured cell variance is below the
@@ -44,10 +46,11 @@ class PilotTruth:
     n_classes: int
     n_pilot_seeds: int
     binomial: bool = False  # draw binomial test noise (priors); a pilot's cell effect already holds it
+    source_sd: float = 0.0
 
     def describe(self) -> str:
         where = f"truth fitted to {self.n_pilot_seeds} pilot seeds" if self.n_pilot_seeds else "stated prior"
-        return (f"{where}: seed effect sd {self.seed_sd:.3f}, "
+        return (f"{where}: seed effect sd {self.seed_sd:.3f}, source effect sd {self.source_sd:.3f}, "
                 f"cell effect sd {self.cell_sd:.3f} (log error" + (f"; binomial noise of {self.n_test} test images)"
                                                                    if self.binomial else ", test noise included)"))
 
@@ -77,19 +80,22 @@ def pilot_truth(cube: xr.Dataset, source: str, reference: str = "real", *, smoot
     seeds = int(acc.sizes["seed"])
     if seeds < 3:
         raise ValueError(f"pilot: needs at least 3 seeds to estimate the seed noise, has {seeds}")
+    n_src, n_syn = resid.sizes["source"], resid.sizes["n_synth"]
     per_seed = resid.mean(["source", "n_synth"])  # (n_real, seed): the shared seed effect
-    cells = resid.sizes["source"] * resid.sizes["n_synth"]
+    per_source = (resid - per_seed).mean("n_synth")  # (source, n_real, seed): a source's curve moving as a whole
     # (n - 1) / n: residuals around a mean over the seeds are that much smaller than the effects themselves
-    cell_var = float(np.nanmean((resid - per_seed).values ** 2)) * seeds / (seeds - 1)
-    # each (n_real, seed) mean of residuals holds the seed effect plus the cell effects it averages
-    seed_var = float(np.nanmean(per_seed.values ** 2)) * seeds / (seeds - 1) - cell_var / cells
+    inflate = seeds / (seeds - 1)
+    cell_var = float(np.nanmean((resid - per_seed - per_source).values ** 2)) * inflate * n_syn / max(n_syn - 1, 1)
+    # each mean of residuals holds its own effect plus the finer effects it averages
+    source_var = max(float(np.nanmean(per_source.values ** 2)) * inflate - cell_var / n_syn, 0.0)
+    seed_var = float(np.nanmean(per_seed.values ** 2)) * inflate - source_var / n_src - cell_var / (n_src * n_syn)
     mean_err = err.mean("seed")
     if smooth:  # the fitted laws' surface: cell means of a few seeds are rough, and a rough truth fits worse
         ref, src = _fitted(cube, source, reference)
         mean_err = mean_err.copy(data=np.stack([ref, src]))
     return PilotTruth(err=mean_err, seed_sd=float(np.sqrt(max(seed_var, 0.0))),
                       cell_sd=float(np.sqrt(cell_var)), n_test=n_test, n_classes=len(classes_of(cube)),
-                      n_pilot_seeds=seeds)
+                      n_pilot_seeds=seeds, source_sd=float(np.sqrt(source_var)))
 
 
 PRIOR_DEFAULTS = {"rate": 4.0, "seed_sd": 0.1, "cell_sd": 0.03, "E": 0.03, "B": 2.0, "beta": 0.5}
@@ -121,6 +127,7 @@ def draw_cube(truth: PilotTruth, seeds: int, rng: np.random.Generator, dataset: 
     base = truth.err.transpose("source", "n_real", "n_synth").values[..., None]  # (source, r, s, 1)
     seed_fx = rng.normal(0, truth.seed_sd, (1, len(n_real), 1, seeds))
     cell_fx = rng.normal(0, truth.cell_sd, base.shape[:3] + (seeds,))
+    cell_fx += rng.normal(0, truth.source_sd, (base.shape[0], base.shape[1], 1, seeds))
     zero = n_synth == 0
     cell_fx[:, :, zero, :] = cell_fx[:1, :, zero, :]  # n_synth = 0 is one trial shared by every source
     err = np.clip(base * np.exp(seed_fx + cell_fx), 1e-6, 1 - 1e-6)
@@ -178,3 +185,29 @@ def smallest_meeting(table: pd.DataFrame, width: float) -> int | None:
 def truth_json(truth: PilotTruth) -> str:
     return json.dumps({"seed_sd": truth.seed_sd, "cell_sd": truth.cell_sd, "n_test": truth.n_test,
                        "n_pilot_seeds": truth.n_pilot_seeds})
+
+
+# ------------------------------------------------------------------------------------------ sequential design
+
+
+def sequential_stop(cube: xr.Dataset, source: str, n_real: int, n_synth: int, width: float, *, start: int = 3,
+                    step: int = 1, n_boot: int = 200, **fit_kwargs) -> dict:
+    """Run an adaptive loop over a cube's seeds in order: fit the first ``start`` seeds, add ``step`` seeds per
+    round, stop at the first round whose interval at the target has bound ratio <= ``width`` (or when the
+    cube's seeds run out). Returns the rounds, the seeds used and the final interval. The stopping rule looks
+    at the data, so its final interval's coverage must be measured, not assumed (bench/adaptive_stopping.py)."""
+    seeds = cube["seed"].values
+    rounds, s = [], start
+    while True:
+        s = min(s, len(seeds))
+        out = interval_at(cube.sel(seed=seeds[:s]), source, n_real, n_synth, n_boot=n_boot, **fit_kwargs)
+        rounds.append({"seeds": int(s), **out})
+        if out["ratio"] <= width or s >= len(seeds):
+            return {"seeds": int(s), "rounds": rounds, "reached": bool(out["ratio"] <= width), **out}
+        s += step
+
+
+def cells_per_seed(n_real_values: int, n_synth_values: int, n_sources: int) -> int:
+    """Trials one seed costs on a grid of ``n_real_values`` x ``n_synth_values`` (0 among them): the base cells
+    once, the others once per source (the reference included)."""
+    return n_real_values * (1 + (n_synth_values - 1) * n_sources)

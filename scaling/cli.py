@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from analysis.equivalence import EQUIVALENCE_LAWS
 from analysis.laws import CURVE_LAWS
 from analysis.result import CI_METHODS
@@ -13,6 +15,14 @@ from analysis.result import CI_METHODS
 
 def _sweep(args) -> int:
     from runners.sweep import RunFolderBusy, SourceJobError, SweepInterrupted, run_sweep
+
+    if args.adaptive or args.target:
+        if not (args.adaptive and args.target):
+            raise ValueError("--adaptive: needs --target SOURCE:N_REAL:N_SYNTH (and --width), and --target needs --adaptive")
+        from runners.adaptive import main_adaptive
+
+        args.target = _parse_target(args.target)
+        return main_adaptive(args)
 
     try:
         path = run_sweep(args.config, address=args.address, storage=args.storage, dry_run=args.dry_run,
@@ -185,6 +195,52 @@ def _plan(args) -> int:
     return 0
 
 
+def _next(args) -> int:
+    """Rank the next batch for one target rate: k more seeds of the reference and the target source, by the
+    expected shrinkage of the interval's log-width per compute second (simulated from the cube as pilot)."""
+    import json
+
+    from analysis.planning import cells_per_seed, interval_at, pilot_truth, plan_seeds
+    from scaling.cube import write_atomic
+
+    import scaling
+
+    source, n_real, n_synth = _parse_target(args.target)
+    cube = scaling.open_cube(args.cube)
+    now = interval_at(cube, source, n_real, n_synth, n_boot=2000)
+    seeds = int(cube.sizes["seed"])
+    trial_s = float(cube["train_seconds"].sel(source=["real", source]).mean())
+    per_seed = cells_per_seed(cube.sizes["n_real"], cube.sizes["n_synth"], 2)
+    print(f"now: {seeds} seeds, rho {now['estimate']:.3g} [{now['lower']:.3g}, {now['upper']:.3g}], bound ratio "
+          f"{now['ratio']:.3g} ({now['verdict']}); target width {args.width:g}")
+    if now["ratio"] <= args.width:
+        print("  -> done: the interval is already narrow enough")
+        return 0
+    table = plan_seeds(pilot_truth(cube, source), source, n_real, n_synth, [seeds + k for k in args.add], sims=args.sims)
+    rows = []
+    for k in args.add:
+        pred = table.loc[seeds + k]
+        cost = k * per_seed * trial_s
+        gain = float(np.log(now["ratio"]) - np.log(pred["median_ratio"])) if np.isfinite(now["ratio"]) else float("inf")
+        rows.append({"add_seeds": k, "trials": k * per_seed, "compute_s": round(cost, 1),
+                     "median_ratio": round(float(pred["median_ratio"]), 4), "p_estimated": float(pred["p_estimated"]),
+                     "shrink_per_hour": round(gain / max(cost, 1e-9) * 3600, 4), "reaches": bool(pred["median_ratio"] <= args.width)})
+    print(f"  {'+seeds':>6} {'trials':>7} {'compute s':>10} {'median ratio':>12} {'estimated':>9} {'log-width shrink/h':>18}")
+    for r in rows:
+        print(f"  {r['add_seeds']:>6} {r['trials']:>7} {r['compute_s']:>10.0f} {r['median_ratio']:>12.3f} "
+              f"{r['p_estimated']:>9.0%} {r['shrink_per_hour']:>18.3g}{'  reaches the width' if r['reaches'] else ''}")
+    reach = [r for r in rows if r["reaches"]]
+    pick = min(reach, key=lambda r: r["add_seeds"]) if reach else max(rows, key=lambda r: r["shrink_per_hour"])
+    why = ("the fewest seeds whose median sweep reaches the width" if reach else
+           "no candidate reaches the width: the most shrinkage per compute second")
+    print(f"  -> next batch: +{pick['add_seeds']} seeds of real and {source} ({why}); extend the run with "
+          f"`--set seeds=[...]` (finished cells are kept)")
+    out = Path(args.cube).with_name("next.json")
+    write_atomic(out, lambda p: p.write_text(json.dumps({"now": now, "width": args.width, "candidates": rows,
+                                                          "pick": pick, "why": why}, default=float)))
+    return 0
+
+
 def _parse_target(text: str) -> tuple[str, int, int]:
     parts = text.split(":")
     if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
@@ -238,6 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="print the plan and a cost estimate, run nothing")
     s.add_argument("--quiet", action="store_true", help="no progress bars or plan lines")
     s.add_argument("--gpus", type=float, metavar="N", help="with --dry-run: price the wall time on N GPUs")
+    s.add_argument("--adaptive", action="store_true",
+                   help="rounds of extend-refit-decide for one target rate: only the reference and the target source "
+                        "run, seeds are added until the interval is narrow enough (adaptive.json records each round)")
+    s.add_argument("--target", metavar="SOURCE:N_REAL:N_SYNTH", help="with --adaptive: the rate to pin down")
+    s.add_argument("--width", type=float, default=2.0, help="with --adaptive: stop at this bound ratio upper/lower")
+    s.add_argument("--start-seeds", type=int, default=3, help="with --adaptive: seeds of the first round")
+    s.add_argument("--step", type=int, default=1, help="with --adaptive: seeds added per round")
+    s.add_argument("--max-seeds", type=int, default=20, help="with --adaptive: stop at this many seeds")
+    s.add_argument("--budget", type=float, metavar="HOURS", help="with --adaptive: stop once this much compute "
+                                                                  "(train + source seconds) is spent")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (dotted key, YAML value; repeatable), e.g. --set classifier.steps=20 "
                         "--set seeds=[0,1]; the run folder's fingerprint includes the result")
@@ -300,6 +366,16 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--n-test", type=int, default=1000, help="without --pilot: test images")
     pl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     pl.set_defaults(func=_plan)
+    nx = sub.add_parser("next", help="rank the next batch of seeds for one target rate, by shrinkage per compute",
+                        description="From a cube (as pilot), predict the target interval's width after k more seeds "
+                                    "of the reference and the target source, with their compute, and pick the batch; "
+                                    "writes next.json beside the cube.")
+    nx.add_argument("cube", help="results.nc of the run so far")
+    nx.add_argument("--target", required=True, metavar="SOURCE:N_REAL:N_SYNTH", help="the rate to pin down")
+    nx.add_argument("--width", type=float, default=2.0, help="target bound ratio upper/lower (default 2)")
+    nx.add_argument("--add", type=int, nargs="+", default=[1, 2, 4, 8], help="candidate numbers of seeds to add")
+    nx.add_argument("--sims", type=int, default=20, help="simulated sweeps per candidate")
+    nx.set_defaults(func=_next)
     t = sub.add_parser("table", help="c2, R* and rho0 per source and dataset across several cubes",
                        description="One row per (dataset, source): Wang et al.'s c2, the saturating law's R* and "
                                    "rho0 with intervals, and the rate at the largest measured cell.")

@@ -58,5 +58,5 @@ def test_the_cifar10_paper_config_runs_end_to_end_on_cpu_with_every_source(tmp_p
     assert int((cube["status"] == 1).sum()) == cube["status"].size  # every cell done
     assert cube.attrs["dataset"] == "cifar10" and cube.sizes["n_real"] == 2
     assert (cube["source_seconds"].sel(source="closed_set", n_synth=20) > 0).all()
+    # the time is reported (bench/RESULTS.md: 79 s on 2 cores), not asserted: speed belongs in benchmarks
     print(f"rehearsal wall time: {seconds:.1f} s")
-    assert seconds < 180

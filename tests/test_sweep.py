@@ -330,3 +330,24 @@ def test_a_run_grows_by_a_seed_and_an_n_synth_value_and_only_new_cells_run(tmp_p
     with pytest.raises(ConfigError, match="^n_synth"):
         scaling.run_sweep({**extended, "n_synth": [0, 10, 20, 30, 40]}, quiet=True)
     assert sum(_executions(run_dir).values()) == 24
+
+
+def test_adaptive_rounds_extend_one_run_folder_and_record_their_decisions(tmp_path):
+    from runners.adaptive import run_adaptive
+
+    cfg = {**TINY, "sources": ["real", "retrieval"], "storage": str(tmp_path), "seeds": [0, 1, 2, 3, 4],
+           "name": "adapt"}
+    lines = []
+    out = run_adaptive(cfg, ("retrieval", 30, 30), width=1.000001, start=3, step=1, max_seeds=4, quiet=True,
+                       out=lines.append)
+    rounds = out["rounds"]
+    assert [r["seeds"] for r in rounds] == [3, 4] and rounds[-1]["decision"].startswith("stop: 4 seeds")
+    assert rounds[0]["decision"].startswith("+1 seed")
+    run_dir = tmp_path / "adapt"
+    runs = _executions(run_dir)
+    per_seed = 2 * (1 + 2 * 2)  # n_real x (base + n_synth>0 x (real, retrieval))
+    assert sum(runs.values()) == 4 * per_seed and max(runs.values()) == 1  # round 2 ran only the new seed's cells
+    assert json.loads((run_dir / "adaptive.json").read_text())["rounds"] == rounds
+    assert len(lines) == 2 and "round 2: 4 seeds" in lines[1]
+    with pytest.raises(ConfigError, match="^--target"):
+        run_adaptive(cfg, ("closed_set", 30, 30), width=2.0, quiet=True)

@@ -1,0 +1,91 @@
+"""``scaling sweep CONFIG --adaptive --target SOURCE:N_REAL:N_SYNTH --width W``: rounds of extend, refit, decide.
+
+Only the cells the target needs run: the reference (``real``) and the target source — cells of other sources
+cannot narrow the target's interval. The first round runs ``start`` seeds; each later round *extends* the same
+run folder by ``step`` seeds (finished cells are kept, runners.ledger), refits, and stops when the interval's
+bound ratio upper/lower at the target is at most the width, when ``max_seeds`` is reached, or when the compute
+spent passes ``budget_hours``. Every round and the reason for the next step go to ``adaptive.json`` in the run
+folder. Stopping on a narrow interval looks at the data: bench/adaptive_stopping.py measures what that does to
+coverage.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+from runners import storage as run_store
+from runners.config import ConfigError, load_config
+from runners.ledger import write_json_atomic
+from runners.sweep import run_sweep
+from scaling.cube import open_cube
+
+REFERENCE = "real"
+
+
+def check_target(cfg, target: tuple[str, int, int]) -> None:
+    source, n_real, n_synth = target
+    if source == REFERENCE or source not in cfg.sources:
+        raise ConfigError(f"--target: {source!r} is not a synthetic source of this config ({list(cfg.sources)})")
+    if n_real not in cfg.n_real or n_synth not in cfg.n_synth or n_synth == 0:
+        raise ConfigError(f"--target: ({n_real}, {n_synth}) is not a cell of the grid (n_real {list(cfg.n_real)}, "
+                          f"n_synth {list(cfg.n_synth)}, n_synth > 0)")
+
+
+def run_adaptive(config, target: tuple[str, int, int], width: float, *, start: int = 3, step: int = 1,
+                 max_seeds: int = 20, budget_hours: float | None = None, settings=(), storage: str | None = None,
+                 quiet: bool = False, out=print) -> dict:
+    from analysis.planning import interval_at  # the statistics room; runners may use it, never the reverse
+
+    base = load_config(config, settings, storage=storage)
+    check_target(base, target)
+    if width <= 1:
+        raise ConfigError(f"--width: a bound ratio upper/lower must be above 1, got {width}")
+    source, n_real, n_synth = target
+    seeds = list(base.seeds[:start]) if len(base.seeds) >= start else list(range(start))
+    rounds: list[dict] = []
+    while True:
+        sets = [*settings, f"sources=[{REFERENCE}, {source}]", f"seeds={seeds}"]
+        path = run_sweep(config, settings=sets, storage=storage, quiet=quiet)
+        cube = open_cube(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            q = interval_at(cube, source, n_real, n_synth, n_boot=2000)
+        spent = float((cube["train_seconds"].fillna(0).sum() + cube["source_seconds"].fillna(0).sum()) / 3600)
+        row = {"round": len(rounds) + 1, "seeds": len(seeds), "trials": int((cube["status"] == 1).sum()),
+               "hours": round(spent, 4), **{k: q[k] for k in ("estimate", "lower", "upper", "ratio", "verdict")}}
+        if q["ratio"] <= width:
+            row["decision"] = f"stop: bound ratio {q['ratio']:.3g} <= width {width:g}"
+        elif len(seeds) >= max_seeds:
+            row["decision"] = f"stop: {max_seeds} seeds reached (--max-seeds) with ratio {q['ratio']:.3g}"
+        elif budget_hours is not None and spent >= budget_hours:
+            row["decision"] = f"stop: {spent:.3g} h spent >= budget {budget_hours:g} h"
+        else:
+            row["decision"] = (f"+{step} seed(s): ratio {q['ratio']:.3g} > width {width:g}; more seeds of the reference "
+                               f"and {source} narrow it (other sources' cells would not)")
+        rounds.append(row)
+        out(f"round {row['round']}: {row['seeds']} seeds, rho {row['estimate']:.3g} [{row['lower']:.3g}, "
+            f"{row['upper']:.3g}] ratio {row['ratio']:.3g} ({row['verdict']}) -> {row['decision']}")
+        cfg = load_config(config, sets, storage=storage)
+        record = {"target": {"source": source, "n_real": n_real, "n_synth": n_synth}, "width": width,
+                  "rounds": rounds}
+        write_json_atomic(cfg.run_dir / "adaptive.json", record)
+        run_store.push(cfg, cfg.run_dir / "adaptive.json")
+        if row["decision"].startswith("stop"):
+            return {**record, "cube": str(path)}
+        seeds = seeds + [max(seeds) + 1 + i for i in range(step)]
+
+
+def main_adaptive(args) -> int:
+    source, n_real, n_synth = args.target
+    try:
+        run_adaptive(args.config, (source, n_real, n_synth), args.width, start=args.start_seeds, step=args.step,
+                     max_seeds=args.max_seeds, budget_hours=args.budget, settings=args.set, storage=args.storage,
+                     quiet=args.quiet)
+    except ConfigError as exc:
+        print(f"scaling sweep: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+__all__ = ["check_target", "run_adaptive"]
