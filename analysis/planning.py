@@ -191,19 +191,22 @@ def truth_json(truth: PilotTruth) -> str:
 
 
 def sequential_stop(cube: xr.Dataset, source: str, n_real: int, n_synth: int, width: float, *, start: int = 3,
-                    step: int = 1, n_boot: int = 200, **fit_kwargs) -> dict:
+                    step: int = 1, confirm: int = 1, n_boot: int = 200, **fit_kwargs) -> dict:
     """Run an adaptive loop over a cube's seeds in order: fit the first ``start`` seeds, add ``step`` seeds per
-    round, stop at the first round whose interval at the target has bound ratio <= ``width`` (or when the
-    cube's seeds run out). Returns the rounds, the seeds used and the final interval. The stopping rule looks
-    at the data, so its final interval's coverage must be measured, not assumed (bench/adaptive_stopping.py)."""
+    round, stop once ``confirm`` consecutive rounds have an interval at the target with bound ratio <= ``width``
+    (or when the cube's seeds run out). Returns the rounds, the seeds used and the final interval. The stopping
+    rule looks at the data — an interval that came out narrow by luck (its variance underestimated) is the one
+    that stops the loop — so its final coverage must be measured, not assumed (bench/adaptive_stopping.py);
+    ``confirm=2`` asks a lucky narrow interval to survive one more seed."""
     seeds = cube["seed"].values
-    rounds, s = [], start
+    rounds, s, streak = [], start, 0
     while True:
         s = min(s, len(seeds))
         out = interval_at(cube.sel(seed=seeds[:s]), source, n_real, n_synth, n_boot=n_boot, **fit_kwargs)
         rounds.append({"seeds": int(s), **out})
-        if out["ratio"] <= width or s >= len(seeds):
-            return {"seeds": int(s), "rounds": rounds, "reached": bool(out["ratio"] <= width), **out}
+        streak = streak + 1 if out["ratio"] <= width else 0
+        if streak >= confirm or s >= len(seeds):
+            return {"seeds": int(s), "rounds": rounds, "reached": bool(streak >= confirm), **out}
         s += step
 
 

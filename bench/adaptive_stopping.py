@@ -13,7 +13,7 @@ Reported: compute (trials) of the adaptive loop relative to the baseline, whethe
 coverage of its final 95% interval (stopping when an interval happens to be narrow can bias it), next to the
 coverage of the fixed-S interval.
 
-    python bench/adaptive_stopping.py [--runs 200] [--width 1.25] [--workers 2]
+    python bench/adaptive_stopping.py [--runs 200] [--width 1.25] [--workers 2] [--confirm 2]
 """
 
 from __future__ import annotations
@@ -48,9 +48,9 @@ def _fixed(args) -> tuple[float, bool]:
 
 
 def _adaptive(args) -> dict:
-    sources, i, width, max_seeds = args
+    sources, i, width, max_seeds, confirm = args
     cube = simulate_cube(seeds=max_seeds, sources=sources, random_state=50_000 + i, **NOISE, **GRID)
-    out = sequential_stop(cube, "closed_set", *TARGET, width, start=3, step=1, random_state=i)
+    out = sequential_stop(cube, "closed_set", *TARGET, width, start=3, step=1, confirm=confirm, random_state=i)
     out["covered"] = out["lower"] <= true_rate(sources["closed_set"]) <= out["upper"]
     return out
 
@@ -62,22 +62,26 @@ def main() -> None:
     ap.add_argument("--sims", type=int, default=30, help="simulated full grids per seed count")
     ap.add_argument("--max-seeds", type=int, default=20)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--confirm", type=int, default=2, help="consecutive rounds at the width before stopping")
+    ap.add_argument("--skip-full", action="store_true", help="take the full-grid baseline from --full-seeds instead")
+    ap.add_argument("--full-seeds", type=int, default=8)
     args = ap.parse_args()
     per_seed_full = cells_per_seed(len(GRID["n_real"]), len(GRID["n_synth"]), FULL_SOURCES)
     per_seed_adaptive = cells_per_seed(len(GRID["n_real"]), len(GRID["n_synth"]), 2)
-    print(f"target {TARGET}, width (bound ratio) <= {args.width}; trials per seed: full grid {per_seed_full}, "
+    print(f"target {TARGET}, width (bound ratio) <= {args.width}, stop after {args.confirm} round(s) at the width; "
+          f"trials per seed: full grid {per_seed_full}, "
           f"adaptive (reference + target source) {per_seed_adaptive}")
     with ProcessPoolExecutor(args.workers) as pool:
         for name, sources in TRUTHS.items():
             t0 = time.perf_counter()
-            base = None
-            for s in range(4, args.max_seeds + 1, 2):
+            base = (args.full_seeds, float("nan"), float("nan")) if args.skip_full else None
+            for s in ([] if args.skip_full else range(4, args.max_seeds + 1, 2)):
                 res = list(pool.map(_fixed, [(sources, s, i, args.width) for i in range(args.sims)]))
                 med = float(np.median([r for r, _ in res]))
                 if med <= args.width:
                     base = (s, med, float(np.mean([c for _, c in res])))
                     break
-            runs = list(pool.map(_adaptive, [(sources, i, args.width, args.max_seeds) for i in range(args.runs)]))
+            runs = list(pool.map(_adaptive, [(sources, i, args.width, args.max_seeds, args.confirm) for i in range(args.runs)]))
             used = np.array([r["seeds"] for r in runs])
             reached = np.mean([r["reached"] for r in runs])
             cover = np.mean([r["covered"] for r in runs])
