@@ -8,6 +8,8 @@ import numpy as np
 from paper_figures.style import new_figure, source_color, source_label, source_marker
 
 CAP = 1e4  # upper bounds beyond this (including inf: "may be worth nothing") are drawn as arrows at the cap
+FLOOR = 1e-2  # lower bounds below this (a fit's 1e-14 is "no lower bound") are drawn as arrows at the floor:
+# without it one such bound stretches the log axis over 30 decades and its tick labels vanish
 VERDICT_TAGS = {"not identified": "n.i.", "no measurable gain": "no gain", "hurts": "hurts"}
 
 
@@ -29,8 +31,9 @@ def figure(results: dict, n_synth: int | None = None):
     for off, (name, (r, est, lo, hi, ns, verdict)) in zip(offsets, data.items()):
         x = r * 10 ** off
         top = np.minimum(hi, CAP)
-        shown = np.minimum(est, CAP)
-        ax.errorbar(x, shown, yerr=[np.clip(shown - lo, 0, None), np.clip(top - shown, 0, None)],
+        shown = np.clip(est, FLOOR, CAP)
+        bottom = np.maximum(lo, FLOOR)
+        ax.errorbar(x, shown, yerr=[np.clip(shown - bottom, 0, None), np.clip(top - shown, 0, None)],
                     fmt="none", ecolor=source_color(name), capsize=3, lw=1.4)
         # filled marker: an estimated rate; hollow: a verdict other than 'estimated' (no number to quote)
         est_ok = verdict == "estimated"
@@ -46,6 +49,10 @@ def figure(results: dict, n_synth: int | None = None):
         if capped.any():
             ax.scatter(x[capped], np.full(capped.sum(), CAP * 1.25), marker=r"$\uparrow$", color=source_color(name),
                        s=120)
+        floored = ~(lo >= FLOOR)
+        if floored.any():
+            ax.scatter(x[floored], np.full(floored.sum(), FLOOR / 1.25), marker=r"$\downarrow$",
+                       color=source_color(name), s=120)
     ax.axhline(1, color="grey", ls=":", lw=1)
     ax.text(min(d[0].min() for d in data.values()), 1.08, "1 synthetic = 1 real", color="grey", fontsize=7)
     ax.set_xscale("log")
@@ -58,7 +65,7 @@ def figure(results: dict, n_synth: int | None = None):
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("real base size n_real")
     ax.set_ylabel("synthetic images per real image (rho)")
-    ax.set_title(f"exchange rate, 95% CI (arrow: upper bound above {CAP:g})", fontsize=10)
+    ax.set_title(f"exchange rate, 95% CI (arrows: bounds beyond {FLOOR:g} or {CAP:g})", fontsize=10)
     ax.plot([], [], "o", color="grey", mfc="white", label="hollow: no rate to quote (n.i. = not identified)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)

@@ -191,3 +191,21 @@ def test_table_command_lists_c2_rstar_and_rho0_per_source(cube, tmp_path):
     lines = out.stdout.strip().splitlines()
     assert lines[0] == "| dataset | source | c2 | R* | rho0 | rho at largest cell |"
     assert len(lines) == 2 + 2 and "| closed_set |" in lines[2] and "| open_set |" in lines[3]
+
+
+def test_a_vanishing_lower_bound_is_an_arrow_not_thirty_decades_of_axis(results, monkeypatch):
+    """A rate interval whose lower bound is 1e-30 (a fit's 'no lower bound') is drawn to the floor with an
+    arrow; the axis keeps readable tick labels (session 5: the digits figure lost them)."""
+    real = exchange_rate.rate_data
+
+    def with_tiny_lower(res, n_synth=None):
+        data = real(res, n_synth)
+        r, est, lo, hi, ns, verdict = data["closed_set"]
+        data["closed_set"] = (r, est, np.full_like(lo, 1e-30), hi, ns, verdict)
+        return data
+
+    monkeypatch.setattr(exchange_rate, "rate_data", with_tiny_lower)
+    ax = exchange_rate.figure(results).axes[0]
+    assert ax.get_ylim()[0] > exchange_rate.FLOOR / 10
+    assert [c for c in ax.collections if c.get_offsets().size and
+            np.allclose(c.get_offsets()[:, 1], exchange_rate.FLOOR / 1.25)]
