@@ -302,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--start-seeds", type=int, default=3, help="with --adaptive: seeds of the first round")
     s.add_argument("--step", type=int, default=1, help="with --adaptive: seeds added per round")
     s.add_argument("--max-seeds", type=int, default=20, help="with --adaptive: stop at this many seeds")
+    s.add_argument("--confirm", type=int, default=2, help="with --adaptive: rounds in a row at the width before "
+                                                          "stopping (1 stops on the first; it costs coverage)")
     s.add_argument("--budget", type=float, metavar="HOURS", help="with --adaptive: stop once this much compute "
                                                                   "(train + source seconds) is spent")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
