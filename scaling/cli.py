@@ -261,6 +261,13 @@ def _parse_prior(text: str) -> dict:
     return out
 
 
+def _add_target_options(p) -> None:
+    """--target and --width, as plan and next read them."""
+    p.add_argument("--target", required=True, metavar="SOURCE:N_REAL:N_SYNTH", help="the rate to pin down")
+    p.add_argument("--width", type=float, default=2.0,
+                   help="target bound ratio upper/lower of the 95%% interval (default 2: within about x/1.4)")
+
+
 def _add_fit_options(p) -> None:
     p.add_argument("--law", default="auto", choices=list(EQUIVALENCE_LAWS) + ["auto"],
                    help="equivalence law (default auto: the laws weighted inside every replicate by held-out error)")
@@ -352,14 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--quiet", action="store_true", help="no progress bar")
     u.set_defaults(func=_tune_recipe)
     pl = sub.add_parser("plan", help="seeds needed for a target interval width, by simulating the sweep",
-                        description="Simulate the config's sweep at candidate seed counts from a pilot cube (its cell "
-                                    "means and noise) or from stated priors, fit every simulated cube, and print the "
+                        description="Simulate the config's sweep at candidate seed counts from a pilot cube (the laws "
+                                    "fitted to it and its noise) or from stated priors, fit every simulated cube, and print the "
                                     "width of the exchange rate's interval at the target cell, verdict shares and cost.")
     pl.add_argument("config", help="YAML sweep config (grid and cost)")
     pl.add_argument("--pilot", help="results.nc of a pilot sweep on the same grid (recommended)")
-    pl.add_argument("--target", required=True, metavar="SOURCE:N_REAL:N_SYNTH", help="the rate to pin down")
-    pl.add_argument("--width", type=float, default=2.0,
-                    help="target bound ratio upper/lower of the 95%% interval (default 2: within about x/1.4)")
+    _add_target_options(pl)
     pl.add_argument("--seeds", type=int, nargs="+", default=[3, 5, 8, 12], help="candidate seed counts")
     pl.add_argument("--sims", type=int, default=20, help="simulated sweeps per seed count (default 20)")
     pl.add_argument("--prior", default="rate=4,seed_sd=0.1",
@@ -373,8 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "of the reference and the target source, with their compute, and pick the batch; "
                                     "writes next.json beside the cube.")
     nx.add_argument("cube", help="results.nc of the run so far")
-    nx.add_argument("--target", required=True, metavar="SOURCE:N_REAL:N_SYNTH", help="the rate to pin down")
-    nx.add_argument("--width", type=float, default=2.0, help="target bound ratio upper/lower (default 2)")
+    _add_target_options(nx)
     nx.add_argument("--add", type=int, nargs="+", default=[1, 2, 4, 8], help="candidate numbers of seeds to add")
     nx.add_argument("--sims", type=int, default=20, help="simulated sweeps per candidate")
     nx.set_defaults(func=_next)
