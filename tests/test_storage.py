@@ -2,11 +2,9 @@
 reached through pyarrow.fs exactly as a cluster reaches S3. Skipped with a message if the server cannot start."""
 
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import yaml
 import scaling
 from runners import storage
 from runners.config import load_config
-from tests.test_sweep import TINY, _held, _own_ray_processes, _wait_for  # noqa: F401 (the autouse Ray fixture)
+from tests.test_sweep import TINY, _held, _kill_node, _own_ray_processes, _wait_for  # noqa: F401 (the autouse Ray fixture)
 
 pytestmark = pytest.mark.slow
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -50,27 +48,6 @@ def s3():
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
-
-
-def _kill_ray_workers() -> None:
-    """SIGKILL the Ray processes this module started (all live under its RAY_TMPDIR), and wait until they are gone."""
-    root = os.environ["RAY_TMPDIR"]
-    for _ in range(50):
-        alive = []
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            if root in cmdline and int(pid) != os.getpid():
-                alive.append(int(pid))
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        if not alive:
-            return
-        time.sleep(0.1)
 
 
 def _uri(endpoint: str, prefix: str) -> str:
@@ -111,9 +88,7 @@ def test_a_bucket_only_sweep_is_killed_and_resumed_without_recomputing_finished_
     probe = load_config({**TINY, "storage": uri})
     _wait_for(lambda: release.with_suffix(".held").exists() and len(_bucket_ledger(probe)) >= 3, proc,
               "3 trials in the bucket and the held one started")
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-sweep
-    proc.wait()
-    _kill_ray_workers()  # and its node with it: no trial of node A may still finish and upload after this point
+    _kill_node(proc)  # the driver dies mid-sweep with its node: no trial of node A may finish and upload after this
     done_before = _bucket_ledger(probe)
     assert 3 <= len(done_before) < 12 and "real-r30-s30-seed1" not in done_before
     # another machine: nothing local survives, the bucket is the only storage

@@ -94,6 +94,51 @@ def _wait_for(predicate, proc, what: str, timeout: float = 240) -> None:
         time.sleep(0.1)
 
 
+def _descendants(root: int) -> list[int]:
+    """``root`` and every process below it (Linux /proc), parents before children."""
+    children: dict[int, list[int]] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the name field may hold spaces and parentheses
+        children.setdefault(ppid, []).append(int(pid))
+    tree, i = [root], 0
+    while i < len(tree):
+        tree += children.get(tree[i], [])
+        i += 1
+    return tree
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+def _kill_node(proc: subprocess.Popen) -> None:
+    """SIGKILL a driver and every process it started (its Ray node: GCS, raylet, trial workers), as a crashed
+    machine would lose them, and wait until they are gone. The tree is frozen (SIGSTOP) first, so no worker can
+    spawn, finish a trial or upload a ledger entry between being found and being killed; a process group alone
+    misses Ray workers that left the group, and their titles ("ray::...") no longer say where they came from."""
+    frozen: list[int] = []
+    while new := [p for p in _descendants(proc.pid) if p not in frozen]:
+        for pid in new:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGSTOP)
+        frozen += new
+    for pid in frozen:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 30
+    while not all(_gone(pid) for pid in frozen):
+        assert time.time() < deadline, "the killed node's processes did not go away"
+        time.sleep(0.05)
+
+
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     cfg_path = tmp_path / "tiny.yaml"
     cfg_path.write_text(yaml.safe_dump({**TINY, "storage": str(tmp_path / "interrupted")}))
@@ -103,8 +148,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for(lambda: release.with_suffix(".held").exists() and sum(_executions(run_dir).values()) >= 3, proc,
               "3 trials finished and the held one started")
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-sweep, as on a crash
-    proc.wait()
+    _kill_node(proc)  # the driver dies mid-sweep with its Ray node, as on a crash
     done_before = _executions(run_dir)
     assert 3 <= sum(done_before.values()) < 12 and "real-r30-s30-seed1" not in done_before
     path = scaling.run_sweep(cfg_path, quiet=True)
