@@ -74,7 +74,9 @@ def generator_rates(hp: dict, shape) -> list[tuple[str, float, str]]:
     train_rate = step_rate * bs / hp["batch_size"]
     model, _ = train_diffusion(x, y, 10, {**timed_hp, "train_steps": 1}, seed=0)
     n_sample = 16 if not gpu else 256
-    sample_rate = _timed(lambda n: sample_diffusion(model, np.arange(n_sample * n) % 10, 10, hp, seed=0), n_sample)
+    sample_hp = {**hp, "sample_batch": n_sample}  # whole batches of the timed size
+    sample_rate = _timed(lambda n: sample_diffusion(model, np.arange(n_sample * n) % 10, 10, sample_hp, seed=0),
+                         n_sample)
     note = f"timed at batch {bs}" + ("" if bs == hp["batch_size"] else f", scaled to the preset's {hp['batch_size']}")
     return [(f"generator_train/{levels}/{shape_key(shape)}", train_rate, note),
             (f"generator_sample/{levels}/{shape_key(shape)}", sample_rate, f"{hp['sample_steps']} steps, guidance")]

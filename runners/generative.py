@@ -22,6 +22,7 @@ from diffusers import DDPMScheduler, DiffusionPipeline, DPMSolverMultistepSchedu
 from tqdm import tqdm
 
 from runners.options import check_resolution
+from runners.streams import batch_seed
 from runners.train import resident_rows
 
 NUM_TRAIN_TIMESTEPS = 1000
@@ -91,9 +92,21 @@ def train_diffusion(images: np.ndarray, labels: np.ndarray, n_classes: int, hp: 
 
 
 @torch.no_grad()
-def sample_diffusion(model, labels: np.ndarray, n_classes: int, hp: dict, *, seed: int, device: str | None = None,
-                     batch: int = 512, progress: bool = False) -> np.ndarray:
-    """Images (N, C, H, W) uint8 for the requested ``labels``, by DPM-Solver++ with classifier-free guidance."""
+def whole_batches(labels: np.ndarray, batch: int) -> None:
+    if len(labels) % batch:
+        raise ValueError(f"sample_batch: {len(labels)} labels are not whole batches of {batch} (pools are sampled "
+                         "in whole batches, so that a larger pool keeps a smaller one as its prefix)")
+
+
+def sample_diffusion(model, labels: np.ndarray, n_classes: int, hp: dict, *, seed: int, first_batch: int = 0,
+                     device: str | None = None, progress: bool = False) -> np.ndarray:
+    """Images (N, C, H, W) uint8 for the requested ``labels``, by DPM-Solver++ with classifier-free guidance.
+
+    ``labels`` are whole batches of ``hp["sample_batch"]``, the first being batch ``first_batch`` of the stream
+    ``seed``: batch b's noise comes from its own seed, so sampling batches 4-7 later gives the same images as
+    sampling 0-7 at once (a pool that grows keeps what it has)."""
+    batch = int(hp["sample_batch"])
+    whole_batches(labels, batch)
     device = _device(device)
     model = model.to(device).eval()
     # thresholding clips the predicted x0 to the data range; without it the first steps of a cosine
@@ -101,10 +114,10 @@ def sample_diffusion(model, labels: np.ndarray, n_classes: int, hp: dict, *, see
     solver = DPMSolverMultistepScheduler.from_config(noise_scheduler().config, algorithm_type="dpmsolver++",
                                                      thresholding=True, sample_max_value=1.0)
     shape = (model.config.in_channels, model.config.sample_size, model.config.sample_size)
-    gen = torch.Generator(device=device).manual_seed(seed)
     out = []
     w = float(hp["guidance"])
     for start in tqdm(range(0, len(labels), batch), desc="sampling", disable=not progress, leave=False):
+        gen = torch.Generator(device=device).manual_seed(batch_seed(seed, first_batch + start // batch))
         lab = torch.as_tensor(labels[start:start + batch], dtype=torch.int64, device=device)
         z = torch.randn((len(lab),) + shape, device=device, generator=gen)
         solver.set_timesteps(int(hp["sample_steps"]), device=device)
@@ -151,15 +164,18 @@ def load_generator(folder: Path):
 
 def sample_text2image(pipeline_dir, class_names: list[str], labels: np.ndarray, shape: tuple[int, int, int], *,
                       prompt: str = "a photo of {}", seed: int, steps: int = 25, guidance: float = 7.5,
-                      device: str | None = None, batch: int = 16, progress: bool = False) -> np.ndarray:
-    """Prompt a local pipeline with class names; resize to the dataset's (C, H, W); uint8."""
+                      device: str | None = None, batch: int = 16, first_batch: int = 0,
+                      progress: bool = False) -> np.ndarray:
+    """Prompt a local pipeline with class names; resize to the dataset's (C, H, W); uint8. Whole batches, each
+    with its own seed, as :func:`sample_diffusion`."""
+    whole_batches(labels, batch)
     device = _device(device)
     pipe = DiffusionPipeline.from_pretrained(pipeline_dir, local_files_only=True, use_safetensors=True,
                                              safety_checker=None, requires_safety_checker=False).to(device)
     pipe.set_progress_bar_config(disable=True)
-    gen = torch.Generator(device=device).manual_seed(seed)
     out = []
     for start in tqdm(range(0, len(labels), batch), desc="text-to-image", disable=not progress, leave=False):
+        gen = torch.Generator(device=device).manual_seed(batch_seed(seed, first_batch + start // batch))
         prompts = [prompt.format(class_names[c]) for c in labels[start:start + batch]]
         img = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance, generator=gen,
                    output_type="pt").images.float()  # (B, 3, h, w) in [0, 1]
@@ -167,4 +183,4 @@ def sample_text2image(pipeline_dir, class_names: list[str], labels: np.ndarray, 
         if shape[0] == 1:
             img = (img * torch.tensor([0.299, 0.587, 0.114], device=img.device)[:, None, None]).sum(1, keepdim=True)
         out.append((img.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
-    return np.concatenate(out)
+    return np.concatenate(out) if out else np.zeros((0,) + tuple(shape), np.uint8)

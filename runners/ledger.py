@@ -19,6 +19,7 @@ from pathlib import Path
 
 from runners import storage
 from runners.config import ConfigError, protocol_label
+from runners.pools import POOL_VERSION
 from scaling.cube import write_atomic
 
 
@@ -47,18 +48,14 @@ def package_version() -> str:
 
 def cell_fingerprint(cfg, cell: dict) -> str:
     """What determines one cell's numbers beyond its coordinates: the run's fixed fields (dataset, split,
-    classifier and protocol), its source's options and pool size when it uses a pool, the package version,
-    and the torch thread count (``cpus_per_trial`` changes accuracies in the 3rd decimal). Not the rest of the
-    grid: a run extended by seeds, n_real or n_synth values or sources keeps its finished cells."""
+    classifier and protocol), its source's options when it uses a pool (and the pool recipe's version), the
+    package version, and the torch thread count (``cpus_per_trial`` changes accuracies in the 3rd decimal). Not
+    the rest of the grid, and not the pool's size (cells take prefixes of prefix-stable pools): a run extended by
+    seeds, n_real or n_synth values (larger ones too) or sources keeps its finished cells."""
     key = {"fixed": cfg.fixed_fingerprint(), "package": package_version(), "threads": cfg.threads}
     if cell["n_synth"] > 0:
-        key.update(options=cfg.options(cell["source"]), pool_size=pool_size(cfg))
+        key.update(options=cfg.options(cell["source"]), pool_version=POOL_VERSION)
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:16]
-
-
-def pool_size(cfg) -> int:
-    """Images per pool: every pool holds max(n_synth), and cells take prefixes."""
-    return int(max(cfg.n_synth))
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
@@ -105,10 +102,6 @@ def _check_extension(cfg, old: dict) -> None:
         if json.loads(json.dumps(was, default=list)) != json.loads(json.dumps(cfg.source_options.get(src) or {}, default=list)):
             raise ConfigError(f"source_options.{src}: differs from the run in {cfg.run_dir} (its pools and cells were "
                               "made with the old options) — use another name")
-    if max(before["n_synth"]) != max(cfg.n_synth):
-        raise ConfigError(f"n_synth: the run's pools hold max(n_synth) = {max(before['n_synth'])} images and every "
-                          f"cell is a prefix of them; a largest value of {max(cfg.n_synth)} would change every pool "
-                          "— add values below it, or use another name")
 
 
 def _growth(before: dict, cfg) -> str:
@@ -122,7 +115,7 @@ def _growth(before: dict, cfg) -> str:
 
 def check_ledger(cfg) -> set[str]:
     """Keys of the finished cells of this grid; a damaged entry, or one computed under another cell fingerprint
-    (package version, thread count, pool size), is refused before anything runs — never reused, never silently
+    (package version, thread count, pool recipe), is refused before anything runs — never reused, never silently
     overwritten. Entries of cells outside the grid (a run that shrank) are left alone."""
     done = set()
     storage.pull_tree(cfg, cfg.run_dir / "ledger")  # a remote run folder: entries finished on any node

@@ -18,12 +18,18 @@ ENCODERS = ("pixels", "classifier", "clip")  # retrieval embeddings in runners.e
 # `cifar` and `medmnist` are GPU presets at the scale of Wang et al.'s class-conditional models.
 PRESETS = {
     "tiny": dict(block_out_channels=(16, 32), layers_per_block=1, attention=False, train_steps=600,
-                 batch_size=32, lr=3e-3, ema_decay=0.995, sample_steps=20, guidance=2.0, p_uncond=0.1),
+                 batch_size=32, lr=3e-3, ema_decay=0.995, sample_steps=20, guidance=2.0, p_uncond=0.1, sample_batch=50),
     "medmnist": dict(block_out_channels=(64, 128, 128), layers_per_block=2, attention=True, train_steps=40_000,
-                     batch_size=128, lr=2e-4, ema_decay=0.9995, sample_steps=25, guidance=2.0, p_uncond=0.1),
+                     batch_size=128, lr=2e-4, ema_decay=0.9995, sample_steps=25, guidance=2.0, p_uncond=0.1,
+                     sample_batch=250),
     "cifar": dict(block_out_channels=(128, 256, 256, 256), layers_per_block=2, attention=True, train_steps=100_000,
-                  batch_size=128, lr=2e-4, ema_decay=0.9999, sample_steps=25, guidance=2.0, p_uncond=0.1),
+                  batch_size=128, lr=2e-4, ema_decay=0.9999, sample_steps=25, guidance=2.0, p_uncond=0.1,
+                  sample_batch=250),
 }
+# sample_batch: images per sampling batch. Each batch draws its own noise stream and pools hold whole batches, so
+# a pool that grows (a larger n_synth) keeps its batches and samples only new ones, and any pool is a prefix of
+# a larger one. Fixed per preset, not per pool size: a batch's images depend on its composition (the model runs
+# on the whole batch), so the batch boundaries must not move when a pool grows.
 PRESET_KEYS = tuple(PRESETS["tiny"])
 RETRIEVAL_DEFAULTS = {"encoder": "pixels", "dedup_threshold": 0.98, "clip_dir": None, "pool": None}
 # a pool at scale: precomputed embeddings (.npy, N x d, by the same encoder as the queries) and a uint8 image
@@ -31,7 +37,7 @@ RETRIEVAL_DEFAULTS = {"encoder": "pixels", "dedup_threshold": 0.98, "clip_dir": 
 # configs without it keep their pool keys
 EMBEDDED_POOL_DEFAULTS = {"embeddings": None, "images": None, "index": "flat", "nprobe": 32, "ef_search": 128}
 INDEXES = ("flat", "ivf", "hnsw")
-TEXT2IMAGE_DEFAULTS = {"prompt": "a photo of {}", "steps": 25, "guidance": 7.5}
+TEXT2IMAGE_DEFAULTS = {"prompt": "a photo of {}", "steps": 25, "guidance": 7.5, "batch": 16}  # batch: as sample_batch
 
 
 def content_hash(spec: dict) -> str:
@@ -49,7 +55,15 @@ def resolve_preset(options: dict) -> dict:
         raise ValueError(f"{unknown[0]}: unknown generator option (known: preset, {', '.join(PRESET_KEYS)})")
     hp = {**PRESETS[name], **{k: v for k, v in options.items() if k != "preset"}}
     hp["block_out_channels"] = tuple(int(c) for c in hp["block_out_channels"])
+    hp["sample_batch"] = _positive_int(hp, "sample_batch")
     return hp
+
+
+def _positive_int(opts: dict, key: str) -> int:
+    value = opts[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key}: must be a positive integer, got {value!r}")
+    return value
 
 
 def check_resolution(hp: dict, shape: tuple[int, int, int]) -> None:
@@ -66,6 +80,7 @@ def _text2image(raw: dict) -> dict:
     if unknown:
         raise ValueError(f"{unknown[0]}: unknown text-to-image option (known: pipeline, "
                          f"{', '.join(TEXT2IMAGE_DEFAULTS)})")
+    opts["batch"] = _positive_int(opts, "batch")
     opts["pipeline"] = str(Path(opts["pipeline"]).resolve())
     # the folder's model index enters the key: another checkpoint in the same folder is another pool
     index_file = Path(opts["pipeline"]) / "model_index.json"

@@ -22,6 +22,7 @@ from runners.generative import build_unet
 from runners.pools import pool_key
 from runners.quality import JUDGE
 from runners.sources import REGISTRY, generator_trainings
+from runners.sources.base import padded_size
 
 # (images, (C, H, W)) of datasets whose files may not be in place yet (a dry run before the download):
 # CIFAR-10/100 as torchvision ships them, BloodMNIST as MedMNIST v2 ships it, ImageNet-100 as the usual
@@ -106,8 +107,9 @@ def stages(cfg, device: str, table: dict | None = None) -> list[Stage]:
         n_pools = sum(1 for j in jobs if j["source"] == source)
         if not n_pools:
             continue
-        size = max(cfg.n_synth)
         opts = cfg.options(source)
+        batch = opts["generator"]["sample_batch"] if "generator" in opts else opts.get("text2image", {}).get("batch", 1)
+        size = padded_size(max(cfg.n_synth), batch)  # generators sample whole batches
         stored = size * pixels if source in ("closed_set", "open_set") or opts.get("pool") or opts.get("embeddings") \
             else size * 8  # generated and external images are stored; real and own-dataset picks are indices
         if source == "real":

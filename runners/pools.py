@@ -1,9 +1,11 @@
 """Where pools and generator weights live, what names them, and what a trial reads back.
 
-A pool is ``max(n_synth)`` labelled images for one (source, n_real, seed); trials take prefixes, so the
-``n_synth`` values of a sweep are nested subsets. Every artefact is named by a content hash of what
-determines it (dataset, split, source options, n_real when it matters, seed, size): preparing an existing
-pool is a file read, and a changed option can never reuse a stale one.
+A pool is at least ``max(n_synth)`` labelled images for one (source, n_real, seed); trials take prefixes, so
+the ``n_synth`` values of a sweep are nested subsets. Every source builds its pools prefix-stable (a pool of
+400 is the first 400 images of the pool of 800), so the size is not part of a pool's name: a run whose largest
+n_synth grows extends its pools in place and keeps every finished cell. Every artefact is named by a content
+hash of what determines it (dataset, split, source options, n_real when it matters, seed): preparing an
+existing pool is a file read, and a changed option can never reuse a stale one.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from runners.data import dataset_of
 from runners.options import content_hash
 from scaling.cube import write_atomic
 
-POOL_VERSION = 3  # bump when the recipe changes what a cached pool contains
+POOL_VERSION = 4  # bump when the recipe changes what a cached pool contains
 SHARES_ACROSS_N_REAL = ("open_set",)  # pools that do not depend on the base subset
 # arrays a pool file holds besides images/labels; trials skip them
 QUALITY_ARRAYS = ("features", "domain_direction")
@@ -40,8 +42,7 @@ def dataset_spec(cfg) -> dict:
 
 def pool_spec(cfg, source: str, n_real: int, seed: int) -> dict:
     """Everything that determines a pool's content."""
-    spec = {**dataset_spec(cfg), "source": source, "seed": int(seed), "size": int(max(cfg.n_synth)),
-            "options": cfg.options(source)}
+    spec = {**dataset_spec(cfg), "source": source, "seed": int(seed), "options": cfg.options(source)}
     if source not in SHARES_ACROSS_N_REAL:
         spec["n_real"] = int(n_real)
     return spec
@@ -57,9 +58,25 @@ def pool_paths(cfg, source: str, n_real: int, seed: int) -> tuple[Path, Path]:
     return folder / f"{source}-{key}.npz", folder / f"{source}-{key}.json"
 
 
-def is_prepared(cfg, source: str, n_real: int, seed: int) -> bool:
+def prepared_size(cfg, source: str, n_real: int, seed: int) -> int:
+    """Images in the finished pool of (source, n_real, seed); 0 when there is none."""
     npz, meta_path = pool_paths(cfg, source, n_real, seed)
-    return storage.pull(cfg, meta_path) and storage.pull(cfg, npz)  # the meta marks a finished pool
+    if not (storage.pull(cfg, meta_path) and storage.pull(cfg, npz)):  # the meta marks a finished pool
+        return 0
+    return int(json.loads(meta_path.read_text())["size"])
+
+
+def is_prepared(cfg, source: str, n_real: int, seed: int) -> bool:
+    """A finished pool holds the sweep's largest n_synth (a smaller one is extended, not used)."""
+    return prepared_size(cfg, source, n_real, seed) >= max(cfg.n_synth)
+
+
+def read_pool(cfg, source: str, n_real: int, seed: int) -> Pool:
+    """A finished pool's arrays (without the figure arrays, which are recomputed) and meta record."""
+    npz, meta_path = pool_paths(cfg, source, n_real, seed)
+    with np.load(npz) as f:
+        arrays = {k: f[k] for k in f.files if k not in QUALITY_ARRAYS}
+    return Pool(arrays, json.loads(meta_path.read_text()))
 
 
 def generator_folder(cfg, key: str) -> Path:

@@ -33,6 +33,12 @@ def torch_seed(name: str, seed: int, n_real: int | None = None) -> int:
     return int(_sequence(seed, n_real, name).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
+def batch_seed(seed: int, batch: int) -> int:
+    """The torch seed of batch ``batch`` of a stream whose seed is ``seed``: batches drawn independently of
+    each other, so a pool can grow by whole batches and keep the ones it has."""
+    return int(np.random.SeedSequence([int(seed), int(batch)]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
 def shared_seed(name: str) -> int:
     """The torch seed of a model every seed shares (trained once per run)."""
     return torch_seed(name, SHARED)

@@ -19,11 +19,11 @@ pytestmark = pytest.mark.slow  # Ray sweeps and generator training: the fast lan
 TINY_GEN = {"block_out_channels": [8, 16], "train_steps": 12, "batch_size": 8, "sample_steps": 4}
 
 
-def _cfg(run_dir, **extra):
+def _cfg(run_dir, n_synth=(0, 10, 30), **extra):
     """A validated SweepConfig whose run folder is ``run_dir`` (the one config type sources take)."""
     return load_config({"name": run_dir.name, "storage": str(run_dir.parent), "dataset": {"name": "digits"},
                         "sources": ["real", "closed_set", "open_set", "retrieval"], "n_real": [20, 40],
-                        "test_fraction": 0.25, "n_synth": [0, 10, 30], "seeds": [0, 1],
+                        "test_fraction": 0.25, "n_synth": list(n_synth), "seeds": [0, 1],
                         "resources": {"cpus_per_trial": 1},
                         "source_options": {"closed_set": TINY_GEN, "open_set": TINY_GEN, **extra}})
 
@@ -38,7 +38,7 @@ def test_closed_set_pool_is_balanced_uint8_and_deterministic(run_dir, tmp_path):
     meta = sources.prepare_pool(cfg, "closed_set", 20, 0)
     with np.load(pools.pool_paths(cfg, "closed_set", 20, 0)[0]) as f:
         images, labels = f["images"], f["labels"]
-    assert images.shape == (30, 1, 8, 8) and images.dtype == np.uint8
+    assert images.shape == (50, 1, 8, 8) and images.dtype == np.uint8  # max(n_synth) = 30 in whole batches of 50
     assert np.bincount(labels[:10], minlength=10).tolist() == [1] * 10  # every prefix is class-balanced
     assert meta["generator_seconds"] > 0 and 0 <= meta["label_accuracy"] <= 1 and meta["frechet_distance"] >= 0
     folder = run_dir / "generators" / meta["generator"]
@@ -117,13 +117,49 @@ def test_text_to_image_pipeline_from_a_local_folder(tmp_path):
     folder = tiny_text2image_pipeline(tmp_path / "t2i")
     check_pipeline_dir(folder)
     labels = np.array([0, 1, 2, 3])
-    a = sample_text2image(folder, [str(i) for i in range(10)], labels, (1, 8, 8), seed=0, steps=2)
-    b = sample_text2image(folder, [str(i) for i in range(10)], labels, (1, 8, 8), seed=0, steps=2)
+    a = sample_text2image(folder, [str(i) for i in range(10)], labels, (1, 8, 8), seed=0, steps=2, batch=2)
+    b = sample_text2image(folder, [str(i) for i in range(10)], labels, (1, 8, 8), seed=0, steps=2, batch=2)
     assert a.shape == (4, 1, 8, 8) and a.dtype == np.uint8
     np.testing.assert_array_equal(a, b)
+    # batch 1 of a stream, sampled on its own, is the second half of the two batches sampled at once
+    later = sample_text2image(folder, [str(i) for i in range(10)], labels[2:], (1, 8, 8), seed=0, steps=2, batch=2,
+                              first_batch=1)
+    np.testing.assert_array_equal(later, a[2:])
     cfg = _cfg(tmp_path / "run", open_set={"pipeline": str(folder), "steps": 2, "prompt": "a digit {}"})
     meta = sources.prepare_pool(cfg, "open_set", 20, 0)
-    assert meta["generator"] == str(folder.resolve()) and meta["size"] == 30
+    assert meta["generator"] == str(folder.resolve()) and meta["size"] == 32  # 30 in whole batches of 16
+
+
+@pytest.mark.parametrize("source", ["closed_set", "open_set", "real", "retrieval"])
+def test_a_pool_grows_with_the_largest_n_synth_keeping_its_prefix(source, tmp_path, monkeypatch):
+    """A run whose largest n_synth grows from 30 to 55 extends its pools: the old images stay the prefix, a
+    generator samples only the new batches, and the result is byte-identical to a pool made at 55 at once."""
+    gen = {**TINY_GEN, "sample_batch": 10}
+    opts = {"closed_set": gen, "open_set": gen}
+    small = _cfg(tmp_path / "grown", **opts)
+    grown = _cfg(tmp_path / "grown", n_synth=(0, 10, 30, 55), **opts)
+    fresh = _cfg(tmp_path / "fresh", n_synth=(0, 10, 30, 55), **opts)
+    sources.prepare_pool(small, source, 20, 0)
+    before = pools.read_pool(small, source, 20, 0).arrays
+    sampled = []
+    module = sources.REGISTRY[source]
+    if hasattr(module, "sample_diffusion"):  # count the batches the extension samples (the real sampler runs)
+        real_sampler = module.sample_diffusion
+        monkeypatch.setattr(module, "sample_diffusion",
+                            lambda model, labels, *a, **k: sampled.append(len(labels)) or real_sampler(model, labels, *a, **k))
+    meta = sources.prepare_pool(grown, source, 20, 0)
+    after = pools.read_pool(grown, source, 20, 0).arrays
+    n = len(before["labels"])
+    assert n >= 30 and len(after["labels"]) >= 55 and meta["size"] == len(after["labels"])
+    for name in before:
+        np.testing.assert_array_equal(after[name][:n], before[name])  # finished cells' inputs unchanged
+    if hasattr(module, "sample_diffusion"):
+        assert sampled == [30]  # batches 3, 4, 5 of 10 images: 30 -> 60 rows
+    sources.prepare_pool(fresh, source, 20, 0)
+    at_once = pools.read_pool(fresh, source, 20, 0).arrays
+    assert sorted(at_once) == sorted(after)
+    for name in after:
+        np.testing.assert_array_equal(after[name], at_once[name])
 
 
 def _sweep(**extra):

@@ -1,4 +1,6 @@
-"""Sources: for each (source, n_real, seed), a pool of ``max(n_synth)`` labelled images; trials take prefixes.
+"""Sources: for each (source, n_real, seed), a pool of at least ``max(n_synth)`` labelled images; trials take
+prefixes. Every source builds prefix-stable pools (the pool of 400 is the first 400 of the pool of 800), so a
+run whose largest n_synth grows extends its pools and keeps its finished cells.
 
 | source      | pool                                                                                   |
 |-------------|----------------------------------------------------------------------------------------|
@@ -16,8 +18,10 @@ Each source is one module with ``NAME``, ``prepare(ctx) -> Pool`` and ``generato
 
 from __future__ import annotations
 
+import numpy as np
+
 from runners.options import SOURCES
-from runners.pools import is_prepared, pool_images, pool_key, read_meta, save_pool
+from runners.pools import Pool, pool_images, pool_key, prepared_size, read_meta, read_pool, save_pool
 from runners.quality import measure
 from runners.sources import closed_set, open_set, real, retrieval
 from runners.sources.base import Context
@@ -27,20 +31,38 @@ assert tuple(REGISTRY) == SOURCES, "every source the config accepts has a module
 
 
 def prepare_pool(cfg, source: str, n_real: int, seed: int, *, progress: bool = False) -> dict:
-    """Build (or find) the pool of one (source, n_real, seed), measure its quality; returns its meta record."""
-    if is_prepared(cfg, source, n_real, seed):
-        return read_meta(cfg, source, n_real, seed)
+    """Build (or find, or extend) the pool of one (source, n_real, seed), measure its quality; returns its meta
+    record. A finished pool smaller than the sweep's largest n_synth is extended: generators sample only the new
+    batches, real and retrieval pools (index arithmetic and one search) are rebuilt; either way the old images
+    stay the new pool's prefix."""
     if source not in REGISTRY:
         raise ValueError(f"sources: unknown source {source!r}; choose from {tuple(REGISTRY)}")
     size = int(max(cfg.n_synth))
-    ctx = Context(cfg, source, int(n_real), int(seed), size, progress)
+    have = prepared_size(cfg, source, n_real, seed)
+    if have >= size:
+        return read_meta(cfg, source, n_real, seed)
+    previous = read_pool(cfg, source, n_real, seed) if have else None
+    ctx = Context(cfg, source, int(n_real), int(seed), size, progress, previous)
     pool = REGISTRY[source].prepare(ctx)
+    if previous is not None:
+        _check_prefix(previous, pool, source)
     record, kept = measure(cfg, pool_images(cfg, pool.arrays), pool.arrays["labels"], seed)
-    pool.meta.update(source=source, n_real=int(n_real), seed=int(seed), size=size,
+    pool.meta.update(source=source, n_real=int(n_real), seed=int(seed), size=len(pool.arrays["labels"]),
                      key=pool_key(cfg, source, n_real, seed), **record)
     pool.arrays.update(kept)
     save_pool(cfg, source, n_real, seed, pool)
     return pool.meta
+
+
+def _check_prefix(previous: Pool, pool: Pool, source: str) -> None:
+    """The extended pool must start with the old one: finished cells used its prefixes. A mismatch (a search
+    whose ranks moved with k, e.g. HNSW) is an error, not a silent change of finished cells' inputs."""
+    n = len(previous.arrays["labels"])
+    for name in ("labels", "images", "indices"):
+        if name in previous.arrays and not np.array_equal(previous.arrays[name], pool.arrays[name][:n]):
+            raise RuntimeError(f"n_synth: extending the {source} pool from {n} to {len(pool.arrays['labels'])} "
+                               f"images changed its first {n} ({name}), which finished cells used; run the larger "
+                               "grid under another name")
 
 
 def generator_trainings(cfg) -> int:

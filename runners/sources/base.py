@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Callable
 
 import numpy as np
 
@@ -12,7 +14,8 @@ from runners.data import ImageData, base_and_real_pool, dataset_of
 
 @dataclass(frozen=True)
 class Context:
-    """One pool to build: (source, n_real, seed) of a sweep, ``size`` images."""
+    """One pool to build: (source, n_real, seed) of a sweep, at least ``size`` images; ``previous`` is the
+    smaller pool of the same (source, n_real, seed) when the run has grown its largest n_synth."""
 
     cfg: object  # runners.config.SweepConfig
     source: str
@@ -20,6 +23,7 @@ class Context:
     seed: int
     size: int
     progress: bool = False
+    previous: object | None = None  # runners.pools.Pool
 
     @cached_property
     def options(self) -> dict:
@@ -51,3 +55,28 @@ def balanced_labels(n: int, n_classes: int, rng: np.random.Generator) -> np.ndar
 def no_generator_cost() -> dict:
     """The cost fields of a pool that trains no generator (real images, retrieval, a ready-made pipeline)."""
     return {"generator_seconds": 0.0, "generator_shared_by": 1}
+
+
+def sampled_in_batches(ctx: Context, batch: int, labels: np.ndarray,
+                       sample: Callable[[np.ndarray, int], np.ndarray]) -> tuple[np.ndarray, float]:
+    """(images, sampling seconds) of a generator's pool: whole batches, the labels' first rows covering
+    ``ctx.size`` rounded up to a batch. A pool that grows keeps its batches (same labels, same per-batch noise
+    streams) and calls ``sample(labels of the new batches, index of the first new batch)`` for the rest, so it
+    ends up byte-identical to a pool sampled at the new size in one go (tested)."""
+    total = padded_size(ctx.size, batch)
+    if len(labels) != total:
+        raise ValueError(f"{len(labels)} labels for a pool of {total} rows")
+    kept, images, seconds = 0, [], 0.0
+    old = ctx.previous
+    if old is not None and "images" in old.arrays:
+        n = len(old.arrays["labels"])
+        if n % batch == 0 and n <= total and np.array_equal(old.arrays["labels"], labels[:n]):
+            kept, images, seconds = n, [old.arrays["images"]], float(old.meta.get("sample_seconds", 0.0))
+    t0 = time.perf_counter()
+    images.append(sample(labels[kept:], kept // batch))
+    return np.concatenate(images), seconds + time.perf_counter() - t0
+
+
+def padded_size(size: int, batch: int) -> int:
+    """Rows a pool sampled in whole batches holds for ``size`` images."""
+    return -(-size // batch) * batch

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 from runners import storage, streams
 from runners.generative import sample_diffusion, train_or_load
 from runners.options import content_hash
 from runners.pools import Pool, dataset_spec, generator_folder
-from runners.sources.base import Context, balanced_labels
+from runners.sources.base import Context, balanced_labels, padded_size, sampled_in_batches
 
 NAME = "closed_set"
 
@@ -31,10 +29,11 @@ def prepare(ctx: Context) -> Pool:
                                 ctx.n_classes, hp, seed=streams.torch_seed("generator_train", ctx.seed, ctx.n_real),
                                 progress=ctx.progress, desc=f"closed_set r{ctx.n_real} seed{ctx.seed}")
     storage.push_tree(ctx.cfg, folder)  # a remote run folder keeps the weights (no-op when already there)
-    labels = balanced_labels(ctx.size, ctx.n_classes, streams.rng("pool_labels", ctx.seed, ctx.n_real))
-    t0 = time.perf_counter()
-    images = sample_diffusion(model, labels, ctx.n_classes, hp, progress=ctx.progress,
-                              seed=streams.torch_seed("generator_sample", ctx.seed, ctx.n_real))
+    labels = balanced_labels(padded_size(ctx.size, hp["sample_batch"]), ctx.n_classes,
+                             streams.rng("pool_labels", ctx.seed, ctx.n_real))
+    seed = streams.torch_seed("generator_sample", ctx.seed, ctx.n_real)
+    images, seconds = sampled_in_batches(ctx, hp["sample_batch"], labels, lambda lab, first: sample_diffusion(
+        model, lab, ctx.n_classes, hp, seed=seed, first_batch=first, progress=ctx.progress))
     return Pool({"images": images, "labels": labels},
-                {"generator_seconds": meta["train_seconds"], "generator_shared_by": 1,
-                 "sample_seconds": time.perf_counter() - t0, "generator": key})
+                {"generator_seconds": meta["train_seconds"], "generator_shared_by": 1, "sample_seconds": seconds,
+                 "generator": key})

@@ -7,14 +7,12 @@ Either way the pool depends on the seed only, not on n_real.
 
 from __future__ import annotations
 
-import time
-
 from runners import storage, streams
 from runners.data import dataset_of, non_test
 from runners.generative import load_generator, sample_diffusion, sample_text2image, train_or_load
 from runners.options import content_hash
 from runners.pools import Pool, dataset_spec, generator_folder
-from runners.sources.base import Context, balanced_labels, no_generator_cost
+from runners.sources.base import Context, balanced_labels, no_generator_cost, padded_size, sampled_in_batches
 
 NAME = "open_set"
 
@@ -44,29 +42,35 @@ def prepare_generator(cfg, progress: bool = False) -> dict:
     return meta
 
 
-def _text2image(ctx: Context, labels) -> Pool:
+def _labels(ctx: Context, batch: int):
+    return balanced_labels(padded_size(ctx.size, batch), ctx.n_classes, streams.rng("pool_labels", ctx.seed))
+
+
+def _text2image(ctx: Context) -> Pool:
     t = ctx.options["text2image"]
-    t0 = time.perf_counter()
-    images = sample_text2image(t["pipeline"], ctx.data.classes, labels, ctx.data.shape, prompt=t["prompt"],
-                               seed=streams.torch_seed("generator_sample", ctx.seed), steps=int(t["steps"]),
-                               guidance=float(t["guidance"]), progress=ctx.progress)
+    labels = _labels(ctx, t["batch"])
+    images, seconds = sampled_in_batches(ctx, t["batch"], labels, lambda lab, first: sample_text2image(
+        t["pipeline"], ctx.data.classes, lab, ctx.data.shape, prompt=t["prompt"], steps=int(t["steps"]),
+        seed=streams.torch_seed("generator_sample", ctx.seed), guidance=float(t["guidance"]), batch=t["batch"],
+        first_batch=first, progress=ctx.progress))
     return Pool({"images": images, "labels": labels},
-                {**no_generator_cost(), "sample_seconds": time.perf_counter() - t0, "generator": t["pipeline"]})
+                {**no_generator_cost(), "sample_seconds": seconds, "generator": t["pipeline"]})
 
 
 def prepare(ctx: Context) -> Pool:
-    labels = balanced_labels(ctx.size, ctx.n_classes, streams.rng("pool_labels", ctx.seed))
     if not uses_generator(ctx.cfg):
-        return _text2image(ctx, labels)
+        return _text2image(ctx)
+    hp = ctx.options["generator"]
     key = generator_key(ctx.cfg)
     folder = generator_folder(ctx.cfg, key)
     if not (folder / "meta.json").exists():
         prepare_generator(ctx.cfg, ctx.progress)
     model, meta = load_generator(folder)
-    t0 = time.perf_counter()
-    images = sample_diffusion(model, labels, ctx.n_classes, ctx.options["generator"], progress=ctx.progress,
-                              seed=streams.torch_seed("generator_sample", ctx.seed))
+    labels = _labels(ctx, hp["sample_batch"])
+    seed = streams.torch_seed("generator_sample", ctx.seed)
+    images, seconds = sampled_in_batches(ctx, hp["sample_batch"], labels, lambda lab, first: sample_diffusion(
+        model, lab, ctx.n_classes, hp, seed=seed, first_batch=first, progress=ctx.progress))
     # one generator serves every seed's pool: its training cost is shared among them
     return Pool({"images": images, "labels": labels},
                 {"generator_seconds": meta["train_seconds"], "generator_shared_by": len(ctx.cfg.seeds),
-                 "sample_seconds": time.perf_counter() - t0, "generator": key})
+                 "sample_seconds": seconds, "generator": key})

@@ -41,7 +41,10 @@ def retrieve(query: np.ndarray, pool, size: int, *, excluded: np.ndarray | None 
     n = index.ntotal
     k = min(n, int(np.ceil(size / len(query))) * 2 + 4 + (0 if excluded is None else int(excluded.sum() > 0) * 16))
     while True:
-        _, nn = index.search(query, k)
+        sims, nn = index.search(query, k)
+        # ties (duplicate images) broken by index: faiss orders them by its heap, which depends on k, and the
+        # pool of a larger n_synth (a larger k) must start with the smaller one
+        nn = np.take_along_axis(nn, np.lexsort((nn, -sims), axis=-1), axis=-1)
         taken = np.zeros(n, bool) if excluded is None else excluded.copy()
         picks, owners = [], []
         for rank in range(k):  # rank-major: prefix n takes the best neighbours of all queries first
