@@ -858,7 +858,7 @@ def _param_flag(est, lo, hi, domain, boot) -> str:
 
 def _answer_text(row: dict) -> str:
     """One line of the answer: the bold number only when the verdict is 'estimated'."""
-    rate = f"{_fmt(row['estimate'])} [{_fmt(row['lower'])}, {_fmt(row['upper'])}]"
+    rate = f"{_fmt(row['estimate'])} {format_interval(row['lower'], row['upper'])}"
     gain = row.get("gain")
     gain_txt = "" if gain is None or not np.isfinite(gain[0]) else \
         f"; accuracy gain {gain[0]:+.3f} [{gain[1]:+.3f}, {gain[2]:+.3f}]"
@@ -875,6 +875,23 @@ class Summary(str):
 
     def __repr__(self) -> str:
         return str(self)
+
+
+# Interval bounds of a rate (or a ratio of rates) beyond these carry no information a reader can use — a lower
+# bound of 3e-16 or an upper one of 3e+92 says "the interval admits nothing / everything" — and print as 0 / inf.
+RATE_BOUND_SHOWN = (1e-3, 1e6)
+
+
+def format_interval(lower, upper, digits: int = 3, inf: str = "inf") -> str:
+    """``[lower, upper]`` of a rate, with bounds outside :data:`RATE_BOUND_SHOWN` as 0 and ``inf``."""
+    def bound(x) -> str:
+        x = float(x)
+        if np.isfinite(x) and 0 <= x < RATE_BOUND_SHOWN[0]:
+            return "0"
+        if np.isinf(x) and x > 0 or np.isfinite(x) and x > RATE_BOUND_SHOWN[1]:
+            return inf
+        return _fmt(x, digits)
+    return f"[{bound(lower)}, {bound(upper)}]"
 
 
 def _fmt(x, digits: int = 3) -> str:

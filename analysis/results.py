@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from analysis.result import EquivalenceResult, ExtrapolationWarning, Summary, _fmt, warn_if_extrapolated
+from analysis.result import (EquivalenceResult, ExtrapolationWarning, Summary, _fmt, format_interval,
+                             warn_if_extrapolated)
 
 
 class EquivalenceResults(Mapping):
@@ -115,7 +116,7 @@ class EquivalenceResults(Mapping):
         """The table as Markdown; a rate whose verdict is not 'estimated' is shown in parentheses."""
         t = self.table(n_synth)
         head = "| source | n_real | rho | CI | verdict |\n|---|---|---|---|---|"
-        body = [f"| {s} | {r} | {_fmt(row.rho, digits)} | [{_fmt(row.lower, digits)}, {_fmt(row.upper, digits)}] | "
+        body = [f"| {s} | {r} | {_fmt(row.rho, digits)} | {format_interval(row.lower, row.upper, digits)} | "
                 f"{row.verdict} |" for (s, r), row in t.iterrows()]
         return "\n".join([head] + body)
 
@@ -131,7 +132,7 @@ class EquivalenceResults(Mapping):
             cells = []
             for c in cols:
                 row = t.loc[(source, c)]
-                txt = f"{_fmt(row.rho, digits)} [{_fmt(row.lower, digits)}, {_fmt(row.upper, digits)}]"
+                txt = f"{_fmt(row.rho, digits)} {format_interval(row.lower, row.upper, digits)}"
                 cells.append(txt if row.verdict == "estimated" else f"({txt})")
             lines.append(source.replace("_", r"\_") + " & " + " & ".join(cells) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}",

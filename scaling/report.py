@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from analysis.result import CI_METHODS
+from analysis.result import CI_METHODS, format_interval
 from analysis.verdict import ESTIMATED_MAX_RATIO
 from scaling.cube import PROTOCOL_DIM, STATUS_DONE, open_cube, protocol_slice, status_counts
 
@@ -144,6 +144,10 @@ def _fmt(x: float, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
+def _interval(lower: float, upper: float) -> str:
+    return format_interval(lower, upper, inf="∞")
+
+
 def answer_lines(results: dict) -> list[str]:
     """The Answer section: per source and base size, the verdict first; a bold rate only when estimated."""
     md = []
@@ -161,9 +165,8 @@ def answer_lines(results: dict) -> list[str]:
         md.append(f"- **{name}** — {lead} (synthetic images per real image at n_synth = {ns}; heaviest law "
                   f"'{res.law_chosen}'):")
         for r in rows:
-            rate = f"{_fmt(r['estimate'])} [{_fmt(r['lower'])}, {_fmt(r['upper'])}]"
-            if r["verdict"] == "estimated":
-                rate = f"**{_fmt(r['estimate'])}** [{_fmt(r['lower'])}, {_fmt(r['upper'])}]"
+            bold = "**" if r["verdict"] == "estimated" else ""
+            rate = f"{bold}{_fmt(r['estimate'])}{bold} {_interval(r['lower'], r['upper'])}"
             gain = r["gain"]
             gain_txt = "" if gain is None or not np.isfinite(gain[0]) else \
                 f"; accuracy gain {gain[0]:+.3f} [{gain[1]:+.3f}, {gain[2]:+.3f}]"
@@ -217,7 +220,7 @@ def interval_method_lines(results: dict) -> list[str]:
     for name, res in results.items():
         for r in res.headline():
             t = res.interval_methods(r["n_real"], r["n_synth"])
-            rows.append([name, r["n_real"]] + [f"[{_fmt(t.loc[m, 'lower'])}, {_fmt(t.loc[m, 'upper'])}] "
+            rows.append([name, r["n_real"]] + [f"{_interval(t.loc[m, 'lower'], t.loc[m, 'upper'])} "
                                                f"{t.loc[m, 'verdict']}" for m in t.index])
     return [_md_table(["source", "n_real", *CI_METHODS], rows)]
 
@@ -259,7 +262,7 @@ def comparison_lines(results) -> list[str]:
     for r in first.cells["n_real"].values:
         t = results.compare(int(r), ns)
         for row in t.itertuples():
-            rows.append([f"{row.a} / {row.b}", int(r), ns, f"{_fmt(row.ratio)} [{_fmt(row.lower)}, {_fmt(row.upper)}]",
+            rows.append([f"{row.a} / {row.b}", int(r), ns, f"{_fmt(row.ratio)} {_interval(row.lower, row.upper)}",
                          "yes" if row.differ else "no"])
     return ["Ratio of exchange rates rho_a / rho_b (above 1: *b* needs fewer images per real image). The sources "
             "share their seed resamples, so the ratio's interval is paired.", "",
@@ -278,7 +281,7 @@ def protocol_lines(full_cube, out: Path, n_boot: int, skipped: dict, **fit_kwarg
         skipped["protocol comparison"] = str(exc)
         return []
     rows = [[r.protocol, r.source, r.n_real, r.n_synth,
-             f"{'**' if r.best else ''}{_fmt(r.rho)}{'**' if r.best else ''} [{_fmt(r.lower)}, {_fmt(r.upper)}]",
+             f"{'**' if r.best else ''}{_fmt(r.rho)}{'**' if r.best else ''} {_interval(r.lower, r.upper)}",
              r.verdict] for r in table.itertuples()]
     md = ["## Exchange rate per training protocol", "",
           "The rate is part of a training protocol: the budget policy (`steps`: every classifier trains the "
@@ -347,7 +350,8 @@ def write_report(cube_path, out_dir, *, n_boot: int = 1000, sources=None, domain
         md += answer_lines(results)
         md += protocol_md
         md += ["", "An upper bound of ∞ means the interval admits a real-image equivalent of zero: the added images "
-               "may be worth nothing at that size.", ""]
+               "may be worth nothing at that size. Bounds above 10^6 print as ∞ and below 0.001 as 0: a bound of "
+               "1e+92 or 3e-16 only says the interval admits everything or nothing.", ""]
         md += ["## Table (rho [CI] at a matched budget)", "", results.to_markdown(), ""]
         md += comparison_lines(results)
         md += ["## What this answer rests on", ""] + caveat_lines(cube, results) + [""]
@@ -433,7 +437,7 @@ def law_table(cube_paths, *, n_boot: int = 1000, **fit_kwargs):
                 p = res.params.loc[param]
                 row[label] = f"{_fmt(p.estimate)} [{_fmt(p.lower)}, {_fmt(p.upper)}]" + (f" ({p.flag})" if p.flag else "")
             head = max(res.headline(), key=lambda h: h["n_real"])
-            row["rho at largest cell"] = (f"{_fmt(head['estimate'])} [{_fmt(head['lower'])}, {_fmt(head['upper'])}] "
+            row["rho at largest cell"] = (f"{_fmt(head['estimate'])} {_interval(head['lower'], head['upper'])} "
                                           f"n_real={head['n_real']}, n_synth={head['n_synth']}: {head['verdict']}")
             rows.append(row)
     return pd.DataFrame(rows)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import scaling
-from analysis.result import ExtrapolationWarning
+from analysis.result import ExtrapolationWarning, format_interval
 
 TWO = {"closed_set": {"exchange_rate": 4.0}, "open_set": {"exchange_rate": 2.0}}
 
@@ -90,3 +90,11 @@ def test_every_source_writes_to_one_netcdf_file(both, tmp_path):
     back = xr.open_dataset(tmp_path / "fit.nc", engine="h5netcdf")
     np.testing.assert_allclose(back["param_estimate"].values, ds["param_estimate"].values)
     np.testing.assert_array_equal(back["verdict"].values, ds["verdict"].values)
+
+
+def test_rate_bounds_that_carry_no_information_print_as_0_and_inf():
+    # bounds like these came out of the digits default (closed_set / open_set at n_real 50: [1.07, 3.19e+92])
+    assert format_interval(1.07, 3.19e92) == "[1.070, inf]"
+    assert format_interval(2.68e-16, np.inf, inf="∞") == "[0, ∞]"
+    assert format_interval(0.441, 1.42e4) == "[0.441, 1.42e+04]"  # informative bounds keep their digits
+    assert format_interval(2.73, 4.03) == "[2.730, 4.030]"
