@@ -882,15 +882,18 @@ class Summary(str):
 RATE_BOUND_SHOWN = (1e-3, 1e6)
 
 
-def format_interval(lower, upper, digits: int = 3, inf: str = "inf") -> str:
-    """``[lower, upper]`` of a rate, with bounds outside :data:`RATE_BOUND_SHOWN` as 0 and ``inf``."""
+def format_interval(lower, upper, digits: int = 3, inf: str = "inf", fmt=None) -> str:
+    """``[lower, upper]`` of a rate, with bounds outside :data:`RATE_BOUND_SHOWN` as 0 and ``inf``; other
+    bounds by ``fmt(x, digits)`` (default: this module's number style)."""
+    fmt = fmt or _fmt
+
     def bound(x) -> str:
         x = float(x)
         if np.isfinite(x) and 0 <= x < RATE_BOUND_SHOWN[0]:
             return "0"
         if np.isinf(x) and x > 0 or np.isfinite(x) and x > RATE_BOUND_SHOWN[1]:
             return inf
-        return _fmt(x, digits)
+        return fmt(x, digits)
     return f"[{bound(lower)}, {bound(upper)}]"
 
 

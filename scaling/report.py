@@ -145,7 +145,7 @@ def _fmt(x: float, digits: int = 3) -> str:
 
 
 def _interval(lower: float, upper: float) -> str:
-    return format_interval(lower, upper, inf="∞")
+    return format_interval(lower, upper, inf="∞", fmt=_fmt)
 
 
 def answer_lines(results: dict) -> list[str]:
