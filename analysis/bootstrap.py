@@ -112,7 +112,7 @@ def bca_interval(point: np.ndarray, boot: np.ndarray, jack: np.ndarray, ci: floa
 
 
 def jackknife_t_interval(point: np.ndarray, jack: np.ndarray, ci: float, extra: np.ndarray | None = None,
-                         extra_null: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                         extra_null: np.ndarray | None = None, extra_groups: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Leave-one-seed-out t interval: ``point ± t_{S-1} · se_jack`` (on the log scale for positive quantities).
 
     The jackknife variance of a smooth statistic is biased upwards (Efron & Stein 1981), and the Student-t
@@ -124,27 +124,38 @@ def jackknife_t_interval(point: np.ndarray, jack: np.ndarray, ci: float, extra: 
     the test set's sampling noise is shared by all seeds and invisible to the seed jackknife. Part of
     that variance, each classifier's own luck on the items, is already in the seed jackknife; ``extra_null``
     (the same deletions after shuffling the items independently per classifier, which keeps exactly that
-    part) measures it, and only the excess is added.
+    part) measures it, and only the excess is added. ``extra_groups`` = G: ``extra`` and ``extra_null`` hold
+    several independent leave-one-group-out sets of G rows each (random groupings), whose jackknife variances
+    are averaged (default: one set); a grouping with a failed or non-positive row (on the log scale) is left out
+    of the average rather than switching the whole interval to another scale or to the percentile fallback —
+    with many groupings, one bad row among hundreds would otherwise decide the interval.
     """
     s = jack.shape[0]
-    both = jack if extra is None else np.concatenate([jack, extra] + ([] if extra_null is None else [extra_null]), axis=0)
-    positive = np.all(both > 0, axis=0) & (point > 0)
+    positive = np.all(jack > 0, axis=0) & (point > 0)  # the seed jackknife decides the scale
 
-    def jack_var(j):
+    def scaled(j):
+        return np.where(positive, np.log(np.where(j > 0, j, np.nan)), j)
+
+    def jack_var(j):  # NaN where a row is missing
         g = j.shape[0]
-        jl = np.where(positive, np.log(np.where(positive, j, 1.0)), j)
-        return (g - 1) / g * np.nansum((jl - np.nanmean(jl, axis=0)) ** 2, axis=0)
+        jl = scaled(j)
+        return (g - 1) / g * np.sum((jl - np.mean(jl, axis=0)) ** 2, axis=0)
+
+    def mean_jack_var(j):  # one leave-one-group-out variance per grouping, averaged over the complete ones
+        blocks = np.split(j, j.shape[0] // (extra_groups or j.shape[0]))
+        return np.nanmean([jack_var(b) for b in blocks], axis=0)
 
     with np.errstate(invalid="ignore", divide="ignore"):
         pl = np.where(positive, np.log(np.where(positive, point, 1.0)), point)
         var = jack_var(jack)
         if extra is not None:
-            var = var + np.maximum(jack_var(extra) - (0.0 if extra_null is None else jack_var(extra_null)), 0.0)
+            excess = mean_jack_var(extra) - (0.0 if extra_null is None else mean_jack_var(extra_null))
+            var = var + np.maximum(np.nan_to_num(excess, nan=0.0), 0.0)  # no complete grouping: the seed part alone
         se = np.sqrt(var)
     half = stats.t.ppf(1 - (1 - ci) / 2, s - 1) * se
     lo, hi = pl - half, pl + half
     with np.errstate(over="ignore"):
         lo = np.where(positive, np.exp(np.clip(lo, -700, 700)), lo)
         hi = np.where(positive, np.exp(np.clip(hi, -700, 700)), hi)
-    bad = ~np.all(np.isfinite(both), axis=0)
+    bad = ~np.all(np.isfinite(jack), axis=0) | ~np.isfinite(point)
     return np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)

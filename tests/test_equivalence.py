@@ -213,3 +213,28 @@ def test_jackknife_t_interval_of_a_mean_is_the_classical_t_interval():
     # a positive quantity (here exp of the mean) gets its interval on the log scale
     lo, hi = jackknife_t_interval(np.array(np.exp(x.mean())), np.exp(jack), 0.95)
     assert float(lo) == pytest.approx(np.exp(x.mean() - half)) and float(hi) == pytest.approx(np.exp(x.mean() + half))
+
+
+
+def test_the_test_set_variance_is_averaged_over_groupings_and_a_failed_grouping_is_left_out():
+    """jackknife_t_interval with several groupings of the test images: the added variance is the mean over the
+    complete groupings of (test-group variance - shuffled-null variance), on the seed jackknife's log scale."""
+    from scipy import stats
+
+    from analysis.bootstrap import jackknife_t_interval
+
+    point = np.array([4.0])
+    jack = np.array([[3.8], [4.1], [4.3], [3.9], [4.0]])
+    extra = np.array([[3.0], [5.0], [3.5], [4.5], [np.nan], [4.0]])  # 3 groupings of 2; the last one failed
+    null = np.array([[4.0], [4.2], [4.1], [3.9], [4.0], [4.0]])
+
+    def var(rows):
+        rows = np.log(np.asarray(rows, float))
+        return (len(rows) - 1) / len(rows) * np.sum((rows - rows.mean()) ** 2)
+
+    excess = np.mean([var(extra[0:2]), var(extra[2:4])]) - np.mean([var(null[0:2]), var(null[2:4]), var(null[4:6])])
+    se = np.sqrt(var(jack) + max(excess, 0.0))
+    lo, hi = jackknife_t_interval(point, jack, 0.95, extra=extra, extra_null=null, extra_groups=2)
+    half = stats.t.ppf(0.975, 4) * se
+    np.testing.assert_allclose([lo[0], hi[0]], [4.0 * np.exp(-half), 4.0 * np.exp(half)], rtol=1e-12)
+    assert excess > 0  # the test-set part is really in the interval here
