@@ -91,13 +91,13 @@ def train_diffusion(images: np.ndarray, labels: np.ndarray, n_classes: int, hp: 
     return ema, time.perf_counter() - t0
 
 
-@torch.no_grad()
 def whole_batches(labels: np.ndarray, batch: int) -> None:
     if len(labels) % batch:
         raise ValueError(f"sample_batch: {len(labels)} labels are not whole batches of {batch} (pools are sampled "
                          "in whole batches, so that a larger pool keeps a smaller one as its prefix)")
 
 
+@torch.no_grad()
 def sample_diffusion(model, labels: np.ndarray, n_classes: int, hp: dict, *, seed: int, first_batch: int = 0,
                      device: str | None = None, progress: bool = False) -> np.ndarray:
     """Images (N, C, H, W) uint8 for the requested ``labels``, by DPM-Solver++ with classifier-free guidance.

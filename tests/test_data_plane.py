@@ -257,3 +257,23 @@ def test_embedded_pool_options_are_checked_up_front(tmp_path):
         with pytest.raises(ConfigError) as err:
             load_config({**base, "source_options": {"retrieval": opts}})
         assert str(err.value).startswith(field)
+
+
+def test_sampling_builds_no_autograd_graph_and_later_batches_match_one_go():
+    """Sampling runs under no_grad (a graph kept across 25 solver steps would hold every activation of a batch
+    on the GPU), and batch b sampled on its own equals batch b of a larger call (pools grow by batches)."""
+    from runners.generative import build_unet, sample_diffusion
+    from runners.options import resolve_preset
+
+    hp = {**resolve_preset({"block_out_channels": [8, 16], "sample_steps": 2}), "sample_batch": 3}
+    torch.manual_seed(0)
+    model = build_unet(hp, (1, 8, 8), 10)
+    grad_seen = []
+    model.register_forward_pre_hook(lambda *_: grad_seen.append(torch.is_grad_enabled()))
+    labels = np.arange(6) % 10
+    both = sample_diffusion(model, labels, 10, hp, seed=5)
+    assert grad_seen and not any(grad_seen)
+    second = sample_diffusion(model, labels[3:], 10, hp, seed=5, first_batch=1)
+    np.testing.assert_array_equal(second, both[3:])
+    with pytest.raises(ValueError, match="^sample_batch"):
+        sample_diffusion(model, labels[:4], 10, hp, seed=5)
