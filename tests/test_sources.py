@@ -171,6 +171,7 @@ def _sweep(**extra):
     ({"source_options": {"closed_set": {"preset": "huge"}}}, "source_options.closed_set.preset"),
     ({"source_options": {"closed_set": {"learning_rate": 1}}}, "source_options.closed_set.learning_rate"),
     ({"source_options": {"closed_set": {"train_steps": 0}}}, "source_options.closed_set.train_steps"),
+    ({"source_options": {"closed_set": {"sample_batch": 0}}}, "source_options.closed_set.sample_batch"),
     ({"source_options": {"open_set": {"block_out_channels": [8, 8, 8, 8, 8]}}}, "source_options.open_set.block_out_channels"),
     ({"source_options": {"retrieval": {"encoder": "sift"}}}, "source_options.retrieval.encoder"),
     ({"source_options": {"retrieval": {"encoder": "clip"}}}, "source_options.retrieval.clip_dir"),
