@@ -142,6 +142,11 @@ def _cell_var(acc: np.ndarray, n_test: int) -> np.ndarray:
     return cell_moments(acc, np.ones((1, acc.shape[0])), n_test)[1][0]
 
 
+def _weighted_accuracy(items: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Accuracy of every (replicate, seed, cell) under test-image weights (R, T); ``items`` (S, C, T)."""
+    return np.einsum("sct,rt->rsc", items, weights, optimize=True) / weights.shape[1]
+
+
 def _test_weights(n_items: int, n_boot: int, rng) -> tuple[np.ndarray, np.ndarray]:
     """Test-image weights: multinomial bootstrap rows (row 0 all ones) and leave-one-group-out rows,
     ``TEST_REPEATS`` random groupings of ``TEST_GROUPS`` rows each."""
@@ -200,9 +205,8 @@ def fit_arrays(acc: xr.DataArray, sources: list[str], opts: FitOptions, *, n_tes
     all_items = {ref.name: ref_items, **{p[0].name: p[1] for p in pairs}} if use_items else {}
 
     def pipeline(counts, test_w=None, items=None, item_acc=None):
-        if test_w is not None:  # accuracy of every (replicate, seed, cell) under the test-image weights
-            T = test_w.shape[1]
-            item_acc = {name: np.einsum("sct,rt->rsc", it, test_w, optimize=True) / T for name, it in items.items()}
+        if test_w is not None:
+            item_acc = {name: _weighted_accuracy(it, test_w) for name, it in items.items()}
         return run_pipeline(counts, ref, srcs, ref_var=ref_var, src_var=src_var, curve_law=opts.curve_law, e0=e0,
                             fit_beta=fit_beta, law=opts.law, item_acc=item_acc)
 
@@ -221,7 +225,7 @@ def fit_arrays(acc: xr.DataArray, sources: list[str], opts: FitOptions, *, n_tes
         null_acc = {k: [] for k in all_items}
         for rows in np.split(test_jack, TEST_REPEATS):
             for k, v in all_items.items():
-                null_acc[k].append(np.einsum("sct,rt->rsc", rng.permuted(v, axis=-1), rows, optimize=True) / v.shape[-1])
+                null_acc[k].append(_weighted_accuracy(rng.permuted(v, axis=-1), rows))
         tnull = pipeline(np.ones((len(test_jack), n_seeds)), item_acc={k: np.concatenate(v) for k, v in null_acc.items()})
     if reps.curve.bound_names:
         warnings_common.append(f"reference curve sits on a bound ({', '.join(reps.curve.bound_names)})")

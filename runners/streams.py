@@ -30,13 +30,18 @@ def rng(name: str, seed: int, n_real: int | None = None) -> np.random.Generator:
 
 def torch_seed(name: str, seed: int, n_real: int | None = None) -> int:
     """A 63-bit integer seed for torch (``torch.manual_seed`` takes an int) from the same stream."""
-    return int(_sequence(seed, n_real, name).generate_state(1, np.uint64)[0] >> np.uint64(1))
+    return _torch_int(_sequence(seed, n_real, name))
 
 
 def batch_seed(seed: int, batch: int) -> int:
     """The torch seed of batch ``batch`` of a stream whose seed is ``seed``: batches drawn independently of
     each other, so a pool can grow by whole batches and keep the ones it has."""
-    return int(np.random.SeedSequence([int(seed), int(batch)]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+    return _torch_int(np.random.SeedSequence([int(seed), int(batch)]))
+
+
+def _torch_int(sequence: np.random.SeedSequence) -> int:
+    """A 63-bit non-negative int (what ``torch.Generator.manual_seed`` takes) from a SeedSequence."""
+    return int(sequence.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 def shared_seed(name: str) -> int:
