@@ -112,7 +112,8 @@ def bca_interval(point: np.ndarray, boot: np.ndarray, jack: np.ndarray, ci: floa
 
 
 def jackknife_t_interval(point: np.ndarray, jack: np.ndarray, ci: float, extra: np.ndarray | None = None,
-                         extra_null: np.ndarray | None = None, extra_groups: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                         extra_null: np.ndarray | None = None, extra_groups: int | None = None,
+                         log: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Leave-one-seed-out t interval: ``point ± t_{S-1} · se_jack`` (on the log scale for positive quantities).
 
     The jackknife variance of a smooth statistic is biased upwards (Efron & Stein 1981), and the Student-t
@@ -129,9 +130,14 @@ def jackknife_t_interval(point: np.ndarray, jack: np.ndarray, ci: float, extra: 
     are averaged (default: one set); a grouping with a failed or non-positive row (on the log scale) is left out
     of the average rather than switching the whole interval to another scale or to the percentile fallback —
     with many groupings, one bad row among hundreds would otherwise decide the interval.
+
+    For a mean of seed-paired differences (an accuracy gain) on the linear scale this is exactly the paired t
+    interval, plus the test-image part.
     """
     s = jack.shape[0]
-    positive = np.all(jack > 0, axis=0) & (point > 0)  # the seed jackknife decides the scale
+    # the seed jackknife decides the scale; ``log=False`` keeps a signed quantity (a gain) on its own scale, where
+    # an interval can cross 0 even when every leave-one-out value is positive
+    positive = np.all(jack > 0, axis=0) & (point > 0) & log
 
     def scaled(j):
         return np.where(positive, np.log(np.where(j > 0, j, np.nan)), j)

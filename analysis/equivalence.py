@@ -419,6 +419,20 @@ class Replicates:
     law_scores: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     law_weights: dict[str, np.ndarray] = field(default_factory=dict)
     n_seeds_cell: dict[str, np.ndarray] = field(default_factory=dict)
+    gain: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def take(self, rows) -> "Replicates":
+        """The replicates ``rows`` (an index array) alone: one batched fit can serve the point estimate and
+        the leave-one-seed-out fits, split afterwards."""
+        rows = np.asarray(rows)
+
+        def pick(tree):
+            return {k: pick(v) for k, v in tree.items()} if isinstance(tree, dict) else tree[rows]
+
+        return Replicates(curve=self.curve.take(rows), ref_err=self.ref_err[rows], ref_w=self.ref_w[rows],
+                          **{name: pick(getattr(self, name)) for name in (
+                              "cell_err", "n_eq", "n_eq_mf", "laws", "law_mix", "law_scores", "law_weights",
+                              "n_seeds_cell", "gain")})
 
     def neq_law(self, source: str, law: str, n_real, n_synth) -> np.ndarray:
         """Real equivalent under ``law`` (or each replicate's choice for ``auto``): (R, Q)."""
@@ -460,6 +474,15 @@ def resampled_means(acc: np.ndarray, counts: np.ndarray, item_acc: np.ndarray | 
     return np.where(den > 0, mean, np.nan), den
 
 
+def paired_gain(ref_err: np.ndarray, err: np.ndarray, base_cols) -> np.ndarray:
+    """Accuracy gain of every cell over its own base (the reference cell at the same n_real with n_synth = 0)
+    in each replicate: both are means over the same resampled seeds (and test images), so the difference is
+    seed-paired. NaN where the cube has no base cell for that n_real."""
+    cols = np.asarray(base_cols, int)
+    base = np.where(cols >= 0, ref_err[:, np.maximum(cols, 0)], np.nan)
+    return base - err
+
+
 def run_pipeline(counts, ref: SourceArrays, sources: list[SourceArrays], *, ref_var, src_var: dict, curve_law,
                  e0, fit_beta: bool, law: str, item_acc: dict | None = None) -> Replicates:
     """Every derived quantity for each row of seed ``counts`` (and test-image weights, via ``item_acc``).
@@ -478,6 +501,7 @@ def run_pipeline(counts, ref: SourceArrays, sources: list[SourceArrays], *, ref_
     else:
         curve = fit_curve(curve_law, n_total_ref, ref_err, ref_w, e0=e0)
     out = Replicates(curve=curve, ref_err=ref_err, ref_w=ref_w)
+    base_col = {float(r): c for c, (r, s) in enumerate(zip(ref.n_real, ref.n_synth)) if s == 0}
     for src in sources:
         m, den = resampled_means(src.acc, counts, item_acc.get(src.name))
         v0 = src_var[src.name]
@@ -489,6 +513,7 @@ def run_pipeline(counts, ref: SourceArrays, sources: list[SourceArrays], *, ref_
         out.cell_err[src.name] = err
         out.n_eq[src.name] = n_eq
         out.n_seeds_cell[src.name] = den
+        out.gain[src.name] = paired_gain(ref_err, err, [base_col.get(float(r), -1) for r in src.n_real])
         out.n_eq_mf[src.name] = monotone_inverse(n_total_ref, ref_err, ref_w, err) - src.n_real[None, :]
         out.law_weights[src.name] = w_acc
         out.laws[src.name] = fit_equivalence_laws(curve, src.n_real, src.n_synth, err, w_acc, n_eq, w_log,

@@ -41,10 +41,11 @@ class CurveFit:
     def row(self, r: int = 0) -> dict[str, float]:
         return {k: float(v[r]) for k, v in self.params.items()}
 
-    def take(self, r: int) -> "CurveFit":
-        """Replicate ``r`` alone, as a batch of one."""
-        return CurveFit(self.law, {k: v[r:r + 1] for k, v in self.params.items()}, self.sse[r:r + 1],
-                        self.on_bound[r:r + 1], self.bound_names, self.n_ref)
+    def take(self, r) -> "CurveFit":
+        """Replicate ``r`` alone as a batch of one, or the replicates of an index array ``r``."""
+        idx = _index(r)
+        return CurveFit(self.law, {k: v[idx] for k, v in self.params.items()}, self.sse[idx],
+                        self.on_bound[idx], self.bound_names, self.n_ref)
 
     def predict(self, n: np.ndarray) -> np.ndarray:
         """Error at sizes ``n`` (Q,) shared, or (R, Q) per replicate: (R, Q)."""
@@ -60,6 +61,11 @@ class CurveFit:
 
     def predict_and_slope(self, n) -> tuple:
         return predict_and_slope(self.law, self.params, np.asarray(n, dtype=float))
+
+
+def _index(r):
+    """A replicate index as something that keeps the batch axis: an int ``r`` -> slice r:r+1."""
+    return slice(int(r), int(r) + 1) if np.ndim(r) == 0 else np.asarray(r)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -473,9 +479,10 @@ class MixedCurve:
     def point_weights(self) -> dict[str, float]:
         return {name: float(v) for name, v in zip(self.names, self.weights[0])}
 
-    def take(self, r: int) -> "MixedCurve":
-        return MixedCurve({k: f.take(r) for k, f in self.fits.items()}, self.weights[r:r + 1],
-                          None if self.scores is None else {k: v[r:r + 1] for k, v in self.scores.items()})
+    def take(self, r) -> "MixedCurve":
+        idx = _index(r)
+        return MixedCurve({k: f.take(r) for k, f in self.fits.items()}, self.weights[idx],
+                          None if self.scores is None else {k: v[idx] for k, v in self.scores.items()})
 
     def _mix(self, x, slope: bool) -> tuple:
         """Weighted sums of the laws' predictions (and slopes); each law only on the rows that weigh it."""

@@ -32,7 +32,8 @@ from analysis.equivalence import (
 )
 from analysis.laws import CURVE_LAWS, LAWS
 from analysis.variance import VarianceModel, fit_variance_model
-from analysis.verdict import describe, seeds_needed, verdicts
+from analysis.verdict import (METHODS_DISAGREE_FACTOR, bound_disagreement, describe, rate_under_verdict,
+                              seeds_needed, surviving_verdict, verdicts)
 
 # A real-image equivalent below a hundredth of an image is "worth nothing": dividing by it would print
 # exchange rates like 1e155 that carry no information beyond "unbounded".
@@ -70,6 +71,7 @@ def _rate(n_synth, n_eq):
 
 
 CI_METHODS = ("jackknife", "expanded", "percentile", "bca")
+BOOTSTRAP_METHODS = ("expanded", "percentile", "bca")  # the methods that need the cluster-bootstrap replicates
 # warnings after which no exchange rate may be called "estimated", whatever its interval
 UNIDENTIFIED_WARNINGS = ("reference curve is flat", "reference curve is non-monotone", "never reaches the reference range",
                          "parameters are not identifiable")
@@ -147,15 +149,37 @@ def _weighted_accuracy(items: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.einsum("sct,rt->rsc", items, weights, optimize=True) / weights.shape[1]
 
 
-def _test_weights(n_items: int, n_boot: int, rng) -> tuple[np.ndarray, np.ndarray]:
-    """Test-image weights: multinomial bootstrap rows (row 0 all ones) and leave-one-group-out rows,
-    ``TEST_REPEATS`` random groupings of ``TEST_GROUPS`` rows each."""
-    boot = np.vstack([np.ones((1, n_items)), rng.multinomial(n_items, np.full(n_items, 1.0 / n_items), size=n_boot)])
+def _test_boot_weights(n_items: int, n_boot: int, rng) -> np.ndarray:
+    """Multinomial bootstrap weights of the test images (row 0 all ones: the point estimate)."""
+    return np.vstack([np.ones((1, n_items)), rng.multinomial(n_items, np.full(n_items, 1.0 / n_items), size=n_boot)])
+
+
+def _test_jack_weights(n_items: int, rng) -> np.ndarray:
+    """Leave-one-group-out weights of the test images: ``TEST_REPEATS`` random groupings of ``TEST_GROUPS``
+    rows each."""
     jack = []
     for _ in range(TEST_REPEATS):
         groups = rng.permutation(n_items) % TEST_GROUPS
         jack += [np.where(groups == g, 0.0, n_items / np.sum(groups != g)) for g in range(TEST_GROUPS)]
-    return boot, np.stack(jack)
+    return np.stack(jack)
+
+
+class LazyReplicates:
+    """The cluster-bootstrap replicates of one fit, shared by all of its sources and computed on first use:
+    the default (jackknife) interval never needs them, so a default fit does not pay for 2000 refits."""
+
+    def __init__(self, compute):
+        self._compute, self._value = compute, None
+
+    @property
+    def computed(self) -> bool:
+        return self._value is not None
+
+    def get(self) -> Replicates:
+        if self._value is None:
+            self._value = self._compute()
+            self._compute = None
+        return self._value
 
 
 @quiet
@@ -168,7 +192,10 @@ def fit_arrays(acc: xr.DataArray, sources: list[str], opts: FitOptions, *, n_tes
     (the same dims plus ``test_item``, booleans) lets the test images be resampled jointly with seeds.
     """
     opts.check()
-    rng = np.random.default_rng(opts.random_state)
+    # two independent streams: the test-image groupings of the default interval, and the bootstrap drawn on
+    # first use — so asking for a bootstrap interval never changes the default one
+    test_stream, boot_stream = np.random.SeedSequence(opts.random_state).spawn(2)
+    rng = np.random.default_rng(test_stream)
     n_seeds = acc.sizes["seed"]
     use_items = items is not None and opts.test_resampling
     ref, ref_items = _cells(acc.sel(source=opts.reference), False, items.sel(source=opts.reference) if use_items else None)
@@ -210,15 +237,23 @@ def fit_arrays(acc: xr.DataArray, sources: list[str], opts: FitOptions, *, n_tes
         return run_pipeline(counts, ref, srcs, ref_var=ref_var, src_var=src_var, curve_law=opts.curve_law, e0=e0,
                             fit_beta=fit_beta, law=opts.law, item_acc=item_acc)
 
-    boot_counts = seed_counts(n_seeds, int(opts.n_boot), rng)
-    test_boot = test_jack = None
     if use_items:
-        test_boot, test_jack = _test_weights(ref_items.shape[-1], int(opts.n_boot), rng)
         all_items = {k: v.astype(np.float32) for k, v in all_items.items()}
-    reps = pipeline(boot_counts, test_boot, all_items)
-    jack = pipeline(jackknife_counts(n_seeds))  # leave-one-seed-out: the default interval, BCa, verdicts
+
+    def bootstrap() -> Replicates:
+        boot_rng = np.random.default_rng(boot_stream)
+        counts = seed_counts(n_seeds, int(opts.n_boot), boot_rng)
+        test_boot = _test_boot_weights(ref_items.shape[-1], int(opts.n_boot), boot_rng) if use_items else None
+        return pipeline(counts, test_boot, all_items)
+
+    # the point estimate and the leave-one-seed-out fits (the default interval, BCa's acceleration, the
+    # verdicts) in one batch
+    both = pipeline(np.vstack([np.ones((1, n_seeds)), jackknife_counts(n_seeds)]))
+    point, jack = both.take([0]), both.take(np.arange(1, n_seeds + 1))
+    reps = LazyReplicates(bootstrap)
     tjack = tnull = None
     if use_items:
+        test_jack = _test_jack_weights(ref_items.shape[-1], rng)
         tjack = pipeline(np.ones((len(test_jack), n_seeds)), test_jack, all_items)
         # the same deletions with every classifier's items shuffled on its own: what the seed jackknife covers
         # (a fresh shuffle per grouping, so the null's own noise averages out too)
@@ -227,16 +262,17 @@ def fit_arrays(acc: xr.DataArray, sources: list[str], opts: FitOptions, *, n_tes
             for k, v in all_items.items():
                 null_acc[k].append(_weighted_accuracy(rng.permuted(v, axis=-1), rows))
         tnull = pipeline(np.ones((len(test_jack), n_seeds)), item_acc={k: np.concatenate(v) for k, v in null_acc.items()})
-    if reps.curve.bound_names:
-        warnings_common.append(f"reference curve sits on a bound ({', '.join(reps.curve.bound_names)})")
-    warnings_common += _curve_lack_of_fit(reps, n_total_ref)
+    if point.curve.bound_names:
+        warnings_common.append(f"reference curve sits on a bound ({', '.join(point.curve.bound_names)})")
+    warnings_common += _curve_lack_of_fit(point, n_total_ref)
     results = {}
     for src in srcs:
-        n_eq0 = reps.n_eq[src.name][:1]
-        w_log0 = neq_log_weights(n_eq0, n_eq0 + src.n_real[None, :], src_var[src.name][None, :], reps.curve.take(0))
+        n_eq0 = point.n_eq[src.name][:1]
+        w_log0 = neq_log_weights(n_eq0, n_eq0 + src.n_real[None, :], src_var[src.name][None, :], point.curve.take(0))
         y0 = np.log(np.where(w_log0 > 0, n_eq0, 1.0))
         results[src.name] = EquivalenceResult(
-            source=src.name, src=src, ref=ref, opts=opts, reps=reps, jack=jack, test_jack=tjack, test_null=tnull,
+            source=src.name, src=src, ref=ref, opts=opts, point=point, boot=reps, jack=jack, test_jack=tjack,
+            test_null=tnull,
             n_seeds=n_seeds, n_test=n_test, dataset=dataset, fit_beta=fit_beta,
             warnings=list(warnings_common), excluded=excluded.get(src.name, {}),
             excluded_reference=excluded.get(opts.reference, {}), variance_model=var_model,
@@ -337,36 +373,42 @@ class EquivalenceResult:
     (``exchange_rate`` adds ``verdict``).
     """
 
-    def __init__(self, *, source, src, ref, opts: FitOptions, reps: Replicates, jack: Replicates,
-                 test_jack: Replicates | None, test_null: Replicates | None, n_seeds, n_test, dataset, fit_beta, warnings, excluded,
-                 excluded_reference, variance_model: VarianceModel, sm_fit):
+    def __init__(self, *, source, src, ref, opts: FitOptions, point: Replicates, boot: LazyReplicates,
+                 jack: Replicates, test_jack: Replicates | None, test_null: Replicates | None, n_seeds, n_test, dataset,
+                 fit_beta, warnings, excluded, excluded_reference, variance_model: VarianceModel, sm_fit):
         self.source, self.reference = source, opts.reference
         self.law, self.curve_law = opts.law, opts.curve_law
         self.ci, self.ci_method, self.n_boot, self.k = opts.ci, opts.ci_method, int(opts.n_boot), float(opts.k)
         self.variance = opts.variance
         self.n_seeds, self.n_test, self.dataset, self.fit_beta = n_seeds, n_test, dataset, fit_beta
         self.test_resampled = test_jack is not None
-        self._src, self._ref, self._reps, self._jack = src, ref, reps, jack
+        self._src, self._ref, self._pt, self._boot, self._jack = src, ref, point, boot, jack
         self._tjack, self._tnull = test_jack, test_null
+        self._gain_cache: dict[str, tuple] = {}
         self.excluded, self.excluded_reference = excluded, excluded_reference
         self.variance_model = variance_model
         self._sm = sm_fit
         self._law_selection()
-        self._gain = self._paired_gains()
         self.warnings = list(warnings) + self._cell_warnings() + self._fit_warnings()
         # a flat or non-monotone reference, or no cell inside its range, identifies no rate at all
         self.identified = not any(key in w for w in self.warnings for key in UNIDENTIFIED_WARNINGS)
         self.params = self._params_table()
         self.cells = self._cells_dataset()
 
+    @property
+    def _reps(self) -> Replicates:
+        """The cluster-bootstrap replicates (row 0: the point estimate), computed on first use."""
+        return self._boot.get()
+
     # ---------------------------------------------------------------- law choice
     def _law_selection(self) -> None:
-        """Which laws the data favour: weights at the point estimate, mean weights over the replicates,
-        held-out errors (square roots of the held-out sums of squares, in standard errors)."""
-        reps, name = self._reps, self.source
+        """Which laws the data favour: weights at the point estimate, mean weights over the leave-one-seed-out
+        fits, held-out errors (square roots of the held-out sums of squares, in standard errors)."""
+        reps, name = self._pt, self.source
         curve = reps.curve
         if curve.law == "auto":
-            self.curve_chosen, self.curve_share = curve.chosen, curve.share()
+            self.curve_chosen = curve.chosen
+            self.curve_share = {k: float(v) for k, v in zip(curve.names, self._jack.curve.weights.mean(0))}
             self.curve_weights = curve.point_weights()
             self.heldout_curve_error = {} if curve.scores is None else \
                 {k: float(np.sqrt(v[0])) for k, v in curve.scores.items()}
@@ -377,29 +419,35 @@ class EquivalenceResult:
             mix = reps.law_mix[name]
             self.law_weights = {law: float(mix[0, i]) for i, law in enumerate(EQUIVALENCE_LAWS)}
             self.law_chosen = max(self.law_weights, key=self.law_weights.get)
-            rest = mix[1:] if len(mix) > 1 else mix
+            rest = self._jack.law_mix[name]
             self.law_share = {law: float(rest[:, i].mean()) for i, law in enumerate(EQUIVALENCE_LAWS)}
             self.heldout_law_error = {k: float(np.sqrt(v[0])) for k, v in reps.law_scores[name].items()}
         else:
             self.law_chosen, self.law_share, self.heldout_law_error = self.law, {self.law: 1.0}, {}
             self.law_weights = {self.law: 1.0}
-        self.convergence = {law: float(np.mean(reps.laws[name][law]["converged"][1:])) for law in EQUIVALENCE_LAWS}
+        # convergence over the leave-one-seed-out fits (the bootstrap's, once computed, are in _reps)
+        self.convergence = {law: float(np.mean(self._jack.laws[name][law]["converged"])) for law in EQUIVALENCE_LAWS}
         self.converged_point = {law: bool(reps.laws[name][law]["converged"][0]) for law in EQUIVALENCE_LAWS}
 
     # ---------------------------------------------------------------- intervals
     def _interval(self, boot_all: np.ndarray, jack_all: np.ndarray | None, tjack_all=None, *,
-                  method: str | None = None, ci: float | None = None, domain: tuple = _REAL):
-        """Point and interval; ``tjack_all`` is None or the (test-group jackknife, its shuffled null) pair."""
+                  method: str | None = None, ci: float | None = None, domain: tuple = _REAL, log: bool = True):
+        """Point and interval; ``boot_all`` holds the point in row 0 (and the bootstrap replicates after it
+        when ``method`` needs them); ``tjack_all`` is None or the (test-group jackknife, its shuffled null) pair;
+        ``log=False`` keeps a signed quantity on its own scale."""
         method, ci = method or self.ci_method, ci or self.ci
         point, boot = boot_all[0], boot_all[1:]
         if method == "bca" and jack_all is not None:
             lo, hi = bca_interval(point, boot, jack_all, ci)
         elif method == "jackknife" and jack_all is not None:
             extra, null = (None, None) if tjack_all is None else tjack_all
-            lo, hi = jackknife_t_interval(point, jack_all, ci, extra=extra, extra_null=null, extra_groups=TEST_GROUPS)
-            if np.isnan(lo).any() or np.isnan(hi).any():  # a leave-one-seed-out fit failed: expanded percentile there
-                e_lo, e_hi = percentile_interval(boot, expanded_level(ci, self.n_seeds))
-                lo, hi = np.where(np.isnan(lo), e_lo, lo), np.where(np.isnan(hi), e_hi, hi)
+            lo, hi = jackknife_t_interval(point, jack_all, ci, extra=extra, extra_null=null, extra_groups=TEST_GROUPS,
+                                          log=log)
+            # where a leave-one-seed-out fit failed (a parameter ran off to infinity, a cell beyond the reference
+            # asymptote) the data do not bound the quantity: the interval is its whole domain. (A bootstrap
+            # fallback would make the default fit pay for 2000 refits whenever one deleted seed misbehaves.)
+            failed = np.isnan(lo) | np.isnan(hi)
+            lo, hi = np.where(failed, domain[0], lo), np.where(failed, domain[1], hi)
         elif method == "expanded":
             lo, hi = percentile_interval(boot, expanded_level(ci, self.n_seeds))
         else:
@@ -408,10 +456,19 @@ class EquivalenceResult:
             lo, hi = np.clip(lo, *domain), np.clip(hi, *domain)
         return point, lo, hi
 
-    def _three(self, fn):
-        """``fn(replicates)`` for the bootstrap and seed-jackknife replicates, and the (test-jackknife,
-        shuffled null) pair."""
-        return fn(self._reps), fn(self._jack), None if self._tjack is None else (fn(self._tjack), fn(self._tnull))
+    def _three(self, fn, method: str | None = None):
+        """``fn(replicates)`` for the point estimate (with the bootstrap replicates after it when ``method``
+        needs them), the seed-jackknife replicates, and the (test-jackknife, shuffled null) pair."""
+        first = self._reps if (method or self.ci_method) in BOOTSTRAP_METHODS else self._pt
+        return fn(first), fn(self._jack), None if self._tjack is None else (fn(self._tjack), fn(self._tnull))
+
+    def _interval_of(self, fn, *, method: str | None = None, ci: float | None = None, domain: tuple = _REAL,
+                     log: bool = True):
+        """Point and interval of the quantity ``fn(replicates)`` (leading axis: replicate) by ``method``."""
+        first, jack, tjack = self._three(fn, method)
+        as_float = lambda x: np.asarray(x, float)  # noqa: E731
+        tj = None if tjack is None else (as_float(tjack[0]), as_float(tjack[1]))
+        return self._interval(as_float(first), as_float(jack), tj, method=method, ci=ci, domain=domain, log=log)
 
     # ---------------------------------------------------------------- queries
     def fitted_errors(self, n_real, n_synth) -> tuple[np.ndarray, np.ndarray]:
@@ -419,12 +476,12 @@ class EquivalenceResult:
         the reference curve at ``n_real + n_synth`` real images, and the source at ``n_real + n_eq``, with
         ``n_eq`` from the chosen law. What ``scaling plan`` simulates from (a smooth truth, not cell means)."""
         r, s = np.meshgrid(np.asarray(n_real, float), np.asarray(n_synth, float), indexing="ij")
-        curve = self._reps.curve
+        curve = self._pt.curve
         ref = curve.predict((r + s).ravel())[0].reshape(r.shape)
         positive = s > 0
         neq = np.zeros_like(r)
         if positive.any():
-            neq[positive] = self._reps.neq_law(self.source, self._check_law(None), r[positive], s[positive])[0]
+            neq[positive] = self._pt.neq_law(self.source, self._check_law(None), r[positive], s[positive])[0]
         src = curve.predict((r + np.where(np.isfinite(neq), np.maximum(neq, 0), 0)).ravel())[0].reshape(r.shape)
         return ref, src
 
@@ -442,8 +499,12 @@ class EquivalenceResult:
     def exchange_rate(self, n_real, n_synth, law: str | None = None, ci_method: str | None = None) -> xr.Dataset:
         """Synthetic images per real image, ``rho = n_synth / n_eq``, with a ``verdict`` per query.
 
-        An upper bound of inf means the interval admits a real equivalent of (almost) zero — below
-        ``NEGLIGIBLE_NEQ`` images — so the synthetic images may be worth nothing.
+        At a measured base size the verdict is the gain test of that base (:meth:`gain`: every n_synth cell,
+        seed-paired); elsewhere the real equivalent's interval decides. The printed interval obeys the verdict
+        (:func:`analysis.verdict.rate_under_verdict`): *no measurable gain* has an upper bound of inf (the
+        images may be worth nothing) and *hurts* has no rate at all (NaN), so the two can never contradict
+        each other. An upper bound of inf also means the interval admits a real equivalent below
+        ``NEGLIGIBLE_NEQ`` images.
         """
         out = self._exchange_rate(n_real, n_synth, law, ci_method)
         warn_if_extrapolated(out)
@@ -457,10 +518,12 @@ class EquivalenceResult:
             lower = ns / eq["upper"]
             upper = _rate(ns, eq["lower"])
         dims = eq["estimate"].dims
-        out = xr.Dataset({"estimate": est.transpose(*dims), "lower": lower.transpose(*dims),
-                          "upper": upper.transpose(*dims), "extrapolated": eq["extrapolated"]})
-        g_lo, g_hi = self._gain_bounds(eq)
-        out["verdict"] = (dims, self._verdicts(g_lo, g_hi, out["lower"].values, out["upper"].values))
+        est, lower, upper = (x.transpose(*dims).values for x in (est, lower, upper))
+        g_lo, g_hi = self._gain_bounds(eq, ci_method)
+        verdict = self._verdicts(g_lo, g_hi, lower, upper)
+        est, lower, upper = rate_under_verdict(verdict, est, lower, upper)
+        out = xr.Dataset({"estimate": (dims, est), "lower": (dims, lower), "upper": (dims, upper),
+                          "extrapolated": eq["extrapolated"], "verdict": (dims, verdict)}, coords=eq.coords)
         out.attrs = {**eq.attrs, "quantity": "exchange rate (synthetic images per real image)"}
         return out
 
@@ -481,7 +544,7 @@ class EquivalenceResult:
         (a ratio is positive) by the same method as every other interval. NaN when either real equivalent
         is not positive in some replicate (a rate that is not identified has no ratio).
         """
-        if other._reps is not self._reps:
+        if other._pt is not self._pt:
             raise ValueError("other: compare sources fitted together (one fit_equivalence call), whose "
                              "replicates are paired")
         law_a, law_b = self._check_law(law), other._check_law(law)
@@ -492,17 +555,16 @@ class EquivalenceResult:
             with np.errstate(divide="ignore", invalid="ignore"):
                 return np.where((a > 0) & (b > 0), np.log(b) - np.log(a), np.nan)
 
-        boot, jack, tjack = self._three(log_ratio)
-        if not np.isfinite(boot[0]).all():
+        if not np.isfinite(log_ratio(self._pt)[0]).all():
             return float("nan"), float("nan"), float("nan")
-        est, lo, hi = self._interval(boot, jack, tjack, method=ci_method)
+        est, lo, hi = self._interval_of(log_ratio, method=ci_method)
         return tuple(float(np.exp(np.ravel(v)[0])) for v in (est, lo, hi))
 
     def _check_law(self, law: str | None) -> str:
         law = law or self.law
         if law not in EQUIVALENCE_LAWS + ("auto",):
             raise ValueError(f"law: choose one of {EQUIVALENCE_LAWS + ('auto',)}, got {law!r}")
-        if law == "auto" and self.source not in self._reps.law_mix:
+        if law == "auto" and self.source not in self._pt.law_mix:
             raise ValueError("law: 'auto' needs a fit made with law='auto' (the choice is made inside every replicate)")
         return law
 
@@ -512,16 +574,51 @@ class EquivalenceResult:
             v = np.where(v == "estimated", "not identified", v)
         return v
 
-    def _gain_bounds(self, eq: xr.Dataset):
-        """The accuracy gain's interval where the query is a measured cell, else the real equivalent's."""
-        rr, ss = xr.broadcast(eq["n_real"], eq["n_synth"])
+    def _gain_bounds(self, eq: xr.Dataset, ci_method: str | None = None):
+        """The gain test's interval where the query's n_real is a measured base size (:meth:`gain`), else the
+        real equivalent's (a negligible one counts as no gain)."""
+        rr, _ = xr.broadcast(eq["n_real"], eq["n_synth"])
         lo, hi = eq["lower"].values.astype(float).copy(), eq["upper"].values.astype(float).copy()
-        lo = np.where(lo < NEGLIGIBLE_NEQ, -np.inf, lo)  # a negligible real equivalent is no measurable gain
+        lo = np.where(lo < NEGLIGIBLE_NEQ, -np.inf, lo)
+        g = self.gain(ci_method)
         for idx in np.ndindex(lo.shape):
-            hit = self._gain.get((float(rr.values[idx]), float(ss.values[idx])))
-            if hit is not None and np.isfinite(hit[1]):
-                lo[idx], hi[idx] = hit[1], hit[2]
+            r = float(np.asarray(rr.values)[idx])
+            if r in g.index and np.isfinite(g.loc[r, "lower"]):
+                lo[idx], hi[idx] = g.loc[r, "lower"], g.loc[r, "upper"]
         return lo, hi
+
+    # ---------------------------------------------------------------- the gain test
+    def _pooled_gain(self, reps: Replicates) -> np.ndarray:
+        """Per replicate and base size, the mean accuracy gain over that base's n_synth cells: (R, B)."""
+        g = reps.gain[self.source]
+        bases = np.unique(self._src.n_real)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a base with no usable cell: NaN
+            return np.stack([np.nanmean(g[:, self._src.n_real == b], axis=1) for b in bases], axis=1)
+
+    def gain(self, ci_method: str | None = None) -> pd.DataFrame:
+        """Does the source help at each base size? The gain test behind every verdict.
+
+        The statistic is the mean accuracy gain over all n_synth cells of a base, each cell paired with the
+        same seed's base (n_synth = 0) classifier; its interval is built from the same replicates as every
+        other interval (by default the leave-one-seed-out jackknife-t on the gain's own scale — for this mean
+        of paired differences exactly the paired t interval — plus the test-image part). No accuracy law is
+        involved: the test is model-free. Pooling the cells was chosen over the single cell at the queried
+        n_synth by measured size and power (bench/verdicts.py). Columns: ``estimate``, ``lower``, ``upper``,
+        ``cells`` (n_synth cells pooled); index ``n_real``.
+        """
+        key = ci_method or self.ci_method
+        if key not in CI_METHODS:
+            raise ValueError(f"ci_method: choose one of {CI_METHODS}, got {key!r}")
+        if key not in self._gain_cache:
+            est, lo, hi = self._interval_of(self._pooled_gain, method=key, log=False)
+            bases = np.unique(self._src.n_real)
+            ok = np.isfinite(self._pt.gain[self.source][0])
+            cells = [int(ok[self._src.n_real == b].sum()) for b in bases]
+            self._gain_cache[key] = pd.DataFrame(
+                {"estimate": np.ravel(est), "lower": np.ravel(lo), "upper": np.ravel(hi), "cells": cells},
+                index=pd.Index(bases, name="n_real"))
+        return self._gain_cache[key].copy()
 
     @quiet
     def _query(self, fn, law, n_real, second, second_name, ci_method=None) -> xr.Dataset:
@@ -532,8 +629,8 @@ class EquivalenceResult:
             raise ValueError(f"ci_method: choose one of {CI_METHODS}, got {ci_method!r}")
         r, s = np.atleast_1d(r_in), np.atleast_1d(s_in)
         rr, ss = np.meshgrid(r, s, indexing="ij")
-        boot, jack, tjack = self._three(lambda reps: fn(reps, rr.ravel(), ss.ravel()).reshape(-1, len(r), len(s)))
-        est, lo, hi = self._interval(boot, jack, tjack, method=ci_method)
+        est, lo, hi = self._interval_of(lambda reps: fn(reps, rr.ravel(), ss.ravel()).reshape(-1, len(r), len(s)),
+                                        method=ci_method)
         if second_name == "n_synth":
             srange = (self._src.n_synth.min(), self._src.n_synth.max())
         else:
@@ -558,12 +655,14 @@ class EquivalenceResult:
         and what the verdict asks of the reader."""
         ns = float(self._src.n_synth.max()) if n_synth is None else float(n_synth)
         q = self._exchange_rate(np.unique(self._src.n_real), ns, None, None)
+        g = self.gain()
         rows = []
         for i, r in enumerate(q["n_real"].values):
             est, lo, hi = (float(q[v].values[i]) for v in ("estimate", "lower", "upper"))
             v = str(q["verdict"].values[i])
             seeds = seeds_needed(hi / lo, self.n_seeds, self.ci) if v == "not identified" and lo > 0 else None
-            gain = self._gain.get((float(r), ns))
+            gain = tuple(float(x) for x in g.loc[float(r), ["estimate", "lower", "upper"]]) if float(r) in g.index \
+                else None
             note = describe(v, seeds=seeds)
             if v == "not identified" and not self.identified:
                 why = next(w for w in self.warnings if any(k in w for k in UNIDENTIFIED_WARNINGS))
@@ -571,17 +670,28 @@ class EquivalenceResult:
             rows.append({"source": self.source, "n_real": int(r), "n_synth": int(ns), "estimate": est, "lower": lo,
                          "upper": hi, "verdict": v, "seeds_needed": seeds, "note": note,
                          "extrapolated": bool(q["extrapolated"].values[i]),
-                         "gain": None if gain is None else gain})
+                         "gain": gain, "gain_cells": int(g.loc[float(r), "cells"]) if gain else 0})
         return rows
 
     def interval_methods(self, n_real, n_synth) -> pd.DataFrame:
-        """The exchange rate's interval under every ``ci_method``, to show how much the method matters."""
+        """The exchange rate's interval and verdict under every ``ci_method``, to show how much the method
+        matters (the bootstrap methods compute the cluster-bootstrap replicates on first use)."""
         rows = []
         for method in CI_METHODS:
             q = self._exchange_rate(n_real, n_synth, None, method)
             rows.append({"ci_method": method, "estimate": float(q["estimate"]), "lower": float(q["lower"]),
                          "upper": float(q["upper"]), "verdict": str(q["verdict"].values)})
         return pd.DataFrame(rows).set_index("ci_method")
+
+    def method_agreement(self, n_real, n_synth) -> dict:
+        """Do the interval methods agree at one query? ``factor``: the largest ratio between two methods'
+        lower bounds or two methods' upper bounds (inf when one is bounded and another is not);
+        ``reliable``: factor <= :data:`~analysis.verdict.METHODS_DISAGREE_FACTOR`; ``survives``: the strongest
+        verdict every method supports (:func:`~analysis.verdict.surviving_verdict`); ``table``: the methods."""
+        t = self.interval_methods(n_real, n_synth)
+        factor = bound_disagreement(t["lower"].values, t["upper"].values)
+        return {"factor": factor, "reliable": bool(factor <= METHODS_DISAGREE_FACTOR),
+                "survives": surviving_verdict(t["verdict"].values), "table": t}
 
     def conf_int(self, alpha: float = 0.05, method: str | None = None) -> pd.DataFrame:
         """Parameter intervals at level ``1 - alpha`` by ``method``, recomputed from the stored replicates."""
@@ -603,21 +713,19 @@ class EquivalenceResult:
     def _params_table(self, method: str | None = None, ci: float | None = None) -> pd.DataFrame:
         rows = []
         for name, domain in CURVE_PARAM_DOMAINS[self.curve_chosen].items():
-            vals = self._three(lambda reps: self._curve_values(reps, name))
-            rows.append(self._param_row(f"reference.{name}", vals, domain, np.nan,
-                                        f"{self.curve_chosen} law of '{self.reference}'", method, ci))
+            rows.append(self._param_row(f"reference.{name}", lambda reps: self._curve_values(reps, name), domain,
+                                        np.nan, f"{self.curve_chosen} law of '{self.reference}'", method, ci))
         sm_fit = self._sm or {"params": {}, "bse": {}}
         for law in EQUIVALENCE_LAWS:
-            pubs = self._three(lambda reps: _law_public(law, reps.laws[self.source][law], self.k))
-            for name, (values, domain, note) in pubs[0].items():
-                vals = (values, pubs[1][name][0], None if pubs[2] is None else (pubs[2][0][name][0], pubs[2][1][name][0]))
+            for name, (values, domain, note) in _law_public(law, self._pt.laws[self.source][law], self.k).items():
                 se = np.nan
                 if law == "effective":
                     key = "log_k" if name == "k" else name
                     se = sm_fit["bse"].get(key, np.nan) * (values[0] if name == "k" else 1.0)
                     if name == "beta" and not self.fit_beta:
                         note = "fixed at 0 (one n_real)"
-                rows.append(self._param_row(f"{law}.{name}", vals, domain, se, note, method, ci))
+                fn = lambda reps, law=law, name=name: _law_public(law, reps.laws[self.source][law], self.k)[name][0]  # noqa: E731
+                rows.append(self._param_row(f"{law}.{name}", fn, domain, se, note, method, ci))
         rows.append(("wang.k", self.k, self.k, self.k, np.nan, "fixed", "fixed scale: only ln(c1)/k is identifiable"))
         df = pd.DataFrame(rows, columns=["param", "estimate", "lower", "upper", "se_wls", "flag", "note"])
         df = df.set_index("param")
@@ -625,65 +733,41 @@ class EquivalenceResult:
             df[col] = df[col].astype(float)
         return df
 
-    def _param_row(self, name, vals, domain, se, note, method, ci):
-        boot, jack, tjack = vals
-        tj = None if tjack is None else tuple(np.asarray(t, float) for t in tjack)
-        est, lo, hi = (float(x) for x in self._interval(np.asarray(boot, float), None if jack is None else
-                                                        np.asarray(jack, float), tj, method=method, ci=ci,
-                                                        domain=domain))
-        return (name, est, lo, hi, float(se), _param_flag(est, lo, hi, domain, np.asarray(boot)[1:]), note)
-
-    def _paired_gains(self) -> dict[tuple[float, float], tuple[float, float, float]]:
-        """Accuracy gain of every measured cell over its own base (n_synth = 0, same seed), with a paired
-        t interval over seeds: the model-free test behind 'no measurable gain' and 'hurts'."""
-        ref, src = self._ref, self._src
-        out = {}
-        q = 1 - (1 - self.ci) / 2
-        for c in range(src.acc.shape[1]):
-            base = (ref.n_real == src.n_real[c]) & (ref.n_synth == 0)
-            if not base.any():
-                continue
-            d = src.acc[:, c] - ref.acc[:, np.flatnonzero(base)[0]]
-            d = d[np.isfinite(d)]
-            if len(d) < 2:
-                out[(float(src.n_real[c]), float(src.n_synth[c]))] = (float(np.mean(d)) if len(d) else np.nan,
-                                                                      np.nan, np.nan)
-                continue
-            half = stats.t.ppf(q, len(d) - 1) * np.std(d, ddof=1) / np.sqrt(len(d))
-            out[(float(src.n_real[c]), float(src.n_synth[c]))] = (float(d.mean()), float(d.mean() - half),
-                                                                  float(d.mean() + half))
-        return out
+    def _param_row(self, name, fn, domain, se, note, method, ci):
+        est, lo, hi = (float(x) for x in self._interval_of(fn, method=method, ci=ci, domain=domain))
+        spread = np.asarray(fn(self._jack), float)  # the leave-one-seed-out values: does the parameter move at all?
+        return (name, est, lo, hi, float(se), _param_flag(est, lo, hi, domain, spread), note)
 
     def _cells_dataset(self) -> xr.Dataset:
-        src, reps = self._src, self._reps
+        src, reps = self._src, self._pt
         idx = pd.MultiIndex.from_arrays([src.n_real.astype(int), src.n_synth.astype(int)], names=["n_real", "n_synth"])
         data = {}
         for key, attr in (("n_eq", "n_eq"), ("n_eq_model_free", "n_eq_mf")):
-            vals = self._three(lambda r: getattr(r, attr)[src.name])
-            est, lo, hi = self._interval(*vals)
+            est, lo, hi = self._interval_of(lambda r, attr=attr: getattr(r, attr)[src.name])
             data[key], data[key + "_lower"], data[key + "_upper"] = est, lo, hi
         ns = src.n_synth
         with np.errstate(divide="ignore", invalid="ignore"):
-            data["exchange_rate"] = _rate(ns, data["n_eq"])
-            data["exchange_rate_lower"] = _rate(ns, data["n_eq_upper"])
-            data["exchange_rate_upper"] = _rate(ns, data["n_eq_lower"])
+            rate = _rate(ns, data["n_eq"]), _rate(ns, data["n_eq_upper"]), _rate(ns, data["n_eq_lower"])
         data["accuracy"] = 1 - reps.cell_err[src.name][0]
         data["n_seeds"] = reps.n_seeds_cell[src.name][0]
-        gains = np.array([self._gain.get((float(r), float(s)), (np.nan,) * 3) for r, s in zip(src.n_real, src.n_synth)])
-        data["gain"], data["gain_lower"], data["gain_upper"] = gains.T
+        # each cell's own seed-paired gain over its base, on the same replicates as its real equivalent
+        data["gain"], data["gain_lower"], data["gain_upper"] = self._interval_of(lambda r: r.gain[src.name],
+                                                                                 log=False)
         # no paired gain (no n_synth = 0 base, or one seed): judge the gain by the real equivalent instead
         neq_lo = np.where(data["n_eq_lower"] < NEGLIGIBLE_NEQ, -np.inf, data["n_eq_lower"])
         known = np.isfinite(data["gain_lower"])
-        data["verdict"] = self._verdicts(np.where(known, data["gain_lower"], neq_lo),
-                                   np.where(known, data["gain_upper"], data["n_eq_upper"]),
-                                   data["exchange_rate_lower"], data["exchange_rate_upper"])
+        verdict = self._verdicts(np.where(known, data["gain_lower"], neq_lo),
+                                 np.where(known, data["gain_upper"], data["n_eq_upper"]), rate[1], rate[2])
+        data["exchange_rate"], data["exchange_rate_lower"], data["exchange_rate_upper"] = \
+            rate_under_verdict(verdict, *rate)
+        data["verdict"] = verdict
         n_total = data["n_eq"] + src.n_real
         ref_total = self._ref.n_real + self._ref.n_synth
         data["unreachable"] = ~np.isfinite(data["n_eq"]) & np.isfinite(data["accuracy"])
         data["extrapolated"] = np.isfinite(n_total) & ((n_total > ref_total.max()) | (n_total < ref_total.min()))
-        data["hurts"] = data["gain_upper"] < 0
-        boot_neq = reps.n_eq[src.name][1:]
-        data["boot_unreachable_fraction"] = np.mean(~np.isfinite(boot_neq), axis=0)
+        data["hurts"] = verdict == "hurts"
+        # share of the leave-one-seed-out fits in which the cell lies beyond the reference asymptote
+        data["unreachable_fraction"] = np.mean(~np.isfinite(self._jack.n_eq[src.name]), axis=0)
         for law in EQUIVALENCE_LAWS:
             data[f"n_eq_{law}_law"] = reps.neq_law(src.name, law, src.n_real, src.n_synth)[0]
         ds = xr.Dataset({k: ("cell", np.asarray(v)) for k, v in data.items()},
@@ -697,7 +781,7 @@ class EquivalenceResult:
 
     def _cell_warnings(self) -> list[str]:
         out = []
-        reps, src = self._reps, self._src
+        reps, src = self._pt, self._src
         neq = reps.n_eq[src.name][0]
         acc_ok = np.isfinite(reps.cell_err[src.name][0])
         unreachable = (~np.isfinite(neq)) & acc_ok
@@ -720,8 +804,8 @@ class EquivalenceResult:
             out.append(f"the {law} law's accuracy-scale fit did not converge at the point estimate")
         bad = 1 - self.convergence[law]
         if bad > 0.05:
-            out.append(f"the {law} law's fit did not converge in {bad:.0%} of the bootstrap replicates")
-        reps, src = self._reps, self._src
+            out.append(f"the {law} law's fit did not converge in {bad:.0%} of the leave-one-seed-out fits")
+        reps, src = self._pt, self._src
         w, e = reps.law_weights[src.name][0], reps.cell_err[src.name][0]
         neq = reps.neq_law(src.name, self.law, src.n_real, src.n_synth)[:1]
         with np.errstate(invalid="ignore", over="ignore"):
@@ -747,13 +831,15 @@ class EquivalenceResult:
         lines.append(f"Equivalence fit: source '{self.source}' vs reference '{self.reference}'"
                      + (f" ({self.dataset}, n_test={self.n_test})" if self.dataset else ""))
         resampled = "seeds and test images" if self.test_resampled else "seeds"
-        lines.append(f"{self.n_boot} bootstrap replicates and leave-one-out fits over {self.n_seeds} seeds "
-                     f"(resampling {resampled}); {pct} {self.ci_method} intervals; weights from the {self.variance} "
-                     "variance model")
+        boot = (f"{self.n_boot} bootstrap replicates" + ("" if self._boot.computed else " on first use")
+                if self.ci_method in BOOTSTRAP_METHODS or self._boot.computed else "no bootstrap")
+        lines.append(f"leave-one-out fits over {self.n_seeds} seeds ({boot}; resampling {resampled}); {pct} "
+                     f"{self.ci_method} intervals; weights from the {self.variance} variance model")
         lines.append(f"reference law: {self._choice_text(self.curve_law, self.curve_weights, self.curve_share)}")
         lines.append(f"equivalence law: {self._choice_text(self.law, self.law_weights, self.law_share)}")
         lines.append("")
-        lines.append("Answer (exchange rate at the largest n_synth):")
+        lines.append("Answer (exchange rate at the largest n_synth; verdict from the gain test of each base size, "
+                     "model-free: mean seed-paired accuracy gain over its n_synth cells):")
         for row in self.headline():
             lines.append(f"  n_real={row['n_real']:<5} {_answer_text(row)}")
         lines.append("")
@@ -788,7 +874,7 @@ class EquivalenceResult:
             ho = ", ".join(f"{k} {v:.2f}" for k, v in self.heldout_curve_error.items())
             lines.append(f"Held-out extrapolation error of the reference laws (largest sizes left out): {ho}")
         conv = ", ".join(f"{k} {v:.1%}" for k, v in self.convergence.items())
-        lines.append(f"Levenberg-Marquardt converged (bootstrap replicates): {conv}")
+        lines.append(f"Levenberg-Marquardt converged (leave-one-seed-out fits): {conv}")
         if self.lack_of_fit:
             lf = self.lack_of_fit
             lines.append(f"Lack of fit of the {lf['law']} law: chi2 = {lf['chi2']:.1f} on {lf['df']} df (p = {lf['p']:.2g})")
@@ -872,12 +958,13 @@ def _param_flag(est, lo, hi, domain, boot) -> str:
 
 
 def _answer_text(row: dict) -> str:
-    """One line of the answer: the bold number only when the verdict is 'estimated'."""
-    rate = f"{_fmt(row['estimate'])} {format_interval(row['lower'], row['upper'])}"
+    """One line of the answer: the verdict, the rate as the verdict allows it, and the gain test behind it."""
+    rate = "no rate" if row["verdict"] == "hurts" else \
+        f"rho = {_fmt(row['estimate'])} {format_interval(row['lower'], row['upper'])}"
     gain = row.get("gain")
     gain_txt = "" if gain is None or not np.isfinite(gain[0]) else \
-        f"; accuracy gain {gain[0]:+.3f} [{gain[1]:+.3f}, {gain[2]:+.3f}]"
-    return f"{row['verdict']}: rho = {rate}{gain_txt} — {row['note']}"
+        f"; mean accuracy gain over {row.get('gain_cells', '?')} cells {gain[0]:+.3f} [{gain[1]:+.3f}, {gain[2]:+.3f}]"
+    return f"{row['verdict']}: {rate}{gain_txt} — {row['note']}"
 
 
 def _int_if_whole(x: np.ndarray) -> np.ndarray:

@@ -7,6 +7,10 @@ A point estimate with a four-decade interval is not an answer. Every reported ex
 - ``estimated``: the rate's interval is finite and its bounds differ by at most ``ESTIMATED_MAX_RATIO``;
 - ``not identified``: the images help, but the interval is too wide (or unbounded) to state a rate.
 
+The gain is tested first, without any accuracy law (the laws cannot express "worth nothing" or "harmful"); the
+printed rate interval then obeys the verdict (:func:`rate_under_verdict`), so a verdict and its interval are one
+inference and never contradict each other.
+
 Why a factor of 10: an interval whose bounds differ by 10 fixes the order of magnitude of the rate
 (the estimate is known within about x/÷ 3.2 on the log scale, which is how rates are compared between
 sources and papers); past that the interval spans more than one decade and a reader cannot tell a rate
@@ -20,6 +24,11 @@ from scipy import stats
 
 ESTIMATED_MAX_RATIO = 10.0
 VERDICTS = ("estimated", "not identified", "no measurable gain", "hurts")
+# Interval methods whose bounds differ by more than this factor at one query make the interval unreliable at
+# that seed count: the report says so and names the verdict every method supports. A factor of 3 is half a decade
+# on the log scale, a third of the width that still counts as "estimated" — beyond it the choice of method, not
+# the data, decides whether a rate reads as estimated.
+METHODS_DISAGREE_FACTOR = 3.0
 
 
 def verdicts(gain_lower, gain_upper, rate_lower, rate_upper) -> np.ndarray:
@@ -33,6 +42,46 @@ def verdicts(gain_lower, gain_upper, rate_lower, rate_upper) -> np.ndarray:
     # a zero-width interval is a degenerate fit, not a precise one
     estimated = np.isfinite(ratio) & (rate_lower > 0) & (ratio > 1) & (ratio <= ESTIMATED_MAX_RATIO)
     return np.select([hurts, no_gain, estimated], ["hurts", "no measurable gain", "estimated"], "not identified")
+
+
+def rate_under_verdict(verdict, estimate, lower, upper):
+    """The exchange rate to print beside ``verdict``: *hurts* has no rate (NaN: the real equivalent is negative),
+    *no measurable gain* keeps its lower bound but its upper bound is inf (the images may be worth nothing,
+    i.e. infinitely many synthetic images per real one); the other verdicts print the interval as fitted."""
+    v = np.asarray(verdict)
+    estimate, lower, upper = (np.array(x, dtype=float) for x in (estimate, lower, upper))
+    upper = np.where(v == "no measurable gain", np.inf, upper)
+    hurts = v == "hurts"
+    return tuple(np.where(hurts, np.nan, x) for x in (estimate, lower, upper))
+
+
+def bound_disagreement(lower, upper) -> float:
+    """The largest ratio between two methods' lower bounds, or between two methods' upper bounds, of one
+    positive quantity; inf when one method bounds a side and another does not. NaN bounds (no rate) are skipped."""
+    out = 1.0
+    for bounds in (np.asarray(lower, float), np.asarray(upper, float)):
+        b = bounds[~np.isnan(bounds)]
+        if b.size < 2:
+            continue
+        b = np.clip(b, 1e-300, np.inf)  # a zero lower bound is as unbounded as an infinite upper one
+        if np.isinf(b).any() or (b <= 1e-300).any():
+            if not (np.isinf(b).all() or (b <= 1e-300).all()):
+                return float("inf")
+            continue
+        out = max(out, float(b.max() / b.min()))
+    return out
+
+
+def surviving_verdict(verdicts_by_method) -> str:
+    """The strongest verdict every method supports: all agree -> that verdict; *estimated* and *not identified*
+    -> *not identified* (every method says the images help); anything else -> *no measurable gain* (no
+    method-independent claim of a gain, or of harm, survives)."""
+    got = set(str(v) for v in verdicts_by_method)
+    if len(got) == 1:
+        return got.pop()
+    if got <= {"estimated", "not identified"}:
+        return "not identified"
+    return "no measurable gain"
 
 
 def seeds_needed(ratio: float, n_seeds: int, ci: float, target: float = ESTIMATED_MAX_RATIO,
@@ -61,5 +110,6 @@ def describe(verdict: str, *, seeds: int | None = None) -> str:
             "add seeds or larger n_synth"
         return f"the images help, but the interval is too wide to state a rate ({more})"
     return {"estimated": f"interval bounds within a factor {ESTIMATED_MAX_RATIO:g}",
-            "no measurable gain": "the accuracy gain's interval includes 0: the images may be worth nothing",
-            "hurts": "the added images lower accuracy"}[verdict]
+            "no measurable gain": "the accuracy gain's interval includes 0: the images may be worth nothing "
+                                  "(no upper bound on the rate)",
+            "hurts": "the added images lower accuracy (no rate: they are worth fewer than zero real images)"}[verdict]
