@@ -78,7 +78,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cubes", type=int, default=200)
     ap.add_argument("--n-boot", type=int, default=100, help="bootstrap replicates (the default jackknife-t "
-                    "interval does not use them; they back its fallback)")
+                    "interval does not use them: they are computed only for a bootstrap method)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[3, 5, 10])
     ap.add_argument("--scenarios", nargs="+", default=list(SCENARIOS))
     ap.add_argument("--variance", nargs="+", default=["pooled"], help="pooled and/or cell")

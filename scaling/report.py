@@ -9,7 +9,7 @@ import numpy as np
 import xarray as xr
 
 from analysis.result import CI_METHODS, format_interval
-from analysis.verdict import ESTIMATED_MAX_RATIO
+from analysis.verdict import ESTIMATED_MAX_RATIO, METHODS_DISAGREE_FACTOR
 from scaling.cube import PROTOCOL_DIM, STATUS_DONE, open_cube, protocol_slice, status_counts
 
 
@@ -165,13 +165,31 @@ def answer_lines(results: dict) -> list[str]:
         md.append(f"- **{name}** — {lead} (synthetic images per real image at n_synth = {ns}; heaviest law "
                   f"'{res.law_chosen}'):")
         for r in rows:
-            bold = "**" if r["verdict"] == "estimated" else ""
-            rate = f"{bold}{_fmt(r['estimate'])}{bold} {_interval(r['lower'], r['upper'])}"
-            gain = r["gain"]
-            gain_txt = "" if gain is None or not np.isfinite(gain[0]) else \
-                f"; accuracy gain {gain[0]:+.3f} [{gain[1]:+.3f}, {gain[2]:+.3f}]"
-            md.append(f"  - n_real = {r['n_real']}: *{r['verdict']}* — rho {rate}{gain_txt}. {r['note'].capitalize()}.")
+            md.append(f"  - n_real = {r['n_real']}: {answer_text(r, res)}")
     return md
+
+
+def answer_text(r: dict, res) -> str:
+    """One base size's answer: the verdict, the rate as the verdict allows it (bold only when estimated), the gain
+    test behind the verdict, and — where the interval methods disagree — that the interval is unreliable at this
+    seed count and which verdict survives every method."""
+    if r["verdict"] == "hurts":
+        rate = "no rate"
+    else:
+        bold = "**" if r["verdict"] == "estimated" else ""
+        rate = f"rho {bold}{_fmt(r['estimate'])}{bold} {_interval(r['lower'], r['upper'])}"
+    gain = r["gain"]
+    gain_txt = "" if gain is None or not np.isfinite(gain[0]) else \
+        f"; mean accuracy gain over its {r['gain_cells']} n_synth cells {gain[0]:+.3f} [{gain[1]:+.3f}, {gain[2]:+.3f}]"
+    text = f"*{r['verdict']}* — {rate}{gain_txt}. {r['note'][0].upper() + r['note'][1:]}."
+    agree = res.method_agreement(r["n_real"], r["n_synth"])
+    if not agree["reliable"]:
+        f = agree["factor"]
+        factor = "without bound" if not np.isfinite(f) else f"by a factor over 1000" if f > 1e3 else \
+            f"by a factor {f:.3g}"
+        text += (f" Interval unreliable at {res.n_seeds} seeds: the interval methods' bounds differ {factor} "
+                 f"(> {METHODS_DISAGREE_FACTOR:g}); the verdict every method supports: *{agree['survives']}*.")
+    return text
 
 
 def caveat_lines(cube, results: dict) -> list[str]:
@@ -326,10 +344,15 @@ def write_report(cube_path, out_dir, *, n_boot: int = 1000, sources=None, domain
            "accuracy is compared with the *real* reference curve (more real images). The **real-image "
            "equivalent** `n_eq` is how many extra real images give the same accuracy, and the **exchange "
            f"rate** `rho = n_synth / n_eq` is how many synthetic images one real image is worth. Intervals are "
-           f"{ci:.0%} {how} over seeds (each seed repeats the whole experiment). Every rate carries a verdict: "
-           f"*estimated* (interval bounds within a factor {ESTIMATED_MAX_RATIO:g}), *not identified* (the images "
-           "help but the interval is too wide), *no measurable gain* (the accuracy gain's interval includes 0) or "
-           "*hurts*; a rate is printed in bold only when estimated.", ""]
+           f"{ci:.0%} {how} over seeds (each seed repeats the whole experiment). Every rate carries a verdict, "
+           "decided first by a model-free gain test (the mean accuracy gain over a base size's n_synth cells, each "
+           "paired with the same seed's base classifier): *hurts* (the gain's interval lies below 0; no rate is "
+           "printed), *no measurable gain* (it includes 0; the rate has no upper bound: the images may be worth "
+           f"nothing), else *estimated* (rate interval bounds within a factor {ESTIMATED_MAX_RATIO:g}) or *not "
+           "identified* (the images help but the rate's interval is too wide). The rate is printed as its verdict "
+           "allows, so the two never contradict each other; a rate is printed in bold only when estimated. Where "
+           f"the interval methods' bounds differ by more than a factor {METHODS_DISAGREE_FACTOR:g}, the answer says "
+           "the interval is unreliable at this seed count and names the verdict every method supports.", ""]
     md += [f"- cube: `{cube_path}` — sources {', '.join(map(str, cube['source'].values))}; n_real "
            f"{cube['n_real'].values.tolist()}; n_synth {cube['n_synth'].values.tolist()}; "
            f"{cube.sizes['seed']} seeds; {cube.attrs['n_test']} test images",

@@ -1,0 +1,141 @@
+"""The verdict is one inference with its interval: the gain test behind it, the rate printed under it, the
+interval methods' agreement, and the bootstrap computed only when a method needs it. Error rates on planted
+truths at scale: bench/verdicts.py; here a quick version of the same claims."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import scaling
+from analysis.verdict import (ESTIMATED_MAX_RATIO, bound_disagreement, rate_under_verdict, surviving_verdict)
+
+
+def _fit(cube, source="gen", **kw):
+    return scaling.fit_equivalence(cube, source, n_boot=kw.pop("n_boot", 100), **kw)[source]
+
+
+def _harmful(cube, drop=0.04, seed=0):
+    """Every added image costs accuracy: the source's cells sit ``drop`` below the same seed's base."""
+    acc = cube["accuracy"].sel(source="gen")
+    rng = np.random.default_rng(seed)
+    worse = (acc.sel(n_synth=0) - drop).broadcast_like(acc).transpose(*acc.dims) + 0.01 * rng.standard_normal(acc.shape)
+    cube["accuracy"].loc[dict(source="gen")] = acc.where(acc["n_synth"] == 0, worse)
+    return cube
+
+
+def _contradicts(verdict: str, lower: float, upper: float) -> bool:
+    finite = np.isfinite(lower) and np.isfinite(upper) and lower > 0
+    if verdict in ("no measurable gain", "hurts"):
+        return finite
+    if verdict == "estimated":
+        return not (finite and upper / lower <= ESTIMATED_MAX_RATIO)
+    return False
+
+
+def test_the_rate_printed_obeys_its_verdict():
+    est, lo, hi = rate_under_verdict(["estimated", "not identified", "no measurable gain", "hurts"],
+                                     [4.0, 4.0, 4.0, 4.0], [3.0, 1.0, 3.0, 3.0], [5.0, 50.0, 5.0, 5.0])
+    np.testing.assert_array_equal(hi[:3], [5.0, 50.0, np.inf])  # no measurable gain: may be worth nothing
+    np.testing.assert_array_equal(lo[:3], [3.0, 1.0, 3.0])
+    assert np.isnan([est[3], lo[3], hi[3]]).all()  # hurts: no rate at all
+
+
+def test_the_verdict_every_method_supports():
+    assert surviving_verdict(["estimated"] * 4) == "estimated"
+    assert surviving_verdict(["estimated", "not identified", "estimated", "estimated"]) == "not identified"
+    assert surviving_verdict(["estimated", "no measurable gain", "estimated", "estimated"]) == "no measurable gain"
+    assert surviving_verdict(["hurts", "hurts", "no measurable gain", "hurts"]) == "no measurable gain"
+    assert surviving_verdict(["hurts"] * 4) == "hurts"
+
+
+def test_bound_disagreement_is_the_largest_ratio_between_methods():
+    assert bound_disagreement([1.0, 2.0, 1.5], [10.0, 12.0, 30.0]) == pytest.approx(3.0)
+    assert bound_disagreement([1.0, 1.0], [10.0, np.inf]) == np.inf  # one bounded, one not
+    assert bound_disagreement([1.0, 1.2], [np.inf, np.inf]) == pytest.approx(1.2)
+    assert bound_disagreement([np.nan, np.nan], [np.nan, np.nan]) == 1.0  # no rate under any method
+
+
+def test_the_gain_test_is_the_paired_t_test_on_the_mean_gain_of_a_base():
+    cube = scaling.simulate_cube(seeds=5, sources={"gen": {"exchange_rate": 4.0}}, random_state=3)
+    g = _fit(cube).gain()
+    acc = cube["accuracy"]
+    for r in (50, 200):
+        d = (acc.sel(source="gen", n_real=r).sel(n_synth=acc["n_synth"] > 0).mean("n_synth")
+             - acc.sel(source="real", n_real=r, n_synth=0)).values
+        half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+        np.testing.assert_allclose(g.loc[r, ["estimate", "lower", "upper"]].values.astype(float),
+                                   [d.mean(), d.mean() - half, d.mean() + half], rtol=1e-9, atol=1e-12)
+        assert g.loc[r, "cells"] == 5
+
+
+@pytest.mark.filterwarnings("ignore:.*extrapolates")
+@pytest.mark.parametrize("truth", ["worthless", "strong", "harmful"])
+def test_no_query_contradicts_its_interval(truth):
+    spec = {"exchange_rate": 1e6 if truth == "worthless" else 4.0}
+    cube = scaling.simulate_cube(seeds=4, sources={"gen": spec}, random_state=11)
+    fit = _fit(_harmful(cube) if truth == "harmful" else cube)
+    for ci_method in ("jackknife", "percentile"):
+        q = fit.exchange_rate([50, 75, 200, 800], [10, 50, 400, 2000], ci_method=ci_method)
+        for v, lo, hi in zip(q["verdict"].values.ravel(), q["lower"].values.ravel(), q["upper"].values.ravel()):
+            assert not _contradicts(str(v), float(lo), float(hi)), (truth, ci_method, v, lo, hi)
+    cells = fit.cells
+    for v, lo, hi in zip(cells["verdict"].values.ravel(), cells["exchange_rate_lower"].values.ravel(),
+                         cells["exchange_rate_upper"].values.ravel()):
+        assert v == "" or not _contradicts(str(v), float(lo), float(hi))
+
+
+def test_a_worthless_source_never_gets_a_finite_rate_interval():
+    for r in range(3):
+        cube = scaling.simulate_cube(seeds=5, sources={"gen": {"exchange_rate": 1e6}}, random_state=20 + r)
+        for row in _fit(cube).headline():
+            assert row["verdict"] != "estimated"
+            assert row["upper"] == np.inf or np.isnan(row["upper"]), row
+
+
+def test_a_harmful_source_reads_hurts_with_no_rate():
+    cube = _harmful(scaling.simulate_cube(seeds=5, sources={"gen": {"exchange_rate": 4.0}}, random_state=2))
+    for row in _fit(cube).headline():
+        assert row["verdict"] == "hurts"
+        assert np.isnan([row["estimate"], row["lower"], row["upper"]]).all()
+        assert row["gain"][2] < 0
+
+
+def test_verdict_error_rates_smoke():
+    """A quick version of bench/verdicts.py: worthless never 'estimated', rarely 'hurts'; a strong source
+    mostly 'estimated' (planted with simulate_cube; the bench plants seed effects independent per source)."""
+    worthless, strong = {}, {}
+    for r in range(10):
+        for spec, tally in (({"exchange_rate": 1e6}, worthless), ({"exchange_rate": 4.0}, strong)):
+            cube = scaling.simulate_cube(seeds=5, sources={"gen": spec}, random_state=300 + r)
+            v = str(_fit(cube).exchange_rate(100, 200)["verdict"].values)
+            tally[v] = tally.get(v, 0) + 1
+    assert worthless.get("estimated", 0) == 0 and worthless.get("hurts", 0) <= 1, worthless
+    assert strong.get("estimated", 0) >= 8, strong
+
+
+def test_the_default_fit_computes_no_bootstrap_and_a_bootstrap_method_computes_it_once():
+    cube = scaling.simulate_cube(seeds=5, sources={"a": {"exchange_rate": 4.0}, "b": {"exchange_rate": 2.0}},
+                                 random_state=4)
+    res = scaling.fit_equivalence(cube, None, n_boot=200)
+    a, b = res["a"], res["b"]
+    before = a.exchange_rate(200, 400)
+    a.summary()
+    a.headline()
+    assert not a._boot.computed  # the default (jackknife) answer never needed the 2000-replicate bootstrap
+    pct = a.exchange_rate(200, 400, ci_method="percentile")
+    assert a._boot.computed and b._boot.computed and a._boot is b._boot  # computed once, shared by the sources
+    assert a._reps.n_eq["a"].shape[0] == 201
+    after = a.exchange_rate(200, 400)
+    for key in ("estimate", "lower", "upper"):  # asking for a bootstrap interval never moves the default one
+        assert float(after[key]) == float(before[key])
+    assert float(pct.lower) < float(pct.estimate) < float(pct.upper)
+
+
+def test_method_agreement_names_the_factor_and_the_surviving_verdict():
+    cube = scaling.simulate_cube(seeds=5, sources={"gen": {"exchange_rate": 4.0}}, random_state=1)
+    out = _fit(cube, n_boot=200).method_agreement(200, 400)
+    t = out["table"]
+    assert list(t.index) == ["jackknife", "expanded", "percentile", "bca"]
+    assert out["factor"] == pytest.approx(bound_disagreement(t["lower"], t["upper"]))
+    assert out["reliable"] == (out["factor"] <= 3.0)
+    assert out["survives"] == surviving_verdict(t["verdict"])
