@@ -165,3 +165,47 @@ def jackknife_t_interval(point: np.ndarray, jack: np.ndarray, ci: float, extra: 
         hi = np.where(positive, np.exp(np.clip(hi, -700, 700)), hi)
     bad = ~np.all(np.isfinite(jack), axis=0) | ~np.isfinite(point)
     return np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
+
+
+def _group_jack_var(j: np.ndarray, groups: int | None) -> np.ndarray:
+    """Leave-one-group-out variance, averaged over blocks of ``groups`` rows (random groupings); linear scale."""
+    def one(b):
+        g = b.shape[0]
+        return (g - 1) / g * np.sum((b - np.mean(b, axis=0)) ** 2, axis=0)
+    blocks = np.split(j, j.shape[0] // (groups or j.shape[0]))
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean([one(b) for b in blocks], axis=0)
+
+
+def pooled_jackknife_t_interval(point: np.ndarray, jack: np.ndarray, shape: np.ndarray, ci: float,
+                                extra: np.ndarray | None = None, extra_null: np.ndarray | None = None,
+                                extra_groups: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Jackknife-t intervals for several means (axis 1 of ``jack``: (S, B)) whose seed variances share one
+    scale: ``var_b = kappa * shape_b``, kappa pooled over the B groups with their degrees of freedom.
+
+    With S seeds a single group's variance has S - 1 degrees of freedom and its t quantile is large (2.78 at 5
+    seeds for 95%); pooling B groups gives B (S - 1) and a quantile near the normal one, which is where the
+    power of the gain test at few seeds comes from. It rests on the variance *shape* across groups (``shape``,
+    e.g. the pooled variance model's seed variance at each base's accuracy), not on its scale. ``extra`` /
+    ``extra_null``: the test-image part, added per group as in :func:`jackknife_t_interval`. Returns the lower
+    and upper bounds (linear scale) and the pooled degrees of freedom.
+    """
+    s = np.sum(np.isfinite(jack), axis=0)  # seeds per group
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = np.array([_group_jack_var(jack[np.isfinite(jack[:, b]), b:b + 1], None)[0] if s[b] > 1 else np.nan
+                        for b in range(jack.shape[1])])
+        use = np.isfinite(var) & np.isfinite(shape) & (shape > 0) & np.isfinite(point)
+        df = int(np.sum(s[use] - 1))
+        if df < 1:
+            nan = np.full(point.shape, np.nan)
+            return nan, nan, 0
+        kappa = np.sum((s[use] - 1) * var[use] * s[use] / shape[use]) / df  # per-seed variance / shape
+        pooled = kappa * shape / np.maximum(s, 1)
+        if extra is not None:
+            excess = _group_jack_var(extra, extra_groups) - (0.0 if extra_null is None else
+                                                             _group_jack_var(extra_null, extra_groups))
+            pooled = pooled + np.maximum(np.nan_to_num(excess, nan=0.0), 0.0)
+    half = stats.t.ppf(1 - (1 - ci) / 2, df) * np.sqrt(pooled)
+    ok = use
+    return np.where(ok, point - half, np.nan), np.where(ok, point + half, np.nan), df

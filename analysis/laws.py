@@ -544,13 +544,80 @@ class MixedCurve:
         return np.where(np.isnan(err), np.nan, n)
 
 
+def crossval_curve_predictions(laws, n, err, w, *, e0=None, max_splits: int = 3):
+    """Rolling-origin held-out predictions of every law: split h holds out the largest h distinct sizes
+    (h = 1 .. up to ``max_splits``, about 20% of the sizes, keeping at least 4 to fit on), fits each law on the
+    rest and predicts the held-out points. Returns (predictions {law: (R, M)}, observed (R, M), weights (R, M))
+    over the M held-out points of all splits stacked, or None when no split leaves enough sizes to fit."""
+    n = np.asarray(n, dtype=float)
+    err, w = _clean(err, w)
+    sizes = np.unique(n)
+    h_max = min(max_splits, max(1, int(round(0.2 * len(sizes)))), len(sizes) - 4)
+    if h_max < 1:
+        return None
+    preds = {law: [] for law in laws}
+    obs, wts = [], []
+    for h in range(1, h_max + 1):
+        test = n >= sizes[-h]
+        for law in laws:
+            fit = fit_curve(law, n[~test], err[:, ~test], w[:, ~test], e0=e0)
+            preds[law].append(fit.predict(n[test]))
+        obs.append(err[:, test])
+        wts.append(w[:, test])
+    return {k: np.concatenate(v, axis=1) for k, v in preds.items()}, np.concatenate(obs, 1), np.concatenate(wts, 1)
+
+
+def stacking_weights(preds: dict[str, np.ndarray], obs: np.ndarray, w: np.ndarray, ridge: float = 1e-6) -> np.ndarray:
+    """Per replicate, the convex combination of the laws' held-out predictions with the smallest weighted
+    squared error (stacking, Breiman 1996): weights (R, L) on the simplex.
+
+    Solved exactly by trying every subset of laws (2^L - 1: seven for three laws) with the sum-to-one constraint
+    in closed form and keeping the best feasible one, all replicates at once. The laws' predictions are nearly
+    collinear, so a small ridge (relative to the diagonal) keeps each subset's system well posed.
+    """
+    names = list(preds)
+    P = np.stack([np.where(np.isfinite(preds[k]), preds[k], np.nan) for k in names], axis=-1)  # (R, M, L)
+    ok = np.isfinite(P).all(-1) & (w > 0) & np.isfinite(obs)
+    sw = np.sqrt(np.where(ok, w, 0.0))
+    X = np.where(ok[..., None], P, 0.0) * sw[..., None]
+    y = np.where(ok, obs, 0.0) * sw
+    R, _, L = X.shape
+    best_w, best_ss = np.zeros((R, L)), np.full(R, np.inf)
+    for mask in range(1, 2 ** L):
+        idx = [i for i in range(L) if mask >> i & 1]
+        Xs = X[..., idx]
+        A = np.einsum("rmi,rmj->rij", Xs, Xs)
+        A = A + ridge * (np.trace(A, axis1=1, axis2=2)[:, None, None] / len(idx) + 1e-300) * np.eye(len(idx))
+        b = np.einsum("rmi,rm->ri", Xs, y)
+        Ainv_b, Ainv_1 = solve_batched(A, b), solve_batched(A, np.ones((R, len(idx))))
+        lam = (Ainv_b.sum(1) - 1.0) / Ainv_1.sum(1)
+        ws = Ainv_b - lam[:, None] * Ainv_1
+        if len(idx) == 1:
+            ws = np.ones((R, 1))
+        feasible = np.all(ws >= -1e-12, axis=1) & np.isfinite(ws).all(1)
+        ss = np.sum((np.einsum("rmi,ri->rm", Xs, np.clip(ws, 0.0, None)) - y) ** 2, axis=1)
+        better = feasible & (ss < np.where(np.isfinite(best_ss), best_ss * (1 - 1e-15), np.inf))
+        full = np.zeros((R, L))
+        full[:, idx] = np.clip(ws, 0.0, None)
+        best_w = np.where(better[:, None], full, best_w)
+        best_ss = np.where(better, ss, best_ss)
+    total = best_w.sum(1, keepdims=True)
+    none = ~np.isfinite(best_ss) | (total[:, 0] <= 0)
+    uniform = np.full((R, L), 1.0 / L)
+    return np.where(none[:, None], uniform, best_w / np.where(total > 0, total, 1.0))
+
+
 def fit_curve_auto(n, err, w, *, e0: float, laws=CURVE_LAWS) -> MixedCurve:
-    """Every candidate law on every replicate, weighted per replicate by held-out extrapolation."""
+    """Every candidate law on every replicate, combined per replicate by stacking on rolling-origin held-out
+    extrapolations (:func:`crossval_curve_predictions`, :func:`stacking_weights`). ``scores``: each law's
+    held-out weighted sum of squares over those splits (reported as its held-out error)."""
     fits = {law: fit_curve(law, n, err, w, e0=e0) for law in laws}
-    scores = heldout_curve_scores(laws, n, err, w, e0=e0)
+    cv = crossval_curve_predictions(laws, n, err, w, e0=e0)
     R = len(next(iter(fits.values())).sse)
-    if scores is None:  # too few sizes to hold any out: the simplest law
+    if cv is None:  # too few sizes to hold any out: the simplest law
         weights = np.zeros((R, len(laws)))
         weights[:, 0] = 1.0
         return MixedCurve(fits, weights, None)
-    return MixedCurve(fits, predictive_weights(scores), scores)
+    preds, obs, wts = cv
+    scores = {law: np.nansum(np.where(wts > 0, wts * (obs - p) ** 2, 0.0), axis=1) for law, p in preds.items()}
+    return MixedCurve(fits, stacking_weights(preds, obs, wts), scores)

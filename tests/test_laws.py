@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy.optimize import least_squares
 
-from analysis.laws import fit_curve_auto, fit_m3, fit_m4, fit_power, heldout_curve_scores, m4_predict, predictive_weights
+from analysis.laws import (crossval_curve_predictions, fit_curve_auto, fit_m3, fit_m4, fit_power, heldout_curve_scores,
+                           m4_predict, predictive_weights, stacking_weights)
 
 N = np.array([20, 50, 100, 200, 400, 800, 1600.0])
 
@@ -112,3 +113,28 @@ def test_predictive_weights_favour_the_smaller_held_out_error_smoothly():
     assert w[0, 0] == pytest.approx(1 / (1 + np.exp(-0.5)))  # exp(-SS/2): a difference of 1 is a mild preference
     assert w[1].tolist() == [0.5, 0.5]
     assert w[2, 1] < 1e-12  # a clearly worse law gets no weight
+
+
+def test_stacking_puts_all_weight_on_a_law_that_predicts_the_held_out_points():
+    obs = np.array([[0.10, 0.08, 0.07]])
+    preds = {"a": obs + 0.01, "b": obs.copy(), "c": obs - 0.02}
+    w = stacking_weights(preds, obs, np.ones_like(obs))
+    np.testing.assert_allclose(w, [[0.0, 1.0, 0.0]], atol=1e-6)
+
+
+def test_stacking_combines_laws_biased_in_opposite_directions():
+    """One law over-, one under-predicts: their 2:1 blend is exact, which neither law alone (nor a choice) is."""
+    obs = np.array([[0.10, 0.08, 0.07, 0.065]])
+    preds = {"over": obs * 1.1, "under": obs * 0.8, "far": obs + 0.05}
+    w = stacking_weights(preds, obs, np.ones_like(obs))
+    np.testing.assert_allclose(w, [[2 / 3, 1 / 3, 0.0]], atol=1e-4)
+    assert (w >= 0).all() and np.allclose(w.sum(1), 1.0)
+
+
+def test_rolling_origin_splits_hold_out_the_largest_sizes_one_to_three():
+    n = np.geomspace(20, 2000, 15)
+    err = (0.05 + 2 * n ** -0.5)[None]
+    preds, obs, wts = crossval_curve_predictions(("power",), n, err, np.ones_like(err), e0=0.9)
+    assert obs.shape == (1, 1 + 2 + 3)  # 20% of 15 sizes: splits holding out 1, 2 and 3 of the largest
+    np.testing.assert_allclose(preds["power"], obs, rtol=1e-6)  # a noise-free power law extrapolates exactly
+    assert crossval_curve_predictions(("power",), n[:4], err[:, :4], np.ones((1, 4)), e0=0.9) is None

@@ -55,17 +55,29 @@ def test_bound_disagreement_is_the_largest_ratio_between_methods():
     assert bound_disagreement([np.nan, np.nan], [np.nan, np.nan]) == 1.0  # no rate under any method
 
 
-def test_the_gain_test_is_the_paired_t_test_on_the_mean_gain_of_a_base():
+def test_the_gain_test_pools_each_bases_paired_variance_over_the_base_sizes():
+    """By hand: per seed the weighted gain of a base's cells over that seed's base; per base its paired variance;
+    the variances pooled over bases in proportion to the variance model's shape; t on the pooled df."""
     cube = scaling.simulate_cube(seeds=5, sources={"gen": {"exchange_rate": 4.0}}, random_state=3)
-    g = _fit(cube).gain()
+    fit = _fit(cube)
+    g = fit.gain()
     acc = cube["accuracy"]
-    for r in (50, 200):
-        d = (acc.sel(source="gen", n_real=r).sel(n_synth=acc["n_synth"] > 0).mean("n_synth")
-             - acc.sel(source="real", n_real=r, n_synth=0)).values
-        half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
-        np.testing.assert_allclose(g.loc[r, ["estimate", "lower", "upper"]].values.astype(float),
-                                   [d.mean(), d.mean() - half, d.mean() + half], rtol=1e-9, atol=1e-12)
-        assert g.loc[r, "cells"] == 5
+    bases = acc["n_real"].values
+    d, shape = [], []
+    for r in bases:
+        cells = acc.sel(source="gen", n_real=r).sel(n_synth=acc["n_synth"] > 0)
+        w = np.log1p(cells["n_synth"] / r)
+        base = acc.sel(source="real", n_real=r, n_synth=0)
+        d.append((((cells - base) * w).sum("n_synth") / w.sum()).values)
+        shape.append(float(fit.variance_model.per_seed("real", np.array([float(base.mean())]))[0]))
+    d, shape = np.array(d), np.array(shape)  # (B, S), (B,)
+    S = d.shape[1]
+    kappa = np.sum((S - 1) * d.var(axis=1, ddof=1) / shape) / (len(bases) * (S - 1))
+    half = stats.t.ppf(0.975, len(bases) * (S - 1)) * np.sqrt(kappa * shape / S)
+    np.testing.assert_allclose(g["estimate"].values, d.mean(1), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(g["lower"].values, d.mean(1) - half, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(g["upper"].values, d.mean(1) + half, rtol=1e-7, atol=1e-10)
+    assert (g["cells"] == 5).all()
 
 
 @pytest.mark.filterwarnings("ignore:.*extrapolates")

@@ -1,0 +1,129 @@
+"""Held-out extrapolation of real learning curves: every reference law alone, and the ways of combining them.
+
+Curves the package did not make: the Learning Curve Database (LCDB, Mohr et al. 2022; ``pip install lcdb`` —
+its CSV is read directly, the package itself is not imported) and, with ``--cube``, the real reference curve
+of a cube (errors averaged over seeds at each total size). Each curve loses its ``--holdout`` largest anchors;
+every method is fitted on the rest (its own internal held-out splits use only those) and predicts them. The
+figure is the log-RMSE, ``sqrt(mean (log predicted error - log observed error)^2)`` over all held-out points.
+
+Methods: ``power``, ``m3``, ``m4`` alone; ``exp(-SS/2), one split`` (weights from the largest ~20% of sizes
+held out once); ``CV selection`` (the law with the smallest summed error over rolling-origin splits);
+``stacking (default)`` (``curve_law="auto"``: convex weights fitted on those splits).
+
+    python bench/curve_extrapolation.py [--curves 300] [--holdout 3] [--cube runs/digits/results.nc]
+"""
+
+import argparse
+import importlib.util
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.laws import (CURVE_LAWS, MixedCurve, crossval_curve_predictions, fit_curve, fit_curve_auto,
+                           heldout_curve_scores, predictive_weights)
+
+
+def lcdb_curves(n_curves: int, seed: int, min_anchors: int = 9):
+    """(name, sizes, mean errors, variances of the means, e0) for ``n_curves`` random LCDB curves."""
+    spec = importlib.util.find_spec("lcdb")
+    if spec is None:
+        raise SystemExit("lcdb: not installed (pip install lcdb); or pass --no-lcdb")
+    root = Path(spec.submodule_search_locations[0])
+    df = pd.read_csv(root / "database-accuracy.csv", usecols=["openmlid", "learner", "size_train", "size_test",
+                                                               "score_test"])
+    meta = pd.read_csv(root / "datasets.csv", usecols=["openmlid", "NumberOfClasses"]).set_index("openmlid")
+    g = df.groupby(["openmlid", "learner", "size_train"])["score_test"].agg(["mean", "var", "count"]).reset_index()
+    size_test = df.groupby("openmlid")["size_test"].max()
+    keys = [k for k, c in g.groupby(["openmlid", "learner"]) if len(c) >= min_anchors]
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in rng.permutation(len(keys)):
+        oid, learner = keys[i]
+        c = g[(g.openmlid == oid) & (g.learner == learner)].sort_values("size_train")
+        err = 1.0 - c["mean"].to_numpy()
+        if not np.all(np.isfinite(err)) or err.min() <= 0:
+            continue  # a perfect score has no log error
+        k = int(meta.loc[oid, "NumberOfClasses"]) if oid in meta.index else 2
+        floor = np.clip(err * (1 - err), 1e-4, None) / float(size_test.loc[oid])
+        var = np.maximum(c["var"].fillna(0).to_numpy(), floor) / c["count"].to_numpy()
+        out.append((f"lcdb {oid}/{learner}", c["size_train"].to_numpy(float), err, var, 1 - 1 / max(k, 2)))
+        if len(out) == n_curves:
+            break
+    return out
+
+
+def cube_curves(path: str, reference: str = "real"):
+    """The reference source's curve of a cube: mean error over seeds and cells at each total size."""
+    import scaling
+    from scaling.cube import classes_of
+
+    cube = scaling.open_cube(path)
+    acc = cube["accuracy"].sel(source=reference).where(cube["status"].sel(source=reference) == 1)
+    total = (acc["n_real"] + acc["n_synth"]).broadcast_like(acc)
+    df = pd.DataFrame({"n": total.values.ravel(), "acc": acc.values.ravel()}).dropna()
+    c = df.groupby("n")["acc"].agg(["mean", "var", "count"]).reset_index()
+    err = 1.0 - c["mean"].to_numpy()
+    n_test = int(cube.attrs["n_test"])
+    var = np.maximum(c["var"].fillna(0).to_numpy(), err * (1 - err) / n_test) / c["count"].to_numpy()
+    return [(f"{cube.attrs.get('dataset', 'cube')} {reference}", c["n"].to_numpy(float), err, var,
+             1 - 1 / max(len(classes_of(cube)), 2))]
+
+
+def methods(n, err, w, e0):
+    """Every method's fitted curve (an object with ``predict``) on one training curve."""
+    fits = {law: fit_curve(law, n, err, w, e0=e0) for law in CURVE_LAWS}
+    out = dict(fits)
+    scores = heldout_curve_scores(CURVE_LAWS, n, err, w, e0=e0)
+    out["exp(-SS/2), one split"] = fits["power"] if scores is None else \
+        MixedCurve(fits, predictive_weights(scores), scores)
+    cv = crossval_curve_predictions(CURVE_LAWS, n, err, w, e0=e0)
+    if cv is None:
+        out["CV selection"] = fits["power"]
+    else:
+        preds, obs, wts = cv
+        ss = [np.nansum(wts * (obs - preds[k]) ** 2) for k in CURVE_LAWS]
+        out["CV selection"] = fits[CURVE_LAWS[int(np.argmin(ss))]]
+    out["stacking (default)"] = fit_curve_auto(n, err, w, e0=e0)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--curves", type=int, default=300)
+    ap.add_argument("--holdout", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cube", action="append", default=[], help="a cube whose reference curve to add (repeatable)")
+    ap.add_argument("--no-lcdb", action="store_true")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    groups = {}
+    if not args.no_lcdb:
+        groups["LCDB"] = lcdb_curves(args.curves, args.seed)
+    for path in args.cube:
+        groups[path] = cube_curves(path)
+    print(f"machine: {os.cpu_count()} cpus; the {args.holdout} largest anchors of each curve held out; "
+          f"log-RMSE of the predicted error")
+    for label, curves in groups.items():
+        sq = {}
+        for name, n, err, var, e0 in curves:
+            if len(n) < args.holdout + 5:
+                continue
+            tr = np.arange(len(n)) < len(n) - args.holdout
+            w = (1.0 / var)[None]
+            with np.errstate(all="ignore"):
+                for method, fit in methods(n[tr], err[None, tr], w[:, tr], e0).items():
+                    pred = np.asarray(fit.predict(n[~tr]))[0]
+                    d = np.log(np.clip(pred, 1e-6, None)) - np.log(err[~tr])
+                    sq.setdefault(method, []).append(d)
+        print(f"\n{label}: {len(next(iter(sq.values())))} curves")
+        print("| method | log-RMSE |\n|---|---|")
+        for method, ds in sq.items():
+            print(f"| {method} | {np.sqrt(np.mean(np.concatenate(ds) ** 2)):.3f} |")
+    print(f"\nwall {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
