@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.laws import CurveFit, fit_curve, fit_curve_auto, predictive_weights, scan_refine, solve_batched
+from analysis.laws import CurveFit, fit_curve, fit_curve_auto, map_fits, predictive_weights, scan_refine, solve_batched
 
 EQUIVALENCE_LAWS = ("effective", "wang", "saturating")
 
@@ -198,12 +198,14 @@ def fit_law(law: str, curve: CurveFit, n_real, n_synth, err, w, init: dict, *, f
     sw = np.sqrt(np.where(np.isfinite(err), w, 0.0))
     e = np.where(sw > 0, err, 0.0)
 
-    def resid(theta):
+    def resid(theta, rows=None):
+        """Residuals and Jacobian of the replicates ``rows`` (all when None) at their parameters ``theta``."""
+        crv, sw_r, e_r = (curve, sw, e) if rows is None else (curve.take(rows), sw[rows], e[rows])
         neq, grad = _neq_and_grad(law, theta, n_real, n_synth, fit_beta, scale)
         ntot = np.maximum(n_real[None, :] + neq, 1e-9)
-        pred, slope = curve.predict_and_slope(ntot)
-        r = sw * (e - pred)
-        J = -(sw * slope)[..., None] * grad
+        pred, slope = crv.predict_and_slope(ntot)
+        r = sw_r * (e_r - pred)
+        J = -(sw_r * slope)[..., None] * grad
         bad = ~np.isfinite(r)
         return np.where(bad, 0.0, r), np.where(bad[..., None] | ~np.isfinite(J), 0.0, J), bad.any(1)
 
@@ -214,27 +216,34 @@ def fit_law(law: str, curve: CurveFit, n_real, n_synth, err, w, init: dict, *, f
     lam = np.full(len(theta), 1e-2)
     active = np.ones(len(theta), dtype=bool)
     K = theta.shape[1]
+    # only the replicates still moving are iterated: a converged one needs ~17 rejected steps before its damping
+    # is maxed out, and iterating all 2000 rows until the last one stops doubled the bootstrap's cost
+    idx = np.arange(len(theta))
     for _ in range(iters):
-        JtJ = np.einsum("rck,rcl->rkl", J, J)
-        g = np.einsum("rck,rc->rk", J, r)
-        damp = lam[:, None, None] * (JtJ * np.eye(K) + 1e-9 * np.eye(K))
+        Ji, ri = J[idx], r[idx]
+        JtJ = np.einsum("rck,rcl->rkl", Ji, Ji)
+        g = np.einsum("rck,rc->rk", Ji, ri)
+        damp = lam[idx, None, None] * (JtJ * np.eye(K) + 1e-9 * np.eye(K))
         A = JtJ + damp
         ok = np.isfinite(A).all((1, 2)) & np.isfinite(g).all(1)
         A = np.where(ok[:, None, None], A, np.eye(K))  # a replicate with no information takes no step
         step = np.where(ok[:, None], solve_batched(A, -np.where(ok[:, None], g, 0.0)), 0.0)
-        cand = theta + np.where(np.isfinite(step), step, 0.0)
-        r2, J2, bad2 = resid(cand)
+        cand = theta[idx] + np.where(np.isfinite(step), step, 0.0)
+        r2, J2, bad2 = resid(cand, idx)
         sse2 = np.where(bad2, np.inf, (r2 * r2).sum(1))
-        better = sse2 < sse
+        s_old, l_old = sse[idx], lam[idx]
+        better = sse2 < s_old
         # a rejected step is retried with more damping until the damping is maxed out; stopping at the first
         # rejection would report the starting point as a converged fit
-        active = (better & (sse2 < sse * (1 - 1e-10))) | (~better & (lam < 1e8) & np.isfinite(sse))
-        theta = np.where(better[:, None], cand, theta)
-        r = np.where(better[:, None], r2, r)
-        J = np.where(better[:, None, None], J2, J)
-        sse = np.where(better, sse2, sse)
-        lam = np.where(better, lam / 3, np.minimum(lam * 4, 1e8))
-        if not np.any(active):
+        moving = (better & (sse2 < s_old * (1 - 1e-10))) | (~better & (l_old < 1e8) & np.isfinite(s_old))
+        theta[idx] = np.where(better[:, None], cand, theta[idx])
+        r[idx] = np.where(better[:, None], r2, ri)
+        J[idx] = np.where(better[:, None, None], J2, Ji)
+        sse[idx] = np.where(better, sse2, s_old)
+        lam[idx] = np.where(better, l_old / 3, np.minimum(l_old * 4, 1e8))
+        active[idx] = moving
+        idx = idx[moving]
+        if idx.size == 0:
             break  # no replicate can still improve: converged (or stuck on a flat direction)
     out = _unpack(law, theta, fit_beta, scale)
     out["sse"] = sse
@@ -502,6 +511,7 @@ def run_pipeline(counts, ref: SourceArrays, sources: list[SourceArrays], *, ref_
         curve = fit_curve(curve_law, n_total_ref, ref_err, ref_w, e0=e0)
     out = Replicates(curve=curve, ref_err=ref_err, ref_w=ref_w)
     base_col = {float(r): c for c, (r, s) in enumerate(zip(ref.n_real, ref.n_synth)) if s == 0}
+    inputs = {}
     for src in sources:
         m, den = resampled_means(src.acc, counts, item_acc.get(src.name))
         v0 = src_var[src.name]
@@ -516,10 +526,14 @@ def run_pipeline(counts, ref: SourceArrays, sources: list[SourceArrays], *, ref_
         out.gain[src.name] = paired_gain(ref_err, err, [base_col.get(float(r), -1) for r in src.n_real])
         out.n_eq_mf[src.name] = monotone_inverse(n_total_ref, ref_err, ref_w, err) - src.n_real[None, :]
         out.law_weights[src.name] = w_acc
-        out.laws[src.name] = fit_equivalence_laws(curve, src.n_real, src.n_synth, err, w_acc, n_eq, w_log,
-                                                  fit_beta=fit_beta)
-        if law == "auto":
-            mix, scores = select_equivalence_law(curve, src.n_real, src.n_synth, err, w_acc, n_eq, w_log,
-                                                 fit_beta=fit_beta)
-            out.law_mix[src.name], out.law_scores[src.name] = mix, scores
+        inputs[src.name] = (curve, src.n_real, src.n_synth, err, w_acc, n_eq, w_log)
+    # the law fits of the sources (and their held-out refits) are independent: one job each
+    jobs = [(name, what) for name in inputs for what in (("laws", "select") if law == "auto" else ("laws",))]
+    done = map_fits(lambda job: (fit_equivalence_laws if job[1] == "laws" else select_equivalence_law)(
+        *inputs[job[0]], fit_beta=fit_beta), jobs, len(counts))
+    for (name, what), result in zip(jobs, done):
+        if what == "laws":
+            out.laws[name] = result
+        else:
+            out.law_mix[name], out.law_scores[name] = result
     return out

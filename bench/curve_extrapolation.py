@@ -7,8 +7,9 @@ every method is fitted on the rest (its own internal held-out splits use only th
 figure is the log-RMSE, ``sqrt(mean (log predicted error - log observed error)^2)`` over all held-out points.
 
 Methods: ``power``, ``m3``, ``m4`` alone; ``exp(-SS/2), one split`` (weights from the largest ~20% of sizes
-held out once); ``CV selection`` (the law with the smallest summed error over rolling-origin splits);
-``stacking (default)`` (``curve_law="auto"``: convex weights fitted on those splits).
+held out once); ``CV selection`` (the law with the smallest summed error over rolling-origin splits); ``equal
+weights``; ``stacking alone`` (convex weights fitted on those splits); ``stacking halfway to equal weights``
+(``curve_law="auto"``, the default).
 
     python bench/curve_extrapolation.py [--curves 300] [--holdout 3] [--cube runs/digits/results.nc]
 """
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.laws import (CURVE_LAWS, MixedCurve, crossval_curve_predictions, fit_curve, fit_curve_auto,
-                           heldout_curve_scores, predictive_weights)
+                           heldout_curve_scores, predictive_weights, stacking_weights)
 
 
 def lcdb_curves(n_curves: int, seed: int, min_anchors: int = 9):
@@ -86,7 +87,12 @@ def methods(n, err, w, e0):
         preds, obs, wts = cv
         ss = [np.nansum(wts * (obs - preds[k]) ** 2) for k in CURVE_LAWS]
         out["CV selection"] = fits[CURVE_LAWS[int(np.argmin(ss))]]
-    out["stacking (default)"] = fit_curve_auto(n, err, w, e0=e0)
+    if cv is None:
+        out["equal weights"] = out["stacking alone"] = fits["power"]
+    else:
+        out["equal weights"] = MixedCurve(fits, np.full((1, len(CURVE_LAWS)), 1 / len(CURVE_LAWS)), None)
+        out["stacking alone"] = MixedCurve(fits, stacking_weights(*cv), None)
+    out["stacking halfway to equal weights (default)"] = fit_curve_auto(n, err, w, e0=e0)
     return out
 
 
@@ -94,14 +100,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--curves", type=int, default=300)
     ap.add_argument("--holdout", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, nargs="+", default=[0], help="LCDB samples (one table each)")
     ap.add_argument("--cube", action="append", default=[], help="a cube whose reference curve to add (repeatable)")
     ap.add_argument("--no-lcdb", action="store_true")
     args = ap.parse_args()
     t0 = time.perf_counter()
     groups = {}
     if not args.no_lcdb:
-        groups["LCDB"] = lcdb_curves(args.curves, args.seed)
+        for seed in args.seed:
+            groups[f"LCDB sample {seed}"] = lcdb_curves(args.curves, seed)
     for path in args.cube:
         groups[path] = cube_curves(path)
     print(f"machine: {os.cpu_count()} cpus; the {args.holdout} largest anchors of each curve held out; "

@@ -131,10 +131,10 @@ def test_stacking_combines_laws_biased_in_opposite_directions():
     assert (w >= 0).all() and np.allclose(w.sum(1), 1.0)
 
 
-def test_rolling_origin_splits_hold_out_the_largest_sizes_one_to_three():
+def test_rolling_origin_splits_hold_out_the_largest_sizes():
     n = np.geomspace(20, 2000, 15)
     err = (0.05 + 2 * n ** -0.5)[None]
     preds, obs, wts = crossval_curve_predictions(("power",), n, err, np.ones_like(err), e0=0.9)
-    assert obs.shape == (1, 1 + 2 + 3)  # 20% of 15 sizes: splits holding out 1, 2 and 3 of the largest
+    assert obs.shape == (1, 1 + 2)  # splits holding out the largest 1 and 2 sizes
     np.testing.assert_allclose(preds["power"], obs, rtol=1e-6)  # a noise-free power law extrapolates exactly
     assert crossval_curve_predictions(("power",), n[:4], err[:, :4], np.ones((1, 4)), e0=0.9) is None
