@@ -915,7 +915,20 @@ class EquivalenceResult:
         lines.append(f"Excluded cells: {n_ex}" + (f" ({detail})" if detail else ""))
         lines.append("Warnings: " + ("none" if not self.warnings else ""))
         lines += [f"  - {w}" for w in self.warnings]
-        return Summary("\n".join(lines))
+        return Summary("\n".join(lines), html=self._summary_html())
+
+    def _summary_html(self) -> str:
+        params = self.params[["estimate", "lower", "upper", "flag", "note"]]
+        notes = [f"{self.n_seeds} seeds; {self.ci:.0%} {self.ci_method} intervals; reference law "
+                 f"{self._choice_text(self.curve_law, self.curve_weights, self.curve_share)}; equivalence law "
+                 f"{self._choice_text(self.law, self.law_weights, self.law_share)}."]
+        notes += [f"Warning: {w}" for w in self.warnings]
+        return html_tables(f"Equivalence fit: source '{self.source}' vs reference '{self.reference}'",
+                           [("Answer (exchange rate rho at the largest n_synth)", answer_frame(self.headline())),
+                            ("Parameters", params)], notes)
+
+    def _repr_html_(self) -> str:
+        return self._summary_html()
 
     @staticmethod
     def _choice_text(asked: str, weights: dict, share: dict) -> str:
@@ -1004,10 +1017,46 @@ def _int_if_whole(x: np.ndarray) -> np.ndarray:
 
 
 class Summary(str):
-    """A str that prints as the table (so notebooks show it without a print)."""
+    """A str that prints as the table (so notebooks show it without a print); in Jupyter it renders as HTML
+    tables when the fit provided them (``html``)."""
+
+    def __new__(cls, text: str, html: str | None = None):
+        obj = super().__new__(cls, text)
+        obj._html = html
+        return obj
 
     def __repr__(self) -> str:
         return str(self)
+
+    def _repr_html_(self) -> str:
+        return self._html if self._html is not None else f"<pre>{_escape(str(self))}</pre>"
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(text, quote=False)
+
+
+def answer_frame(rows: list[dict]) -> pd.DataFrame:
+    """The answer rows of :meth:`EquivalenceResult.headline` as a table: one row per (source, n_real)."""
+    out = pd.DataFrame([{
+        "source": r["source"], "n_real": r["n_real"], "n_synth": r["n_synth"], "verdict": r["verdict"],
+        "rho": r["estimate"], "lower": r["lower"], "upper": r["upper"],
+        "gain": np.nan if r["gain"] is None else r["gain"][0],
+        "gain_lower": np.nan if r["gain"] is None else r["gain"][1],
+        "gain_upper": np.nan if r["gain"] is None else r["gain"][2], "note": r["note"]} for r in rows])
+    return out.set_index(["source", "n_real"])
+
+
+def html_tables(title: str, tables: list[tuple[str, pd.DataFrame]], notes: list[str]) -> str:
+    """A title, captioned HTML tables (pandas' rendering) and notes: what a result shows in Jupyter."""
+    parts = [f"<h4>{_escape(title)}</h4>"]
+    for caption, frame in tables:
+        parts.append(f"<p><b>{_escape(caption)}</b></p>")
+        parts.append(frame.to_html(float_format=lambda x: _fmt(x), na_rep="–", border=0))
+    parts += [f"<p>{_escape(n)}</p>" for n in notes]
+    return "\n".join(parts)
 
 
 # Interval bounds of a rate (or a ratio of rates) beyond these carry no information a reader can use — a lower

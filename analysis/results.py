@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from analysis.result import (EquivalenceResult, ExtrapolationWarning, Summary, _fmt, format_interval,
-                             warn_if_extrapolated)
+from analysis.result import (EquivalenceResult, ExtrapolationWarning, Summary, _fmt, answer_frame, format_interval,
+                             html_tables, warn_if_extrapolated)
 
 
 class EquivalenceResults(Mapping):
@@ -141,7 +141,22 @@ class EquivalenceResults(Mapping):
         return "\n".join(lines)
 
     def summary(self) -> Summary:
-        return Summary("\n\n".join(str(res.summary()) for res in self._results.values()))
+        parts = [res.summary() for res in self._results.values()]
+        return Summary("\n\n".join(str(p) for p in parts), html="\n<hr/>\n".join(p._repr_html_() for p in parts))
+
+    def _repr_html_(self) -> str:
+        """In Jupyter: the answer of every source as one table (verdict, rate, interval, gain test)."""
+        rows = self.headline()
+        return html_tables(f"Exchange rates of {', '.join(self._results)} (synthetic images per real image)",
+                           [("Answer at the largest n_synth", answer_frame(rows))],
+                           ["Index one source (results[name]) for its cells, parameters and plot."])
+
+    def __dir__(self):
+        # one source: its fit's attributes are reachable directly, so tab completion offers them too
+        names = set(super().__dir__())
+        if len(self._results) == 1:
+            names |= {n for n in dir(next(iter(self._results.values()))) if not n.startswith("_")}
+        return sorted(names)
 
     def to_dataset(self) -> xr.Dataset:
         """Every source's cells and parameters, stacked on ``source`` (NetCDF-safe)."""

@@ -98,3 +98,22 @@ def test_rate_bounds_that_carry_no_information_print_as_0_and_inf():
     assert format_interval(2.68e-16, np.inf, inf="∞") == "[0, ∞]"
     assert format_interval(0.441, 1.42e4) == "[0.441, 1.42e+04]"  # informative bounds keep their digits
     assert format_interval(2.73, 4.03) == "[2.730, 4.030]"
+
+
+def test_a_single_source_result_offers_its_fit_attributes_to_tab_completion():
+    cube = scaling.simulate_cube(seeds=3, sources={"gen": {"exchange_rate": 4.0}}, random_state=0)
+    res = scaling.fit_equivalence(cube, "gen", n_boot=60)
+    names = dir(res)
+    for name in ("params", "cells", "plot", "conf_int", "gain", "exchange_rate", "compare"):
+        assert name in names, name
+
+
+def test_results_and_summaries_render_as_html_tables_and_keep_their_text():
+    cube = scaling.simulate_cube(seeds=3, sources={"a": {"exchange_rate": 4.0}, "b": {"exchange_rate": 2.0}},
+                                 random_state=0)
+    res = scaling.fit_equivalence(cube, None, n_boot=60)
+    html = res._repr_html_()
+    assert html.count("<table") == 1 and "verdict" in html and ">a<" in html and ">b<" in html
+    summary = res["a"].summary()
+    assert summary._repr_html_().count("<table") == 2  # the answer and the parameters
+    assert repr(summary).startswith("Equivalence fit: source 'a'")  # the text repr is unchanged
