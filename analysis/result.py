@@ -872,7 +872,7 @@ class EquivalenceResult:
         lines.append("Answer (exchange rate at the largest n_synth; verdict from the gain test of each base size, "
                      "model-free: mean seed-paired accuracy gain over its n_synth cells):")
         for row in self.headline():
-            lines.append(f"  n_real={row['n_real']:<5} {_answer_text(row)}")
+            lines.append(f"  n_real={row['n_real']:<5} {answer_line(row)}")
         lines.append("")
         lines.append("Per cell (n_eq: real images the added synthetic images are worth; rho = n_synth / n_eq; "
                      "gain: accuracy over the same seeds' base):")
@@ -1001,7 +1001,7 @@ def _param_flag(est, lo, hi, domain, boot) -> str:
     return ""
 
 
-def _answer_text(row: dict) -> str:
+def answer_line(row: dict) -> str:
     """One line of the answer: the verdict, the rate as the verdict allows it, and the gain test behind it."""
     rate = "no rate" if row["verdict"] == "hurts" else \
         f"rho = {_fmt(row['estimate'])} {format_interval(row['lower'], row['upper'])}"

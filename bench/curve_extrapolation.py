@@ -1,15 +1,15 @@
 """Held-out extrapolation of real learning curves: every reference law alone, and the ways of combining them.
 
 Curves the package did not make: the Learning Curve Database (LCDB, Mohr et al. 2022; ``pip install lcdb`` —
-its CSV is read directly, the package itself is not imported) and, with ``--cube``, the real reference curve
-of a cube (errors averaged over seeds at each total size). Each curve loses its ``--holdout`` largest anchors;
+its CSV is read directly, the package itself is not imported) and, with ``--cube``, the real reference curves
+of a cube (one per seed, and the mean over seeds, at each total size n_real + n_synth). Each curve loses its ``--holdout`` largest anchors;
 every method is fitted on the rest (its own internal held-out splits use only those) and predicts them. The
 figure is the log-RMSE, ``sqrt(mean (log predicted error - log observed error)^2)`` over all held-out points.
 
 Methods: ``power``, ``m3``, ``m4`` alone; ``exp(-SS/2), one split`` (weights from the largest ~20% of sizes
 held out once); ``CV selection`` (the law with the smallest summed error over rolling-origin splits); ``equal
-weights``; ``stacking alone`` (convex weights fitted on those splits); ``stacking halfway to equal weights``
-(``curve_law="auto"``, the default).
+weights``; ``stacking alone`` (convex weights fitted on those splits); ``stacking shrunk 20% toward equal
+weights`` (``curve_law="auto"``, the default).
 
     python bench/curve_extrapolation.py [--curves 300] [--holdout 3] [--cube runs/digits/results.nc]
 """
@@ -57,20 +57,26 @@ def lcdb_curves(n_curves: int, seed: int, min_anchors: int = 9):
 
 
 def cube_curves(path: str, reference: str = "real"):
-    """The reference source's curve of a cube: mean error over seeds and cells at each total size."""
+    """The reference source's curves of a cube: one per seed (its error at each total size n_real + n_synth,
+    averaged over the cells of that size) and the mean over seeds."""
     import scaling
     from scaling.cube import classes_of
 
     cube = scaling.open_cube(path)
     acc = cube["accuracy"].sel(source=reference).where(cube["status"].sel(source=reference) == 1)
     total = (acc["n_real"] + acc["n_synth"]).broadcast_like(acc)
-    df = pd.DataFrame({"n": total.values.ravel(), "acc": acc.values.ravel()}).dropna()
-    c = df.groupby("n")["acc"].agg(["mean", "var", "count"]).reset_index()
-    err = 1.0 - c["mean"].to_numpy()
-    n_test = int(cube.attrs["n_test"])
-    var = np.maximum(c["var"].fillna(0).to_numpy(), err * (1 - err) / n_test) / c["count"].to_numpy()
-    return [(f"{cube.attrs.get('dataset', 'cube')} {reference}", c["n"].to_numpy(float), err, var,
-             1 - 1 / max(len(classes_of(cube)), 2))]
+    df = pd.DataFrame({"n": total.values.ravel(), "seed": acc["seed"].broadcast_like(acc).values.ravel(),
+                       "acc": acc.values.ravel()}).dropna()
+    n_test, e0 = int(cube.attrs["n_test"]), 1 - 1 / max(len(classes_of(cube)), 2)
+    name = cube.attrs.get("dataset", "cube")
+    out = []
+    for label, part in [(f"seed {k}", g) for k, g in df.groupby("seed")] + [("mean over seeds", df)]:
+        c = part.groupby("n")["acc"].agg(["mean", "var", "count"]).reset_index()
+        err = 1.0 - c["mean"].to_numpy()
+        floor = np.clip(err * (1 - err), 1e-4, None) / n_test
+        var = np.maximum(c["var"].fillna(0).to_numpy(), floor) / c["count"].to_numpy()
+        out.append((f"{name} {reference} {label}", c["n"].to_numpy(float), err, var, e0))
+    return out
 
 
 def methods(n, err, w, e0):
@@ -92,7 +98,7 @@ def methods(n, err, w, e0):
     else:
         out["equal weights"] = MixedCurve(fits, np.full((1, len(CURVE_LAWS)), 1 / len(CURVE_LAWS)), None)
         out["stacking alone"] = MixedCurve(fits, stacking_weights(*cv), None)
-    out["stacking halfway to equal weights (default)"] = fit_curve_auto(n, err, w, e0=e0)
+    out["stacking shrunk 20% toward equal weights (default)"] = fit_curve_auto(n, err, w, e0=e0)
     return out
 
 

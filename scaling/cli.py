@@ -48,7 +48,28 @@ def _sweep(args) -> int:
     if counts.get("failed"):
         print(f"scaling sweep: warning: {counts['failed']} cell(s) failed after retries; the fit excludes them",
               file=sys.stderr)
+    if not args.quiet:
+        _print_answer(path)
     return 0
+
+
+def _print_answer(path) -> None:
+    """A sweep's last lines: the answer per source and base size at the largest n_synth (the default fit takes
+    a fraction of a second), then the command that writes the full report."""
+    from pathlib import Path
+
+    import scaling
+    from analysis.result import answer_line
+
+    try:
+        results = scaling.fit_equivalence(scaling.open_cube(path))
+    except ValueError as exc:  # a cube the fit cannot answer yet (too few sizes or seeds, a protocol sweep)
+        print(f"answer: not available from this cube: {exc}")
+    else:
+        print("answer (synthetic images per real image at the largest n_synth):")
+        for row in results.headline():
+            print(f"  {row['source']:<12} n_real={row['n_real']:<5} {answer_line(row)}")
+    print(f"next: scaling report {path} --out {Path(path).parent / 'report'}")
 
 
 def _calibrate(args) -> int:

@@ -117,3 +117,16 @@ def test_results_and_summaries_render_as_html_tables_and_keep_their_text():
     summary = res["a"].summary()
     assert summary._repr_html_().count("<table") == 2  # the answer and the parameters
     assert repr(summary).startswith("Equivalence fit: source 'a'")  # the text repr is unchanged
+
+
+def test_a_finished_sweep_ends_with_the_answer_and_the_next_command(tmp_path, capsys):
+    from scaling.cli import _print_answer
+
+    cube = scaling.simulate_cube(seeds=3, sources={"gen": {"exchange_rate": 4.0}}, random_state=0)
+    path = scaling.save_cube(cube, tmp_path / "results.nc")
+    _print_answer(path)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("answer (synthetic images per real image")
+    rows = [line for line in out if line.strip().startswith("gen")]
+    assert len(rows) == cube.sizes["n_real"] and all("rho = " in r or "no rate" in r for r in rows)
+    assert out[-1] == f"next: scaling report {path} --out {tmp_path / 'report'}"
