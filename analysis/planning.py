@@ -118,7 +118,7 @@ def prior_truth(n_real, n_synth, source: str, prior: dict, *, n_test: int = 1000
 
 def draw_cube(truth: PilotTruth, seeds: int, rng: np.random.Generator, dataset: str = "planned") -> xr.Dataset:
     """One simulated sweep of ``seeds`` seeds on the pilot's grid, with the pilot's noise model."""
-    from scaling.cube import STATUS_DONE, empty_cube
+    from scaling.cube import empty_cube, fill_planted
 
     sources = [str(s) for s in truth.err["source"].values]
     n_real, n_synth = truth.err["n_real"].values, truth.err["n_synth"].values
@@ -133,11 +133,7 @@ def draw_cube(truth: PilotTruth, seeds: int, rng: np.random.Generator, dataset: 
     err = np.clip(base * np.exp(seed_fx + cell_fx), 1e-6, 1 - 1e-6)
     acc = rng.binomial(truth.n_test, 1 - err) / truth.n_test if truth.binomial else 1 - err
     acc[:, :, zero, :] = acc[:1, :, zero, :]
-    cube["accuracy"].values[:] = acc
-    cube["loss"].values[:] = -np.log(np.clip(acc, 1e-3, 1))
-    cube["train_seconds"].values[:] = 1.0
-    cube["source_seconds"].values[:] = 0.0
-    cube["status"].values[:] = STATUS_DONE
+    fill_planted(cube, acc)
     return cube
 
 

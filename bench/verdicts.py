@@ -49,7 +49,7 @@ def planted_neq(truth: str, n_real, n_synth):
 def draw_cube(truth: str, seeds: int, n_test: int, rng, *, seed_sd: float = 0.04, cell_sd: float = 0.02,
               offset: float = 0.0):
     """One planted cube (sources real and gen) with independent seed effects per source."""
-    from scaling.cube import STATUS_DONE, empty_cube
+    from scaling.cube import empty_cube, fill_planted
 
     cube = empty_cube(["real", "gen"], list(N_REAL), list(N_SYNTH), list(range(seeds)), dataset="planted",
                       n_test=n_test, classes=[str(c) for c in range(10)])
@@ -66,11 +66,7 @@ def draw_cube(truth: str, seeds: int, n_test: int, rng, *, seed_sd: float = 0.04
             e = error(np.maximum(R + neq, 1.0)) * np.exp(effect + rng.normal(0, cell_sd, size=R.shape))
             acc[i, :, :, s] = rng.binomial(n_test, 1 - np.clip(e, 1e-6, 1 - 1e-6)) / n_test
         acc[1, :, 0, s] = acc[0, :, 0, s]  # n_synth = 0 is one training run shared by both sources
-    cube["accuracy"].values[:] = acc
-    cube["loss"].values[:] = -np.log(np.clip(acc, 1e-3, 1))
-    cube["train_seconds"].values[:] = 1.0
-    cube["source_seconds"].values[:] = 0.0
-    cube["status"].values[:] = STATUS_DONE
+    fill_planted(cube, acc)
     return cube
 
 

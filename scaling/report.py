@@ -185,7 +185,7 @@ def answer_text(r: dict, res) -> str:
     agree = res.method_agreement(r["n_real"], r["n_synth"])
     if not agree["reliable"]:
         f = agree["factor"]
-        factor = "without bound" if not np.isfinite(f) else f"by a factor over 1000" if f > 1e3 else \
+        factor = "without bound" if not np.isfinite(f) else "by a factor over 1000" if f > 1e3 else \
             f"by a factor {f:.3g}"
         text += (f" Interval unreliable at {res.n_seeds} seeds: the interval methods' bounds differ {factor} "
                  f"(> {METHODS_DISAGREE_FACTOR:g}); the verdict every method supports: *{agree['survives']}*.")
@@ -358,7 +358,7 @@ def write_report(cube_path, out_dir, *, n_boot: int = 1000, sources=None, domain
            f"{cube.sizes['seed']} seeds; {cube.attrs['n_test']} test images",
            f"- cells: {status_counts(cube)}" + (" (the pending ones lie outside the replace design: never run)"
                                                  if "design" in cube.attrs else ""),
-           f"- training protocol: " + (", ".join(f"{k} {v}" for k, v in recorded.items()) if recorded else
+           "- training protocol: " + (", ".join(f"{k} {v}" for k, v in recorded.items()) if recorded else
                                         "not recorded in the cube")
            + (f" — this page shows setting **{cube.attrs['protocol_setting']}** of the protocol sweep "
               f"{full[PROTOCOL_DIM].values.tolist()}" if "protocol_setting" in cube.attrs else ""),

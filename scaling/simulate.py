@@ -10,7 +10,7 @@ import xarray as xr
 from scipy.stats import binom
 
 from analysis.equivalence import law_neq
-from scaling.cube import DIMS, STATUS_DONE, STATUS_FAILED, TEST_DIM, empty_cube
+from scaling.cube import DIMS, STATUS_FAILED, TEST_DIM, empty_cube, fill_planted
 
 
 SPEC_KEYS = ("exchange_rate", "wang", "saturating")
@@ -103,11 +103,7 @@ def simulate_cube(
             # the n_synth=0 cell is the same training run for every source: one shared uniform draw
             draws[:, zero] = (binom.ppf(base_noise[s][:, None], n_test, 1 - err[:, zero]) / n_test)
             acc[i, :, :, s] = draws
-    cube["accuracy"].values[:] = acc
-    cube["loss"].values[:] = -np.log(np.clip(acc, 1e-3, 1))  # a stand-in with the right direction
-    cube["train_seconds"].values[:] = 1.0
-    cube["source_seconds"].values[:] = 0.0
-    cube["status"].values[:] = STATUS_DONE
+    fill_planted(cube, acc)
     if item_sd is not None:
         packed = _items(acc, n_test, item_sd, rng)
         packed[:, :, zero] = packed[:1, :, zero]  # n_synth = 0 is one training run shared by every source
