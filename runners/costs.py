@@ -22,9 +22,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-# The shipped table. CPU entries were measured on the 2-core development machine (bench/RESULTS.md). No GPU was
-# available when it was written: GPU entries are *assumed*, each from a stated estimate; `scaling calibrate` on
-# a GPU node replaces them with measurements.
+# The shipped table. CPU entries were measured on a 2-core x86_64 machine (bench/RESULTS.md). GPU entries are
+# *assumed*, each from a stated estimate, until `scaling calibrate` on a GPU node replaces them with measurements.
 THROUGHPUTS = {
     "cpu": {  # one thread per slot, as a sweep with cpus_per_trial 1 runs them
         "classifier/small_cnn/w16/1x8x8": (6550.0, "measured on 2-core x86_64 CPU, 1 thread (scaling calibrate 2026-11-29)"),

@@ -195,7 +195,8 @@ def test_table_command_lists_c2_rstar_and_rho0_per_source(cube, tmp_path):
 
 def test_a_vanishing_lower_bound_is_an_arrow_not_thirty_decades_of_axis(results, monkeypatch):
     """A rate interval whose lower bound is 1e-30 (a fit's 'no lower bound') is drawn to the floor with an
-    arrow; the axis keeps readable tick labels (session 5: the digits figure lost them)."""
+    arrow; the axis keeps readable tick labels (a 1e-30 bound once stretched the digits figure's axis over 30
+    decades and its tick labels vanished)."""
     real = exchange_rate.rate_data
 
     def with_tiny_lower(res, n_synth=None):

@@ -1,0 +1,59 @@
+"""The repository speaks of the software: its documents link to files that exist, and no document, test or
+source file narrates how the package was developed (working sessions, reviews, issue numbers, which machine was
+lent when). Technical words that merely look alike are allowed explicitly."""
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXT = (".md", ".py", ".yaml", ".toml", ".sh", ".ipynb")
+# what narrates development; each pattern is followed by why it is not software
+HISTORY = [
+    (r"\bsessions?\s+\d", "a numbered working session"),
+    (r"\b(this|the|last|previous|next|earlier) session\b", "a working session"),
+    (r"\bsession'?s\b", "a working session's"),
+    (r"\breview pass\b|\bthe review\b|\bfinal review\b", "a review of the work"),
+    (r"\bissue\s*#?\d+|\bthe issue (found|asked|feared|expected)", "an issue of the tracker"),
+    (r"\btask\s*#?\d+|\bthis task\b", "a task of the tracker"),
+    (r"\bwas lent\b|\bno GPU was\b|\blent to\b", "which machine was available when"),
+    (r"\bduring development\b|\bdevelopment (run|machine|container)\b", "the development process"),
+]
+# technical uses that share a word with the patterns above
+ALLOWED = [r"ray_session", r"runtime session", r"Ray session"]
+
+
+def _files():
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout.split()
+    return [ROOT / f for f in out if f.endswith(TEXT) and (ROOT / f).is_file()]
+
+
+def test_no_document_test_or_source_narrates_how_the_package_was_developed():
+    found = []
+    allowed = re.compile("|".join(ALLOWED), re.I)
+    for path in _files():
+        if path == Path(__file__).resolve():
+            continue
+        for no, line in enumerate(path.read_text(errors="ignore").splitlines(), 1):
+            clean = allowed.sub("", line)
+            for pattern, what in HISTORY:
+                if re.search(pattern, clean, re.I):
+                    found.append(f"{path.relative_to(ROOT)}:{no}: {what}: {line.strip()[:100]}")
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize("doc", ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))])
+def test_every_relative_link_of_a_document_resolves(doc):
+    text = (ROOT / doc).read_text()
+    missing = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+://|#|mailto:", target):
+            continue
+        path = (ROOT / doc).parent / target.split("#")[0]
+        if not path.exists():
+            missing.append(target)
+    assert not missing, f"{doc}: links to missing files {missing}"
+    assert "../shared" not in text  # nothing outside the repository
