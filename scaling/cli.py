@@ -430,6 +430,29 @@ def _version() -> str:
         return "unknown"
 
 
+def cli_reference(width: int = 100) -> str:
+    """The command-line reference as Markdown, generated from the parser itself (docs/cli.md):
+    ``python -c "from scaling.cli import cli_reference; print(cli_reference(), end='')" > docs/cli.md``."""
+    import os
+
+    old = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(width)  # argparse wraps help to the terminal width: a fixed one for the file
+    try:
+        parser = build_parser()
+        subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parts = ["# Command-line reference", "",
+                 "Generated from the parser (`scaling.cli.cli_reference`); `scaling COMMAND --help` prints the same.",
+                 "", "```text", parser.format_help().rstrip(), "```"]
+        for name, sub in subs.choices.items():
+            parts += ["", f"## scaling {name}", "", "```text", sub.format_help().rstrip(), "```"]
+        return "\n".join(parts) + "\n"
+    finally:
+        if old is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = old
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:

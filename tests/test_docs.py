@@ -57,3 +57,22 @@ def test_every_relative_link_of_a_document_resolves(doc):
             missing.append(target)
     assert not missing, f"{doc}: links to missing files {missing}"
     assert "../shared" not in text  # nothing outside the repository
+
+
+def test_the_cli_reference_lists_every_command_and_option_of_the_parser():
+    """docs/cli.md is generated from the parser (scaling.cli.cli_reference); a command or option added to the
+    parser and not to the page fails here (the check is on names, not argparse's version-dependent layout)."""
+    import argparse
+
+    from scaling.cli import build_parser
+
+    page = (ROOT / "docs" / "cli.md").read_text()
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = []
+    for name, sub in subs.choices.items():
+        if f"## scaling {name}" not in page:
+            missing.append(name)
+        for action in sub._actions:
+            missing += [f"{name} {opt}" for opt in action.option_strings if opt not in page]
+    assert not missing, f"regenerate docs/cli.md from scaling.cli.cli_reference(): {missing}"

@@ -1,4 +1,4 @@
-"""CPU rehearsal of a paper run: configs/cifar10.yaml itself, with its files in place as the README says (a tiny
+"""CPU rehearsal of a paper run: configs/cifar10.yaml itself, with its files in place as docs/paper-runs.md says (a tiny
 CIFAR-format dataset, a tiny diffusers text-to-image folder, a tiny CLIP folder, an ImageFolder retrieval pool)
 and `--set` overrides that shrink the grid and the models, run end to end by the `scaling` command."""
 
@@ -31,7 +31,7 @@ REHEARSAL = ["n_real=[20, 40]", "n_synth=[0, 20]", "seeds=[0]",
 
 
 def place_paper_files(where: Path) -> None:
-    """What README's "Paper runs" table asks for, at the config's own paths."""
+    """What the table of docs/paper-runs.md asks for, at the config's own paths."""
     write_cifar(where / "data" / "cifar10", per_batch=40, n_test=60)
     tiny_text2image_pipeline(where / "models" / "text2image")
     tiny_clip_vision(where / "models" / "clip")
