@@ -16,7 +16,7 @@ import yaml
 
 from runners.data import DATASETS
 from runners.storage import check_storage_uri, is_uri, local_path, mirror_root
-from runners.options import RECIPES, SOURCES, check_pipeline_dir, check_resolution, options_for
+from runners.options import PRECISIONS, RECIPES, SOURCES, check_pipeline_dir, check_resolution, options_for
 
 DATASET_SIZES = {"digits": 1797}
 GRID_FIELDS = ("sources", "n_real", "n_synth", "seeds")  # a run folder may grow along these (runners.ledger)
@@ -30,6 +30,7 @@ class ConfigError(ValueError):
 # every key a nested section may hold: anything else is refused (a typo like gpu_per_trial would otherwise be
 # ignored and silently run a GPU config on CPU)
 CLASSIFIER_KEYS = ("recipe", "steps", "batch_size", "lr", "weight_decay", "label_smoothing", "width", "device", "flip",
+                   "precision",
                    "budget", "epochs", "max_steps", "synth_weight", "tuned_recipe")
 BUDGETS = ("steps", "epochs")
 PROTOCOL_DEFAULTS = {"budget": "steps", "epochs": 30, "max_steps": 2000, "synth_weight": None, "tuned_recipe": None}
@@ -97,6 +98,9 @@ def _check_classifier(raw) -> dict:
         _number(clf["label_smoothing"], "classifier.label_smoothing", low=0, high=0.99)
     if "flip" in clf:
         _require(isinstance(clf["flip"], bool), "classifier.flip", f"must be true or false, got {clf['flip']!r}")
+    if clf.get("precision") is not None:
+        _require(clf["precision"] in PRECISIONS, "classifier.precision",
+                 f"choose one of {PRECISIONS} (unset: bf16 on CUDA, fp32 on CPU), got {clf['precision']!r}")
     budgets = clf.get("budget", "steps")
     budgets = budgets if isinstance(budgets, list) else [budgets]
     _require(budgets and all(b in BUDGETS for b in budgets) and len(set(budgets)) == len(budgets), "classifier.budget",
@@ -250,10 +254,37 @@ class SweepConfig:
         nearest = sizes[np.argmin(np.abs(np.log(sizes) - np.log(max(n_total, 1))))]
         return dict(table[str(int(nearest))])
 
+    @property
+    def trial_resources(self) -> dict:
+        """What one trial asks Ray for: ``{"CPU": cpus_per_trial, "GPU": gpus_per_trial}`` (a fraction packs
+        trials on one GPU). The sweep and the dry run both read it."""
+        return {"CPU": float(self.resources.get("cpus_per_trial", 1)),
+                "GPU": float(self.resources.get("gpus_per_trial") or 0)}
+
+    @property
+    def source_job_resources(self) -> dict:
+        """What one source job (generator training and sampling, retrieval, the judge) asks Ray for:
+        ``gpus_per_source_job``, else a whole GPU when trials use GPUs (a generator training is one indivisible,
+        memory-hungry job) and none when they do not. The sweep and the dry run both read it."""
+        gpus = self.resources.get("gpus_per_source_job")
+        if gpus is None:
+            gpus = 1.0 if self.trial_resources["GPU"] > 0 else 0.0
+        return {"CPU": float(self.resources.get("cpus_per_trial", 1)), "GPU": float(gpus)}
+
+    @property
+    def precision(self) -> str:
+        """The classifier's numeric precision: ``classifier.precision``, else bf16 when trials run on a GPU
+        (``classifier.device`` cuda, or ``resources.gpus_per_trial`` > 0) and fp32 on CPU."""
+        set_ = self.classifier.get("precision")
+        if set_:
+            return set_
+        on_gpu = str(self.classifier.get("device") or "").startswith("cuda") or self.trial_resources["GPU"] > 0
+        return "bf16" if on_gpu else "fp32"
+
     def protocol(self) -> dict:
         """The training protocol as recorded in the cube attrs and printed in the report."""
         clf = self.classifier
-        return {"mode": "add" if self.replace is None else
+        return {"precision": self.precision, "mode": "add" if self.replace is None else
                 f"replace (budgets {self.replace['budgets']}, replaced {self.replace['replaced']})", "budget": self.budgets if self.multi_protocol else self.budgets[0],
                 "steps": int(clf.get("steps", 300)), "epochs": float(clf.get("epochs", PROTOCOL_DEFAULTS["epochs"])),
                 "max_steps": int(clf.get("max_steps", PROTOCOL_DEFAULTS["max_steps"])),
@@ -273,6 +304,7 @@ class SweepConfig:
         keep.pop("design", None)  # follows from the grid (replace runs keep `replace` itself fixed)
         if self.replace is None:
             keep.pop("replace", None)
+        _resolved_precision(keep, self.precision)
         return json.loads(json.dumps(keep, default=list))
 
     def fixed_fingerprint(self) -> str:
@@ -284,6 +316,7 @@ class SweepConfig:
         if self.replace is None:  # add (the default) hashes exactly as before replace existed
             keep.pop("replace", None)
             keep.pop("design", None)
+        _resolved_precision(keep, self.precision)
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -300,6 +333,14 @@ class SweepConfig:
     def options(self, source: str) -> dict:
         """The resolved options of one source (defaults filled in), as the pool cache keys hash them."""
         return options_for(self.source_options, source)
+
+
+def _resolved_precision(fields: dict, precision: str) -> None:
+    """What a fingerprint records of the precision: the resolved one, and only when it is not fp32 (a different
+    precision is a different estimand; an unset or fp32 precision keeps the keys runs had before the option)."""
+    fields["classifier"] = {k: v for k, v in fields["classifier"].items() if k != "precision"}
+    if precision != "fp32":
+        fields["precision"] = precision
 
 
 def protocol_label(budget: str, synth_weight) -> str:

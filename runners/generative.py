@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from runners.options import check_resolution
 from runners.streams import batch_seed
-from runners.train import resident_rows
+from runners.train import autocast_for, resident_rows
 
 NUM_TRAIN_TIMESTEPS = 1000
 
@@ -54,6 +54,7 @@ def train_diffusion(images: np.ndarray, labels: np.ndarray, n_classes: int, hp: 
     :class:`runners.data.FloatImages` view; returns (EMA model, seconds)."""
     device = _device(device)
     gpu = device.startswith("cuda")
+    autocast = autocast_for(device, hp.get("precision"))
     torch.manual_seed(seed)
     # a FloatImages view (open_set: every non-test image) stays uint8 on the device; batches become floats
     rows, _, _ = resident_rows(images, device)
@@ -75,7 +76,7 @@ def train_diffusion(images: np.ndarray, labels: np.ndarray, n_classes: int, hp: 
         cls = torch.where(torch.rand(bs, device=device, generator=gen) < hp["p_uncond"], n_classes, y[idx])
         noise = torch.randn(x0.shape, device=device, generator=gen)
         t = torch.randint(0, NUM_TRAIN_TIMESTEPS, (bs,), device=device, generator=gen)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=gpu):
+        with autocast():
             pred = model(sched.add_noise(x0, noise, t), t, class_labels=cls).sample
         loss = F.mse_loss(pred.float(), noise)
         opt.zero_grad(set_to_none=True)
@@ -109,6 +110,7 @@ def sample_diffusion(model, labels: np.ndarray, n_classes: int, hp: dict, *, see
     whole_batches(labels, batch)
     device = _device(device)
     model = model.to(device).eval()
+    autocast = autocast_for(device, hp.get("precision"))
     # thresholding clips the predicted x0 to the data range; without it the first steps of a cosine
     # schedule (alpha near 0) amplify epsilon errors without bound
     solver = DPMSolverMultistepScheduler.from_config(noise_scheduler().config, algorithm_type="dpmsolver++",
@@ -123,7 +125,8 @@ def sample_diffusion(model, labels: np.ndarray, n_classes: int, hp: dict, *, see
         solver.set_timesteps(int(hp["sample_steps"]), device=device)
         null = torch.full_like(lab, n_classes)
         for t in solver.timesteps:
-            eps = model(torch.cat([z, z]), t, class_labels=torch.cat([lab, null])).sample.float()
+            with autocast():  # the solver's own arithmetic stays float32
+                eps = model(torch.cat([z, z]), t, class_labels=torch.cat([lab, null])).sample.float()
             cond, uncond = eps.chunk(2)
             z = solver.step(uncond + w * (cond - uncond), t, z).prev_sample
         out.append(((z.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy())

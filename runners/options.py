@@ -31,6 +31,9 @@ PRESETS = {
 # a larger one. Fixed per preset, not per pool size: a batch's images depend on its composition (the model runs
 # on the whole batch), so the batch boundaries must not move when a pool grows.
 PRESET_KEYS = tuple(PRESETS["tiny"])
+# numeric precision of a classifier or generator: fp32, or bf16 autocast; unset means bf16 on CUDA and fp32 on CPU.
+# A generator option only when set, so configs without it keep their generator and pool keys.
+PRECISIONS = ("fp32", "bf16")
 RETRIEVAL_DEFAULTS = {"encoder": "pixels", "dedup_threshold": 0.98, "clip_dir": None, "pool": None}
 # a pool at scale: precomputed embeddings (.npy, N x d, by the same encoder as the queries) and a uint8 image
 # store (.npy, N x C x H x W) searched with a cached faiss index; filled in only when `embeddings` is given, so
@@ -50,10 +53,13 @@ def resolve_preset(options: dict) -> dict:
     name = options.get("preset", "tiny")
     if name not in PRESETS:
         raise ValueError(f"preset: unknown generator preset {name!r}; choose from {tuple(PRESETS)}")
-    unknown = sorted(set(options) - set(PRESET_KEYS) - {"preset"})
+    unknown = sorted(set(options) - set(PRESET_KEYS) - {"preset", "precision"})
     if unknown:
-        raise ValueError(f"{unknown[0]}: unknown generator option (known: preset, {', '.join(PRESET_KEYS)})")
-    hp = {**PRESETS[name], **{k: v for k, v in options.items() if k != "preset"}}
+        raise ValueError(f"{unknown[0]}: unknown generator option (known: preset, precision, {', '.join(PRESET_KEYS)})")
+    if options.get("precision") is not None and options["precision"] not in PRECISIONS:
+        raise ValueError(f"precision: choose one of {PRECISIONS}, got {options['precision']!r}")
+    hp = {**PRESETS[name], **{k: v for k, v in options.items()
+                              if k != "preset" and not (k == "precision" and v is None)}}
     hp["block_out_channels"] = tuple(int(c) for c in hp["block_out_channels"])
     hp["sample_batch"] = _positive_int(hp, "sample_batch")
     return hp

@@ -166,8 +166,14 @@ def _trial_stage(cfg, table, device, shape) -> Stage:
     return Stage("trials", len(cells), images, images / rate / 3600, 0, f"{key}: {rate:.3g} img/s, {basis}")
 
 
+def placement_of(cfg) -> dict:
+    """What the dry run prices per job — the same requests the sweep makes of Ray (one home each:
+    :attr:`SweepConfig.trial_resources`, :attr:`SweepConfig.source_job_resources`)."""
+    return {"trial": cfg.trial_resources, "source_job": cfg.source_job_resources}
+
+
 def _device_of(cfg) -> str:
-    return "gpu" if float(cfg.resources.get("gpus_per_trial") or 0) > 0 else "cpu"
+    return "gpu" if cfg.trial_resources["GPU"] > 0 else "cpu"
 
 
 def print_plan(cfg, out=None, *, gpus: float | None = None, missing: list[str] | None = None) -> dict:
@@ -185,7 +191,7 @@ def print_plan(cfg, out=None, *, gpus: float | None = None, missing: list[str] |
         print(f"  protocol settings: {', '.join(cfg.protocol_labels())}", file=out)
     if device == "gpu":
         devices = float(gpus if gpus is not None else max(torch.cuda.device_count(), 1))
-        per_job = float(cfg.resources.get("gpus_per_source_job") or 1)
+        per_job = placement_of(cfg)["source_job"]["GPU"]  # what the sweep asks Ray for, from the one default
     else:
         devices, per_job = float(cpu_slots), 1.0
     print(f"  cost ({'GPU' if device == 'gpu' else 'CPU'}; judge training, evaluation and Ray overhead not "

@@ -31,7 +31,7 @@ from runners.plan import source_jobs
 from runners.pools import is_prepared
 from runners.sources import open_set, prepare_pool
 from runners.quality import prepare_judge
-from runners.trial import injected, trainable, use_allotted_cpus
+from runners.trial import injected, placement, trainable, use_allotted_cpus
 from scaling.cube import save_cube, status_counts
 
 __all__ = ["RunFolderBusy", "SourceJobError", "SweepInterrupted", "build_tuner", "run_sweep"]
@@ -58,16 +58,20 @@ class SweepInterrupted(RuntimeError):
 
 def check_resources(cfg: SweepConfig, cpus: float, gpus: float, where: str) -> None:
     """A trial or source job that asks for more than the cluster has would wait forever: refuse it."""
-    res = cfg.resources
-    need = {"resources.cpus_per_trial": ("CPU", float(res.get("cpus_per_trial", 1)), cpus),
-            "resources.gpus_per_trial": ("GPU", float(res.get("gpus_per_trial") or 0), gpus),
-            "resources.gpus_per_source_job": ("GPU", float(res.get("gpus_per_source_job") or 0), gpus)}
+    need = {"resources.cpus_per_trial": ("CPU", cfg.trial_resources["CPU"], cpus),
+            "resources.gpus_per_trial": ("GPU", cfg.trial_resources["GPU"], gpus),
+            "resources.gpus_per_source_job": ("GPU", cfg.source_job_resources["GPU"], gpus)}
     for field_name, (kind, asked, have) in need.items():
         if asked > have:
             raise ConfigError(f"{field_name}: {asked:g} {kind}(s) asked, but {where} has {have:g}")
 
 
 def _local_resources(cfg: SweepConfig) -> tuple[float, float]:
+    """CPUs and GPUs a local sweep can use: those of the Ray session already started in this process (e.g. with
+    logical GPUs declared), else this machine's."""
+    if ray.is_initialized():
+        have = ray.cluster_resources()
+        return float(have.get("CPU", 0)), float(have.get("GPU", 0))
     return float(cfg.resources.get("num_cpus") or os.cpu_count()), float(torch.cuda.device_count())
 
 
@@ -144,7 +148,8 @@ def _source_task(cfg: SweepConfig, job: dict, *deps) -> dict:
     if injected(f"pool:{job['source']}-r{job['n_real']}-seed{job['seed']}"):
         raise RuntimeError("injected failure in a source job")
     t0 = time.perf_counter()
-    meta = prepare_pool(cfg, job["source"], job["n_real"], job["seed"])
+    meta = prepare_pool(cfg, job["source"], job["n_real"], job["seed"],
+                        record={**placement(), "started_at": time.time()})
     return {**job, "seconds": time.perf_counter() - t0, "meta": meta}
 
 
@@ -162,8 +167,7 @@ def _prepare_sources(cfg: SweepConfig, *, quiet: bool) -> None:
     jobs = [j for j in source_jobs(cfg) if not is_prepared(cfg, j["source"], j["n_real"], j["seed"])]
     if not jobs:
         return
-    opts = {"num_cpus": float(cfg.resources.get("cpus_per_trial", 1)),
-            "num_gpus": float(cfg.resources.get("gpus_per_source_job", cfg.resources.get("gpus_per_trial", 0))),
+    opts = {"num_cpus": cfg.source_job_resources["CPU"], "num_gpus": cfg.source_job_resources["GPU"],
             "max_retries": cfg.max_failures}
     judge = ray.remote(prepare_judge).options(**opts).remote(cfg)
     open_gen = None
@@ -226,7 +230,7 @@ def _tune(cfg: SweepConfig, pending: list[dict], *, quiet, started) -> set[str]:
             failed.add(cell_key(trial.config["cell"]))
             bar.write(f"trial failed after retries: {cell_key(trial.config['cell'])}")
 
-    resources = {"cpu": float(cfg.resources.get("cpus_per_trial", 1)), "gpu": float(cfg.resources.get("gpus_per_trial", 0))}
+    resources = {"cpu": cfg.trial_resources["CPU"], "gpu": cfg.trial_resources["GPU"]}
     space = {"sweep": cfg, "cell": tune.grid_search(pending)}
     tuner = build_tuner(trainable, space, resources=resources,
                         name=f"tune-{int(started)}", storage=cfg.run_dir / "tune", max_failures=cfg.max_failures,

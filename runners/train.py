@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from runners.data import FloatImages
-from runners.options import RECIPES
+from runners.options import PRECISIONS, RECIPES
 
 
 def conv_bn(cin: int, cout: int) -> nn.Sequential:
@@ -78,8 +78,11 @@ def train_classifier(x_train, y_train, x_test, y_test, n_classes: int, *, recipe
                      batch_size: int = 64, lr: float = 3e-3, weight_decay: float = 5e-4, label_smoothing: float = 0.1,
                      width: int | None = None, seed: int = 0, device: str | None = None, flip: bool = False,
                      synth_from: int | None = None, synth_weight: float | None = None,
-                     return_model: bool = False) -> dict:
+                     precision: str | None = None, return_model: bool = False) -> dict:
     """Train from scratch and evaluate; returns accuracy, loss, per-class accuracy, seconds.
+
+    ``precision``: ``fp32`` or ``bf16`` (autocast of the forward pass; weights, optimiser and the evaluation stay
+    float32); None is :func:`default_precision` of the device.
 
     ``synth_weight``: the probability that a batch item is drawn from the synthetic part (the rows from
     ``synth_from`` on) rather than the real part; None pools every row uniformly. A sampling probability,
@@ -88,6 +91,7 @@ def train_classifier(x_train, y_train, x_test, y_test, n_classes: int, *, recipe
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     gpu = device.startswith("cuda")
+    autocast = autocast_for(device, precision)
     torch.manual_seed(seed)
     if not gpu:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -110,8 +114,8 @@ def train_classifier(x_train, y_train, x_test, y_test, n_classes: int, *, recipe
         if flip:
             mask = torch.rand(bs, device=device, generator=gen) < 0.5
             xb = torch.where(mask[:, None, None, None], xb.flip(3), xb)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=gpu):
-            loss = F.cross_entropy(model(xb), ytr[idx], label_smoothing=label_smoothing)
+        with autocast():
+            loss = F.cross_entropy(model(xb).float(), ytr[idx], label_smoothing=label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -125,6 +129,21 @@ def train_classifier(x_train, y_train, x_test, y_test, n_classes: int, *, recipe
     if return_model:
         out["model"], out["norm"] = model, (mean, std)
     return out
+
+
+def default_precision(device: str) -> str:
+    """bf16 on CUDA (tensor cores, half the activation memory), fp32 on CPU (where bf16 autocast is emulated on
+    most CPUs: bench/RESULTS.md has the digits timing)."""
+    return "bf16" if str(device).startswith("cuda") else "fp32"
+
+
+def autocast_for(device: str, precision: str | None):
+    """A context factory: ``torch.autocast`` to bfloat16 on ``device`` when the precision is bf16, else a no-op."""
+    precision = precision or default_precision(device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: choose one of {PRECISIONS}, got {precision!r}")
+    kind = "cuda" if str(device).startswith("cuda") else "cpu"
+    return lambda: torch.autocast(kind, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def resident_rows(x, device: str):

@@ -30,8 +30,8 @@ def injected(key: str) -> bool:
     return key in os.environ.get("SCALING_FAIL_CELLS", "").split(",")
 
 
-# classifier keys that describe the protocol (resolved per cell), not arguments of train_classifier
-PROTOCOL_KEYS = ("recipe", *PROTOCOL_DEFAULTS)
+# classifier keys that describe the protocol (resolved per cell or by the config), not arguments of train_classifier
+PROTOCOL_KEYS = ("recipe", "precision", *PROTOCOL_DEFAULTS)
 
 
 def _inject_failure(cfg, cell: dict) -> None:
@@ -78,7 +78,7 @@ def run_cell(cfg, cell: dict) -> dict:
         clf.update(synth_from=len(base), synth_weight=float(weight))
     # the classifier's stream depends on (seed, n_real) only: every source at a base size shares its init
     result = train_classifier(x, y, data.images.subset(test_idx), data.labels[test_idx], len(data.classes),
-                              recipe=cfg.classifier.get("recipe", "small_cnn"),
+                              recipe=cfg.classifier.get("recipe", "small_cnn"), precision=cfg.precision,
                               seed=streams.torch_seed("classifier", cell["seed"], cell["n_real"]), **clf)
     if not np.isfinite(result["loss"]):  # diverged (e.g. lr too high): chance accuracy must not count as done
         raise FloatingPointError(f"{cell_key(cell)}: training diverged (test loss {result['loss']}); "
@@ -86,7 +86,19 @@ def run_cell(cfg, cell: dict) -> dict:
     return {"accuracy": result["accuracy"], "loss": result["loss"], "train_seconds": result["train_seconds"],
             "lr": clf.get("lr"), "weight_decay": clf.get("weight_decay"), "steps": clf["steps"],
             "source_seconds": source_seconds, "per_class_accuracy": result["per_class_accuracy"].tolist(),
-            "test_correct": pack_correct(result["correct"]), "node": _node_id()}
+            "test_correct": pack_correct(result["correct"])}
+
+
+def placement() -> dict:
+    """Where this trial or source job runs: the GPUs Ray assigned it and the ``CUDA_VISIBLE_DEVICES`` it saw
+    (Ray sets it from those), and the node. Recorded with every result, so a run shows how it was packed."""
+    try:
+        gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+        assigned = {k: float(v) for k, v in ray.get_runtime_context().get_assigned_resources().items()}
+    except Exception:  # outside Ray
+        gpu_ids, assigned = [], {}
+    return {"gpu_ids": gpu_ids, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "assigned": assigned, "node": _node_id()}
 
 
 def _node_id() -> str:
@@ -107,8 +119,9 @@ def trainable(config: dict) -> None:
             tune.report(entry)
             return
     _hold_if_asked(cell)
+    started_at = time.time()
     metrics = run_cell(cfg, cell)
-    metrics["cell_fingerprint"] = fingerprint
+    metrics.update(placement(), started_at=started_at, ended_at=time.time(), cell_fingerprint=fingerprint)
     write_json_atomic(ledger, {**metrics, **cell})
     storage.push(cfg, ledger)  # a remote run folder: the entry counts once it is in the store
     with open(cfg.run_dir / "executions.log", "a") as fh:  # one line per finished execution (tests count them)

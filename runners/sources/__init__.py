@@ -30,11 +30,13 @@ REGISTRY = {m.NAME: m for m in (real, closed_set, open_set, retrieval)}
 assert tuple(REGISTRY) == SOURCES, "every source the config accepts has a module, and no other"
 
 
-def prepare_pool(cfg, source: str, n_real: int, seed: int, *, progress: bool = False) -> dict:
+def prepare_pool(cfg, source: str, n_real: int, seed: int, *, progress: bool = False,
+                 record: dict | None = None) -> dict:
     """Build (or find, or extend) the pool of one (source, n_real, seed), measure its quality; returns its meta
     record. A finished pool smaller than the sweep's largest n_synth is extended: generators sample only the new
     batches, real and retrieval pools (index arithmetic and one search) are rebuilt; either way the old images
-    stay the new pool's prefix."""
+    stay the new pool's prefix. ``record`` (e.g. where the job ran: :func:`runners.trial.placement`) is stored
+    in the meta of a pool built here."""
     if source not in REGISTRY:
         raise ValueError(f"sources: unknown source {source!r}; choose from {tuple(REGISTRY)}")
     size = int(max(cfg.n_synth))
@@ -46,9 +48,9 @@ def prepare_pool(cfg, source: str, n_real: int, seed: int, *, progress: bool = F
     pool = REGISTRY[source].prepare(ctx)
     if previous is not None:
         _check_prefix(previous, pool, source)
-    record, kept = measure(cfg, pool_images(cfg, pool.arrays), pool.arrays["labels"], seed)
+    measured, kept = measure(cfg, pool_images(cfg, pool.arrays), pool.arrays["labels"], seed)
     pool.meta.update(source=source, n_real=int(n_real), seed=int(seed), size=len(pool.arrays["labels"]),
-                     key=pool_key(cfg, source, n_real, seed), **record)
+                     key=pool_key(cfg, source, n_real, seed), **measured, **(record or {}))
     pool.arrays.update(kept)
     save_pool(cfg, source, n_real, seed, pool)
     return pool.meta
