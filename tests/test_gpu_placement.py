@@ -43,7 +43,7 @@ def packed_run(tmp_path_factory):
     cfg_path.write_text(yaml.safe_dump({**CONFIG, "storage": str(tmp / "runs")}))
     old = os.environ.get("RAY_TMPDIR")
     os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rg", dir="/tmp")  # short socket paths, our own processes
-    # 8 logical CPUs and 2 logical GPUs on this machine: the sweep uses the session it finds
+    # 8 logical CPUs and 2 logical GPUs on this machine: the sweep uses the Ray session it finds
     ray.init(num_cpus=8, num_gpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         path = scaling.run_sweep(str(cfg_path), quiet=True)
