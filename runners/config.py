@@ -331,8 +331,13 @@ class SweepConfig:
         return max(1, int(self.resources.get("cpus_per_trial", 1)))
 
     def options(self, source: str) -> dict:
-        """The resolved options of one source (defaults filled in), as the pool cache keys hash them."""
-        return options_for(self.source_options, source)
+        """The resolved options of one source (defaults filled in), as the pool cache keys hash them. A generator's
+        unset precision resolves like the classifier's: bf16 when source jobs run on a GPU — and then enters the
+        keys, a different precision being a different estimand — and fp32 (absent, as before the option) on CPU."""
+        opts = options_for(self.source_options, source)
+        if "generator" in opts and "precision" not in opts["generator"] and self.source_job_resources["GPU"] > 0:
+            opts = {**opts, "generator": {**opts["generator"], "precision": "bf16"}}
+        return opts
 
 
 def _resolved_precision(fields: dict, precision: str) -> None:

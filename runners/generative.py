@@ -60,6 +60,8 @@ def train_diffusion(images: np.ndarray, labels: np.ndarray, n_classes: int, hp: 
     rows, _, _ = resident_rows(images, device)
     y = torch.as_tensor(labels, dtype=torch.int64, device=device)
     model = build_unet(hp, tuple(images.shape[1:]), n_classes).to(device)
+    if gpu:  # tensor-core friendly layout for the convolutions (inputs follow the weights' format)
+        model = model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     sched = noise_scheduler()
     sched.alphas_cumprod = sched.alphas_cumprod.to(device)

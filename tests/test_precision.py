@@ -78,3 +78,16 @@ def test_a_generator_trains_and_samples_in_bf16_on_cpu():
     model, seconds = train_diffusion(images, labels, 3, hp, seed=0, device="cpu")
     out = sample_diffusion(model, np.zeros(10, int), 3, hp, seed=0, device="cpu")
     assert out.shape == (10, 1, 8, 8) and out.dtype == np.uint8 and seconds > 0
+
+
+def test_a_generator_on_a_gpu_config_resolves_to_bf16_and_keys_it():
+    from runners.sources.closed_set import generator_key
+
+    cpu = load_config("configs/digits.yaml")
+    gpu = load_config("configs/digits.yaml", ["resources.gpus_per_trial=0.5"])
+    assert "precision" not in cpu.options("closed_set")["generator"]  # CPU: fp32, keys as before the option
+    assert gpu.options("closed_set")["generator"]["precision"] == "bf16"
+    assert generator_key(cpu, 25, 0) != generator_key(gpu, 25, 0)
+    fp32 = load_config("configs/digits.yaml", ["resources.gpus_per_trial=0.5",
+                                               "source_options.closed_set.precision=fp32"])
+    assert fp32.options("closed_set")["generator"]["precision"] == "fp32"
