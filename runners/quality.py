@@ -90,6 +90,9 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     mu = a.mean(0) - b.mean(0)
     sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     root = linalg.sqrtm(sa @ sb)
+    if not np.isfinite(root).all():  # a collapsed pool has a singular covariance: shift both by eps I, as FID does
+        eps = 1e-6 * np.eye(len(sa))
+        root = linalg.sqrtm((sa + eps) @ (sb + eps))
     root = root.real if np.iscomplexobj(root) else root
     return float(mu @ mu + np.trace(sa + sb - 2 * root))
 

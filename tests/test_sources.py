@@ -2,6 +2,7 @@
 
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -231,3 +232,16 @@ def test_retrieval_from_an_external_image_folder(run_dir, tmp_path):
     assert x.shape == (30, 1, 8, 8) and np.array_equal(y, labels)
     with pytest.raises(ConfigError, match="^source_options.retrieval.pool.root: no such file"):
         load_config(_sweep(source_options={"retrieval": {"pool": {"name": "imagefolder", "root": "/no/crawl"}}}))
+
+
+def test_frechet_distance_is_finite_for_a_collapsed_pool_and_zero_for_the_same_features():
+    from runners.quality import frechet_distance
+
+    rng = np.random.default_rng(0)
+    real = rng.standard_normal((300, 16))
+    collapsed = np.tile(rng.standard_normal((1, 16)), (300, 1))  # a generator that draws one image: covariance 0
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = frechet_distance(real, collapsed)
+    assert np.isfinite(d) and d > 1.0
+    assert frechet_distance(real, real) == pytest.approx(0.0, abs=1e-6)
