@@ -99,7 +99,7 @@ def main() -> None:
               f"{r['seconds']:>8.1f}")
     ratios = {k: big[k] / small[k] for k in ("trial", "source") if k in big and k in small}
     print("ratio 60k / 5k: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items())
-          + f"   (goal: trial <= 1.3)")
+          + "   (goal: trial <= 1.3)")
     print(json.dumps({"small": small, "big": big, "ratios": ratios}))
 
 

@@ -20,7 +20,6 @@ from runners.config import DATASET_SHAPES, load_config, files_checked_later
 from runners.costs import FLOAT_BYTES, Stage, format_table, load_table, lookup, shape_key
 from runners.generative import build_unet
 from runners.pools import pool_key
-from runners.quality import JUDGE
 from runners.sources import REGISTRY, generator_trainings
 from runners.sources.base import padded_size
 
