@@ -1,67 +1,34 @@
-"""Fit orchestration and the result object returned by ``scaling.fit_equivalence``."""
+"""The result object returned by ``scaling.fit_equivalence``: one source's exchange rate with intervals and a
+verdict, its law parameters, cells and queries."""
 
 from __future__ import annotations
 
-import functools
 import json
-import warnings
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
 import xarray as xr
 from scipy import stats
 
 from analysis.bootstrap import (
     bca_interval,
-    cell_moments,
     expanded_level,
-    jackknife_counts,
     jackknife_t_interval,
     percentile_interval,
     pooled_jackknife_t_interval,
-    seed_counts,
 )
-from analysis.equivalence import (
-    EQUIVALENCE_LAWS,
-    Replicates,
-    SourceArrays,
-    neq_log_weights,
-    run_pipeline,
-    wang_public,
-)
-from analysis.laws import CURVE_LAWS, LAWS
-from analysis.variance import VarianceModel, fit_variance_model
+from analysis.equivalence import EQUIVALENCE_LAWS, Replicates, wang_public
+from analysis.formatting import (Summary, answer_frame, answer_line, fmt_number, html_tables,
+                                 int_if_whole)
+from analysis.options import (BOOTSTRAP_METHODS, CI_METHODS, LACK_OF_FIT_P, NEGLIGIBLE_NEQ, TEST_GROUPS,
+                              UNIDENTIFIED_WARNINGS, FitOptions, quiet, warn_if_extrapolated)
+from analysis.variance import VarianceModel
 from analysis.verdict import (METHODS_DISAGREE_FACTOR, bound_disagreement, describe, rate_under_verdict,
                               seeds_needed, surviving_verdict, verdicts)
 
-# A real-image equivalent below a hundredth of an image is "worth nothing": dividing by it would print
-# exchange rates like 1e155 that carry no information beyond "unbounded".
-NEGLIGIBLE_NEQ = 0.01
-# Test images are resampled in this many groups for the leave-one-group-out jackknife, repeated with this many
-# random groupings (each with its own shuffled null) whose variances are averaged. One grouping and one shuffle
-# made the added test-set variance (a difference of two noisy jackknife variances) a lottery: on the digits
-# default at 8 seeds, random_state 0, 1, 2 gave open_set bound ratios 1.92, 1.39, 1.63 for the same cube; at 5 seeds,
-# random_state 0-3: 1.74, 1.76, 1.75, 1.49 with one grouping, 1.63, 1.68, 1.72, 1.63 with 32 (fit time +13%).
-TEST_GROUPS = 10
-TEST_REPEATS = 32
-# Lack-of-fit alarms: a chi-square p-value below this says the law does not describe the cells.
-LACK_OF_FIT_P = 0.001
-
-
-def quiet(fn):
-    """Run ``fn`` without numpy's floating-point RuntimeWarnings: degenerate replicates (a resample whose
-    law explodes) are expected, come out as inf/NaN, and are handled and reported by the result itself."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return fn(*args, **kwargs)
-
-    return wrapper
-
+if TYPE_CHECKING:
+    from analysis.pipeline import LazyReplicates
 
 def _rate(n_synth, n_eq):
     """n_synth / n_eq, inf where n_eq is negligible (or negative: the images hurt), NaN where n_eq is."""
@@ -69,278 +36,6 @@ def _rate(n_synth, n_eq):
     with np.errstate(divide="ignore", invalid="ignore"):
         worth = n_synth / n_eq
     return where(np.isnan(n_eq), np.nan, where(n_eq >= NEGLIGIBLE_NEQ, worth, np.inf))
-
-
-CI_METHODS = ("jackknife", "expanded", "percentile", "bca")
-BOOTSTRAP_METHODS = ("expanded", "percentile", "bca")  # the methods that need the cluster-bootstrap replicates
-# warnings after which no exchange rate may be called "estimated", whatever its interval
-UNIDENTIFIED_WARNINGS = ("reference curve is flat", "reference curve is non-monotone", "never reaches the reference range",
-                         "parameters are not identifiable")
-
-
-class ExtrapolationWarning(UserWarning):
-    """A query outside the measured n_real / n_synth range: the law, not the data, answers it."""
-
-
-def warn_if_extrapolated(ds: xr.Dataset, stacklevel: int = 3) -> None:
-    if "extrapolated" in ds and bool(np.asarray(ds["extrapolated"]).any()):
-        n = int(np.asarray(ds["extrapolated"]).sum())
-        warnings.warn(f"{n} queried point(s) lie outside the measured n_real/n_synth range: the fitted law "
-                      "extrapolates there (see the 'extrapolated' variable)", ExtrapolationWarning,
-                      stacklevel=stacklevel)
-
-
-class IdentifiabilityError(ValueError):
-    """The cube cannot identify what was asked (too few sizes or seeds, a flat curve...)."""
-
-
-@dataclass
-class FitOptions:
-    reference: str = "real"
-    n_boot: int = 2000
-    ci: float = 0.95
-    ci_method: str = "jackknife"
-    law: str = "auto"
-    curve_law: str = "auto"
-    k: float = 1000.0
-    robust: bool = False
-    variance: str = "pooled"
-    test_resampling: bool = True
-    random_state: int | None = 0
-
-    def check(self) -> None:
-        if not (0 < self.ci < 1):
-            raise ValueError(f"ci: must lie strictly between 0 and 1, got {self.ci!r}")
-        if int(self.n_boot) < 50:
-            raise ValueError(f"n_boot: at least 50 replicates are needed for a {self.ci:.0%} interval, got {self.n_boot}")
-        if self.ci_method not in CI_METHODS:
-            raise ValueError(f"ci_method: choose one of {CI_METHODS}, got {self.ci_method!r}")
-        if self.law not in EQUIVALENCE_LAWS + ("auto",):
-            raise ValueError(f"law: choose one of {EQUIVALENCE_LAWS + ('auto',)}, got {self.law!r}")
-        if self.curve_law not in CURVE_LAWS + ("auto",):
-            raise ValueError(f"curve_law: choose one of {CURVE_LAWS + ('auto',)}, got {self.curve_law!r}")
-        if not self.k > 0:
-            raise ValueError(f"k: the Wang-law scale must be positive, got {self.k!r}")
-        if self.variance not in ("pooled", "cell"):
-            raise ValueError(f"variance: choose 'pooled' or 'cell', got {self.variance!r}")
-
-
-def _cells(da: xr.DataArray, synth_only: bool, items: xr.DataArray | None = None):
-    """Flatten a (n_real, n_synth, seed) DataArray into (S, C) with cell coordinates (and the test items
-    as (S, C, T) booleans when given)."""
-    st = da.stack(cell=("n_real", "n_synth")).transpose("seed", "cell")
-    n_real = st["n_real"].values.astype(float)
-    n_synth = st["n_synth"].values.astype(float)
-    keep = n_synth > 0 if synth_only else np.ones_like(n_synth, bool)
-    arrays = SourceArrays(str(da["source"].item()) if "source" in da.coords else "", st.values[:, keep].astype(float),
-                          n_real[keep], n_synth[keep])
-    if items is None:
-        return arrays, None
-    it = items.stack(cell=("n_real", "n_synth")).transpose("seed", "cell", "test_item").values[:, keep]
-    return arrays, it
-
-
-def _cell_var(acc: np.ndarray, n_test: int) -> np.ndarray:
-    """Per-cell variance of the mean over seeds (the pre-pooling estimate, kept for comparison)."""
-    return cell_moments(acc, np.ones((1, acc.shape[0])), n_test)[1][0]
-
-
-def _weighted_accuracy(items: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Accuracy of every (replicate, seed, cell) under test-image weights (R, T); ``items`` (S, C, T)."""
-    return np.einsum("sct,rt->rsc", items, weights, optimize=True) / weights.shape[1]
-
-
-def _test_boot_weights(n_items: int, n_boot: int, rng) -> np.ndarray:
-    """Multinomial bootstrap weights of the test images (row 0 all ones: the point estimate)."""
-    return np.vstack([np.ones((1, n_items)), rng.multinomial(n_items, np.full(n_items, 1.0 / n_items), size=n_boot)])
-
-
-def _test_jack_weights(n_items: int, rng) -> np.ndarray:
-    """Leave-one-group-out weights of the test images: ``TEST_REPEATS`` random groupings of ``TEST_GROUPS``
-    rows each."""
-    jack = []
-    for _ in range(TEST_REPEATS):
-        groups = rng.permutation(n_items) % TEST_GROUPS
-        jack += [np.where(groups == g, 0.0, n_items / np.sum(groups != g)) for g in range(TEST_GROUPS)]
-    return np.stack(jack)
-
-
-class LazyReplicates:
-    """The cluster-bootstrap replicates of one fit, shared by all of its sources and computed on first use:
-    the default (jackknife) interval never needs them, so a default fit does not pay for 2000 refits."""
-
-    def __init__(self, compute):
-        self._compute, self._value = compute, None
-
-    @property
-    def computed(self) -> bool:
-        return self._value is not None
-
-    def get(self) -> Replicates:
-        if self._value is None:
-            self._value = self._compute()
-            self._compute = None
-        return self._value
-
-
-@quiet
-def fit_arrays(acc: xr.DataArray, sources: list[str], opts: FitOptions, *, n_test: int, n_classes: int,
-               excluded: dict[str, dict[str, int]], dataset: str = "",
-               items: xr.DataArray | None = None) -> dict[str, "EquivalenceResult"]:
-    """Fit every source in ``sources`` against ``opts.reference`` sharing one set of resamples.
-
-    ``acc`` has dims (source, n_real, n_synth, seed) with NaN wherever a cell is excluded; ``items``
-    (the same dims plus ``test_item``, booleans) lets the test images be resampled jointly with seeds.
-    """
-    opts.check()
-    # two independent streams: the test-image groupings of the default interval, and the bootstrap drawn on
-    # first use — so asking for a bootstrap interval never changes the default one
-    test_stream, boot_stream = np.random.SeedSequence(opts.random_state).spawn(2)
-    rng = np.random.default_rng(test_stream)
-    n_seeds = acc.sizes["seed"]
-    use_items = items is not None and opts.test_resampling
-    ref, ref_items = _cells(acc.sel(source=opts.reference), False, items.sel(source=opts.reference) if use_items else None)
-    pairs = [_cells(acc.sel(source=s), True, items.sel(source=s) if use_items else None) for s in sources]
-    srcs = [p[0] for p in pairs]
-    warnings_common: list[str] = []
-    n_total_ref = ref.n_real + ref.n_synth
-    sizes_seen = np.unique(n_total_ref[np.isfinite(ref.acc).any(0)])
-    if len(sizes_seen) < 3:
-        raise IdentifiabilityError(
-            f"reference: the '{opts.reference}' curve has {len(sizes_seen)} distinct sizes with data; "
-            "a 3-parameter accuracy law needs at least 3"
-        )
-    if n_seeds < 2:
-        raise IdentifiabilityError(f"seed: intervals over seeds need at least 2 seeds, the cube has {n_seeds}")
-    e0 = 1.0 - 1.0 / max(n_classes, 2)
-    var_model = fit_variance_model({a.name: a.acc for a in [ref] + srcs}, n_test)
-
-    def mean_var(a: SourceArrays) -> np.ndarray:
-        if opts.variance == "cell":
-            return _cell_var(a.acc, n_test)
-        valid = np.isfinite(a.acc)
-        n = valid.sum(0)
-        with np.errstate(invalid="ignore"):
-            mean = np.where(n > 0, np.nansum(a.acc, 0) / np.maximum(n, 1), np.nan)
-        return var_model.of_mean(a.name, mean, n)
-
-    ref_var = mean_var(ref)
-    src_var = {a.name: mean_var(a) for a in srcs}
-    warnings_common += _reference_warnings(n_total_ref, 1 - np.nanmean(ref.acc, 0), ref_var)
-    fit_beta = len(np.unique(np.concatenate([s.n_real for s in srcs]))) >= 2 if srcs else True
-    if not fit_beta:
-        warnings_common.append("only one n_real: the effective law's beta (n_real exponent) is fixed at 0")
-    all_items = {ref.name: ref_items, **{p[0].name: p[1] for p in pairs}} if use_items else {}
-
-    def pipeline(counts, test_w=None, items=None, item_acc=None):
-        if test_w is not None:
-            item_acc = {name: _weighted_accuracy(it, test_w) for name, it in items.items()}
-        return run_pipeline(counts, ref, srcs, ref_var=ref_var, src_var=src_var, curve_law=opts.curve_law, e0=e0,
-                            fit_beta=fit_beta, law=opts.law, item_acc=item_acc)
-
-    if use_items:
-        all_items = {k: v.astype(np.float32) for k, v in all_items.items()}
-
-    def bootstrap() -> Replicates:
-        boot_rng = np.random.default_rng(boot_stream)
-        counts = seed_counts(n_seeds, int(opts.n_boot), boot_rng)
-        test_boot = _test_boot_weights(ref_items.shape[-1], int(opts.n_boot), boot_rng) if use_items else None
-        return pipeline(counts, test_boot, all_items)
-
-    # the point estimate and the leave-one-seed-out fits (the default interval, BCa's acceleration, the
-    # verdicts) in one batch
-    both = pipeline(np.vstack([np.ones((1, n_seeds)), jackknife_counts(n_seeds)]))
-    point, jack = both.take([0]), both.take(np.arange(1, n_seeds + 1))
-    reps = LazyReplicates(bootstrap)
-    tjack = tnull = None
-    if use_items:
-        test_jack = _test_jack_weights(ref_items.shape[-1], rng)
-        tjack = pipeline(np.ones((len(test_jack), n_seeds)), test_jack, all_items)
-        # the same deletions with every classifier's items shuffled on its own: what the seed jackknife covers
-        # (a fresh shuffle per grouping, so the null's own noise averages out too)
-        null_acc = {k: [] for k in all_items}
-        for rows in np.split(test_jack, TEST_REPEATS):
-            for k, v in all_items.items():
-                null_acc[k].append(_weighted_accuracy(rng.permuted(v, axis=-1), rows))
-        tnull = pipeline(np.ones((len(test_jack), n_seeds)), item_acc={k: np.concatenate(v) for k, v in null_acc.items()})
-    if point.curve.bound_names:
-        warnings_common.append(f"reference curve sits on a bound ({', '.join(point.curve.bound_names)})")
-    warnings_common += _curve_lack_of_fit(point, n_total_ref)
-    results = {}
-    for src in srcs:
-        n_eq0 = point.n_eq[src.name][:1]
-        w_log0 = neq_log_weights(n_eq0, n_eq0 + src.n_real[None, :], src_var[src.name][None, :], point.curve.take(0))
-        y0 = np.log(np.where(w_log0 > 0, n_eq0, 1.0))
-        results[src.name] = EquivalenceResult(
-            source=src.name, src=src, ref=ref, opts=opts, point=point, boot=reps, jack=jack, test_jack=tjack,
-            test_null=tnull,
-            n_seeds=n_seeds, n_test=n_test, dataset=dataset, fit_beta=fit_beta,
-            warnings=list(warnings_common), excluded=excluded.get(src.name, {}),
-            excluded_reference=excluded.get(opts.reference, {}), variance_model=var_model,
-            sm_fit=_statsmodels_fit(src, y0[0], w_log0[0], fit_beta, opts.robust),
-        )
-    return results
-
-
-def _curve_lack_of_fit(reps: Replicates, n_total) -> list[str]:
-    """Pearson chi-square of the reference law at the point estimate: a law that cannot describe the real
-    curve biases every real equivalent, and more seeds only make the interval narrower around the bias."""
-    curve = reps.curve.take(0)
-    w, e = reps.ref_w[0], reps.ref_err[0]
-    ok = (w > 0) & np.isfinite(e)
-    k = LAWS[curve.chosen if curve.law == "auto" else curve.law].n_params
-    df = int(ok.sum()) - k
-    if df < 2:
-        return []
-    chi2 = float(np.sum(w[ok] * (e[ok] - curve.predict(n_total[ok])[0]) ** 2))
-    p = float(stats.chi2.sf(chi2, df))
-    if p < LACK_OF_FIT_P:
-        return [f"the reference law misfits the real curve (chi2 = {chi2:.0f} on {df} df, p = {p:.1g}): real "
-                "equivalents may be biased and intervals may undercover"]
-    return []
-
-
-def _reference_warnings(n_total, err, var) -> list[str]:
-    """Flat or non-monotone reference curves make n_eq ill-defined; say so."""
-    out = []
-    sizes = np.unique(n_total)
-    means, ses = [], []
-    for s in sizes:
-        sel = (n_total == s) & np.isfinite(err) & np.isfinite(var) & (var > 0)
-        if not sel.any():
-            continue
-        wv = 1 / var[sel]
-        means.append(np.sum(wv * err[sel]) / wv.sum())
-        ses.append(np.sqrt(1 / wv.sum()))
-    means, ses = np.array(means), np.array(ses)
-    if len(means) >= 2 and means[0] - means[-1] < 2 * np.hypot(ses[0], ses[-1]):
-        out.append("reference curve is flat (error at the largest size is not 2 SE below the smallest): "
-                   "real equivalents are not identifiable")
-    rises = np.where(np.diff(means) > 2 * np.hypot(ses[1:], ses[:-1]))[0]
-    if len(rises):
-        out.append(f"reference curve is non-monotone: error rises between sizes "
-                   f"{', '.join(f'{sizes[i]:.0f}->{sizes[i + 1]:.0f}' for i in rises)}")
-    return out
-
-
-def _statsmodels_fit(src: SourceArrays, y: np.ndarray, w: np.ndarray, fit_beta: bool, robust: bool):
-    """The effective law's point fit with statsmodels, for its standard errors (WLS or Huber RLM)."""
-    ok = w > 0
-    if ok.sum() < (3 if fit_beta else 2) + 1:
-        return None
-    cols = [np.ones(ok.sum()), np.log(src.n_synth[ok])] + ([np.log(src.n_real[ok])] if fit_beta else [])
-    X = np.column_stack(cols)
-    names = ["log_k", "alpha"] + (["beta"] if fit_beta else [])
-    if robust:
-        # RLM takes no weights: scale rows by sqrt(w) so the Huber norm acts on standardised residuals
-        sw = np.sqrt(w[ok])
-        res = sm.RLM(y[ok] * sw, X * sw[:, None], M=sm.robust.norms.HuberT()).fit()
-    else:
-        res = sm.WLS(y[ok], X, weights=w[ok]).fit()
-    return {"params": dict(zip(names, res.params)), "bse": dict(zip(names, res.bse)), "model": type(res.model).__name__}
-
-
-# --------------------------------------------------------------------------------------------------
 
 
 # parameter domains: (low, high) bounds an interval may not cross, and whether the interval is built in logs
@@ -671,7 +366,7 @@ class EquivalenceResult:
         rrange = (self._src.n_real.min(), self._src.n_real.max())
         extrap = (rr < rrange[0]) | (rr > rrange[1]) | (ss < srange[0] * (1 - 1e-9)) | (ss > srange[1] * (1 + 1e-9))
         dims = ("n_real", second_name)
-        coords = {"n_real": _int_if_whole(r), second_name: _int_if_whole(s)}
+        coords = {"n_real": int_if_whole(r), second_name: int_if_whole(s)}
         ds = xr.Dataset({"estimate": (dims, est), "lower": (dims, lo), "upper": (dims, hi),
                          "extrapolated": (dims, extrap)}, coords=coords)
         sel = {d: 0 for d, v in ((dims[0], r_in), (dims[1], s_in)) if np.ndim(v) == 0}
@@ -888,16 +583,16 @@ class EquivalenceResult:
                     continue
                 flags = [k for k in ("unreachable", "extrapolated") if bool(cell[k])]
                 lines.append(
-                    f"{r:>7} {s:>8} {float(cell['accuracy']):6.3f} {float(cell['gain']):+7.3f} {_fmt(cell['n_eq']):>8} "
-                    f"[{_fmt(cell['n_eq_lower']):>8}, {_fmt(cell['n_eq_upper']):>8}] {_fmt(cell['exchange_rate']):>7} "
-                    f"[{_fmt(cell['exchange_rate_lower']):>7}, {_fmt(cell['exchange_rate_upper']):>7}] "
-                    f"{_fmt(cell['n_eq_model_free']):>9}  {cell['verdict'].item()} {' '.join(flags)}".rstrip())
+                    f"{r:>7} {s:>8} {float(cell['accuracy']):6.3f} {float(cell['gain']):+7.3f} {fmt_number(cell['n_eq']):>8} "
+                    f"[{fmt_number(cell['n_eq_lower']):>8}, {fmt_number(cell['n_eq_upper']):>8}] {fmt_number(cell['exchange_rate']):>7} "
+                    f"[{fmt_number(cell['exchange_rate_lower']):>7}, {fmt_number(cell['exchange_rate_upper']):>7}] "
+                    f"{fmt_number(cell['n_eq_model_free']):>9}  {cell['verdict'].item()} {' '.join(flags)}".rstrip())
         lines.append("")
         lines.append("Parameters (each law fitted in every replicate; flags: on bound / not identified / degenerate):")
         lines.append(f"{'':<18} {'estimate':>10} {'lower':>10} {'upper':>10} {'se (WLS)':>9}  {'flag':<15} note")
         for name, row in self.params.iterrows():
-            lines.append(f"{name:<18} {_fmt(row.estimate, 4):>10} {_fmt(row.lower, 4):>10} {_fmt(row.upper, 4):>10} "
-                         f"{_fmt(row.se_wls, 3):>9}  {row.flag:<15} {row.note}")
+            lines.append(f"{name:<18} {fmt_number(row.estimate, 4):>10} {fmt_number(row.lower, 4):>10} {fmt_number(row.upper, 4):>10} "
+                         f"{fmt_number(row.se_wls, 3):>9}  {row.flag:<15} {row.note}")
         if self.heldout_law_error:
             ho = ", ".join(f"{k} {v:.2f}" for k, v in self.heldout_law_error.items())
             lines.append(f"Held-out error of the equivalence laws (largest n_synth left out; RMSE in standard errors): {ho}")
@@ -999,92 +694,3 @@ def _param_flag(est, lo, hi, domain, boot) -> str:
     if hi == lo and not spread > 0:
         return "degenerate"
     return ""
-
-
-def answer_line(row: dict) -> str:
-    """One line of the answer: the verdict, the rate as the verdict allows it, and the gain test behind it."""
-    rate = "no rate" if row["verdict"] == "hurts" else \
-        f"rho = {_fmt(row['estimate'])} {format_interval(row['lower'], row['upper'])}"
-    gain = row.get("gain")
-    gain_txt = "" if gain is None or not np.isfinite(gain[0]) else \
-        f"; mean accuracy gain over {row.get('gain_cells', '?')} cells {gain[0]:+.3f} [{gain[1]:+.3f}, {gain[2]:+.3f}]"
-    return f"{row['verdict']}: {rate}{gain_txt} — {row['note']}"
-
-
-def _int_if_whole(x: np.ndarray) -> np.ndarray:
-    """Query coordinates as integers when they are whole numbers (n_real 50, not 50.0)."""
-    return x.astype(np.int64) if np.all(np.isfinite(x)) and np.all(x == np.round(x)) else x
-
-
-class Summary(str):
-    """A str that prints as the table (so notebooks show it without a print); in Jupyter it renders as HTML
-    tables when the fit provided them (``html``)."""
-
-    def __new__(cls, text: str, html: str | None = None):
-        obj = super().__new__(cls, text)
-        obj._html = html
-        return obj
-
-    def __repr__(self) -> str:
-        return str(self)
-
-    def _repr_html_(self) -> str:
-        return self._html if self._html is not None else f"<pre>{_escape(str(self))}</pre>"
-
-
-def _escape(text: str) -> str:
-    import html
-
-    return html.escape(text, quote=False)
-
-
-def answer_frame(rows: list[dict]) -> pd.DataFrame:
-    """The answer rows of :meth:`EquivalenceResult.headline` as a table: one row per (source, n_real)."""
-    out = pd.DataFrame([{
-        "source": r["source"], "n_real": r["n_real"], "n_synth": r["n_synth"], "verdict": r["verdict"],
-        "rho": r["estimate"], "lower": r["lower"], "upper": r["upper"],
-        "gain": np.nan if r["gain"] is None else r["gain"][0],
-        "gain_lower": np.nan if r["gain"] is None else r["gain"][1],
-        "gain_upper": np.nan if r["gain"] is None else r["gain"][2], "note": r["note"]} for r in rows])
-    return out.set_index(["source", "n_real"])
-
-
-def html_tables(title: str, tables: list[tuple[str, pd.DataFrame]], notes: list[str]) -> str:
-    """A title, captioned HTML tables (pandas' rendering) and notes: what a result shows in Jupyter."""
-    parts = [f"<h4>{_escape(title)}</h4>"]
-    for caption, frame in tables:
-        parts.append(f"<p><b>{_escape(caption)}</b></p>")
-        parts.append(frame.to_html(float_format=lambda x: _fmt(x), na_rep="–", border=0))
-    parts += [f"<p>{_escape(n)}</p>" for n in notes]
-    return "\n".join(parts)
-
-
-# Interval bounds of a rate (or a ratio of rates) beyond these carry no information a reader can use — a lower
-# bound of 3e-16 or an upper one of 3e+92 says "the interval admits nothing / everything" — and print as 0 / inf.
-RATE_BOUND_SHOWN = (1e-3, 1e6)
-
-
-def format_interval(lower, upper, digits: int = 3, inf: str = "inf", fmt=None) -> str:
-    """``[lower, upper]`` of a rate, with bounds outside :data:`RATE_BOUND_SHOWN` as 0 and ``inf``; other
-    bounds by ``fmt(x, digits)`` (default: this module's number style)."""
-    fmt = fmt or _fmt
-
-    def bound(x) -> str:
-        x = float(x)
-        if np.isfinite(x) and 0 <= x < RATE_BOUND_SHOWN[0]:
-            return "0"
-        if np.isinf(x) and x > 0 or np.isfinite(x) and x > RATE_BOUND_SHOWN[1]:
-            return inf
-        return fmt(x, digits)
-    return f"[{bound(lower)}, {bound(upper)}]"
-
-
-def _fmt(x, digits: int = 3) -> str:
-    x = float(x)
-    if np.isnan(x):
-        return "nan"
-    if np.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    if x != 0 and (abs(x) >= 1e5 or abs(x) < 10 ** -(digits)):
-        return f"{x:.{max(digits - 1, 1)}e}"
-    return f"{x:.{digits}g}" if abs(x) >= 100 else f"{x:.{digits}f}" if abs(x) < 10 else f"{x:.{digits - 1}f}"

@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from analysis.result import (EquivalenceResult, ExtrapolationWarning, Summary, _fmt, answer_frame, format_interval,
-                             html_tables, warn_if_extrapolated)
+from analysis.formatting import Summary, answer_frame, fmt_number, format_interval, html_tables
+from analysis.options import ExtrapolationWarning, warn_if_extrapolated
+from analysis.result import EquivalenceResult
 
 
 class EquivalenceResults(Mapping):
@@ -116,7 +117,7 @@ class EquivalenceResults(Mapping):
         """The table as Markdown; a rate whose verdict is not 'estimated' is shown in parentheses."""
         t = self.table(n_synth)
         head = "| source | n_real | rho | CI | verdict |\n|---|---|---|---|---|"
-        body = [f"| {s} | {r} | {_fmt(row.rho, digits)} | {format_interval(row.lower, row.upper, digits)} | "
+        body = [f"| {s} | {r} | {fmt_number(row.rho, digits)} | {format_interval(row.lower, row.upper, digits)} | "
                 f"{row.verdict} |" for (s, r), row in t.iterrows()]
         return "\n".join([head] + body)
 
@@ -132,7 +133,7 @@ class EquivalenceResults(Mapping):
             cells = []
             for c in cols:
                 row = t.loc[(source, c)]
-                txt = f"{_fmt(row.rho, digits)} {format_interval(row.lower, row.upper, digits)}"
+                txt = f"{fmt_number(row.rho, digits)} {format_interval(row.lower, row.upper, digits)}"
                 cells.append(txt if row.verdict == "estimated" else f"({txt})")
             lines.append(source.replace("_", r"\_") + " & " + " & ".join(cells) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}",

@@ -5,7 +5,7 @@ law. For each truth:
 
 1. the *full grid*: every source of a digits-like sweep (real + 3 synthetic sources) at a fixed seed count S;
    the smallest S whose median bound ratio reaches the width (30 simulated sweeps per S) is the baseline;
-2. the *adaptive loop* (``analysis.planning.sequential_stop``): only the cells the target needs (the reference
+2. the *adaptive loop* (``scaling.planning.sequential_stop``): only the cells the target needs (the reference
    and the target source), 3 seeds, then one more seed per round until the width is reached (at most 20):
    ``--runs`` independent loops.
 
@@ -24,7 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from analysis.planning import cells_per_seed, interval_at, sequential_stop
+from scaling.planning import cells_per_seed, interval_at, sequential_stop
 from scaling.simulate import planted_neq, simulate_cube
 
 GRID = {"n_real": (50, 100, 200, 400), "n_synth": (0, 100, 200, 400, 800)}

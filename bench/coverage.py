@@ -11,7 +11,7 @@ parallel processes.
 
 ``--item-sd`` records which test images every cell got right (shared item difficulty), so the fit resamples the
 test set jointly with the seeds (as on a real cube); ``--test-repeats`` compares numbers of random test-image
-groupings behind the test-set part of the interval (analysis.result.TEST_REPEATS).
+groupings behind the test-set part of the interval (analysis.options.TEST_REPEATS).
 """
 
 import argparse
@@ -47,12 +47,12 @@ def run_row(scenario: str, seeds: int, cubes: int, n_boot: int, variance: str, o
             item_sd: float | None = None, n_test: int = 2000, test_repeats: int | None = None):
     import warnings
 
-    import analysis.result
+    import analysis.options
     import scaling
 
     warnings.simplefilter("ignore")
     if test_repeats is not None:
-        analysis.result.TEST_REPEATS = test_repeats
+        analysis.options.TEST_REPEATS = test_repeats
     kwargs, spec, _ = SCENARIOS[scenario]
     hits = np.zeros(len(QUERIES))
     ratios, warned, verdicts = [], 0, {}

@@ -35,7 +35,7 @@ def check_target(cfg, target: tuple[str, int, int]) -> None:
 def run_adaptive(config, target: tuple[str, int, int], width: float, *, start: int = 3, step: int = 1,
                  max_seeds: int = 20, confirm: int = 2, budget_hours: float | None = None, settings=(),
                  storage: str | None = None, quiet: bool = False, out=print) -> dict:
-    from analysis.planning import interval_at  # the statistics room; runners may use it, never the reverse
+    from scaling.planning import interval_at  # the public face's planning; runners may use it, never the reverse
 
     base = load_config(config, settings, storage=storage)
     check_target(base, target)

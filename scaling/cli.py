@@ -10,7 +10,7 @@ import numpy as np
 
 from analysis.equivalence import EQUIVALENCE_LAWS
 from analysis.laws import CURVE_LAWS
-from analysis.result import CI_METHODS
+from analysis.options import CI_METHODS
 
 
 def _sweep(args) -> int:
@@ -59,7 +59,7 @@ def _print_answer(path) -> None:
     from pathlib import Path
 
     import scaling
-    from analysis.result import answer_line
+    from analysis.formatting import answer_line
 
     try:
         results = scaling.fit_equivalence(scaling.open_cube(path))
@@ -179,7 +179,7 @@ def _table(args) -> int:
 
 
 def _plan(args) -> int:
-    from analysis.planning import pilot_truth, plan_seeds, prior_truth, smallest_meeting
+    from scaling.planning import pilot_truth, plan_seeds, prior_truth, smallest_meeting
     from runners.config import files_checked_later, load_config
     from runners.plan import _device_of, stages
     from tqdm import tqdm
@@ -221,7 +221,7 @@ def _next(args) -> int:
     expected shrinkage of the interval's log-width per compute second (simulated from the cube as pilot)."""
     import json
 
-    from analysis.planning import cells_per_seed, interval_at, pilot_truth, plan_seeds
+    from scaling.planning import cells_per_seed, interval_at, pilot_truth, plan_seeds
     from scaling.cube import write_atomic
 
     import scaling

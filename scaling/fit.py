@@ -8,7 +8,8 @@ from typing import Sequence
 import numpy as np
 import xarray as xr
 
-from analysis.result import FitOptions, fit_arrays
+from analysis.options import FitOptions
+from analysis.pipeline import fit_arrays
 from analysis.results import EquivalenceResults
 from scaling.cube import (PROTOCOL_DIM, STATUS_DONE, STATUS_FAILED, CubeError, classes_of, correct_items,
                          protocol_slice, validate_cube)

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from analysis.result import CI_METHODS, format_interval
+from analysis.formatting import format_interval
+from analysis.options import CI_METHODS
 from analysis.verdict import ESTIMATED_MAX_RATIO, METHODS_DISAGREE_FACTOR
 from scaling.cube import PROTOCOL_DIM, STATUS_DONE, open_cube, protocol_slice, status_counts
 

@@ -6,7 +6,7 @@ import statsmodels.api as sm
 
 import scaling
 from analysis.equivalence import fit_effective_logspace
-from analysis.result import ExtrapolationWarning, IdentifiabilityError
+from analysis.options import ExtrapolationWarning, IdentifiabilityError
 
 SOURCES = {"closed_set": {"exchange_rate": 4.0}, "open_set": {"wang": [2.0, 3.0, 1000.0]}}
 

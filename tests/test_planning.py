@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import scaling
-from analysis.planning import draw_cube, interval_at, pilot_truth, plan_seeds, prior_truth, smallest_meeting
+from scaling.planning import draw_cube, interval_at, pilot_truth, plan_seeds, prior_truth, smallest_meeting
 
 GRID = {"n_real": (50, 100, 200, 400), "n_synth": (0, 100, 200, 400, 800)}
 TRUTH = {"sources": {"closed_set": {"exchange_rate": 4.0}}, "seed_sd": 0.08, "n_test": 2000, **GRID}

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import scaling
-from analysis.result import ExtrapolationWarning, format_interval
+from analysis.formatting import format_interval
+from analysis.options import ExtrapolationWarning
 
 TWO = {"closed_set": {"exchange_rate": 4.0}, "open_set": {"exchange_rate": 2.0}}
 

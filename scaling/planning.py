@@ -33,6 +33,8 @@ import pandas as pd
 import xarray as xr
 
 from analysis.verdict import VERDICTS
+from scaling.cube import STATUS_DONE, classes_of, empty_cube, fill_planted
+from scaling.fit import fit_equivalence
 
 
 @dataclass
@@ -56,7 +58,6 @@ class PilotTruth:
 
 
 def _fitted(cube: xr.Dataset, source: str, reference: str) -> tuple[np.ndarray, np.ndarray]:
-    from scaling.fit import fit_equivalence
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -68,7 +69,6 @@ def _fitted(cube: xr.Dataset, source: str, reference: str) -> tuple[np.ndarray, 
 def pilot_truth(cube: xr.Dataset, source: str, reference: str = "real", *, smooth: bool = True) -> PilotTruth:
     """The truth a plan simulates, from a pilot cube (done cells only): the fitted laws' error surface
     (``smooth=False``: the raw cell means) and the noise variances of the pilot's residuals."""
-    from scaling.cube import STATUS_DONE, classes_of  # the cube contract (scaling/cube.py has no runners import)
 
     acc = cube["accuracy"].where(cube["status"] == STATUS_DONE).sel(source=[reference, source])
     if "protocol" in acc.dims:
@@ -118,7 +118,6 @@ def prior_truth(n_real, n_synth, source: str, prior: dict, *, n_test: int = 1000
 
 def draw_cube(truth: PilotTruth, seeds: int, rng: np.random.Generator, dataset: str = "planned") -> xr.Dataset:
     """One simulated sweep of ``seeds`` seeds on the pilot's grid, with the pilot's noise model."""
-    from scaling.cube import empty_cube, fill_planted
 
     sources = [str(s) for s in truth.err["source"].values]
     n_real, n_synth = truth.err["n_real"].values, truth.err["n_synth"].values
@@ -140,7 +139,6 @@ def draw_cube(truth: PilotTruth, seeds: int, rng: np.random.Generator, dataset: 
 def interval_at(cube: xr.Dataset, source: str, n_real: int, n_synth: int, *, n_boot: int = 200,
                 random_state: int = 0, **fit_kwargs) -> dict:
     """(estimate, lower, upper, bound ratio, verdict) of the exchange rate at one cell of a fitted cube."""
-    from scaling.fit import fit_equivalence
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
