@@ -22,6 +22,8 @@ NEGLIGIBLE_NEQ = 0.01
 # random_state 0-3: 1.74, 1.76, 1.75, 1.49 with one grouping, 1.63, 1.68, 1.72, 1.63 with 32 (fit time +13%).
 TEST_GROUPS = 10
 TEST_REPEATS = 32
+# More bootstrap replicates than this hold gigabytes of per-replicate fits and add nothing a reader can see.
+MAX_BOOT = 100_000
 # Lack-of-fit alarms: a chi-square p-value below this says the law does not describe the cells.
 LACK_OF_FIT_P = 0.001
 
@@ -81,6 +83,9 @@ class FitOptions:
             raise ValueError(f"ci: must lie strictly between 0 and 1, got {self.ci!r}")
         if int(self.n_boot) < 50:
             raise ValueError(f"n_boot: at least 50 replicates are needed for a {self.ci:.0%} interval, got {self.n_boot}")
+        if int(self.n_boot) > MAX_BOOT:
+            raise ValueError(f"n_boot: at most {MAX_BOOT} replicates (each holds every cell's fit; 2000 give a 95% "
+                             f"interval's bounds to about 1%), got {self.n_boot}")
         if self.ci_method not in CI_METHODS:
             raise ValueError(f"ci_method: choose one of {CI_METHODS}, got {self.ci_method!r}")
         if self.law not in EQUIVALENCE_LAWS + ("auto",):

@@ -349,8 +349,8 @@ class EquivalenceResult:
     @quiet
     def _query(self, fn, law, n_real, second, second_name, ci_method=None) -> xr.Dataset:
         r_in, s_in = np.asarray(n_real, float), np.asarray(second, float)
-        if (r_in <= 0).any() or (s_in <= 0).any():
-            raise ValueError(f"n_real/{second_name}: queries must be positive")
+        if not (np.isfinite(r_in).all() and np.isfinite(s_in).all()) or (r_in <= 0).any() or (s_in <= 0).any():
+            raise ValueError(f"n_real/{second_name}: queries must be finite and positive, got {n_real!r}, {second!r}")
         if ci_method is not None and ci_method not in CI_METHODS:
             raise ValueError(f"ci_method: choose one of {CI_METHODS}, got {ci_method!r}")
         r, s = np.atleast_1d(r_in), np.atleast_1d(s_in)

@@ -506,6 +506,10 @@ def load_config(source, settings=(), **overrides) -> SweepConfig:
         _require(problem is None, "storage", problem or "")
         storage = str(local_path(storage)) if local_path(storage) is not None else storage
     _require("\x00" not in storage, "storage", f"{storage!r} holds a NUL byte: not a path")
+    # 's3:/bucket/runs' (one slash) is a typo for a URI, not a local folder named 's3:'
+    one_slash = re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/(?!/)", storage)
+    _require(one_slash is None, "storage", f"{storage!r} looks like a URI with one slash; write "
+             f"{re.sub(':/', '://', storage, count=1)!r} (or ./ before a local folder whose name has a colon)")
     _require(not _is_file(storage), "storage", f"{storage} is a file, not a folder")
     ds = raw["dataset"]
     check_dataset_spec(ds, "dataset")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -13,6 +14,10 @@ from analysis.pipeline import fit_arrays
 from analysis.results import EquivalenceResults
 from scaling.cube import (PROTOCOL_DIM, STATUS_DONE, STATUS_FAILED, CubeError, classes_of, correct_items,
                          protocol_slice, validate_cube)
+
+
+# variables of the cube contract that are not scores (a loss is lower-is-better and unbounded)
+NOT_METRICS = ("loss", "train_seconds", "source_seconds", "status")
 
 
 def fit_equivalence(
@@ -77,6 +82,11 @@ def fit_equivalence(
                         f"{cube.attrs.get('protocol', 'not recorded')})")
     if metric not in cube.data_vars:
         raise CubeError(f"metric: the cube has no variable {metric!r} (have {sorted(map(str, cube.data_vars))})")
+    values = cube[metric].values
+    if metric in NOT_METRICS or not np.issubdtype(values.dtype, np.floating) or \
+            bool(((values[np.isfinite(values)] < 0) | (values[np.isfinite(values)] > 1)).any()):
+        raise CubeError(f"metric: {metric!r} is not a 0-1 score where higher is better (accuracy is); the fit "
+                        "works on 1 - metric")
     names = [str(s) for s in cube["source"].values]
     wanted = [source] if isinstance(source, str) else [s for s in names if s != reference] if source is None else list(source)
     for s in wanted:
@@ -88,6 +98,7 @@ def fit_equivalence(
         raise CubeError(f"source: the cube has no source besides the reference {reference!r}")
     values = cube[metric]
     done = cube["status"] == STATUS_DONE
+    wanted = _with_synthetic_cells(values.where(done), wanted, explicit=source is not None)
     finite = np.isfinite(values)
     usable = values.where(done & finite)
     excluded = {}
@@ -107,6 +118,21 @@ def fit_equivalence(
                          n_classes=len(classes_of(cube)), excluded=excluded,
                          dataset=str(cube.attrs.get("dataset", "")), items=None if items is None else items.sel(sel))
     return EquivalenceResults({name: results[name] for name in wanted}, scalar=isinstance(source, str))
+
+
+def _with_synthetic_cells(values: xr.DataArray, wanted: list[str], *, explicit: bool) -> list[str]:
+    """The sources that have at least one usable synthetic cell (n_synth > 0, done, finite). A source whose
+    synthetic cells all failed has nothing to fit — a law fitted to no cell would still print numbers: named
+    sources are refused, and with ``source=None`` such a source is left out with a warning."""
+    synth = values.sel(n_synth=values["n_synth"] > 0)
+    empty = [s for s in wanted if not bool(np.isfinite(synth.sel(source=s)).any())]
+    if empty and (explicit or len(empty) == len(wanted)):
+        raise CubeError(f"source: {empty} has no usable synthetic cell (every n_synth > 0 cell failed, is pending "
+                        "or NaN); nothing to fit against the reference")
+    if empty:
+        warnings.warn(f"source: {empty} left out of the fit: no usable synthetic cell (failed, pending or NaN)",
+                      UserWarning, stacklevel=3)
+    return [s for s in wanted if s not in empty]
 
 
 def _in_design(cube: xr.Dataset) -> xr.DataArray:

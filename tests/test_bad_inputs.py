@@ -111,6 +111,16 @@ def test_storage_that_is_a_file_is_refused(tmp_path, capsys):
     assert (tmp_path / "file").read_text() == "x"
 
 
+def test_a_uri_with_one_slash_is_refused_not_made_a_local_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump({**GOOD, "storage": "s3:/bucket/runs"}))
+    assert main(["sweep", str(cfg_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "error: storage" in err and "'s3://bucket/runs'" in err, err
+    assert not (tmp_path / "s3:").exists()
+
+
 @pytest.mark.parametrize("kind", ["directory", "binary", "duplicate key", "a list", "missing", "bad yaml"])
 def test_bad_config_file_exits_2_naming_the_file(tmp_path, capsys, kind):
     path = tmp_path / "c.yaml"

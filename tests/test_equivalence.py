@@ -238,3 +238,34 @@ def test_the_test_set_variance_is_averaged_over_groupings_and_a_failed_grouping_
     half = stats.t.ppf(0.975, 4) * se
     np.testing.assert_allclose([lo[0], hi[0]], [4.0 * np.exp(-half), 4.0 * np.exp(half)], rtol=1e-12)
     assert excess > 0  # the test-set part is really in the interval here
+
+
+def test_a_source_whose_synthetic_cells_all_failed_is_refused_or_left_out_never_given_numbers():
+    cube = scaling.simulate_cube(seeds=3, sources={"good": {"exchange_rate": 4.0}, "dead": {"exchange_rate": 4.0}},
+                                 random_state=0)
+    dead = (cube["source"] == "dead") & (cube["n_synth"] > 0)
+    cube["status"] = cube["status"].where(~dead, 2).astype(np.int8)  # every synthetic cell of 'dead' failed
+    cube["accuracy"] = cube["accuracy"].where(~dead)
+    with pytest.raises(scaling.CubeError, match="source: \\['dead'\\] has no usable synthetic cell"):
+        scaling.fit_equivalence(cube, "dead", n_boot=60)
+    with pytest.warns(UserWarning, match="'dead'.* left out"):
+        res = scaling.fit_equivalence(cube, None, n_boot=60)
+    assert list(res) == ["good"]
+
+
+@pytest.mark.parametrize("metric", ["loss", "train_seconds", "status"])
+def test_a_variable_that_is_not_a_0_1_score_is_refused_as_the_metric(metric):
+    cube = scaling.simulate_cube(seeds=3, sources={"gen": {"exchange_rate": 4.0}}, random_state=0)
+    with pytest.raises(scaling.CubeError, match="metric"):
+        scaling.fit_equivalence(cube, "gen", metric=metric, n_boot=60)
+
+
+def test_nan_queries_and_an_unbounded_n_boot_are_refused_naming_the_argument():
+    cube = scaling.simulate_cube(seeds=3, sources={"gen": {"exchange_rate": 4.0}}, random_state=0)
+    res = scaling.fit_equivalence(cube, "gen", n_boot=60)
+    with pytest.raises(ValueError, match="n_real/n_synth: queries must be finite"):
+        res.exchange_rate(float("nan"), 400)
+    with pytest.raises(ValueError, match="n_real/n_synth"):
+        res.real_equivalent(100, float("inf"))
+    with pytest.raises(ValueError, match="n_boot: at most"):
+        scaling.fit_equivalence(cube, "gen", n_boot=10**7)
