@@ -11,7 +11,7 @@ def answer_line(row: dict) -> str:
         f"rho = {fmt_number(row['estimate'])} {format_interval(row['lower'], row['upper'])}"
     gain = row.get("gain")
     gain_txt = "" if gain is None or not np.isfinite(gain[0]) else \
-        f"; mean accuracy gain over {row.get('gain_cells', '?')} cells {gain[0]:+.3f} [{gain[1]:+.3f}, {gain[2]:+.3f}]"
+        f"; weighted mean accuracy gain over {row.get('gain_cells', '?')} cells {gain[0]:+.3f} [{gain[1]:+.3f}, {gain[2]:+.3f}]"
     return f"{row['verdict']}: {rate}{gain_txt} — {row['note']}"
 
 

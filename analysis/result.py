@@ -285,7 +285,7 @@ class EquivalenceResult:
 
     # ---------------------------------------------------------------- the gain test
     def _pooled_gain(self, reps: Replicates) -> np.ndarray:
-        """Per replicate and base size, the mean accuracy gain over that base's n_synth cells: (R, B)."""
+        """Per replicate and base size, the weighted mean accuracy gain over that base's n_synth cells: (R, B)."""
         g = reps.gain[self.source]
         bases = np.unique(self._src.n_real)
         # cells weighted by log(1 + n_synth / n_real): the effect of added images, helpful or harmful, grows
@@ -565,7 +565,7 @@ class EquivalenceResult:
         lines.append(f"equivalence law: {self._choice_text(self.law, self.law_weights, self.law_share)}")
         lines.append("")
         lines.append("Answer (exchange rate at the largest n_synth; verdict from the gain test of each base size, "
-                     "model-free: mean seed-paired accuracy gain over its n_synth cells):")
+                     "no accuracy law: weighted mean of seed-paired accuracy gains over its n_synth cells):")
         for row in self.headline():
             lines.append(f"  n_real={row['n_real']:<5} {answer_line(row)}")
         lines.append("")

@@ -181,7 +181,7 @@ def answer_text(r: dict, res) -> str:
         rate = f"rho {bold}{_fmt(r['estimate'])}{bold} {_interval(r['lower'], r['upper'])}"
     gain = r["gain"]
     gain_txt = "" if gain is None or not np.isfinite(gain[0]) else \
-        f"; mean accuracy gain over its {r['gain_cells']} n_synth cells {gain[0]:+.3f} [{gain[1]:+.3f}, {gain[2]:+.3f}]"
+        f"; weighted mean accuracy gain over its {r['gain_cells']} n_synth cells {gain[0]:+.3f} [{gain[1]:+.3f}, {gain[2]:+.3f}]"
     text = f"*{r['verdict']}* — {rate}{gain_txt}. {r['note'][0].upper() + r['note'][1:]}."
     agree = res.method_agreement(r["n_real"], r["n_synth"])
     if not agree["reliable"]:
@@ -346,8 +346,9 @@ def write_report(cube_path, out_dir, *, n_boot: int = 1000, sources=None, domain
            "equivalent** `n_eq` is how many extra real images give the same accuracy, and the **exchange "
            f"rate** `rho = n_synth / n_eq` is how many synthetic images one real image is worth. Intervals are "
            f"{ci:.0%} {how} over seeds (each seed repeats the whole experiment). Every rate carries a verdict, "
-           "decided first by a model-free gain test (the mean accuracy gain over a base size's n_synth cells, each "
-           "paired with the same seed's base classifier): *hurts* (the gain's interval lies below 0; no rate is "
+           "decided first by a gain test that uses no accuracy law (the weighted mean accuracy gain over a base "
+           "size's n_synth cells, each paired with the same seed's base classifier): *hurts* (the gain's interval "
+           "lies below 0; no rate is "
            "printed), *no measurable gain* (it includes 0; the rate has no upper bound: the images may be worth "
            f"nothing), else *estimated* (rate interval bounds within a factor {ESTIMATED_MAX_RATIO:g}) or *not "
            "identified* (the images help but the rate's interval is too wide). The rate is printed as its verdict "
