@@ -142,20 +142,12 @@ def jackknife_t_interval(point: np.ndarray, jack: np.ndarray, ci: float, extra: 
     def scaled(j):
         return np.where(positive, np.log(np.where(j > 0, j, np.nan)), j)
 
-    def jack_var(j):  # NaN where a row is missing
-        g = j.shape[0]
-        jl = scaled(j)
-        return (g - 1) / g * np.sum((jl - np.mean(jl, axis=0)) ** 2, axis=0)
-
-    def mean_jack_var(j):  # one leave-one-group-out variance per grouping, averaged over the complete ones
-        blocks = np.split(j, j.shape[0] // (extra_groups or j.shape[0]))
-        return np.nanmean([jack_var(b) for b in blocks], axis=0)
-
     with np.errstate(invalid="ignore", divide="ignore"):
         pl = np.where(positive, np.log(np.where(positive, point, 1.0)), point)
-        var = jack_var(jack)
-        if extra is not None:
-            excess = mean_jack_var(extra) - (0.0 if extra_null is None else mean_jack_var(extra_null))
+        var = _group_jack_var(scaled(jack), None)  # NaN where a row is missing
+        if extra is not None:  # one variance per grouping, averaged over the complete ones
+            excess = _group_jack_var(scaled(extra), extra_groups) - (
+                0.0 if extra_null is None else _group_jack_var(scaled(extra_null), extra_groups))
             var = var + np.maximum(np.nan_to_num(excess, nan=0.0), 0.0)  # no complete grouping: the seed part alone
         se = np.sqrt(var)
     half = stats.t.ppf(1 - (1 - ci) / 2, s - 1) * se
@@ -168,11 +160,14 @@ def jackknife_t_interval(point: np.ndarray, jack: np.ndarray, ci: float, extra: 
 
 
 def _group_jack_var(j: np.ndarray, groups: int | None) -> np.ndarray:
-    """Leave-one-group-out variance, averaged over blocks of ``groups`` rows (random groupings); linear scale."""
+    """Leave-one-group-out jackknife variance of the rows of ``j``, averaged over blocks of ``groups`` rows (random
+    groupings; None: one block); a block with a NaN row gives NaN and is left out of the average."""
     def one(b):
         g = b.shape[0]
         return (g - 1) / g * np.sum((b - np.mean(b, axis=0)) ** 2, axis=0)
     blocks = np.split(j, j.shape[0] // (groups or j.shape[0]))
+    if len(blocks) == 1:
+        return one(blocks[0])
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean([one(b) for b in blocks], axis=0)

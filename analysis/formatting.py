@@ -5,14 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+def gain_text(row: dict, *, cells: str = "cells") -> str:
+    """The gain test behind a headline row, as text ("" when the row has none)."""
+    gain = row.get("gain")
+    if gain is None or not np.isfinite(gain[0]):
+        return ""
+    return (f"; weighted mean accuracy gain over {row.get('gain_cells', '?')} {cells} {gain[0]:+.3f} "
+            f"[{gain[1]:+.3f}, {gain[2]:+.3f}]")
+
+
 def answer_line(row: dict) -> str:
     """One line of the answer: the verdict, the rate as the verdict allows it, and the gain test behind it."""
     rate = "no rate" if row["verdict"] == "hurts" else \
         f"rho = {fmt_number(row['estimate'])} {format_interval(row['lower'], row['upper'])}"
-    gain = row.get("gain")
-    gain_txt = "" if gain is None or not np.isfinite(gain[0]) else \
-        f"; weighted mean accuracy gain over {row.get('gain_cells', '?')} cells {gain[0]:+.3f} [{gain[1]:+.3f}, {gain[2]:+.3f}]"
-    return f"{row['verdict']}: {rate}{gain_txt} — {row['note']}"
+    return f"{row['verdict']}: {rate}{gain_text(row)} — {row['note']}"
 
 
 def int_if_whole(x: np.ndarray) -> np.ndarray:

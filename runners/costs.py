@@ -140,11 +140,11 @@ def wall_hours(stages: list[Stage], devices: float, per_job: float) -> float:
     for s in stages:
         if s.jobs == 0:
             continue
-        slots = max(1, int(devices / per_job)) if s.name == "generator training" else max(devices, 1e-9)
-        if s.name == "generator training":
+        if s.job_hours > 0:  # indivisible jobs (generator trainings): whole rounds of per_job devices each
+            slots = max(1, int(devices / per_job)) if per_job > 0 else max(1, int(devices))
             total += math.ceil(s.jobs / slots) * s.job_hours
         else:
-            total += s.device_hours / slots
+            total += s.device_hours / max(devices, 1e-9)
     return total
 
 

@@ -83,8 +83,8 @@ def fit_equivalence(
     if metric not in cube.data_vars:
         raise CubeError(f"metric: the cube has no variable {metric!r} (have {sorted(map(str, cube.data_vars))})")
     values = cube[metric].values
-    if metric in NOT_METRICS or not np.issubdtype(values.dtype, np.floating) or \
-            bool(((values[np.isfinite(values)] < 0) | (values[np.isfinite(values)] > 1)).any()):
+    finite = values[np.isfinite(values)] if np.issubdtype(values.dtype, np.floating) else None
+    if metric in NOT_METRICS or finite is None or bool(((finite < 0) | (finite > 1)).any()):
         raise CubeError(f"metric: {metric!r} is not a 0-1 score where higher is better (accuracy is); the fit "
                         "works on 1 - metric")
     names = [str(s) for s in cube["source"].values]

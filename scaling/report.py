@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from analysis.formatting import format_interval
+from analysis.formatting import format_interval, gain_text
 from analysis.options import CI_METHODS
 from analysis.verdict import ESTIMATED_MAX_RATIO, METHODS_DISAGREE_FACTOR
 from scaling.cube import PROTOCOL_DIM, STATUS_DONE, open_cube, protocol_slice, status_counts
@@ -179,10 +179,7 @@ def answer_text(r: dict, res) -> str:
     else:
         bold = "**" if r["verdict"] == "estimated" else ""
         rate = f"rho {bold}{_fmt(r['estimate'])}{bold} {_interval(r['lower'], r['upper'])}"
-    gain = r["gain"]
-    gain_txt = "" if gain is None or not np.isfinite(gain[0]) else \
-        f"; weighted mean accuracy gain over its {r['gain_cells']} n_synth cells {gain[0]:+.3f} [{gain[1]:+.3f}, {gain[2]:+.3f}]"
-    text = f"*{r['verdict']}* — {rate}{gain_txt}. {r['note'][0].upper() + r['note'][1:]}."
+    text = f"*{r['verdict']}* — {rate}{gain_text(r, cells='n_synth cells')}. {r['note'][0].upper() + r['note'][1:]}."
     agree = res.method_agreement(r["n_real"], r["n_synth"])
     if not agree["reliable"]:
         f = agree["factor"]

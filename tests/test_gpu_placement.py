@@ -93,12 +93,24 @@ def test_the_dry_run_prices_the_placement_the_sweep_asked_for(packed_run):
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
-def test_for_every_shipped_config_the_dry_run_prices_what_the_sweep_asks_ray_for(config):
-    """Both read one home (SweepConfig.trial_resources / source_job_resources): a source job on a GPU config
-    gets a whole GPU unless gpus_per_source_job says otherwise, in the run and in the cost table alike."""
+def test_for_every_shipped_config_the_dry_run_prices_the_gpus_the_sweep_asks_for(config):
+    """A source job on a GPU config gets a whole GPU unless gpus_per_source_job says otherwise — and the dry
+    run's cost table (its wall time on 8 GPUs) is computed with exactly that per-job request."""
+    import io
+
+    from runners.costs import format_table
+    from runners.plan import print_plan, stages
+
     with files_checked_later():
         cfg = load_config(str(ROOT / "configs" / config))
-    priced = placement_of(cfg)
-    assert priced == {"trial": cfg.trial_resources, "source_job": cfg.source_job_resources}
-    if cfg.trial_resources["GPU"] > 0 and cfg.resources.get("gpus_per_source_job") is None:
-        assert priced["source_job"]["GPU"] == 1.0
+    res = cfg.resources
+    expected = float(res["gpus_per_source_job"]) if res.get("gpus_per_source_job") is not None else \
+        (1.0 if float(res.get("gpus_per_trial") or 0) > 0 else 0.0)
+    assert cfg.source_job_resources["GPU"] == expected
+    assert cfg.trial_resources["GPU"] == float(res.get("gpus_per_trial") or 0)
+    if cfg.trial_resources["GPU"] == 0:
+        return  # a CPU config: no GPU table
+    out = io.StringIO()
+    print_plan(cfg, out, gpus=8)
+    for row in format_table(stages(cfg, "gpu"), "gpu", 8.0, expected):
+        assert row in out.getvalue(), row
