@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from runners import storage
 from runners.config import ConfigError, protocol_label
 from runners.pools import POOL_VERSION
@@ -46,7 +48,7 @@ def package_version() -> str:
         return "unknown"
 
 
-def cell_fingerprint(cfg, cell: dict) -> str:
+def fingerprint_parts(cfg, cell: dict) -> dict:
     """What determines one cell's numbers beyond its coordinates: the run's fixed fields (dataset, split,
     classifier and protocol), its source's options when it uses a pool (and the pool recipe's version), the
     package version, and the torch thread count (``cpus_per_trial`` changes accuracies in the 3rd decimal). Not
@@ -55,37 +57,87 @@ def cell_fingerprint(cfg, cell: dict) -> str:
     key = {"fixed": cfg.fixed_fingerprint(), "package": package_version(), "threads": cfg.threads}
     if cell["n_synth"] > 0:
         key.update(options=cfg.options(cell["source"]), pool_version=POOL_VERSION)
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:16]
+    return json.loads(json.dumps(key, default=list))
+
+
+def cell_fingerprint(cfg, cell: dict) -> str:
+    return hashlib.sha256(json.dumps(fingerprint_parts(cfg, cell), sort_keys=True).encode()).hexdigest()[:16]
+
+
+# which field of the config a differing fingerprint part points at, for the refusal
+_PART_FIELDS = {"fixed": "dataset/classifier", "package": "the package version", "threads": "resources.cpus_per_trial",
+                "pool_version": "the pool recipe version"}
+
+
+def _differing_field(entry: dict, now: dict, source: str) -> str:
+    """Name the config field behind a fingerprint mismatch; entries record their parts since they carry a
+    checksum, older ones only the hash (then every candidate is named)."""
+    parts = entry.get("fingerprint_parts")
+    if not isinstance(parts, dict):
+        return f"source_options.{source}, resources.cpus_per_trial or the package version"
+    differ = [k for k in sorted(set(parts) | set(now)) if parts.get(k) != now.get(k)]
+    return ", ".join(f"source_options.{source}" if k == "options" else _PART_FIELDS.get(k, k) for k in differ)
+
+
+# the keys every ledger entry has (a trial writes them all); an entry without one cannot enter the cube
+ENTRY_KEYS = ("accuracy", "loss", "cell_fingerprint", "source", "n_real", "n_synth", "seed")
+CELL_COORDS = ("source", "n_real", "n_synth", "seed", "budget", "synth_weight")
+
+
+def entry_checksum(entry: dict) -> str:
+    """sha256 of an entry's content without its own checksum: an edit in place is detected on resume."""
+    body = {k: v for k, v in entry.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def ledger_entry(metrics: dict, cell: dict, parts: dict) -> dict:
+    entry = {**metrics, **cell, "fingerprint_parts": parts}
+    return {**entry, "checksum": entry_checksum(entry)}
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(json.dumps(payload, default=str)))
 
 
-def check_run_dir(cfg) -> None:
+def check_run_dir(cfg) -> dict | None:
     """Refuse to mix two different sweeps in one run directory (called with the run folder's lock held).
 
     A run may grow: the same fixed fields (dataset, split, classifier, protocol) and the same options for the
     sources it already has, with more seeds, n_real or n_synth values, or sources, reuse the folder; the
-    stamp then records the extended config. Anything else is refused, naming the field."""
+    stamp then records the extended config. Anything else is refused, naming the field. Writes nothing:
+    returns the stamp to write (None when it is unchanged), which :func:`write_stamp` writes once every other
+    check (the ledger's) has passed — a refused run leaves the folder as it was."""
     stamp = cfg.run_dir / "sweep.json"
-    if storage.pull(cfg, stamp):
-        try:
-            old = json.loads(stamp.read_text())
-        except ValueError:
-            raise ConfigError(f"storage: {stamp} is damaged (not JSON); it records which sweep owns the folder — "
-                              "restore it or choose another name") from None
-        if old.get("fingerprint") == cfg.fingerprint():
-            return
-        if "fixed" not in old:  # written before runs could grow: the whole sweep must match
-            raise ConfigError(f"storage: {cfg.run_dir} holds a different sweep (fingerprint {old.get('fingerprint')}); "
-                              "choose another storage/name, or delete that folder")
-        _check_extension(cfg, old)
-        grown = _growth(old["config"], cfg)
-        print(f"extending the run in {cfg.run_dir}: {grown}; finished cells are kept", file=sys.stderr)
-    write_json_atomic(stamp, {"fingerprint": cfg.fingerprint(), "fixed": cfg.fixed_fingerprint(),
-                              "config": json.loads(json.dumps(cfg.__dict__, default=list))})
-    storage.push(cfg, stamp)
+    new = {"fingerprint": cfg.fingerprint(), "fixed": cfg.fixed_fingerprint(),
+           "config": json.loads(json.dumps(cfg.__dict__, default=list))}
+    if not storage.pull(cfg, stamp):
+        return new
+    try:
+        old = json.loads(stamp.read_text())
+    except ValueError:
+        raise ConfigError(f"storage: {stamp} is damaged (not JSON); it records which sweep owns the folder — "
+                          "restore it or choose another name") from None
+    if not isinstance(old, dict):
+        raise ConfigError(f"storage: {stamp} is damaged (not a JSON object); restore it or choose another name")
+    if old.get("fingerprint") == cfg.fingerprint():
+        return None
+    if "fixed" not in old or not isinstance(old.get("config"), dict):  # a stamp from before runs could grow
+        raise ConfigError(f"storage: {cfg.run_dir} holds a different sweep (fingerprint {old.get('fingerprint')}); "
+                          "choose another storage/name, or delete that folder")
+    _check_extension(cfg, old)
+    new["growth"] = _growth(old["config"], cfg)
+    return new
+
+
+def write_stamp(cfg, stamp: dict | None) -> None:
+    """Record the run's (possibly extended) config in ``sweep.json`` after every check has passed."""
+    if stamp is None:
+        return
+    if "growth" in stamp:
+        print(f"extending the run in {cfg.run_dir}: {stamp.pop('growth')}; finished cells are kept", file=sys.stderr)
+    path = cfg.run_dir / "sweep.json"
+    write_json_atomic(path, stamp)
+    storage.push(cfg, path)
 
 
 def _check_extension(cfg, old: dict) -> None:
@@ -114,70 +166,90 @@ def _growth(before: dict, cfg) -> str:
 
 
 def check_ledger(cfg) -> set[str]:
-    """Keys of the finished cells of this grid; a damaged entry, or one computed under another cell fingerprint
-    (package version, thread count, pool recipe), is refused before anything runs — never reused, never silently
+    """Keys of the finished cells of this grid. Each entry of the grid is verified before anything runs: JSON
+    with every key a trial writes, the coordinates of the cell its file is named after, its checksum (entries
+    that carry one), and the cell fingerprint of now (package version, thread count, source options, pool
+    recipe). A failing entry is refused naming the file and the field — never reused, never silently
     overwritten. Entries of cells outside the grid (a run that shrank) are left alone."""
     done = set()
     storage.pull_tree(cfg, cfg.run_dir / "ledger")  # a remote run folder: entries finished on any node
     wanted = {cell_key(c): c for c in cfg.cells()}
     for path in sorted((cfg.run_dir / "ledger").glob("*.json")):
-        try:
-            entry = json.loads(path.read_text())
-        except ValueError:
-            raise ConfigError(f"ledger: {path} is damaged (not JSON); delete it to recompute that cell") from None
-        if path.stem not in wanted:
-            continue
-        theirs, current = entry.get("cell_fingerprint"), cell_fingerprint(cfg, wanted[path.stem])
-        if theirs is not None and theirs != current:
-            raise ConfigError(f"resources.cpus_per_trial: {path.name} was computed under cell fingerprint {theirs} "
-                              f"(package version or torch threads differ from now: {package_version()}, "
-                              f"{cfg.threads} thread(s)); resume with the same package and cpus_per_trial, "
-                              "or use another name")
-        done.add(path.stem)
+        if path.stem in wanted:
+            verify_entry(cfg, path, wanted[path.stem])
+            done.add(path.stem)
     return done
+
+
+def read_entry(path: Path) -> dict:
+    try:
+        entry = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise ConfigError(f"ledger: {path} is damaged (not JSON); delete it to recompute that cell") from None
+    if not isinstance(entry, dict):
+        raise ConfigError(f"ledger: {path} is damaged (not a JSON object); delete it to recompute that cell")
+    return entry
+
+
+def verify_entry(cfg, path: Path, cell: dict) -> dict:
+    """The entry at ``path``, checked to be a finished result of ``cell`` under the current fingerprint."""
+    entry = read_entry(path)
+    missing = [k for k in ENTRY_KEYS if k not in entry]
+    if missing:
+        raise ConfigError(f"ledger: {path} lacks {', '.join(missing)}; delete it to recompute that cell")
+    moved = [k for k in CELL_COORDS if k in cell and entry.get(k) != cell[k]]
+    if moved:
+        raise ConfigError(f"ledger: {path} holds the result of another cell ({moved[0]} = {entry.get(moved[0])!r}, "
+                          f"its name says {cell[moved[0]]!r}); delete it to recompute that cell")
+    if "checksum" in entry and entry["checksum"] != entry_checksum(entry):
+        raise ConfigError(f"ledger: {path} was modified after it was written (checksum mismatch); delete it to "
+                          "recompute that cell")
+    now = fingerprint_parts(cfg, cell)
+    theirs = entry["cell_fingerprint"]
+    if theirs != cell_fingerprint(cfg, cell):
+        raise ConfigError(f"{_differing_field(entry, now, cell['source'])}: {path.name} was computed under cell "
+                          f"fingerprint {theirs}, which differs from now (package {package_version()}, "
+                          f"{cfg.threads} torch thread(s)); resume with the settings it was made with, or use "
+                          "another name")
+    return entry
 
 
 @contextlib.contextmanager
 def run_lock(run_dir: Path):
     """Hold ``run_dir/.lock`` for a whole sweep: two sweeps into one folder would mix their cells.
 
-    Created with O_EXCL (atomic on POSIX and NFSv3+); a lock left by a process that is gone (same host,
-    dead PID) is taken over with a message; one held elsewhere is refused, naming its holder.
+    A kernel lock (``filelock``): it dies with its holder, so a killed sweep leaves nothing to take over, and
+    a lock file that could not be written in full (a full disk) cannot block anyone. Who holds it (host, pid,
+    since) is written inside the lock file after it is taken, for the refusal's message only.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = run_dir / ".lock"
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                holder = json.loads(lock.read_text())
-            except (OSError, ValueError):
-                holder = {}
-            if holder.get("host") == me["host"] and not _alive(int(holder.get("pid", -1))):
-                print(f"taking over a stale lock of {run_dir} (pid {holder.get('pid')} is gone)", file=sys.stderr)
-                lock.unlink(missing_ok=True)
-                continue
-            raise RunFolderBusy(f"storage: {run_dir} is in use by another sweep (pid {holder.get('pid')} on "
-                                f"{holder.get('host')} since {holder.get('since')}); wait for it, or delete "
-                                f"{lock} if that process is gone") from None
-        with os.fdopen(fd, "w") as fh:
-            json.dump(me, fh)
-        break
+    path = run_dir / ".lock"
+    lock = FileLock(str(path), timeout=0)
     try:
+        lock.acquire()
+    except Timeout:
+        raise RunFolderBusy(f"storage: {run_dir} is in use by another sweep ({_holder(path)}); wait for it "
+                            "to finish") from None
+    try:
+        _write_holder(path)
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        lock.release()
 
 
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
+def _write_holder(path: Path) -> None:
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        with open(path, "r+") as fh:
+            fh.truncate()
+            fh.write(json.dumps(me))
+    except OSError:  # the lock is held either way; only the message of a refused sweep loses its holder
+        pass
+
+
+def _holder(path: Path) -> str:
+    try:
+        holder = json.loads(path.read_text())
+        return f"pid {holder['pid']} on {holder['host']} since {holder['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"

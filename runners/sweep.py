@@ -25,7 +25,7 @@ from runners import storage as run_store  # `storage` is run_sweep's argument
 from runners.assemble import assemble_cube, write_features
 from runners.config import ConfigError, SweepConfig, load_config
 from runners.ledger import (RunFolderBusy, cell_key, check_ledger, check_run_dir, ledger_path,
-                            package_version, run_lock)
+                            package_version, run_lock, write_stamp)
 from runners.plan import dry_run as plan_dry_run
 from runners.plan import source_jobs
 from runners.pools import is_prepared
@@ -88,9 +88,10 @@ def run_sweep(config, *, address: str | None = None, storage: str | None = None,
         check_resources(cfg, *_local_resources(cfg), "this machine")
     started = time.time()
     with run_lock(cfg.run_dir):
-        check_run_dir(cfg)
+        stamp = check_run_dir(cfg)
         (cfg.run_dir / "ledger").mkdir(exist_ok=True)
         done = check_ledger(cfg)
+        write_stamp(cfg, stamp)  # only now: a refused run leaves the folder's record as it was
         cells = cfg.cells()
         pending = [c for c in cells if cell_key(c) not in done]
         if not quiet:

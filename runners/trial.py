@@ -4,7 +4,6 @@ Tune internals beyond ``report``)."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -18,7 +17,8 @@ from ray import tune
 from runners import storage, streams
 from runners.config import PROTOCOL_DEFAULTS
 from runners.data import base_and_real_pool, dataset_of
-from runners.ledger import cell_fingerprint, cell_key, ledger_path, write_json_atomic
+from runners.ledger import (cell_fingerprint, cell_key, entry_checksum, fingerprint_parts, ledger_entry, ledger_path,
+                            read_entry, write_json_atomic)
 from runners.pools import attributed_seconds, load_pool
 from runners.train import train_classifier
 from scaling.cube import pack_correct
@@ -109,21 +109,25 @@ def _node_id() -> str:
 
 
 def trainable(config: dict) -> None:
-    """The Ray Tune function trainable: one cell, reported once."""
+    """The Ray Tune function trainable: one cell, reported once. It counts as done once its ledger entry is in
+    the run folder's store: a retry that finds the entry (a lost node, a failed upload) uploads it again."""
     cfg, cell = config["sweep"], config["cell"]
+    parts = fingerprint_parts(cfg, cell)
     fingerprint = cell_fingerprint(cfg, cell)
     ledger = ledger_path(cfg, cell)
     if storage.pull(cfg, ledger):  # finished in an earlier attempt (e.g. a retry after a lost node)
-        entry = json.loads(ledger.read_text())
-        if entry.get("cell_fingerprint", fingerprint) == fingerprint:
+        entry = read_entry(ledger)
+        if entry.get("cell_fingerprint") == fingerprint and entry.get("checksum") == entry_checksum(entry):
+            storage.push(cfg, ledger)
             tune.report(entry)
             return
     _hold_if_asked(cell)
     started_at = time.time()
     metrics = run_cell(cfg, cell)
     metrics.update(placement(), started_at=started_at, ended_at=time.time(), cell_fingerprint=fingerprint)
-    write_json_atomic(ledger, {**metrics, **cell})
+    entry = ledger_entry(metrics, cell, parts)
+    write_json_atomic(ledger, entry)
     storage.push(cfg, ledger)  # a remote run folder: the entry counts once it is in the store
     with open(cfg.run_dir / "executions.log", "a") as fh:  # one line per finished execution (tests count them)
         fh.write(cell_key(cell) + "\n")
-    tune.report({**metrics, **cell})
+    tune.report(entry)

@@ -362,14 +362,17 @@ def merge_cubes(a: xr.Dataset, b: xr.Dataset, *, atol: float = 1e-9) -> xr.Datas
     for key in ("dataset", "n_test", "classes"):
         if str(a.attrs[key]) != str(b.attrs[key]):
             raise CubeError(f"attrs: cubes disagree on '{key}': {a.attrs[key]!r} vs {b.attrs[key]!r}")
+    _check_same_protocol(a, b)
     if ("test_correct" in a) != ("test_correct" in b):  # test items recorded in one cube only: keep neither
         a, b = a.drop_vars("test_correct", errors="ignore"), b.drop_vars("test_correct", errors="ignore")
     a_al, b_al = xr.align(a, b, join="outer")
     a_status = a_al["status"].fillna(STATUS_PENDING).astype(np.int8)
     b_status = b_al["status"].fillna(STATUS_PENDING).astype(np.int8)
     both = (a_status == STATUS_DONE) & (b_status == STATUS_DONE)
-    for name in ("accuracy", "loss"):
-        diff = np.abs(a_al[name] - b_al[name]).where(both)
+    for name in ("accuracy", "loss", "per_class_accuracy", "test_correct"):
+        if name not in a_al or name not in b_al:
+            continue
+        diff = np.abs(a_al[name].astype(float) - b_al[name].astype(float)).where(both)
         if bool((diff > atol).any()):
             cell = diff.where(diff > atol, drop=True)
             first = {d: cell[d].values[0].item() for d in cell_dims(a_al) if cell.sizes.get(d, 0)}
@@ -393,6 +396,35 @@ def merge_cubes(a: xr.Dataset, b: xr.Dataset, *, atol: float = 1e-9) -> xr.Datas
     )
     _describe(merged)
     return validate_cube(merged)
+
+
+# the sweep fields (in a cube's provenance config) that make two runs' numbers comparable besides the protocol
+_COMPARABLE_FIELDS = ("dataset", "test_fraction", "classifier", "split_seed")
+
+
+def _check_same_protocol(a: xr.Dataset, b: xr.Dataset) -> None:
+    """Two cubes trained under different protocols (steps, classifier, split) hold different estimands: refuse,
+    naming the field. Cubes without a recorded protocol (simulated, older) are compared on what they record."""
+    pa, pb = a.attrs.get("protocol"), b.attrs.get("protocol")
+    if pa is not None and pb is not None and json.loads(str(pa)) != json.loads(str(pb)):
+        first = sorted(k for k in set(json.loads(str(pa))) | set(json.loads(str(pb)))
+                       if json.loads(str(pa)).get(k) != json.loads(str(pb)).get(k))
+        raise CubeError(f"attrs: the cubes were trained under different protocols ({', '.join(first)} differ: "
+                        f"{pa} vs {pb}); their cells are different estimands")
+    ca, cb = _config_of(a), _config_of(b)
+    for key in _COMPARABLE_FIELDS:
+        if key in ca and key in cb and ca[key] != cb[key]:
+            raise CubeError(f"attrs: the cubes' sweeps differ in '{key}' ({ca[key]!r} vs {cb[key]!r}); their cells "
+                            "are different estimands")
+
+
+def _config_of(cube: xr.Dataset) -> dict:
+    """The sweep config recorded in a cube's provenance ({} for a simulated or merged cube)."""
+    try:
+        config = json.loads(str(cube.attrs.get("provenance", "{}"))).get("config")
+    except (ValueError, AttributeError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def protocol_slice(cube: xr.Dataset, protocol: str) -> xr.Dataset:

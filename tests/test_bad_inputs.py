@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import scaling
 from runners.config import ConfigError, load_config
-from runners.ledger import RunFolderBusy, run_lock
+from runners.ledger import RunFolderBusy, cell_fingerprint, fingerprint_parts, ledger_entry, run_lock
 from scaling.cli import main
 
 GOOD = {"name": "t", "dataset": {"name": "digits"}, "sources": ["real"], "n_real": [10, 20], "n_synth": [0, 10],
@@ -277,7 +277,20 @@ def _run_folder(tmp_path):
 
 
 def _files(root: Path) -> dict:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file of a run folder and its bytes, but the lock file: it stays after a sweep (a kernel lock is
+    taken on it; deleting it on release would let a second sweep lock a file nobody else sees)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
+
+
+def _entry(cfg: dict, cell: dict, **metrics) -> str:
+    """A well-formed ledger entry of ``cell`` as a trial under ``cfg`` would write it."""
+    sweep = load_config(cfg)
+    body = {"accuracy": 0.9, "loss": 0.3, "cell_fingerprint": cell_fingerprint(sweep, cell), **metrics}
+    return json.dumps(ledger_entry(body, cell, fingerprint_parts(sweep, cell)))
+
+
+CELL = {"source": "real", "n_real": 10, "n_synth": 0, "seed": 0}
 
 
 def test_truncated_ledger_entry_is_named_and_nothing_is_touched(tmp_path, capsys):
@@ -293,11 +306,32 @@ def test_truncated_ledger_entry_is_named_and_nothing_is_touched(tmp_path, capsys
 
 def test_ledger_from_another_thread_count_is_refused_not_reused(tmp_path, capsys):
     cfg, run_dir = _run_folder(tmp_path)
-    (run_dir / "ledger" / "real-r10-s0-seed0.json").write_text(json.dumps({"accuracy": 0.9, "cell_fingerprint": "x"}))
+    two_threads = _set(copy.deepcopy(cfg), "resources.cpus_per_trial", 2)
+    (run_dir / "ledger" / "real-r10-s0-seed0.json").write_text(_entry(two_threads, CELL))
+    before = _files(run_dir)
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(cfg))
     assert main(["sweep", str(p), "--quiet"]) == 2
-    assert "error: resources.cpus_per_trial" in capsys.readouterr().err
+    assert "error: resources.cpus_per_trial:" in capsys.readouterr().err
+    assert _files(run_dir) == before
+
+
+@pytest.mark.parametrize("damage, named", [
+    (lambda cfg: "{}", "lacks accuracy"),
+    (lambda cfg: "[1, 2]", "not a JSON object"),
+    (lambda cfg: _entry(cfg, {**CELL, "seed": 1}), "another cell (seed = 1"),  # copied onto another cell's name
+    (lambda cfg: _entry(cfg, CELL).replace('"accuracy": 0.9', '"accuracy": 0.99'), "checksum"),  # edited in place
+])
+def test_a_ledger_entry_that_is_not_this_cells_result_is_refused(tmp_path, capsys, damage, named):
+    cfg, run_dir = _run_folder(tmp_path)
+    (run_dir / "ledger" / "real-r10-s0-seed0.json").write_text(damage(cfg))
+    before = _files(run_dir)
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    assert main(["sweep", str(p), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "real-r10-s0-seed0.json" in err and named in err, err
+    assert _files(run_dir) == before
 
 
 def test_damaged_sweep_stamp_is_named(tmp_path, capsys):
@@ -309,31 +343,32 @@ def test_damaged_sweep_stamp_is_named(tmp_path, capsys):
     assert "sweep.json" in capsys.readouterr().err
 
 
-def test_a_folder_locked_by_a_live_sweep_is_refused(tmp_path, capsys):
+def test_a_folder_locked_by_a_live_sweep_is_refused_naming_its_holder(tmp_path, capsys):
     cfg, run_dir = _run_folder(tmp_path)
-    import socket
-
-    (run_dir / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": "now"}))
-    before = _files(run_dir)
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(cfg))
-    assert main(["sweep", str(p), "--quiet"]) == 2
-    assert "in use by another sweep" in capsys.readouterr().err
-    assert _files(run_dir) == before
+    with run_lock(run_dir):  # another sweep in this process holds the kernel lock
+        before = _files(run_dir)
+        assert main(["sweep", str(p), "--quiet"]) == 2
+        assert _files(run_dir) == before
+    err = capsys.readouterr().err
+    assert "in use by another sweep" in err and f"pid {os.getpid()}" in err, err
 
 
-def test_a_stale_lock_is_taken_over_and_released(tmp_path):
-    import socket
-
+@pytest.mark.parametrize("left", ["", '{"host": "elsewhere", "pid": 1}', '{"pid": 2'])
+def test_a_lock_file_left_behind_blocks_nobody(tmp_path, left):
+    """A killed sweep, or a full disk that left the lock file empty or half-written: the kernel lock died with
+    its holder, so the next sweep takes the folder and writes who holds it now."""
     run_dir = tmp_path / "r"
     run_dir.mkdir()
-    (run_dir / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 12345}))
+    (run_dir / ".lock").write_text(left)
     with run_lock(run_dir):
         assert json.loads((run_dir / ".lock").read_text())["pid"] == os.getpid()
-        with pytest.raises(RunFolderBusy):
+        with pytest.raises(RunFolderBusy, match=f"pid {os.getpid()}"):
             with run_lock(run_dir):
                 pass
-    assert not (run_dir / ".lock").exists()
+    with run_lock(run_dir):  # released: free again
+        pass
 
 
 class _Evil:
