@@ -11,7 +11,7 @@ import xarray as xr
 from runners import storage
 from runners.config import protocol_label
 from runners.data import dataset_of
-from runners.ledger import cell_key, ledger_path
+from runners.ledger import cell_key, ledger_path, read_entry
 from runners.pools import is_prepared, load_pool, load_quality_arrays, pool_paths
 from runners.quality import FEATURES_KEPT, judge_outputs, judge_path
 from scaling.cube import STATUS_DONE, STATUS_FAILED, empty_cube, unpack_correct_hex, write_atomic
@@ -81,7 +81,7 @@ def assemble_cube(cfg, failed: set[str], provenance: dict):
     all_items = True
     for cell in cfg.cells():
         path = ledger_path(cfg, cell)
-        entry = json.loads(path.read_text()) if path.exists() else None
+        entry = read_entry(path) if path.exists() else None  # damaged: one error naming the file
         for loc in _targets(cfg, cell):
             if entry is not None:
                 all_items &= _fill_cell(cube, loc, entry)

@@ -15,7 +15,7 @@ import numpy as np
 import yaml
 
 from runners.data import DATASETS
-from runners.storage import check_storage_uri, is_uri, local_path, mirror_root
+from runners.storage import check_storage_uri, is_uri, local_path, mirror_root, split_credentials
 from runners.options import PRECISIONS, RECIPES, SOURCES, check_pipeline_dir, check_resolution, options_for
 
 DATASET_SIZES = {"digits": 1797}
@@ -504,6 +504,10 @@ def load_config(source, settings=(), **overrides) -> SweepConfig:
     if is_uri(storage):  # an object store (s3://, gs://, ...) or file://; checked without connecting
         problem = check_storage_uri(storage)
         _require(problem is None, "storage", problem or "")
+        try:  # credentials in the URI move to the environment: nothing stores or prints them
+            storage = split_credentials(storage)
+        except ValueError as exc:
+            raise ConfigError(f"storage: {exc}") from None
         storage = str(local_path(storage)) if local_path(storage) is not None else storage
     _require("\x00" not in storage, "storage", f"{storage!r} holds a NUL byte: not a path")
     # 's3:/bucket/runs' (one slash) is a typo for a URI, not a local folder named 's3:'

@@ -138,7 +138,7 @@ def sample_diffusion(model, labels: np.ndarray, n_classes: int, hp: dict, *, see
 def save_generator(model, folder: Path, meta: dict) -> None:
     """Weights as safetensors plus the UNet config and a meta.json (seconds, hyper-parameters)."""
     folder = Path(folder)
-    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+    tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")  # a dot: cleaned on the next start if killed
     model.save_pretrained(tmp, safe_serialization=True)
     (tmp / "meta.json").write_text(json.dumps(meta, default=str))
     if folder.exists():  # another worker finished the same content first: identical by construction

@@ -175,7 +175,7 @@ def check_ledger(cfg) -> set[str]:
     storage.pull_tree(cfg, cfg.run_dir / "ledger")  # a remote run folder: entries finished on any node
     wanted = {cell_key(c): c for c in cfg.cells()}
     for path in sorted((cfg.run_dir / "ledger").glob("*.json")):
-        if path.stem in wanted:
+        if path.stem in wanted:  # temp files of interrupted writes (".name...") never are
             verify_entry(cfg, path, wanted[path.stem])
             done.add(path.stem)
     return done

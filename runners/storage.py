@@ -17,28 +17,78 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import time
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from pyarrow import fs as pafs
 
 URI_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# credentials an S3 URI may carry (``s3://KEY:SECRET@bucket`` or ``?access_key=..&secret_key=..``) and the
+# environment variables pyarrow reads them from on every node
+S3_CREDENTIALS = {"access_key": "AWS_ACCESS_KEY_ID", "secret_key": "AWS_SECRET_ACCESS_KEY",
+                  "session_token": "AWS_SESSION_TOKEN"}
+# what a URI carried, kept only in this process's memory (for the Ray workers of a cluster, see ``worker_env``)
+_FROM_URIS: dict[str, str] = {}
+
+
 def is_uri(storage: str) -> bool:
-    return "://" in str(storage)
+    """A scheme followed by ``://`` at the start (``s3://``, ``file://``); a local path merely containing
+    ``://`` is a path."""
+    return _SCHEME.match(str(storage)) is not None
+
+
+def split_credentials(uri: str) -> str:
+    """The URI without its credentials, which move into this process's environment (``AWS_*``, read by pyarrow
+    here and inherited by the Ray workers it starts): a secret is never printed, hashed into the mirror's name,
+    stored in ``sweep.json``, the cube's provenance or Tune's experiment state. Other schemes carry none."""
+    parts = urlsplit(uri)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    secrets = {S3_CREDENTIALS[k]: v for k, v in query if k in S3_CREDENTIALS}
+    if parts.password is not None or parts.username is not None:
+        if parts.scheme != "s3":
+            raise ValueError(f"{redact(uri)} carries credentials; give them to {parts.scheme} through its usual "
+                             "environment or configuration instead")
+        secrets.update({"AWS_ACCESS_KEY_ID": unquote(parts.username or ""),
+                        "AWS_SECRET_ACCESS_KEY": unquote(parts.password or "")})
+    if not secrets:
+        return uri
+    os.environ.update(secrets)
+    _FROM_URIS.update(secrets)
+    netloc = parts.hostname or ""
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    kept = "&".join(q for q in parts.query.split("&") if q.partition("=")[0] not in S3_CREDENTIALS)  # as written
+    return urlunsplit((parts.scheme, netloc, parts.path, kept, parts.fragment))
+
+
+def redact(text: str) -> str:
+    """``text`` with any URI password and credential query value replaced by ``***`` (for messages)."""
+    text = re.sub(r"(://[^/@\s:]*):[^/@\s]*@", r"\1:***@", str(text))
+    return re.sub(rf"(\b(?:{'|'.join(S3_CREDENTIALS)})=)[^&\s]*", r"\1***", text)
+
+
+def worker_env() -> dict[str, str]:
+    """The credentials a storage URI carried, for the ``runtime_env`` of a Ray cluster's workers."""
+    return dict(_FROM_URIS)
 
 
 def check_storage_uri(storage: str) -> str | None:
     """None if ``storage`` is a URI this package can write to (checked without connecting), else why not."""
+    if not is_uri(storage):
+        return f"{redact(storage)!r} is not a URI (scheme://...)"
     scheme = urlsplit(storage).scheme
     if scheme == "file":
         return None
     if scheme not in URI_SCHEMES:
         return f"unsupported URI scheme {scheme!r}; use a path, file://, or one of {', '.join(URI_SCHEMES)}"
     if not urlsplit(storage).netloc:
-        return f"{storage!r} names no bucket or host"
+        return f"{redact(storage)!r} names no bucket or host"
     return None
 
 
@@ -77,16 +127,42 @@ def _remote_path(cfg, path: Path) -> tuple[pafs.FileSystem, str] | None:
     return filesystem, f"{base}/{Path(path).relative_to(cfg.run_dir).as_posix()}"
 
 
+class StorageError(OSError):
+    """The run folder's store stayed unreachable through every retry, or a disk refused a write."""
+
+
+# seconds between the attempts of one storage call: a store that is back within ~30 s loses nothing
+RETRY_DELAYS = (1, 2, 4, 8, 16)
+
+
+def with_retries(what: str, call):
+    """``call()``, retried with exponential backoff on I/O errors (a store restarting, a dropped connection);
+    after the last attempt one :class:`StorageError` naming ``what``. Ray Tune's callback never sees it: the
+    calls run in trials and in the driver outside Tune's loop."""
+    for delay in (*RETRY_DELAYS, None):
+        try:
+            return call()
+        except OSError as exc:  # pyarrow raises OSError for network and server errors alike
+            if delay is None:
+                raise StorageError(f"storage: {what} failed after {len(RETRY_DELAYS) + 1} attempts: "
+                                   f"{redact(str(exc)).splitlines()[0]}") from exc
+            time.sleep(delay)
+
+
 def push(cfg, path: Path) -> None:
-    """Upload one finished file of the run folder (no-op for local storage)."""
+    """Upload one finished file of the run folder (no-op for local storage), retried until the store has it."""
     target = _remote_path(cfg, path)
     if target is None:
         return
     filesystem, key = target
-    filesystem.create_dir(key.rsplit("/", 1)[0], recursive=True)
-    with open(path, "rb") as src, filesystem.open_output_stream(key) as dst:
-        while chunk := src.read(8 << 20):
-            dst.write(chunk)
+
+    def upload():
+        filesystem.create_dir(key.rsplit("/", 1)[0], recursive=True)
+        with open(path, "rb") as src, filesystem.open_output_stream(key) as dst:
+            while chunk := src.read(8 << 20):
+                dst.write(chunk)
+
+    with_retries(f"uploading {key}", upload)
 
 
 def push_tree(cfg, folder: Path) -> None:
@@ -95,7 +171,9 @@ def push_tree(cfg, folder: Path) -> None:
     if target is None:
         return
     filesystem, key = target
-    have = {info.path for info in filesystem.get_file_info(pafs.FileSelector(key, recursive=True, allow_not_found=True))}
+    listing = with_retries(f"listing {key}", lambda: filesystem.get_file_info(
+        pafs.FileSelector(key, recursive=True, allow_not_found=True)))
+    have = {info.path for info in listing}
     for path in sorted(Path(folder).rglob("*")):
         if path.is_file() and f"{key}/{path.relative_to(folder).as_posix()}" not in have:
             push(cfg, path)
@@ -111,13 +189,17 @@ def pull(cfg, path: Path) -> bool:
     if target is None:
         return False
     filesystem, key = target
-    if filesystem.get_file_info(key).type != pafs.FileType.File:
+    if with_retries(f"reading {key}", lambda: filesystem.get_file_info(key).type) != pafs.FileType.File:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
-    with filesystem.open_input_stream(key) as src, open(tmp, "wb") as dst:
-        while chunk := src.read(8 << 20):
-            dst.write(chunk)
+
+    def download():
+        with filesystem.open_input_stream(key) as src, open(tmp, "wb") as dst:
+            while chunk := src.read(8 << 20):
+                dst.write(chunk)
+
+    with_retries(f"downloading {key}", download)
     tmp.replace(path)
     return True
 
@@ -128,7 +210,8 @@ def pull_tree(cfg, folder: Path) -> None:
     if target is None:
         return
     filesystem, key = target
-    infos = filesystem.get_file_info(pafs.FileSelector(key, recursive=True, allow_not_found=True))
+    infos = with_retries(f"listing {key}", lambda: filesystem.get_file_info(
+        pafs.FileSelector(key, recursive=True, allow_not_found=True)))
     for info in infos:
         if info.type == pafs.FileType.File:
             pull(cfg, Path(folder) / info.path[len(key) + 1:])

@@ -10,10 +10,13 @@ import contextlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import diffusers
 import ray
@@ -32,7 +35,7 @@ from runners.pools import is_prepared
 from runners.sources import open_set, prepare_pool
 from runners.quality import prepare_judge
 from runners.trial import injected, placement, trainable, use_allotted_cpus
-from scaling.cube import save_cube, status_counts
+from scaling.cube import clean_temp_files, save_cube, status_counts
 
 __all__ = ["RunFolderBusy", "SourceJobError", "SweepInterrupted", "build_tuner", "run_sweep"]
 
@@ -88,6 +91,7 @@ def run_sweep(config, *, address: str | None = None, storage: str | None = None,
         check_resources(cfg, *_local_resources(cfg), "this machine")
     started = time.time()
     with run_lock(cfg.run_dir):
+        clean_temp_files(cfg.run_dir)  # what killed writers left; no writer of this folder runs now
         stamp = check_run_dir(cfg)
         (cfg.run_dir / "ledger").mkdir(exist_ok=True)
         done = check_ledger(cfg)
@@ -113,7 +117,8 @@ def run_sweep(config, *, address: str | None = None, storage: str | None = None,
             run_store.push(cfg, features)
     unfinished = [c for c in pending if cell_key(c) not in failed and not ledger_path(cfg, c).exists()]
     if not quiet:
-        where = f" (uploaded to {cfg.storage.split('?')[0].rstrip('/')}/{cfg.name}/results.nc)" if run_store.remote(cfg) else ""
+        where = f" (uploaded to {urlsplit(cfg.storage)._replace(query='').geturl().rstrip('/')}/{cfg.name}/results.nc)" \
+            if run_store.remote(cfg) else ""
         print(f"cube written: {path}{where} ({status_counts(cube)}) in {time.time() - started:.0f} s", flush=True)
     if unfinished:
         raise SweepInterrupted(f"interrupted: {len(unfinished)} of {len(cells)} trials did not finish (the cube "
@@ -131,16 +136,35 @@ def ray_session(cfg: SweepConfig, address: str | None):
     if not ray.is_initialized():
         kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": True,
                   "logging_level": "ERROR"}
-        if address:
-            ray.init(address=address, **kwargs)
+        if address:  # credentials a storage URI carried reach the cluster's workers through Ray, not a file
+            env = run_store.worker_env()
+            ray.init(address=address, **kwargs, **({"runtime_env": {"env_vars": env}} if env else {}))
         else:
             ray.init(num_cpus=cfg.resources.get("num_cpus") or os.cpu_count(), **kwargs)
         started_here = True
     try:
-        yield
+        with sigterm_as_sigint():
+            yield
     finally:
         if started_here:
             ray.shutdown()
+
+
+@contextlib.contextmanager
+def sigterm_as_sigint():
+    """SIGTERM (SLURM's, Kubernetes', ``timeout``'s) stops a sweep as Ctrl-C does: whatever handles SIGINT now
+    (Tune's graceful stop, or Python's KeyboardInterrupt) runs, the cube is saved and the exit is 130 with
+    "rerun to resume". Set after ``ray.init``, which installs its own SIGTERM handler that ends the driver
+    without saving. Only the main thread may set handlers; elsewhere (a notebook's worker thread) nothing
+    changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _source_task(cfg: SweepConfig, job: dict, *deps) -> dict:
@@ -225,7 +249,16 @@ def _tune(cfg: SweepConfig, pending: list[dict], *, quiet, started) -> set[str]:
             bar.set_postfix_str(f"{cell_key(result)} acc={result['accuracy']:.3f}")
             if time.time() - self.last_save > 5:  # rewrite the cube as trials finish, at most every 5 s
                 self.last_save = time.time()
+                self.save()
+
+        def save(self):
+            """A periodic save is a convenience (the ledger is the record): its failure (a full disk, a
+            damaged entry) is one warning, never the end of the sweep; the final save reports it for good."""
+            try:
                 save_cube(assemble_cube(cfg, failed, self.provenance), cfg.run_dir / "results.nc", overwrite=True)
+            except Exception as exc:  # noqa: BLE001 - whatever it was, Tune's loop must go on
+                bar.write(f"warning: the periodic cube save failed ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
+                          "trials go on, the cube is written at the end")
 
         def on_trial_error(self, iteration, trials, trial, **info):
             failed.add(cell_key(trial.config["cell"]))

@@ -309,9 +309,28 @@ def _add_view_options(p) -> None:
                    "show (default: the first; the report also compares every setting)")
 
 
+# every exit status of the command line; each is tested (tests/test_faults.py)
+EXIT_CODES = {
+    0: "success",
+    2: "bad input: a config field, cube, argument or file, or a run folder owned or locked by another sweep "
+       "(one line naming it; nothing written)",
+    3: "a source job (generator training, sampling, retrieval) failed after its retries",
+    4: "every cell of the sweep failed",
+    5: "storage or disk failure: the store stayed unreachable through its retries, or a write was refused "
+       "(one line naming the path)",
+    70: "internal error: a bug in the package (the traceback is printed; please report it)",
+    130: "interrupted (Ctrl-C or SIGTERM): finished trials are kept, rerun the same command to resume",
+}
+
+
+def _exit_code_epilog() -> str:
+    return "exit status:\n" + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scaling", description="How many synthetic images is one real image worth? "
-                                "Run sweeps, fit exchange rates with honest intervals, draw the paper figures.")
+                                "Run sweeps, fit exchange rates with honest intervals, draw the paper figures.",
+                                epilog=_exit_code_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     s = sub.add_parser("sweep", help="run or resume a Ray Tune sweep from a YAML config",
@@ -454,12 +473,35 @@ def cli_reference(width: int = 100) -> str:
 
 
 def main(argv=None) -> int:
+    """Run one command; every failure ends in one line and a status of :data:`EXIT_CODES`."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError) as exc:  # config/cube/argument errors: one line
-        print(f"scaling {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+        print(f"scaling {args.command}: error: {exc}", file=sys.stderr)  # config/cube/argument errors
         return 2
+    except KeyboardInterrupt:
+        print(f"scaling {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:  # a full disk, a read-only folder, a store unreachable through its retries
+        print(f"scaling {args.command}: error: {_os_error_line(exc)}", file=sys.stderr)
+        return 5
+    except Exception:  # noqa: BLE001 - a bug: its traceback, then a status that says so
+        import traceback
+
+        traceback.print_exc()
+        print(f"scaling {args.command}: internal error (a bug; please report it with the traceback above)",
+              file=sys.stderr)
+        return 70
+
+
+def _os_error_line(exc: OSError) -> str:
+    """One line naming what failed and where: ``[Errno 28] No space left on device: 'runs/x/results.nc'``."""
+    from runners.storage import redact
+
+    if exc.strerror and exc.filename:
+        return redact(f"{exc.strerror}: {exc.filename}")
+    return redact(str(exc).splitlines()[0] if str(exc) else repr(exc))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +14,8 @@ import xarray as xr
 from analysis.formatting import format_interval, gain_text
 from analysis.options import CI_METHODS
 from analysis.verdict import ESTIMATED_MAX_RATIO, METHODS_DISAGREE_FACTOR
-from scaling.cube import PROTOCOL_DIM, STATUS_DONE, open_cube, protocol_slice, status_counts
+from scaling.cube import (PROTOCOL_DIM, STATUS_DONE, TEMP_MARK, clean_temp_files, open_cube, protocol_slice,
+                          status_counts)
 
 
 def features_beside(cube_path, skipped: dict | None = None) -> xr.Dataset | None:
@@ -314,11 +318,49 @@ def protocol_lines(full_cube, out: Path, n_boot: int, skipped: dict, **fit_kwarg
     return md
 
 
+def plain(text) -> str:
+    """A cube attribute as inert Markdown text: one line, no HTML, no image or link syntax (a cube from elsewhere
+    must not put markup, or a remote image a viewer would fetch, into the report)."""
+    text = " ".join(str(text).split())
+    for raw, safe in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("[", "&#91;"), ("]", "&#93;"), ("`", "'")):
+        text = text.replace(raw, safe)
+    return text
+
+
 def write_report(cube_path, out_dir, *, n_boot: int = 1000, sources=None, domain_slice: dict | None = None,
                  protocol: str | None = None, **fit_kwargs) -> Path:
-    full = select_sources(open_cube(cube_path), sources)
+    """``out_dir/report.md`` and ``out_dir/figures/``, written whole or not at all: everything is drawn in a
+    temp folder inside ``out_dir`` and moved in place at the end, so a killed report leaves the previous one
+    (never a truncated PNG, never figures of two cubes side by side); other files in ``out_dir`` are kept."""
+    full = select_sources(open_cube(cube_path), sources)  # a bad cube or source: refused before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    clean_temp_files(out)  # what a killed report left
+    staging = Path(tempfile.mkdtemp(prefix=".report.", suffix=TEMP_MARK, dir=out))
+    try:
+        _draw_report(cube_path, full, staging, n_boot=n_boot, sources=sources, domain_slice=domain_slice,
+                     protocol=protocol, **fit_kwargs)
+        _move_in(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out / "report.md"
+
+
+def _move_in(staging: Path, out: Path) -> None:
+    """Swap the new figures folder in (old one renamed aside, then removed), then the report itself."""
+    old = out / f".figures.old{os.getpid()}{TEMP_MARK}"
+    if (out / "figures").exists():
+        (out / "figures").rename(old)
+    if (staging / "figures").exists():
+        (staging / "figures").rename(out / "figures")
+    for path in staging.iterdir():
+        if path.is_file():
+            os.replace(path, out / path.name)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _draw_report(cube_path, full: xr.Dataset, out: Path, *, n_boot: int, sources, domain_slice, protocol,
+                 **fit_kwargs) -> Path:
     skipped: dict[str, str] = {}
     protocol_md: list[str] = []
     cube = full
@@ -337,7 +379,7 @@ def write_report(cube_path, out_dir, *, n_boot: int = 1000, sources=None, domain
            "expanded": "expanded-percentile cluster-bootstrap intervals",
            "percentile": "percentile cluster-bootstrap intervals",
            "bca": "BCa cluster-bootstrap intervals"}.get(first.ci_method if first else "", "intervals")
-    md = [f"# How many synthetic images is one real image worth? — {cube.attrs['dataset']}", ""]
+    md = [f"# How many synthetic images is one real image worth? — {plain(cube.attrs['dataset'])}", ""]
     md += ["A classifier is trained on `n_real` real images plus `n_synth` images from a *source*; its test "
            "accuracy is compared with the *real* reference curve (more real images). The **real-image "
            "equivalent** `n_eq` is how many extra real images give the same accuracy, and the **exchange "
@@ -357,12 +399,12 @@ def write_report(cube_path, out_dir, *, n_boot: int = 1000, sources=None, domain
            f"{cube.sizes['seed']} seeds; {cube.attrs['n_test']} test images",
            f"- cells: {status_counts(cube)}" + (" (the pending ones lie outside the replace design: never run)"
                                                  if "design" in cube.attrs else ""),
-           "- training protocol: " + (", ".join(f"{k} {v}" for k, v in recorded.items()) if recorded else
+           "- training protocol: " + (plain(", ".join(f"{k} {v}" for k, v in recorded.items())) if recorded else
                                         "not recorded in the cube")
-           + (f" — this page shows setting **{cube.attrs['protocol_setting']}** of the protocol sweep "
+           + (f" — this page shows setting **{plain(cube.attrs['protocol_setting'])}** of the protocol sweep "
               f"{full[PROTOCOL_DIM].values.tolist()}" if "protocol_setting" in cube.attrs else ""),
-           f"- produced by package {prov.get('package', '?')} (git {str(prov.get('git', ''))[:10] or '?'}), torch "
-           f"{prov.get('torch', '?')}, {prov.get('start', '?')} – {prov.get('end', '?')}", ""]
+           plain(f"- produced by package {prov.get('package', '?')} (git {str(prov.get('git', ''))[:10] or '?'}), "
+                 f"torch {prov.get('torch', '?')}, {prov.get('start', '?')} – {prov.get('end', '?')}"), ""]
     md += ["## Answer", ""]
     if not results:
         why = skipped.get("equivalence fit", "it has no synthetic source (or no `real` reference)")
