@@ -8,6 +8,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from scaling.cube import write_atomic
+
 # Okabe & Ito (2008): distinguishable under the common colour-vision deficiencies
 OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]
 SOURCE_STYLE = {
@@ -51,13 +53,16 @@ def new_figure(n_panels: int, *, width: float = 4.2, height: float = 3.4, sharey
 
 
 def save_figure(fig, out_dir, name: str) -> dict:
-    """PNG (200 dpi) and PDF side by side; returns both paths."""
+    """PNG (200 dpi) and PDF side by side, each written atomically (a killed run never leaves half an image;
+    a full disk is one error naming the file); returns both paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"png": out / f"{name}.png", "pdf": out / f"{name}.pdf"}
-    fig.savefig(paths["png"], dpi=200)
-    fig.savefig(paths["pdf"])
-    plt.close(fig)
+    try:
+        write_atomic(paths["png"], lambda tmp: fig.savefig(tmp, dpi=200))
+        write_atomic(paths["pdf"], lambda tmp: fig.savefig(tmp))
+    finally:
+        plt.close(fig)
     return paths
 
 

@@ -11,36 +11,25 @@ coverage.
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 
 from runners import storage as run_store
-from runners.config import ConfigError, load_config
+from runners.config import REFERENCE, ConfigError, check_target, load_config
 from runners.ledger import write_json_atomic
 from runners.sweep import run_sweep
 from scaling.cube import open_cube
-
-REFERENCE = "real"
-
-
-def check_target(cfg, target: tuple[str, int, int]) -> None:
-    source, n_real, n_synth = target
-    if source == REFERENCE or source not in cfg.sources:
-        raise ConfigError(f"--target: {source!r} is not a synthetic source of this config ({list(cfg.sources)})")
-    if n_real not in cfg.n_real or n_synth not in cfg.n_synth or n_synth == 0:
-        raise ConfigError(f"--target: ({n_real}, {n_synth}) is not a cell of the grid (n_real {list(cfg.n_real)}, "
-                          f"n_synth {list(cfg.n_synth)}, n_synth > 0)")
-
 
 def run_adaptive(config, target: tuple[str, int, int], width: float, *, start: int = 3, step: int = 1,
                  max_seeds: int = 20, confirm: int = 2, budget_hours: float | None = None, settings=(),
                  storage: str | None = None, quiet: bool = False, out=print) -> dict:
     from scaling.planning import interval_at  # the public face's planning; runners may use it, never the reverse
 
+    check_adaptive_options(width, start=start, step=step, max_seeds=max_seeds, confirm=confirm,
+                           budget_hours=budget_hours)
     base = load_config(config, settings, storage=storage)
     check_target(base, target)
-    if width <= 1:
-        raise ConfigError(f"--width: a bound ratio upper/lower must be above 1, got {width}")
     source, n_real, n_synth = target
     seeds = list(base.seeds[:start]) if len(base.seeds) >= start else list(range(start))
     rounds: list[dict] = []
@@ -81,6 +70,21 @@ def run_adaptive(config, target: tuple[str, int, int], width: float, *, start: i
         seeds = seeds + [max(seeds) + 1 + i for i in range(step)]
 
 
+def check_adaptive_options(width: float, *, start: int, step: int, max_seeds: int, confirm: int,
+                           budget_hours: float | None) -> None:
+    """The stopping rule's arguments, refused before anything runs (a step of 0 would never end)."""
+    checks = [("--width", math.isfinite(width) and width > 1, f"a bound ratio upper/lower above 1, got {width}"),
+              ("--start-seeds", start >= 2, f"at least 2 seeds (an interval over seeds needs two), got {start}"),
+              ("--step", step >= 1, f"at least 1 seed per round, got {step}"),
+              ("--confirm", confirm >= 1, f"at least 1 round at the width, got {confirm}"),
+              ("--max-seeds", max_seeds >= start, f"at least --start-seeds ({start}), got {max_seeds}"),
+              ("--budget", budget_hours is None or (math.isfinite(budget_hours) and budget_hours > 0),
+               f"a positive number of hours, got {budget_hours}")]
+    for name, ok, need in checks:
+        if not ok:
+            raise ConfigError(f"{name}: must be {need}")
+
+
 def main_adaptive(args) -> int:
     source, n_real, n_synth = args.target
     try:
@@ -93,4 +97,4 @@ def main_adaptive(args) -> int:
     return 0
 
 
-__all__ = ["check_target", "run_adaptive"]
+__all__ = ["check_adaptive_options", "check_target", "run_adaptive"]

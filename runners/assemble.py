@@ -14,7 +14,7 @@ from runners.data import dataset_of
 from runners.ledger import cell_key, ledger_path, read_entry
 from runners.pools import is_prepared, load_pool, load_quality_arrays, pool_paths
 from runners.quality import FEATURES_KEPT, judge_outputs, judge_path
-from scaling.cube import STATUS_DONE, STATUS_FAILED, empty_cube, unpack_correct_hex, write_atomic
+from scaling.cube import STATUS_DONE, STATUS_FAILED, empty_cube, unpack_correct_hex, write_netcdf
 
 POOL_VARS = {"pool_label_accuracy": ("label_accuracy", "judge classifier's agreement with the pool's labels", "1"),
              "pool_frechet_distance": ("frechet_distance", "Frechet distance pool vs real test images, judge features",
@@ -139,4 +139,4 @@ def write_features(cfg) -> Path | None:
                               "real_features are test images; samples: pool images per class at the first n_real and seed",
                "classes": json.dumps(data.classes), "sample_n_real": int(cfg.n_real[0]),
                "sample_seed": int(cfg.seeds[0])})
-    return write_atomic(cfg.run_dir / "features.nc", lambda tmp: ds.to_netcdf(tmp, engine="h5netcdf"))
+    return write_netcdf(ds, cfg.run_dir / "features.nc")

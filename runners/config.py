@@ -340,6 +340,19 @@ class SweepConfig:
         return opts
 
 
+REFERENCE = "real"
+
+
+def check_target(cfg, target: tuple[str, int, int]) -> None:
+    """A target rate (``--target SOURCE:N_REAL:N_SYNTH``) must be a synthetic cell of the config's grid."""
+    source, n_real, n_synth = target
+    if source == REFERENCE or source not in cfg.sources:
+        raise ConfigError(f"--target: {source!r} is not a synthetic source of this config ({list(cfg.sources)})")
+    if n_real not in cfg.n_real or n_synth not in cfg.n_synth or n_synth == 0:
+        raise ConfigError(f"--target: ({n_real}, {n_synth}) is not a cell of the grid (n_real {list(cfg.n_real)}, "
+                          f"n_synth {list(cfg.n_synth)}, n_synth > 0)")
+
+
 def _resolved_precision(fields: dict, precision: str) -> None:
     """What a fingerprint records of the precision: the resolved one, and only when it is not fp32 (a different
     precision is a different estimand; an unset or fp32 precision keeps the keys runs had before the option)."""

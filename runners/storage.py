@@ -69,7 +69,7 @@ def split_credentials(uri: str) -> str:
 
 def redact(text: str) -> str:
     """``text`` with any URI password and credential query value replaced by ``***`` (for messages)."""
-    text = re.sub(r"(://[^/@\s:]*):[^/@\s]*@", r"\1:***@", str(text))
+    text = re.sub(r"(://[^/@\s:]*):[^@\s]*@", r"\1:***@", str(text))  # a password may hold an unencoded '/'
     return re.sub(rf"(\b(?:{'|'.join(S3_CREDENTIALS)})=)[^&\s]*", r"\1***", text)
 
 

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from runners import storage as run_store  # `storage` is run_sweep's argument
 from runners.assemble import assemble_cube, write_features
 from runners.config import ConfigError, SweepConfig, load_config
+from runners.data import verify_cache
 from runners.ledger import (RunFolderBusy, cell_key, check_ledger, check_run_dir, ledger_path,
                             package_version, run_lock, write_stamp)
 from runners.plan import dry_run as plan_dry_run
@@ -93,6 +94,7 @@ def run_sweep(config, *, address: str | None = None, storage: str | None = None,
     with run_lock(cfg.run_dir):
         clean_temp_files(cfg.run_dir)  # what killed writers left; no writer of this folder runs now
         stamp = check_run_dir(cfg)
+        verify_cache(cfg.dataset)  # the arrays every trial maps are the ones the cache was built with
         (cfg.run_dir / "ledger").mkdir(exist_ok=True)
         done = check_ledger(cfg)
         write_stamp(cfg, stamp)  # only now: a refused run leaves the folder's record as it was

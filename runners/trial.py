@@ -34,11 +34,18 @@ def injected(key: str) -> bool:
 PROTOCOL_KEYS = ("recipe", "precision", *PROTOCOL_DEFAULTS)
 
 
+def append_line(path: Path, line: str) -> None:
+    """Append one line to a run folder's log, never through a symlink (one planted there would let a run
+    folder write into any file its user can write)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "a") as fh:
+        fh.write(line + "\n")
+
+
 def _inject_failure(cfg, cell: dict) -> None:
     """Raise for an injected trial failure; every attempt is logged so a test can count the retries."""
     if injected(cell_key(cell)):
-        with open(cfg.run_dir / "failures.log", "a") as fh:
-            fh.write(cell_key(cell) + "\n")
+        append_line(cfg.run_dir / "failures.log", cell_key(cell))
         raise RuntimeError(f"injected failure in {cell_key(cell)}")
 
 
@@ -128,6 +135,5 @@ def trainable(config: dict) -> None:
     entry = ledger_entry(metrics, cell, parts)
     write_json_atomic(ledger, entry)
     storage.push(cfg, ledger)  # a remote run folder: the entry counts once it is in the store
-    with open(cfg.run_dir / "executions.log", "a") as fh:  # one line per finished execution (tests count them)
-        fh.write(cell_key(cell) + "\n")
+    append_line(cfg.run_dir / "executions.log", cell_key(cell))  # one line per finished execution (tests count them)
     tune.report(entry)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -11,6 +12,31 @@ import numpy as np
 from analysis.equivalence import EQUIVALENCE_LAWS
 from analysis.laws import CURVE_LAWS
 from analysis.options import CI_METHODS
+
+
+def _checked(convert, ok, need: str):
+    """An argparse ``type``: ``convert`` the text, then require ``ok`` of it; argparse's one line names the option
+    ("argument --width: must be ..."), before any work starts."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {need}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {need}, got {text!r}")
+        return value
+    parse.__name__ = need  # what argparse would print for a value it cannot convert
+    return parse
+
+
+POSITIVE_INT = _checked(int, lambda v: v >= 1, "a whole number >= 1")
+NONNEGATIVE_INT = _checked(int, lambda v: v >= 0, "a whole number >= 0")
+SEED_COUNT = _checked(int, lambda v: v >= 2, "a number of seeds >= 2 (an interval over seeds needs two)")
+POSITIVE = _checked(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+NONNEGATIVE = _checked(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+WIDTH = _checked(float, lambda v: math.isfinite(v) and v > 1, "a bound ratio upper/lower above 1 (e.g. 2)")
+LEVEL = _checked(float, lambda v: 0 < v < 1, "an interval level between 0 and 1 (e.g. 0.95)")
+FRACTION = _checked(float, lambda v: 0 < v < 1, "a fraction between 0 and 1")
 
 
 def _sweep(args) -> int:
@@ -180,7 +206,7 @@ def _table(args) -> int:
 
 def _plan(args) -> int:
     from scaling.planning import pilot_truth, plan_seeds, prior_truth, smallest_meeting
-    from runners.config import files_checked_later, load_config
+    from runners.config import check_target, files_checked_later, load_config
     from runners.plan import _device_of, stages
     from tqdm import tqdm
 
@@ -189,8 +215,14 @@ def _plan(args) -> int:
     source, n_real, n_synth = _parse_target(args.target)
     with files_checked_later():
         cfg = load_config(args.config, args.set)
+    check_target(cfg, (source, n_real, n_synth))
     if args.pilot:
-        truth = pilot_truth(scaling.open_cube(args.pilot), source)
+        pilot = scaling.open_cube(args.pilot)
+        if str(pilot.attrs["dataset"]) != cfg.dataset["name"]:
+            raise ValueError(f"--pilot: {args.pilot} is a cube of dataset {pilot.attrs['dataset']!r}, the config's is "
+                             f"{cfg.dataset['name']!r}; a pilot must come from the same dataset")
+        check_cube_target(pilot, (source, n_real, n_synth), "--pilot")
+        truth = pilot_truth(pilot, source)
     else:
         truth = prior_truth(cfg.n_real, cfg.n_synth, source, _parse_prior(args.prior), n_test=args.n_test)
     print(f"plan for {source} at n_real={n_real}, n_synth={n_synth}, target bound ratio <= {args.width:g} "
@@ -228,6 +260,7 @@ def _next(args) -> int:
 
     source, n_real, n_synth = _parse_target(args.target)
     cube = scaling.open_cube(args.cube)
+    check_cube_target(cube, (source, n_real, n_synth), "--target")
     now = interval_at(cube, source, n_real, n_synth, n_boot=2000)
     seeds = int(cube.sizes["seed"])
     trial_s = float(cube["train_seconds"].sel(source=["real", source]).mean())
@@ -262,6 +295,17 @@ def _next(args) -> int:
     return 0
 
 
+def check_cube_target(cube, target: tuple[str, int, int], option: str) -> None:
+    """The target must be a synthetic cell the cube holds (a rate off the grid would be an extrapolation)."""
+    source, n_real, n_synth = target
+    sources = [str(v) for v in cube["source"].values]
+    if source == "real" or source not in sources:
+        raise ValueError(f"{option}: {source!r} is not a synthetic source of the cube ({sources})")
+    if n_real not in cube["n_real"].values.tolist() or n_synth not in cube["n_synth"].values.tolist() or n_synth == 0:
+        raise ValueError(f"{option}: ({n_real}, {n_synth}) is not a cell of the cube (n_real "
+                         f"{cube['n_real'].values.tolist()}, n_synth {cube['n_synth'].values.tolist()}, n_synth > 0)")
+
+
 def _parse_target(text: str) -> tuple[str, int, int]:
     parts = text.split(":")
     if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
@@ -285,7 +329,7 @@ def _parse_prior(text: str) -> dict:
 def _add_target_options(p) -> None:
     """--target and --width, as plan and next read them."""
     p.add_argument("--target", required=True, metavar="SOURCE:N_REAL:N_SYNTH", help="the rate to pin down")
-    p.add_argument("--width", type=float, default=2.0,
+    p.add_argument("--width", type=WIDTH, default=2.0,
                    help="target bound ratio upper/lower of the 95%% interval (default 2: within about x/1.4)")
 
 
@@ -296,15 +340,15 @@ def _add_fit_options(p) -> None:
                    help="reference accuracy law (default auto: weighted per replicate by held-out extrapolation)")
     p.add_argument("--ci-method", default="jackknife", choices=list(CI_METHODS),
                    help="interval method (default jackknife: leave-one-seed-out t, coverage in bench/RESULTS.md)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates over seeds (default 1000)")
+    p.add_argument("--n-boot", type=POSITIVE_INT, default=1000, help="bootstrap replicates over seeds (default 1000)")
 
 
 def _add_view_options(p) -> None:
     p.add_argument("--source", action="append", metavar="SOURCE",
                    help="show only this source (repeatable; the real reference is always kept)")
-    p.add_argument("--domain-n-real", type=int, metavar="N", help="base size the domain-gap figure shows "
+    p.add_argument("--domain-n-real", type=POSITIVE_INT, metavar="N", help="base size the domain-gap figure shows "
                    "(default: the smallest)")
-    p.add_argument("--domain-seed", type=int, metavar="SEED", help="seed the domain-gap figure shows (default: the first)")
+    p.add_argument("--domain-seed", type=NONNEGATIVE_INT, metavar="SEED", help="seed the domain-gap figure shows (default: the first)")
     p.add_argument("--protocol", metavar="LABEL", help="for a protocol sweep: the setting the figures and the answer "
                    "show (default: the first; the report also compares every setting)")
 
@@ -340,18 +384,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--storage", help="where run folders go (shared path on clusters); overrides the config")
     s.add_argument("--dry-run", action="store_true", help="print the plan and a cost estimate, run nothing")
     s.add_argument("--quiet", action="store_true", help="no progress bars or plan lines")
-    s.add_argument("--gpus", type=float, metavar="N", help="with --dry-run: price the wall time on N GPUs")
+    s.add_argument("--gpus", type=NONNEGATIVE, metavar="N", help="with --dry-run: price the wall time on N GPUs")
     s.add_argument("--adaptive", action="store_true",
                    help="rounds of extend-refit-decide for one target rate: only the reference and the target source "
                         "run, seeds are added until the interval is narrow enough (adaptive.json records each round)")
     s.add_argument("--target", metavar="SOURCE:N_REAL:N_SYNTH", help="with --adaptive: the rate to pin down")
-    s.add_argument("--width", type=float, default=2.0, help="with --adaptive: stop at this bound ratio upper/lower")
-    s.add_argument("--start-seeds", type=int, default=3, help="with --adaptive: seeds of the first round")
-    s.add_argument("--step", type=int, default=1, help="with --adaptive: seeds added per round")
-    s.add_argument("--max-seeds", type=int, default=20, help="with --adaptive: stop at this many seeds")
-    s.add_argument("--confirm", type=int, default=2, help="with --adaptive: rounds in a row at the width before "
+    s.add_argument("--width", type=WIDTH, default=2.0, help="with --adaptive: stop at this bound ratio upper/lower")
+    s.add_argument("--start-seeds", type=SEED_COUNT, default=3, help="with --adaptive: seeds of the first round")
+    s.add_argument("--step", type=POSITIVE_INT, default=1, help="with --adaptive: seeds added per round")
+    s.add_argument("--max-seeds", type=SEED_COUNT, default=20, help="with --adaptive: stop at this many seeds")
+    s.add_argument("--confirm", type=POSITIVE_INT, default=2, help="with --adaptive: rounds in a row at the width before "
                                                           "stopping (1 stops on the first; it costs coverage)")
-    s.add_argument("--budget", type=float, metavar="HOURS", help="with --adaptive: stop once this much compute "
+    s.add_argument("--budget", type=POSITIVE, metavar="HOURS", help="with --adaptive: stop once this much compute "
                                                                   "(train + source seconds) is spent")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (dotted key, YAML value; repeatable), e.g. --set classifier.steps=20 "
@@ -362,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("cube", help="results.nc written by a sweep (or by simulate)")
     f.add_argument("--source", default=None, help="synthetic source (default: every non-reference source)")
     f.add_argument("--reference", default="real", help="the reference source (default: real)")
-    f.add_argument("--ci", type=float, default=0.95, help="interval level (default 0.95)")
+    f.add_argument("--ci", type=LEVEL, default=0.95, help="interval level (default 0.95)")
     f.add_argument("--protocol", metavar="LABEL", help="for a protocol sweep: the setting to fit")
     _add_fit_options(f)
     f.set_defaults(func=_fit, n_boot=2000)
@@ -390,10 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "curve, scored on a validation split carved from each training set (never the "
                                    "test set). Writes recipe/tuned.json for classifier.tuned_recipe.")
     u.add_argument("config", help="YAML sweep config whose real curve is tuned")
-    u.add_argument("--lr", type=float, nargs="+", help="learning rates to try (default 0.001 ... 0.016)")
-    u.add_argument("--weight-decay", type=float, nargs="+", help="weight decays to try (default 5e-4 5e-3 5e-2)")
-    u.add_argument("--seeds", type=int, nargs="+", help="seeds averaged per setting (default: the first two)")
-    u.add_argument("--val-fraction", type=float, default=0.2, help="share of each training set held out (default 0.2)")
+    u.add_argument("--lr", type=POSITIVE, nargs="+", help="learning rates to try (default 0.001 ... 0.016)")
+    u.add_argument("--weight-decay", type=NONNEGATIVE, nargs="+", help="weight decays to try (default 5e-4 5e-3 5e-2)")
+    u.add_argument("--seeds", type=NONNEGATIVE_INT, nargs="+", help="seeds averaged per setting (default: the first two)")
+    u.add_argument("--val-fraction", type=FRACTION, default=0.2, help="share of each training set held out (default 0.2)")
     u.add_argument("--address", help="an existing Ray cluster; default: a local one")
     u.add_argument("--storage", help="where run folders go; overrides the config")
     u.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -405,12 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("config", help="YAML sweep config (grid and cost)")
     pl.add_argument("--pilot", help="results.nc of a pilot sweep on the same grid (recommended)")
     _add_target_options(pl)
-    pl.add_argument("--seeds", type=int, nargs="+", default=[3, 5, 8, 12], help="candidate seed counts")
-    pl.add_argument("--sims", type=int, default=20, help="simulated sweeps per seed count (default 20)")
+    pl.add_argument("--seeds", type=SEED_COUNT, nargs="+", default=[3, 5, 8, 12], help="candidate seed counts")
+    pl.add_argument("--sims", type=POSITIVE_INT, default=20, help="simulated sweeps per seed count (default 20)")
     pl.add_argument("--prior", default="rate=4,seed_sd=0.1",
                     help="without --pilot: KEY=NUMBER,... for rate, seed_sd, cell_sd, E, B, beta (the real error "
                          "curve E + B n^-beta)")
-    pl.add_argument("--n-test", type=int, default=1000, help="without --pilot: test images")
+    pl.add_argument("--n-test", type=POSITIVE_INT, default=1000, help="without --pilot: test images")
     pl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     pl.set_defaults(func=_plan)
     nx = sub.add_parser("next", help="rank the next batch of seeds for one target rate, by shrinkage per compute",
@@ -419,8 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "writes next.json beside the cube.")
     nx.add_argument("cube", help="results.nc of the run so far")
     _add_target_options(nx)
-    nx.add_argument("--add", type=int, nargs="+", default=[1, 2, 4, 8], help="candidate numbers of seeds to add")
-    nx.add_argument("--sims", type=int, default=20, help="simulated sweeps per candidate")
+    nx.add_argument("--add", type=POSITIVE_INT, nargs="+", default=[1, 2, 4, 8], help="candidate numbers of seeds to add")
+    nx.add_argument("--sims", type=POSITIVE_INT, default=20, help="simulated sweeps per candidate")
     nx.set_defaults(func=_next)
     t = sub.add_parser("table", help="c2, R* and rho0 per source and dataset across several cubes",
                        description="One row per (dataset, source): Wang et al.'s c2, the saturating law's R* and "
@@ -431,10 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=_table)
     m = sub.add_parser("simulate", help="write a cube with planted exchange rates, for trying things")
     m.add_argument("--out", required=True, help="the NetCDF file to write")
-    m.add_argument("--seeds", type=int, default=5, help="seeds per cell (default 5)")
+    m.add_argument("--seeds", type=SEED_COUNT, default=5, help="seeds per cell (default 5)")
     m.add_argument("--rho", action="append", metavar="[SOURCE=]RATE",
                    help="planted exchange rate; repeat for several sources (default: closed_set=4)")
-    m.add_argument("--random-state", type=int, default=0, help="seed of the simulation (default 0)")
+    m.add_argument("--random-state", type=NONNEGATIVE_INT, default=0, help="seed of the simulation (default 0)")
     m.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     m.set_defaults(func=_simulate)
     return p
@@ -474,7 +518,10 @@ def cli_reference(width: int = 100) -> str:
 
 def main(argv=None) -> int:
     """Run one command; every failure ends in one line and a status of :data:`EXIT_CODES`."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) or an argument argparse refused (2, its one line printed)
+        return int(exc.code or 0)
     try:
         return args.func(args)
     except (ValueError, FileExistsError, FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:

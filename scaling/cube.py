@@ -323,8 +323,16 @@ def save_cube(cube: xr.Dataset, path: str | os.PathLike, *, overwrite: bool = Fa
     out["source"] = out["source"].astype(str)
     if "class" in out.coords:
         out["class"] = out["class"].astype(str)
-    write_atomic(path, lambda tmp: out.to_netcdf(tmp, engine="h5netcdf"))
+    write_netcdf(out, path)
     return path
+
+
+def write_netcdf(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """NetCDF-4 bytes built in memory, then written atomically with plain file I/O: a full disk or a file-size
+    limit is one ``OSError`` naming the file, not a failure inside HDF5 (which can crash the interpreter on
+    exit). Cubes and feature files are small (the digits cube: 26 KB)."""
+    data = ds.to_netcdf(engine="h5netcdf")
+    return write_atomic(path, lambda tmp: tmp.write_bytes(data))
 
 
 # the process's umask, read once (reading it means setting it): atomic writes get the mode a plain open() gives
@@ -349,6 +357,8 @@ def write_atomic(path: str | os.PathLike, write) -> Path:
         write(Path(tmp))
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk or a size limit: name the file the caller asked for
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

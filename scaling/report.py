@@ -341,6 +341,9 @@ def write_report(cube_path, out_dir, *, n_boot: int = 1000, sources=None, domain
         _draw_report(cube_path, full, staging, n_boot=n_boot, sources=sources, domain_slice=domain_slice,
                      protocol=protocol, **fit_kwargs)
         _move_in(staging, out)
+    except OSError as exc:  # a full disk: name the file of the report, not of the staging folder
+        name = str(exc.filename or staging / "report.md").replace(str(staging), str(out))
+        raise OSError(exc.errno, exc.strerror or str(exc), name) from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out / "report.md"
@@ -452,7 +455,8 @@ def _draw_report(cube_path, full: xr.Dataset, out: Path, *, n_boot: int, sources
         md += [f"### {name.replace('_', ' ')}", "", captions.get(name, ""), "",
                f"![{name}]({Path(paths['png']).relative_to(out).as_posix()})", ""]
     for name, res in results.items():
-        md += [f"## Summary: {name}", "", "```", res.summary(), "```", ""]
+        # inside a fence nothing renders; a fence in a cube attribute must not close it
+        md += [f"## Summary: {name}", "", "```", res.summary().replace("```", "'''"), "```", ""]
     if "pool_label_accuracy" in cube:
         md += ["## Pool quality", "", "Judge = a classifier trained on every non-test real image. *label acc.*: "
                "how often it agrees with the pool's labels; *FD*: Fréchet distance to real images in its feature "

@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +20,19 @@ from tests.test_sweep import TINY, _held, _kill_node, _own_ray_processes, _wait_
 
 pytestmark = pytest.mark.slow
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+SERVERS: dict = {}  # endpoint -> the running server, so a test can take it down and bring it back
+
+
+def _restart(endpoint: str, down_s: float) -> None:
+    """Stop the S3 server for ``down_s`` seconds, then serve again on the same port; moto keeps its objects in
+    this process, so the bucket comes back as it was, as a restarted S3 endpoint would."""
+    from moto.server import ThreadedMotoServer
+
+    host, port = endpoint.split(":")
+    SERVERS[endpoint].stop()
+    time.sleep(down_s)
+    SERVERS[endpoint] = ThreadedMotoServer(ip_address=host, port=int(port), verbose=False)
+    SERVERS[endpoint].start()
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +52,12 @@ def s3():
         server.start()
     except Exception as exc:  # noqa: BLE001 - any failure to serve means the test cannot run here
         pytest.skip(f"the S3 server could not start on 127.0.0.1:{port}: {exc}")
+    SERVERS[f"127.0.0.1:{port}"] = server
     old = {k: os.environ.get(k) for k in CREDENTIALS}
     os.environ.update(CREDENTIALS)
     boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}").create_bucket(Bucket="bucket")
     yield f"127.0.0.1:{port}"
-    server.stop()
+    SERVERS.pop(f"127.0.0.1:{port}").stop()
     for k, v in old.items():
         if v is None:
             os.environ.pop(k, None)
@@ -109,3 +124,31 @@ def test_a_bucket_only_sweep_is_killed_and_resumed_without_recomputing_finished_
     with filesystem.open_input_stream(f"{base}/results.nc") as fh:  # the bucket's cube is the one written
         assert fh.read() == (mirror / "results.nc").read_bytes()
     assert np.isfinite(cube["accuracy"].values).all()
+
+
+def test_a_store_down_mid_sweep_loses_nothing_and_credentials_in_the_uri_are_never_stored(s3, tmp_path):
+    """The S3 endpoint goes away for 8 s while trials finish and upload (uploads are retried with backoff), with
+    the credentials given only inside the URI: the sweep ends with exit 0, every entry reaches the bucket, and the
+    secret appears in no file of the run folder (sweep.json, results.nc, Tune's experiment state) nor in the
+    output."""
+    secret = "Sup3rSecretKey"
+    uri = f"s3://test:{secret}@bucket/outage?endpoint_override={s3}&scheme=http&region=us-east-1"
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump({**TINY, "storage": uri}))
+    env, release = _held(tmp_path, "real-r30-s30-seed1")
+    env = {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    node = tmp_path / "node"
+    proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", "sweep", str(cfg_path)],
+                            env={**env, "AWS_DEFAULT_REGION": "us-east-1", "SCALING_CACHE": str(node)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    probe = load_config({**TINY, "storage": uri})
+    _wait_for(lambda: release.with_suffix(".held").exists() and len(_bucket_ledger(probe)) >= 2, proc,
+              "2 trials in the bucket and the held one started")
+    _restart(s3, down_s=8)  # trials finishing meanwhile retry their uploads
+    release.touch()
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    assert len(_bucket_ledger(probe)) == 12
+    mirror = node / "runs" / storage.mirror_root(probe.storage).name / "tiny"
+    assert not any(secret.encode() in path.read_bytes() for path in mirror.rglob("*") if path.is_file())
+    assert secret not in out.decode() + err.decode()

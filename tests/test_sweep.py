@@ -248,15 +248,32 @@ def _check_features_and_figures(tmp_path, cube):
 
 
 
-def test_a_source_job_that_keeps_failing_stops_the_sweep_with_one_clear_error(tmp_path, monkeypatch):
-    from runners.sweep import SourceJobError
+def test_a_source_job_that_keeps_failing_stops_the_sweep_with_one_clear_error_and_exit_3(tmp_path, monkeypatch,
+                                                                                          capsys):
+    from scaling.cli import main
 
     monkeypatch.setenv("SCALING_FAIL_CELLS", "pool:retrieval-r20-seed1")
     cfg = {**ALL_SOURCES, "sources": ["real", "retrieval"], "source_options": {}, "storage": str(tmp_path),
            "max_failures": 0}
-    with pytest.raises(SourceJobError, match="retrieval pool for n_real=20 seed=1 failed"):
-        scaling.run_sweep(cfg, quiet=True)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["sweep", str(path), "--quiet"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "retrieval pool for n_real=20 seed=1 failed" in err[0], err
     assert not (tmp_path / "four" / "executions.log").exists()  # no trial ran on a missing pool
+
+
+def test_a_sweep_whose_every_cell_failed_exits_4(tmp_path, monkeypatch, capsys):
+    from scaling.cli import main
+
+    monkeypatch.setenv("SCALING_FAIL_CELLS", "real-r10-s0-seed0,real-r10-s0-seed1")
+    cfg = {**TINY, "n_real": [10], "n_synth": [0], "storage": str(tmp_path), "max_failures": 0}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["sweep", str(path), "--quiet"]) == 4
+    assert "every cell failed" in capsys.readouterr().err
+    cube = scaling.open_cube(tmp_path / "tiny" / "results.nc")
+    assert (cube["status"] == 2).all()  # both recorded failed, none pending
 
 
 def test_two_configs_started_together_into_one_storage_do_not_mix(tmp_path):
@@ -280,7 +297,9 @@ def test_two_configs_started_together_into_one_storage_do_not_mix(tmp_path):
     assert ledger == set(winner_seeds)
 
 
-def test_ctrl_c_exits_130_with_a_resume_line_and_the_rerun_finishes_the_rest(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_exits_130_with_a_resume_line_and_the_rerun_finishes_the_rest(tmp_path, signum):
+    """SIGINT is Ctrl-C; SIGTERM is what SLURM, Kubernetes and ``timeout`` send: both stop the sweep cleanly."""
     cfg_path = tmp_path / "tiny.yaml"
     cfg_path.write_text(yaml.safe_dump({**TINY, "storage": str(tmp_path / "runs")}))
     run_dir = tmp_path / "runs" / "tiny"
@@ -289,11 +308,16 @@ def test_ctrl_c_exits_130_with_a_resume_line_and_the_rerun_finishes_the_rest(tmp
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _wait_for(lambda: release.with_suffix(".held").exists() and sum(_executions(run_dir).values()) >= 2, proc,
               "2 trials finished and the held one started")
-    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends to the driver
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=240)
     assert proc.returncode == 130, err.decode()[-2000:]
     assert "rerun the same command to resume" in err.decode()
-    assert not (run_dir / ".lock").exists()
+    cube = scaling.open_cube(run_dir / "results.nc")  # saved on the way out: every finished cell is in it
+    assert int((cube["status"] == 1).sum()) >= 2
+    from runners.ledger import run_lock
+
+    with run_lock(run_dir):  # released
+        pass
     before = _executions(run_dir)
     cube = scaling.open_cube(scaling.run_sweep(cfg_path, quiet=True))
     assert int((cube["status"] == 1).sum()) == cube["status"].size

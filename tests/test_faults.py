@@ -1,0 +1,337 @@
+"""Faults a user, a disk or a cluster inflicts, each reproduced for real: a file-size limit (``RLIMIT_FSIZE``, as a
+full disk refuses a write), a report killed half-way, credentials in a storage URI, a dataset cache edited in
+place, a symlink planted in a run folder, leftovers of killed writers, cubes of different protocols. Plus the
+exit-code table, and hypothesis fuzzing of the arguments of plan, next, adaptive sweeps and table. No Ray here
+(the sweep's faults: tests/test_sweep.py and tests/test_storage.py)."""
+
+import json
+import os
+import pickle
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+import scaling
+from runners import storage
+from runners.config import ConfigError, load_config
+from scaling.cli import EXIT_CODES, build_parser, main
+from scaling.cube import CubeError, clean_temp_files, write_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+GOOD = {"name": "t", "dataset": {"name": "digits"}, "sources": ["real", "retrieval"], "n_real": [10, 20],
+        "n_synth": [0, 10], "seeds": [0, 1], "classifier": {"steps": 10, "width": 8}}
+
+
+@pytest.fixture(scope="module")
+def cube_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cube") / "results.nc"
+    cube = scaling.simulate_cube(n_real=(50, 100, 200), n_synth=(0, 100, 200), seeds=3,
+                                 sources={"open_set": {"exchange_rate": 3.0}}, random_state=1)
+    return scaling.save_cube(cube, path)
+
+
+def _cli(args, *, file_limit: int | None = None, cwd=None) -> subprocess.CompletedProcess:
+    """``scaling ARGS`` in a fresh interpreter, optionally under a file-size limit (what a full disk does to a
+    write: EFBIG instead of ENOSPC, the same OSError path)."""
+    def limit():
+        if file_limit is not None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing us
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
+    return subprocess.run([sys.executable, "-m", "scaling.cli", *args], capture_output=True, text=True,
+                          preexec_fn=limit, cwd=cwd or ROOT, timeout=300)
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob(".*") if ".tmp" in p.name or ".part-" in p.name)
+
+
+# ------------------------------------------------------------------------------------------ exit codes
+
+
+def test_every_exit_code_is_documented_in_the_help():
+    text = build_parser().format_help()
+    for code, meaning in EXIT_CODES.items():
+        assert f"{code:>3}  {meaning[:30]}" in text
+
+
+def test_exit_0_and_2(tmp_path, capsys):
+    assert main(["simulate", "--out", str(tmp_path / "c.nc")]) == 0
+    assert main(["simulate", "--out", str(tmp_path / "c.nc")]) == 2  # exists, no --overwrite
+    assert "--out" in capsys.readouterr().err
+
+
+def test_exit_5_a_write_refused_by_the_disk_names_the_file_and_keeps_the_old_one(tmp_path, cube_file):
+    (tmp_path / "c.nc").write_bytes(b"the old cube")
+    run = _cli(["simulate", "--out", str(tmp_path / "c.nc"), "--overwrite"], file_limit=5000)
+    assert run.returncode == 5, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "File too large" in lines[0] and str(tmp_path / "c.nc") in lines[0], run.stderr
+    assert (tmp_path / "c.nc").read_bytes() == b"the old cube" and not _leftovers(tmp_path)
+    report = _cli(["report", str(cube_file), "--out", str(tmp_path / "rep"), "--n-boot", "50"], file_limit=5000)
+    assert report.returncode == 5 and str(tmp_path / "rep") in report.stderr, report.stderr
+    assert len(report.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "rep" / "report.md").exists() and not _leftovers(tmp_path / "rep")
+
+
+def test_exit_70_a_bug_prints_its_traceback_and_says_so(monkeypatch, cube_file, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a planted bug")
+
+    monkeypatch.setattr(scaling, "fit_equivalence", broken)
+    assert main(["fit", str(cube_file)]) == 70
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "a planted bug" in err and "internal error" in err
+
+
+def test_exit_130_an_interrupted_command(monkeypatch, cube_file, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scaling, "fit_equivalence", interrupted)
+    assert main(["fit", str(cube_file)]) == 130
+    assert "interrupted" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ reports
+
+
+def test_a_killed_report_leaves_the_previous_one_whole_and_the_next_cleans_up(tmp_path, cube_file):
+    out = tmp_path / "rep"
+    assert _cli(["report", str(cube_file), "--out", str(out), "--n-boot", "50"]).returncode == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    (out / "notes.txt").write_text("mine")  # a user's file beside the report is never touched
+    proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", "report", str(cube_file), "--out", str(out),
+                             "--n-boot", "50"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not list(out.glob(".report.*/figures/*.png")):  # killed once the new figures are half drawn
+        assert proc.poll() is None and time.time() < deadline, "the report ended before it drew a figure"
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and ".tmp" not in str(p)}
+    assert {k: v for k, v in after.items() if k != Path("notes.txt")} == before
+    assert _cli(["report", str(cube_file), "--out", str(out), "--n-boot", "50"]).returncode == 0
+    assert not _leftovers(out) and (out / "notes.txt").read_text() == "mine"
+
+
+def test_cube_attributes_enter_the_report_as_inert_text(tmp_path):
+    from scaling.report import write_report
+
+    cube = scaling.simulate_cube(n_real=(50, 100, 200), n_synth=(0, 100, 200), seeds=3, random_state=2)
+    cube.attrs["dataset"] = 'digits <img src="http://evil.example/x.png"> ![x](http://evil.example/y.png) ```'
+    path = scaling.save_cube(cube, tmp_path / "c.nc")
+    text = write_report(path, tmp_path / "rep", n_boot=50).read_text()
+    rendered = text.split("```")[::2]  # what a Markdown viewer renders: the text outside code fences
+    assert text.count("```") % 2 == 0 and "&lt;img" in rendered[0]
+    assert not any("<img" in part or "](http://evil" in part for part in rendered)
+
+
+# ------------------------------------------------------------------------------------------ storage URIs
+
+
+SECRET = "wJalr/XUtnFEMI+K7MDENG"
+
+
+@pytest.mark.parametrize("uri", [
+    f"s3://AKIDEXAMPLE:{SECRET.replace('/', '%2F').replace('+', '%2B')}@bucket/runs?endpoint_override=127.0.0.1:9&scheme=http",
+    f"s3://bucket/runs?endpoint_override=127.0.0.1:9&access_key=AKIDEXAMPLE&secret_key={SECRET.replace('/', '%2F').replace('+', '%2B')}",
+])
+def test_credentials_in_a_storage_uri_go_to_the_environment_never_into_a_file(uri, monkeypatch):
+    for key in storage.S3_CREDENTIALS.values():
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(storage, "_FROM_URIS", {})
+    cfg = load_config({**GOOD, "storage": uri})
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] == SECRET and os.environ["AWS_ACCESS_KEY_ID"] == "AKIDEXAMPLE"
+    assert cfg.storage == "s3://bucket/runs?endpoint_override=127.0.0.1:9&scheme=http" or \
+        cfg.storage == "s3://bucket/runs?endpoint_override=127.0.0.1:9"
+    stored = json.dumps(cfg.__dict__, default=str) + str(cfg.run_dir) + pickle.dumps(cfg).hex()
+    assert SECRET not in stored and "AKIDEXAMPLE" not in stored  # sweep.json, provenance and Tune's pickle
+    assert storage.worker_env()["AWS_SECRET_ACCESS_KEY"] == SECRET  # a cluster's workers get it through Ray
+
+
+def test_a_redacted_uri_shows_no_secret_and_other_schemes_refuse_credentials():
+    assert storage.redact(f"s3://KEY:{SECRET}@b/x?secret_key={SECRET}&scheme=http") == \
+        "s3://KEY:***@b/x?secret_key=***&scheme=http"
+    with pytest.raises(ConfigError, match="^storage: gs://user:\\*\\*\\*@bucket/x carries credentials"):
+        load_config({**GOOD, "storage": "gs://user:pw@bucket/x"})
+
+
+def test_a_uri_is_a_scheme_at_the_start_not_any_text_holding_colon_slash_slash(tmp_path):
+    assert storage.is_uri("s3://bucket/x") and storage.is_uri("file:///tmp/x")
+    assert not storage.is_uri("runs/a://b") and not storage.is_uri("./s3:/bucket")
+    cfg = load_config({**GOOD, "storage": str(tmp_path / "a://b")})
+    assert cfg.run_dir == tmp_path / "a:" / "b" / "t"
+
+
+# ------------------------------------------------------------------------------------------ run folders
+
+
+def test_a_symlink_planted_as_a_run_log_is_refused_not_followed(tmp_path):
+    from runners.trial import append_line
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    (tmp_path / "executions.log").symlink_to(victim)
+    with pytest.raises(OSError):
+        append_line(tmp_path / "executions.log", "real-r10-s0-seed0")
+    assert victim.read_text() == "keep"
+
+
+def test_leftovers_of_killed_writers_are_cleaned_and_atomic_files_get_the_usual_mode(tmp_path):
+    (tmp_path / "ledger").mkdir()
+    left = [tmp_path / ".results.nc.abc123.tmp.nc", tmp_path / "ledger" / ".real-r10-s0-seed0.json.x1.tmp.json",
+            tmp_path / "pools" / ".a.bin.part-4242"]
+    for path in left:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    (tmp_path / "generators" / ".closed_set-r10-seed0.tmp777").mkdir(parents=True)
+    kept = [tmp_path / "results.nc", tmp_path / "ledger" / "real-r10-s0-seed0.json", tmp_path / ".lock"]
+    for path in kept:
+        path.write_bytes(b"whole")
+    assert clean_temp_files(tmp_path) == 4
+    assert all(p.exists() for p in kept) and not _leftovers(tmp_path)
+    written = write_atomic(tmp_path / "x.json", lambda tmp: tmp.write_text("{}"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert written.stat().st_mode & 0o777 == 0o666 & ~umask  # readable by the group as any plain file, not 0600
+
+
+def test_a_dataset_cache_edited_in_place_is_refused_naming_the_file(tmp_path, monkeypatch):
+    from runners import data as rdata
+    from tests.test_data_plane import write_cifar
+
+    monkeypatch.setenv("SCALING_CACHE", str(tmp_path / "cache"))
+    spec = {"name": "cifar10", "root": str(write_cifar(tmp_path / "cifar"))}
+    data = rdata.load_dataset(spec)
+    rdata.verify_cache(spec)  # as built: fine
+    pixels = Path(data.pixels.filename)
+    raw = bytearray(pixels.read_bytes())
+    raw[-1] ^= 0xFF  # one pixel of one image
+    pixels.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"^dataset: the cache file .*pixels\.npy is missing or was modified"):
+        rdata.verify_cache(spec)
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4])
+def test_cifar_batches_of_every_pickle_protocol_load_and_code_is_still_refused(tmp_path, monkeypatch, protocol):
+    from runners import data as rdata
+
+    batch = {b"data": np.arange(12, dtype=np.uint8).reshape(2, 6), b"labels": [1, 2]}
+    (tmp_path / "b").write_bytes(pickle.dumps(batch, protocol=protocol))
+    np.testing.assert_array_equal(rdata._load_batch(tmp_path / "b")[b"data"], batch[b"data"])
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    (tmp_path / "e").write_bytes(pickle.dumps({b"data": Evil()}, protocol=protocol))
+    with pytest.raises(ValueError, match="refusing to load"):
+        rdata._load_batch(tmp_path / "e")
+
+
+def test_cubes_of_different_protocols_or_test_items_are_not_merged():
+    a = scaling.simulate_cube(n_real=(50, 100), n_synth=(0, 100), seeds=[0, 1], random_state=3)
+    b = scaling.simulate_cube(n_real=(50, 100), n_synth=(0, 100), seeds=[2, 3], random_state=4)
+    a.attrs["protocol"] = json.dumps({"budget": "steps", "steps": 20})
+    b.attrs["protocol"] = json.dumps({"budget": "steps", "steps": 30})
+    with pytest.raises(CubeError, match="different protocols \\(steps differ"):
+        scaling.merge_cubes(a, b)
+    b.attrs["protocol"] = a.attrs["protocol"]
+    scaling.merge_cubes(a, b)  # the same protocol: merged
+    twin = a.copy(deep=True)
+    if "test_correct" in twin:
+        twin["test_correct"].values[0, 0, 0, 0, 0] ^= 1  # one test item of one done cell
+        with pytest.raises(CubeError, match="'test_correct'"):
+            scaling.merge_cubes(a, twin)
+
+
+# ------------------------------------------------------------------------------------------ argument fuzzing
+
+
+def _value():
+    """An option value as a hostile user types it."""
+    return st.one_of(st.integers(-3, 30).map(str), st.sampled_from(["nan", "inf", "-inf", "0", "1", "1.0", "2", "1e9",
+                                                                     "", "x", "-0", "0.5"]))
+
+
+def _run(args, capsys) -> tuple[int, str]:
+    try:
+        rc = main(args)
+    except SystemExit as exc:  # argparse's refusal
+        rc = exc.code
+    return rc, capsys.readouterr().err
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(width=_value(), start=_value(), step=_value(), max_seeds=_value(), confirm=_value(), budget=_value(),
+       target=st.sampled_from(["retrieval:10:10", "real:10:10", "retrieval:10:0", "retrieval:99:10", "x:1", "::"]))
+def test_fuzzed_adaptive_arguments_are_refused_before_any_work(tmp_path, capsys, width, start, step, max_seeds,
+                                                               confirm, budget, target):
+    """Every combination ends in one error and exit 2, the config's grid checked after the options: a config
+    that does not exist is the last thing a fully valid set of options meets."""
+    args = ["sweep", str(tmp_path / "missing.yaml"), "--adaptive", "--target", target, "--width", width,
+            "--start-seeds", start, "--step", step, "--max-seeds", max_seeds, "--confirm", confirm, "--budget", budget]
+    rc, err = _run(args, capsys)
+    assert rc == 2 and "Traceback" not in err and err.strip(), err
+    assert not (tmp_path / "runs").exists()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(width=_value(), sims=_value(), seeds=_value(), n_test=_value(),
+       target=st.sampled_from(["open_set:25:400", "open_set:25:999", "real:25:50", "nope:25:50", "open_set:25", "a:b:c"]))
+@example(width="2", sims="1", seeds="3", n_test="450", target="open_set:25:400")  # one that runs, every time
+def test_fuzzed_plan_arguments_are_refused_or_answered(tmp_path, capsys, width, sims, seeds, n_test, target):
+    args = ["plan", str(ROOT / "configs" / "digits.yaml"), "--target", target, "--width", width, "--sims", sims,
+            "--seeds", seeds, "--n-test", n_test]
+    valid = (target == "open_set:25:400" and _ok(width, lambda v: v > 1) and _ok(sims, lambda v: v >= 1, int)
+             and _ok(seeds, lambda v: v >= 2, int) and _ok(n_test, lambda v: v >= 1, int))
+    if valid:  # a plan that runs: keep it short
+        args[args.index("--sims") + 1] = "1"
+        args[args.index("--seeds") + 1] = "3"
+    rc, err = _run(args, capsys)
+    assert rc == (0 if valid else 2) and "Traceback" not in err, (args, err)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(width=_value(), sims=_value(), add=_value(),
+       target=st.sampled_from(["open_set:100:200", "open_set:100:999", "real:100:100", "closed_set:100:100", "1:2:3"]))
+@example(width="1.5", sims="1", add="1", target="open_set:100:200")
+def test_fuzzed_next_arguments_are_refused_or_answered(cube_file, capsys, width, sims, add, target):
+    args = ["next", str(cube_file), "--target", target, "--width", width, "--sims", sims, "--add", add]
+    valid = (target == "open_set:100:200" and _ok(width, lambda v: v > 1) and _ok(sims, lambda v: v >= 1, int)
+             and _ok(add, lambda v: v >= 1, int))
+    if valid:
+        args[args.index("--sims") + 1] = "1"
+        args[args.index("--add") + 1] = "1"
+    rc, err = _run(args, capsys)
+    assert rc == (0 if valid else 2) and "Traceback" not in err, (args, err)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n_boot=_value(), fmt=st.sampled_from(["markdown", "latex", "html", ""]),
+       law=st.sampled_from(["auto", "wang", "bogus"]), ci=st.sampled_from(["jackknife", "percentile", "nope"]))
+@example(n_boot="60", fmt="latex", law="auto", ci="jackknife")
+def test_fuzzed_table_arguments_are_refused_or_answered(cube_file, capsys, n_boot, fmt, law, ci):
+    args = ["table", str(cube_file), "--n-boot", n_boot, "--format", fmt, "--law", law, "--ci-method", ci]
+    # a 95% interval needs 50 replicates: fewer is refused by the fit's options, naming n_boot
+    valid = _ok(n_boot, lambda v: v >= 50, int) and fmt in ("markdown", "latex") and law != "bogus" and ci != "nope"
+    if valid:
+        args[args.index("--n-boot") + 1] = "60"
+    rc, err = _run(args, capsys)
+    assert rc == (0 if valid else 2) and "Traceback" not in err, (args, err)
+
+
+def _ok(text: str, test, kind=float) -> bool:
+    try:
+        value = kind(text)
+    except ValueError:
+        return False
+    return bool(np.isfinite(value) and test(value))
