@@ -27,19 +27,54 @@ def int_if_whole(x: np.ndarray) -> np.ndarray:
 
 
 class Summary(str):
-    """A str that prints as the table (so notebooks show it without a print); in Jupyter it renders as HTML
-    tables when the fit provided them (``html``)."""
+    """A fit's summary, as statsmodels' ``summary()``: a str that prints as the full text (so notebooks show it
+    without a print), with the same answer and parameter tables rendered as Markdown (``as_markdown()``), LaTeX
+    (``as_latex()``) and HTML (``as_html()``, what Jupyter shows)."""
 
-    def __new__(cls, text: str, html: str | None = None):
+    def __new__(cls, text: str, *, title: str = "", tables: list | None = None, notes: list | None = None):
         obj = super().__new__(cls, text)
-        obj._html = html
+        obj._title, obj._tables, obj._notes = title, list(tables or []), list(notes or [])
         return obj
+
+    @classmethod
+    def join(cls, parts: list["Summary"]) -> "Summary":
+        """Several fits' summaries as one (text, tables and notes in order)."""
+        out = cls("\n\n".join(str(p) for p in parts))
+        out._parts = parts
+        return out
+
+    def _pieces(self) -> list["Summary"]:
+        return getattr(self, "_parts", None) or [self]
 
     def __repr__(self) -> str:
         return str(self)
 
+    def as_text(self) -> str:
+        return str(self)
+
+    def as_markdown(self) -> str:
+        out = []
+        for part in self._pieces():
+            out += [f"#### {part._title}", ""] if part._title else []
+            for caption, frame in part._tables:
+                out += [f"**{caption}**", "", md_table(*frame_rows(frame)), ""]
+            out += [f"{n}  " for n in part._notes] + ([""] if part._notes else [])
+        return "\n".join(out).rstrip() + "\n"
+
+    def as_latex(self) -> str:
+        out = []
+        for part in self._pieces():
+            out += [f"% {part._title}"] if part._title else []
+            for caption, frame in part._tables:
+                out += [f"% {caption}", latex_table(*frame_rows(frame))]
+        return "\n".join(out)
+
+    def as_html(self) -> str:
+        return "\n<hr/>\n".join(html_tables(p._title, p._tables, p._notes) if p._tables
+                                  else f"<pre>{_escape(str(p))}</pre>" for p in self._pieces())
+
     def _repr_html_(self) -> str:
-        return self._html if self._html is not None else f"<pre>{_escape(str(self))}</pre>"
+        return self.as_html()
 
 
 def _escape(text: str) -> str:
@@ -49,14 +84,45 @@ def _escape(text: str) -> str:
 
 
 def answer_frame(rows: list[dict]) -> pd.DataFrame:
-    """The answer rows of :meth:`EquivalenceResult.headline` as a table: one row per (source, n_real)."""
+    """The answer rows (:meth:`EquivalenceResult.answer_rows`) as a table: one row per (source, n_real)."""
     out = pd.DataFrame([{
         "source": r["source"], "n_real": r["n_real"], "n_synth": r["n_synth"], "verdict": r["verdict"],
         "rho": r["estimate"], "lower": r["lower"], "upper": r["upper"],
         "gain": np.nan if r["gain"] is None else r["gain"][0],
         "gain_lower": np.nan if r["gain"] is None else r["gain"][1],
-        "gain_upper": np.nan if r["gain"] is None else r["gain"][2], "note": r["note"]} for r in rows])
+        "gain_upper": np.nan if r["gain"] is None else r["gain"][2], "gain_cells": r["gain_cells"],
+        "seeds_needed": np.nan if r["seeds_needed"] is None else r["seeds_needed"],
+        "extrapolated": r["extrapolated"], "note": r["note"]} for r in rows])
     return out.set_index(["source", "n_real"])
+
+
+def md_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def latex_table(header: list[str], rows: list[list]) -> str:
+    def esc(x) -> str:
+        return str(x).replace("_", r"\_").replace("%", r"\%").replace("*", r"$^*$")
+
+    lines = [r"\begin{tabular}{" + "l" * len(header) + "}", r"\toprule", " & ".join(map(esc, header)) + r" \\",
+             r"\midrule"] + [" & ".join(map(esc, row)) + r" \\" for row in rows] + [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines)
+
+
+def format_table(df, fmt: str = "markdown") -> str:
+    """A small DataFrame as Markdown or booktabs LaTeX (no optional pandas dependencies)."""
+    rows = df.astype(str).values.tolist()
+    return latex_table(list(df.columns), rows) if fmt == "latex" else md_table(list(df.columns), rows)
+
+
+def frame_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """A DataFrame's index and columns as printable cells (numbers through :func:`fmt_number`)."""
+    flat = frame.reset_index()
+    cells = [[fmt_number(v) if isinstance(v, (float, np.floating)) else str(v) for v in row]
+             for row in flat.itertuples(index=False)]
+    return [str(c) for c in flat.columns], cells
 
 
 def html_tables(title: str, tables: list[tuple[str, pd.DataFrame]], notes: list[str]) -> str:

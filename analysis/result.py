@@ -4,6 +4,7 @@ verdict, its law parameters, cells and queries."""
 from __future__ import annotations
 
 import json
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,8 +20,8 @@ from analysis.bootstrap import (
     pooled_jackknife_t_interval,
 )
 from analysis.equivalence import EQUIVALENCE_LAWS, Replicates, wang_public
-from analysis.formatting import (Summary, answer_frame, answer_line, fmt_number, html_tables,
-                                 int_if_whole)
+from analysis.formatting import (Summary, answer_frame, answer_line, fmt_number, int_if_whole)
+from analysis.params import PARAM_COLUMNS, ParamSeries
 from analysis.options import (BOOTSTRAP_METHODS, CI_METHODS, LACK_OF_FIT_P, NEGLIGIBLE_NEQ, TEST_GROUPS,
                               UNIDENTIFIED_WARNINGS, FitOptions, quiet, warn_if_extrapolated)
 from analysis.variance import VarianceModel
@@ -88,7 +89,8 @@ class EquivalenceResult:
         self.warnings = list(warnings) + self._cell_warnings() + self._fit_warnings()
         # a flat or non-monotone reference, or no cell inside its range, identifies no rate at all
         self.identified = not any(key in w for w in self.warnings for key in UNIDENTIFIED_WARNINGS)
-        self.params = self._params_table()
+        self._param_table = self._params_table()
+        self.params = ParamSeries.from_table(self._param_table, self.curve_chosen)
         self.cells = self._cells_dataset()
 
     @property
@@ -376,9 +378,22 @@ class EquivalenceResult:
                     "ci_method": ci_method or self.ci_method}
         return ds
 
+    def answer(self, n_synth: float | None = None) -> pd.DataFrame:
+        """The answer per base size at ``n_synth`` (default: the largest measured), one row per (source,
+        n_real): rate ``rho`` with its interval, verdict, the gain test (weighted mean accuracy gain and its
+        interval over the base's cells), seeds needed where not identified, and what the verdict asks of the
+        reader."""
+        return answer_frame(self.answer_rows(n_synth))
+
     def headline(self, n_synth: float | None = None) -> list[dict]:
-        """The answer per base size at ``n_synth`` (default: the largest measured): rate, interval, verdict
-        and what the verdict asks of the reader."""
+        """Deprecated: :meth:`answer` (a DataFrame) or :meth:`answer_rows` (these dicts)."""
+        warnings.warn("headline() is renamed: answer() gives the DataFrame, answer_rows() these dicts (headline "
+                      "goes away in the next release)", DeprecationWarning, stacklevel=2)
+        return self.answer_rows(n_synth)
+
+    def answer_rows(self, n_synth: float | None = None) -> list[dict]:
+        """The rows of :meth:`answer` as dicts (``estimate``, ``lower``, ``upper``, ``verdict``, ``gain`` as
+        (estimate, lower, upper), ``note``, ...), as the report and the command line print them."""
         ns = float(self._src.n_synth.max()) if n_synth is None else float(n_synth)
         q = self._exchange_rate(np.unique(self._src.n_real), ns, None, None)
         g = self.gain()
@@ -419,6 +434,26 @@ class EquivalenceResult:
         return {"factor": factor, "reliable": bool(factor <= METHODS_DISAGREE_FACTOR),
                 "survives": surviving_verdict(t["verdict"].values), "table": t}
 
+    def param_table(self, alpha: float | None = None, method: str | None = None) -> pd.DataFrame:
+        """Every parameter: estimate, interval (level ``1 - alpha``, default the fit's; by ``method``, default the
+        fit's), the statsmodels WLS standard error where one exists, flag and note. The index is fixed per law
+        family (:mod:`analysis.params`)."""
+        if alpha is None and method is None:
+            return self._param_table.copy()
+        return self.conf_int(alpha if alpha is not None else 1 - self.ci, method).join(
+            self._param_table[["estimate", "se_wls", "flag", "note"]])[list(PARAM_COLUMNS)]
+
+    @property
+    def bse(self) -> pd.Series:
+        """Standard errors of the statsmodels WLS fit of the effective law (NaN where a parameter has none: the
+        intervals come from the resampling, :meth:`conf_int`)."""
+        return self._param_table["se_wls"].rename("bse")
+
+    @property
+    def flags(self) -> pd.Series:
+        """Per parameter: on bound / not identified / degenerate / fixed, or empty."""
+        return self._param_table["flag"].rename("flag")
+
     def conf_int(self, alpha: float = 0.05, method: str | None = None) -> pd.DataFrame:
         """Parameter intervals at level ``1 - alpha`` by ``method``, recomputed from the stored replicates."""
         if not 0 < alpha < 1:
@@ -428,19 +463,27 @@ class EquivalenceResult:
         return self._params_table(method=method, ci=1 - alpha)[["lower", "upper"]]
 
     # ---------------------------------------------------------------- tables
-    def _curve_values(self, reps: Replicates | None, name: str):
+    def _curve_values(self, reps: Replicates | None, law: str, name: str):
+        """One reference law's parameter over replicates; None when that law was not fitted."""
         if reps is None:
             return None
         curve = reps.curve
-        params = curve.fits[self.curve_chosen].params if curve.law == "auto" else curve.params
-        return params[name]
+        if curve.law == "auto":
+            return curve.fits[law].params[name] if law in curve.fits else None
+        return curve.params[name] if curve.law == law else None
 
     @quiet
     def _params_table(self, method: str | None = None, ci: float | None = None) -> pd.DataFrame:
         rows = []
-        for name, domain in CURVE_PARAM_DOMAINS[self.curve_chosen].items():
-            rows.append(self._param_row(f"reference.{name}", lambda reps: self._curve_values(reps, name), domain,
-                                        np.nan, f"{self.curve_chosen} law of '{self.reference}'", method, ci))
+        for law, domains in CURVE_PARAM_DOMAINS.items():  # every law's rows: the index never depends on the fit
+            for name, domain in domains.items():
+                label = f"reference.{law}.{name}"
+                if self._curve_values(self._pt, law, name) is None:
+                    rows.append((label, np.nan, np.nan, np.nan, np.nan, "", f"not fitted (curve_law={self.curve_law})"))
+                    continue
+                note = f"{law} law of '{self.reference}'" + (" (chosen)" if law == self.curve_chosen else "")
+                rows.append(self._param_row(label, lambda reps, law=law, name=name: self._curve_values(reps, law, name),
+                                            domain, np.nan, note, method, ci))
         sm_fit = self._sm or {"params": {}, "bse": {}}
         for law in EQUIVALENCE_LAWS:
             for name, (values, domain, note) in _law_public(law, self._pt.laws[self.source][law], self.k).items():
@@ -566,7 +609,8 @@ class EquivalenceResult:
         lines.append("")
         lines.append("Answer (exchange rate at the largest n_synth; verdict from the gain test of each base size, "
                      "no accuracy law: weighted mean of seed-paired accuracy gains over its n_synth cells):")
-        for row in self.headline():
+        rows = self.answer_rows()
+        for row in rows:
             lines.append(f"  n_real={row['n_real']:<5} {answer_line(row)}")
         lines.append("")
         lines.append("Per cell (n_eq: real images the added synthetic images are worth; rho = n_synth / n_eq; "
@@ -590,7 +634,7 @@ class EquivalenceResult:
         lines.append("")
         lines.append("Parameters (each law fitted in every replicate; flags: on bound / not identified / degenerate):")
         lines.append(f"{'':<18} {'estimate':>10} {'lower':>10} {'upper':>10} {'se (WLS)':>9}  {'flag':<15} note")
-        for name, row in self.params.iterrows():
+        for name, row in self._param_table.iterrows():
             lines.append(f"{name:<18} {fmt_number(row.estimate, 4):>10} {fmt_number(row.lower, 4):>10} {fmt_number(row.upper, 4):>10} "
                          f"{fmt_number(row.se_wls, 3):>9}  {row.flag:<15} {row.note}")
         if self.heldout_law_error:
@@ -610,20 +654,17 @@ class EquivalenceResult:
         lines.append(f"Excluded cells: {n_ex}" + (f" ({detail})" if detail else ""))
         lines.append("Warnings: " + ("none" if not self.warnings else ""))
         lines += [f"  - {w}" for w in self.warnings]
-        return Summary("\n".join(lines), html=self._summary_html())
-
-    def _summary_html(self) -> str:
-        params = self.params[["estimate", "lower", "upper", "flag", "note"]]
         notes = [f"{self.n_seeds} seeds; {self.ci:.0%} {self.ci_method} intervals; reference law "
                  f"{self._choice_text(self.curve_law, self.curve_weights, self.curve_share)}; equivalence law "
                  f"{self._choice_text(self.law, self.law_weights, self.law_share)}."]
         notes += [f"Warning: {w}" for w in self.warnings]
-        return html_tables(f"Equivalence fit: source '{self.source}' vs reference '{self.reference}'",
-                           [("Answer (exchange rate rho at the largest n_synth)", answer_frame(self.headline())),
-                            ("Parameters", params)], notes)
+        tables = [("Answer (exchange rate rho at the largest n_synth)", answer_frame(rows)),
+                  ("Parameters", self._param_table[["estimate", "lower", "upper", "flag", "note"]])]
+        return Summary("\n".join(lines), title=f"Equivalence fit: source '{self.source}' vs reference "
+                       f"'{self.reference}'", tables=tables, notes=notes)
 
     def _repr_html_(self) -> str:
-        return self._summary_html()
+        return self.summary().as_html()
 
     @staticmethod
     def _choice_text(asked: str, weights: dict, share: dict) -> str:
@@ -635,7 +676,7 @@ class EquivalenceResult:
 
     def to_dataset(self) -> xr.Dataset:
         ds = self.cells.copy()
-        p = self.params
+        p = self._param_table
         ds = ds.assign_coords(param=p.index.values)
         for col in ("estimate", "lower", "upper", "se_wls"):
             ds[f"param_{col}"] = ("param", p[col].values.astype(float))

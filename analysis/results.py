@@ -87,8 +87,18 @@ class EquivalenceResults(Mapping):
                          ci_method: str | None = None) -> xr.Dataset:
         return self._stack("synthetic_needed", n_real, n_real_added, law=law, ci_method=ci_method)
 
+    def answer(self, n_synth: float | None = None) -> pd.DataFrame:
+        """Every source's answer (:meth:`EquivalenceResult.answer`), one row per (source, n_real)."""
+        return answer_frame(self.answer_rows(n_synth))
+
+    def answer_rows(self, n_synth: float | None = None) -> list[dict]:
+        return [row for res in self._results.values() for row in res.answer_rows(n_synth)]
+
     def headline(self, n_synth: float | None = None) -> list[dict]:
-        return [row for res in self._results.values() for row in res.headline(n_synth)]
+        """Deprecated: :meth:`answer` (a DataFrame) or :meth:`answer_rows` (these dicts)."""
+        warnings.warn("headline() is renamed: answer() gives the DataFrame, answer_rows() these dicts (headline "
+                      "goes away in the next release)", DeprecationWarning, stacklevel=2)
+        return self.answer_rows(n_synth)
 
     def compare(self, n_real, n_synth, *, law: str | None = None, ci_method: str | None = None) -> pd.DataFrame:
         """Pairwise ratios of exchange rates, ``rho_a / rho_b`` at the same (n_real, n_synth), with intervals.
@@ -110,7 +120,7 @@ class EquivalenceResults(Mapping):
         """Burg-style table: per source and base size, the exchange rate with its interval and verdict at a
         matched budget of ``n_synth`` added images (default: the largest measured)."""
         rows = [{"source": r["source"], "n_real": r["n_real"], "n_synth": r["n_synth"], "rho": r["estimate"],
-                 "lower": r["lower"], "upper": r["upper"], "verdict": r["verdict"]} for r in self.headline(n_synth)]
+                 "lower": r["lower"], "upper": r["upper"], "verdict": r["verdict"]} for r in self.answer_rows(n_synth)]
         return pd.DataFrame(rows).set_index(["source", "n_real"])
 
     def to_markdown(self, n_synth: float | None = None, digits: int = 3) -> str:
@@ -142,12 +152,11 @@ class EquivalenceResults(Mapping):
         return "\n".join(lines)
 
     def summary(self) -> Summary:
-        parts = [res.summary() for res in self._results.values()]
-        return Summary("\n\n".join(str(p) for p in parts), html="\n<hr/>\n".join(p._repr_html_() for p in parts))
+        return Summary.join([res.summary() for res in self._results.values()])
 
     def _repr_html_(self) -> str:
         """In Jupyter: the answer of every source as one table (verdict, rate, interval, gain test)."""
-        rows = self.headline()
+        rows = self.answer_rows()
         return html_tables(f"Exchange rates of {', '.join(self._results)} (synthetic images per real image)",
                            [("Answer at the largest n_synth", answer_frame(rows))],
                            ["Index one source (results[name]) for its cells, parameters and plot."])

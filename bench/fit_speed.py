@@ -60,7 +60,7 @@ def main():
     seeds = cube.sizes["seed"]
     t0 = time.perf_counter()
     fits = scaling.fit_equivalence(cube, None, n_boot=args.n_boot)
-    fits.headline()  # the default answer: jackknife intervals, verdicts
+    fits.answer()  # the default answer: jackknife intervals, verdicts
     default = time.perf_counter() - t0
     t0 = time.perf_counter()
     for res in fits.values():  # first use of a bootstrap interval computes the replicates (shared by the sources)

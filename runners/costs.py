@@ -148,7 +148,7 @@ def wall_hours(stages: list[Stage], devices: float, per_job: float) -> float:
     return total
 
 
-def format_table(stages: list[Stage], device: str, devices: float, per_job: float) -> list[str]:
+def cost_table_lines(stages: list[Stage], device: str, devices: float, per_job: float) -> list[str]:
     unit = "GPU-h" if device == "gpu" else "CPU-h"
     rows = [f"  {'stage':<20} {'jobs':>6} {'images':>12} {unit:>9} {'disk':>9}  basis"]
     for s in stages:

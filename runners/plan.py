@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from runners.config import DATASET_SHAPES, load_config, files_checked_later
-from runners.costs import FLOAT_BYTES, Stage, format_table, load_table, lookup, shape_key
+from runners.costs import FLOAT_BYTES, Stage, cost_table_lines, load_table, lookup, shape_key
 from runners.generative import build_unet
 from runners.pools import pool_key
 from runners.sources import REGISTRY, generator_trainings
@@ -195,7 +195,7 @@ def print_plan(cfg, out=None, *, gpus: float | None = None, missing: list[str] |
         devices, per_job = float(cpu_slots), 1.0
     print(f"  cost ({'GPU' if device == 'gpu' else 'CPU'}; judge training, evaluation and Ray overhead not "
           f"counted):", file=out)
-    for row in format_table(stages(cfg, device), device, devices, per_job):
+    for row in cost_table_lines(stages(cfg, device), device, devices, per_job):
         print(row, file=out)
     if device == "gpu" and gpus is None:
         print("  (pass --gpus N for the wall time on N GPUs)", file=out)

@@ -1,6 +1,6 @@
 """How good is a pool, measured against real test images by a fixed *judge* classifier.
 
-The judge is trained once per run on every non-test real image. Each pool records: the judge's agreement
+The judge is trained once per node and dataset on every non-test real image. Each pool records: the judge's agreement
 with the pool's labels, the Fréchet distance between pool and real test images in the judge's feature
 space, and a linear real-vs-pool domain classifier's balanced accuracy. Test images only ever serve as
 this yardstick; no model is selected on them.
@@ -9,6 +9,7 @@ this yardstick; no model is selected on them.
 from __future__ import annotations
 
 import json
+import shutil
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from runners import storage, streams
-from runners.data import dataset_of, non_test
+from runners.data import cache_root, dataset_of, non_test
 from runners.options import content_hash
 from runners.pools import dataset_spec
 from runners.train import build_model, train_classifier
@@ -36,12 +37,30 @@ def judge_path(cfg) -> Path:
     return cfg.run_dir / "judge" / f"judge-{content_hash({**dataset_spec(cfg), 'judge': JUDGE})}.safetensors"
 
 
+def node_judge_path(cfg) -> Path:
+    """This node's copy of the judge (``$SCALING_CACHE/judges/``). The judge depends on the dataset, its split,
+    ``JUDGE`` and the torch threads it trains with — not on the run — so every run folder on a node reuses one
+    training instead of repeating it (a few seconds on digits, minutes on CIFAR-10)."""
+    return cache_root().parent / "judges" / f"{judge_path(cfg).stem}-threads{cfg.threads}.safetensors"
+
+
 def prepare_judge(cfg) -> dict:
-    """Train (once) the classifier on every non-test real image; it labels and embeds pools."""
+    """Train (once per node and dataset) the classifier on every non-test real image; it labels and embeds
+    pools. The run folder holds its own copy (uploaded with the run), so a run stays self-contained."""
     path = judge_path(cfg)
     meta_path = path.with_suffix(".json")
     if storage.pull(cfg, meta_path) and storage.pull(cfg, path):
         return json.loads(meta_path.read_text())
+    node = node_judge_path(cfg)
+    if not (node.exists() and node.with_suffix(".json").exists()):
+        _train_judge(cfg, node)
+    for src, dst in ((node, path), (node.with_suffix(".json"), meta_path)):
+        write_atomic(dst, lambda tmp, src=src: shutil.copyfile(src, tmp))
+        storage.push(cfg, dst)
+    return json.loads(meta_path.read_text())
+
+
+def _train_judge(cfg, target: Path) -> None:
     data, test_idx = dataset_of(cfg)
     train = non_test(data, test_idx)
     # uint8-backed views: the judge holds every non-test image as uint8 and converts batches
@@ -51,12 +70,9 @@ def prepare_judge(cfg) -> dict:
     mean, std = out["norm"]
     state = {k: v.contiguous() for k, v in out["model"].state_dict().items()}
     state.update(norm_mean=mean.contiguous(), norm_std=std.contiguous())
-    write_atomic(path, lambda p: save_file(state, str(p)))
+    write_atomic(target, lambda p: save_file(state, str(p)))
     meta = {"test_accuracy": out["accuracy"], "train_seconds": out["train_seconds"], **JUDGE}
-    write_atomic(meta_path, lambda p: p.write_text(json.dumps(meta)))
-    storage.push(cfg, path)
-    storage.push(cfg, meta_path)
-    return meta
+    write_atomic(target.with_suffix(".json"), lambda p: p.write_text(json.dumps(meta)))
 
 
 @lru_cache(maxsize=2)

@@ -93,7 +93,7 @@ def _print_answer(path) -> None:
         print(f"answer: not available from this cube: {exc}")
     else:
         print("answer (synthetic images per real image at the largest n_synth):")
-        for row in results.headline():
+        for row in results.answer_rows():
             print(f"  {row['source']:<12} n_real={row['n_real']:<5} {answer_line(row)}")
     print(f"next: scaling report {path} --out {Path(path).parent / 'report'}")
 
@@ -198,7 +198,8 @@ def _tune_recipe(args) -> int:
 
 
 def _table(args) -> int:
-    from scaling.report import format_table, law_table
+    from analysis.formatting import format_table
+    from scaling.report import law_table
 
     print(format_table(law_table(args.cubes, n_boot=args.n_boot, **_fit_kwargs(args)), args.format))
     return 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from analysis.formatting import format_interval, gain_text
+from analysis.formatting import format_interval, gain_text, md_table
 from analysis.options import CI_METHODS
 from analysis.verdict import ESTIMATED_MAX_RATIO, METHODS_DISAGREE_FACTOR
 from scaling.cube import (PROTOCOL_DIM, STATUS_DONE, TEMP_MARK, clean_temp_files, open_cube, protocol_slice,
@@ -122,27 +122,6 @@ def cost_table(cube, results: dict) -> list[dict]:
     return rows
 
 
-def _md_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _latex_table(header: list[str], rows: list[list]) -> str:
-    def esc(x) -> str:
-        return str(x).replace("_", r"\_").replace("%", r"\%").replace("*", r"$^*$")
-
-    lines = [r"\begin{tabular}{" + "l" * len(header) + "}", r"\toprule", " & ".join(map(esc, header)) + r" \\",
-             r"\midrule"] + [" & ".join(map(esc, row)) + r" \\" for row in rows] + [r"\bottomrule", r"\end{tabular}"]
-    return "\n".join(lines)
-
-
-def format_table(df, fmt: str = "markdown") -> str:
-    """A small DataFrame as Markdown or booktabs LaTeX (no optional pandas dependencies)."""
-    rows = df.astype(str).values.tolist()
-    return _latex_table(list(df.columns), rows) if fmt == "latex" else _md_table(list(df.columns), rows)
-
-
 def _fmt(x: float, digits: int = 3) -> str:
     if not np.isfinite(x):
         return "∞" if x > 0 else "–"
@@ -157,7 +136,7 @@ def answer_lines(results: dict) -> list[str]:
     """The Answer section: per source and base size, the verdict first; a bold rate only when estimated."""
     md = []
     for name, res in results.items():
-        rows = res.headline()
+        rows = res.answer_rows()
         ns = rows[0]["n_synth"]
         verdicts = {r["verdict"] for r in rows}
         if verdicts == {"estimated"}:
@@ -218,7 +197,7 @@ def caveat_lines(cube, results: dict) -> list[str]:
              "conditional on this test set.")]
     for name, res in results.items():
         ho = ", ".join(f"{k} {v:.2f}" for k, v in res.heldout_law_error.items()) or "not computed"
-        extrap = [r["n_real"] for r in res.headline() if r["extrapolated"]]
+        extrap = [r["n_real"] for r in res.answer_rows() if r["extrapolated"]]
         wts = ", ".join(f"{k} {v:.2f}" for k, v in res.law_weights.items())
         md.append(f"- **{name}**: equivalence laws weighted {wts} by their held-out error (in standard errors: "
                   f"{ho})"
@@ -238,11 +217,11 @@ def interval_method_lines(results: dict) -> list[str]:
     """How much the interval method moves the headline intervals: one small table."""
     rows = []
     for name, res in results.items():
-        for r in res.headline():
+        for r in res.answer_rows():
             t = res.interval_methods(r["n_real"], r["n_synth"])
             rows.append([name, r["n_real"]] + [f"{_interval(t.loc[m, 'lower'], t.loc[m, 'upper'])} "
                                                f"{t.loc[m, 'verdict']}" for m in t.index])
-    return [_md_table(["source", "n_real", *CI_METHODS], rows)]
+    return [md_table(["source", "n_real", *CI_METHODS], rows)]
 
 
 def checklist_lines(results: dict) -> list[str]:
@@ -261,7 +240,7 @@ def checklist_lines(results: dict) -> list[str]:
     for name, res in results.items():
         conv = ", ".join(f"{k} {v:.0%}" for k, v in res.convergence.items())
         n_cells = int(np.isfinite(res.cells["accuracy"].values).sum())
-        bounds = ", ".join(f"{p} ({row.flag})" for p, row in res.params.iterrows() if row.flag and row.flag != "fixed")
+        bounds = ", ".join(f"{p} ({flag})" for p, flag in res.flags.items() if flag and flag != "fixed")
         rows.append([f"{name}: points, convergence, flags",
                      f"{n_cells} cells x {res.n_seeds} seeds; converged replicates: {conv}; flagged: {bounds or 'none'}"])
     rows += [["interval", f"{first.ci:.0%} {first.ci_method} over {first.n_seeds} seeds"
@@ -269,7 +248,7 @@ def checklist_lines(results: dict) -> list[str]:
                           "replicates stored for the other methods"],
              ["held-out error (reference)", ", ".join(f"{k} {v:.2f}" for k, v in first.heldout_curve_error.items())
               or "not computed"]]
-    return [_md_table(["item", "this report"], rows)]
+    return [md_table(["item", "this report"], rows)]
 
 
 def comparison_lines(results) -> list[str]:
@@ -286,7 +265,7 @@ def comparison_lines(results) -> list[str]:
                          "yes" if row.differ else "no"])
     return ["Ratio of exchange rates rho_a / rho_b (above 1: *b* needs fewer images per real image). The sources "
             "share their seed resamples, so the ratio's interval is paired.", "",
-            _md_table(["a / b", "n_real", "n_synth", "ratio [CI]", "differ"], rows), ""]
+            md_table(["a / b", "n_real", "n_synth", "ratio [CI]", "differ"], rows), ""]
 
 
 def protocol_lines(full_cube, out: Path, n_boot: int, skipped: dict, **fit_kwargs) -> list[str]:
@@ -309,7 +288,7 @@ def protocol_lines(full_cube, out: Path, n_boot: int, skipped: dict, **fit_kwarg
           "(the probability that a batch item is synthetic; `pool` = uniform over all images). Bold: per "
           "budget, source and base size, the weight with the lowest estimated rate (the most value per "
           "synthetic image). Real and base-only cells are shared by every weight of a budget.", "",
-          _md_table(["protocol", "source", "n_real", "n_synth", "rho [CI]", "verdict"], rows), ""]
+          md_table(["protocol", "source", "n_real", "n_synth", "rho [CI]", "verdict"], rows), ""]
     try:
         paths = save_figure(protocol_figure.figure(table), out / "figures", "rate_vs_weight")
         md += [f"![rate vs weight]({Path(paths['png']).relative_to(out).as_posix()})", ""]
@@ -470,13 +449,13 @@ def _draw_report(cube_path, full: xr.Dataset, out: Path, *, n_boot: int, sources
                 for var in ("pool_label_accuracy", "pool_frechet_distance", "pool_domain_accuracy", "pool_label_noise"):
                     row.append(_fmt(float(g[var].mean("seed"))) if var in g else "–")
                 rows.append(row)
-        md += [_md_table(["source", "n_real", "label acc.", "FD", "domain acc.", "label noise"], rows), ""]
+        md += [md_table(["source", "n_real", "label acc.", "FD", "domain acc.", "label noise"], rows), ""]
     costs = cost_table(cube, results)
     if costs:
         md += ["## Price of the answer", "", "Compute seconds per real-image equivalent at the largest n_synth "
                "(seconds: mean over seeds of the cell's attributed generation or retrieval time plus its classifier "
                f"training). {COST_RULE}", ""]
-        md += [_md_table(["source", "n_real", "n_synth", "seconds", "n_eq", "seconds / real equivalent"],
+        md += [md_table(["source", "n_real", "n_synth", "seconds", "n_eq", "seconds / real equivalent"],
                          [[c["source"], c["n_real"], c["n_synth"], _fmt(c["seconds"]), _fmt(c["n_eq"]),
                            _fmt(c["seconds_per_real_equivalent"])] for c in costs]), ""]
     path = out / "report.md"
@@ -501,10 +480,11 @@ def law_table(cube_paths, *, n_boot: int = 1000, **fit_kwargs):
             raise ValueError(f"cube: {path} gives no fit ({skipped.get('equivalence fit', 'no synthetic source')})")
         for name, res in results.items():
             row = {"dataset": str(cube.attrs.get("dataset", Path(path).stem)), "source": name}
+            table = res.param_table()
             for label, param in LAW_TABLE_PARAMS.items():
-                p = res.params.loc[param]
+                p = table.loc[param]
                 row[label] = f"{_fmt(p.estimate)} [{_fmt(p.lower)}, {_fmt(p.upper)}]" + (f" ({p.flag})" if p.flag else "")
-            head = max(res.headline(), key=lambda h: h["n_real"])
+            head = max(res.answer_rows(), key=lambda h: h["n_real"])
             row["rho at largest cell"] = (f"{_fmt(head['estimate'])} {_interval(head['lower'], head['upper'])} "
                                           f"n_real={head['n_real']}, n_synth={head['n_synth']}: {head['verdict']}")
             rows.append(row)

@@ -98,7 +98,7 @@ def test_for_every_shipped_config_the_dry_run_prices_the_gpus_the_sweep_asks_for
     run's cost table (its wall time on 8 GPUs) is computed with exactly that per-job request."""
     import io
 
-    from runners.costs import format_table
+    from runners.costs import cost_table_lines
     from runners.plan import print_plan, stages
 
     with files_checked_later():
@@ -112,5 +112,5 @@ def test_for_every_shipped_config_the_dry_run_prices_the_gpus_the_sweep_asks_for
         return  # a CPU config: no GPU table
     out = io.StringIO()
     print_plan(cfg, out, gpus=8)
-    for row in format_table(stages(cfg, "gpu"), "gpu", 8.0, expected):
+    for row in cost_table_lines(stages(cfg, "gpu"), "gpu", 8.0, expected):
         assert row in out.getvalue(), row

@@ -1,6 +1,7 @@
 """The result object: source as a dimension, compare() across sources (coverage measured), tables."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import scaling
@@ -35,7 +36,7 @@ def test_a_single_named_source_keeps_source_as_a_scalar_coordinate():
     q = res.exchange_rate(200, 400)
     assert q["estimate"].ndim == 0 and str(q["source"].values) == "open_set"
     assert isinstance(float(q["estimate"]), float)
-    assert res.params.loc["effective.alpha", "estimate"] == res["open_set"].params.loc["effective.alpha", "estimate"]
+    assert res.params["effective.alpha"] == res["open_set"].params["effective.alpha"]
 
 
 def test_an_extrapolated_query_warns_once_naming_how_many_points(both):
@@ -131,3 +132,35 @@ def test_a_finished_sweep_ends_with_the_answer_and_the_next_command(tmp_path, ca
     rows = [line for line in out if line.strip().startswith("gen")]
     assert len(rows) == cube.sizes["n_real"] and all("rho = " in r or "no rate" in r for r in rows)
     assert out[-1] == f"next: scaling report {path} --out {tmp_path / 'report'}"
+
+
+def test_the_result_reads_as_statsmodels_and_the_former_forms_warn():
+    """params: a Series of estimates whose index does not depend on the law the fit chose; bse, flags,
+    conf_int(alpha, method) beside it; answer() a DataFrame; summary() as text, Markdown, LaTeX and HTML. The
+    former table forms keep working for one release, each with a DeprecationWarning."""
+    import warnings
+
+    cube = scaling.simulate_cube(seeds=5, sources={"gen": {"exchange_rate": 4.0}}, random_state=0)
+    power = scaling.fit_equivalence(cube, "gen", curve_law="power")
+    auto = scaling.fit_equivalence(cube, "gen")
+    assert list(power.params.index) == list(auto.params.index)  # fixed per law family
+    assert power.params.dtype == float and np.isnan(power.params["reference.m3.C"])  # m3 not fitted
+    assert power.param_table().loc["reference.m3.C", "note"].startswith("not fitted")
+    assert list(auto.bse.dropna().index) == ["effective.k", "effective.alpha", "effective.beta"]
+    assert auto.flags["wang.k"] == "fixed"
+    ci = auto.conf_int(0.1, "percentile")
+    assert list(ci.columns) == ["lower", "upper"] and (ci["lower"] <= auto.params + 1e-12).all()
+    answer = auto.answer()
+    assert isinstance(answer, pd.DataFrame) and answer.index.names == ["source", "n_real"]
+    assert {"rho", "lower", "upper", "verdict", "gain", "seeds_needed"} <= set(answer.columns)
+    summary = auto.summary()
+    assert str(summary).startswith("Equivalence fit") and summary.as_text() == str(summary)
+    assert "| reference.power.E |" in summary.as_markdown() and r"\toprule" in summary.as_latex()
+    assert "<table" in summary.as_html() and summary._repr_html_() == auto["gen"]._repr_html_()
+    chosen = auto["gen"].curve_chosen
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert auto.params["lower"].equals(auto.param_table()["lower"])
+        assert auto.params.loc["reference.E", "estimate"] == auto.params[f"reference.{chosen}.E"]
+        assert auto.headline() == auto.answer_rows()
+    assert len(caught) == 3 and all(issubclass(w.category, DeprecationWarning) for w in caught)

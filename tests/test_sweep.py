@@ -333,6 +333,9 @@ def test_two_real_sweeps_merge_into_one_cube_that_reports(tmp_path):
                                             quiet=True))
     b = scaling.open_cube(scaling.run_sweep({**design, "name": "b", "seeds": [2, 3], "storage": str(tmp_path)},
                                             quiet=True))
+    # the judge trained once on this node: run b holds a copy (its measured training time is a's to the last digit)
+    judges = [sorted((tmp_path / name / "judge").glob("*.json")) for name in ("a", "b")]
+    assert len(judges[0]) == 1 and json.loads(judges[0][0].read_text()) == json.loads(judges[1][0].read_text())
     merged = scaling.merge_cubes(a, b)
     assert merged.sizes["seed"] == 4 and int((merged["status"] == 1).sum()) == merged["status"].size
     assert merged["pool_label_noise"].dims == ("source", "n_real", "seed")

@@ -24,7 +24,7 @@ def _fit(cube, source="gen", **kw):
 def test_saturating_truth_is_recovered_by_the_saturating_law():
     cube = scaling.simulate_cube(seeds=12, sources={"gen": {"saturating": [3.0, 1.0]}}, random_state=5)
     fit = _fit(cube, n_boot=200)
-    p = fit.params
+    p = fit.param_table()
     assert p.loc["saturating.rho0", "lower"] <= 3.0 <= p.loc["saturating.rho0", "upper"], p.loc["saturating.rho0"]
     assert p.loc["saturating.R*", "lower"] <= 1.0 <= p.loc["saturating.R*", "upper"], p.loc["saturating.R*"]
     assert fit.law_chosen == "saturating", fit.law_weights
@@ -103,7 +103,7 @@ def test_verdict_rules():
 def test_a_worthless_generator_reads_no_measurable_gain_with_no_bold_number():
     cube = scaling.simulate_cube(seeds=3, sources={"gen": {"exchange_rate": 1e6}}, random_state=2)
     fit = _fit(cube)
-    assert {row["verdict"] for row in fit.headline()} == {"no measurable gain"}
+    assert {row["verdict"] for row in fit.answer_rows()} == {"no measurable gain"}
     assert "no measurable gain" in fit.summary()
 
 
@@ -115,7 +115,7 @@ def test_a_source_that_lowers_accuracy_reads_hurts():
     cube["accuracy"].loc[dict(source="gen")] = acc.where(acc["n_synth"] == 0, worse)
     fit = _fit(cube)
     assert bool(fit.cells["hurts"].all())
-    assert {row["verdict"] for row in fit.headline()} == {"hurts"}
+    assert {row["verdict"] for row in fit.answer_rows()} == {"hurts"}
 
 
 def test_hurts_needs_the_interval_not_the_point_estimate():
@@ -140,8 +140,8 @@ def test_a_well_measured_source_is_estimated_with_a_bold_answer():
 def test_noisy_few_seeds_read_not_identified_and_say_how_many_seeds_would_help():
     cube = scaling.simulate_cube(seeds=3, seed_sd=0.25, sources={"gen": {"exchange_rate": 4.0}}, random_state=9)
     fit = _fit(cube)
-    rows = [r for r in fit.headline() if r["verdict"] == "not identified"]
-    assert rows, fit.headline()
+    rows = [r for r in fit.answer_rows() if r["verdict"] == "not identified"]
+    assert rows, fit.answer_rows()
     assert any("seeds" in r["note"] for r in rows)
 
 
@@ -166,11 +166,11 @@ def test_parameter_intervals_respect_their_domains_and_flag_bounds():
     # a curve with no floor: E is estimated at (or near) 0 and its interval may not go below 0
     cube = scaling.simulate_cube(seeds=5, E=0.0, sources={"gen": {"exchange_rate": 4.0}}, random_state=0)
     fit = _fit(cube, curve_law="power")
-    p = fit.params
-    assert p.loc["reference.E", "lower"] >= 0.0
+    p = fit.param_table()
+    assert p.loc["reference.power.E", "lower"] >= 0.0
     assert (p.loc[[i for i in p.index if i.endswith(".c2")], "lower"] >= 1.0).all()
-    if p.loc["reference.E", "estimate"] == 0:
-        assert p.loc["reference.E", "flag"] == "on bound"
+    if p.loc["reference.power.E", "estimate"] == 0:
+        assert p.loc["reference.power.E", "flag"] == "on bound"
     # the saturating law's cap is unbounded for a source that never saturates: flagged, not printed as a number
     assert p.loc["saturating.R*", "flag"] == "not identified"
 
@@ -178,8 +178,8 @@ def test_parameter_intervals_respect_their_domains_and_flag_bounds():
 def test_params_are_plain_floats_and_conf_int_recomputes_without_refitting():
     cube = scaling.simulate_cube(seeds=5, sources={"gen": {"exchange_rate": 4.0}}, random_state=1)
     fit = _fit(cube, n_boot=200)
-    assert fit.params["upper"].dtype == float
-    np.log(fit.params.loc["effective.k", "upper"])  # works on a float
+    assert fit.param_table()["upper"].dtype == float and fit.params.dtype == float
+    np.log(fit.conf_int().loc["effective.k", "upper"])  # works on a float
     wide, narrow = fit.conf_int(0.01), fit.conf_int(0.32)
     assert (wide["upper"] - wide["lower"]).loc["effective.alpha"] > (narrow["upper"] - narrow["lower"]).loc["effective.alpha"]
 
@@ -301,5 +301,5 @@ def test_levenberg_marquardt_retries_a_rejected_first_step_instead_of_stopping_a
         values = np.stack([np.asarray(v) for k, v in params.items() if k not in ("sse", "converged")], axis=1)
         assert len(np.unique(values.round(10), axis=0)) == len(values), f"{law}: identical jackknife fits"
     for name in ("saturating.rho0", "wang.c2", "effective.alpha"):
-        row = fit.params.loc[name]
+        row = fit.param_table().loc[name]
         assert row.upper > row.lower * 1.01, f"{name}: a zero-width interval {row.lower}..{row.upper}"

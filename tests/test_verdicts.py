@@ -99,14 +99,14 @@ def test_no_query_contradicts_its_interval(truth):
 def test_a_worthless_source_never_gets_a_finite_rate_interval():
     for r in range(3):
         cube = scaling.simulate_cube(seeds=5, sources={"gen": {"exchange_rate": 1e6}}, random_state=20 + r)
-        for row in _fit(cube).headline():
+        for row in _fit(cube).answer_rows():
             assert row["verdict"] != "estimated"
             assert row["upper"] == np.inf or np.isnan(row["upper"]), row
 
 
 def test_a_harmful_source_reads_hurts_with_no_rate():
     cube = _harmful(scaling.simulate_cube(seeds=5, sources={"gen": {"exchange_rate": 4.0}}, random_state=2))
-    for row in _fit(cube).headline():
+    for row in _fit(cube).answer_rows():
         assert row["verdict"] == "hurts"
         assert np.isnan([row["estimate"], row["lower"], row["upper"]]).all()
         assert row["gain"][2] < 0
@@ -132,7 +132,7 @@ def test_the_default_fit_computes_no_bootstrap_and_a_bootstrap_method_computes_i
     a, b = res["a"], res["b"]
     before = a.exchange_rate(200, 400)
     a.summary()
-    a.headline()
+    a.answer_rows()
     assert not a._boot.computed  # the default (jackknife) answer never needed the 2000-replicate bootstrap
     pct = a.exchange_rate(200, 400, ci_method="percentile")
     assert a._boot.computed and b._boot.computed and a._boot is b._boot  # computed once, shared by the sources
