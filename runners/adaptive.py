@@ -15,9 +15,8 @@ import math
 import sys
 import warnings
 
-from runners import storage as run_store
+from runners.storage import RunFolder
 from runners.config import REFERENCE, ConfigError, check_target, load_config
-from runners.ledger import write_json_atomic
 from runners.sweep import run_sweep
 from scaling.cube import open_cube
 
@@ -63,8 +62,7 @@ def run_adaptive(config, target: tuple[str, int, int], width: float, *, start: i
         cfg = load_config(config, sets, storage=storage)
         record = {"target": {"source": source, "n_real": n_real, "n_synth": n_synth}, "width": width,
                   "rounds": rounds}
-        write_json_atomic(cfg.run_dir / "adaptive.json", record)
-        run_store.push(cfg, cfg.run_dir / "adaptive.json")
+        RunFolder(cfg).write_json(cfg.run_dir / "adaptive.json", record)
         if row["decision"].startswith("stop"):
             return {**record, "cube": str(path)}
         seeds = seeds + [max(seeds) + 1 + i for i in range(step)]

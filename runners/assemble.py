@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from runners import storage
+from runners.storage import RunFolder
 from runners.config import protocol_label
 from runners.data import dataset_of
 from runners.ledger import cell_key, ledger_path, read_entry
@@ -71,7 +71,7 @@ def _targets(cfg, cell: dict) -> list[dict]:
 def assemble_cube(cfg, failed: set[str], provenance: dict):
     """The cube from the ledger (the source of truth); n_synth=0 results fill every source."""
     data, test_idx = dataset_of(cfg)
-    storage.pull_tree(cfg, cfg.run_dir / "ledger")  # a remote run folder: entries written on other nodes
+    RunFolder(cfg).fetch_tree(cfg.run_dir / "ledger")  # a remote run folder: entries written on other nodes
     cube = empty_cube(cfg.sources, cfg.n_real, cfg.n_synth, cfg.seeds, dataset=cfg.dataset["name"],
                       n_test=len(test_idx), classes=data.classes, provenance=provenance, per_class=True,
                       test_items=True, protocols=cfg.protocol_labels() if cfg.multi_protocol else None)
@@ -109,7 +109,7 @@ def _samples(cfg, data) -> np.ndarray:
 def write_features(cfg) -> Path | None:
     """``features.nc`` beside the cube: judge features of real test images and of every pool's first
     images, with each pool's domain direction; the domain-gap figure reads only this file."""
-    if max(cfg.n_synth) == 0 or not storage.pull(cfg, judge_path(cfg)):
+    if max(cfg.n_synth) == 0 or not RunFolder(cfg).fetch(judge_path(cfg)):
         return None
     data, test_idx = dataset_of(cfg)
     real_idx = test_idx[:FEATURES_KEPT * 2]

@@ -7,26 +7,16 @@ which replays the experiment state saved at its last snapshot and can rerun tria
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.metadata
 import json
-import os
-import socket
 import sys
-import time
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
-from runners import storage
+from runners.storage import RunFolder
 from runners.config import ConfigError, protocol_label
 from runners.pools import POOL_VERSION
-from scaling.cube import write_atomic
-
-
-class RunFolderBusy(RuntimeError):
-    """Another sweep holds the run folder's lock."""
+from scaling.io import write_atomic
 
 
 def cell_key(cell: dict) -> str:
@@ -96,6 +86,8 @@ def ledger_entry(metrics: dict, cell: dict, parts: dict) -> dict:
 
 
 def write_json_atomic(path: Path, payload: dict) -> None:
+    """A JSON file written atomically, not uploaded (for what stays on one node); a run folder's artefacts go
+    through :meth:`runners.storage.RunFolder.write_json`."""
     write_atomic(path, lambda tmp: tmp.write_text(json.dumps(payload, default=str)))
 
 
@@ -110,7 +102,7 @@ def check_run_dir(cfg) -> dict | None:
     stamp = cfg.run_dir / "sweep.json"
     new = {"fingerprint": cfg.fingerprint(), "fixed": cfg.fixed_fingerprint(),
            "config": json.loads(json.dumps(cfg.__dict__, default=list))}
-    if not storage.pull(cfg, stamp):
+    if not RunFolder(cfg).fetch(stamp):
         return new
     try:
         old = json.loads(stamp.read_text())
@@ -135,9 +127,7 @@ def write_stamp(cfg, stamp: dict | None) -> None:
         return
     if "growth" in stamp:
         print(f"extending the run in {cfg.run_dir}: {stamp.pop('growth')}; finished cells are kept", file=sys.stderr)
-    path = cfg.run_dir / "sweep.json"
-    write_json_atomic(path, stamp)
-    storage.push(cfg, path)
+    RunFolder(cfg).write_json(cfg.run_dir / "sweep.json", stamp)
 
 
 def _check_extension(cfg, old: dict) -> None:
@@ -172,7 +162,7 @@ def check_ledger(cfg) -> set[str]:
     recipe). A failing entry is refused naming the file and the field — never reused, never silently
     overwritten. Entries of cells outside the grid (a run that shrank) are left alone."""
     done = set()
-    storage.pull_tree(cfg, cfg.run_dir / "ledger")  # a remote run folder: entries finished on any node
+    RunFolder(cfg).fetch_tree(cfg.run_dir / "ledger")  # a remote run folder: entries finished on any node
     wanted = {cell_key(c): c for c in cfg.cells()}
     for path in sorted((cfg.run_dir / "ledger").glob("*.json")):
         if path.stem in wanted:  # temp files of interrupted writes (".name...") never are
@@ -212,44 +202,3 @@ def verify_entry(cfg, path: Path, cell: dict) -> dict:
                           f"{cfg.threads} torch thread(s)); resume with the settings it was made with, or use "
                           "another name")
     return entry
-
-
-@contextlib.contextmanager
-def run_lock(run_dir: Path):
-    """Hold ``run_dir/.lock`` for a whole sweep: two sweeps into one folder would mix their cells.
-
-    A kernel lock (``filelock``): it dies with its holder, so a killed sweep leaves nothing to take over, and
-    a lock file that could not be written in full (a full disk) cannot block anyone. Who holds it (host, pid,
-    since) is written inside the lock file after it is taken, for the refusal's message only.
-    """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / ".lock"
-    lock = FileLock(str(path), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise RunFolderBusy(f"storage: {run_dir} is in use by another sweep ({_holder(path)}); wait for it "
-                            "to finish") from None
-    try:
-        _write_holder(path)
-        yield
-    finally:
-        lock.release()
-
-
-def _write_holder(path: Path) -> None:
-    me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    try:
-        with open(path, "r+") as fh:
-            fh.truncate()
-            fh.write(json.dumps(me))
-    except OSError:  # the lock is held either way; only the message of a refused sweep loses its holder
-        pass
-
-
-def _holder(path: Path) -> str:
-    try:
-        holder = json.loads(path.read_text())
-        return f"pid {holder['pid']} on {holder['host']} since {holder['since']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "holder unknown"

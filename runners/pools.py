@@ -16,10 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runners import storage
+from runners.storage import RunFolder
 from runners.data import dataset_of
 from runners.options import content_hash
-from scaling.cube import write_atomic
 
 POOL_VERSION = 4  # bump when the recipe changes what a cached pool contains
 SHARES_ACROSS_N_REAL = ("open_set",)  # pools that do not depend on the base subset
@@ -61,7 +60,8 @@ def pool_paths(cfg, source: str, n_real: int, seed: int) -> tuple[Path, Path]:
 def prepared_size(cfg, source: str, n_real: int, seed: int) -> int:
     """Images in the finished pool of (source, n_real, seed); 0 when there is none."""
     npz, meta_path = pool_paths(cfg, source, n_real, seed)
-    if not (storage.pull(cfg, meta_path) and storage.pull(cfg, npz)):  # the meta marks a finished pool
+    run = RunFolder(cfg)
+    if not (run.fetch(meta_path) and run.fetch(npz)):  # the meta marks a finished pool
         return 0
     return int(json.loads(meta_path.read_text())["size"])
 
@@ -82,22 +82,21 @@ def read_pool(cfg, source: str, n_real: int, seed: int) -> Pool:
 def generator_folder(cfg, key: str) -> Path:
     """A generator's folder, with its files fetched first when the run folder is remote and they exist there."""
     folder = cfg.run_dir / "generators" / key
-    storage.pull_tree(cfg, folder)
+    RunFolder(cfg).fetch_tree(folder)
     return folder
 
 
 def save_pool(cfg, source: str, n_real: int, seed: int, pool: Pool) -> None:
     """Arrays first, meta second, each atomically: a pool counts as prepared only when both exist."""
     npz, meta_path = pool_paths(cfg, source, n_real, seed)
-    write_atomic(npz, lambda p: np.savez(p, **pool.arrays))
-    write_atomic(meta_path, lambda p: p.write_text(json.dumps(pool.meta)))
-    storage.push(cfg, npz)  # arrays first, meta second in the store too: meta marks the pool prepared
-    storage.push(cfg, meta_path)
+    run = RunFolder(cfg)
+    run.write(npz, lambda p: np.savez(p, **pool.arrays))  # arrays first, meta second, here and in the store
+    run.write_json(meta_path, pool.meta)
 
 
 def read_meta(cfg, source: str, n_real: int, seed: int) -> dict:
     path = pool_paths(cfg, source, n_real, seed)[1]
-    storage.pull(cfg, path)
+    RunFolder(cfg).fetch(path)
     return json.loads(path.read_text())
 
 
@@ -112,7 +111,8 @@ def pool_images(cfg, arrays) -> np.ndarray:
 def load_pool(cfg, source: str, n_real: int, seed: int, n: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """The first ``n`` images and labels of a prepared pool (nested prefixes), and its meta record."""
     npz, meta_path = pool_paths(cfg, source, n_real, seed)
-    if not (storage.pull(cfg, npz) and storage.pull(cfg, meta_path)):
+    run = RunFolder(cfg)
+    if not (run.fetch(npz) and run.fetch(meta_path)):
         raise FileNotFoundError(f"pool for {source} n_real={n_real} seed={seed} is not prepared ({npz}); "
                                 "sources are prepared before the trials")
     with np.load(npz) as f:
@@ -124,7 +124,7 @@ def load_quality_arrays(cfg, source: str, n_real: int, seed: int) -> dict:
     """The judge features (with the labels of those images) and domain direction a pool file keeps for the
     domain-gap figure."""
     npz = pool_paths(cfg, source, n_real, seed)[0]
-    storage.pull(cfg, npz)
+    RunFolder(cfg).fetch(npz)
     with np.load(npz) as f:
         out = {k: f[k] for k in QUALITY_ARRAYS if k in f.files}
         out["labels"] = f["labels"][:len(out["features"])]

@@ -22,12 +22,13 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from runners import storage, streams
+from runners import streams
+from runners.storage import RunFolder
 from runners.data import cache_root, dataset_of, non_test
 from runners.options import content_hash
 from runners.pools import dataset_spec
 from runners.train import build_model, train_classifier
-from scaling.cube import write_atomic
+from scaling.io import write_atomic
 
 JUDGE = {"recipe": "small_cnn", "width": 16, "steps": 300, "batch_size": 64, "lr": 0.004}
 FEATURES_KEPT = 256  # judge features stored per pool for the domain-gap figure
@@ -49,14 +50,14 @@ def prepare_judge(cfg) -> dict:
     pools. The run folder holds its own copy (uploaded with the run), so a run stays self-contained."""
     path = judge_path(cfg)
     meta_path = path.with_suffix(".json")
-    if storage.pull(cfg, meta_path) and storage.pull(cfg, path):
+    run = RunFolder(cfg)
+    if run.fetch(meta_path) and run.fetch(path):
         return json.loads(meta_path.read_text())
     node = node_judge_path(cfg)
     if not (node.exists() and node.with_suffix(".json").exists()):
         _train_judge(cfg, node)
     for src, dst in ((node, path), (node.with_suffix(".json"), meta_path)):
-        write_atomic(dst, lambda tmp, src=src: shutil.copyfile(src, tmp))
-        storage.push(cfg, dst)
+        run.write(dst, lambda tmp, src=src: shutil.copyfile(src, tmp))
     return json.loads(meta_path.read_text())
 
 

@@ -9,21 +9,29 @@ filesystem is ``pyarrow.fs`` — the layer Ray Tune itself uses for ``storage_pa
 (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` on every node, or instance roles). A URI's query names the
 endpoint of an S3-compatible server: ``s3://bucket/runs?endpoint_override=host:9000&scheme=http``.
 
-Kept node-local, not uploaded: the run lock, Ray Tune's own experiment folder (the ledger, not Tune's state,
+Code reaches all of this through :class:`RunFolder`: ``write``/``write_json`` write an artefact atomically and
+upload it, ``fetch``/``fetch_tree`` download on first use, ``lock`` holds the folder for one sweep — so a new
+artefact cannot forget its upload. Kept node-local, not uploaded: the run lock, Ray Tune's own experiment folder (the ledger, not Tune's state,
 decides what resumes), and the diagnostic logs ``executions.log`` / ``failures.log``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import re
+import socket
 import time
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
+from filelock import FileLock, Timeout
 from pyarrow import fs as pafs
+
+from scaling.io import write_atomic
 
 URI_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 
@@ -215,3 +223,86 @@ def pull_tree(cfg, folder: Path) -> None:
     for info in infos:
         if info.type == pafs.FileType.File:
             pull(cfg, Path(folder) / info.path[len(key) + 1:])
+
+
+class RunFolderBusy(RuntimeError):
+    """Another sweep holds the run folder's lock."""
+
+
+class RunFolder:
+    """A sweep's run folder (``cfg.run_dir``: the local folder, or this node's mirror of a URI storage) and the
+    one way artefacts enter and leave it: written whole (atomic rename), then uploaded; read after a download
+    on first use. Cheap to make (it holds the config only), so Ray tasks and trials make their own."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.path = cfg.run_dir
+
+    def write(self, path: Path, write) -> Path:
+        """``write(tmp)`` into a temp file renamed over ``path``, then upload it (retried; no-op locally)."""
+        write_atomic(path, write)
+        push(self.cfg, Path(path))
+        return Path(path)
+
+    def write_json(self, path: Path, payload) -> Path:
+        return self.write(path, lambda tmp: tmp.write_text(json.dumps(payload, default=str)))
+
+    def upload(self, path: Path) -> Path:
+        """Upload a file written whole by other means (a cube, a pool's arrays)."""
+        push(self.cfg, Path(path))
+        return Path(path)
+
+    def upload_tree(self, folder: Path) -> None:
+        push_tree(self.cfg, Path(folder))
+
+    def fetch(self, path: Path) -> bool:
+        """Whether ``path`` exists here now, downloading it first if only the store has it."""
+        return pull(self.cfg, Path(path))
+
+    def fetch_tree(self, folder: Path) -> None:
+        pull_tree(self.cfg, Path(folder))
+
+    def lock(self):
+        """Hold the folder for one sweep (:func:`run_lock`)."""
+        return run_lock(self.path)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path):
+    """Hold ``run_dir/.lock`` for a whole sweep: two sweeps into one folder would mix their cells.
+
+    A kernel lock (``filelock``): it dies with its holder, so a killed sweep leaves nothing to take over, and
+    a lock file that could not be written in full (a full disk) cannot block anyone. Who holds it (host, pid,
+    since) is written inside the lock file after it is taken, for the refusal's message only.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / ".lock"
+    lock = FileLock(str(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunFolderBusy(f"storage: {run_dir} is in use by another sweep ({_holder(path)}); wait for it "
+                            "to finish") from None
+    try:
+        _write_holder(path)
+        yield
+    finally:
+        lock.release()
+
+
+def _write_holder(path: Path) -> None:
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    try:
+        with open(path, "r+") as fh:
+            fh.truncate()
+            fh.write(json.dumps(me))
+    except OSError:  # the lock is held either way; only the message of a refused sweep loses its holder
+        pass
+
+
+def _holder(path: Path) -> str:
+    try:
+        holder = json.loads(path.read_text())
+        return f"pid {holder['pid']} on {holder['host']} since {holder['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"

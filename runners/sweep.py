@@ -25,18 +25,20 @@ from ray import tune
 from tqdm import tqdm
 
 from runners import storage as run_store  # `storage` is run_sweep's argument
+from runners.storage import RunFolder, RunFolderBusy
 from runners.assemble import assemble_cube, write_features
 from runners.config import ConfigError, SweepConfig, load_config
 from runners.data import verify_cache
-from runners.ledger import (RunFolderBusy, cell_key, check_ledger, check_run_dir, ledger_path,
-                            package_version, run_lock, write_stamp)
+from runners.ledger import (cell_key, check_ledger, check_run_dir, ledger_path,
+                            package_version, write_stamp)
 from runners.plan import dry_run as plan_dry_run
 from runners.plan import source_jobs
 from runners.pools import is_prepared
 from runners.sources import open_set, prepare_pool
 from runners.quality import prepare_judge
 from runners.trial import injected, placement, trainable, use_allotted_cpus
-from scaling.cube import clean_temp_files, save_cube, status_counts
+from scaling.cube import save_cube, status_counts
+from scaling.io import clean_temp_files
 
 __all__ = ["RunFolderBusy", "SourceJobError", "SweepInterrupted", "build_tuner", "run_sweep"]
 
@@ -91,7 +93,8 @@ def run_sweep(config, *, address: str | None = None, storage: str | None = None,
     if not address:  # known before anything is written; a cluster is asked once Ray is up
         check_resources(cfg, *_local_resources(cfg), "this machine")
     started = time.time()
-    with run_lock(cfg.run_dir):
+    run = RunFolder(cfg)
+    with run.lock():
         clean_temp_files(cfg.run_dir)  # what killed writers left; no writer of this folder runs now
         stamp = check_run_dir(cfg)
         verify_cache(cfg.dataset)  # the arrays every trial maps are the ones the cache was built with
@@ -112,11 +115,10 @@ def run_sweep(config, *, address: str | None = None, storage: str | None = None,
                 _prepare_sources(cfg, quiet=quiet)
                 failed = _tune(cfg, pending, quiet=quiet, started=started)
         cube = assemble_cube(cfg, failed, _provenance(cfg, started))
-        path = save_cube(cube, cfg.run_dir / "results.nc", overwrite=True)
-        run_store.push(cfg, path)
+        path = run.upload(save_cube(cube, cfg.run_dir / "results.nc", overwrite=True))
         features = write_features(cfg)
         if features is not None:
-            run_store.push(cfg, features)
+            run.upload(features)
     unfinished = [c for c in pending if cell_key(c) not in failed and not ledger_path(cfg, c).exists()]
     if not quiet:
         where = f" (uploaded to {urlsplit(cfg.storage)._replace(query='').geturl().rstrip('/')}/{cfg.name}/results.nc)" \

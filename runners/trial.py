@@ -14,11 +14,12 @@ import ray
 import torch
 from ray import tune
 
-from runners import storage, streams
+from runners import streams
+from runners.storage import RunFolder
 from runners.config import PROTOCOL_DEFAULTS
 from runners.data import base_and_real_pool, dataset_of
 from runners.ledger import (cell_fingerprint, cell_key, entry_checksum, fingerprint_parts, ledger_entry, ledger_path,
-                            read_entry, write_json_atomic)
+                            read_entry)
 from runners.pools import attributed_seconds, load_pool
 from runners.train import train_classifier
 from scaling.cube import pack_correct
@@ -122,10 +123,11 @@ def trainable(config: dict) -> None:
     parts = fingerprint_parts(cfg, cell)
     fingerprint = cell_fingerprint(cfg, cell)
     ledger = ledger_path(cfg, cell)
-    if storage.pull(cfg, ledger):  # finished in an earlier attempt (e.g. a retry after a lost node)
+    run = RunFolder(cfg)
+    if run.fetch(ledger):  # finished in an earlier attempt (e.g. a retry after a lost node)
         entry = read_entry(ledger)
         if entry.get("cell_fingerprint") == fingerprint and entry.get("checksum") == entry_checksum(entry):
-            storage.push(cfg, ledger)
+            run.upload(ledger)
             tune.report(entry)
             return
     _hold_if_asked(cell)
@@ -133,7 +135,6 @@ def trainable(config: dict) -> None:
     metrics = run_cell(cfg, cell)
     metrics.update(placement(), started_at=started_at, ended_at=time.time(), cell_fingerprint=fingerprint)
     entry = ledger_entry(metrics, cell, parts)
-    write_json_atomic(ledger, entry)
-    storage.push(cfg, ledger)  # a remote run folder: the entry counts once it is in the store
+    run.write_json(ledger, entry)  # a remote run folder: the entry counts once it is in the store
     append_line(cfg.run_dir / "executions.log", cell_key(cell))  # one line per finished execution (tests count them)
     tune.report(entry)

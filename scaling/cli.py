@@ -255,7 +255,7 @@ def _next(args) -> int:
     import json
 
     from scaling.planning import cells_per_seed, interval_at, pilot_truth, plan_seeds
-    from scaling.cube import write_atomic
+    from scaling.io import write_atomic
 
     import scaling
 

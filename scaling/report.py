@@ -14,8 +14,8 @@ import xarray as xr
 from analysis.formatting import format_interval, gain_text, md_table
 from analysis.options import CI_METHODS
 from analysis.verdict import ESTIMATED_MAX_RATIO, METHODS_DISAGREE_FACTOR
-from scaling.cube import (PROTOCOL_DIM, STATUS_DONE, TEMP_MARK, clean_temp_files, open_cube, protocol_slice,
-                          status_counts)
+from scaling.cube import PROTOCOL_DIM, STATUS_DONE, open_cube, protocol_slice, status_counts
+from scaling.io import TEMP_MARK, clean_temp_files
 
 
 def features_beside(cube_path, skipped: dict | None = None) -> xr.Dataset | None:

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 import scaling
 from runners.config import ConfigError, load_config
-from runners.ledger import RunFolderBusy, cell_fingerprint, fingerprint_parts, ledger_entry, run_lock
+from runners.ledger import cell_fingerprint, fingerprint_parts, ledger_entry
+from runners.storage import RunFolderBusy, run_lock
 from scaling.cli import main
 
 GOOD = {"name": "t", "dataset": {"name": "digits"}, "sources": ["real"], "n_real": [10, 20], "n_synth": [0, 10],

@@ -23,7 +23,8 @@ import scaling
 from runners import storage
 from runners.config import ConfigError, load_config
 from scaling.cli import EXIT_CODES, build_parser, main
-from scaling.cube import CubeError, clean_temp_files, write_atomic
+from scaling.cube import CubeError
+from scaling.io import clean_temp_files, write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = {"name": "t", "dataset": {"name": "digits"}, "sources": ["real", "retrieval"], "n_real": [10, 20],

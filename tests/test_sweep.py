@@ -314,7 +314,7 @@ def test_ctrl_c_or_sigterm_exits_130_with_a_resume_line_and_the_rerun_finishes_t
     assert "rerun the same command to resume" in err.decode()
     cube = scaling.open_cube(run_dir / "results.nc")  # saved on the way out: every finished cell is in it
     assert int((cube["status"] == 1).sum()) >= 2
-    from runners.ledger import run_lock
+    from runners.storage import run_lock
 
     with run_lock(run_dir):  # released
         pass

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from runners import storage, streams
+from runners import streams
+from runners.storage import RunFolder
 from runners.generative import sample_diffusion, train_or_load
 from runners.options import content_hash
 from runners.pools import Pool, dataset_spec, generator_folder
@@ -28,7 +29,7 @@ def prepare(ctx: Context) -> Pool:
     model, meta = train_or_load(folder, ctx.data.images[ctx.base], ctx.data.labels[ctx.base],
                                 ctx.n_classes, hp, seed=streams.torch_seed("generator_train", ctx.seed, ctx.n_real),
                                 progress=ctx.progress, desc=f"closed_set r{ctx.n_real} seed{ctx.seed}")
-    storage.push_tree(ctx.cfg, folder)  # a remote run folder keeps the weights (no-op when already there)
+    RunFolder(ctx.cfg).upload_tree(folder)  # a remote run folder keeps the weights (no-op when already there)
     labels = balanced_labels(padded_size(ctx.size, hp["sample_batch"]), ctx.n_classes,
                              streams.rng("pool_labels", ctx.seed, ctx.n_real))
     seed = streams.torch_seed("generator_sample", ctx.seed, ctx.n_real)

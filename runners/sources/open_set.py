@@ -7,7 +7,8 @@ Either way the pool depends on the seed only, not on n_real.
 
 from __future__ import annotations
 
-from runners import storage, streams
+from runners import streams
+from runners.storage import RunFolder
 from runners.data import dataset_of, non_test
 from runners.generative import load_generator, sample_diffusion, sample_text2image, train_or_load
 from runners.options import content_hash
@@ -38,7 +39,7 @@ def prepare_generator(cfg, progress: bool = False) -> dict:
     _, meta = train_or_load(folder, data.images.subset(train), data.labels[train],
                             len(data.classes), cfg.options(NAME)["generator"],
                             seed=streams.shared_seed("generator_train"), progress=progress, desc="open_set generator")
-    storage.push_tree(cfg, folder)  # a remote run folder keeps the weights (no-op when already there)
+    RunFolder(cfg).upload_tree(folder)  # a remote run folder keeps the weights (no-op when already there)
     return meta
 
 
