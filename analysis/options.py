@@ -24,6 +24,8 @@ TEST_GROUPS = 10
 TEST_REPEATS = 32
 # More bootstrap replicates than this hold gigabytes of per-replicate fits and add nothing a reader can see.
 MAX_BOOT = 100_000
+# a fit over more seeds than this is refused before it asks for the memory of that many jackknife fits
+MAX_SEEDS = 1000
 # Lack-of-fit alarms: a chi-square p-value below this says the law does not describe the cells.
 LACK_OF_FIT_P = 0.001
 

@@ -13,7 +13,7 @@ from analysis import options
 from analysis.bootstrap import cell_moments, jackknife_counts, seed_counts
 from analysis.equivalence import Replicates, SourceArrays, neq_log_weights, run_pipeline
 from analysis.laws import LAWS
-from analysis.options import LACK_OF_FIT_P, FitOptions, IdentifiabilityError, quiet
+from analysis.options import LACK_OF_FIT_P, MAX_SEEDS, FitOptions, IdentifiabilityError, quiet
 from analysis.result import EquivalenceResult
 from analysis.variance import fit_variance_model
 
@@ -104,6 +104,9 @@ def fit_arrays(acc: xr.DataArray, sources: list[str], opts: FitOptions, *, n_tes
         )
     if n_seeds < 2:
         raise IdentifiabilityError(f"seed: intervals over seeds need at least 2 seeds, the cube has {n_seeds}")
+    if n_seeds > MAX_SEEDS:
+        raise ValueError(f"seed: at most {MAX_SEEDS} seeds (the jackknife refits every law once per seed and holds "
+                         f"each fit; past ~50 seeds intervals barely narrow), the cube has {n_seeds}")
     e0 = 1.0 - 1.0 / max(n_classes, 2)
     var_model = fit_variance_model({a.name: a.acc for a in [ref] + srcs}, n_test)
 

@@ -15,6 +15,7 @@ import numpy as np
 import yaml
 
 from runners.data import DATASETS
+from analysis.options import MAX_SEEDS
 from runners.storage import check_storage_uri, is_uri, local_path, mirror_root, split_credentials
 from runners.options import PRECISIONS, RECIPES, SOURCES, check_pipeline_dir, check_resolution, options_for
 
@@ -540,6 +541,7 @@ def load_config(source, settings=(), **overrides) -> SweepConfig:
     n_real = _int_list(raw, "n_real", 1)
     n_synth = _int_list(raw, "n_synth", 0)
     seeds = _int_list(raw, "seeds", 0)
+    _require(len(seeds) <= MAX_SEEDS, "seeds", f"at most {MAX_SEEDS} seeds (the fit refuses more), got {len(seeds)}")
     tf = raw.get("test_fraction", 0.25)
     _number(tf, "test_fraction")
     _require(0 < tf < 1, "test_fraction", f"must lie in (0, 1), got {tf!r}")

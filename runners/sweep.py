@@ -37,7 +37,7 @@ from runners.pools import is_prepared
 from runners.sources import open_set, prepare_pool
 from runners.quality import prepare_judge
 from runners.trial import injected, placement, trainable, use_allotted_cpus
-from scaling.cube import save_cube, status_counts
+from scaling.cube import STATUS_DONE, cell_dims, open_cube, save_cube, status_counts
 from scaling.io import clean_temp_files
 
 __all__ = ["RunFolderBusy", "SourceJobError", "SweepInterrupted", "build_tuner", "run_sweep"]
@@ -115,6 +115,7 @@ def run_sweep(config, *, address: str | None = None, storage: str | None = None,
                 _prepare_sources(cfg, quiet=quiet)
                 failed = _tune(cfg, pending, quiet=quiet, started=started)
         cube = assemble_cube(cfg, failed, _provenance(cfg, started))
+        _keep_a_larger_cube(cfg.run_dir / "results.nc", cube)
         path = run.upload(save_cube(cube, cfg.run_dir / "results.nc", overwrite=True))
         features = write_features(cfg)
         if features is not None:
@@ -128,6 +129,27 @@ def run_sweep(config, *, address: str | None = None, storage: str | None = None,
         raise SweepInterrupted(f"interrupted: {len(unfinished)} of {len(cells)} trials did not finish (the cube "
                                f"marks them pending); rerun the same command to resume")
     return path
+
+
+def _keep_a_larger_cube(path: Path, cube) -> None:
+    """A run that shrank (``--set seeds=[0]`` on a finished run) writes a cube of its smaller grid; the cube it
+    replaces holds finished cells the new one lacks, so it is kept beside it (``results.<time>.nc``), with a
+    line saying so, instead of being overwritten silently. The ledger keeps every cell either way."""
+    if not path.exists():
+        return
+    try:
+        old = open_cube(path)
+    except ValueError:  # damaged (a killed writer of an old version): nothing worth keeping
+        return
+    done = old["status"] == STATUS_DONE
+    kept = done.sel({d: [v for v in old[d].values if v in cube[d].values] for d in cell_dims(old)}) \
+        if all(d in cube.dims for d in cell_dims(old)) else done.isel({d: [] for d in cell_dims(old)})
+    lost = int(done.sum()) - int(kept.sum())
+    if lost > 0:
+        backup = path.with_name(f"results.{time.strftime('%Y%m%d-%H%M%S')}.nc")
+        os.replace(path, backup)
+        print(f"the grid is smaller than the cube it replaces: {lost} finished cell(s) of {path.name} lie outside "
+              f"it; that cube is kept as {backup.name} (the ledger keeps every cell)", file=sys.stderr)
 
 
 @contextlib.contextmanager

@@ -336,3 +336,18 @@ def _ok(text: str, test, kind=float) -> bool:
     except ValueError:
         return False
     return bool(np.isfinite(value) and test(value))
+
+
+def test_a_smaller_grid_keeps_the_larger_cube_it_would_replace(tmp_path, capsys):
+    from runners.sweep import _keep_a_larger_cube
+
+    full = scaling.simulate_cube(n_real=(50, 100), n_synth=(0, 100), seeds=[0, 1, 2], random_state=5)
+    path = scaling.save_cube(full, tmp_path / "results.nc")
+    _keep_a_larger_cube(path, full)  # the same grid: nothing to keep
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.nc"]
+    _keep_a_larger_cube(path, full.isel(seed=[0]))  # a quick --set seeds=[0] on a finished run
+    kept = [p for p in tmp_path.iterdir() if p.name != "results.nc"]
+    assert not path.exists() and len(kept) == 1 and kept[0].name.startswith("results.")
+    assert scaling.open_cube(kept[0]).sizes["seed"] == 3
+    lost = int((full["status"].isel(seed=[1, 2]) == 1).sum())
+    assert f"{lost} finished cell(s)" in capsys.readouterr().err
