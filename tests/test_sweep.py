@@ -35,6 +35,9 @@ def _own_ray_processes():
     old = os.environ.get("RAY_TMPDIR")
     os.environ["RAY_TMPDIR"] = root
     yield
+    import ray
+
+    ray.shutdown()  # the module's shared Ray (see _one_ray)
     if old is None:
         os.environ.pop("RAY_TMPDIR", None)
     else:
@@ -48,6 +51,22 @@ def _own_ray_processes():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(int(pid), signal.SIGKILL)
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _one_ray(request, _own_ray_processes):
+    """In-process sweeps of this module share one Ray: started here once, reused by ``run_sweep`` (which starts
+    and stops Ray only when none is running) instead of each paying Ray's start and stop (~5 s). Tests marked
+    ``fresh_ray`` get none: fault injection through the environment reaches only workers started after it is
+    set, and a simulated cluster must start its own. Drivers in subprocesses always start their own Ray."""
+    import ray
+
+    if request.node.get_closest_marker("fresh_ray"):
+        ray.shutdown()
+    elif not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=True,
+                 logging_level="ERROR")
+    yield
 
 
 def _executions(run_dir: Path) -> Counter:
@@ -161,6 +180,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     np.testing.assert_array_equal(resumed["status"].values, fresh["status"].values)
 
 
+@pytest.mark.fresh_ray
 def test_a_failing_trial_is_retried_then_recorded_failed_and_the_sweep_finishes(tmp_path, monkeypatch):
     monkeypatch.setenv("SCALING_FAIL_CELLS", "real-r10-s30-seed1")  # Ray workers inherit the driver's env
     cfg = {**TINY, "storage": str(tmp_path), "max_failures": 1}
@@ -171,6 +191,7 @@ def test_a_failing_trial_is_retried_then_recorded_failed_and_the_sweep_finishes(
     assert int((cube["status"] == 1).sum()) == cube["status"].size - 1
 
 
+@pytest.mark.fresh_ray
 def test_cluster_runs_trials_on_both_nodes_and_survives_losing_the_worker(tmp_path, monkeypatch):
     from ray.cluster_utils import Cluster
 
@@ -248,6 +269,7 @@ def _check_features_and_figures(tmp_path, cube):
 
 
 
+@pytest.mark.fresh_ray
 def test_a_source_job_that_keeps_failing_stops_the_sweep_with_one_clear_error_and_exit_3(tmp_path, monkeypatch,
                                                                                           capsys):
     from scaling.cli import main
@@ -263,6 +285,7 @@ def test_a_source_job_that_keeps_failing_stops_the_sweep_with_one_clear_error_an
     assert not (tmp_path / "four" / "executions.log").exists()  # no trial ran on a missing pool
 
 
+@pytest.mark.fresh_ray
 def test_a_sweep_whose_every_cell_failed_exits_4(tmp_path, monkeypatch, capsys):
     from scaling.cli import main
 
