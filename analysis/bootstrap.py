@@ -91,7 +91,7 @@ def bca_interval(point: np.ndarray, boot: np.ndarray, jack: np.ndarray, ci: floa
     finite = np.isfinite(boot)
     n = finite.sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        below = (np.where(finite, boot < point, False).sum(0) + 0.5 * np.where(finite, boot == point, False).sum(0))
+        below = np.where(finite, boot < point, False).sum(0) + 0.5 * np.where(finite, boot == point, False).sum(0)
         z0 = stats.norm.ppf(np.clip(below / np.maximum(n, 1), 1e-6, 1 - 1e-6))
         jm = np.nanmean(jack, axis=0)
         d = jm - jack
@@ -111,9 +111,15 @@ def bca_interval(point: np.ndarray, boot: np.ndarray, jack: np.ndarray, ci: floa
     return np.where(bad, p_lo, lo), np.where(bad, p_hi, hi)
 
 
-def jackknife_t_interval(point: np.ndarray, jack: np.ndarray, ci: float, extra: np.ndarray | None = None,
-                         extra_null: np.ndarray | None = None, extra_groups: int | None = None,
-                         log: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def jackknife_t_interval(
+    point: np.ndarray,
+    jack: np.ndarray,
+    ci: float,
+    extra: np.ndarray | None = None,
+    extra_null: np.ndarray | None = None,
+    extra_groups: int | None = None,
+    log: bool = True,
+) -> tuple[np.ndarray, np.ndarray]:
     """Leave-one-seed-out t interval: ``point ± t_{S-1} · se_jack`` (on the log scale for positive quantities).
 
     The jackknife variance of a smooth statistic is biased upwards (Efron & Stein 1981), and the Student-t
@@ -147,7 +153,8 @@ def jackknife_t_interval(point: np.ndarray, jack: np.ndarray, ci: float, extra: 
         var = _group_jack_var(scaled(jack), None)  # NaN where a row is missing
         if extra is not None:  # one variance per grouping, averaged over the complete ones
             excess = _group_jack_var(scaled(extra), extra_groups) - (
-                0.0 if extra_null is None else _group_jack_var(scaled(extra_null), extra_groups))
+                0.0 if extra_null is None else _group_jack_var(scaled(extra_null), extra_groups)
+            )
             var = var + np.maximum(np.nan_to_num(excess, nan=0.0), 0.0)  # no complete grouping: the seed part alone
         se = np.sqrt(var)
     half = stats.t.ppf(1 - (1 - ci) / 2, s - 1) * se
@@ -162,9 +169,11 @@ def jackknife_t_interval(point: np.ndarray, jack: np.ndarray, ci: float, extra: 
 def _group_jack_var(j: np.ndarray, groups: int | None) -> np.ndarray:
     """Leave-one-group-out jackknife variance of the rows of ``j``, averaged over blocks of ``groups`` rows (random
     groupings; None: one block); a block with a NaN row gives NaN and is left out of the average."""
+
     def one(b):
         g = b.shape[0]
         return (g - 1) / g * np.sum((b - np.mean(b, axis=0)) ** 2, axis=0)
+
     blocks = np.split(j, j.shape[0] // (groups or j.shape[0]))
     if len(blocks) == 1:
         return one(blocks[0])
@@ -173,9 +182,15 @@ def _group_jack_var(j: np.ndarray, groups: int | None) -> np.ndarray:
         return np.nanmean([one(b) for b in blocks], axis=0)
 
 
-def pooled_jackknife_t_interval(point: np.ndarray, jack: np.ndarray, shape: np.ndarray, ci: float,
-                                extra: np.ndarray | None = None, extra_null: np.ndarray | None = None,
-                                extra_groups: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+def pooled_jackknife_t_interval(
+    point: np.ndarray,
+    jack: np.ndarray,
+    shape: np.ndarray,
+    ci: float,
+    extra: np.ndarray | None = None,
+    extra_null: np.ndarray | None = None,
+    extra_groups: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Jackknife-t intervals for several means (axis 1 of ``jack``: (S, B)) whose seed variances share one
     scale: ``var_b = kappa * shape_b``, kappa pooled over the B groups with their degrees of freedom.
 
@@ -188,8 +203,12 @@ def pooled_jackknife_t_interval(point: np.ndarray, jack: np.ndarray, shape: np.n
     """
     s = np.sum(np.isfinite(jack), axis=0)  # seeds per group
     with np.errstate(invalid="ignore", divide="ignore"):
-        var = np.array([_group_jack_var(jack[np.isfinite(jack[:, b]), b:b + 1], None)[0] if s[b] > 1 else np.nan
-                        for b in range(jack.shape[1])])
+        var = np.array(
+            [
+                _group_jack_var(jack[np.isfinite(jack[:, b]), b : b + 1], None)[0] if s[b] > 1 else np.nan
+                for b in range(jack.shape[1])
+            ]
+        )
         use = np.isfinite(var) & np.isfinite(shape) & (shape > 0) & np.isfinite(point)
         df = int(np.sum(s[use] - 1))
         if df < 1:
@@ -198,8 +217,9 @@ def pooled_jackknife_t_interval(point: np.ndarray, jack: np.ndarray, shape: np.n
         kappa = np.sum((s[use] - 1) * var[use] * s[use] / shape[use]) / df  # per-seed variance / shape
         pooled = kappa * shape / np.maximum(s, 1)
         if extra is not None:
-            excess = _group_jack_var(extra, extra_groups) - (0.0 if extra_null is None else
-                                                             _group_jack_var(extra_null, extra_groups))
+            excess = _group_jack_var(extra, extra_groups) - (
+                0.0 if extra_null is None else _group_jack_var(extra_null, extra_groups)
+            )
             pooled = pooled + np.maximum(np.nan_to_num(excess, nan=0.0), 0.0)
     half = stats.t.ppf(1 - (1 - ci) / 2, df) * np.sqrt(pooled)
     ok = use

@@ -185,8 +185,7 @@ def _neq_and_grad(law, theta, n_real, n_synth, fit_beta, scale):
     return neq, np.stack([d_u, neq], axis=-1)
 
 
-def fit_law(law: str, curve: CurveFit, n_real, n_synth, err, w, init: dict, *, fit_beta: bool,
-            iters: int = 40) -> dict:
+def fit_law(law: str, curve: CurveFit, n_real, n_synth, err, w, init: dict, *, fit_beta: bool, iters: int = 40) -> dict:
     """Weighted least squares on the accuracy scale, batched Levenberg-Marquardt.
 
     The model for a cell's mean error is ``e_ref(n_real + n_eq_law(n_real, n_synth))`` with the
@@ -266,13 +265,16 @@ def _converged(J: np.ndarray, r: np.ndarray, sse: np.ndarray, gtol: float = 1e-3
     return np.isfinite(sse) & (np.max(cosine, axis=1) <= gtol)
 
 
-def fit_equivalence_laws(curve, n_real, n_synth, err, w_acc, n_eq, w_log, *, fit_beta: bool,
-                         laws=EQUIVALENCE_LAWS) -> dict:
+def fit_equivalence_laws(
+    curve, n_real, n_synth, err, w_acc, n_eq, w_log, *, fit_beta: bool, laws=EQUIVALENCE_LAWS
+) -> dict:
     """Every law for one source: log-space starting points, then the accuracy-scale fit."""
     y = np.log(np.where(w_log > 0, n_eq, 1.0))
-    starts = {"effective": lambda: fit_effective_logspace(n_real, n_synth, y, w_log, fit_beta=fit_beta),
-              "wang": lambda: fit_wang_logspace(n_real, n_synth, y, w_log),
-              "saturating": lambda: fit_saturating_logspace(n_real, n_synth, y, w_log)}
+    starts = {
+        "effective": lambda: fit_effective_logspace(n_real, n_synth, y, w_log, fit_beta=fit_beta),
+        "wang": lambda: fit_wang_logspace(n_real, n_synth, y, w_log),
+        "saturating": lambda: fit_saturating_logspace(n_real, n_synth, y, w_log),
+    }
     return {law: fit_law(law, curve, n_real, n_synth, err, w_acc, starts[law](), fit_beta=fit_beta) for law in laws}
 
 
@@ -283,8 +285,9 @@ def holdout_cells(n_synth: np.ndarray) -> np.ndarray | None:
     return None if len(levels) < 3 else n_synth == levels[-1]
 
 
-def select_equivalence_law(curve, n_real, n_synth, err, w_acc, n_eq, w_log, *, fit_beta: bool,
-                           laws=EQUIVALENCE_LAWS) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def select_equivalence_law(
+    curve, n_real, n_synth, err, w_acc, n_eq, w_log, *, fit_beta: bool, laws=EQUIVALENCE_LAWS
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Per replicate, weights over the laws from how well each, fitted without the held-out cells,
     predicts them (:func:`analysis.laws.predictive_weights`).
 
@@ -317,8 +320,9 @@ def auto_neq(laws: dict, weights: np.ndarray, n_real, n_synth, names=EQUIVALENCE
     return _geometric_mix([law_neq(name, laws[name], n_real, n_synth) for name in names], weights)
 
 
-def auto_synth_needed(laws: dict, weights: np.ndarray, n_real, n_eq, names=EQUIVALENCE_LAWS,
-                      iters: int = 80) -> np.ndarray:
+def auto_synth_needed(
+    laws: dict, weights: np.ndarray, n_real, n_eq, names=EQUIVALENCE_LAWS, iters: int = 80
+) -> np.ndarray:
     """The inverse of :func:`auto_neq` in n_synth, by bisection in log n_synth (every law's n_eq increases
     with n_synth); inf where the weighted laws never reach ``n_eq``."""
     n_real, n_eq = np.asarray(n_real, float), np.asarray(n_eq, float)
@@ -334,8 +338,10 @@ def auto_synth_needed(laws: dict, weights: np.ndarray, n_real, n_eq, names=EQUIV
 
 def _geometric_mix(values: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        logs = [np.where(weights[:, i:i + 1] > 0, weights[:, i:i + 1] * np.log(np.maximum(v, 0.0)), 0.0)
-                for i, v in enumerate(values)]
+        logs = [
+            np.where(weights[:, i : i + 1] > 0, weights[:, i : i + 1] * np.log(np.maximum(v, 0.0)), 0.0)
+            for i, v in enumerate(values)
+        ]
         return np.exp(sum(logs))
 
 
@@ -438,10 +444,25 @@ class Replicates:
         def pick(tree):
             return {k: pick(v) for k, v in tree.items()} if isinstance(tree, dict) else tree[rows]
 
-        return Replicates(curve=self.curve.take(rows), ref_err=self.ref_err[rows], ref_w=self.ref_w[rows],
-                          **{name: pick(getattr(self, name)) for name in (
-                              "cell_err", "n_eq", "n_eq_mf", "laws", "law_mix", "law_scores", "law_weights",
-                              "n_seeds_cell", "gain")})
+        return Replicates(
+            curve=self.curve.take(rows),
+            ref_err=self.ref_err[rows],
+            ref_w=self.ref_w[rows],
+            **{
+                name: pick(getattr(self, name))
+                for name in (
+                    "cell_err",
+                    "n_eq",
+                    "n_eq_mf",
+                    "laws",
+                    "law_mix",
+                    "law_scores",
+                    "law_weights",
+                    "n_seeds_cell",
+                    "gain",
+                )
+            },
+        )
 
     def neq_law(self, source: str, law: str, n_real, n_synth) -> np.ndarray:
         """Real equivalent under ``law`` (or each replicate's choice for ``auto``): (R, Q)."""
@@ -492,8 +513,19 @@ def paired_gain(ref_err: np.ndarray, err: np.ndarray, base_cols) -> np.ndarray:
     return base - err
 
 
-def run_pipeline(counts, ref: SourceArrays, sources: list[SourceArrays], *, ref_var, src_var: dict, curve_law,
-                 e0, fit_beta: bool, law: str, item_acc: dict | None = None) -> Replicates:
+def run_pipeline(
+    counts,
+    ref: SourceArrays,
+    sources: list[SourceArrays],
+    *,
+    ref_var,
+    src_var: dict,
+    curve_law,
+    e0,
+    fit_beta: bool,
+    law: str,
+    item_acc: dict | None = None,
+) -> Replicates:
     """Every derived quantity for each row of seed ``counts`` (and test-image weights, via ``item_acc``).
 
     Weights (inverse variances of cell means, from the pooled variance model) stay fixed across
@@ -529,8 +561,13 @@ def run_pipeline(counts, ref: SourceArrays, sources: list[SourceArrays], *, ref_
         inputs[src.name] = (curve, src.n_real, src.n_synth, err, w_acc, n_eq, w_log)
     # the law fits of the sources (and their held-out refits) are independent: one job each
     jobs = [(name, what) for name in inputs for what in (("laws", "select") if law == "auto" else ("laws",))]
-    done = map_fits(lambda job: (fit_equivalence_laws if job[1] == "laws" else select_equivalence_law)(
-        *inputs[job[0]], fit_beta=fit_beta), jobs, len(counts))
+    done = map_fits(
+        lambda job: (fit_equivalence_laws if job[1] == "laws" else select_equivalence_law)(
+            *inputs[job[0]], fit_beta=fit_beta
+        ),
+        jobs,
+        len(counts),
+    )
     for (name, what), result in zip(jobs, done):
         if what == "laws":
             out.laws[name] = result

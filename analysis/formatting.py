@@ -5,19 +5,25 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+
 def gain_text(row: dict, *, cells: str = "cells") -> str:
     """The gain test behind a headline row, as text ("" when the row has none)."""
     gain = row.get("gain")
     if gain is None or not np.isfinite(gain[0]):
         return ""
-    return (f"; weighted mean accuracy gain over {row.get('gain_cells', '?')} {cells} {gain[0]:+.3f} "
-            f"[{gain[1]:+.3f}, {gain[2]:+.3f}]")
+    return (
+        f"; weighted mean accuracy gain over {row.get('gain_cells', '?')} {cells} {gain[0]:+.3f} "
+        f"[{gain[1]:+.3f}, {gain[2]:+.3f}]"
+    )
 
 
 def answer_line(row: dict) -> str:
     """One line of the answer: the verdict, the rate as the verdict allows it, and the gain test behind it."""
-    rate = "no rate" if row["verdict"] == "hurts" else \
-        f"rho = {fmt_number(row['estimate'])} {format_interval(row['lower'], row['upper'])}"
+    rate = (
+        "no rate"
+        if row["verdict"] == "hurts"
+        else f"rho = {fmt_number(row['estimate'])} {format_interval(row['lower'], row['upper'])}"
+    )
     return f"{row['verdict']}: {rate}{gain_text(row)} — {row['note']}"
 
 
@@ -70,8 +76,10 @@ class Summary(str):
         return "\n".join(out)
 
     def as_html(self) -> str:
-        return "\n<hr/>\n".join(html_tables(p._title, p._tables, p._notes) if p._tables
-                                  else f"<pre>{_escape(str(p))}</pre>" for p in self._pieces())
+        return "\n<hr/>\n".join(
+            html_tables(p._title, p._tables, p._notes) if p._tables else f"<pre>{_escape(str(p))}</pre>"
+            for p in self._pieces()
+        )
 
     def _repr_html_(self) -> str:
         return self.as_html()
@@ -85,14 +93,27 @@ def _escape(text: str) -> str:
 
 def answer_frame(rows: list[dict]) -> pd.DataFrame:
     """The answer rows (:meth:`EquivalenceResult.answer_rows`) as a table: one row per (source, n_real)."""
-    out = pd.DataFrame([{
-        "source": r["source"], "n_real": r["n_real"], "n_synth": r["n_synth"], "verdict": r["verdict"],
-        "rho": r["estimate"], "lower": r["lower"], "upper": r["upper"],
-        "gain": np.nan if r["gain"] is None else r["gain"][0],
-        "gain_lower": np.nan if r["gain"] is None else r["gain"][1],
-        "gain_upper": np.nan if r["gain"] is None else r["gain"][2], "gain_cells": r["gain_cells"],
-        "seeds_needed": np.nan if r["seeds_needed"] is None else r["seeds_needed"],
-        "extrapolated": r["extrapolated"], "note": r["note"]} for r in rows])
+    out = pd.DataFrame(
+        [
+            {
+                "source": r["source"],
+                "n_real": r["n_real"],
+                "n_synth": r["n_synth"],
+                "verdict": r["verdict"],
+                "rho": r["estimate"],
+                "lower": r["lower"],
+                "upper": r["upper"],
+                "gain": np.nan if r["gain"] is None else r["gain"][0],
+                "gain_lower": np.nan if r["gain"] is None else r["gain"][1],
+                "gain_upper": np.nan if r["gain"] is None else r["gain"][2],
+                "gain_cells": r["gain_cells"],
+                "seeds_needed": np.nan if r["seeds_needed"] is None else r["seeds_needed"],
+                "extrapolated": r["extrapolated"],
+                "note": r["note"],
+            }
+            for r in rows
+        ]
+    )
     return out.set_index(["source", "n_real"])
 
 
@@ -106,8 +127,11 @@ def latex_table(header: list[str], rows: list[list]) -> str:
     def esc(x) -> str:
         return str(x).replace("_", r"\_").replace("%", r"\%").replace("*", r"$^*$")
 
-    lines = [r"\begin{tabular}{" + "l" * len(header) + "}", r"\toprule", " & ".join(map(esc, header)) + r" \\",
-             r"\midrule"] + [" & ".join(map(esc, row)) + r" \\" for row in rows] + [r"\bottomrule", r"\end{tabular}"]
+    lines = (
+        [r"\begin{tabular}{" + "l" * len(header) + "}", r"\toprule", " & ".join(map(esc, header)) + r" \\", r"\midrule"]
+        + [" & ".join(map(esc, row)) + r" \\" for row in rows]
+        + [r"\bottomrule", r"\end{tabular}"]
+    )
     return "\n".join(lines)
 
 
@@ -120,8 +144,10 @@ def format_table(df, fmt: str = "markdown") -> str:
 def frame_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """A DataFrame's index and columns as printable cells (numbers through :func:`fmt_number`)."""
     flat = frame.reset_index()
-    cells = [[fmt_number(v) if isinstance(v, (float, np.floating)) else str(v) for v in row]
-             for row in flat.itertuples(index=False)]
+    cells = [
+        [fmt_number(v) if isinstance(v, (float, np.floating)) else str(v) for v in row]
+        for row in flat.itertuples(index=False)
+    ]
     return [str(c) for c in flat.columns], cells
 
 
@@ -152,6 +178,7 @@ def format_interval(lower, upper, digits: int = 3, inf: str = "inf", fmt=None) -
         if np.isinf(x) and x > 0 or np.isfinite(x) and x > RATE_BOUND_SHOWN[1]:
             return inf
         return fmt(x, digits)
+
     return f"[{bound(lower)}, {bound(upper)}]"
 
 
@@ -161,6 +188,6 @@ def fmt_number(x, digits: int = 3) -> str:
         return "nan"
     if np.isinf(x):
         return "inf" if x > 0 else "-inf"
-    if x != 0 and (abs(x) >= 1e5 or abs(x) < 10 ** -(digits)):
+    if x != 0 and (abs(x) >= 1e5 or abs(x) < 10**-(digits)):
         return f"{x:.{max(digits - 1, 1)}e}"
     return f"{x:.{digits}g}" if abs(x) >= 100 else f"{x:.{digits}f}" if abs(x) < 10 else f"{x:.{digits - 1}f}"

@@ -46,8 +46,14 @@ class CurveFit:
     def take(self, r) -> "CurveFit":
         """Replicate ``r`` alone as a batch of one, or the replicates of an index array ``r``."""
         idx = _index(r)
-        return CurveFit(self.law, {k: v[idx] for k, v in self.params.items()}, self.sse[idx],
-                        self.on_bound[idx], self.bound_names, self.n_ref)
+        return CurveFit(
+            self.law,
+            {k: v[idx] for k, v in self.params.items()},
+            self.sse[idx],
+            self.on_bound[idx],
+            self.bound_names,
+            self.n_ref,
+        )
 
     def predict(self, n: np.ndarray) -> np.ndarray:
         """Error at sizes ``n`` (Q,) shared, or (R, Q) per replicate: (R, Q)."""
@@ -170,8 +176,9 @@ def _bounded_affine(Sw, Sy, Syy, Sx, Sxx, Sxy, lo=0.0, hi=1.0):
     return E, B, np.min(sses, axis=0)
 
 
-def fit_power(n: np.ndarray, err: np.ndarray, w: np.ndarray, beta_range=BETA_RANGE, coarse: int = _COARSE,
-              levels: int = _LEVELS) -> CurveFit:
+def fit_power(
+    n: np.ndarray, err: np.ndarray, w: np.ndarray, beta_range=BETA_RANGE, coarse: int = _COARSE, levels: int = _LEVELS
+) -> CurveFit:
     """Variable projection: scan beta, solve (E, B) with bounds in closed form, refine the grid."""
     n = np.asarray(n, dtype=float)
     err, w = _clean(err, w)
@@ -190,8 +197,15 @@ def fit_power(n: np.ndarray, err: np.ndarray, w: np.ndarray, beta_range=BETA_RAN
     beta, sse, (E, B_scaled) = scan_refine(profile, lo, hi, coarse=coarse, levels=levels)
     B_abs = B_scaled * n_ref**beta
     on_bound = (E <= 1e-12) | (B_scaled <= 1e-12) | (beta <= lo + 1e-9) | (beta >= hi - 1e-9)
-    names = [label for label, hit in (("E=0", E[0] <= 1e-12), ("B=0", B_scaled[0] <= 1e-12),
-                                      ("beta at grid edge", beta[0] <= lo + 1e-9 or beta[0] >= hi - 1e-9)) if hit]
+    names = [
+        label
+        for label, hit in (
+            ("E=0", E[0] <= 1e-12),
+            ("B=0", B_scaled[0] <= 1e-12),
+            ("beta at grid edge", beta[0] <= lo + 1e-9 or beta[0] >= hi - 1e-9),
+        )
+        if hit
+    ]
     return CurveFit("power", {"E": E, "B": B_abs, "beta": beta}, sse, on_bound, names, n_ref)
 
 
@@ -231,14 +245,17 @@ def fit_m3(n: np.ndarray, err: np.ndarray, w: np.ndarray, n_offsets: int = 12) -
             best = (p, f.sse, f.on_bound)
             continue
         better = f.sse < best[1] * (1 - 1e-12)
-        best = ({k: np.where(better, p[k], best[0][k]) for k in p}, np.where(better, f.sse, best[1]),
-                np.where(better, f.on_bound, best[2]))
+        best = (
+            {k: np.where(better, p[k], best[0][k]) for k in p},
+            np.where(better, f.sse, best[1]),
+            np.where(better, f.on_bound, best[2]),
+        )
     params, sse, on_bound = best
     C0 = params["C"][0]
-    names = [label for label, hit in (("E=0", params["E"][0] <= 1e-12), ("C at grid edge", C0 >= offsets[-1]))
-             if hit]
-    return CurveFit("m3", params, sse, on_bound | (params["C"] >= offsets[-1]), names,
-                    float(np.exp(np.mean(np.log(n)))))
+    names = [label for label, hit in (("E=0", params["E"][0] <= 1e-12), ("C at grid edge", C0 >= offsets[-1])) if hit]
+    return CurveFit(
+        "m3", params, sse, on_bound | (params["C"] >= offsets[-1]), names, float(np.exp(np.mean(np.log(n))))
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -331,12 +348,18 @@ def fit_m4(n: np.ndarray, err: np.ndarray, w: np.ndarray, e0: float) -> CurveFit
         coef = solve_batched(XtWX, XtWz)
         # alpha < 0 would make the law non-monotone: refit with alpha = 0 where that happens
         X2 = X[..., 1:]
-        coef2 = solve_batched(np.einsum("rp,rpi,rpj->rij", ww, X2, X2) + 1e-10 * np.eye(2),
-                              np.einsum("rp,rpi->ri", ww * z, X2))
+        coef2 = solve_batched(
+            np.einsum("rp,rpi,rpj->rij", ww, X2, X2) + 1e-10 * np.eye(2), np.einsum("rp,rpi->ri", ww * z, X2)
+        )
         coef = np.where((coef[:, :1] < 0), np.concatenate([np.zeros((R, 1)), coef2], 1), coef)
         # compare E candidates on the error scale, not the log scale each E induces
-        params = {"E": E[:, 0], "alpha": coef[:, 0], "log_b": coef[:, 1], "c": np.maximum(coef[:, 2], 1e-6),
-                  "e0": np.full(R, e0)}
+        params = {
+            "E": E[:, 0],
+            "alpha": coef[:, 0],
+            "log_b": coef[:, 1],
+            "c": np.maximum(coef[:, 2], 1e-6),
+            "e0": np.full(R, e0),
+        }
         pred = m4_predict(params, n)
         sse = np.sum(w * (err - pred) ** 2, axis=1)
         sse = np.where(np.isfinite(sse), sse, np.inf)
@@ -380,8 +403,11 @@ class _Law:
     n_params: int
 
 
-LAWS = {"power": _Law(power_predict, power_invert, power_slope, 3), "m3": _Law(m3_predict, m3_invert, m3_slope, 4),
-        "m4": _Law(m4_predict, m4_invert, m4_slope, 4)}
+LAWS = {
+    "power": _Law(power_predict, power_invert, power_slope, 3),
+    "m3": _Law(m3_predict, m3_invert, m3_slope, 4),
+    "m4": _Law(m4_predict, m4_invert, m4_slope, 4),
+}
 CURVE_LAWS = tuple(LAWS)
 
 
@@ -487,8 +513,11 @@ class MixedCurve:
 
     def take(self, r) -> "MixedCurve":
         idx = _index(r)
-        return MixedCurve({k: f.take(r) for k, f in self.fits.items()}, self.weights[idx],
-                          None if self.scores is None else {k: v[idx] for k, v in self.scores.items()})
+        return MixedCurve(
+            {k: f.take(r) for k, f in self.fits.items()},
+            self.weights[idx],
+            None if self.scores is None else {k: v[idx] for k, v in self.scores.items()},
+        )
 
     def _mix(self, x, slope: bool) -> tuple:
         """Weighted sums of the laws' predictions (and slopes); each law only on the rows that weigh it."""
@@ -524,10 +553,10 @@ class MixedCurve:
         err = np.asarray(err, dtype=float)
         err = np.broadcast_to(err, (len(self.weights), err.shape[-1])) if err.ndim == 1 else err
         # where the error is at or below the averaged asymptote, no size reaches it
-        floor = sum(self.weights[:, i:i + 1] * f.params["E"][:, None] for i, f in enumerate(self.fits.values()))
+        floor = sum(self.weights[:, i : i + 1] * f.params["E"][:, None] for i, f in enumerate(self.fits.values()))
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             logs = [np.log(np.clip(f.invert(err), 1e-6, 1e12)) for f in self.fits.values()]
-            u = sum(self.weights[:, i:i + 1] * np.where(np.isfinite(lg), lg, 0.0) for i, lg in enumerate(logs))
+            u = sum(self.weights[:, i : i + 1] * np.where(np.isfinite(lg), lg, 0.0) for i, lg in enumerate(logs))
         lo, hi = np.full(err.shape, np.log(1e-6)), np.full(err.shape, np.log(1e12))
         u = np.clip(np.where(np.isfinite(u), u, 0.0), lo, hi)
         for _ in range(iters):
@@ -564,10 +593,10 @@ def crossval_curve_predictions(laws, n, err, w, *, e0=None, max_splits: int = 2)
         return None
     tests = [n >= sizes[-h] for h in range(1, h_max + 1)]
     jobs = [(law, test) for test in tests for law in laws]
-    fits = map_fits(lambda job: fit_curve(job[0], n[~job[1]], err[:, ~job[1]], w[:, ~job[1]], e0=e0), jobs,
-                     len(err))
-    preds = {law: np.concatenate([f.predict(n[t]) for (lw, t), f in zip(jobs, fits) if lw == law], axis=1)
-             for law in laws}
+    fits = map_fits(lambda job: fit_curve(job[0], n[~job[1]], err[:, ~job[1]], w[:, ~job[1]], e0=e0), jobs, len(err))
+    preds = {
+        law: np.concatenate([f.predict(n[t]) for (lw, t), f in zip(jobs, fits) if lw == law], axis=1) for law in laws
+    }
     return preds, np.concatenate([err[:, t] for t in tests], 1), np.concatenate([w[:, t] for t in tests], 1)
 
 
@@ -598,7 +627,7 @@ def stacking_weights(preds: dict[str, np.ndarray], obs: np.ndarray, w: np.ndarra
     y = np.where(ok, obs, 0.0) * sw
     R, _, L = X.shape
     best_w, best_ss = np.zeros((R, L)), np.full(R, np.inf)
-    for mask in range(1, 2 ** L):
+    for mask in range(1, 2**L):
         idx = [i for i in range(L) if mask >> i & 1]
         Xs = X[..., idx]
         A = np.einsum("rmi,rmj->rij", Xs, Xs)

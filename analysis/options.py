@@ -46,8 +46,12 @@ def quiet(fn):
 CI_METHODS = ("jackknife", "expanded", "percentile", "bca")
 BOOTSTRAP_METHODS = ("expanded", "percentile", "bca")  # the methods that need the cluster-bootstrap replicates
 # warnings after which no exchange rate may be called "estimated", whatever its interval
-UNIDENTIFIED_WARNINGS = ("reference curve is flat", "reference curve is non-monotone", "never reaches the reference range",
-                         "parameters are not identifiable")
+UNIDENTIFIED_WARNINGS = (
+    "reference curve is flat",
+    "reference curve is non-monotone",
+    "never reaches the reference range",
+    "parameters are not identifiable",
+)
 
 
 class ExtrapolationWarning(UserWarning):
@@ -57,9 +61,12 @@ class ExtrapolationWarning(UserWarning):
 def warn_if_extrapolated(ds: xr.Dataset, stacklevel: int = 3) -> None:
     if "extrapolated" in ds and bool(np.asarray(ds["extrapolated"]).any()):
         n = int(np.asarray(ds["extrapolated"]).sum())
-        warnings.warn(f"{n} queried point(s) lie outside the measured n_real/n_synth range: the fitted law "
-                      "extrapolates there (see the 'extrapolated' variable)", ExtrapolationWarning,
-                      stacklevel=stacklevel)
+        warnings.warn(
+            f"{n} queried point(s) lie outside the measured n_real/n_synth range: the fitted law "
+            "extrapolates there (see the 'extrapolated' variable)",
+            ExtrapolationWarning,
+            stacklevel=stacklevel,
+        )
 
 
 class IdentifiabilityError(ValueError):
@@ -84,10 +91,14 @@ class FitOptions:
         if not (0 < self.ci < 1):
             raise ValueError(f"ci: must lie strictly between 0 and 1, got {self.ci!r}")
         if int(self.n_boot) < 50:
-            raise ValueError(f"n_boot: at least 50 replicates are needed for a {self.ci:.0%} interval, got {self.n_boot}")
+            raise ValueError(
+                f"n_boot: at least 50 replicates are needed for a {self.ci:.0%} interval, got {self.n_boot}"
+            )
         if int(self.n_boot) > MAX_BOOT:
-            raise ValueError(f"n_boot: at most {MAX_BOOT} replicates (each holds every cell's fit; 2000 give a 95% "
-                             f"interval's bounds to about 1%), got {self.n_boot}")
+            raise ValueError(
+                f"n_boot: at most {MAX_BOOT} replicates (each holds every cell's fit; 2000 give a 95% "
+                f"interval's bounds to about 1%), got {self.n_boot}"
+            )
         if self.ci_method not in CI_METHODS:
             raise ValueError(f"ci_method: choose one of {CI_METHODS}, got {self.ci_method!r}")
         if self.law not in EQUIVALENCE_LAWS + ("auto",):

@@ -18,8 +18,12 @@ PARAM_COLUMNS = ("estimate", "lower", "upper", "se_wls", "flag", "note")
 
 
 def _deprecated(old: str, new: str) -> None:
-    warnings.warn(f"{old} reads the parameter table through `params`, which is now a Series of estimates; use "
-                  f"{new} (this form goes away in the next release)", DeprecationWarning, stacklevel=3)
+    warnings.warn(
+        f"{old} reads the parameter table through `params`, which is now a Series of estimates; use "
+        f"{new} (this form goes away in the next release)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
 
 
 class ParamSeries(pd.Series):
@@ -70,8 +74,12 @@ class _LegacyLoc:
 
     def __getitem__(self, key):
         s = self._s
-        if isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], (str, list)) and (
-                key[1] in PARAM_COLUMNS if isinstance(key[1], str) else all(k in PARAM_COLUMNS for k in key[1])):
+        if (
+            isinstance(key, tuple)
+            and len(key) == 2
+            and isinstance(key[1], (str, list))
+            and (key[1] in PARAM_COLUMNS if isinstance(key[1], str) else all(k in PARAM_COLUMNS for k in key[1]))
+        ):
             _deprecated(f"params.loc[{key[0]!r}, {key[1]!r}]", f"param_table().loc[{key[0]!r}, {key[1]!r}]")
             return s._table.loc[s._translate(key[0]), key[1]]
         return pd.Series(s).loc[s._translate(key) if isinstance(key, str) else key]

@@ -17,6 +17,7 @@ from analysis.options import LACK_OF_FIT_P, MAX_SEEDS, FitOptions, Identifiabili
 from analysis.result import EquivalenceResult
 from analysis.variance import fit_variance_model
 
+
 def _cells(da: xr.DataArray, synth_only: bool, items: xr.DataArray | None = None):
     """Flatten a (n_real, n_synth, seed) DataArray into (S, C) with cell coordinates (and the test items
     as (S, C, T) booleans when given)."""
@@ -24,8 +25,12 @@ def _cells(da: xr.DataArray, synth_only: bool, items: xr.DataArray | None = None
     n_real = st["n_real"].values.astype(float)
     n_synth = st["n_synth"].values.astype(float)
     keep = n_synth > 0 if synth_only else np.ones_like(n_synth, bool)
-    arrays = SourceArrays(str(da["source"].item()) if "source" in da.coords else "", st.values[:, keep].astype(float),
-                          n_real[keep], n_synth[keep])
+    arrays = SourceArrays(
+        str(da["source"].item()) if "source" in da.coords else "",
+        st.values[:, keep].astype(float),
+        n_real[keep],
+        n_synth[keep],
+    )
     if items is None:
         return arrays, None
     it = items.stack(cell=("n_real", "n_synth")).transpose("seed", "cell", "test_item").values[:, keep]
@@ -76,9 +81,17 @@ class LazyReplicates:
 
 
 @quiet
-def fit_arrays(acc: xr.DataArray, sources: list[str], opts: FitOptions, *, n_test: int, n_classes: int,
-               excluded: dict[str, dict[str, int]], dataset: str = "",
-               items: xr.DataArray | None = None) -> dict[str, "EquivalenceResult"]:
+def fit_arrays(
+    acc: xr.DataArray,
+    sources: list[str],
+    opts: FitOptions,
+    *,
+    n_test: int,
+    n_classes: int,
+    excluded: dict[str, dict[str, int]],
+    dataset: str = "",
+    items: xr.DataArray | None = None,
+) -> dict[str, "EquivalenceResult"]:
     """Fit every source in ``sources`` against ``opts.reference`` sharing one set of resamples.
 
     ``acc`` has dims (source, n_real, n_synth, seed) with NaN wherever a cell is excluded; ``items``
@@ -91,7 +104,9 @@ def fit_arrays(acc: xr.DataArray, sources: list[str], opts: FitOptions, *, n_tes
     rng = np.random.default_rng(test_stream)
     n_seeds = acc.sizes["seed"]
     use_items = items is not None and opts.test_resampling
-    ref, ref_items = _cells(acc.sel(source=opts.reference), False, items.sel(source=opts.reference) if use_items else None)
+    ref, ref_items = _cells(
+        acc.sel(source=opts.reference), False, items.sel(source=opts.reference) if use_items else None
+    )
     pairs = [_cells(acc.sel(source=s), True, items.sel(source=s) if use_items else None) for s in sources]
     srcs = [p[0] for p in pairs]
     warnings_common: list[str] = []
@@ -105,8 +120,10 @@ def fit_arrays(acc: xr.DataArray, sources: list[str], opts: FitOptions, *, n_tes
     if n_seeds < 2:
         raise IdentifiabilityError(f"seed: intervals over seeds need at least 2 seeds, the cube has {n_seeds}")
     if n_seeds > MAX_SEEDS:
-        raise ValueError(f"seed: at most {MAX_SEEDS} seeds (the jackknife refits every law once per seed and holds "
-                         f"each fit; past ~50 seeds intervals barely narrow), the cube has {n_seeds}")
+        raise ValueError(
+            f"seed: at most {MAX_SEEDS} seeds (the jackknife refits every law once per seed and holds "
+            f"each fit; past ~50 seeds intervals barely narrow), the cube has {n_seeds}"
+        )
     e0 = 1.0 - 1.0 / max(n_classes, 2)
     var_model = fit_variance_model({a.name: a.acc for a in [ref] + srcs}, n_test)
 
@@ -130,8 +147,18 @@ def fit_arrays(acc: xr.DataArray, sources: list[str], opts: FitOptions, *, n_tes
     def pipeline(counts, test_w=None, items=None, item_acc=None):
         if test_w is not None:
             item_acc = {name: _weighted_accuracy(it, test_w) for name, it in items.items()}
-        return run_pipeline(counts, ref, srcs, ref_var=ref_var, src_var=src_var, curve_law=opts.curve_law, e0=e0,
-                            fit_beta=fit_beta, law=opts.law, item_acc=item_acc)
+        return run_pipeline(
+            counts,
+            ref,
+            srcs,
+            ref_var=ref_var,
+            src_var=src_var,
+            curve_law=opts.curve_law,
+            e0=e0,
+            fit_beta=fit_beta,
+            law=opts.law,
+            item_acc=item_acc,
+        )
 
     if use_items:
         all_items = {k: v.astype(np.float32) for k, v in all_items.items()}
@@ -157,7 +184,9 @@ def fit_arrays(acc: xr.DataArray, sources: list[str], opts: FitOptions, *, n_tes
         for rows in np.split(test_jack, options.TEST_REPEATS):
             for k, v in all_items.items():
                 null_acc[k].append(_weighted_accuracy(rng.permuted(v, axis=-1), rows))
-        tnull = pipeline(np.ones((len(test_jack), n_seeds)), item_acc={k: np.concatenate(v) for k, v in null_acc.items()})
+        tnull = pipeline(
+            np.ones((len(test_jack), n_seeds)), item_acc={k: np.concatenate(v) for k, v in null_acc.items()}
+        )
     if point.curve.bound_names:
         warnings_common.append(f"reference curve sits on a bound ({', '.join(point.curve.bound_names)})")
     warnings_common += _curve_lack_of_fit(point, n_total_ref)
@@ -167,11 +196,23 @@ def fit_arrays(acc: xr.DataArray, sources: list[str], opts: FitOptions, *, n_tes
         w_log0 = neq_log_weights(n_eq0, n_eq0 + src.n_real[None, :], src_var[src.name][None, :], point.curve.take(0))
         y0 = np.log(np.where(w_log0 > 0, n_eq0, 1.0))
         results[src.name] = EquivalenceResult(
-            source=src.name, src=src, ref=ref, opts=opts, point=point, boot=reps, jack=jack, test_jack=tjack,
+            source=src.name,
+            src=src,
+            ref=ref,
+            opts=opts,
+            point=point,
+            boot=reps,
+            jack=jack,
+            test_jack=tjack,
             test_null=tnull,
-            n_seeds=n_seeds, n_test=n_test, dataset=dataset, fit_beta=fit_beta,
-            warnings=list(warnings_common), excluded=excluded.get(src.name, {}),
-            excluded_reference=excluded.get(opts.reference, {}), variance_model=var_model,
+            n_seeds=n_seeds,
+            n_test=n_test,
+            dataset=dataset,
+            fit_beta=fit_beta,
+            warnings=list(warnings_common),
+            excluded=excluded.get(src.name, {}),
+            excluded_reference=excluded.get(opts.reference, {}),
+            variance_model=var_model,
             sm_fit=_statsmodels_fit(src, y0[0], w_log0[0], fit_beta, opts.robust),
         )
     return results
@@ -190,8 +231,10 @@ def _curve_lack_of_fit(reps: Replicates, n_total) -> list[str]:
     chi2 = float(np.sum(w[ok] * (e[ok] - curve.predict(n_total[ok])[0]) ** 2))
     p = float(stats.chi2.sf(chi2, df))
     if p < LACK_OF_FIT_P:
-        return [f"the reference law misfits the real curve (chi2 = {chi2:.0f} on {df} df, p = {p:.1g}): real "
-                "equivalents may be biased and intervals may undercover"]
+        return [
+            f"the reference law misfits the real curve (chi2 = {chi2:.0f} on {df} df, p = {p:.1g}): real "
+            "equivalents may be biased and intervals may undercover"
+        ]
     return []
 
 
@@ -209,12 +252,16 @@ def _reference_warnings(n_total, err, var) -> list[str]:
         ses.append(np.sqrt(1 / wv.sum()))
     means, ses = np.array(means), np.array(ses)
     if len(means) >= 2 and means[0] - means[-1] < 2 * np.hypot(ses[0], ses[-1]):
-        out.append("reference curve is flat (error at the largest size is not 2 SE below the smallest): "
-                   "real equivalents are not identifiable")
+        out.append(
+            "reference curve is flat (error at the largest size is not 2 SE below the smallest): "
+            "real equivalents are not identifiable"
+        )
     rises = np.where(np.diff(means) > 2 * np.hypot(ses[1:], ses[:-1]))[0]
     if len(rises):
-        out.append(f"reference curve is non-monotone: error rises between sizes "
-                   f"{', '.join(f'{sizes[i]:.0f}->{sizes[i + 1]:.0f}' for i in rises)}")
+        out.append(
+            f"reference curve is non-monotone: error rises between sizes "
+            f"{', '.join(f'{sizes[i]:.0f}->{sizes[i + 1]:.0f}' for i in rises)}"
+        )
     return out
 
 

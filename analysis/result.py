@@ -20,16 +20,33 @@ from analysis.bootstrap import (
     pooled_jackknife_t_interval,
 )
 from analysis.equivalence import EQUIVALENCE_LAWS, Replicates, wang_public
-from analysis.formatting import (Summary, answer_frame, answer_line, fmt_number, int_if_whole)
+from analysis.formatting import Summary, answer_frame, answer_line, fmt_number, int_if_whole
 from analysis.params import PARAM_COLUMNS, ParamSeries
-from analysis.options import (BOOTSTRAP_METHODS, CI_METHODS, LACK_OF_FIT_P, NEGLIGIBLE_NEQ, TEST_GROUPS,
-                              UNIDENTIFIED_WARNINGS, FitOptions, quiet, warn_if_extrapolated)
+from analysis.options import (
+    BOOTSTRAP_METHODS,
+    CI_METHODS,
+    LACK_OF_FIT_P,
+    NEGLIGIBLE_NEQ,
+    TEST_GROUPS,
+    UNIDENTIFIED_WARNINGS,
+    FitOptions,
+    quiet,
+    warn_if_extrapolated,
+)
 from analysis.variance import VarianceModel
-from analysis.verdict import (METHODS_DISAGREE_FACTOR, bound_disagreement, describe, rate_under_verdict,
-                              seeds_needed, surviving_verdict, verdicts)
+from analysis.verdict import (
+    METHODS_DISAGREE_FACTOR,
+    bound_disagreement,
+    describe,
+    rate_under_verdict,
+    seeds_needed,
+    surviving_verdict,
+    verdicts,
+)
 
 if TYPE_CHECKING:
     from analysis.pipeline import LazyReplicates
+
 
 def _rate(n_synth, n_eq):
     """n_synth / n_eq, inf where n_eq is negligible (or negative: the images hurt), NaN where n_eq is."""
@@ -42,22 +59,29 @@ def _rate(n_synth, n_eq):
 # parameter domains: (low, high) bounds an interval may not cross, and whether the interval is built in logs
 _POS = (0.0, np.inf)
 _REAL = (-np.inf, np.inf)
-CURVE_PARAM_DOMAINS = {"power": {"E": (0.0, 1.0), "B": _POS, "beta": (0.0, np.inf)},
-                       "m3": {"E": (0.0, 1.0), "B": _POS, "beta": (0.0, np.inf), "C": _POS},
-                       "m4": {"E": (0.0, 1.0), "alpha": _POS, "log_b": _REAL, "c": _POS}}
+CURVE_PARAM_DOMAINS = {
+    "power": {"E": (0.0, 1.0), "B": _POS, "beta": (0.0, np.inf)},
+    "m3": {"E": (0.0, 1.0), "B": _POS, "beta": (0.0, np.inf), "C": _POS},
+    "m4": {"E": (0.0, 1.0), "alpha": _POS, "log_b": _REAL, "c": _POS},
+}
 
 
 def _law_public(law: str, p: dict, k: float) -> dict[str, tuple[np.ndarray, tuple, str]]:
     """The reported parameters of an equivalence law: values (R,), domain, and a note."""
     with np.errstate(over="ignore"):  # k of a worthless source can be exp(huge): inf is the honest value
         if law == "effective":
-            return {"k": (np.exp(p["log_k"]), _POS, "n_eq = k n_synth^alpha n_real^beta"),
-                    "alpha": (p["alpha"], _REAL, ""), "beta": (p["beta"], _REAL, "")}
+            return {
+                "k": (np.exp(p["log_k"]), _POS, "n_eq = k n_synth^alpha n_real^beta"),
+                "alpha": (p["alpha"], _REAL, ""),
+                "beta": (p["beta"], _REAL, ""),
+            }
         if law == "wang":
             w = wang_public(p, k)
             return {"c1": (w["c1"], _POS, f"for k = {k:g}"), "c2": (w["c2"], (1.0, np.inf), "")}
-        return {"R*": (np.exp(p["log_rstar"]), _POS, "most real images the source can be worth, per base image"),
-                "rho0": (np.exp(p["log_rho0"]), _POS, "exchange rate of the first synthetic images")}
+        return {
+            "R*": (np.exp(p["log_rstar"]), _POS, "most real images the source can be worth, per base image"),
+            "rho0": (np.exp(p["log_rho0"]), _POS, "exchange rate of the first synthetic images"),
+        }
 
 
 class EquivalenceResult:
@@ -70,9 +94,28 @@ class EquivalenceResult:
     (``exchange_rate`` adds ``verdict``).
     """
 
-    def __init__(self, *, source, src, ref, opts: FitOptions, point: Replicates, boot: LazyReplicates,
-                 jack: Replicates, test_jack: Replicates | None, test_null: Replicates | None, n_seeds, n_test, dataset,
-                 fit_beta, warnings, excluded, excluded_reference, variance_model: VarianceModel, sm_fit):
+    def __init__(
+        self,
+        *,
+        source,
+        src,
+        ref,
+        opts: FitOptions,
+        point: Replicates,
+        boot: LazyReplicates,
+        jack: Replicates,
+        test_jack: Replicates | None,
+        test_null: Replicates | None,
+        n_seeds,
+        n_test,
+        dataset,
+        fit_beta,
+        warnings,
+        excluded,
+        excluded_reference,
+        variance_model: VarianceModel,
+        sm_fit,
+    ):
         self.source, self.reference = source, opts.reference
         self.law, self.curve_law = opts.law, opts.curve_law
         self.ci, self.ci_method, self.n_boot, self.k = opts.ci, opts.ci_method, int(opts.n_boot), float(opts.k)
@@ -108,8 +151,9 @@ class EquivalenceResult:
             self.curve_chosen = curve.chosen
             self.curve_share = {k: float(v) for k, v in zip(curve.names, self._jack.curve.weights.mean(0))}
             self.curve_weights = curve.point_weights()
-            self.heldout_curve_error = {} if curve.scores is None else \
-                {k: float(np.sqrt(v[0])) for k, v in curve.scores.items()}
+            self.heldout_curve_error = (
+                {} if curve.scores is None else {k: float(np.sqrt(v[0])) for k, v in curve.scores.items()}
+            )
         else:
             self.curve_chosen, self.curve_share, self.heldout_curve_error = curve.law, {curve.law: 1.0}, {}
             self.curve_weights = {curve.law: 1.0}
@@ -128,8 +172,17 @@ class EquivalenceResult:
         self.converged_point = {law: bool(reps.laws[name][law]["converged"][0]) for law in EQUIVALENCE_LAWS}
 
     # ---------------------------------------------------------------- intervals
-    def _interval(self, boot_all: np.ndarray, jack_all: np.ndarray | None, tjack_all=None, *,
-                  method: str | None = None, ci: float | None = None, domain: tuple = _REAL, log: bool = True):
+    def _interval(
+        self,
+        boot_all: np.ndarray,
+        jack_all: np.ndarray | None,
+        tjack_all=None,
+        *,
+        method: str | None = None,
+        ci: float | None = None,
+        domain: tuple = _REAL,
+        log: bool = True,
+    ):
         """Point and interval; ``boot_all`` holds the point in row 0 (and the bootstrap replicates after it
         when ``method`` needs them); ``tjack_all`` is None or the (test-group jackknife, its shuffled null) pair;
         ``log=False`` keeps a signed quantity on its own scale."""
@@ -139,8 +192,9 @@ class EquivalenceResult:
             lo, hi = bca_interval(point, boot, jack_all, ci)
         elif method == "jackknife" and jack_all is not None:
             extra, null = (None, None) if tjack_all is None else tjack_all
-            lo, hi = jackknife_t_interval(point, jack_all, ci, extra=extra, extra_null=null, extra_groups=TEST_GROUPS,
-                                          log=log)
+            lo, hi = jackknife_t_interval(
+                point, jack_all, ci, extra=extra, extra_null=null, extra_groups=TEST_GROUPS, log=log
+            )
             # where a leave-one-seed-out fit failed (a parameter ran off to infinity, a cell beyond the reference
             # asymptote) the data do not bound the quantity: the interval is its whole domain. (A bootstrap
             # fallback would make the default fit pay for 2000 refits whenever one deleted seed misbehaves.)
@@ -160,8 +214,9 @@ class EquivalenceResult:
         first = self._reps if (method or self.ci_method) in BOOTSTRAP_METHODS else self._pt
         return fn(first), fn(self._jack), None if self._tjack is None else (fn(self._tjack), fn(self._tnull))
 
-    def _interval_of(self, fn, *, method: str | None = None, ci: float | None = None, domain: tuple = _REAL,
-                     log: bool = True):
+    def _interval_of(
+        self, fn, *, method: str | None = None, ci: float | None = None, domain: tuple = _REAL, log: bool = True
+    ):
         """Point and interval of the quantity ``fn(replicates)`` (leading axis: replicate) by ``method``."""
         first, jack, tjack = self._three(fn, method)
         as_float = lambda x: np.asarray(x, float)  # noqa: E731
@@ -191,8 +246,9 @@ class EquivalenceResult:
 
     def _real_equivalent(self, n_real, n_synth, law, ci_method) -> xr.Dataset:
         law = self._check_law(law)
-        return self._query(lambda reps, r, s: reps.neq_law(self.source, law, r, s), law, n_real, n_synth, "n_synth",
-                           ci_method)
+        return self._query(
+            lambda reps, r, s: reps.neq_law(self.source, law, r, s), law, n_real, n_synth, "n_synth", ci_method
+        )
 
     def exchange_rate(self, n_real, n_synth, law: str | None = None, ci_method: str | None = None) -> xr.Dataset:
         """Synthetic images per real image, ``rho = n_synth / n_eq``, with a ``verdict`` per query.
@@ -220,22 +276,45 @@ class EquivalenceResult:
         g_lo, g_hi = self._gain_bounds(eq, ci_method)
         verdict = self._verdicts(g_lo, g_hi, lower, upper)
         est, lower, upper = rate_under_verdict(verdict, est, lower, upper)
-        out = xr.Dataset({"estimate": (dims, est), "lower": (dims, lower), "upper": (dims, upper),
-                          "extrapolated": eq["extrapolated"], "verdict": (dims, verdict)}, coords=eq.coords)
+        out = xr.Dataset(
+            {
+                "estimate": (dims, est),
+                "lower": (dims, lower),
+                "upper": (dims, upper),
+                "extrapolated": eq["extrapolated"],
+                "verdict": (dims, verdict),
+            },
+            coords=eq.coords,
+        )
         out.attrs = {**eq.attrs, "quantity": "exchange rate (synthetic images per real image)"}
         return out
 
-    def synthetic_needed(self, n_real, n_real_added, law: str | None = None, ci_method: str | None = None) -> xr.Dataset:
+    def synthetic_needed(
+        self, n_real, n_real_added, law: str | None = None, ci_method: str | None = None
+    ) -> xr.Dataset:
         """Synthetic images needed at base ``n_real`` to match adding ``n_real_added`` real images."""
         law = self._check_law(law)
-        out = self._query(lambda reps, r, a: reps.synth_needed_law(self.source, law, r, a), law, n_real,
-                          n_real_added, "n_real_added", ci_method)
+        out = self._query(
+            lambda reps, r, a: reps.synth_needed_law(self.source, law, r, a),
+            law,
+            n_real,
+            n_real_added,
+            "n_real_added",
+            ci_method,
+        )
         warn_if_extrapolated(out)
         return out
 
     @quiet
-    def rate_ratio(self, other: "EquivalenceResult", n_real: float, n_synth: float, *, law: str | None = None,
-                   ci_method: str | None = None) -> tuple[float, float, float]:
+    def rate_ratio(
+        self,
+        other: "EquivalenceResult",
+        n_real: float,
+        n_synth: float,
+        *,
+        law: str | None = None,
+        ci_method: str | None = None,
+    ) -> tuple[float, float, float]:
         """``rho_self / rho_other`` at one (n_real, n_synth), from the paired replicates of a joint fit.
 
         Equal n_synth makes the ratio ``n_eq_other / n_eq_self``; its interval is built on the log scale
@@ -243,8 +322,9 @@ class EquivalenceResult:
         is not positive in some replicate (a rate that is not identified has no ratio).
         """
         if other._pt is not self._pt:
-            raise ValueError("other: compare sources fitted together (one fit_equivalence call), whose "
-                             "replicates are paired")
+            raise ValueError(
+                "other: compare sources fitted together (one fit_equivalence call), whose replicates are paired"
+            )
         law_a, law_b = self._check_law(law), other._check_law(law)
         r, s = np.array([float(n_real)]), np.array([float(n_synth)])
 
@@ -329,7 +409,8 @@ class EquivalenceResult:
             cells = [int(ok[self._src.n_real == b].sum()) for b in bases]
             self._gain_cache[key] = pd.DataFrame(
                 {"estimate": np.ravel(est), "lower": np.ravel(lo), "upper": np.ravel(hi), "cells": cells},
-                index=pd.Index(bases, name="n_real"))
+                index=pd.Index(bases, name="n_real"),
+            )
         return self._gain_cache[key].copy()
 
     def _pooled_gain_interval(self):
@@ -338,14 +419,21 @@ class EquivalenceResult:
         (:func:`analysis.bootstrap.pooled_jackknife_t_interval`), plus the test-image part."""
         point = self._pooled_gain(self._pt)[0]
         bases = np.unique(self._src.n_real)
-        base_acc = np.array([np.nanmean(self._ref.acc[:, (self._ref.n_real == b) & (self._ref.n_synth == 0)])
-                             if ((self._ref.n_real == b) & (self._ref.n_synth == 0)).any() else np.nan for b in bases])
+        base_acc = np.array(
+            [
+                np.nanmean(self._ref.acc[:, (self._ref.n_real == b) & (self._ref.n_synth == 0)])
+                if ((self._ref.n_real == b) & (self._ref.n_synth == 0)).any()
+                else np.nan
+                for b in bases
+            ]
+        )
         shape = self.variance_model.per_seed(self.reference, base_acc)
         extra = null = None
         if self._tjack is not None:
             extra, null = self._pooled_gain(self._tjack), self._pooled_gain(self._tnull)
-        lo, hi, _ = pooled_jackknife_t_interval(point, self._pooled_gain(self._jack), shape, self.ci, extra=extra,
-                                                extra_null=null, extra_groups=TEST_GROUPS)
+        lo, hi, _ = pooled_jackknife_t_interval(
+            point, self._pooled_gain(self._jack), shape, self.ci, extra=extra, extra_null=null, extra_groups=TEST_GROUPS
+        )
         return point, lo, hi
 
     @quiet
@@ -357,8 +445,9 @@ class EquivalenceResult:
             raise ValueError(f"ci_method: choose one of {CI_METHODS}, got {ci_method!r}")
         r, s = np.atleast_1d(r_in), np.atleast_1d(s_in)
         rr, ss = np.meshgrid(r, s, indexing="ij")
-        est, lo, hi = self._interval_of(lambda reps: fn(reps, rr.ravel(), ss.ravel()).reshape(-1, len(r), len(s)),
-                                        method=ci_method)
+        est, lo, hi = self._interval_of(
+            lambda reps: fn(reps, rr.ravel(), ss.ravel()).reshape(-1, len(r), len(s)), method=ci_method
+        )
         if second_name == "n_synth":
             srange = (self._src.n_synth.min(), self._src.n_synth.max())
         else:
@@ -369,13 +458,20 @@ class EquivalenceResult:
         extrap = (rr < rrange[0]) | (rr > rrange[1]) | (ss < srange[0] * (1 - 1e-9)) | (ss > srange[1] * (1 + 1e-9))
         dims = ("n_real", second_name)
         coords = {"n_real": int_if_whole(r), second_name: int_if_whole(s)}
-        ds = xr.Dataset({"estimate": (dims, est), "lower": (dims, lo), "upper": (dims, hi),
-                         "extrapolated": (dims, extrap)}, coords=coords)
+        ds = xr.Dataset(
+            {"estimate": (dims, est), "lower": (dims, lo), "upper": (dims, hi), "extrapolated": (dims, extrap)},
+            coords=coords,
+        )
         sel = {d: 0 for d, v in ((dims[0], r_in), (dims[1], s_in)) if np.ndim(v) == 0}
         ds = ds.isel(sel) if sel else ds
-        ds.attrs = {"source": self.source, "law": law if law != "auto" else "auto (" + ", ".join(
-            f"{k} {v:.2f}" for k, v in self.law_weights.items()) + ")", "ci": self.ci,
-                    "ci_method": ci_method or self.ci_method}
+        ds.attrs = {
+            "source": self.source,
+            "law": law
+            if law != "auto"
+            else "auto (" + ", ".join(f"{k} {v:.2f}" for k, v in self.law_weights.items()) + ")",
+            "ci": self.ci,
+            "ci_method": ci_method or self.ci_method,
+        }
         return ds
 
     def answer(self, n_synth: float | None = None) -> pd.DataFrame:
@@ -387,8 +483,12 @@ class EquivalenceResult:
 
     def headline(self, n_synth: float | None = None) -> list[dict]:
         """Deprecated: :meth:`answer` (a DataFrame) or :meth:`answer_rows` (these dicts)."""
-        warnings.warn("headline() is renamed: answer() gives the DataFrame, answer_rows() these dicts (headline "
-                      "goes away in the next release)", DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "headline() is renamed: answer() gives the DataFrame, answer_rows() these dicts (headline "
+            "goes away in the next release)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return self.answer_rows(n_synth)
 
     def answer_rows(self, n_synth: float | None = None) -> list[dict]:
@@ -402,16 +502,31 @@ class EquivalenceResult:
             est, lo, hi = (float(q[v].values[i]) for v in ("estimate", "lower", "upper"))
             v = str(q["verdict"].values[i])
             seeds = seeds_needed(hi / lo, self.n_seeds, self.ci) if v == "not identified" and lo > 0 else None
-            gain = tuple(float(x) for x in g.loc[float(r), ["estimate", "lower", "upper"]]) if float(r) in g.index \
+            gain = (
+                tuple(float(x) for x in g.loc[float(r), ["estimate", "lower", "upper"]])
+                if float(r) in g.index
                 else None
+            )
             note = describe(v, seeds=seeds)
             if v == "not identified" and not self.identified:
                 why = next(w for w in self.warnings if any(k in w for k in UNIDENTIFIED_WARNINGS))
                 note, seeds = f"this cube cannot identify a rate: {why}", None
-            rows.append({"source": self.source, "n_real": int(r), "n_synth": int(ns), "estimate": est, "lower": lo,
-                         "upper": hi, "verdict": v, "seeds_needed": seeds, "note": note,
-                         "extrapolated": bool(q["extrapolated"].values[i]),
-                         "gain": gain, "gain_cells": int(g.loc[float(r), "cells"]) if gain else 0})
+            rows.append(
+                {
+                    "source": self.source,
+                    "n_real": int(r),
+                    "n_synth": int(ns),
+                    "estimate": est,
+                    "lower": lo,
+                    "upper": hi,
+                    "verdict": v,
+                    "seeds_needed": seeds,
+                    "note": note,
+                    "extrapolated": bool(q["extrapolated"].values[i]),
+                    "gain": gain,
+                    "gain_cells": int(g.loc[float(r), "cells"]) if gain else 0,
+                }
+            )
         return rows
 
     def interval_methods(self, n_real, n_synth) -> pd.DataFrame:
@@ -420,8 +535,15 @@ class EquivalenceResult:
         rows = []
         for method in CI_METHODS:
             q = self._exchange_rate(n_real, n_synth, None, method)
-            rows.append({"ci_method": method, "estimate": float(q["estimate"]), "lower": float(q["lower"]),
-                         "upper": float(q["upper"]), "verdict": str(q["verdict"].values)})
+            rows.append(
+                {
+                    "ci_method": method,
+                    "estimate": float(q["estimate"]),
+                    "lower": float(q["lower"]),
+                    "upper": float(q["upper"]),
+                    "verdict": str(q["verdict"].values),
+                }
+            )
         return pd.DataFrame(rows).set_index("ci_method")
 
     def method_agreement(self, n_real, n_synth) -> dict:
@@ -431,8 +553,12 @@ class EquivalenceResult:
         verdict every method supports (:func:`~analysis.verdict.surviving_verdict`); ``table``: the methods."""
         t = self.interval_methods(n_real, n_synth)
         factor = bound_disagreement(t["lower"].values, t["upper"].values)
-        return {"factor": factor, "reliable": bool(factor <= METHODS_DISAGREE_FACTOR),
-                "survives": surviving_verdict(t["verdict"].values), "table": t}
+        return {
+            "factor": factor,
+            "reliable": bool(factor <= METHODS_DISAGREE_FACTOR),
+            "survives": surviving_verdict(t["verdict"].values),
+            "table": t,
+        }
 
     def param_table(self, alpha: float | None = None, method: str | None = None) -> pd.DataFrame:
         """Every parameter: estimate, interval (level ``1 - alpha``, default the fit's; by ``method``, default the
@@ -441,7 +567,8 @@ class EquivalenceResult:
         if alpha is None and method is None:
             return self._param_table.copy()
         return self.conf_int(alpha if alpha is not None else 1 - self.ci, method).join(
-            self._param_table[["estimate", "se_wls", "flag", "note"]])[list(PARAM_COLUMNS)]
+            self._param_table[["estimate", "se_wls", "flag", "note"]]
+        )[list(PARAM_COLUMNS)]
 
     @property
     def bse(self) -> pd.Series:
@@ -482,8 +609,17 @@ class EquivalenceResult:
                     rows.append((label, np.nan, np.nan, np.nan, np.nan, "", f"not fitted (curve_law={self.curve_law})"))
                     continue
                 note = f"{law} law of '{self.reference}'" + (" (chosen)" if law == self.curve_chosen else "")
-                rows.append(self._param_row(label, lambda reps, law=law, name=name: self._curve_values(reps, law, name),
-                                            domain, np.nan, note, method, ci))
+                rows.append(
+                    self._param_row(
+                        label,
+                        lambda reps, law=law, name=name: self._curve_values(reps, law, name),
+                        domain,
+                        np.nan,
+                        note,
+                        method,
+                        ci,
+                    )
+                )
         sm_fit = self._sm or {"params": {}, "bse": {}}
         for law in EQUIVALENCE_LAWS:
             for name, (values, domain, note) in _law_public(law, self._pt.laws[self.source][law], self.k).items():
@@ -520,15 +656,19 @@ class EquivalenceResult:
         data["accuracy"] = 1 - reps.cell_err[src.name][0]
         data["n_seeds"] = reps.n_seeds_cell[src.name][0]
         # each cell's own seed-paired gain over its base, on the same replicates as its real equivalent
-        data["gain"], data["gain_lower"], data["gain_upper"] = self._interval_of(lambda r: r.gain[src.name],
-                                                                                 log=False)
+        data["gain"], data["gain_lower"], data["gain_upper"] = self._interval_of(lambda r: r.gain[src.name], log=False)
         # no paired gain (no n_synth = 0 base, or one seed): judge the gain by the real equivalent instead
         neq_lo = np.where(data["n_eq_lower"] < NEGLIGIBLE_NEQ, -np.inf, data["n_eq_lower"])
         known = np.isfinite(data["gain_lower"])
-        verdict = self._verdicts(np.where(known, data["gain_lower"], neq_lo),
-                                 np.where(known, data["gain_upper"], data["n_eq_upper"]), rate[1], rate[2])
-        data["exchange_rate"], data["exchange_rate_lower"], data["exchange_rate_upper"] = \
-            rate_under_verdict(verdict, *rate)
+        verdict = self._verdicts(
+            np.where(known, data["gain_lower"], neq_lo),
+            np.where(known, data["gain_upper"], data["n_eq_upper"]),
+            rate[1],
+            rate[2],
+        )
+        data["exchange_rate"], data["exchange_rate_lower"], data["exchange_rate_upper"] = rate_under_verdict(
+            verdict, *rate
+        )
         data["verdict"] = verdict
         n_total = data["n_eq"] + src.n_real
         ref_total = self._ref.n_real + self._ref.n_synth
@@ -539,8 +679,10 @@ class EquivalenceResult:
         data["unreachable_fraction"] = np.mean(~np.isfinite(self._jack.n_eq[src.name]), axis=0)
         for law in EQUIVALENCE_LAWS:
             data[f"n_eq_{law}_law"] = reps.neq_law(src.name, law, src.n_real, src.n_synth)[0]
-        ds = xr.Dataset({k: ("cell", np.asarray(v)) for k, v in data.items()},
-                        coords=xr.Coordinates.from_pandas_multiindex(idx, "cell")).unstack("cell")
+        ds = xr.Dataset(
+            {k: ("cell", np.asarray(v)) for k, v in data.items()},
+            coords=xr.Coordinates.from_pandas_multiindex(idx, "cell"),
+        ).unstack("cell")
         for key in ("unreachable", "extrapolated", "hurts"):
             ds[key] = ds[key].fillna(False).astype(bool)
         # unstacking through pandas gives a pandas string dtype that NetCDF writers reject: plain numpy str
@@ -555,14 +697,18 @@ class EquivalenceResult:
         acc_ok = np.isfinite(reps.cell_err[src.name][0])
         unreachable = (~np.isfinite(neq)) & acc_ok
         if acc_ok.any() and unreachable.all():
-            out.append("the synthetic curve never reaches the reference range: every cell is beyond the reference "
-                       "curve's asymptote, so no real equivalent is identifiable")
+            out.append(
+                "the synthetic curve never reaches the reference range: every cell is beyond the reference "
+                "curve's asymptote, so no real equivalent is identifiable"
+            )
         elif unreachable.any():
             out.append(f"{int(unreachable.sum())} cell(s) beyond the reference asymptote (n_eq = inf)")
         n_law_cells = int((reps.law_weights[src.name][0] > 0).sum())  # cells with data, on the accuracy scale
         if len(np.unique(src.n_synth)) < 2 or n_law_cells < 3:
-            out.append(f"equivalence laws rest on {n_law_cells} usable cell(s) and "
-                       f"{len(np.unique(src.n_synth))} n_synth value(s): their parameters are not identifiable")
+            out.append(
+                f"equivalence laws rest on {n_law_cells} usable cell(s) and "
+                f"{len(np.unique(src.n_synth))} n_synth value(s): their parameters are not identifiable"
+            )
         return out
 
     def _fit_warnings(self) -> list[str]:
@@ -586,9 +732,11 @@ class EquivalenceResult:
             p = float(stats.chi2.sf(chi2, df))
             self.lack_of_fit = {"law": self.law if self.law != "auto" else "weighted", "chi2": chi2, "df": df, "p": p}
             if p < LACK_OF_FIT_P:
-                out.append(f"the {self.law if self.law != 'auto' else 'weighted'} law misfits this source's cells (chi2 = {chi2:.0f} on {df} df, p = {p:.1g}): "
-                           "law-based exchange rates may be biased and their intervals may undercover; compare the "
-                           "per-cell estimates")
+                out.append(
+                    f"the {self.law if self.law != 'auto' else 'weighted'} law misfits this source's cells (chi2 = {chi2:.0f} on {df} df, p = {p:.1g}): "
+                    "law-based exchange rates may be biased and their intervals may undercover; compare the "
+                    "per-cell estimates"
+                )
         else:
             self.lack_of_fit = None
         return out
@@ -597,26 +745,39 @@ class EquivalenceResult:
     def summary(self) -> "Summary":
         lines = []
         pct = f"{self.ci:.0%}"
-        lines.append(f"Equivalence fit: source '{self.source}' vs reference '{self.reference}'"
-                     + (f" ({self.dataset}, n_test={self.n_test})" if self.dataset else ""))
+        lines.append(
+            f"Equivalence fit: source '{self.source}' vs reference '{self.reference}'"
+            + (f" ({self.dataset}, n_test={self.n_test})" if self.dataset else "")
+        )
         resampled = "seeds and test images" if self.test_resampled else "seeds"
-        boot = (f"{self.n_boot} bootstrap replicates" + ("" if self._boot.computed else " on first use")
-                if self.ci_method in BOOTSTRAP_METHODS or self._boot.computed else "no bootstrap")
-        lines.append(f"leave-one-out fits over {self.n_seeds} seeds ({boot}; resampling {resampled}); {pct} "
-                     f"{self.ci_method} intervals; weights from the {self.variance} variance model")
+        boot = (
+            f"{self.n_boot} bootstrap replicates" + ("" if self._boot.computed else " on first use")
+            if self.ci_method in BOOTSTRAP_METHODS or self._boot.computed
+            else "no bootstrap"
+        )
+        lines.append(
+            f"leave-one-out fits over {self.n_seeds} seeds ({boot}; resampling {resampled}); {pct} "
+            f"{self.ci_method} intervals; weights from the {self.variance} variance model"
+        )
         lines.append(f"reference law: {self._choice_text(self.curve_law, self.curve_weights, self.curve_share)}")
         lines.append(f"equivalence law: {self._choice_text(self.law, self.law_weights, self.law_share)}")
         lines.append("")
-        lines.append("Answer (exchange rate at the largest n_synth; verdict from the gain test of each base size, "
-                     "no accuracy law: weighted mean of seed-paired accuracy gains over its n_synth cells):")
+        lines.append(
+            "Answer (exchange rate at the largest n_synth; verdict from the gain test of each base size, "
+            "no accuracy law: weighted mean of seed-paired accuracy gains over its n_synth cells):"
+        )
         rows = self.answer_rows()
         for row in rows:
             lines.append(f"  n_real={row['n_real']:<5} {answer_line(row)}")
         lines.append("")
-        lines.append("Per cell (n_eq: real images the added synthetic images are worth; rho = n_synth / n_eq; "
-                     "gain: accuracy over the same seeds' base):")
-        head = (f"{'n_real':>7} {'n_synth':>8} {'acc':>6} {'gain':>7} {'n_eq':>8} {pct + ' CI':>21} {'rho':>7} "
-                f"{pct + ' CI':>19} {'n_eq(mf)':>9}  verdict")
+        lines.append(
+            "Per cell (n_eq: real images the added synthetic images are worth; rho = n_synth / n_eq; "
+            "gain: accuracy over the same seeds' base):"
+        )
+        head = (
+            f"{'n_real':>7} {'n_synth':>8} {'acc':>6} {'gain':>7} {'n_eq':>8} {pct + ' CI':>21} {'rho':>7} "
+            f"{pct + ' CI':>19} {'n_eq(mf)':>9}  verdict"
+        )
         lines.append(head)
         c = self.cells
         for r in c["n_real"].values:
@@ -630,16 +791,21 @@ class EquivalenceResult:
                     f"{r:>7} {s:>8} {float(cell['accuracy']):6.3f} {float(cell['gain']):+7.3f} {fmt_number(cell['n_eq']):>8} "
                     f"[{fmt_number(cell['n_eq_lower']):>8}, {fmt_number(cell['n_eq_upper']):>8}] {fmt_number(cell['exchange_rate']):>7} "
                     f"[{fmt_number(cell['exchange_rate_lower']):>7}, {fmt_number(cell['exchange_rate_upper']):>7}] "
-                    f"{fmt_number(cell['n_eq_model_free']):>9}  {cell['verdict'].item()} {' '.join(flags)}".rstrip())
+                    f"{fmt_number(cell['n_eq_model_free']):>9}  {cell['verdict'].item()} {' '.join(flags)}".rstrip()
+                )
         lines.append("")
         lines.append("Parameters (each law fitted in every replicate; flags: on bound / not identified / degenerate):")
         lines.append(f"{'':<18} {'estimate':>10} {'lower':>10} {'upper':>10} {'se (WLS)':>9}  {'flag':<15} note")
         for name, row in self._param_table.iterrows():
-            lines.append(f"{name:<18} {fmt_number(row.estimate, 4):>10} {fmt_number(row.lower, 4):>10} {fmt_number(row.upper, 4):>10} "
-                         f"{fmt_number(row.se_wls, 3):>9}  {row.flag:<15} {row.note}")
+            lines.append(
+                f"{name:<18} {fmt_number(row.estimate, 4):>10} {fmt_number(row.lower, 4):>10} {fmt_number(row.upper, 4):>10} "
+                f"{fmt_number(row.se_wls, 3):>9}  {row.flag:<15} {row.note}"
+            )
         if self.heldout_law_error:
             ho = ", ".join(f"{k} {v:.2f}" for k, v in self.heldout_law_error.items())
-            lines.append(f"Held-out error of the equivalence laws (largest n_synth left out; RMSE in standard errors): {ho}")
+            lines.append(
+                f"Held-out error of the equivalence laws (largest n_synth left out; RMSE in standard errors): {ho}"
+            )
         if self.heldout_curve_error:
             ho = ", ".join(f"{k} {v:.2f}" for k, v in self.heldout_curve_error.items())
             lines.append(f"Held-out extrapolation error of the reference laws (largest sizes left out): {ho}")
@@ -647,21 +813,31 @@ class EquivalenceResult:
         lines.append(f"Levenberg-Marquardt converged (leave-one-seed-out fits): {conv}")
         if self.lack_of_fit:
             lf = self.lack_of_fit
-            lines.append(f"Lack of fit of the {lf['law']} law: chi2 = {lf['chi2']:.1f} on {lf['df']} df (p = {lf['p']:.2g})")
+            lines.append(
+                f"Lack of fit of the {lf['law']} law: chi2 = {lf['chi2']:.1f} on {lf['df']} df (p = {lf['p']:.2g})"
+            )
         ex = {"source": self.excluded, "reference": self.excluded_reference}
         n_ex = sum(sum(v.values()) for v in ex.values())
         detail = "; ".join(f"{k}: " + ", ".join(f"{n} {why}" for why, n in v.items()) for k, v in ex.items() if v)
         lines.append(f"Excluded cells: {n_ex}" + (f" ({detail})" if detail else ""))
         lines.append("Warnings: " + ("none" if not self.warnings else ""))
         lines += [f"  - {w}" for w in self.warnings]
-        notes = [f"{self.n_seeds} seeds; {self.ci:.0%} {self.ci_method} intervals; reference law "
-                 f"{self._choice_text(self.curve_law, self.curve_weights, self.curve_share)}; equivalence law "
-                 f"{self._choice_text(self.law, self.law_weights, self.law_share)}."]
+        notes = [
+            f"{self.n_seeds} seeds; {self.ci:.0%} {self.ci_method} intervals; reference law "
+            f"{self._choice_text(self.curve_law, self.curve_weights, self.curve_share)}; equivalence law "
+            f"{self._choice_text(self.law, self.law_weights, self.law_share)}."
+        ]
         notes += [f"Warning: {w}" for w in self.warnings]
-        tables = [("Answer (exchange rate rho at the largest n_synth)", answer_frame(rows)),
-                  ("Parameters", self._param_table[["estimate", "lower", "upper", "flag", "note"]])]
-        return Summary("\n".join(lines), title=f"Equivalence fit: source '{self.source}' vs reference "
-                       f"'{self.reference}'", tables=tables, notes=notes)
+        tables = [
+            ("Answer (exchange rate rho at the largest n_synth)", answer_frame(rows)),
+            ("Parameters", self._param_table[["estimate", "lower", "upper", "flag", "note"]]),
+        ]
+        return Summary(
+            "\n".join(lines),
+            title=f"Equivalence fit: source '{self.source}' vs reference '{self.reference}'",
+            tables=tables,
+            notes=notes,
+        )
 
     def _repr_html_(self) -> str:
         return self.summary().as_html()
@@ -681,11 +857,22 @@ class EquivalenceResult:
         for col in ("estimate", "lower", "upper", "se_wls"):
             ds[f"param_{col}"] = ("param", p[col].values.astype(float))
         ds["param_flag"] = ("param", np.asarray(p["flag"].values, dtype=object).astype(str))
-        ds.attrs = {"source": self.source, "reference": self.reference, "law": self.law, "law_chosen": self.law_chosen,
-                    "curve_law": self.curve_law, "curve_chosen": self.curve_chosen, "ci": self.ci,
-                    "ci_method": self.ci_method, "n_boot": self.n_boot, "n_seeds": self.n_seeds, "k": self.k,
-                    "test_resampled": int(self.test_resampled), "warnings": json.dumps(self.warnings),
-                    "excluded": json.dumps(self.excluded)}
+        ds.attrs = {
+            "source": self.source,
+            "reference": self.reference,
+            "law": self.law,
+            "law_chosen": self.law_chosen,
+            "curve_law": self.curve_law,
+            "curve_chosen": self.curve_chosen,
+            "ci": self.ci,
+            "ci_method": self.ci_method,
+            "n_boot": self.n_boot,
+            "n_seeds": self.n_seeds,
+            "k": self.k,
+            "test_resampled": int(self.test_resampled),
+            "warnings": json.dumps(self.warnings),
+            "excluded": json.dumps(self.excluded),
+        }
         return ds
 
     def plot(self, ax=None):
@@ -699,8 +886,15 @@ class EquivalenceResult:
         for color, r in zip(colors, c["n_real"].values):
             cell = c.sel(n_real=r)
             ns = cell["n_synth"].values
-            ax.errorbar(ns, cell["n_eq"], yerr=[cell["n_eq"] - cell["n_eq_lower"], cell["n_eq_upper"] - cell["n_eq"]],
-                        fmt="o", color=color, capsize=3, label=f"n_real={r}")
+            ax.errorbar(
+                ns,
+                cell["n_eq"],
+                yerr=[cell["n_eq"] - cell["n_eq_lower"], cell["n_eq_upper"] - cell["n_eq"]],
+                fmt="o",
+                color=color,
+                capsize=3,
+                label=f"n_real={r}",
+            )
             grid = np.geomspace(ns.min(), ns.max(), 50)
             law = self._real_equivalent(r, grid, None, None)
             ax.plot(grid, law["estimate"], color=color)
@@ -714,8 +908,10 @@ class EquivalenceResult:
         return ax
 
     def __repr__(self) -> str:
-        return (f"<EquivalenceResult source={self.source!r} law={self.law!r}->{self.law_chosen!r} seeds={self.n_seeds} "
-                f"n_boot={self.n_boot}>")
+        return (
+            f"<EquivalenceResult source={self.source!r} law={self.law!r}->{self.law_chosen!r} seeds={self.n_seeds} "
+            f"n_boot={self.n_boot}>"
+        )
 
 
 def _param_flag(est, lo, hi, domain, boot) -> str:

@@ -59,8 +59,10 @@ class EquivalenceResults(Mapping):
         results = self.__dict__.get("_results", {})
         if len(results) == 1:
             return getattr(next(iter(results.values())), name)
-        raise AttributeError(f"{name!r}: this result holds {len(results)} sources; index one first, "
-                             f"e.g. results[{next(iter(results), 'source')!r}].{name}")
+        raise AttributeError(
+            f"{name!r}: this result holds {len(results)} sources; index one first, "
+            f"e.g. results[{next(iter(results), 'source')!r}].{name}"
+        )
 
     # ---------------------------------------------------------------- queries with a source dimension
     def _stack(self, method: str, *args, **kwargs) -> xr.Dataset:
@@ -72,7 +74,10 @@ class EquivalenceResults(Mapping):
         attrs = {k: v for k, v in parts[0].attrs.items() if k not in ("source", "law")}
         out = _stack_sources([p.drop_attrs() for p in parts], self._results)
         out = out.isel(source=0) if self._scalar else out
-        out.attrs = {**attrs, "law": "; ".join(f"{name}: {p.attrs.get('law')}" for name, p in zip(self._results, parts))}
+        out.attrs = {
+            **attrs,
+            "law": "; ".join(f"{name}: {p.attrs.get('law')}" for name, p in zip(self._results, parts)),
+        }
         warn_if_extrapolated(out)
         return out
 
@@ -83,8 +88,9 @@ class EquivalenceResults(Mapping):
     def real_equivalent(self, n_real, n_synth, law: str | None = None, ci_method: str | None = None) -> xr.Dataset:
         return self._stack("real_equivalent", n_real, n_synth, law=law, ci_method=ci_method)
 
-    def synthetic_needed(self, n_real, n_real_added, law: str | None = None,
-                         ci_method: str | None = None) -> xr.Dataset:
+    def synthetic_needed(
+        self, n_real, n_real_added, law: str | None = None, ci_method: str | None = None
+    ) -> xr.Dataset:
         return self._stack("synthetic_needed", n_real, n_real_added, law=law, ci_method=ci_method)
 
     def answer(self, n_synth: float | None = None) -> pd.DataFrame:
@@ -96,8 +102,12 @@ class EquivalenceResults(Mapping):
 
     def headline(self, n_synth: float | None = None) -> list[dict]:
         """Deprecated: :meth:`answer` (a DataFrame) or :meth:`answer_rows` (these dicts)."""
-        warnings.warn("headline() is renamed: answer() gives the DataFrame, answer_rows() these dicts (headline "
-                      "goes away in the next release)", DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "headline() is renamed: answer() gives the DataFrame, answer_rows() these dicts (headline "
+            "goes away in the next release)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return self.answer_rows(n_synth)
 
     def compare(self, n_real, n_synth, *, law: str | None = None, ci_method: str | None = None) -> pd.DataFrame:
@@ -111,24 +121,47 @@ class EquivalenceResults(Mapping):
         for a, b in combinations(self._results, 2):
             ra, rb = self._results[a], self._results[b]
             est, lo, hi = ra.rate_ratio(rb, n_real, n_synth, law=law, ci_method=ci_method)
-            rows.append({"a": a, "b": b, "n_real": n_real, "n_synth": n_synth, "ratio": est, "lower": lo,
-                         "upper": hi, "differ": bool(np.isfinite(lo) and np.isfinite(hi) and (lo > 1 or hi < 1))})
+            rows.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "n_real": n_real,
+                    "n_synth": n_synth,
+                    "ratio": est,
+                    "lower": lo,
+                    "upper": hi,
+                    "differ": bool(np.isfinite(lo) and np.isfinite(hi) and (lo > 1 or hi < 1)),
+                }
+            )
         return pd.DataFrame(rows)
 
     # ---------------------------------------------------------------- tables
     def table(self, n_synth: float | None = None) -> pd.DataFrame:
         """Burg-style table: per source and base size, the exchange rate with its interval and verdict at a
         matched budget of ``n_synth`` added images (default: the largest measured)."""
-        rows = [{"source": r["source"], "n_real": r["n_real"], "n_synth": r["n_synth"], "rho": r["estimate"],
-                 "lower": r["lower"], "upper": r["upper"], "verdict": r["verdict"]} for r in self.answer_rows(n_synth)]
+        rows = [
+            {
+                "source": r["source"],
+                "n_real": r["n_real"],
+                "n_synth": r["n_synth"],
+                "rho": r["estimate"],
+                "lower": r["lower"],
+                "upper": r["upper"],
+                "verdict": r["verdict"],
+            }
+            for r in self.answer_rows(n_synth)
+        ]
         return pd.DataFrame(rows).set_index(["source", "n_real"])
 
     def to_markdown(self, n_synth: float | None = None, digits: int = 3) -> str:
         """The table as Markdown; a rate whose verdict is not 'estimated' is shown in parentheses."""
         t = self.table(n_synth)
         head = "| source | n_real | rho | CI | verdict |\n|---|---|---|---|---|"
-        body = [f"| {s} | {r} | {fmt_number(row.rho, digits)} | {format_interval(row.lower, row.upper, digits)} | "
-                f"{row.verdict} |" for (s, r), row in t.iterrows()]
+        body = [
+            f"| {s} | {r} | {fmt_number(row.rho, digits)} | {format_interval(row.lower, row.upper, digits)} | "
+            f"{row.verdict} |"
+            for (s, r), row in t.iterrows()
+        ]
         return "\n".join([head] + body)
 
     def to_latex(self, n_synth: float | None = None, digits: int = 3) -> str:
@@ -137,8 +170,12 @@ class EquivalenceResults(Mapping):
         t = self.table(n_synth)
         cols = sorted(set(t.index.get_level_values("n_real")))
         budget = int(t["n_synth"].iloc[0])
-        lines = [r"\begin{tabular}{l" + "c" * len(cols) + "}", r"\toprule",
-                 r"source & " + " & ".join(f"$n_\\mathrm{{real}}={c}$" for c in cols) + r" \\", r"\midrule"]
+        lines = [
+            r"\begin{tabular}{l" + "c" * len(cols) + "}",
+            r"\toprule",
+            r"source & " + " & ".join(f"$n_\\mathrm{{real}}={c}$" for c in cols) + r" \\",
+            r"\midrule",
+        ]
         for source in dict.fromkeys(t.index.get_level_values("source")):
             cells = []
             for c in cols:
@@ -146,9 +183,12 @@ class EquivalenceResults(Mapping):
                 txt = f"{fmt_number(row.rho, digits)} {format_interval(row.lower, row.upper, digits)}"
                 cells.append(txt if row.verdict == "estimated" else f"({txt})")
             lines.append(source.replace("_", r"\_") + " & " + " & ".join(cells) + r" \\")
-        lines += [r"\bottomrule", r"\end{tabular}",
-                  f"% exchange rate rho (synthetic images per real image) at n_synth = {budget}; parentheses: "
-                  "verdict not 'estimated'"]
+        lines += [
+            r"\bottomrule",
+            r"\end{tabular}",
+            f"% exchange rate rho (synthetic images per real image) at n_synth = {budget}; parentheses: "
+            "verdict not 'estimated'",
+        ]
         return "\n".join(lines)
 
     def summary(self) -> Summary:
@@ -157,9 +197,11 @@ class EquivalenceResults(Mapping):
     def _repr_html_(self) -> str:
         """In Jupyter: the answer of every source as one table (verdict, rate, interval, gain test)."""
         rows = self.answer_rows()
-        return html_tables(f"Exchange rates of {', '.join(self._results)} (synthetic images per real image)",
-                           [("Answer at the largest n_synth", answer_frame(rows))],
-                           ["Index one source (results[name]) for its cells, parameters and plot."])
+        return html_tables(
+            f"Exchange rates of {', '.join(self._results)} (synthetic images per real image)",
+            [("Answer at the largest n_synth", answer_frame(rows))],
+            ["Index one source (results[name]) for its cells, parameters and plot."],
+        )
 
     def __dir__(self):
         # one source: its fit's attributes are reachable directly, so tab completion offers them too
@@ -171,8 +213,11 @@ class EquivalenceResults(Mapping):
     def to_dataset(self) -> xr.Dataset:
         """Every source's cells and parameters, stacked on ``source`` (NetCDF-safe)."""
         parts = [res.to_dataset() for res in self._results.values()]
-        attrs = {k: v for k, v in parts[0].attrs.items() if k not in ("source", "warnings", "excluded",
-                                                                       "law_chosen", "curve_chosen")}
+        attrs = {
+            k: v
+            for k, v in parts[0].attrs.items()
+            if k not in ("source", "warnings", "excluded", "law_chosen", "curve_chosen")
+        }
         out = _stack_sources([p.drop_attrs() for p in parts], self._results, join="outer")
         out.attrs = attrs
         return out

@@ -84,8 +84,9 @@ def surviving_verdict(verdicts_by_method) -> str:
     return "no measurable gain"
 
 
-def seeds_needed(ratio: float, n_seeds: int, ci: float, target: float = ESTIMATED_MAX_RATIO,
-                 max_seeds: int = 200) -> int | None:
+def seeds_needed(
+    ratio: float, n_seeds: int, ci: float, target: float = ESTIMATED_MAX_RATIO, max_seeds: int = 200
+) -> int | None:
     """Seeds for the interval's bound ratio to reach ``target``, projected from the current one.
 
     The default interval is a jackknife t interval on the log scale: its log-width scales as
@@ -106,10 +107,15 @@ def seeds_needed(ratio: float, n_seeds: int, ci: float, target: float = ESTIMATE
 def describe(verdict: str, *, seeds: int | None = None) -> str:
     """What a verdict tells the reader to do."""
     if verdict == "not identified":
-        more = f"about {seeds} seeds would bring the bounds within a factor {ESTIMATED_MAX_RATIO:g}" if seeds else \
-            "add seeds or larger n_synth"
+        more = (
+            f"about {seeds} seeds would bring the bounds within a factor {ESTIMATED_MAX_RATIO:g}"
+            if seeds
+            else "add seeds or larger n_synth"
+        )
         return f"the images help, but the interval is too wide to state a rate ({more})"
-    return {"estimated": f"interval bounds within a factor {ESTIMATED_MAX_RATIO:g}",
-            "no measurable gain": "the accuracy gain's interval includes 0: the images may be worth nothing "
-                                  "(no upper bound on the rate)",
-            "hurts": "the added images lower accuracy (no rate: they are worth fewer than zero real images)"}[verdict]
+    return {
+        "estimated": f"interval bounds within a factor {ESTIMATED_MAX_RATIO:g}",
+        "no measurable gain": "the accuracy gain's interval includes 0: the images may be worth nothing "
+        "(no upper bound on the rate)",
+        "hurts": "the added images lower accuracy (no rate: they are worth fewer than zero real images)",
+    }[verdict]

@@ -29,8 +29,10 @@ from scaling.simulate import planted_neq, simulate_cube
 
 GRID = {"n_real": (50, 100, 200, 400), "n_synth": (0, 100, 200, 400, 800)}
 TARGET = (100, 400)
-TRUTHS = {"constant rate 4": {"closed_set": {"exchange_rate": 4.0}},
-          "saturating rho0 3, R* 2": {"closed_set": {"saturating": [3.0, 2.0]}}}
+TRUTHS = {
+    "constant rate 4": {"closed_set": {"exchange_rate": 4.0}},
+    "saturating rho0 3, R* 2": {"closed_set": {"saturating": [3.0, 2.0]}},
+}
 NOISE = {"seed_sd": 0.08, "n_test": 2000}
 FULL_SOURCES = 4  # real + closed_set + open_set + retrieval, as the digits default
 
@@ -68,20 +70,24 @@ def main() -> None:
     args = ap.parse_args()
     per_seed_full = cells_per_seed(len(GRID["n_real"]), len(GRID["n_synth"]), FULL_SOURCES)
     per_seed_adaptive = cells_per_seed(len(GRID["n_real"]), len(GRID["n_synth"]), 2)
-    print(f"target {TARGET}, width (bound ratio) <= {args.width}, stop after {args.confirm} round(s) at the width; "
-          f"trials per seed: full grid {per_seed_full}, "
-          f"adaptive (reference + target source) {per_seed_adaptive}")
+    print(
+        f"target {TARGET}, width (bound ratio) <= {args.width}, stop after {args.confirm} round(s) at the width; "
+        f"trials per seed: full grid {per_seed_full}, "
+        f"adaptive (reference + target source) {per_seed_adaptive}"
+    )
     with ProcessPoolExecutor(args.workers) as pool:
         for name, sources in TRUTHS.items():
             t0 = time.perf_counter()
             base = (args.full_seeds, float("nan"), float("nan")) if args.skip_full else None
-            for s in ([] if args.skip_full else range(4, args.max_seeds + 1, 2)):
+            for s in [] if args.skip_full else range(4, args.max_seeds + 1, 2):
                 res = list(pool.map(_fixed, [(sources, s, i, args.width) for i in range(args.sims)]))
                 med = float(np.median([r for r, _ in res]))
                 if med <= args.width:
                     base = (s, med, float(np.mean([c for _, c in res])))
                     break
-            runs = list(pool.map(_adaptive, [(sources, i, args.width, args.max_seeds, args.confirm) for i in range(args.runs)]))
+            runs = list(
+                pool.map(_adaptive, [(sources, i, args.width, args.max_seeds, args.confirm) for i in range(args.runs)])
+            )
             used = np.array([r["seeds"] for r in runs])
             reached = np.mean([r["reached"] for r in runs])
             cover = np.mean([r["covered"] for r in runs])
@@ -91,11 +97,15 @@ def main() -> None:
                 continue
             s_full, med, cov_full = base
             ratio = used.mean() * per_seed_adaptive / (s_full * per_seed_full)
-            print(f"  full grid: {s_full} seeds ({s_full * per_seed_full} trials), median ratio {med:.3f}, "
-                  f"coverage {cov_full:.2f} ({args.sims} sweeps)")
-            print(f"  adaptive: seeds used mean {used.mean():.1f} (median {np.median(used):.0f}, max {used.max()}), "
-                  f"{used.mean() * per_seed_adaptive:.0f} trials on average = {ratio:.2f} of the full grid; "
-                  f"reached the width in {reached:.0%}; final-interval coverage {cover:.3f} ({args.runs} runs)")
+            print(
+                f"  full grid: {s_full} seeds ({s_full * per_seed_full} trials), median ratio {med:.3f}, "
+                f"coverage {cov_full:.2f} ({args.sims} sweeps)"
+            )
+            print(
+                f"  adaptive: seeds used mean {used.mean():.1f} (median {np.median(used):.0f}, max {used.max()}), "
+                f"{used.mean() * per_seed_adaptive:.0f} trials on average = {ratio:.2f} of the full grid; "
+                f"reached the width in {reached:.0%}; final-interval coverage {cover:.3f} ({args.runs} runs)"
+            )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.laws import (CURVE_LAWS, MixedCurve, crossval_curve_predictions, fit_curve, fit_curve_auto,
-                           heldout_curve_scores, predictive_weights, stacking_weights)
+from analysis.laws import (
+    CURVE_LAWS,
+    MixedCurve,
+    crossval_curve_predictions,
+    fit_curve,
+    fit_curve_auto,
+    heldout_curve_scores,
+    predictive_weights,
+    stacking_weights,
+)
 
 
 def lcdb_curves(n_curves: int, seed: int, min_anchors: int = 9):
@@ -33,8 +41,9 @@ def lcdb_curves(n_curves: int, seed: int, min_anchors: int = 9):
     if spec is None:
         raise SystemExit("lcdb: not installed (pip install lcdb); or pass --no-lcdb")
     root = Path(spec.submodule_search_locations[0])
-    df = pd.read_csv(root / "database-accuracy.csv", usecols=["openmlid", "learner", "size_train", "size_test",
-                                                               "score_test"])
+    df = pd.read_csv(
+        root / "database-accuracy.csv", usecols=["openmlid", "learner", "size_train", "size_test", "score_test"]
+    )
     meta = pd.read_csv(root / "datasets.csv", usecols=["openmlid", "NumberOfClasses"]).set_index("openmlid")
     g = df.groupby(["openmlid", "learner", "size_train"])["score_test"].agg(["mean", "var", "count"]).reset_index()
     size_test = df.groupby("openmlid")["size_test"].max()
@@ -65,8 +74,9 @@ def cube_curves(path: str, reference: str = "real"):
     cube = scaling.open_cube(path)
     acc = cube["accuracy"].sel(source=reference).where(cube["status"].sel(source=reference) == 1)
     total = (acc["n_real"] + acc["n_synth"]).broadcast_like(acc)
-    df = pd.DataFrame({"n": total.values.ravel(), "seed": acc["seed"].broadcast_like(acc).values.ravel(),
-                       "acc": acc.values.ravel()}).dropna()
+    df = pd.DataFrame(
+        {"n": total.values.ravel(), "seed": acc["seed"].broadcast_like(acc).values.ravel(), "acc": acc.values.ravel()}
+    ).dropna()
     n_test, e0 = int(cube.attrs["n_test"]), 1 - 1 / max(len(classes_of(cube)), 2)
     name = cube.attrs.get("dataset", "cube")
     out = []
@@ -84,8 +94,9 @@ def methods(n, err, w, e0):
     fits = {law: fit_curve(law, n, err, w, e0=e0) for law in CURVE_LAWS}
     out = dict(fits)
     scores = heldout_curve_scores(CURVE_LAWS, n, err, w, e0=e0)
-    out["exp(-SS/2), one split"] = fits["power"] if scores is None else \
-        MixedCurve(fits, predictive_weights(scores), scores)
+    out["exp(-SS/2), one split"] = (
+        fits["power"] if scores is None else MixedCurve(fits, predictive_weights(scores), scores)
+    )
     cv = crossval_curve_predictions(CURVE_LAWS, n, err, w, e0=e0)
     if cv is None:
         out["CV selection"] = fits["power"]
@@ -117,8 +128,10 @@ def main():
             groups[f"LCDB sample {seed}"] = lcdb_curves(args.curves, seed)
     for path in args.cube:
         groups[path] = cube_curves(path)
-    print(f"machine: {os.cpu_count()} cpus; the {args.holdout} largest anchors of each curve held out; "
-          f"log-RMSE of the predicted error")
+    print(
+        f"machine: {os.cpu_count()} cpus; the {args.holdout} largest anchors of each curve held out; "
+        f"log-RMSE of the predicted error"
+    )
     for label, curves in groups.items():
         sq = {}
         for name, n, err, var, e0 in curves:

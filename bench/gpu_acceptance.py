@@ -31,10 +31,28 @@ sys.path.insert(0, str(ROOT))  # tests.* for the tiny paper assets
 
 def _sizes(gpu: bool, quick: bool) -> dict:
     if gpu and not quick:
-        return {"recipe": "resnet18", "width": 64, "batch": 256, "steps": 60, "shape": (3, 32, 32), "preset": "cifar",
-                "gen_steps": 20, "gen_batch": 64, "sample_n": 64}
-    return {"recipe": "small_cnn", "width": 16, "batch": 64, "steps": 40, "shape": (3, 32, 32), "preset": "tiny",
-            "gen_steps": 5, "gen_batch": 8, "sample_n": 8}
+        return {
+            "recipe": "resnet18",
+            "width": 64,
+            "batch": 256,
+            "steps": 60,
+            "shape": (3, 32, 32),
+            "preset": "cifar",
+            "gen_steps": 20,
+            "gen_batch": 64,
+            "sample_n": 64,
+        }
+    return {
+        "recipe": "small_cnn",
+        "width": 16,
+        "batch": 64,
+        "steps": 40,
+        "shape": (3, 32, 32),
+        "preset": "tiny",
+        "gen_steps": 5,
+        "gen_batch": 8,
+        "sample_n": 8,
+    }
 
 
 def _device() -> str:
@@ -88,10 +106,30 @@ def _recipe_rate(sz, precision: str | None = None) -> float:
     rng = np.random.default_rng(0)
     x = rng.random((4 * sz["batch"], *sz["shape"]), dtype=np.float32)
     y = rng.integers(0, 10, 4 * sz["batch"])
-    train_classifier(x, y, x[:8], y[:8], 10, recipe=sz["recipe"], width=sz["width"], steps=10,
-                     batch_size=sz["batch"], precision=precision)  # warm-up (the one-cycle schedule needs 10 steps)
-    return train_classifier(x, y, x[:8], y[:8], 10, recipe=sz["recipe"], width=sz["width"], steps=sz["steps"],
-                            batch_size=sz["batch"], precision=precision)["images_per_second"]
+    train_classifier(
+        x,
+        y,
+        x[:8],
+        y[:8],
+        10,
+        recipe=sz["recipe"],
+        width=sz["width"],
+        steps=10,
+        batch_size=sz["batch"],
+        precision=precision,
+    )  # warm-up (the one-cycle schedule needs 10 steps)
+    return train_classifier(
+        x,
+        y,
+        x[:8],
+        y[:8],
+        10,
+        recipe=sz["recipe"],
+        width=sz["width"],
+        steps=sz["steps"],
+        batch_size=sz["batch"],
+        precision=precision,
+    )["images_per_second"]
 
 
 def row_classifier(sz) -> tuple[str, bool]:
@@ -100,8 +138,10 @@ def row_classifier(sz) -> tuple[str, bool]:
     precision = default_precision(_device())
     recipe, plain = _recipe_rate(sz, precision), _plain_rate(sz, precision)
     ratio = recipe / plain
-    return (f"{sz['recipe']} w{sz['width']} {precision}: recipe {recipe:,.0f} img/s, plain loop {plain:,.0f} img/s, "
-            f"ratio {ratio:.2f} (>= 0.9)"), ratio >= 0.9
+    return (
+        f"{sz['recipe']} w{sz['width']} {precision}: recipe {recipe:,.0f} img/s, plain loop {plain:,.0f} img/s, "
+        f"ratio {ratio:.2f} (>= 0.9)"
+    ), ratio >= 0.9
 
 
 def _packed_worker(sz) -> float:
@@ -130,8 +170,12 @@ def row_generator(sz) -> tuple[str, bool]:
     y = rng.integers(0, 10, len(x))
     parts, ok = [], True
     for precision in ("fp32", "bf16"):
-        hp = {**resolve_preset({"preset": sz["preset"], "precision": precision}), "batch_size": sz["gen_batch"],
-              "sample_steps": 10, "sample_batch": sz["sample_n"]}
+        hp = {
+            **resolve_preset({"preset": sz["preset"], "precision": precision}),
+            "batch_size": sz["gen_batch"],
+            "sample_steps": 10,
+            "sample_batch": sz["sample_n"],
+        }
         model, seconds = train_diffusion(x, y, 10, {**hp, "train_steps": sz["gen_steps"]}, seed=0)
         t0 = time.perf_counter()
         images = sample_diffusion(model, np.arange(sz["sample_n"]) % 10, 10, hp, seed=0)
@@ -146,28 +190,52 @@ def row_end_to_end(sz) -> tuple[str, bool]:
     from tests.test_paper_rehearsal import REHEARSAL, place_paper_files
 
     gpu = _device() == "cuda"
-    resources = ("resources={cpus_per_trial: 1, gpus_per_trial: 0.25, gpus_per_source_job: 1}" if gpu else
-                 "resources={cpus_per_trial: 1, gpus_per_trial: 0, num_cpus: 2}")
+    resources = (
+        "resources={cpus_per_trial: 1, gpus_per_trial: 0.25, gpus_per_source_job: 1}"
+        if gpu
+        else "resources={cpus_per_trial: 1, gpus_per_trial: 0, num_cpus: 2}"
+    )
     sets = [s for s in REHEARSAL if not s.startswith("resources=")] + [resources]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         place_paper_files(tmp)
         env = {**os.environ, "SCALING_CACHE": str(tmp / "cache")}
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "scaling.cli", "sweep", str(ROOT / "configs/cifar10.yaml"),
-                               "--quiet", "--storage", str(tmp / "runs"), *[a for s in sets for a in ("--set", s)]],
-                              cwd=tmp, env=env, capture_output=True, text=True, timeout=420)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "scaling.cli",
+                "sweep",
+                str(ROOT / "configs/cifar10.yaml"),
+                "--quiet",
+                "--storage",
+                str(tmp / "runs"),
+                *[a for s in sets for a in ("--set", s)],
+            ],
+            cwd=tmp,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=420,
+        )
         seconds = time.perf_counter() - t0
         if proc.returncode != 0:
             return f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1] if proc.stderr else ''}", False
         cube = scaling.open_cube(tmp / "runs" / "cifar10" / "results.nc")
         done = int((cube["status"] == 1).sum())
-        return (f"{done}/{cube['status'].size} cells done, sources {list(map(str, cube['source'].values))}, "
-                f"{seconds:.0f} s"), done == cube["status"].size
+        return (
+            f"{done}/{cube['status'].size} cells done, sources {list(map(str, cube['source'].values))}, {seconds:.0f} s"
+        ), done == cube["status"].size
 
 
-ROWS = {"calibrate (cifar10 shapes)": row_calibrate, "classifier vs plain loop": row_classifier,
-        "packing": row_packing, "generator fp32 vs bf16": row_generator, "cifar10 end to end": row_end_to_end}
+ROWS = {
+    "calibrate (cifar10 shapes)": row_calibrate,
+    "classifier vs plain loop": row_classifier,
+    "packing": row_packing,
+    "generator fp32 vs bf16": row_generator,
+    "cifar10 end to end": row_end_to_end,
+}
 
 
 def main() -> int:

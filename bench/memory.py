@@ -68,10 +68,17 @@ def sample(peaks: dict, stop: threading.Event) -> None:
 
 def run(size_name: str, per_batch: int, n_test: int, work: Path) -> dict:
     data = write_cifar(work / size_name / "cifar", per_batch, n_test)
-    cfg = {"name": f"mem-{size_name}", "dataset": {"name": "cifar10", "root": str(data)}, "sources": ["real"],
-           "n_real": [200], "n_synth": [0, 200], "seeds": [0, 1],
-           "classifier": {"recipe": "small_cnn", "width": 16, "steps": 30, "batch_size": 64, "lr": 0.004},
-           "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0, "num_cpus": 2}, "storage": str(work / "runs")}
+    cfg = {
+        "name": f"mem-{size_name}",
+        "dataset": {"name": "cifar10", "root": str(data)},
+        "sources": ["real"],
+        "n_real": [200],
+        "n_synth": [0, 200],
+        "seeds": [0, 1],
+        "classifier": {"recipe": "small_cnn", "width": 16, "steps": 30, "batch_size": 64, "lr": 0.004},
+        "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0, "num_cpus": 2},
+        "storage": str(work / "runs"),
+    }
     path = work / f"{size_name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "SCALING_CACHE": str(work / size_name / "cache")}
@@ -80,8 +87,9 @@ def run(size_name: str, per_batch: int, n_test: int, work: Path) -> dict:
     thread = threading.Thread(target=sample, args=(peaks, stop), daemon=True)
     thread.start()
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "scaling.cli", "sweep", str(path), "--quiet"], env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "scaling.cli", "sweep", str(path), "--quiet"], env=env, capture_output=True, text=True
+    )
     stop.set()
     thread.join()
     if proc.returncode != 0:
@@ -95,11 +103,12 @@ def main() -> None:
         big = run("60k", 10_000, 10_000, Path(tmp))
     print(f"{'dataset':>8} {'trial worker MB':>16} {'source worker MB':>17} {'sweep s':>8}")
     for r in (small, big):
-        print(f"{r['images']:>8} {r.get('trial', float('nan')):>16.0f} {r.get('source', float('nan')):>17.0f} "
-              f"{r['seconds']:>8.1f}")
+        print(
+            f"{r['images']:>8} {r.get('trial', float('nan')):>16.0f} {r.get('source', float('nan')):>17.0f} "
+            f"{r['seconds']:>8.1f}"
+        )
     ratios = {k: big[k] / small[k] for k in ("trial", "source") if k in big and k in small}
-    print("ratio 60k / 5k: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items())
-          + "   (goal: trial <= 1.3)")
+    print("ratio 60k / 5k: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()) + "   (goal: trial <= 1.3)")
     print(json.dumps({"small": small, "big": big, "ratios": ratios}))
 
 

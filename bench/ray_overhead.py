@@ -40,8 +40,15 @@ def run(mode: str, trials: int, cpus: int) -> float:
 
         from runners.sweep import build_tuner
 
-        tuner = build_tuner(trivial, space, resources={"cpu": 1, "gpu": 0}, name="bench", storage=Path(storage),
-                            max_failures=2, callbacks=[])
+        tuner = build_tuner(
+            trivial,
+            space,
+            resources={"cpu": 1, "gpu": 0},
+            name="bench",
+            storage=Path(storage),
+            max_failures=2,
+            callbacks=[],
+        )
     else:  # Ray Tune's defaults: new actor per trial, CSV/JSON/TensorBoard loggers, console reporter
         tuner = tune.Tuner(trivial, param_space=space, run_config=tune.RunConfig(storage_path=storage, name="bench"))
     t0 = time.perf_counter()
@@ -62,8 +69,12 @@ def main() -> None:
         return
     walls = {}
     for mode in ("default", "sweep"):
-        out = subprocess.run([sys.executable, __file__, "--mode", mode, "--trials", str(args.trials),
-                              "--cpus", str(args.cpus)], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, __file__, "--mode", mode, "--trials", str(args.trials), "--cpus", str(args.cpus)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         walls[mode] = json.loads(out.strip().splitlines()[-1])["wall"]
     n = args.trials
     print(f"{n} trivial trials on {args.cpus} CPUs")

@@ -50,8 +50,10 @@ def main() -> None:
     args = ap.parse_args()
     z, q = rows(args.n, 512, 0, args.clusters), rows(args.queries, 512, 1, args.clusters)
     kind = f"clustered around {args.clusters:,} centres" if args.clusters else "uniform on the sphere"
-    print(f"{args.n:,} x 512 embeddings ({kind}), {args.queries:,} queries, faiss {faiss.__version__}, "
-          f"{faiss.omp_get_max_threads()} threads")
+    print(
+        f"{args.n:,} x 512 embeddings ({kind}), {args.queries:,} queries, faiss {faiss.__version__}, "
+        f"{faiss.omp_get_max_threads()} threads"
+    )
     t0 = time.perf_counter()
     flat = build_index(z, "flat")
     truth, flat_qps = timed_search(flat, q)
@@ -63,8 +65,10 @@ def main() -> None:
     for nprobe in (8, 32, 128):
         set_search_effort(ivf, nprobe=nprobe)
         found, qps = timed_search(ivf, q)
-        print(f"{f'IVF{default_nlist(args.n)} nprobe={nprobe}':<28} {build:>8.1f} {recall(found, truth):>10.3f} "
-              f"{qps:>10.0f} {qps / flat_qps:>7.1f}")
+        print(
+            f"{f'IVF{default_nlist(args.n)} nprobe={nprobe}':<28} {build:>8.1f} {recall(found, truth):>10.3f} "
+            f"{qps:>10.0f} {qps / flat_qps:>7.1f}"
+        )
     n_h = args.hnsw_n or args.n
     t0 = time.perf_counter()
     hnsw = build_index(z[:n_h], "hnsw")

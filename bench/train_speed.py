@@ -52,11 +52,26 @@ def airbench_like(width: int = 64) -> torch.nn.Module:
     from torch import nn
 
     def block(cin, cout):
-        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(cout),
-                             nn.GELU(), nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.GELU())
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.MaxPool2d(2),
+            nn.BatchNorm2d(cout),
+            nn.GELU(),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.GELU(),
+        )
 
-    return nn.Sequential(nn.Conv2d(3, 24, 2, bias=False), nn.GELU(), block(24, width), block(width, 4 * width),
-                         block(4 * width, 4 * width), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(4 * width, 10))
+    return nn.Sequential(
+        nn.Conv2d(3, 24, 2, bias=False),
+        nn.GELU(),
+        block(24, width),
+        block(width, 4 * width),
+        block(4 * width, 4 * width),
+        nn.AdaptiveMaxPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4 * width, 10),
+    )
 
 
 def plain_loop_seconds(x, y, n_classes, *, steps, batch_size, lr, width, seed):
@@ -87,14 +102,20 @@ def precision_rows(x, y, device, repeats, kw) -> None:
     xte, yte = d.images[1000:1400], d.labels[1000:1400]
     out = {}
     for precision in ("fp32", "bf16"):
-        runs = [train_classifier(x, y, xte, yte, 10, seed=r, device=device, precision=precision, **kw)
-                for r in range(repeats)]
-        out[precision] = (float(np.median([r["images_per_second"] for r in runs])),
-                          float(np.mean([r["accuracy"] for r in runs])))
+        runs = [
+            train_classifier(x, y, xte, yte, 10, seed=r, device=device, precision=precision, **kw)
+            for r in range(repeats)
+        ]
+        out[precision] = (
+            float(np.median([r["images_per_second"] for r in runs])),
+            float(np.mean([r["accuracy"] for r in runs])),
+        )
     print(f"  precision fp32        : {out['fp32'][0]:9.0f} images/s, held-out accuracy {out['fp32'][1]:.3f}")
     print(f"  precision bf16        : {out['bf16'][0]:9.0f} images/s, held-out accuracy {out['bf16'][1]:.3f}")
-    print(f"  ratio bf16/fp32       : {out['bf16'][0] / out['fp32'][0]:.2f}x speed, "
-          f"{out['bf16'][1] - out['fp32'][1]:+.3f} accuracy")
+    print(
+        f"  ratio bf16/fp32       : {out['bf16'][0] / out['fp32'][0]:.2f}x speed, "
+        f"{out['bf16'][1] - out['fp32'][1]:+.3f} accuracy"
+    )
 
 
 def trial_rows(repeats: int) -> None:
@@ -121,18 +142,40 @@ def trial_rows(repeats: int) -> None:
         trains.append(out["train_seconds"])
         base, _ = D.base_and_real_pool(cfg, 100, r)
         x, y = np.asarray(data.images[base], dtype=np.float32), data.labels[base]
-        plains.append(plain_loop_seconds(x, y, len(data.classes), steps=steps, batch_size=int(clf.get("batch_size", 64)),
-                                         lr=lr, width=width, seed=r))
+        plains.append(
+            plain_loop_seconds(
+                x,
+                y,
+                len(data.classes),
+                steps=steps,
+                batch_size=int(clf.get("batch_size", 64)),
+                lr=lr,
+                width=width,
+                seed=r,
+            )
+        )
     t0 = time.perf_counter()
     base, _ = D.base_and_real_pool(cfg, 100, 0)
     t_split = time.perf_counter() - t0
     t0 = time.perf_counter()
-    res = train_classifier(data.images[base], data.labels[base], data.images.subset(test_idx), data.labels[test_idx],
-                           len(data.classes), steps=steps, width=width, lr=lr, seed=0, device="cpu")
+    res = train_classifier(
+        data.images[base],
+        data.labels[base],
+        data.images.subset(test_idx),
+        data.labels[test_idx],
+        len(data.classes),
+        steps=steps,
+        width=width,
+        lr=lr,
+        seed=0,
+        device="cpu",
+    )
     t_eval = time.perf_counter() - t0 - res["train_seconds"]
     wall, train, plain = (float(np.median(v)) for v in (walls, trains, plains))
-    print(f"digits trial (configs/digits.yaml: n_real 100, n_synth 0, {steps} steps, width {width}), 1 thread, "
-          f"median of {repeats}")
+    print(
+        f"digits trial (configs/digits.yaml: n_real 100, n_synth 0, {steps} steps, width {width}), 1 thread, "
+        f"median of {repeats}"
+    )
     print(f"  dataset cache (first use in a process): {t_data:6.3f} s")
     print(f"  trial wall time (run_cell)            : {wall:6.3f} s")
     print(f"    of which training steps             : {train:6.3f} s ({train / wall:.0%})")
@@ -188,8 +231,10 @@ def main() -> None:
         recipe.append(train_classifier(x, y, x[:10], y[:10], 10, seed=r, device=device, **kw)["images_per_second"])
         loop.append(dataloader_loop(x, y, 10, seed=r, device=device, **kw))
     rec, base = float(np.median(recipe)), float(np.median(loop))
-    print(f"digits 8x8, small_cnn width 16, batch {args.batch_size}, {args.steps} steps, {device}, 1 thread, "
-          f"median of {args.repeats}")
+    print(
+        f"digits 8x8, small_cnn width 16, batch {args.batch_size}, {args.steps} steps, {device}, 1 thread, "
+        f"median of {args.repeats}"
+    )
     print(f"  plain DataLoader loop : {base:9.0f} images/s")
     print(f"  scaling recipe        : {rec:9.0f} images/s")
     print(f"  ratio recipe/loop     : {rec / base:.2f}x")

@@ -46,13 +46,21 @@ def planted_neq(truth: str, n_real, n_synth):
     raise ValueError(f"truth: unknown {truth!r}")
 
 
-def draw_cube(truth: str, seeds: int, n_test: int, rng, *, seed_sd: float = 0.04, cell_sd: float = 0.02,
-              offset: float = 0.0):
+def draw_cube(
+    truth: str, seeds: int, n_test: int, rng, *, seed_sd: float = 0.04, cell_sd: float = 0.02, offset: float = 0.0
+):
     """One planted cube (sources real and gen) with independent seed effects per source."""
     from scaling.cube import empty_cube, fill_planted
 
-    cube = empty_cube(["real", "gen"], list(N_REAL), list(N_SYNTH), list(range(seeds)), dataset="planted",
-                      n_test=n_test, classes=[str(c) for c in range(10)])
+    cube = empty_cube(
+        ["real", "gen"],
+        list(N_REAL),
+        list(N_SYNTH),
+        list(range(seeds)),
+        dataset="planted",
+        n_test=n_test,
+        classes=[str(c) for c in range(10)],
+    )
     R, S = np.meshgrid(np.array(N_REAL, float), np.array(N_SYNTH, float), indexing="ij")
 
     def error(n):
@@ -136,12 +144,15 @@ def main():
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
         out = list(pool.map(run_row, *zip(*rows), *([x] * len(rows) for x in (args.cubes, args.offset, args.start))))
-    print(f"machine: {os.cpu_count()} cpus; {args.cubes} cubes per row; query exchange_rate{QUERY}; "
-          f"offset C = {args.offset:g}; wall {time.perf_counter() - t0:.0f} s")
+    print(
+        f"machine: {os.cpu_count()} cpus; {args.cubes} cubes per row; query exchange_rate{QUERY}; "
+        f"offset C = {args.offset:g}; wall {time.perf_counter() - t0:.0f} s"
+    )
     short = {"estimated": "est", "not identified": "n.id", "no measurable gain": "no gain", "hurts": "hurts"}
     head = " | ".join(f"{short[v]}" for v in VERDICTS)
-    print(f"| truth | seeds | n_test | pooled gain test: {head} | contradictions | single cell: {head} | "
-          "contradictions |")
+    print(
+        f"| truth | seeds | n_test | pooled gain test: {head} | contradictions | single cell: {head} | contradictions |"
+    )
     print("|---|---|---|" + "---|" * (2 * len(VERDICTS) + 2))
     for truth, seeds, n_test, cubes, ours, cell, bad_ours, bad_cell, _ in out:
         a = " | ".join(f"{ours[v] / cubes:.2f}" for v in VERDICTS)

@@ -9,12 +9,21 @@ from paper_figures.style import save_figure, source_color
 __all__ = ["render_all", "save_figure", "source_color"]
 
 
-def render_all(cube, results: dict, out_dir, features=None, skipped: dict | None = None,
-               domain_slice: dict | None = None) -> dict:
+def render_all(
+    cube, results: dict, out_dir, features=None, skipped: dict | None = None, domain_slice: dict | None = None
+) -> dict:
     """Every figure the inputs allow. A figure that cannot be drawn from this cube is left out and its reason
     goes into ``skipped`` (name -> reason), so a report can say what is missing and why."""
-    from paper_figures import (accuracy_curves, domain_gap, equivalence, exchange_rate, heatmap, samples,
-                               source_comparison, wang_coordinates)
+    from paper_figures import (
+        accuracy_curves,
+        domain_gap,
+        equivalence,
+        exchange_rate,
+        heatmap,
+        samples,
+        source_comparison,
+        wang_coordinates,
+    )
 
     skipped = {} if skipped is None else skipped
     makers = {

@@ -17,8 +17,12 @@ def curve_data(cube) -> dict:
     for src in cube["source"].values:
         for r in cube["n_real"].values:
             a = acc.sel(source=src, n_real=r)
-            out[(str(src), int(r))] = (cube["n_synth"].values, a.mean("seed").values, a.std("seed", ddof=1).values,
-                                       a.count("seed").values)
+            out[(str(src), int(r))] = (
+                cube["n_synth"].values,
+                a.mean("seed").values,
+                a.std("seed", ddof=1).values,
+                a.count("seed").values,
+            )
     return out
 
 
@@ -32,8 +36,15 @@ def figure(cube):
             x, mean, sd, _ = data[(str(src), int(r))]
             pos = symlog_position(x, zero_at)
             color = source_color(str(src))
-            ax.plot(pos, mean, marker=source_marker(str(src)), color=color, label=source_label(str(src)), ms=4,
-                    lw=2.2 if src == "real" else 1.5)
+            ax.plot(
+                pos,
+                mean,
+                marker=source_marker(str(src)),
+                color=color,
+                label=source_label(str(src)),
+                ms=4,
+                lw=2.2 if src == "real" else 1.5,
+            )
             ax.fill_between(pos, mean - np.nan_to_num(sd), mean + np.nan_to_num(sd), color=color, alpha=0.15, lw=0)
         zero_tick(ax, n_synth, zero_at)
         ax.set_title(f"n_real = {int(r)}")
@@ -41,6 +52,7 @@ def figure(cube):
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy")
     axes[-1].legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"{cube.attrs.get('dataset', '')}: accuracy as images are added (mean ± sd over "
-                 f"{cube.sizes['seed']} seeds)")
+    fig.suptitle(
+        f"{cube.attrs.get('dataset', '')}: accuracy as images are added (mean ± sd over {cube.sizes['seed']} seeds)"
+    )
     return fig

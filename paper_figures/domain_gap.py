@@ -34,8 +34,13 @@ def embedding_data(features, cube=None, n_real=None, seed=None) -> dict:
     mu = real.mean(0)
     _, _, vt = np.linalg.svd(real - mu, full_matrices=False)
     pcs = vt[:2]
-    out = {"n_real": n_real, "seed": seed, "real_pca": (real - mu) @ pcs.T,
-           "real_labels": features["real_labels"].values, "pools": {}}
+    out = {
+        "n_real": n_real,
+        "seed": seed,
+        "real_pca": (real - mu) @ pcs.T,
+        "real_labels": features["real_labels"].values,
+        "pools": {},
+    }
     for src in features["source"].values:
         src = str(src)
         if src == "real":
@@ -50,10 +55,14 @@ def embedding_data(features, cube=None, n_real=None, seed=None) -> dict:
         acc = np.nan
         if cube is not None and "pool_domain_accuracy" in cube:
             acc = float(cube["pool_domain_accuracy"].sel(source=src, n_real=n_real, seed=seed))
-        labels = features["labels"].sel(source=src, n_real=n_real, seed=seed).values[:len(pool)]
-        out["pools"][src] = {"pca": (pool - mu) @ pcs.T, "labels": labels,
-                             "domain_real": np.c_[(real - mu) @ w, (real - mu) @ v2[0]],
-                             "domain_pool": np.c_[(pool - mu) @ w, (pool - mu) @ v2[0]], "domain_accuracy": acc}
+        labels = features["labels"].sel(source=src, n_real=n_real, seed=seed).values[: len(pool)]
+        out["pools"][src] = {
+            "pca": (pool - mu) @ pcs.T,
+            "labels": labels,
+            "domain_real": np.c_[(real - mu) @ w, (real - mu) @ v2[0]],
+            "domain_pool": np.c_[(pool - mu) @ w, (pool - mu) @ v2[0]],
+            "domain_accuracy": acc,
+        }
     return out
 
 
@@ -63,8 +72,13 @@ def figure(features, cube=None, n_real=None, seed=None):
     fig, axes = new_figure(len(pools) + 1, width=3.6, height=3.4, sharey=False)
     for i, (ax, (src, p)) in enumerate(zip(axes[:-1], pools.items()), start=1):
         ax.scatter(*p["domain_real"].T, s=5, color="#999999", alpha=0.6, label="real (test)")
-        ax.scatter(*p["domain_pool"].T, s=5, color=source_color(src), alpha=0.6,
-                   label=f"{source_label(src)}\ndomain acc. {p['domain_accuracy']:.2f}")
+        ax.scatter(
+            *p["domain_pool"].T,
+            s=5,
+            color=source_color(src),
+            alpha=0.6,
+            label=f"{source_label(src)}\ndomain acc. {p['domain_accuracy']:.2f}",
+        )
         ax.set_xlabel("domain-classifier axis")
         ax.set_ylabel("orthogonal principal axis")
         ax.set_title(f"(a{i}) {source_label(src)}" if len(pools) > 1 else f"(a) {source_label(src)}", fontsize=10)
@@ -73,17 +87,35 @@ def figure(features, cube=None, n_real=None, seed=None):
     classes = sorted(set(d["real_labels"].tolist()) | {int(c) for p in pools.values() for c in p["labels"]})
     cmap = colormaps["tab10" if len(classes) <= 10 else "tab20"]
     color_of = {c: cmap(i % cmap.N) for i, c in enumerate(classes)}
-    ax.scatter(*d["real_pca"].T, s=6, c=[color_of[int(c)] for c in d["real_labels"]], marker="o", alpha=0.35,
-               linewidths=0)
+    ax.scatter(
+        *d["real_pca"].T, s=6, c=[color_of[int(c)] for c in d["real_labels"]], marker="o", alpha=0.35, linewidths=0
+    )
     for src, p in pools.items():
-        ax.scatter(*p["pca"].T, s=14, c=[color_of[int(c)] for c in p["labels"]], marker=source_marker(src),
-                   alpha=0.8, edgecolors=source_color(src), linewidths=0.5)
+        ax.scatter(
+            *p["pca"].T,
+            s=14,
+            c=[color_of[int(c)] for c in p["labels"]],
+            marker=source_marker(src),
+            alpha=0.8,
+            edgecolors=source_color(src),
+            linewidths=0.5,
+        )
     ax.set_xlabel("PC 1 (real-trained classifier features)")
     ax.set_ylabel("PC 2")
     ax.set_title("(b) feature space of a real-trained classifier", fontsize=10)
     handles = [Line2D([], [], marker="o", color="grey", ls="none", alpha=0.5, label="real (test)")]
-    handles += [Line2D([], [], marker=source_marker(s), color="white", markeredgecolor=source_color(s), ls="none",
-                       label=source_label(s)) for s in pools]
+    handles += [
+        Line2D(
+            [],
+            [],
+            marker=source_marker(s),
+            color="white",
+            markeredgecolor=source_color(s),
+            ls="none",
+            label=source_label(s),
+        )
+        for s in pools
+    ]
     ax.legend(handles=handles, fontsize=7, title="colour: class", title_fontsize=7)
     fig.suptitle(f"domain gap at n_real = {d['n_real']}, seed {d['seed']}")
     return fig

@@ -50,8 +50,15 @@ def _draw_source(ax, res, name: str, r, top: float):
     est, lo, hi = (cell[v].values[ok] for v in ("n_eq", "n_eq_lower", "n_eq_upper"))
     shown = np.clip(est, FLOOR, top)
     lo_s, hi_s = np.clip(lo, FLOOR, top), np.clip(np.nan_to_num(hi, nan=top, posinf=top), FLOOR, top)
-    ax.errorbar(ns[ok], shown, yerr=[np.clip(shown - lo_s, 0, None), np.clip(hi_s - shown, 0, None)], fmt="none",
-                ecolor=color, capsize=2, lw=1)
+    ax.errorbar(
+        ns[ok],
+        shown,
+        yerr=[np.clip(shown - lo_s, 0, None), np.clip(hi_s - shown, 0, None)],
+        fmt="none",
+        ecolor=color,
+        capsize=2,
+        lw=1,
+    )
     floored = ~(est > FLOOR)
     ax.plot(ns[ok][~floored], shown[~floored], source_marker(name), color=color, ms=4, label=source_label(name))
     ax.plot(ns[ok][floored], shown[floored], source_marker(name), color=color, ms=5, mfc="white")
@@ -64,8 +71,14 @@ def _draw_source(ax, res, name: str, r, top: float):
         ax.plot(grid, np.clip(q["estimate"].values, FLOOR, top), ls, color=color, lw=0.8, alpha=0.6)
     q = res._real_equivalent(int(r), grid, None, None)  # what the answer uses: the weighted laws (or the one asked)
     ax.plot(grid, np.clip(q["estimate"].values, FLOOR, top), "-", color=color, lw=2.2)
-    ax.fill_between(grid, np.clip(q["lower"].values, FLOOR, top), np.clip(np.nan_to_num(q["upper"].values, nan=top),
-                    FLOOR, top), color=color, alpha=0.12, lw=0)
+    ax.fill_between(
+        grid,
+        np.clip(q["lower"].values, FLOOR, top),
+        np.clip(np.nan_to_num(q["upper"].values, nan=top), FLOOR, top),
+        color=color,
+        alpha=0.12,
+        lw=0,
+    )
     return ns[ok], grid
 
 
@@ -89,13 +102,18 @@ def _figure(results: dict):
         ax.set_ylabel("real-image equivalent n_eq")
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    handles += [Line2D([], [], color="black", lw=2.2)] + [Line2D([], [], color="black", ls=ls, lw=0.8)
-                                                          for ls in LAW_STYLE.values()]
+    handles += [Line2D([], [], color="black", lw=2.2)] + [
+        Line2D([], [], color="black", ls=ls, lw=0.8) for ls in LAW_STYLE.values()
+    ]
     labels += ["fit used (laws weighted by held-out error), CI band"] + [f"{law} law" for law in LAW_STYLE]
-    handles += [Line2D([], [], marker="o", color="grey", mfc="white", ls="none"),
-                Line2D([], [], marker=r"$\uparrow$", color="grey", ls="none", ms=9)]
+    handles += [
+        Line2D([], [], marker="o", color="grey", mfc="white", ls="none"),
+        Line2D([], [], marker=r"$\uparrow$", color="grey", ls="none", ms=9),
+    ]
     labels += [f"n_eq <= {FLOOR:g} (no gain), on the floor line", "upper bound off the panel (unbounded)"]
     fig.legend(handles, labels, fontsize=8, loc="outside lower center", ncol=min(len(labels), 4))
-    fig.suptitle(f"real-image equivalent of synthetic images ({any_res.ci:.0%} {any_res.ci_method} CI over "
-                 f"{any_res.n_seeds} seeds)")
+    fig.suptitle(
+        f"real-image equivalent of synthetic images ({any_res.ci:.0%} {any_res.ci_method} CI over "
+        f"{any_res.n_seeds} seeds)"
+    )
     return fig

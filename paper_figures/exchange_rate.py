@@ -18,8 +18,14 @@ def rate_data(results: dict, n_synth: int | None = None) -> dict:
     for name, res in results.items():
         ns = int(res.cells["n_synth"].values.max()) if n_synth is None else int(n_synth)
         q = res.exchange_rate(res.cells["n_real"].values, ns)
-        out[name] = (q["n_real"].values, q["estimate"].values, q["lower"].values, q["upper"].values, ns,
-                     q["verdict"].values)
+        out[name] = (
+            q["n_real"].values,
+            q["estimate"].values,
+            q["lower"].values,
+            q["upper"].values,
+            ns,
+            q["verdict"].values,
+        )
     return out
 
 
@@ -29,30 +35,62 @@ def figure(results: dict, n_synth: int | None = None):
     ax = axes[0]
     offsets = np.linspace(-0.04, 0.04, len(data)) if len(data) > 1 else [0.0]  # side by side, not on top
     for off, (name, (r, est, lo, hi, ns, verdict)) in zip(offsets, data.items()):
-        x = r * 10 ** off
+        x = r * 10**off
         top = np.minimum(hi, CAP)
         shown = np.clip(est, FLOOR, CAP)
         bottom = np.maximum(lo, FLOOR)
-        ax.errorbar(x, shown, yerr=[np.clip(shown - bottom, 0, None), np.clip(top - shown, 0, None)],
-                    fmt="none", ecolor=source_color(name), capsize=3, lw=1.4)
+        ax.errorbar(
+            x,
+            shown,
+            yerr=[np.clip(shown - bottom, 0, None), np.clip(top - shown, 0, None)],
+            fmt="none",
+            ecolor=source_color(name),
+            capsize=3,
+            lw=1.4,
+        )
         # filled marker: an estimated rate; hollow: a verdict other than 'estimated' (no number to quote)
         est_ok = verdict == "estimated"
         label = f"{source_label(name)} (n_synth = {ns})"
-        ax.plot(x[est_ok], shown[est_ok], source_marker(name), color=source_color(name), ms=6,
-                label=label if est_ok.any() else None)
-        ax.plot(x[~est_ok], shown[~est_ok], source_marker(name), color=source_color(name), ms=6, mfc="white",
-                label=None if est_ok.any() else label)
+        ax.plot(
+            x[est_ok],
+            shown[est_ok],
+            source_marker(name),
+            color=source_color(name),
+            ms=6,
+            label=label if est_ok.any() else None,
+        )
+        ax.plot(
+            x[~est_ok],
+            shown[~est_ok],
+            source_marker(name),
+            color=source_color(name),
+            ms=6,
+            mfc="white",
+            label=None if est_ok.any() else label,
+        )
         for xi, yi, v in zip(x[~est_ok], shown[~est_ok], verdict[~est_ok]):
-            ax.annotate(VERDICT_TAGS.get(str(v), str(v)), (xi, yi), textcoords="offset points", xytext=(5, -3),
-                        fontsize=6, color=source_color(name))
+            ax.annotate(
+                VERDICT_TAGS.get(str(v), str(v)),
+                (xi, yi),
+                textcoords="offset points",
+                xytext=(5, -3),
+                fontsize=6,
+                color=source_color(name),
+            )
         capped = ~(hi <= CAP)
         if capped.any():
-            ax.scatter(x[capped], np.full(capped.sum(), CAP * 1.25), marker=r"$\uparrow$", color=source_color(name),
-                       s=120)
+            ax.scatter(
+                x[capped], np.full(capped.sum(), CAP * 1.25), marker=r"$\uparrow$", color=source_color(name), s=120
+            )
         floored = ~(lo >= FLOOR)
         if floored.any():
-            ax.scatter(x[floored], np.full(floored.sum(), FLOOR / 1.25), marker=r"$\downarrow$",
-                       color=source_color(name), s=120)
+            ax.scatter(
+                x[floored],
+                np.full(floored.sum(), FLOOR / 1.25),
+                marker=r"$\downarrow$",
+                color=source_color(name),
+                s=120,
+            )
     ax.axhline(1, color="grey", ls=":", lw=1)
     ax.text(min(d[0].min() for d in data.values()), 1.08, "1 synthetic = 1 real", color="grey", fontsize=7)
     ax.set_xscale("log")

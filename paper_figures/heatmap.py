@@ -22,8 +22,15 @@ def figure(cube):
             for j in range(a.shape[1]):
                 if np.isfinite(a[i, j]):
                     light = (a[i, j] - vmin) / max(vmax - vmin, 1e-9) < 0.6
-                    ax.text(j, i, f"{a[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                            color="white" if light else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{a[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if light else "black",
+                    )
         ax.set_xticks(range(cube.sizes["n_synth"]), [str(int(v)) for v in cube["n_synth"].values])
         ax.set_yticks(range(cube.sizes["n_real"]), [str(int(v)) for v in cube["n_real"].values])
         ax.set_xlabel("n_synth")

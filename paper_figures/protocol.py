@@ -29,17 +29,26 @@ def figure(table):
         for (budget, r), g in t.groupby(["budget", "n_real"]):
             pooled = np.array([v is None or not np.isfinite(v) for v in g["synth_weight"]])
             # uniform pooling draws a synthetic item with probability n_synth / (n_real + n_synth)
-            w = np.where(pooled, g["n_synth"].values / (g["n_real"].values + g["n_synth"].values),
-                         np.array([0.0 if p else v for p, v in zip(pooled, g["synth_weight"])], float))
+            w = np.where(
+                pooled,
+                g["n_synth"].values / (g["n_real"].values + g["n_synth"].values),
+                np.array([0.0 if p else v for p, v in zip(pooled, g["synth_weight"])], float),
+            )
             order = np.argsort(w)
             pooled = pooled[order]
             w, est, lo, hi = w[order], g["rho"].values[order], g["lower"].values[order], g["upper"].values[order]
-            ok = (g["verdict"].values[order] == "estimated")
+            ok = g["verdict"].values[order] == "estimated"
             top = np.where(np.isfinite(hi), hi, est * 10)
-            ax.errorbar(w, est, yerr=[np.clip(est - lo, 0, None), np.clip(top - est, 0, None)], fmt="none",
-                        ecolor=colors[r], capsize=2, lw=1)
-            ax.plot(w, est, BUDGET_STYLE.get(budget, ":"), color=colors[r], lw=1.2,
-                    label=f"{budget}, n_real = {r}")
+            ax.errorbar(
+                w,
+                est,
+                yerr=[np.clip(est - lo, 0, None), np.clip(top - est, 0, None)],
+                fmt="none",
+                ecolor=colors[r],
+                capsize=2,
+                lw=1,
+            )
+            ax.plot(w, est, BUDGET_STYLE.get(budget, ":"), color=colors[r], lw=1.2, label=f"{budget}, n_real = {r}")
             for mask, marker in ((~pooled, "o"), (pooled, "s")):
                 ax.plot(w[ok & mask], est[ok & mask], marker, color=colors[r], ms=4)
                 ax.plot(w[~ok & mask], est[~ok & mask], marker, color=colors[r], mfc="white", ms=5)
@@ -55,6 +64,7 @@ def figure(table):
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     n_synth = int(table["n_synth"].iloc[0])
-    fig.suptitle(f"exchange rate vs synthetic weight, n_synth = {n_synth}\n(hollow: verdict not 'estimated')",
-                 fontsize=10)
+    fig.suptitle(
+        f"exchange rate vs synthetic weight, n_synth = {n_synth}\n(hollow: verdict not 'estimated')", fontsize=10
+    )
     return fig

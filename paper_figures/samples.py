@@ -13,8 +13,9 @@ def figure(features, per_class: int = 6):
     s = features["samples"].values  # (source, class, k, C, H, W) in [0, 1]
     n_src, n_cls = s.shape[:2]
     k = min(per_class, s.shape[2])
-    fig, axes = plt.subplots(1, n_src, figsize=(1.9 * n_src * k / 4 + 0.5, 0.34 * n_cls + 0.9), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(
+        1, n_src, figsize=(1.9 * n_src * k / 4 + 0.5, 0.34 * n_cls + 0.9), squeeze=False, constrained_layout=True
+    )
     for ax, i in zip(axes[0], range(n_src)):
         rows = []
         for c in range(n_cls):
@@ -26,8 +27,11 @@ def figure(features, per_class: int = 6):
         ax.set_yticks(np.arange(n_cls) * h + h / 2 - 1, [str(c) for c in features["class"].values], fontsize=7)
         ax.set_xticks([])
         ax.set_title(source_label(str(features["source"].values[i])), fontsize=9)
-    fig.suptitle(f"pool images per class (n_real = {features.attrs.get('sample_n_real')}, "
-                 f"seed {features.attrs.get('sample_seed')})", fontsize=10)
+    fig.suptitle(
+        f"pool images per class (n_real = {features.attrs.get('sample_n_real')}, "
+        f"seed {features.attrs.get('sample_seed')})",
+        fontsize=10,
+    )
     return fig
 
 

@@ -48,8 +48,17 @@ def figure(cube, budgets=None):
             half = np.array([s["base" if b == 0 else src][1] for s, b in zip(stats_, budgets)])
             lo, hi = np.clip(mean - half, 0, 1), np.clip(mean + half, 0, 1)
             x = np.arange(len(budgets)) + off
-            ax.errorbar(x, mean, yerr=[np.nan_to_num(mean - lo), np.nan_to_num(hi - mean)], fmt=source_marker(src),
-                        color=source_color(src), ms=5, capsize=2, lw=1, label=source_label(src))
+            ax.errorbar(
+                x,
+                mean,
+                yerr=[np.nan_to_num(mean - lo), np.nan_to_num(hi - mean)],
+                fmt=source_marker(src),
+                color=source_color(src),
+                ms=5,
+                capsize=2,
+                lw=1,
+                label=source_label(src),
+            )
         ax.set_xticks(np.arange(len(budgets)), [str(b) for b in budgets])
         ax.set_xlabel("images added (0: base set alone)")
         ax.set_ylabel("test accuracy (mean, 95% CI over seeds)")

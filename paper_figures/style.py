@@ -19,8 +19,12 @@ SOURCE_STYLE = {
     "retrieval": ("#009E73", "D"),
 }
 LAW_STYLE = {"effective": "-", "wang": "--", "saturating": "-."}
-LABELS = {"real": "real (reference)", "closed_set": "closed-set diffusion", "open_set": "open-set diffusion",
-          "retrieval": "retrieval"}
+LABELS = {
+    "real": "real (reference)",
+    "closed_set": "closed-set diffusion",
+    "open_set": "open-set diffusion",
+    "retrieval": "retrieval",
+}
 
 
 def source_color(source: str) -> str:
@@ -39,13 +43,15 @@ def source_label(source: str) -> str:
 MAX_COLUMNS = 3  # wider rows do not fit a page: five base sizes make two rows, not a 4200-px strip
 
 
-def new_figure(n_panels: int, *, width: float = 4.2, height: float = 3.4, sharey: bool = True,
-               max_columns: int = MAX_COLUMNS):
+def new_figure(
+    n_panels: int, *, width: float = 4.2, height: float = 3.4, sharey: bool = True, max_columns: int = MAX_COLUMNS
+):
     """A grid of ``n_panels`` axes, at most ``max_columns`` per row; returns (figure, the used axes in order)."""
     ncols = max(1, min(n_panels, max_columns))
     nrows = -(-n_panels // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), sharey=sharey, squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(width * ncols, height * nrows), sharey=sharey, squeeze=False, constrained_layout=True
+    )
     flat = list(axes.ravel())
     for ax in flat[n_panels:]:
         ax.set_visible(False)

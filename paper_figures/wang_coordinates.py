@@ -34,8 +34,15 @@ def _figure(results: dict):
             lo = np.clip(cell["n_eq_lower"].values[ok] / r, FLOOR, None)
             hi = np.nan_to_num(cell["n_eq_upper"].values[ok] / r, nan=np.nanmax(y) * 10, posinf=np.nanmax(y) * 10)
             shown = np.clip(y, FLOOR, None)
-            ax.errorbar(x, shown, yerr=[np.clip(shown - lo, 0, None), np.clip(hi - shown, 0, None)], fmt="none",
-                        ecolor=color, capsize=2, lw=1)
+            ax.errorbar(
+                x,
+                shown,
+                yerr=[np.clip(shown - lo, 0, None), np.clip(hi - shown, 0, None)],
+                fmt="none",
+                ecolor=color,
+                capsize=2,
+                lw=1,
+            )
             floored = ~(y > FLOOR)
             ax.plot(x[~floored], shown[~floored], "o", color=color, ms=4, label=f"n_base = {int(r)}")
             ax.plot(x[floored], shown[floored], "o", color=color, mfc="white", ms=5)

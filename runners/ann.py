@@ -29,8 +29,15 @@ def normalised(rows: np.ndarray) -> np.ndarray:
     return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
 
 
-def build_index(embeddings: np.ndarray, kind: str = "flat", *, nlist: int | None = None, hnsw_m: int = 32,
-                train_size: int = 100_000, seed: int = 0) -> faiss.Index:
+def build_index(
+    embeddings: np.ndarray,
+    kind: str = "flat",
+    *,
+    nlist: int | None = None,
+    hnsw_m: int = 32,
+    train_size: int = 100_000,
+    seed: int = 0,
+) -> faiss.Index:
     """An inner-product index over the normalised rows of ``embeddings`` (an array or a memory map)."""
     n, d = embeddings.shape
     if kind == "flat":
@@ -45,7 +52,7 @@ def build_index(embeddings: np.ndarray, kind: str = "flat", *, nlist: int | None
     else:
         raise ValueError(f"index: unknown index {kind!r}; choose from {INDEX_KINDS}")
     for i in range(0, n, ADD_CHUNK):
-        index.add(normalised(embeddings[i:i + ADD_CHUNK]))
+        index.add(normalised(embeddings[i : i + ADD_CHUNK]))
     return index
 
 
@@ -65,15 +72,20 @@ def cached_index(embeddings_path: str, kind: str, params: dict) -> faiss.Index:
     """The index of an embeddings file, built on first use and then read from the node's cache."""
     path = Path(embeddings_path)
     st = path.stat()
-    key = hashlib.sha256(json.dumps({"file": str(path.resolve()), "size": st.st_size, "mtime": st.st_mtime_ns,
-                                     "kind": kind, **params}, sort_keys=True).encode()).hexdigest()[:20]
+    key = hashlib.sha256(
+        json.dumps(
+            {"file": str(path.resolve()), "size": st.st_size, "mtime": st.st_mtime_ns, "kind": kind, **params},
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:20]
     target = cache_root().parent / "indexes" / f"{path.stem}-{kind}-{key}.faiss"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(target) + ".lock"):
             if not target.exists():
-                index = build_index(np.load(path, mmap_mode="r"), kind,
-                                    **{k: v for k, v in params.items() if k in ("nlist", "hnsw_m")})
+                index = build_index(
+                    np.load(path, mmap_mode="r"), kind, **{k: v for k, v in params.items() if k in ("nlist", "hnsw_m")}
+                )
                 tmp = target.with_suffix(f".tmp-{os.getpid()}")
                 faiss.write_index(index, str(tmp))
                 tmp.replace(target)

@@ -16,12 +16,16 @@ from runners.pools import is_prepared, load_pool, load_quality_arrays, pool_path
 from runners.quality import FEATURES_KEPT, judge_outputs, judge_path
 from scaling.cube import STATUS_DONE, STATUS_FAILED, empty_cube, unpack_correct_hex, write_netcdf
 
-POOL_VARS = {"pool_label_accuracy": ("label_accuracy", "judge classifier's agreement with the pool's labels", "1"),
-             "pool_frechet_distance": ("frechet_distance", "Frechet distance pool vs real test images, judge features",
-                                       "1"),
-             "pool_label_noise": ("label_noise", "fraction of retrieved images whose query label is wrong", "1"),
-             "pool_domain_accuracy": ("domain_accuracy", "balanced accuracy of a linear real-vs-pool classifier "
-                                                         "on judge features (0.5: indistinguishable)", "1")}
+POOL_VARS = {
+    "pool_label_accuracy": ("label_accuracy", "judge classifier's agreement with the pool's labels", "1"),
+    "pool_frechet_distance": ("frechet_distance", "Frechet distance pool vs real test images, judge features", "1"),
+    "pool_label_noise": ("label_noise", "fraction of retrieved images whose query label is wrong", "1"),
+    "pool_domain_accuracy": (
+        "domain_accuracy",
+        "balanced accuracy of a linear real-vs-pool classifier on judge features (0.5: indistinguishable)",
+        "1",
+    ),
+}
 SAMPLES_PER_CLASS = 8  # images per class and source kept for the sample grid (first n_real, first seed)
 
 
@@ -72,9 +76,19 @@ def assemble_cube(cfg, failed: set[str], provenance: dict):
     """The cube from the ledger (the source of truth); n_synth=0 results fill every source."""
     data, test_idx = dataset_of(cfg)
     RunFolder(cfg).fetch_tree(cfg.run_dir / "ledger")  # a remote run folder: entries written on other nodes
-    cube = empty_cube(cfg.sources, cfg.n_real, cfg.n_synth, cfg.seeds, dataset=cfg.dataset["name"],
-                      n_test=len(test_idx), classes=data.classes, provenance=provenance, per_class=True,
-                      test_items=True, protocols=cfg.protocol_labels() if cfg.multi_protocol else None)
+    cube = empty_cube(
+        cfg.sources,
+        cfg.n_real,
+        cfg.n_synth,
+        cfg.seeds,
+        dataset=cfg.dataset["name"],
+        n_test=len(test_idx),
+        classes=data.classes,
+        provenance=provenance,
+        per_class=True,
+        test_items=True,
+        protocols=cfg.protocol_labels() if cfg.multi_protocol else None,
+    )
     cube.attrs["protocol"] = json.dumps(cfg.protocol())
     if cfg.design is not None:  # cells outside a replace design stay pending: they are never run
         cube.attrs["design"] = json.dumps([list(c) for c in cfg.design])
@@ -102,7 +116,7 @@ def _samples(cfg, data) -> np.ndarray:
             xs, ys, _ = load_pool(cfg, src, cfg.n_real[0], cfg.seeds[0], max(cfg.n_synth))
             for c in range(len(data.classes)):
                 pick = xs[ys == c][:per_class]
-                samples[i, c, :len(pick)] = pick
+                samples[i, c, : len(pick)] = pick
     return samples
 
 
@@ -112,7 +126,7 @@ def write_features(cfg) -> Path | None:
     if max(cfg.n_synth) == 0 or not RunFolder(cfg).fetch(judge_path(cfg)):
         return None
     data, test_idx = dataset_of(cfg)
-    real_idx = test_idx[:FEATURES_KEPT * 2]
+    real_idx = test_idx[: FEATURES_KEPT * 2]
     real_feats, _ = judge_outputs(cfg, data.images[real_idx])
     dims = (len(cfg.sources), len(cfg.n_real), len(cfg.seeds))
     feats = np.full(dims + (FEATURES_KEPT, real_feats.shape[1]), np.nan, np.float32)
@@ -127,16 +141,26 @@ def write_features(cfg) -> Path | None:
                     feats[i, j, k, :m], labels[i, j, k, :m] = q["features"], q["labels"]
                     direction[i, j, k] = q["domain_direction"]
     ds = xr.Dataset(
-        {"features": (("source", "n_real", "seed", "item", "feature"), feats),
-         "labels": (("source", "n_real", "seed", "item"), labels),
-         "domain_direction": (("source", "n_real", "seed", "feature"), direction),
-         "real_features": (("real_item", "feature"), real_feats.astype(np.float32)),
-         "real_labels": (("real_item",), data.labels[real_idx]),
-         "samples": (("source", "class", "k", "channel", "y", "x"), _samples(cfg, data))},
-        coords={"source": list(cfg.sources), "n_real": list(cfg.n_real), "seed": list(cfg.seeds),
-                "class": list(data.classes)},
-        attrs={"description": "penultimate features of the judge classifier (trained on all non-test real images); "
-                              "real_features are test images; samples: pool images per class at the first n_real and seed",
-               "classes": json.dumps(data.classes), "sample_n_real": int(cfg.n_real[0]),
-               "sample_seed": int(cfg.seeds[0])})
+        {
+            "features": (("source", "n_real", "seed", "item", "feature"), feats),
+            "labels": (("source", "n_real", "seed", "item"), labels),
+            "domain_direction": (("source", "n_real", "seed", "feature"), direction),
+            "real_features": (("real_item", "feature"), real_feats.astype(np.float32)),
+            "real_labels": (("real_item",), data.labels[real_idx]),
+            "samples": (("source", "class", "k", "channel", "y", "x"), _samples(cfg, data)),
+        },
+        coords={
+            "source": list(cfg.sources),
+            "n_real": list(cfg.n_real),
+            "seed": list(cfg.seeds),
+            "class": list(data.classes),
+        },
+        attrs={
+            "description": "penultimate features of the judge classifier (trained on all non-test real images); "
+            "real_features are test images; samples: pool images per class at the first n_real and seed",
+            "classes": json.dumps(data.classes),
+            "sample_n_real": int(cfg.n_real[0]),
+            "sample_seed": int(cfg.seeds[0]),
+        },
+    )
     return write_netcdf(ds, cfg.run_dir / "features.nc")

@@ -55,8 +55,9 @@ def classifier_rate(cfg, shape) -> tuple[str, float, str]:
     y = rng.integers(0, 10, 2 * bs)
 
     def run(steps: int) -> None:
-        train_classifier(x, y, x[:2], y[:2], 10, recipe=recipe, width=width, steps=steps, batch_size=bs,
-                         flip=bool(clf.get("flip")))
+        train_classifier(
+            x, y, x[:2], y[:2], 10, recipe=recipe, width=width, steps=steps, batch_size=bs, flip=bool(clf.get("flip"))
+        )
 
     return f"classifier/{recipe}/w{width}/{shape_key(shape)}", _timed(run, bs), f"batch {bs}"
 
@@ -75,11 +76,14 @@ def generator_rates(hp: dict, shape) -> list[tuple[str, float, str]]:
     model, _ = train_diffusion(x, y, 10, {**timed_hp, "train_steps": 1}, seed=0)
     n_sample = 16 if not gpu else 256
     sample_hp = {**hp, "sample_batch": n_sample}  # whole batches of the timed size
-    sample_rate = _timed(lambda n: sample_diffusion(model, np.arange(n_sample * n) % 10, 10, sample_hp, seed=0),
-                         n_sample)
+    sample_rate = _timed(
+        lambda n: sample_diffusion(model, np.arange(n_sample * n) % 10, 10, sample_hp, seed=0), n_sample
+    )
     note = f"timed at batch {bs}" + ("" if bs == hp["batch_size"] else f", scaled to the preset's {hp['batch_size']}")
-    return [(f"generator_train/{levels}/{shape_key(shape)}", train_rate, note),
-            (f"generator_sample/{levels}/{shape_key(shape)}", sample_rate, f"{hp['sample_steps']} steps, guidance")]
+    return [
+        (f"generator_train/{levels}/{shape_key(shape)}", train_rate, note),
+        (f"generator_sample/{levels}/{shape_key(shape)}", sample_rate, f"{hp['sample_steps']} steps, guidance"),
+    ]
 
 
 def search_rate() -> tuple[str, float, str]:

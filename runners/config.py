@@ -30,14 +30,33 @@ class ConfigError(ValueError):
 
 # every key a nested section may hold: anything else is refused (a typo like gpu_per_trial would otherwise be
 # ignored and silently run a GPU config on CPU)
-CLASSIFIER_KEYS = ("recipe", "steps", "batch_size", "lr", "weight_decay", "label_smoothing", "width", "device", "flip",
-                   "precision",
-                   "budget", "epochs", "max_steps", "synth_weight", "tuned_recipe")
+CLASSIFIER_KEYS = (
+    "recipe",
+    "steps",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "label_smoothing",
+    "width",
+    "device",
+    "flip",
+    "precision",
+    "budget",
+    "epochs",
+    "max_steps",
+    "synth_weight",
+    "tuned_recipe",
+)
 BUDGETS = ("steps", "epochs")
 PROTOCOL_DEFAULTS = {"budget": "steps", "epochs": 30, "max_steps": 2000, "synth_weight": None, "tuned_recipe": None}
 RESOURCE_KEYS = ("cpus_per_trial", "gpus_per_trial", "gpus_per_source_job", "num_cpus")
-DATASET_KEYS = {"digits": ("name",), "cifar10": ("name", "root"), "cifar100": ("name", "root"),
-                "medmnist": ("name", "path"), "imagefolder": ("name", "root", "image_size")}
+DATASET_KEYS = {
+    "digits": ("name",),
+    "cifar10": ("name", "root"),
+    "cifar100": ("name", "root"),
+    "medmnist": ("name", "path"),
+    "imagefolder": ("name", "root", "image_size"),
+}
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -63,8 +82,9 @@ def _known_keys(value, fieldname: str, known) -> dict:
     _require(value is None or isinstance(value, dict), fieldname, f"must be a mapping, got {value!r}")
     value = {k: v for k, v in (value or {}).items() if v is not None}
     unknown = sorted(map(str, set(value) - set(known)))
-    _require(not unknown, f"{fieldname}.{unknown[0]}" if unknown else fieldname,
-             f"unknown key (known: {', '.join(known)})")
+    _require(
+        not unknown, f"{fieldname}.{unknown[0]}" if unknown else fieldname, f"unknown key (known: {', '.join(known)})"
+    )
     return value
 
 
@@ -75,8 +95,11 @@ def _number(value, fieldname: str, *, integer: bool = False, low=None, high=None
     _require(ok and not isinstance(value, bool), fieldname, f"must be {kind}, got {value!r}")
     _require(math.isfinite(value), fieldname, f"must be finite, got {value!r}")
     if low is not None:
-        _require(value > low if low_open else value >= low, fieldname,
-                 f"must be {'>' if low_open else '>='} {low}, got {value!r}")
+        _require(
+            value > low if low_open else value >= low,
+            fieldname,
+            f"must be {'>' if low_open else '>='} {low}, got {value!r}",
+        )
     if high is not None:
         _require(value <= high, fieldname, f"must be <= {high}, got {value!r}")
     return value
@@ -84,8 +107,11 @@ def _number(value, fieldname: str, *, integer: bool = False, low=None, high=None
 
 def _check_classifier(raw) -> dict:
     clf = _known_keys(raw, "classifier", CLASSIFIER_KEYS)
-    _require(clf.get("recipe", "small_cnn") in RECIPES, "classifier.recipe",
-             f"unknown recipe {clf.get('recipe')!r}; choose from {RECIPES}")
+    _require(
+        clf.get("recipe", "small_cnn") in RECIPES,
+        "classifier.recipe",
+        f"unknown recipe {clf.get('recipe')!r}; choose from {RECIPES}",
+    )
     for key in ("batch_size", "width"):
         if key in clf:
             _number(clf[key], f"classifier.{key}", integer=True, low=1)
@@ -100,12 +126,18 @@ def _check_classifier(raw) -> dict:
     if "flip" in clf:
         _require(isinstance(clf["flip"], bool), "classifier.flip", f"must be true or false, got {clf['flip']!r}")
     if clf.get("precision") is not None:
-        _require(clf["precision"] in PRECISIONS, "classifier.precision",
-                 f"choose one of {PRECISIONS} (unset: bf16 on CUDA, fp32 on CPU), got {clf['precision']!r}")
+        _require(
+            clf["precision"] in PRECISIONS,
+            "classifier.precision",
+            f"choose one of {PRECISIONS} (unset: bf16 on CUDA, fp32 on CPU), got {clf['precision']!r}",
+        )
     budgets = clf.get("budget", "steps")
     budgets = budgets if isinstance(budgets, list) else [budgets]
-    _require(budgets and all(b in BUDGETS for b in budgets) and len(set(budgets)) == len(budgets), "classifier.budget",
-             f"must be one of {BUDGETS} or a list of them without repeats, got {clf.get('budget')!r}")
+    _require(
+        budgets and all(b in BUDGETS for b in budgets) and len(set(budgets)) == len(budgets),
+        "classifier.budget",
+        f"must be one of {BUDGETS} or a list of them without repeats, got {clf.get('budget')!r}",
+    )
     if "epochs" in clf:
         _number(clf["epochs"], "classifier.epochs", low=0, low_open=True, high=1e6)
     if "max_steps" in clf:
@@ -116,16 +148,25 @@ def _check_classifier(raw) -> dict:
         if w is not None:
             _number(w, "classifier.synth_weight", low=0, high=1, low_open=True)
             _require(w < 1, "classifier.synth_weight", f"must be < 1 (a batch needs some real images), got {w!r}")
-    _require(len(set(weights)) == len(weights) and weights, "classifier.synth_weight",
-             f"has duplicates: {clf.get('synth_weight')!r}")
+    _require(
+        len(set(weights)) == len(weights) and weights,
+        "classifier.synth_weight",
+        f"has duplicates: {clf.get('synth_weight')!r}",
+    )
     if "tuned_recipe" in clf:
         clf["tuned_recipe"] = _tuned_recipe(clf["tuned_recipe"])
-        _require("lr" not in clf and "weight_decay" not in clf, "classifier.tuned_recipe",
-                 "sets lr and weight_decay per training-set size: remove classifier.lr / weight_decay")
+        _require(
+            "lr" not in clf and "weight_decay" not in clf,
+            "classifier.tuned_recipe",
+            "sets lr and weight_decay per training-set size: remove classifier.lr / weight_decay",
+        )
     if clf.get("device") is not None:
         dev = clf["device"]
-        _require(isinstance(dev, str) and re.fullmatch(r"cpu|cuda(:\d+)?", dev) is not None, "classifier.device",
-                 f"must be 'cpu', 'cuda' or 'cuda:N', got {dev!r}")
+        _require(
+            isinstance(dev, str) and re.fullmatch(r"cpu|cuda(:\d+)?", dev) is not None,
+            "classifier.device",
+            f"must be 'cpu', 'cuda' or 'cuda:N', got {dev!r}",
+        )
     return clf
 
 
@@ -142,8 +183,11 @@ def _tuned_recipe(value) -> dict:
     _require(isinstance(value, dict) and value, field_name, "must hold a non-empty 'sizes' table")
     table = {}
     for size, entry in value.items():
-        _require(str(size).isdigit() and int(size) > 0 and isinstance(entry, dict), field_name,
-                 f"size {size!r}: expected a positive size mapped to {{lr, weight_decay}}")
+        _require(
+            str(size).isdigit() and int(size) > 0 and isinstance(entry, dict),
+            field_name,
+            f"size {size!r}: expected a positive size mapped to {{lr, weight_decay}}",
+        )
         lr = _number(entry.get("lr"), f"{field_name}.{size}.lr", low=0, low_open=True, high=10)
         wd = _number(entry.get("weight_decay"), f"{field_name}.{size}.weight_decay", low=0, high=10)
         table[str(int(size))] = {"lr": float(lr), "weight_decay": float(wd)}
@@ -192,6 +236,7 @@ class SweepConfig:
 
         def in_design(r, s):
             return planned is None or (r, s) in planned
+
         settings = [(b, w) for b in self.budgets for w in self.synth_weights] if self.multi_protocol else [None]
         for r in self.n_real:
             for seed in self.seeds:
@@ -206,8 +251,15 @@ class SweepConfig:
                             continue
                         for s in self.n_synth:
                             if s > 0 and in_design(r, s):
-                                out.append({"source": src, "n_real": r, "n_synth": s, "seed": seed,
-                                            **(base_tag if src == "real" else tag)})
+                                out.append(
+                                    {
+                                        "source": src,
+                                        "n_real": r,
+                                        "n_synth": s,
+                                        "seed": seed,
+                                        **(base_tag if src == "real" else tag),
+                                    }
+                                )
         return out
 
     def pool_bases(self) -> list[int]:
@@ -259,8 +311,10 @@ class SweepConfig:
     def trial_resources(self) -> dict:
         """What one trial asks Ray for: ``{"CPU": cpus_per_trial, "GPU": gpus_per_trial}`` (a fraction packs
         trials on one GPU). The sweep and the dry run both read it."""
-        return {"CPU": float(self.resources.get("cpus_per_trial", 1)),
-                "GPU": float(self.resources.get("gpus_per_trial") or 0)}
+        return {
+            "CPU": float(self.resources.get("cpus_per_trial", 1)),
+            "GPU": float(self.resources.get("gpus_per_trial") or 0),
+        }
 
     @property
     def source_job_resources(self) -> dict:
@@ -285,23 +339,34 @@ class SweepConfig:
     def protocol(self) -> dict:
         """The training protocol as recorded in the cube attrs and printed in the report."""
         clf = self.classifier
-        return {"precision": self.precision, "mode": "add" if self.replace is None else
-                f"replace (budgets {self.replace['budgets']}, replaced {self.replace['replaced']})", "budget": self.budgets if self.multi_protocol else self.budgets[0],
-                "steps": int(clf.get("steps", 300)), "epochs": float(clf.get("epochs", PROTOCOL_DEFAULTS["epochs"])),
-                "max_steps": int(clf.get("max_steps", PROTOCOL_DEFAULTS["max_steps"])),
-                "synth_weight": self.synth_weights if self.multi_protocol else self.synth_weights[0],
-                "batch_size": int(clf.get("batch_size", 64)),
-                "sampling": "uniform over real + synthetic images" if self.synth_weights == [None] else
-                            "a batch item is synthetic with probability synth_weight (None: uniform pooling)",
-                "recipe": {"tuned per training-set size": clf["tuned_recipe"]} if clf.get("tuned_recipe") else
-                          "one lr and weight_decay for every size"}
+        return {
+            "precision": self.precision,
+            "mode": "add"
+            if self.replace is None
+            else f"replace (budgets {self.replace['budgets']}, replaced {self.replace['replaced']})",
+            "budget": self.budgets if self.multi_protocol else self.budgets[0],
+            "steps": int(clf.get("steps", 300)),
+            "epochs": float(clf.get("epochs", PROTOCOL_DEFAULTS["epochs"])),
+            "max_steps": int(clf.get("max_steps", PROTOCOL_DEFAULTS["max_steps"])),
+            "synth_weight": self.synth_weights if self.multi_protocol else self.synth_weights[0],
+            "batch_size": int(clf.get("batch_size", 64)),
+            "sampling": "uniform over real + synthetic images"
+            if self.synth_weights == [None]
+            else "a batch item is synthetic with probability synth_weight (None: uniform pooling)",
+            "recipe": {"tuned per training-set size": clf["tuned_recipe"]}
+            if clf.get("tuned_recipe")
+            else "one lr and weight_decay for every size",
+        }
 
     def fixed_fields(self) -> dict:
         """What every cell of a run folder shares and must not change when the run is extended: everything the
         fingerprint hashes except the grid (``GRID_FIELDS``) and the sources' options (each cell's fingerprint
         holds its own source's options)."""
-        keep = {k: v for k, v in asdict(self).items()
-                if k not in ("storage", "resources", "max_failures", "name", "source_options", *GRID_FIELDS)}
+        keep = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ("storage", "resources", "max_failures", "name", "source_options", *GRID_FIELDS)
+        }
         keep.pop("design", None)  # follows from the grid (replace runs keep `replace` itself fixed)
         if self.replace is None:
             keep.pop("replace", None)
@@ -350,8 +415,10 @@ def check_target(cfg, target: tuple[str, int, int]) -> None:
     if source == REFERENCE or source not in cfg.sources:
         raise ConfigError(f"--target: {source!r} is not a synthetic source of this config ({list(cfg.sources)})")
     if n_real not in cfg.n_real or n_synth not in cfg.n_synth or n_synth == 0:
-        raise ConfigError(f"--target: ({n_real}, {n_synth}) is not a cell of the grid (n_real {list(cfg.n_real)}, "
-                          f"n_synth {list(cfg.n_synth)}, n_synth > 0)")
+        raise ConfigError(
+            f"--target: ({n_real}, {n_synth}) is not a cell of the grid (n_real {list(cfg.n_real)}, "
+            f"n_synth {list(cfg.n_synth)}, n_synth > 0)"
+        )
 
 
 def _resolved_precision(fields: dict, precision: str) -> None:
@@ -425,8 +492,11 @@ def test_count(name: str, test_fraction: float) -> int:
 def check_dataset_spec(ds, fieldname: str) -> None:
     """A dataset mapping: known name, known keys, and the local file or folder it needs exists."""
     _require(isinstance(ds, dict) and "name" in ds, fieldname, "must be a mapping with a 'name'")
-    _require(isinstance(ds["name"], str) and ds["name"] in DATASETS, f"{fieldname}.name",
-             f"unknown dataset {ds['name']!r}; choose from {DATASETS}")
+    _require(
+        isinstance(ds["name"], str) and ds["name"] in DATASETS,
+        f"{fieldname}.name",
+        f"unknown dataset {ds['name']!r}; choose from {DATASETS}",
+    )
     _known_keys(ds, fieldname, DATASET_KEYS[ds["name"]])
     if "image_size" in ds:
         _number(ds["image_size"], f"{fieldname}.image_size", integer=True, low=4, high=1024)
@@ -447,8 +517,11 @@ def _check_layout(ds: dict, path: Path, fieldname: str) -> None:
         missing = [f for f in need if not (base / f).is_file()]
         _require_file(not missing, fieldname, f"{base} lacks {', '.join(missing)} (the CIFAR python-pickle layout)")
     elif ds["name"] == "imagefolder":
-        _require_file(path.is_dir() and any(p.is_dir() for p in path.iterdir()), fieldname,
-                 f"{path} has no class folders (ImageFolder layout: root/<class>/<image>)")
+        _require_file(
+            path.is_dir() and any(p.is_dir() for p in path.iterdir()),
+            fieldname,
+            f"{path} has no class folders (ImageFolder layout: root/<class>/<image>)",
+        )
     elif ds["name"] == "medmnist":
         _require_file(path.is_file() and path.suffix == ".npz", fieldname, f"{path} is not a MedMNIST .npz file")
 
@@ -469,7 +542,9 @@ def apply_settings(raw: dict, settings) -> dict:
     out = json.loads(json.dumps(raw, default=str)) if settings else raw  # a deep copy: the caller's dict is kept
     for item in settings or ():
         key, sep, text = str(item).partition("=")
-        _require(sep == "=" and key.strip() != "", "--set", f"expected KEY=VALUE (e.g. classifier.steps=20), got {item!r}")
+        _require(
+            sep == "=" and key.strip() != "", "--set", f"expected KEY=VALUE (e.g. classifier.steps=20), got {item!r}"
+        )
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -478,8 +553,11 @@ def apply_settings(raw: dict, settings) -> dict:
         node = out
         for depth, part in enumerate(parents):
             node = node.setdefault(part, {})
-            _require(isinstance(node, dict), "--set " + key,
-                     f"{'.'.join(parents[:depth + 1])} is not a mapping, so it has no field {leaf!r}")
+            _require(
+                isinstance(node, dict),
+                "--set " + key,
+                f"{'.'.join(parents[: depth + 1])} is not a mapping, so it has no field {leaf!r}",
+            )
         node[leaf] = value
     return out
 
@@ -510,9 +588,11 @@ def load_config(source, settings=(), **overrides) -> SweepConfig:
     _require(not unknown, unknown[0] if unknown else "", f"unknown field (known: {sorted(known)})")
     for key in ("name", "dataset", "sources", "n_real", "n_synth", "seeds"):
         _require(key in raw, key, "is required")
-    _require(isinstance(raw["name"], str) and NAME_PATTERN.match(raw["name"]) is not None, "name",
-             f"must be a plain folder name (letters, digits, '.', '_', '-'; no '/' or leading '.'), "
-             f"got {raw['name']!r}")
+    _require(
+        isinstance(raw["name"], str) and NAME_PATTERN.match(raw["name"]) is not None,
+        "name",
+        f"must be a plain folder name (letters, digits, '.', '_', '-'; no '/' or leading '.'), got {raw['name']!r}",
+    )
     storage = raw.get("storage", "runs")
     _require(isinstance(storage, str) and storage.strip() != "", "storage", f"must be a path, got {storage!r}")
     if is_uri(storage):  # an object store (s3://, gs://, ...) or file://; checked without connecting
@@ -526,8 +606,12 @@ def load_config(source, settings=(), **overrides) -> SweepConfig:
     _require("\x00" not in storage, "storage", f"{storage!r} holds a NUL byte: not a path")
     # 's3:/bucket/runs' (one slash) is a typo for a URI, not a local folder named 's3:'
     one_slash = re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/(?!/)", storage)
-    _require(one_slash is None, "storage", f"{storage!r} looks like a URI with one slash; write "
-             f"{re.sub(':/', '://', storage, count=1)!r} (or ./ before a local folder whose name has a colon)")
+    _require(
+        one_slash is None,
+        "storage",
+        f"{storage!r} looks like a URI with one slash; write "
+        f"{re.sub(':/', '://', storage, count=1)!r} (or ./ before a local folder whose name has a colon)",
+    )
     _require(not _is_file(storage), "storage", f"{storage} is a file, not a folder")
     ds = raw["dataset"]
     check_dataset_spec(ds, "dataset")
@@ -548,30 +632,50 @@ def load_config(source, settings=(), **overrides) -> SweepConfig:
     clf = _check_classifier(raw.get("classifier"))
     res = _check_resources(raw.get("resources"))
     if str(clf.get("device") or "").startswith("cuda"):
-        _require(float(res.get("gpus_per_trial") or 0) > 0, "classifier.device",
-                 "'cuda' needs resources.gpus_per_trial > 0 (Ray gives a trial no GPU otherwise)")
+        _require(
+            float(res.get("gpus_per_trial") or 0) > 0,
+            "classifier.device",
+            "'cuda' needs resources.gpus_per_trial > 0 (Ray gives a trial no GPU otherwise)",
+        )
     mf = raw.get("max_failures", 2)
     _number(mf, "max_failures", integer=True, low=0, high=100)
     size = DATASET_SIZES.get(ds["name"])
     if size is not None:
         available = size - test_count(ds["name"], tf)
         need = max(n_real) + (max(n_synth) if "real" in sources else 0)
-        _require(need <= available, "n_synth" if "real" in sources and max(n_synth) else "n_real",
-                 f"max(n_real) + max(n_synth) = {need} exceeds the {available} non-test images of {ds['name']}")
+        _require(
+            need <= available,
+            "n_synth" if "real" in sources and max(n_synth) else "n_real",
+            f"max(n_real) + max(n_synth) = {need} exceeds the {available} non-test images of {ds['name']}",
+        )
     source_options = _source_options(raw, sources, ds, n_real, n_synth, tf)
     replace, design = raw.get("replace"), raw.get("design")
-    _require((replace is None) == (design is None), "design",
-             "is derived from protocol: replace (set protocol, n_real and n_synth instead)")
+    _require(
+        (replace is None) == (design is None),
+        "design",
+        "is derived from protocol: replace (set protocol, n_real and n_synth instead)",
+    )
     if replace is None:  # a SweepConfig passed back in carries its replace design already expanded
         n_real, n_synth, replace, design = _protocol_design(raw.get("protocol", "add"), n_real, n_synth)
     elif raw.get("protocol", "replace") != "replace":
         raise ConfigError("protocol: a config with a replace design cannot switch protocol")
     # absolute: Ray workers run in their own working directories
-    return SweepConfig(name=raw["name"], dataset=ds, sources=tuple(sources), n_real=tuple(n_real),
-                       n_synth=tuple(n_synth), seeds=tuple(seeds), classifier=clf, resources=res,
-                       storage=storage if is_uri(storage) else str(Path(storage).resolve()), test_fraction=float(tf),
-                       max_failures=mf, source_options=source_options, replace=replace,
-                       design=None if design is None else tuple(tuple(map(int, c)) for c in design))
+    return SweepConfig(
+        name=raw["name"],
+        dataset=ds,
+        sources=tuple(sources),
+        n_real=tuple(n_real),
+        n_synth=tuple(n_synth),
+        seeds=tuple(seeds),
+        classifier=clf,
+        resources=res,
+        storage=storage if is_uri(storage) else str(Path(storage).resolve()),
+        test_fraction=float(tf),
+        max_failures=mf,
+        source_options=source_options,
+        replace=replace,
+        design=None if design is None else tuple(tuple(map(int, c)) for c in design),
+    )
 
 
 def _protocol_design(protocol, n_real: list[int], n_synth: list[int]):
@@ -584,10 +688,17 @@ def _protocol_design(protocol, n_real: list[int], n_synth: list[int]):
         return n_real, n_synth, None, None
     replaced = [k for k in n_synth if k > 0]
     _require(replaced, "n_synth", "protocol: replace needs at least one positive number of replaced images")
-    _require(max(replaced) < min(n_real), "n_synth", f"protocol: replace keeps at least one real image: every "
-             f"replaced count must be below every budget, got n_synth {n_synth} with n_real {n_real}")
-    design = {(n, 0) for n in n_real} | {(n - k, k) for n in n_real for k in replaced} | \
-             {(n - k, 0) for n in n_real for k in replaced}
+    _require(
+        max(replaced) < min(n_real),
+        "n_synth",
+        f"protocol: replace keeps at least one real image: every "
+        f"replaced count must be below every budget, got n_synth {n_synth} with n_real {n_real}",
+    )
+    design = (
+        {(n, 0) for n in n_real}
+        | {(n - k, k) for n in n_real for k in replaced}
+        | {(n - k, 0) for n in n_real for k in replaced}
+    )
     grid_r = sorted({r for r, _ in design})
     return grid_r, sorted({0, *replaced}), {"budgets": list(n_real), "replaced": replaced}, sorted(design)
 
@@ -607,22 +718,31 @@ def _source_options(raw: dict, sources: list[str], ds: dict, n_real: list[int], 
             _require_file(False, "source_options.open_set.pipeline", str(exc))
     clip_dir = (opts.get("retrieval") or {}).get("clip_dir")
     if clip_dir is not None:
-        _require_file((Path(clip_dir) / "config.json").exists(), "source_options.retrieval.clip_dir",
-                 f"{clip_dir} is not a CLIP model folder (no config.json)")
+        _require_file(
+            (Path(clip_dir) / "config.json").exists(),
+            "source_options.retrieval.clip_dir",
+            f"{clip_dir} is not a CLIP model folder (no config.json)",
+        )
     if (opts.get("retrieval") or {}).get("encoder") == "clip":
         _require(clip_dir is not None, "source_options.retrieval.clip_dir", "is required when encoder is 'clip'")
     for key in ("embeddings", "images"):
         path = (opts.get("retrieval") or {}).get(key)
         if path is not None:
             _require(isinstance(path, str), f"source_options.retrieval.{key}", f"must be a path, got {path!r}")
-            _require_file(_is_file(path) and path.endswith(".npy"), f"source_options.retrieval.{key}",
-                          f"no such .npy file: {path}")
+            _require_file(
+                _is_file(path) and path.endswith(".npy"),
+                f"source_options.retrieval.{key}",
+                f"no such .npy file: {path}",
+            )
     external = (opts.get("retrieval") or {}).get("pool")
     if external is not None:
         check_dataset_spec(external, "source_options.retrieval.pool")
     thr = (opts.get("retrieval") or {}).get("dedup_threshold", 0.98)
-    _require(isinstance(thr, (int, float)) and 0 < thr <= 1, "source_options.retrieval.dedup_threshold",
-             f"must lie in (0, 1], got {thr!r}")
+    _require(
+        isinstance(thr, (int, float)) and 0 < thr <= 1,
+        "source_options.retrieval.dedup_threshold",
+        f"must lie in (0, 1], got {thr!r}",
+    )
     for src in sources:
         try:
             resolved = options_for(opts, src)
@@ -632,18 +752,30 @@ def _source_options(raw: dict, sources: list[str], ds: dict, n_real: list[int], 
         if "generator" in resolved:
             hp = resolved["generator"]
             for key in ("train_steps", "batch_size", "sample_steps"):
-                _require(isinstance(hp[key], int) and hp[key] > 0, f"source_options.{src}.{key}",
-                         f"must be a positive integer, got {hp[key]!r}")
+                _require(
+                    isinstance(hp[key], int) and hp[key] > 0,
+                    f"source_options.{src}.{key}",
+                    f"must be a positive integer, got {hp[key]!r}",
+                )
             if shape:
                 try:
                     check_resolution(hp, shape)
                 except ValueError as exc:
                     raise ConfigError(f"source_options.{src}.{exc}") from None
     size = DATASET_SIZES.get(ds["name"])
-    if size is not None and "retrieval" in sources and external is None and not (opts.get("retrieval") or {}).get("embeddings"):
+    if (
+        size is not None
+        and "retrieval" in sources
+        and external is None
+        and not (opts.get("retrieval") or {}).get("embeddings")
+    ):
         external = size - test_count(ds["name"], tf) - max(n_real)
-        _require(max(n_synth) <= external, "n_synth", f"max(n_synth) = {max(n_synth)} exceeds the {external} "
-                 f"external images retrieval can draw from ({ds['name']} without test images and the largest base)")
+        _require(
+            max(n_synth) <= external,
+            "n_synth",
+            f"max(n_synth) = {max(n_synth)} exceeds the {external} "
+            f"external images retrieval can draw from ({ds['name']} without test images and the largest base)",
+        )
     out = {k: dict(v or {}) for k, v in opts.items()}
     # folders as absolute paths: trials run in Ray Tune's own working folder (and a pool key hashes the path)
     if (out.get("open_set") or {}).get("pipeline"):

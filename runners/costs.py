@@ -26,31 +26,54 @@ from pathlib import Path
 # *assumed*, each from a stated estimate, until `scaling calibrate` on a GPU node replaces them with measurements.
 THROUGHPUTS = {
     "cpu": {  # one thread per slot, as a sweep with cpus_per_trial 1 runs them
-        "classifier/small_cnn/w16/1x8x8": (6550.0, "measured on 2-core x86_64 CPU, 1 thread (scaling calibrate 2026-11-29)"),
-        "generator_train/2/1x8x8": (26.0, "measured on 2-core x86_64 CPU, 1 thread (scaling calibrate 2026-11-29; batch 32)"),
-        "generator_sample/2/1x8x8": (104.0, "measured on 2-core x86_64 CPU, 1 thread (scaling calibrate 2026-11-29; "
-                                            "20 steps, guidance)"),
+        "classifier/small_cnn/w16/1x8x8": (
+            6550.0,
+            "measured on 2-core x86_64 CPU, 1 thread (scaling calibrate 2026-11-29)",
+        ),
+        "generator_train/2/1x8x8": (
+            26.0,
+            "measured on 2-core x86_64 CPU, 1 thread (scaling calibrate 2026-11-29; batch 32)",
+        ),
+        "generator_sample/2/1x8x8": (
+            104.0,
+            "measured on 2-core x86_64 CPU, 1 thread (scaling calibrate 2026-11-29; 20 steps, guidance)",
+        ),
         "encode/pixels": (4.5e6, "measured on 2-core x86_64 CPU, 1 thread (scaling calibrate 2026-11-29)"),
         "encode/clip": (25.0, "assumed (ViT-B/32 ~4.4 GFLOP/image at ~100 GFLOP/s on 2 cores)"),
-        "search/flat": (173.0, "measured on 2-core x86_64 CPU, 1 thread (scaling calibrate 2026-11-29; 100k x 512 "
-                               "flat index, scaled to 1M)"),
+        "search/flat": (
+            173.0,
+            "measured on 2-core x86_64 CPU, 1 thread (scaling calibrate 2026-11-29; 100k x 512 "
+            "flat index, scaled to 1M)",
+        ),
         "text2image": (0.02, "assumed (Stable Diffusion 1.5, 512 px, 25 steps with guidance: ~50 s/image on CPU)"),
     },
     "gpu": {
-        "classifier/resnet18/w64/3x32x32": (15000.0, "assumed (ResNet-18, ~0.56 GFLOP/image forward, 3x for a training "
-                                                     "step, at ~10% of an A100's 312 TFLOP/s bf16 peak)"),
-        "classifier/small_cnn/w64/3x28x28": (60000.0, "assumed (~0.12 GFLOP/image per step at ~2.5% of an A100's bf16 peak: "
-                                                      "small nets are launch bound)"),
-        "generator_train/4/3x32x32": (10.0, "assumed (Ho et al. 2020: 21 steps/s at batch 128 for a 35.7M UNet on a "
-                                            "TPU v3-8; halved for one GPU)"),
+        "classifier/resnet18/w64/3x32x32": (
+            15000.0,
+            "assumed (ResNet-18, ~0.56 GFLOP/image forward, 3x for a training "
+            "step, at ~10% of an A100's 312 TFLOP/s bf16 peak)",
+        ),
+        "classifier/small_cnn/w64/3x28x28": (
+            60000.0,
+            "assumed (~0.12 GFLOP/image per step at ~2.5% of an A100's bf16 peak: small nets are launch bound)",
+        ),
+        "generator_train/4/3x32x32": (
+            10.0,
+            "assumed (Ho et al. 2020: 21 steps/s at batch 128 for a 35.7M UNet on a TPU v3-8; halved for one GPU)",
+        ),
         "generator_train/3/3x28x28": (25.0, "assumed (the 3-level medmnist UNet has ~1/3 of the cifar preset's FLOPs)"),
-        "generator_sample/4/3x32x32": (75.0, "assumed (25 DPM-Solver steps x 2 for guidance = 50 UNet passes/image at "
-                                             "~3x the training step's images/s)"),
+        "generator_sample/4/3x32x32": (
+            75.0,
+            "assumed (25 DPM-Solver steps x 2 for guidance = 50 UNet passes/image at ~3x the training step's images/s)",
+        ),
         "generator_sample/3/3x28x28": (200.0, "assumed (as the cifar preset, ~1/3 of its FLOPs)"),
         "encode/clip": (3000.0, "assumed (ViT-B/32 ~4.4 GFLOP/image at ~15% of an A100's bf16 peak)"),
         "encode/pixels": (200000.0, "assumed (memory bound)"),
-        "text2image": (2.0, "assumed (Stable Diffusion 1.5, 512 px, 25 steps with guidance, fp16 batch 16 on an A100: "
-                            "~20 UNet it/s at batch 1 is the commonly reported figure)"),
+        "text2image": (
+            2.0,
+            "assumed (Stable Diffusion 1.5, 512 px, 25 steps with guidance, fp16 batch 16 on an A100: "
+            "~20 UNet it/s at batch 1 is the commonly reported figure)",
+        ),
     },
 }
 FLOAT_BYTES = 4
@@ -91,8 +114,8 @@ def _work(key: str) -> float:
     parts = key.split("/")
     c, h, w = (int(v) for v in parts[-1].split("x"))
     if parts[0] == "classifier":
-        return h * w * c ** 0.5 * int(parts[2][1:]) ** 2  # conv FLOPs ~ pixels x width^2 (input channels: first layer)
-    return h * w * c ** 0.5 * 4 ** int(parts[1])  # a UNet level doubles channels: FLOPs ~ 4^levels per pixel
+        return h * w * c**0.5 * int(parts[2][1:]) ** 2  # conv FLOPs ~ pixels x width^2 (input channels: first layer)
+    return h * w * c**0.5 * 4 ** int(parts[1])  # a UNet level doubles channels: FLOPs ~ 4^levels per pixel
 
 
 def lookup(table: dict, device: str, key: str) -> tuple[float, str]:
@@ -152,8 +175,10 @@ def cost_table_lines(stages: list[Stage], device: str, devices: float, per_job: 
     unit = "GPU-h" if device == "gpu" else "CPU-h"
     rows = [f"  {'stage':<20} {'jobs':>6} {'images':>12} {unit:>9} {'disk':>9}  basis"]
     for s in stages:
-        rows.append(f"  {s.name:<20} {s.jobs:>6} {s.images:>12,} {s.device_hours:>9.2f} {_fmt_bytes(s.disk_bytes):>9}  "
-                    f"{s.basis}")
+        rows.append(
+            f"  {s.name:<20} {s.jobs:>6} {s.images:>12,} {s.device_hours:>9.2f} {_fmt_bytes(s.disk_bytes):>9}  "
+            f"{s.basis}"
+        )
     total = sum(s.device_hours for s in stages)
     disk = sum(s.disk_bytes for s in stages)
     rows.append(f"  {'total':<20} {'':>6} {'':>12} {total:>9.2f} {_fmt_bytes(disk):>9}")

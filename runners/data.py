@@ -143,8 +143,14 @@ def open_cache(spec: dict, *, progress: bool = False) -> ImageData:
                 _build_cache(spec, folder, progress)
     meta = json.loads((folder / "meta.json").read_text())
     test = folder / "test_mask.npy"
-    return ImageData(meta["name"], np.load(folder / "pixels.npy", mmap_mode="r"), np.load(folder / "labels.npy"),
-                     meta["classes"], np.load(test) if test.exists() else None, meta["levels"])
+    return ImageData(
+        meta["name"],
+        np.load(folder / "pixels.npy", mmap_mode="r"),
+        np.load(folder / "labels.npy"),
+        meta["classes"],
+        np.load(test) if test.exists() else None,
+        meta["levels"],
+    )
 
 
 def file_checksum(path: Path) -> str:
@@ -169,16 +175,22 @@ def verify_cache(spec: dict) -> None:
     sums = json.loads((folder / "meta.json").read_text()).get("checksums", {})
     for name, digest in sums.items():
         if not (folder / name).exists() or file_checksum(folder / name) != digest:
-            raise ValueError(f"dataset: the cache file {folder / name} is missing or was modified after it was "
-                             f"built (checksum mismatch); delete {folder} to rebuild it from the dataset files")
+            raise ValueError(
+                f"dataset: the cache file {folder / name} is missing or was modified after it was "
+                f"built (checksum mismatch); delete {folder} to rebuild it from the dataset files"
+            )
 
 
 def _build_cache(spec: dict, folder: Path, progress: bool) -> None:
     """Decode into a temporary folder beside the target, then rename: a crash never leaves half a cache."""
     tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=folder.parent))
     try:
-        decoder = {"cifar10": _decode_cifar, "cifar100": _decode_cifar, "medmnist": _decode_medmnist,
-                   "imagefolder": _decode_imagefolder}[spec["name"]]
+        decoder = {
+            "cifar10": _decode_cifar,
+            "cifar100": _decode_cifar,
+            "medmnist": _decode_medmnist,
+            "imagefolder": _decode_imagefolder,
+        }[spec["name"]]
         meta = decoder(spec, tmp, progress)
         sums = {f.name: file_checksum(f) for f in sorted(tmp.glob("*.npy"))}
         (tmp / "meta.json").write_text(json.dumps({**meta, "spec": spec, "version": CACHE_VERSION, "checksums": sums}))
@@ -198,11 +210,19 @@ def _writer(tmp: Path, n: int, shape: tuple) -> np.ndarray:
 # written) ``_codecs.encode``, which turns the stored latin-1 text back into bytes and runs nothing else.
 # Anything else in a pickle (os.system, a class with a __reduce__) would run code from the dataset folder, so it
 # is refused.
-_PICKLE_ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                   ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-                   ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
-_CIFAR_FILES = {"cifar10": ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta"),
-                "cifar100": (["train"], ["test"], "meta")}
+_PICKLE_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("_codecs", "encode"),
+}
+_CIFAR_FILES = {
+    "cifar10": ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta"),
+    "cifar100": (["train"], ["test"], "meta"),
+}
 
 
 class _ArraysOnly(pickle.Unpickler):
@@ -247,7 +267,7 @@ def _decode_cifar(spec: dict, tmp: Path, progress: bool) -> dict:
     out = _writer(tmp, sum(len(b) for b in blocks), (3, 32, 32))
     start = 0
     for b in blocks:
-        out[start:start + len(b)] = b
+        out[start : start + len(b)] = b
         start += len(b)
     out.flush()
     np.save(tmp / "labels.npy", np.concatenate(labels))
@@ -269,7 +289,7 @@ def _decode_medmnist(spec: dict, tmp: Path, progress: bool) -> dict:
     out = _writer(tmp, sum(len(b) for b in blocks), blocks[0].shape[1:])
     start = 0
     for b in blocks:
-        out[start:start + len(b)] = b
+        out[start : start + len(b)] = b
         start += len(b)
     out.flush()
     y = np.concatenate(labels)
@@ -304,8 +324,15 @@ def _decode_imagefolder(spec: dict, tmp: Path, progress: bool) -> dict:
         out[i] = _decode_one(files[i][0], size)
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        list(tqdm(pool.map(put, range(len(files))), total=len(files), desc=f"decoding {root.name}",
-                  disable=not progress, unit="img"))
+        list(
+            tqdm(
+                pool.map(put, range(len(files))),
+                total=len(files),
+                desc=f"decoding {root.name}",
+                disable=not progress,
+                unit="img",
+            )
+        )
     out.flush()
     np.save(tmp / "labels.npy", np.asarray([c for _, c in files], np.int64))
     return {"name": root.name, "classes": classes, "levels": 255}

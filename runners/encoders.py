@@ -41,7 +41,7 @@ def _batches(parts, size: int):
     pending, have = [], 0
     for part in parts:
         for i in range(0, len(part), size):
-            block = np.asarray(part[i:i + size], dtype=np.float32)
+            block = np.asarray(part[i : i + size], dtype=np.float32)
             while len(block):
                 take = min(size - have, len(block))
                 pending.append(block[:take])
@@ -69,8 +69,7 @@ def _classifier_features(parts, fit_on, torch_seed: int) -> np.ndarray:
 
 
 def _clip_embed(clip_dir, parts) -> np.ndarray:
-    model = CLIPVisionModelWithProjection.from_pretrained(clip_dir, local_files_only=True,
-                                                          use_safetensors=True).eval()
+    model = CLIPVisionModelWithProjection.from_pretrained(clip_dir, local_files_only=True, use_safetensors=True).eval()
     size = model.config.image_size
     mean = torch.tensor(OPENAI_CLIP_MEAN)[:, None, None]  # the constants CLIPImageProcessor normalises with
     std = torch.tensor(OPENAI_CLIP_STD)[:, None, None]

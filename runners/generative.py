@@ -34,10 +34,18 @@ def build_unet(hp: dict, shape: tuple[int, int, int], n_classes: int):
     attn_from = levels - 1 if hp["attention"] else levels  # attention only at the coarsest level
     down = tuple("AttnDownBlock2D" if i >= attn_from else "DownBlock2D" for i in range(levels))
     up = tuple(("AttnUpBlock2D" if i >= attn_from else "UpBlock2D") for i in reversed(range(levels)))
-    return UNet2DModel(sample_size=shape[1], in_channels=shape[0], out_channels=shape[0],
-                       block_out_channels=hp["block_out_channels"], layers_per_block=hp["layers_per_block"],
-                       down_block_types=down, up_block_types=up, add_attention=hp["attention"],
-                       norm_num_groups=min(8, hp["block_out_channels"][0]), num_class_embeds=n_classes + 1)
+    return UNet2DModel(
+        sample_size=shape[1],
+        in_channels=shape[0],
+        out_channels=shape[0],
+        block_out_channels=hp["block_out_channels"],
+        layers_per_block=hp["layers_per_block"],
+        down_block_types=down,
+        up_block_types=up,
+        add_attention=hp["attention"],
+        norm_num_groups=min(8, hp["block_out_channels"][0]),
+        num_class_embeds=n_classes + 1,
+    )
 
 
 def noise_scheduler():
@@ -48,8 +56,17 @@ def _device(device: str | None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def train_diffusion(images: np.ndarray, labels: np.ndarray, n_classes: int, hp: dict, *, seed: int,
-                    device: str | None = None, progress: bool = False, desc: str = "diffusion"):
+def train_diffusion(
+    images: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    hp: dict,
+    *,
+    seed: int,
+    device: str | None = None,
+    progress: bool = False,
+    desc: str = "diffusion",
+):
     """Train a class-conditional UNet on ``images`` (N, C, H, W) in [0, 1] — an array or a uint8-backed
     :class:`runners.data.FloatImages` view; returns (EMA model, seconds)."""
     device = _device(device)
@@ -65,7 +82,9 @@ def train_diffusion(images: np.ndarray, labels: np.ndarray, n_classes: int, hp: 
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     sched = noise_scheduler()
     sched.alphas_cumprod = sched.alphas_cumprod.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=0.0, fused=True)  # one kernel, not one per tensor
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=hp["lr"], weight_decay=0.0, fused=True
+    )  # one kernel, not one per tensor
     warmup = max(1, hp["train_steps"] // 20)
     lr_at = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -96,13 +115,24 @@ def train_diffusion(images: np.ndarray, labels: np.ndarray, n_classes: int, hp: 
 
 def whole_batches(labels: np.ndarray, batch: int) -> None:
     if len(labels) % batch:
-        raise ValueError(f"sample_batch: {len(labels)} labels are not whole batches of {batch} (pools are sampled "
-                         "in whole batches, so that a larger pool keeps a smaller one as its prefix)")
+        raise ValueError(
+            f"sample_batch: {len(labels)} labels are not whole batches of {batch} (pools are sampled "
+            "in whole batches, so that a larger pool keeps a smaller one as its prefix)"
+        )
 
 
 @torch.no_grad()
-def sample_diffusion(model, labels: np.ndarray, n_classes: int, hp: dict, *, seed: int, first_batch: int = 0,
-                     device: str | None = None, progress: bool = False) -> np.ndarray:
+def sample_diffusion(
+    model,
+    labels: np.ndarray,
+    n_classes: int,
+    hp: dict,
+    *,
+    seed: int,
+    first_batch: int = 0,
+    device: str | None = None,
+    progress: bool = False,
+) -> np.ndarray:
     """Images (N, C, H, W) uint8 for the requested ``labels``, by DPM-Solver++ with classifier-free guidance.
 
     ``labels`` are whole batches of ``hp["sample_batch"]``, the first being batch ``first_batch`` of the stream
@@ -115,14 +145,15 @@ def sample_diffusion(model, labels: np.ndarray, n_classes: int, hp: dict, *, see
     autocast = autocast_for(device, hp.get("precision"))
     # thresholding clips the predicted x0 to the data range; without it the first steps of a cosine
     # schedule (alpha near 0) amplify epsilon errors without bound
-    solver = DPMSolverMultistepScheduler.from_config(noise_scheduler().config, algorithm_type="dpmsolver++",
-                                                     thresholding=True, sample_max_value=1.0)
+    solver = DPMSolverMultistepScheduler.from_config(
+        noise_scheduler().config, algorithm_type="dpmsolver++", thresholding=True, sample_max_value=1.0
+    )
     shape = (model.config.in_channels, model.config.sample_size, model.config.sample_size)
     out = []
     w = float(hp["guidance"])
     for start in tqdm(range(0, len(labels), batch), desc="sampling", disable=not progress, leave=False):
         gen = torch.Generator(device=device).manual_seed(batch_seed(seed, first_batch + start // batch))
-        lab = torch.as_tensor(labels[start:start + batch], dtype=torch.int64, device=device)
+        lab = torch.as_tensor(labels[start : start + batch], dtype=torch.int64, device=device)
         z = torch.randn((len(lab),) + shape, device=device, generator=gen)
         solver.set_timesteps(int(hp["sample_steps"]), device=device)
         null = torch.full_like(lab, n_classes)
@@ -147,8 +178,17 @@ def save_generator(model, folder: Path, meta: dict) -> None:
         tmp.replace(folder)
 
 
-def train_or_load(folder: Path, images: np.ndarray, labels: np.ndarray, n_classes: int, hp: dict, *, seed: int,
-                  progress: bool = False, desc: str = "diffusion"):
+def train_or_load(
+    folder: Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    hp: dict,
+    *,
+    seed: int,
+    progress: bool = False,
+    desc: str = "diffusion",
+):
     """The generator stored in ``folder`` (a content-hash name), trained and saved first when absent."""
     if (Path(folder) / "meta.json").exists():
         return load_generator(folder)
@@ -167,23 +207,36 @@ def load_generator(folder: Path):
 # text-to-image pipelines from a local folder (open_set, option a)
 
 
-def sample_text2image(pipeline_dir, class_names: list[str], labels: np.ndarray, shape: tuple[int, int, int], *,
-                      prompt: str = "a photo of {}", seed: int, steps: int = 25, guidance: float = 7.5,
-                      device: str | None = None, batch: int = 16, first_batch: int = 0,
-                      progress: bool = False) -> np.ndarray:
+def sample_text2image(
+    pipeline_dir,
+    class_names: list[str],
+    labels: np.ndarray,
+    shape: tuple[int, int, int],
+    *,
+    prompt: str = "a photo of {}",
+    seed: int,
+    steps: int = 25,
+    guidance: float = 7.5,
+    device: str | None = None,
+    batch: int = 16,
+    first_batch: int = 0,
+    progress: bool = False,
+) -> np.ndarray:
     """Prompt a local pipeline with class names; resize to the dataset's (C, H, W); uint8. Whole batches, each
     with its own seed, as :func:`sample_diffusion`."""
     whole_batches(labels, batch)
     device = _device(device)
-    pipe = DiffusionPipeline.from_pretrained(pipeline_dir, local_files_only=True, use_safetensors=True,
-                                             safety_checker=None, requires_safety_checker=False).to(device)
+    pipe = DiffusionPipeline.from_pretrained(
+        pipeline_dir, local_files_only=True, use_safetensors=True, safety_checker=None, requires_safety_checker=False
+    ).to(device)
     pipe.set_progress_bar_config(disable=True)
     out = []
     for start in tqdm(range(0, len(labels), batch), desc="text-to-image", disable=not progress, leave=False):
         gen = torch.Generator(device=device).manual_seed(batch_seed(seed, first_batch + start // batch))
-        prompts = [prompt.format(class_names[c]) for c in labels[start:start + batch]]
-        img = pipe(prompts, num_inference_steps=steps, guidance_scale=guidance, generator=gen,
-                   output_type="pt").images.float()  # (B, 3, h, w) in [0, 1]
+        prompts = [prompt.format(class_names[c]) for c in labels[start : start + batch]]
+        img = pipe(
+            prompts, num_inference_steps=steps, guidance_scale=guidance, generator=gen, output_type="pt"
+        ).images.float()  # (B, 3, h, w) in [0, 1]
         img = F.interpolate(img, size=shape[1:], mode="bilinear", antialias=True, align_corners=False)
         if shape[0] == 1:
             img = (img * torch.tensor([0.299, 0.587, 0.114], device=img.device)[:, None, None]).sum(1, keepdim=True)

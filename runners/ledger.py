@@ -55,8 +55,12 @@ def cell_fingerprint(cfg, cell: dict) -> str:
 
 
 # which field of the config a differing fingerprint part points at, for the refusal
-_PART_FIELDS = {"fixed": "dataset/classifier", "package": "the package version", "threads": "resources.cpus_per_trial",
-                "pool_version": "the pool recipe version"}
+_PART_FIELDS = {
+    "fixed": "dataset/classifier",
+    "package": "the package version",
+    "threads": "resources.cpus_per_trial",
+    "pool_version": "the pool recipe version",
+}
 
 
 def _differing_field(entry: dict, now: dict, source: str) -> str:
@@ -100,22 +104,29 @@ def check_run_dir(cfg) -> dict | None:
     returns the stamp to write (None when it is unchanged), which :func:`write_stamp` writes once every other
     check (the ledger's) has passed — a refused run leaves the folder as it was."""
     stamp = cfg.run_dir / "sweep.json"
-    new = {"fingerprint": cfg.fingerprint(), "fixed": cfg.fixed_fingerprint(),
-           "config": json.loads(json.dumps(cfg.__dict__, default=list))}
+    new = {
+        "fingerprint": cfg.fingerprint(),
+        "fixed": cfg.fixed_fingerprint(),
+        "config": json.loads(json.dumps(cfg.__dict__, default=list)),
+    }
     if not RunFolder(cfg).fetch(stamp):
         return new
     try:
         old = json.loads(stamp.read_text())
     except ValueError:
-        raise ConfigError(f"storage: {stamp} is damaged (not JSON); it records which sweep owns the folder — "
-                          "restore it or choose another name") from None
+        raise ConfigError(
+            f"storage: {stamp} is damaged (not JSON); it records which sweep owns the folder — "
+            "restore it or choose another name"
+        ) from None
     if not isinstance(old, dict):
         raise ConfigError(f"storage: {stamp} is damaged (not a JSON object); restore it or choose another name")
     if old.get("fingerprint") == cfg.fingerprint():
         return None
     if "fixed" not in old or not isinstance(old.get("config"), dict):  # a stamp from before runs could grow
-        raise ConfigError(f"storage: {cfg.run_dir} holds a different sweep (fingerprint {old.get('fingerprint')}); "
-                          "choose another storage/name, or delete that folder")
+        raise ConfigError(
+            f"storage: {cfg.run_dir} holds a different sweep (fingerprint {old.get('fingerprint')}); "
+            "choose another storage/name, or delete that folder"
+        )
     _check_extension(cfg, old)
     new["growth"] = _growth(old["config"], cfg)
     return new
@@ -135,15 +146,24 @@ def _check_extension(cfg, old: dict) -> None:
     before = old["config"]
     if old["fixed"] != cfg.fixed_fingerprint():
         now = cfg.fixed_fields()
-        changed = sorted(k for k in set(now) | set(before) if k in now and json.loads(json.dumps(before.get(k), default=list))
-                         != now[k]) or ["protocol"]
-        raise ConfigError(f"{changed[0]}: differs from the run in {cfg.run_dir} (it changes every finished cell); "
-                          "a run can only grow by seeds, n_real or n_synth values, or sources — use another name")
+        changed = sorted(
+            k
+            for k in set(now) | set(before)
+            if k in now and json.loads(json.dumps(before.get(k), default=list)) != now[k]
+        ) or ["protocol"]
+        raise ConfigError(
+            f"{changed[0]}: differs from the run in {cfg.run_dir} (it changes every finished cell); "
+            "a run can only grow by seeds, n_real or n_synth values, or sources — use another name"
+        )
     for src in set(before.get("sources", [])) & set(cfg.sources):
         was = (before.get("source_options") or {}).get(src) or {}
-        if json.loads(json.dumps(was, default=list)) != json.loads(json.dumps(cfg.source_options.get(src) or {}, default=list)):
-            raise ConfigError(f"source_options.{src}: differs from the run in {cfg.run_dir} (its pools and cells were "
-                              "made with the old options) — use another name")
+        if json.loads(json.dumps(was, default=list)) != json.loads(
+            json.dumps(cfg.source_options.get(src) or {}, default=list)
+        ):
+            raise ConfigError(
+                f"source_options.{src}: differs from the run in {cfg.run_dir} (its pools and cells were "
+                "made with the old options) — use another name"
+            )
 
 
 def _growth(before: dict, cfg) -> str:
@@ -189,16 +209,21 @@ def verify_entry(cfg, path: Path, cell: dict) -> dict:
         raise ConfigError(f"ledger: {path} lacks {', '.join(missing)}; delete it to recompute that cell")
     moved = [k for k in CELL_COORDS if k in cell and entry.get(k) != cell[k]]
     if moved:
-        raise ConfigError(f"ledger: {path} holds the result of another cell ({moved[0]} = {entry.get(moved[0])!r}, "
-                          f"its name says {cell[moved[0]]!r}); delete it to recompute that cell")
+        raise ConfigError(
+            f"ledger: {path} holds the result of another cell ({moved[0]} = {entry.get(moved[0])!r}, "
+            f"its name says {cell[moved[0]]!r}); delete it to recompute that cell"
+        )
     if "checksum" in entry and entry["checksum"] != entry_checksum(entry):
-        raise ConfigError(f"ledger: {path} was modified after it was written (checksum mismatch); delete it to "
-                          "recompute that cell")
+        raise ConfigError(
+            f"ledger: {path} was modified after it was written (checksum mismatch); delete it to recompute that cell"
+        )
     now = fingerprint_parts(cfg, cell)
     theirs = entry["cell_fingerprint"]
     if theirs != cell_fingerprint(cfg, cell):
-        raise ConfigError(f"{_differing_field(entry, now, cell['source'])}: {path.name} was computed under cell "
-                          f"fingerprint {theirs}, which differs from now (package {package_version()}, "
-                          f"{cfg.threads} torch thread(s)); resume with the settings it was made with, or use "
-                          "another name")
+        raise ConfigError(
+            f"{_differing_field(entry, now, cell['source'])}: {path.name} was computed under cell "
+            f"fingerprint {theirs}, which differs from now (package {package_version()}, "
+            f"{cfg.threads} torch thread(s)); resume with the settings it was made with, or use "
+            "another name"
+        )
     return entry

@@ -17,14 +17,45 @@ ENCODERS = ("pixels", "classifier", "clip")  # retrieval embeddings in runners.e
 # Generator presets sized per dataset. `tiny` keeps the digits demo on a 2-core CPU (about 20 ms a step);
 # `cifar` and `medmnist` are GPU presets at the scale of Wang et al.'s class-conditional models.
 PRESETS = {
-    "tiny": dict(block_out_channels=(16, 32), layers_per_block=1, attention=False, train_steps=600,
-                 batch_size=32, lr=3e-3, ema_decay=0.995, sample_steps=20, guidance=2.0, p_uncond=0.1, sample_batch=50),
-    "medmnist": dict(block_out_channels=(64, 128, 128), layers_per_block=2, attention=True, train_steps=40_000,
-                     batch_size=128, lr=2e-4, ema_decay=0.9995, sample_steps=25, guidance=2.0, p_uncond=0.1,
-                     sample_batch=250),
-    "cifar": dict(block_out_channels=(128, 256, 256, 256), layers_per_block=2, attention=True, train_steps=100_000,
-                  batch_size=128, lr=2e-4, ema_decay=0.9999, sample_steps=25, guidance=2.0, p_uncond=0.1,
-                  sample_batch=250),
+    "tiny": dict(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        attention=False,
+        train_steps=600,
+        batch_size=32,
+        lr=3e-3,
+        ema_decay=0.995,
+        sample_steps=20,
+        guidance=2.0,
+        p_uncond=0.1,
+        sample_batch=50,
+    ),
+    "medmnist": dict(
+        block_out_channels=(64, 128, 128),
+        layers_per_block=2,
+        attention=True,
+        train_steps=40_000,
+        batch_size=128,
+        lr=2e-4,
+        ema_decay=0.9995,
+        sample_steps=25,
+        guidance=2.0,
+        p_uncond=0.1,
+        sample_batch=250,
+    ),
+    "cifar": dict(
+        block_out_channels=(128, 256, 256, 256),
+        layers_per_block=2,
+        attention=True,
+        train_steps=100_000,
+        batch_size=128,
+        lr=2e-4,
+        ema_decay=0.9999,
+        sample_steps=25,
+        guidance=2.0,
+        p_uncond=0.1,
+        sample_batch=250,
+    ),
 }
 # sample_batch: images per sampling batch. Each batch draws its own noise stream and pools hold whole batches, so
 # a pool that grows (a larger n_synth) keeps its batches and samples only new ones, and any pool is a prefix of
@@ -58,8 +89,10 @@ def resolve_preset(options: dict) -> dict:
         raise ValueError(f"{unknown[0]}: unknown generator option (known: preset, precision, {', '.join(PRESET_KEYS)})")
     if options.get("precision") is not None and options["precision"] not in PRECISIONS:
         raise ValueError(f"precision: choose one of {PRECISIONS}, got {options['precision']!r}")
-    hp = {**PRESETS[name], **{k: v for k, v in options.items()
-                              if k != "preset" and not (k == "precision" and v is None)}}
+    hp = {
+        **PRESETS[name],
+        **{k: v for k, v in options.items() if k != "preset" and not (k == "precision" and v is None)},
+    }
     hp["block_out_channels"] = tuple(int(c) for c in hp["block_out_channels"])
     hp["sample_batch"] = _positive_int(hp, "sample_batch")
     return hp
@@ -76,16 +109,19 @@ def check_resolution(hp: dict, shape: tuple[int, int, int]) -> None:
     """A UNet with L levels halves the image L-1 times: the sides must divide."""
     factor = 2 ** (len(hp["block_out_channels"]) - 1)
     if shape[1] % factor or shape[2] % factor:
-        raise ValueError(f"block_out_channels: {len(hp['block_out_channels'])} levels need image sides divisible by "
-                         f"{factor}, the dataset's images are {shape[1]}x{shape[2]}")
+        raise ValueError(
+            f"block_out_channels: {len(hp['block_out_channels'])} levels need image sides divisible by "
+            f"{factor}, the dataset's images are {shape[1]}x{shape[2]}"
+        )
 
 
 def _text2image(raw: dict) -> dict:
     opts = {**TEXT2IMAGE_DEFAULTS, **raw}
     unknown = sorted(set(opts) - set(TEXT2IMAGE_DEFAULTS) - {"pipeline"})
     if unknown:
-        raise ValueError(f"{unknown[0]}: unknown text-to-image option (known: pipeline, "
-                         f"{', '.join(TEXT2IMAGE_DEFAULTS)})")
+        raise ValueError(
+            f"{unknown[0]}: unknown text-to-image option (known: pipeline, {', '.join(TEXT2IMAGE_DEFAULTS)})"
+        )
     opts["batch"] = _positive_int(opts, "batch")
     opts["pipeline"] = str(Path(opts["pipeline"]).resolve())
     # the folder's model index enters the key: another checkpoint in the same folder is another pool
@@ -110,7 +146,10 @@ def _retrieval(raw: dict) -> dict:
             raise ValueError("images: an embedded pool needs its image store (.npy, N x C x H x W uint8)")
         if opts["index"] not in INDEXES:
             raise ValueError(f"index: unknown index {opts['index']!r}; choose from {INDEXES}")
-        opts["embeddings"], opts["images"] = str(Path(opts["embeddings"]).resolve()), str(Path(opts["images"]).resolve())
+        opts["embeddings"], opts["images"] = (
+            str(Path(opts["embeddings"]).resolve()),
+            str(Path(opts["images"]).resolve()),
+        )
     return opts
 
 

@@ -47,10 +47,14 @@ def source_jobs(cfg) -> list[dict]:
 
 def plan(cfg) -> dict:
     cells = cfg.cells()
-    return {"trials": len(cells), "sources": list(cfg.sources), "source_jobs": len(source_jobs(cfg)),
-            "generator_jobs": generator_trainings(cfg),
-            "grid": f"{len(cfg.sources)} sources x {len(cfg.n_real)} n_real x {len(cfg.n_synth)} n_synth x "
-                    f"{len(cfg.seeds)} seeds (n_synth=0 shared across sources)"}
+    return {
+        "trials": len(cells),
+        "sources": list(cfg.sources),
+        "source_jobs": len(source_jobs(cfg)),
+        "generator_jobs": generator_trainings(cfg),
+        "grid": f"{len(cfg.sources)} sources x {len(cfg.n_real)} n_real x {len(cfg.n_synth)} n_synth x "
+        f"{len(cfg.seeds)} seeds (n_synth=0 shared across sources)",
+    }
 
 
 def dataset_facts(spec: dict) -> tuple[int | None, tuple[int, int, int]]:
@@ -61,8 +65,11 @@ def dataset_facts(spec: dict) -> tuple[int | None, tuple[int, int, int]]:
     if name == "imagefolder":
         root = Path(spec["root"])
         size = int(spec.get("image_size", 64))
-        n = sum(1 for c in root.iterdir() if c.is_dir() for _ in c.iterdir()) if root.is_dir() else \
-            KNOWN_SIZES.get(root.parent.name if root.name == "train" else root.name)
+        n = (
+            sum(1 for c in root.iterdir() if c.is_dir() for _ in c.iterdir())
+            if root.is_dir()
+            else KNOWN_SIZES.get(root.parent.name if root.name == "train" else root.name)
+        )
         return n, (3, size, size)
     if name == "medmnist":
         path = Path(spec["path"])
@@ -89,8 +96,16 @@ def stages(cfg, device: str, table: dict | None = None) -> list[Stage]:
     pixels = shape[0] * shape[1] * shape[2]
     jobs = source_jobs(cfg)
     n_classes = 100 if n_images is None else 10  # only the generator's class embedding depends on it (tiny)
-    out = [Stage("dataset cache", 1 if n_images else 0, n_images or 0, 0.0, (n_images or 0) * pixels,
-                 "decoded once per node" if n_images else "size unknown until the files are in place")]
+    out = [
+        Stage(
+            "dataset cache",
+            1 if n_images else 0,
+            n_images or 0,
+            0.0,
+            (n_images or 0) * pixels,
+            "decoded once per node" if n_images else "size unknown until the files are in place",
+        )
+    ]
     gen_jobs = {s: REGISTRY[s].generator_trainings(cfg) for s in cfg.sources if max(cfg.n_synth) > 0}
     for source in ("closed_set", "open_set"):
         if not gen_jobs.get(source):
@@ -99,9 +114,17 @@ def stages(cfg, device: str, table: dict | None = None) -> list[Stage]:
         key = f"generator_train/{len(hp['block_out_channels'])}/{shape_key(shape)}"
         steps_per_s, basis = lookup(table, device, key)
         hours = hp["train_steps"] / steps_per_s / 3600
-        out.append(Stage(f"{source} generator", gen_jobs[source], hp["train_steps"] * hp["batch_size"],
-                         hours * gen_jobs[source], gen_jobs[source] * _unet_bytes(hp, shape, n_classes),
-                         f"{key}: {steps_per_s:.3g} steps/s, {basis}", job_hours=hours))
+        out.append(
+            Stage(
+                f"{source} generator",
+                gen_jobs[source],
+                hp["train_steps"] * hp["batch_size"],
+                hours * gen_jobs[source],
+                gen_jobs[source] * _unet_bytes(hp, shape, n_classes),
+                f"{key}: {steps_per_s:.3g} steps/s, {basis}",
+                job_hours=hours,
+            )
+        )
     for source in ("closed_set", "open_set", "retrieval", "real"):
         n_pools = sum(1 for j in jobs if j["source"] == source)
         if not n_pools:
@@ -109,19 +132,38 @@ def stages(cfg, device: str, table: dict | None = None) -> list[Stage]:
         opts = cfg.options(source)
         batch = opts["generator"]["sample_batch"] if "generator" in opts else opts.get("text2image", {}).get("batch", 1)
         size = padded_size(max(cfg.n_synth), batch)  # generators sample whole batches
-        stored = size * pixels if source in ("closed_set", "open_set") or opts.get("pool") or opts.get("embeddings") \
-            else size * 8  # generated and external images are stored; real and own-dataset picks are indices
+        stored = (
+            size * pixels
+            if source in ("closed_set", "open_set") or opts.get("pool") or opts.get("embeddings")
+            else size * 8
+        )  # generated and external images are stored; real and own-dataset picks are indices
         if source == "real":
             out.append(Stage("real pools", n_pools, n_pools * size, 0.0, n_pools * stored, "indices only"))
         elif "generator" in opts:
             key = f"generator_sample/{len(opts['generator']['block_out_channels'])}/{shape_key(shape)}"
             rate, basis = lookup(table, device, key)
-            out.append(Stage(f"{source} sampling", n_pools, n_pools * size, n_pools * size / rate / 3600,
-                             n_pools * stored, f"{key}: {rate:.3g} img/s, {basis}"))
+            out.append(
+                Stage(
+                    f"{source} sampling",
+                    n_pools,
+                    n_pools * size,
+                    n_pools * size / rate / 3600,
+                    n_pools * stored,
+                    f"{key}: {rate:.3g} img/s, {basis}",
+                )
+            )
         elif source == "open_set":
             rate, basis = lookup(table, device, "text2image")
-            out.append(Stage("open_set text2image", n_pools, n_pools * size, n_pools * size / rate / 3600,
-                             n_pools * stored, f"text2image: {rate:.3g} img/s, {basis}"))
+            out.append(
+                Stage(
+                    "open_set text2image",
+                    n_pools,
+                    n_pools * size,
+                    n_pools * size / rate / 3600,
+                    n_pools * stored,
+                    f"text2image: {rate:.3g} img/s, {basis}",
+                )
+            )
         else:
             out.append(_retrieval_stage(cfg, table, device, n_pools, stored, n_images))
     out.append(_trial_stage(cfg, table, device, shape))
@@ -144,13 +186,19 @@ def _retrieval_stage(cfg, table, device, n_pools: int, stored: int, n_images: in
     qps, qbasis = lookup(table, "cpu", "search/flat")
     # each pool embeds its base, the candidates and the test set with its own encoder (the classifier encoder is
     # trained on the base); a CLIP encoder's candidate embeddings are the same for every pool but are recomputed
-    embedded = (0 if precomputed else n_pools * candidates) + queries + \
-        n_pools * int((n_images or 0) * cfg.test_fraction)
+    embedded = (
+        (0 if precomputed else n_pools * candidates) + queries + n_pools * int((n_images or 0) * cfg.test_fraction)
+    )
     hours = embedded / rate / 3600 + queries * max(candidates, 1) / 1e6 / qps / 3600
     note = "" if candidates else "; external pool size unknown (not in place): its embedding and search are not counted"
-    return Stage("retrieval", n_pools, embedded, hours, n_pools * stored,
-                 f"encode/{opts['encoder']}: {rate:.3g} img/s, {basis}; search/flat: {qps:.3g} q/s per 1M ({qbasis})"
-                 + note)
+    return Stage(
+        "retrieval",
+        n_pools,
+        embedded,
+        hours,
+        n_pools * stored,
+        f"encode/{opts['encoder']}: {rate:.3g} img/s, {basis}; search/flat: {qps:.3g} q/s per 1M ({qbasis})" + note,
+    )
 
 
 def _trial_stage(cfg, table, device, shape) -> Stage:
@@ -160,8 +208,11 @@ def _trial_stage(cfg, table, device, shape) -> Stage:
     key = f"classifier/{recipe}/w{width}/{shape_key(shape)}"
     rate, basis = lookup(table, device, key)
     cells = cfg.cells()
-    images = sum(cfg.train_steps(c.get("budget", cfg.budgets[0]), c["n_real"] + c["n_synth"])
-                 * min(int(clf.get("batch_size", 64)), c["n_real"] + c["n_synth"]) for c in cells)
+    images = sum(
+        cfg.train_steps(c.get("budget", cfg.budgets[0]), c["n_real"] + c["n_synth"])
+        * min(int(clf.get("batch_size", 64)), c["n_real"] + c["n_synth"])
+        for c in cells
+    )
     return Stage("trials", len(cells), images, images / rate / 3600, 0, f"{key}: {rate:.3g} img/s, {basis}")
 
 
@@ -179,13 +230,21 @@ def print_plan(cfg, out=None, *, gpus: float | None = None, missing: list[str] |
     out = out or sys.stdout
     p = plan(cfg)
     device = _device_of(cfg)
-    cpu_slots = max(1, int((cfg.resources.get("num_cpus") or os.cpu_count() or 1) // cfg.resources.get("cpus_per_trial", 1)))
+    cpu_slots = max(
+        1, int((cfg.resources.get("num_cpus") or os.cpu_count() or 1) // cfg.resources.get("cpus_per_trial", 1))
+    )
     print(f"sweep '{cfg.name}' on {cfg.dataset['name']}: {p['grid']}", file=out)
     if cfg.replace is not None:
-        print(f"  protocol: replace — budgets {cfg.replace['budgets']}, replaced {cfg.replace['replaced']}: "
-              f"{len(cfg.design)} of the grid's (n_real, n_synth) cells run", file=out)
-    print(f"  trials: {p['trials']}   source jobs (pools): {p['source_jobs']}   generator trainings: "
-          f"{p['generator_jobs']}", file=out)
+        print(
+            f"  protocol: replace — budgets {cfg.replace['budgets']}, replaced {cfg.replace['replaced']}: "
+            f"{len(cfg.design)} of the grid's (n_real, n_synth) cells run",
+            file=out,
+        )
+    print(
+        f"  trials: {p['trials']}   source jobs (pools): {p['source_jobs']}   generator trainings: "
+        f"{p['generator_jobs']}",
+        file=out,
+    )
     if cfg.multi_protocol or cfg.budgets != ["steps"]:
         print(f"  protocol settings: {', '.join(cfg.protocol_labels())}", file=out)
     if device == "gpu":
@@ -193,8 +252,10 @@ def print_plan(cfg, out=None, *, gpus: float | None = None, missing: list[str] |
         per_job = placement_of(cfg)["source_job"]["GPU"]  # what the sweep asks Ray for, from the one default
     else:
         devices, per_job = float(cpu_slots), 1.0
-    print(f"  cost ({'GPU' if device == 'gpu' else 'CPU'}; judge training, evaluation and Ray overhead not "
-          f"counted):", file=out)
+    print(
+        f"  cost ({'GPU' if device == 'gpu' else 'CPU'}; judge training, evaluation and Ray overhead not counted):",
+        file=out,
+    )
     for row in cost_table_lines(stages(cfg, device), device, devices, per_job):
         print(row, file=out)
     if device == "gpu" and gpus is None:

@@ -113,8 +113,10 @@ def load_pool(cfg, source: str, n_real: int, seed: int, n: int) -> tuple[np.ndar
     npz, meta_path = pool_paths(cfg, source, n_real, seed)
     run = RunFolder(cfg)
     if not (run.fetch(npz) and run.fetch(meta_path)):
-        raise FileNotFoundError(f"pool for {source} n_real={n_real} seed={seed} is not prepared ({npz}); "
-                                "sources are prepared before the trials")
+        raise FileNotFoundError(
+            f"pool for {source} n_real={n_real} seed={seed} is not prepared ({npz}); "
+            "sources are prepared before the trials"
+        )
     with np.load(npz) as f:
         arrays = {k: f[k][:n] for k in f.files if k not in QUALITY_ARRAYS}
     return pool_images(cfg, arrays), arrays["labels"], json.loads(meta_path.read_text())
@@ -127,7 +129,7 @@ def load_quality_arrays(cfg, source: str, n_real: int, seed: int) -> dict:
     RunFolder(cfg).fetch(npz)
     with np.load(npz) as f:
         out = {k: f[k] for k in QUALITY_ARRAYS if k in f.files}
-        out["labels"] = f["labels"][:len(out["features"])]
+        out["labels"] = f["labels"][: len(out["features"])]
     return out
 
 

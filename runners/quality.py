@@ -65,9 +65,16 @@ def _train_judge(cfg, target: Path) -> None:
     data, test_idx = dataset_of(cfg)
     train = non_test(data, test_idx)
     # uint8-backed views: the judge holds every non-test image as uint8 and converts batches
-    out = train_classifier(data.images.subset(train), data.labels[train], data.images.subset(test_idx),
-                           data.labels[test_idx],
-                           len(data.classes), return_model=True, seed=streams.shared_seed("classifier"), **JUDGE)
+    out = train_classifier(
+        data.images.subset(train),
+        data.labels[train],
+        data.images.subset(test_idx),
+        data.labels[test_idx],
+        len(data.classes),
+        return_model=True,
+        seed=streams.shared_seed("classifier"),
+        **JUDGE,
+    )
     mean, std = out["norm"]
     state = {k: v.contiguous() for k, v in out["model"].state_dict().items()}
     state.update(norm_mean=mean.contiguous(), norm_std=std.contiguous())
@@ -93,7 +100,7 @@ def judge_outputs(cfg, images) -> tuple[np.ndarray, np.ndarray]:
     feats, preds = [], []
     with torch.no_grad():
         for i in range(0, len(images), 1024):
-            x = (torch.as_tensor(images[i:i + 1024], dtype=torch.float32) - mean) / std
+            x = (torch.as_tensor(images[i : i + 1024], dtype=torch.float32) - mean) / std
             f = model[:-1](x)
             feats.append(f.numpy())
             preds.append(model[-1](f).argmax(1).numpy())
@@ -141,6 +148,9 @@ def measure(cfg, images: np.ndarray, labels: np.ndarray, seed: int) -> tuple[dic
     # retrieval pools are drawn from the non-test images, which would otherwise sit on both sides)
     real_feats, _ = judge_outputs(cfg, data.images.subset(test_idx))
     domain_acc, direction = domain_classifier(real_feats, feats, streams.rng("domain", seed))
-    record = {"label_accuracy": float((preds == labels).mean()),
-              "frechet_distance": frechet_distance(feats, real_feats), "domain_accuracy": domain_acc}
+    record = {
+        "label_accuracy": float((preds == labels).mean()),
+        "frechet_distance": frechet_distance(feats, real_feats),
+        "domain_accuracy": domain_acc,
+    }
     return record, {"features": feats[:FEATURES_KEPT].astype(np.float32), "domain_direction": direction}

@@ -51,7 +51,7 @@ def validation_split(labels: np.ndarray, fraction: float, rng: np.random.Generat
     need = max(1, int(round(fraction * len(labels)))) - len(val)
     if need > 0 and len(labels) > 1:
         rest = rng.permutation(np.setdiff1d(np.arange(len(labels)), val))
-        val = np.concatenate([val, rest[:min(need, len(rest) - 1)]])
+        val = np.concatenate([val, rest[: min(need, len(rest) - 1)]])
     val = np.sort(val.astype(np.int64))
     return np.setdiff1d(np.arange(len(labels)), val), val
 
@@ -66,11 +66,19 @@ def _trial(config: dict) -> None:
     idx = np.concatenate([base, pool])
     train, val = validation_split(data.labels[idx], config["val_fraction"], streams.rng("validation", seed, size))
     clf = {k: v for k, v in cfg.classifier.items() if k in TRAIN_KEYS and k != "recipe"}
-    out = train_classifier(data.images[idx[train]], data.labels[idx[train]], data.images[idx[val]],
-                           data.labels[idx[val]], len(data.classes), recipe=cfg.classifier.get("recipe", "small_cnn"),
-                           steps=cfg.train_steps(cfg.budgets[0], len(train)), lr=float(config["lr"]),
-                           weight_decay=float(config["weight_decay"]),
-                           seed=streams.torch_seed("classifier", seed, n_real), **clf)
+    out = train_classifier(
+        data.images[idx[train]],
+        data.labels[idx[train]],
+        data.images[idx[val]],
+        data.labels[idx[val]],
+        len(data.classes),
+        recipe=cfg.classifier.get("recipe", "small_cnn"),
+        steps=cfg.train_steps(cfg.budgets[0], len(train)),
+        lr=float(config["lr"]),
+        weight_decay=float(config["weight_decay"]),
+        seed=streams.torch_seed("classifier", seed, n_real),
+        **clf,
+    )
     tune.report({"val_accuracy": out["accuracy"], "val_loss": out["loss"], "n_val": int(len(val))})
 
 
@@ -85,14 +93,28 @@ def choose(rows: list[dict]) -> dict[int, dict]:
         loss = float(np.mean([r["val_loss"] for r in rs]))
         cur = best.get(size)
         if cur is None or (acc, -loss) > (cur["val_accuracy"], -cur["val_loss"]):
-            best[size] = {"lr": lr, "weight_decay": wd, "val_accuracy": acc, "val_loss": loss,
-                          "n_val": int(np.mean([r["n_val"] for r in rs]))}
+            best[size] = {
+                "lr": lr,
+                "weight_decay": wd,
+                "val_accuracy": acc,
+                "val_loss": loss,
+                "n_val": int(np.mean([r["n_val"] for r in rs])),
+            }
     return dict(sorted(best.items()))
 
 
-def tune_recipe(config, *, lrs=DEFAULT_LRS, weight_decays=DEFAULT_WDS, seeds=None, val_fraction: float = 0.2,
-                address: str | None = None, storage: str | None = None, out: Path | None = None,
-                quiet: bool = False) -> Path:
+def tune_recipe(
+    config,
+    *,
+    lrs=DEFAULT_LRS,
+    weight_decays=DEFAULT_WDS,
+    seeds=None,
+    val_fraction: float = 0.2,
+    address: str | None = None,
+    storage: str | None = None,
+    out: Path | None = None,
+    quiet: bool = False,
+) -> Path:
     """Run the grid, write ``recipe/tuned.json`` in the run folder (or ``out``) and return its path."""
     cfg = load_config(config, storage=storage)
     if not 0 < val_fraction < 0.5:
@@ -108,9 +130,14 @@ def tune_recipe(config, *, lrs=DEFAULT_LRS, weight_decays=DEFAULT_WDS, seeds=Non
         raise ValueError(f"--seeds: {unknown} are not seeds of the config {list(cfg.seeds)}")
     sizes = list(real_sizes(cfg))
     n = len(sizes) * len(seeds) * len(lrs) * len(weight_decays)
-    space = {"sweep": cfg, "val_fraction": val_fraction, "n_total": tune.grid_search(sizes),
-             "seed": tune.grid_search(seeds), "lr": tune.grid_search(list(lrs)),
-             "weight_decay": tune.grid_search(list(weight_decays))}
+    space = {
+        "sweep": cfg,
+        "val_fraction": val_fraction,
+        "n_total": tune.grid_search(sizes),
+        "seed": tune.grid_search(seeds),
+        "lr": tune.grid_search(list(lrs)),
+        "weight_decay": tune.grid_search(list(weight_decays)),
+    }
     bar = tqdm(total=n, desc="recipe check", unit="trial", disable=quiet, file=sys.stdout)
 
     class Progress(tune.Callback):
@@ -118,21 +145,38 @@ def tune_recipe(config, *, lrs=DEFAULT_LRS, weight_decays=DEFAULT_WDS, seeds=Non
             bar.update(1)
 
     with ray_session(cfg, address):
-        tuner = build_tuner(_trial, space, resources={"cpu": float(cfg.resources.get("cpus_per_trial", 1))},
-                            name="recipe-check", storage=cfg.run_dir / "recipe" / "tune", max_failures=cfg.max_failures,
-                            callbacks=[Progress()])
+        tuner = build_tuner(
+            _trial,
+            space,
+            resources={"cpu": float(cfg.resources.get("cpus_per_trial", 1))},
+            name="recipe-check",
+            storage=cfg.run_dir / "recipe" / "tune",
+            max_failures=cfg.max_failures,
+            callbacks=[Progress()],
+        )
         grid = tuner.fit()
     bar.close()
-    rows = [{**{k: r.config[k] for k in ("n_total", "seed", "lr", "weight_decay")},
-             **{k: r.metrics[k] for k in ("val_accuracy", "val_loss", "n_val")}} for r in grid if r.error is None]
+    rows = [
+        {
+            **{k: r.config[k] for k in ("n_total", "seed", "lr", "weight_decay")},
+            **{k: r.metrics[k] for k in ("val_accuracy", "val_loss", "n_val")},
+        }
+        for r in grid
+        if r.error is None
+    ]
     if len(rows) < n:
         raise RuntimeError(f"recipe check: {n - len(rows)} of {n} trials failed; see the Ray errors above")
     default = (float(cfg.classifier.get("lr", 3e-3)), float(cfg.classifier.get("weight_decay", 5e-4)))
     chosen = choose(rows)
-    payload = {"dataset": cfg.dataset, "grid": {"lr": list(lrs), "weight_decay": list(weight_decays)},
-               "seeds": seeds, "val_fraction": val_fraction, "default": {"lr": default[0], "weight_decay": default[1]},
-               "sizes": {str(k): v for k, v in chosen.items()}, "trials": rows}
+    payload = {
+        "dataset": cfg.dataset,
+        "grid": {"lr": list(lrs), "weight_decay": list(weight_decays)},
+        "seeds": seeds,
+        "val_fraction": val_fraction,
+        "default": {"lr": default[0], "weight_decay": default[1]},
+        "sizes": {str(k): v for k, v in chosen.items()},
+        "trials": rows,
+    }
     path = Path(out) if out else cfg.run_dir / "recipe" / "tuned.json"
     write_json_atomic(path, payload)
     return path
-

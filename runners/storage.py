@@ -39,8 +39,11 @@ URI_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # credentials an S3 URI may carry (``s3://KEY:SECRET@bucket`` or ``?access_key=..&secret_key=..``) and the
 # environment variables pyarrow reads them from on every node
-S3_CREDENTIALS = {"access_key": "AWS_ACCESS_KEY_ID", "secret_key": "AWS_SECRET_ACCESS_KEY",
-                  "session_token": "AWS_SESSION_TOKEN"}
+S3_CREDENTIALS = {
+    "access_key": "AWS_ACCESS_KEY_ID",
+    "secret_key": "AWS_SECRET_ACCESS_KEY",
+    "session_token": "AWS_SESSION_TOKEN",
+}
 # what a URI carried, kept only in this process's memory (for the Ray workers of a cluster, see ``worker_env``)
 _FROM_URIS: dict[str, str] = {}
 
@@ -60,10 +63,13 @@ def split_credentials(uri: str) -> str:
     secrets = {S3_CREDENTIALS[k]: v for k, v in query if k in S3_CREDENTIALS}
     if parts.password is not None or parts.username is not None:
         if parts.scheme != "s3":
-            raise ValueError(f"{redact(uri)} carries credentials; give them to {parts.scheme} through its usual "
-                             "environment or configuration instead")
-        secrets.update({"AWS_ACCESS_KEY_ID": unquote(parts.username or ""),
-                        "AWS_SECRET_ACCESS_KEY": unquote(parts.password or "")})
+            raise ValueError(
+                f"{redact(uri)} carries credentials; give them to {parts.scheme} through its usual "
+                "environment or configuration instead"
+            )
+        secrets.update(
+            {"AWS_ACCESS_KEY_ID": unquote(parts.username or ""), "AWS_SECRET_ACCESS_KEY": unquote(parts.password or "")}
+        )
     if not secrets:
         return uri
     os.environ.update(secrets)
@@ -152,8 +158,9 @@ def with_retries(what: str, call):
             return call()
         except OSError as exc:  # pyarrow raises OSError for network and server errors alike
             if delay is None:
-                raise StorageError(f"storage: {what} failed after {len(RETRY_DELAYS) + 1} attempts: "
-                                   f"{redact(str(exc)).splitlines()[0]}") from exc
+                raise StorageError(
+                    f"storage: {what} failed after {len(RETRY_DELAYS) + 1} attempts: {redact(str(exc)).splitlines()[0]}"
+                ) from exc
             time.sleep(delay)
 
 
@@ -179,8 +186,9 @@ def push_tree(cfg, folder: Path) -> None:
     if target is None:
         return
     filesystem, key = target
-    listing = with_retries(f"listing {key}", lambda: filesystem.get_file_info(
-        pafs.FileSelector(key, recursive=True, allow_not_found=True)))
+    listing = with_retries(
+        f"listing {key}", lambda: filesystem.get_file_info(pafs.FileSelector(key, recursive=True, allow_not_found=True))
+    )
     have = {info.path for info in listing}
     for path in sorted(Path(folder).rglob("*")):
         if path.is_file() and f"{key}/{path.relative_to(folder).as_posix()}" not in have:
@@ -218,11 +226,12 @@ def pull_tree(cfg, folder: Path) -> None:
     if target is None:
         return
     filesystem, key = target
-    infos = with_retries(f"listing {key}", lambda: filesystem.get_file_info(
-        pafs.FileSelector(key, recursive=True, allow_not_found=True)))
+    infos = with_retries(
+        f"listing {key}", lambda: filesystem.get_file_info(pafs.FileSelector(key, recursive=True, allow_not_found=True))
+    )
     for info in infos:
         if info.type == pafs.FileType.File:
-            pull(cfg, Path(folder) / info.path[len(key) + 1:])
+            pull(cfg, Path(folder) / info.path[len(key) + 1 :])
 
 
 class RunFolderBusy(RuntimeError):
@@ -281,8 +290,9 @@ def run_lock(run_dir: Path):
     try:
         lock.acquire()
     except Timeout:
-        raise RunFolderBusy(f"storage: {run_dir} is in use by another sweep ({_holder(path)}); wait for it "
-                            "to finish") from None
+        raise RunFolderBusy(
+            f"storage: {run_dir} is in use by another sweep ({_holder(path)}); wait for it to finish"
+        ) from None
     try:
         _write_holder(path)
         yield

@@ -11,8 +11,17 @@ from __future__ import annotations
 import numpy as np
 
 # append only: a stream's position is its identity (reordering would change every number)
-STREAMS = ("split", "classifier", "generator_train", "generator_sample", "pool_labels", "encoder", "domain",
-           "test_split", "validation")
+STREAMS = (
+    "split",
+    "classifier",
+    "generator_train",
+    "generator_sample",
+    "pool_labels",
+    "encoder",
+    "domain",
+    "test_split",
+    "validation",
+)
 SHARED = 2**31 - 1  # entropy word of streams shared by every seed (test split, open-set generator, judge)
 
 

@@ -29,8 +29,7 @@ from runners.storage import RunFolder, RunFolderBusy
 from runners.assemble import assemble_cube, write_features
 from runners.config import ConfigError, SweepConfig, load_config
 from runners.data import verify_cache
-from runners.ledger import (cell_key, check_ledger, check_run_dir, ledger_path,
-                            package_version, write_stamp)
+from runners.ledger import cell_key, check_ledger, check_run_dir, ledger_path, package_version, write_stamp
 from runners.plan import dry_run as plan_dry_run
 from runners.plan import source_jobs
 from runners.pools import is_prepared
@@ -45,17 +44,27 @@ __all__ = ["RunFolderBusy", "SourceJobError", "SweepInterrupted", "build_tuner",
 
 def _provenance(cfg: SweepConfig, started: float) -> dict:
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=5).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
+        ).stdout.strip()
     except Exception:  # no git, or not a checkout: provenance says so with an empty string
         rev = ""
-    return {"package": package_version(), "git": rev, "config": json.loads(json.dumps(cfg.__dict__, default=str)),
-            "fingerprint": cfg.fingerprint(), "torch": torch.__version__, "ray": ray.__version__,
-            "diffusers": diffusers.__version__,
-            "hardware": {"machine": platform.machine(), "cpus": os.cpu_count(),
-                         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
-            "start": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-            "end": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    return {
+        "package": package_version(),
+        "git": rev,
+        "config": json.loads(json.dumps(cfg.__dict__, default=str)),
+        "fingerprint": cfg.fingerprint(),
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "diffusers": diffusers.__version__,
+        "hardware": {
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
+        "start": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "end": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
 
 
 class SweepInterrupted(RuntimeError):
@@ -64,9 +73,11 @@ class SweepInterrupted(RuntimeError):
 
 def check_resources(cfg: SweepConfig, cpus: float, gpus: float, where: str) -> None:
     """A trial or source job that asks for more than the cluster has would wait forever: refuse it."""
-    need = {"resources.cpus_per_trial": ("CPU", cfg.trial_resources["CPU"], cpus),
-            "resources.gpus_per_trial": ("GPU", cfg.trial_resources["GPU"], gpus),
-            "resources.gpus_per_source_job": ("GPU", cfg.source_job_resources["GPU"], gpus)}
+    need = {
+        "resources.cpus_per_trial": ("CPU", cfg.trial_resources["CPU"], cpus),
+        "resources.gpus_per_trial": ("GPU", cfg.trial_resources["GPU"], gpus),
+        "resources.gpus_per_source_job": ("GPU", cfg.source_job_resources["GPU"], gpus),
+    }
     for field_name, (kind, asked, have) in need.items():
         if asked > have:
             raise ConfigError(f"{field_name}: {asked:g} {kind}(s) asked, but {where} has {have:g}")
@@ -81,8 +92,16 @@ def _local_resources(cfg: SweepConfig) -> tuple[float, float]:
     return float(cfg.resources.get("num_cpus") or os.cpu_count()), float(torch.cuda.device_count())
 
 
-def run_sweep(config, *, address: str | None = None, storage: str | None = None, dry_run: bool = False,
-              quiet: bool = False, settings=(), gpus: float | None = None) -> Path | dict:
+def run_sweep(
+    config,
+    *,
+    address: str | None = None,
+    storage: str | None = None,
+    dry_run: bool = False,
+    quiet: bool = False,
+    settings=(),
+    gpus: float | None = None,
+) -> Path | dict:
     """Run (or resume) a sweep; returns the path of ``results.nc`` (or the plan when ``dry_run``).
 
     Raises :class:`SweepInterrupted` (after writing the cube) when cells are left unfinished.
@@ -104,8 +123,11 @@ def run_sweep(config, *, address: str | None = None, storage: str | None = None,
         cells = cfg.cells()
         pending = [c for c in cells if cell_key(c) not in done]
         if not quiet:
-            print(f"sweep '{cfg.name}': {len(cells)} trials, {len(cells) - len(pending)} already done, "
-                  f"{len(pending)} to run -> {cfg.run_dir / 'results.nc'}", flush=True)
+            print(
+                f"sweep '{cfg.name}': {len(cells)} trials, {len(cells) - len(pending)} already done, "
+                f"{len(pending)} to run -> {cfg.run_dir / 'results.nc'}",
+                flush=True,
+            )
         failed: set[str] = set()
         if pending:
             with ray_session(cfg, address):
@@ -122,12 +144,17 @@ def run_sweep(config, *, address: str | None = None, storage: str | None = None,
             run.upload(features)
     unfinished = [c for c in pending if cell_key(c) not in failed and not ledger_path(cfg, c).exists()]
     if not quiet:
-        where = f" (uploaded to {urlsplit(cfg.storage)._replace(query='').geturl().rstrip('/')}/{cfg.name}/results.nc)" \
-            if run_store.remote(cfg) else ""
+        where = (
+            f" (uploaded to {urlsplit(cfg.storage)._replace(query='').geturl().rstrip('/')}/{cfg.name}/results.nc)"
+            if run_store.remote(cfg)
+            else ""
+        )
         print(f"cube written: {path}{where} ({status_counts(cube)}) in {time.time() - started:.0f} s", flush=True)
     if unfinished:
-        raise SweepInterrupted(f"interrupted: {len(unfinished)} of {len(cells)} trials did not finish (the cube "
-                               f"marks them pending); rerun the same command to resume")
+        raise SweepInterrupted(
+            f"interrupted: {len(unfinished)} of {len(cells)} trials did not finish (the cube "
+            f"marks them pending); rerun the same command to resume"
+        )
     return path
 
 
@@ -142,14 +169,20 @@ def _keep_a_larger_cube(path: Path, cube) -> None:
     except ValueError:  # damaged (a killed writer of an old version): nothing worth keeping
         return
     done = old["status"] == STATUS_DONE
-    kept = done.sel({d: [v for v in old[d].values if v in cube[d].values] for d in cell_dims(old)}) \
-        if all(d in cube.dims for d in cell_dims(old)) else done.isel({d: [] for d in cell_dims(old)})
+    kept = (
+        done.sel({d: [v for v in old[d].values if v in cube[d].values] for d in cell_dims(old)})
+        if all(d in cube.dims for d in cell_dims(old))
+        else done.isel({d: [] for d in cell_dims(old)})
+    )
     lost = int(done.sum()) - int(kept.sum())
     if lost > 0:
         backup = path.with_name(f"results.{time.strftime('%Y%m%d-%H%M%S')}.nc")
         os.replace(path, backup)
-        print(f"the grid is smaller than the cube it replaces: {lost} finished cell(s) of {path.name} lie outside "
-              f"it; that cube is kept as {backup.name} (the ledger keeps every cell)", file=sys.stderr)
+        print(
+            f"the grid is smaller than the cube it replaces: {lost} finished cell(s) of {path.name} lie outside "
+            f"it; that cube is kept as {backup.name} (the ledger keeps every cell)",
+            file=sys.stderr,
+        )
 
 
 @contextlib.contextmanager
@@ -160,8 +193,12 @@ def ray_session(cfg: SweepConfig, address: str | None):
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000")
     started_here = False
     if not ray.is_initialized():
-        kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": True,
-                  "logging_level": "ERROR"}
+        kwargs = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "configure_logging": True,
+            "logging_level": "ERROR",
+        }
         if address:  # credentials a storage URI carried reach the cluster's workers through Ray, not a file
             env = run_store.worker_env()
             ray.init(address=address, **kwargs, **({"runtime_env": {"env_vars": env}} if env else {}))
@@ -199,8 +236,9 @@ def _source_task(cfg: SweepConfig, job: dict, *deps) -> dict:
     if injected(f"pool:{job['source']}-r{job['n_real']}-seed{job['seed']}"):
         raise RuntimeError("injected failure in a source job")
     t0 = time.perf_counter()
-    meta = prepare_pool(cfg, job["source"], job["n_real"], job["seed"],
-                        record={**placement(), "started_at": time.time()})
+    meta = prepare_pool(
+        cfg, job["source"], job["n_real"], job["seed"], record={**placement(), "started_at": time.time()}
+    )
     return {**job, "seconds": time.perf_counter() - t0, "meta": meta}
 
 
@@ -218,15 +256,22 @@ def _prepare_sources(cfg: SweepConfig, *, quiet: bool) -> None:
     jobs = [j for j in source_jobs(cfg) if not is_prepared(cfg, j["source"], j["n_real"], j["seed"])]
     if not jobs:
         return
-    opts = {"num_cpus": cfg.source_job_resources["CPU"], "num_gpus": cfg.source_job_resources["GPU"],
-            "max_retries": cfg.max_failures}
+    opts = {
+        "num_cpus": cfg.source_job_resources["CPU"],
+        "num_gpus": cfg.source_job_resources["GPU"],
+        "max_retries": cfg.max_failures,
+    }
     judge = ray.remote(prepare_judge).options(**opts).remote(cfg)
     open_gen = None
     if any(j["source"] == "open_set" for j in jobs) and open_set.uses_generator(cfg):
         open_gen = ray.remote(_open_generator_task).options(**opts).remote(cfg)  # the longest job: start it first
     task = ray.remote(_source_task).options(**opts)
-    refs = {task.remote(cfg, j, judge, open_gen) if j["source"] == "open_set" and open_gen is not None
-            else task.remote(cfg, j, judge): j for j in jobs}
+    refs = {
+        task.remote(cfg, j, judge, open_gen)
+        if j["source"] == "open_set" and open_gen is not None
+        else task.remote(cfg, j, judge): j
+        for j in jobs
+    }
     pending = list(refs)
     with tqdm(total=len(pending), desc="sources", unit="pool", disable=quiet, file=sys.stdout) as bar:
         while pending:
@@ -235,17 +280,22 @@ def _prepare_sources(cfg: SweepConfig, *, quiet: bool) -> None:
                 r = ray.get(done[0])
             except ray.exceptions.RayError as exc:  # after its retries: no trial could use this pool, so stop here
                 j = refs[done[0]]
-                raise SourceJobError(f"sources: the {j['source']} pool for n_real={j['n_real']} seed={j['seed']} "
-                                     f"failed after {cfg.max_failures} retries: {getattr(exc, 'cause', exc)!r}") from exc
+                raise SourceJobError(
+                    f"sources: the {j['source']} pool for n_real={j['n_real']} seed={j['seed']} "
+                    f"failed after {cfg.max_failures} retries: {getattr(exc, 'cause', exc)!r}"
+                ) from exc
             m = r["meta"]
             extra = f" noise={m['label_noise']:.2f}" if "label_noise" in m else ""
             bar.update(1)
-            bar.set_postfix_str(f"{r['source']} r{r['n_real']} seed{r['seed']} {r['seconds']:.0f}s "
-                                f"label_acc={m['label_accuracy']:.2f} FD={m['frechet_distance']:.1f}{extra}")
+            bar.set_postfix_str(
+                f"{r['source']} r{r['n_real']} seed{r['seed']} {r['seconds']:.0f}s "
+                f"label_acc={m['label_accuracy']:.2f} FD={m['frechet_distance']:.1f}{extra}"
+            )
 
 
-def build_tuner(fn, param_space: dict, *, resources: dict, name: str, storage: Path, max_failures: int,
-                callbacks: list):
+def build_tuner(
+    fn, param_space: dict, *, resources: dict, name: str, storage: Path, max_failures: int, callbacks: list
+):
     """The sweep's Tuner: packed resources, reused actors, no per-trial loggers or console tables,
     retries on failure. A trial then costs its training, not its scheduling (bench/ray_overhead.py)."""
     return tune.Tuner(
@@ -253,10 +303,13 @@ def build_tuner(fn, param_space: dict, *, resources: dict, name: str, storage: P
         param_space=param_space,
         tune_config=tune.TuneConfig(reuse_actors=True),
         run_config=tune.RunConfig(
-            name=name, storage_path=str(Path(storage).resolve()), verbose=0,
+            name=name,
+            storage_path=str(Path(storage).resolve()),
+            verbose=0,
             failure_config=tune.FailureConfig(max_failures=max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            callbacks=callbacks, log_to_file=False,
+            callbacks=callbacks,
+            log_to_file=False,
         ),
     )
 
@@ -283,8 +336,10 @@ def _tune(cfg: SweepConfig, pending: list[dict], *, quiet, started) -> set[str]:
             try:
                 save_cube(assemble_cube(cfg, failed, self.provenance), cfg.run_dir / "results.nc", overwrite=True)
             except Exception as exc:  # noqa: BLE001 - whatever it was, Tune's loop must go on
-                bar.write(f"warning: the periodic cube save failed ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
-                          "trials go on, the cube is written at the end")
+                bar.write(
+                    f"warning: the periodic cube save failed ({str(exc).splitlines()[0] if str(exc) else exc!r}); "
+                    "trials go on, the cube is written at the end"
+                )
 
         def on_trial_error(self, iteration, trials, trial, **info):
             failed.add(cell_key(trial.config["cell"]))
@@ -292,9 +347,15 @@ def _tune(cfg: SweepConfig, pending: list[dict], *, quiet, started) -> set[str]:
 
     resources = {"cpu": cfg.trial_resources["CPU"], "gpu": cfg.trial_resources["GPU"]}
     space = {"sweep": cfg, "cell": tune.grid_search(pending)}
-    tuner = build_tuner(trainable, space, resources=resources,
-                        name=f"tune-{int(started)}", storage=cfg.run_dir / "tune", max_failures=cfg.max_failures,
-                        callbacks=[Progress()])
+    tuner = build_tuner(
+        trainable,
+        space,
+        resources=resources,
+        name=f"tune-{int(started)}",
+        storage=cfg.run_dir / "tune",
+        max_failures=cfg.max_failures,
+        callbacks=[Progress()],
+    )
     try:
         tuner.fit()
     finally:

@@ -22,8 +22,12 @@ def conv_bn(cin: int, cout: int) -> nn.Sequential:
 def small_cnn(in_ch: int, n_classes: int, width: int = 32) -> nn.Module:
     """Three conv blocks with pooling; sized for 8-32 px images."""
     return nn.Sequential(
-        conv_bn(in_ch, width), conv_bn(width, 2 * width), nn.MaxPool2d(2),
-        conv_bn(2 * width, 4 * width), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+        conv_bn(in_ch, width),
+        conv_bn(width, 2 * width),
+        nn.MaxPool2d(2),
+        conv_bn(2 * width, 4 * width),
+        nn.AdaptiveMaxPool2d(1),
+        nn.Flatten(),
         nn.Linear(4 * width, n_classes),
     )
 
@@ -35,8 +39,11 @@ class BasicBlock(nn.Module):
         self.b1 = nn.BatchNorm2d(cout)
         self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.b2 = nn.BatchNorm2d(cout)
-        self.skip = nn.Sequential() if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.skip = (
+            nn.Sequential()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
 
     def forward(self, x):
         y = F.relu(self.b1(self.c1(x)))
@@ -61,8 +68,9 @@ def build_model(recipe: str, in_ch: int, n_classes: int, width: int | None = Non
     raise ValueError(f"classifier.recipe: unknown recipe {recipe!r}; choose from {RECIPES}")
 
 
-def batch_indices(n: int, bs: int, gen: torch.Generator, synth_from: int | None = None,
-                  synth_weight: float | None = None) -> torch.Tensor:
+def batch_indices(
+    n: int, bs: int, gen: torch.Generator, synth_from: int | None = None, synth_weight: float | None = None
+) -> torch.Tensor:
     """Row indices of one batch: uniform over all ``n`` rows, or — with ``synth_from`` — each item synthetic
     (rows ``synth_from..n-1``) with probability ``synth_weight``, then uniform within its part."""
     device = gen.device
@@ -74,11 +82,28 @@ def batch_indices(n: int, bs: int, gen: torch.Generator, synth_from: int | None 
     return torch.where(pick_synth, syn_idx, real_idx)
 
 
-def train_classifier(x_train, y_train, x_test, y_test, n_classes: int, *, recipe: str = "small_cnn", steps: int = 300,
-                     batch_size: int = 64, lr: float = 3e-3, weight_decay: float = 5e-4, label_smoothing: float = 0.1,
-                     width: int | None = None, seed: int = 0, device: str | None = None, flip: bool = False,
-                     synth_from: int | None = None, synth_weight: float | None = None,
-                     precision: str | None = None, return_model: bool = False) -> dict:
+def train_classifier(
+    x_train,
+    y_train,
+    x_test,
+    y_test,
+    n_classes: int,
+    *,
+    recipe: str = "small_cnn",
+    steps: int = 300,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    weight_decay: float = 5e-4,
+    label_smoothing: float = 0.1,
+    width: int | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    flip: bool = False,
+    synth_from: int | None = None,
+    synth_weight: float | None = None,
+    precision: str | None = None,
+    return_model: bool = False,
+) -> dict:
     """Train from scratch and evaluate; returns accuracy, loss, per-class accuracy, seconds.
 
     ``precision``: ``fp32`` or ``bf16`` (autocast of the forward pass; weights, optimiser and the evaluation stay
@@ -169,12 +194,12 @@ def exact_channel_stats(pixels: torch.Tensor, levels: int, chunk: int = 4096) ->
     s = torch.zeros(pixels.shape[1], dtype=torch.int64)
     q = torch.zeros(pixels.shape[1], dtype=torch.int64)
     for i in range(0, len(pixels), chunk):
-        block = pixels[i:i + chunk].to("cpu", torch.int64)
+        block = pixels[i : i + chunk].to("cpu", torch.int64)
         s += block.sum((0, 2, 3))
         q += (block * block).sum((0, 2, 3))
     n = pixels.numel() // pixels.shape[1]
     mean = [si / (n * levels) for si in s.tolist()]  # python floats: exact rationals rounded once to float64
-    var = [(qi - si * si / n) / (n - 1) / levels ** 2 for si, qi in zip(s.tolist(), q.tolist())]
+    var = [(qi - si * si / n) / (n - 1) / levels**2 for si, qi in zip(s.tolist(), q.tolist())]
     mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     std_t = torch.tensor(var, dtype=torch.float64).sqrt().float().view(1, -1, 1, 1) + 1e-6
     return mean_t, std_t
@@ -185,13 +210,21 @@ def evaluate(model, x_test, y_test, n_classes, mean, std, device, batch: int = 1
     model.eval()
     yte = torch.as_tensor(y_test, dtype=torch.int64, device=device)
     # one batch of test images becomes float at a time (x_test may be a uint8-backed view of the dataset)
-    logits = torch.cat([model((torch.as_tensor(x_test[i:i + batch], dtype=torch.float32, device=device) - mean)
-                              / std).float() for i in range(0, len(yte), batch)])
+    logits = torch.cat(
+        [
+            model((torch.as_tensor(x_test[i : i + batch], dtype=torch.float32, device=device) - mean) / std).float()
+            for i in range(0, len(yte), batch)
+        ]
+    )
     loss = F.cross_entropy(logits, yte).item()
     pred = logits.argmax(1)
     correct = (pred == yte).float()
     per_class = torch.zeros(n_classes, device=device).index_add_(0, yte, correct)
     counts = torch.bincount(yte, minlength=n_classes).clamp(min=1).float()
     # which test images were right: lets the analysis resample test images jointly with seeds
-    return {"accuracy": correct.mean().item(), "loss": loss, "per_class_accuracy": (per_class / counts).cpu().numpy(),
-            "correct": correct.bool().cpu().numpy()}
+    return {
+        "accuracy": correct.mean().item(),
+        "loss": loss,
+        "per_class_accuracy": (per_class / counts).cpu().numpy(),
+        "correct": correct.bool().cpu().numpy(),
+    }

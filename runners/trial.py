@@ -18,8 +18,15 @@ from runners import streams
 from runners.storage import RunFolder
 from runners.config import PROTOCOL_DEFAULTS
 from runners.data import base_and_real_pool, dataset_of
-from runners.ledger import (cell_fingerprint, cell_key, entry_checksum, fingerprint_parts, ledger_entry, ledger_path,
-                            read_entry)
+from runners.ledger import (
+    cell_fingerprint,
+    cell_key,
+    entry_checksum,
+    fingerprint_parts,
+    ledger_entry,
+    ledger_path,
+    read_entry,
+)
 from runners.pools import attributed_seconds, load_pool
 from runners.train import train_classifier
 from scaling.cube import pack_correct
@@ -85,16 +92,32 @@ def run_cell(cfg, cell: dict) -> dict:
     if weight is not None and cell["n_synth"] > 0 and cell["source"] != "real":  # real images are interchangeable
         clf.update(synth_from=len(base), synth_weight=float(weight))
     # the classifier's stream depends on (seed, n_real) only: every source at a base size shares its init
-    result = train_classifier(x, y, data.images.subset(test_idx), data.labels[test_idx], len(data.classes),
-                              recipe=cfg.classifier.get("recipe", "small_cnn"), precision=cfg.precision,
-                              seed=streams.torch_seed("classifier", cell["seed"], cell["n_real"]), **clf)
+    result = train_classifier(
+        x,
+        y,
+        data.images.subset(test_idx),
+        data.labels[test_idx],
+        len(data.classes),
+        recipe=cfg.classifier.get("recipe", "small_cnn"),
+        precision=cfg.precision,
+        seed=streams.torch_seed("classifier", cell["seed"], cell["n_real"]),
+        **clf,
+    )
     if not np.isfinite(result["loss"]):  # diverged (e.g. lr too high): chance accuracy must not count as done
-        raise FloatingPointError(f"{cell_key(cell)}: training diverged (test loss {result['loss']}); "
-                                 "check classifier.lr")
-    return {"accuracy": result["accuracy"], "loss": result["loss"], "train_seconds": result["train_seconds"],
-            "lr": clf.get("lr"), "weight_decay": clf.get("weight_decay"), "steps": clf["steps"],
-            "source_seconds": source_seconds, "per_class_accuracy": result["per_class_accuracy"].tolist(),
-            "test_correct": pack_correct(result["correct"])}
+        raise FloatingPointError(
+            f"{cell_key(cell)}: training diverged (test loss {result['loss']}); check classifier.lr"
+        )
+    return {
+        "accuracy": result["accuracy"],
+        "loss": result["loss"],
+        "train_seconds": result["train_seconds"],
+        "lr": clf.get("lr"),
+        "weight_decay": clf.get("weight_decay"),
+        "steps": clf["steps"],
+        "source_seconds": source_seconds,
+        "per_class_accuracy": result["per_class_accuracy"].tolist(),
+        "test_correct": pack_correct(result["correct"]),
+    }
 
 
 def placement() -> dict:
@@ -105,8 +128,12 @@ def placement() -> dict:
         assigned = {k: float(v) for k, v in ray.get_runtime_context().get_assigned_resources().items()}
     except Exception:  # outside Ray
         gpu_ids, assigned = [], {}
-    return {"gpu_ids": gpu_ids, "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "assigned": assigned, "node": _node_id()}
+    return {
+        "gpu_ids": gpu_ids,
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "assigned": assigned,
+        "node": _node_id(),
+    }
 
 
 def _node_id() -> str:

@@ -18,11 +18,21 @@ except importlib.metadata.PackageNotFoundError:  # a source tree that was never 
     __version__ = "unknown"
 
 _HOMES = {
-    "CubeError": "scaling.cube", "empty_cube": "scaling.cube", "merge_cubes": "scaling.cube",
-    "open_cube": "scaling.cube", "save_cube": "scaling.cube", "status_counts": "scaling.cube",
-    "validate_cube": "scaling.cube", "protocol_slice": "scaling.cube", "fit_equivalence": "scaling.fit",
-    "fit_protocols": "scaling.fit", "protocol_table": "scaling.fit", "planted_truth": "scaling.simulate",
-    "simulate_cube": "scaling.simulate", "simulate_protocols": "scaling.simulate", "run_sweep": "runners.sweep",
+    "CubeError": "scaling.cube",
+    "empty_cube": "scaling.cube",
+    "merge_cubes": "scaling.cube",
+    "open_cube": "scaling.cube",
+    "save_cube": "scaling.cube",
+    "status_counts": "scaling.cube",
+    "validate_cube": "scaling.cube",
+    "protocol_slice": "scaling.cube",
+    "fit_equivalence": "scaling.fit",
+    "fit_protocols": "scaling.fit",
+    "protocol_table": "scaling.fit",
+    "planted_truth": "scaling.simulate",
+    "simulate_cube": "scaling.simulate",
+    "simulate_protocols": "scaling.simulate",
+    "run_sweep": "runners.sweep",
 }
 __all__ = sorted(_HOMES)
 

@@ -17,6 +17,7 @@ from analysis.options import CI_METHODS
 def _checked(convert, ok, need: str):
     """An argparse ``type``: ``convert`` the text, then require ``ok`` of it; argparse's one line names the option
     ("argument --width: must be ..."), before any work starts."""
+
     def parse(text: str):
         try:
             value = convert(text)
@@ -25,6 +26,7 @@ def _checked(convert, ok, need: str):
         if not ok(value):
             raise argparse.ArgumentTypeError(f"must be {need}, got {text!r}")
         return value
+
     parse.__name__ = need  # what argparse would print for a value it cannot convert
     return parse
 
@@ -44,15 +46,24 @@ def _sweep(args) -> int:
 
     if args.adaptive or args.target:
         if not (args.adaptive and args.target):
-            raise ValueError("--adaptive: needs --target SOURCE:N_REAL:N_SYNTH (and --width), and --target needs --adaptive")
+            raise ValueError(
+                "--adaptive: needs --target SOURCE:N_REAL:N_SYNTH (and --width), and --target needs --adaptive"
+            )
         from runners.adaptive import main_adaptive
 
         args.target = _parse_target(args.target)
         return main_adaptive(args)
 
     try:
-        path = run_sweep(args.config, address=args.address, storage=args.storage, dry_run=args.dry_run,
-                         quiet=args.quiet, settings=args.set, gpus=args.gpus)
+        path = run_sweep(
+            args.config,
+            address=args.address,
+            storage=args.storage,
+            dry_run=args.dry_run,
+            quiet=args.quiet,
+            settings=args.set,
+            gpus=args.gpus,
+        )
     except SourceJobError as exc:  # a generator/retrieval job failed for good: one line, non-zero exit
         print(f"scaling sweep: error: {exc}", file=sys.stderr)
         return 3
@@ -72,8 +83,10 @@ def _sweep(args) -> int:
         print(f"scaling sweep: error: every cell failed ({counts}); see the trial errors above", file=sys.stderr)
         return 4
     if counts.get("failed"):
-        print(f"scaling sweep: warning: {counts['failed']} cell(s) failed after retries; the fit excludes them",
-              file=sys.stderr)
+        print(
+            f"scaling sweep: warning: {counts['failed']} cell(s) failed after retries; the fit excludes them",
+            file=sys.stderr,
+        )
     if not args.quiet:
         _print_answer(path)
     return 0
@@ -118,8 +131,15 @@ def _fit(args) -> int:
     import scaling
 
     cube = scaling.open_cube(args.cube)
-    results = scaling.fit_equivalence(cube, args.source, reference=args.reference, n_boot=args.n_boot, ci=args.ci,
-                                      protocol=args.protocol, **_fit_kwargs(args))
+    results = scaling.fit_equivalence(
+        cube,
+        args.source,
+        reference=args.reference,
+        n_boot=args.n_boot,
+        ci=args.ci,
+        protocol=args.protocol,
+        **_fit_kwargs(args),
+    )
     for res in results.values():
         print(res.summary())
         print()
@@ -149,11 +169,15 @@ def _simulate(args) -> int:
     rates = _planted_rates(args.rho)
     if Path(args.out).exists() and not args.overwrite:
         raise FileExistsError(f"--out: {args.out} exists; pass --overwrite to replace it")
-    cube = scaling.simulate_cube(seeds=args.seeds, sources={k: {"exchange_rate": v} for k, v in rates.items()},
-                                 random_state=args.random_state)
+    cube = scaling.simulate_cube(
+        seeds=args.seeds, sources={k: {"exchange_rate": v} for k, v in rates.items()}, random_state=args.random_state
+    )
     path = scaling.save_cube(cube, args.out, overwrite=args.overwrite)
-    print(f"simulated cube written: {path} (planted exchange rates: "
-          + ", ".join(f"{k} {v:g}" for k, v in rates.items()) + ")")
+    print(
+        f"simulated cube written: {path} (planted exchange rates: "
+        + ", ".join(f"{k} {v:g}" for k, v in rates.items())
+        + ")"
+    )
     return 0
 
 
@@ -183,14 +207,23 @@ def _report(args) -> int:
 def _tune_recipe(args) -> int:
     from runners.recipe import DEFAULT_LRS, DEFAULT_WDS, tune_recipe
 
-    path = tune_recipe(args.config, lrs=args.lr or DEFAULT_LRS, weight_decays=args.weight_decay or DEFAULT_WDS,
-                       seeds=args.seeds, val_fraction=args.val_fraction, address=args.address, storage=args.storage,
-                       quiet=args.quiet)
+    path = tune_recipe(
+        args.config,
+        lrs=args.lr or DEFAULT_LRS,
+        weight_decays=args.weight_decay or DEFAULT_WDS,
+        seeds=args.seeds,
+        val_fraction=args.val_fraction,
+        address=args.address,
+        storage=args.storage,
+        quiet=args.quiet,
+    )
     import json
 
     table = json.loads(path.read_text())
-    print(f"{'size':>6} {'lr':>8} {'weight_decay':>12} {'val acc':>8}  (default lr {table['default']['lr']}, "
-          f"weight_decay {table['default']['weight_decay']})")
+    print(
+        f"{'size':>6} {'lr':>8} {'weight_decay':>12} {'val acc':>8}  (default lr {table['default']['lr']}, "
+        f"weight_decay {table['default']['weight_decay']})"
+    )
     for size, v in table["sizes"].items():
         print(f"{size:>6} {v['lr']:>8g} {v['weight_decay']:>12g} {v['val_accuracy']:>8.3f}")
     print(f"recipe written: {path}  (use it with classifier.tuned_recipe: {path})")
@@ -220,32 +253,43 @@ def _plan(args) -> int:
     if args.pilot:
         pilot = scaling.open_cube(args.pilot)
         if str(pilot.attrs["dataset"]) != cfg.dataset["name"]:
-            raise ValueError(f"--pilot: {args.pilot} is a cube of dataset {pilot.attrs['dataset']!r}, the config's is "
-                             f"{cfg.dataset['name']!r}; a pilot must come from the same dataset")
+            raise ValueError(
+                f"--pilot: {args.pilot} is a cube of dataset {pilot.attrs['dataset']!r}, the config's is "
+                f"{cfg.dataset['name']!r}; a pilot must come from the same dataset"
+            )
         check_cube_target(pilot, (source, n_real, n_synth), "--pilot")
         truth = pilot_truth(pilot, source)
     else:
         truth = prior_truth(cfg.n_real, cfg.n_synth, source, _parse_prior(args.prior), n_test=args.n_test)
-    print(f"plan for {source} at n_real={n_real}, n_synth={n_synth}, target bound ratio <= {args.width:g} "
-          f"(upper/lower of the 95% interval); {args.sims} simulated sweeps per seed count")
+    print(
+        f"plan for {source} at n_real={n_real}, n_synth={n_synth}, target bound ratio <= {args.width:g} "
+        f"(upper/lower of the 95% interval); {args.sims} simulated sweeps per seed count"
+    )
     print(f"  {truth.describe()}")
     with tqdm(total=args.sims * len(args.seeds), desc="simulated fits", unit="fit", leave=False) as bar:
         table = plan_seeds(truth, source, n_real, n_synth, args.seeds, sims=args.sims, progress=bar.update)
     device = _device_of(cfg)
     unit = "GPU-h" if device == "gpu" else "CPU-h"
-    print(f"  {'seeds':>5} {'trials':>7} {unit:>8} {'median':>7} {'10%-90%':>15} {'estimated':>9} "
-          f"{'not id.':>7} {'no gain':>7}")
+    print(
+        f"  {'seeds':>5} {'trials':>7} {unit:>8} {'median':>7} {'10%-90%':>15} {'estimated':>9} "
+        f"{'not id.':>7} {'no gain':>7}"
+    )
     for s, row in table.iterrows():
         with files_checked_later():
             c = load_config(args.config, [*args.set, f"seeds={list(range(s))}"])
         hours = sum(st.device_hours for st in stages(c, device))
         mark = " <= width" if row["median_ratio"] <= args.width else ""
-        print(f"  {s:>5} {len(c.cells()):>7} {hours:>8.2f} {row['median_ratio']:>7.2f} "
-              f"{row['ratio_p10']:>7.2f}-{row['ratio_p90']:<7.2f} {row['p_estimated']:>9.0%} "
-              f"{row['p_not_identified']:>7.0%} {row['p_no_measurable_gain']:>7.0%}{mark}")
+        print(
+            f"  {s:>5} {len(c.cells()):>7} {hours:>8.2f} {row['median_ratio']:>7.2f} "
+            f"{row['ratio_p10']:>7.2f}-{row['ratio_p90']:<7.2f} {row['p_estimated']:>9.0%} "
+            f"{row['p_not_identified']:>7.0%} {row['p_no_measurable_gain']:>7.0%}{mark}"
+        )
     best = smallest_meeting(table, args.width)
-    print(f"  -> {best} seeds reach the width in the median sweep" if best else
-          "  -> no candidate reaches the width: more seeds, or larger n_synth / more n_real values")
+    print(
+        f"  -> {best} seeds reach the width in the median sweep"
+        if best
+        else "  -> no candidate reaches the width: more seeds, or larger n_synth / more n_real values"
+    )
     return 0
 
 
@@ -266,33 +310,58 @@ def _next(args) -> int:
     seeds = int(cube.sizes["seed"])
     trial_s = float(cube["train_seconds"].sel(source=["real", source]).mean())
     per_seed = cells_per_seed(cube.sizes["n_real"], cube.sizes["n_synth"], 2)
-    print(f"now: {seeds} seeds, rho {now['estimate']:.3g} [{now['lower']:.3g}, {now['upper']:.3g}], bound ratio "
-          f"{now['ratio']:.3g} ({now['verdict']}); target width {args.width:g}")
+    print(
+        f"now: {seeds} seeds, rho {now['estimate']:.3g} [{now['lower']:.3g}, {now['upper']:.3g}], bound ratio "
+        f"{now['ratio']:.3g} ({now['verdict']}); target width {args.width:g}"
+    )
     if now["ratio"] <= args.width:
         print("  -> done: the interval is already narrow enough")
         return 0
-    table = plan_seeds(pilot_truth(cube, source), source, n_real, n_synth, [seeds + k for k in args.add], sims=args.sims)
+    table = plan_seeds(
+        pilot_truth(cube, source), source, n_real, n_synth, [seeds + k for k in args.add], sims=args.sims
+    )
     rows = []
     for k in args.add:
         pred = table.loc[seeds + k]
         cost = k * per_seed * trial_s
         gain = float(np.log(now["ratio"]) - np.log(pred["median_ratio"])) if np.isfinite(now["ratio"]) else float("inf")
-        rows.append({"add_seeds": k, "trials": k * per_seed, "compute_s": round(cost, 1),
-                     "median_ratio": round(float(pred["median_ratio"]), 4), "p_estimated": float(pred["p_estimated"]),
-                     "shrink_per_hour": round(gain / max(cost, 1e-9) * 3600, 4), "reaches": bool(pred["median_ratio"] <= args.width)})
-    print(f"  {'+seeds':>6} {'trials':>7} {'compute s':>10} {'median ratio':>12} {'estimated':>9} {'log-width shrink/h':>18}")
+        rows.append(
+            {
+                "add_seeds": k,
+                "trials": k * per_seed,
+                "compute_s": round(cost, 1),
+                "median_ratio": round(float(pred["median_ratio"]), 4),
+                "p_estimated": float(pred["p_estimated"]),
+                "shrink_per_hour": round(gain / max(cost, 1e-9) * 3600, 4),
+                "reaches": bool(pred["median_ratio"] <= args.width),
+            }
+        )
+    print(
+        f"  {'+seeds':>6} {'trials':>7} {'compute s':>10} {'median ratio':>12} {'estimated':>9} {'log-width shrink/h':>18}"
+    )
     for r in rows:
-        print(f"  {r['add_seeds']:>6} {r['trials']:>7} {r['compute_s']:>10.0f} {r['median_ratio']:>12.3f} "
-              f"{r['p_estimated']:>9.0%} {r['shrink_per_hour']:>18.3g}{'  reaches the width' if r['reaches'] else ''}")
+        print(
+            f"  {r['add_seeds']:>6} {r['trials']:>7} {r['compute_s']:>10.0f} {r['median_ratio']:>12.3f} "
+            f"{r['p_estimated']:>9.0%} {r['shrink_per_hour']:>18.3g}{'  reaches the width' if r['reaches'] else ''}"
+        )
     reach = [r for r in rows if r["reaches"]]
     pick = min(reach, key=lambda r: r["add_seeds"]) if reach else max(rows, key=lambda r: r["shrink_per_hour"])
-    why = ("the fewest seeds whose median sweep reaches the width" if reach else
-           "no candidate reaches the width: the most shrinkage per compute second")
-    print(f"  -> next batch: +{pick['add_seeds']} seeds of real and {source} ({why}); extend the run with "
-          f"`--set seeds=[...]` (finished cells are kept)")
+    why = (
+        "the fewest seeds whose median sweep reaches the width"
+        if reach
+        else "no candidate reaches the width: the most shrinkage per compute second"
+    )
+    print(
+        f"  -> next batch: +{pick['add_seeds']} seeds of real and {source} ({why}); extend the run with "
+        f"`--set seeds=[...]` (finished cells are kept)"
+    )
     out = Path(args.cube).with_name("next.json")
-    write_atomic(out, lambda p: p.write_text(json.dumps({"now": now, "width": args.width, "candidates": rows,
-                                                          "pick": pick, "why": why}, default=float)))
+    write_atomic(
+        out,
+        lambda p: p.write_text(
+            json.dumps({"now": now, "width": args.width, "candidates": rows, "pick": pick, "why": why}, default=float)
+        ),
+    )
     return 0
 
 
@@ -303,8 +372,10 @@ def check_cube_target(cube, target: tuple[str, int, int], option: str) -> None:
     if source == "real" or source not in sources:
         raise ValueError(f"{option}: {source!r} is not a synthetic source of the cube ({sources})")
     if n_real not in cube["n_real"].values.tolist() or n_synth not in cube["n_synth"].values.tolist() or n_synth == 0:
-        raise ValueError(f"{option}: ({n_real}, {n_synth}) is not a cell of the cube (n_real "
-                         f"{cube['n_real'].values.tolist()}, n_synth {cube['n_synth'].values.tolist()}, n_synth > 0)")
+        raise ValueError(
+            f"{option}: ({n_real}, {n_synth}) is not a cell of the cube (n_real "
+            f"{cube['n_real'].values.tolist()}, n_synth {cube['n_synth'].values.tolist()}, n_synth > 0)"
+        )
 
 
 def _parse_target(text: str) -> tuple[str, int, int]:
@@ -330,39 +401,72 @@ def _parse_prior(text: str) -> dict:
 def _add_target_options(p) -> None:
     """--target and --width, as plan and next read them."""
     p.add_argument("--target", required=True, metavar="SOURCE:N_REAL:N_SYNTH", help="the rate to pin down")
-    p.add_argument("--width", type=WIDTH, default=2.0,
-                   help="target bound ratio upper/lower of the 95%% interval (default 2: within about x/1.4)")
+    p.add_argument(
+        "--width",
+        type=WIDTH,
+        default=2.0,
+        help="target bound ratio upper/lower of the 95%% interval (default 2: within about x/1.4)",
+    )
 
 
 def _add_fit_options(p) -> None:
-    p.add_argument("--law", default="auto", choices=list(EQUIVALENCE_LAWS) + ["auto"],
-                   help="equivalence law (default auto: the laws weighted inside every replicate by held-out error)")
-    p.add_argument("--curve-law", default="auto", choices=list(CURVE_LAWS) + ["auto"],
-                   help="reference accuracy law (default auto: weighted per replicate by held-out extrapolation)")
-    p.add_argument("--ci-method", default="jackknife", choices=list(CI_METHODS),
-                   help="interval method (default jackknife: leave-one-seed-out t, coverage in bench/RESULTS.md)")
+    p.add_argument(
+        "--law",
+        default="auto",
+        choices=list(EQUIVALENCE_LAWS) + ["auto"],
+        help="equivalence law (default auto: the laws weighted inside every replicate by held-out error)",
+    )
+    p.add_argument(
+        "--curve-law",
+        default="auto",
+        choices=list(CURVE_LAWS) + ["auto"],
+        help="reference accuracy law (default auto: weighted per replicate by held-out extrapolation)",
+    )
+    p.add_argument(
+        "--ci-method",
+        default="jackknife",
+        choices=list(CI_METHODS),
+        help="interval method (default jackknife: leave-one-seed-out t, coverage in bench/RESULTS.md)",
+    )
     p.add_argument("--n-boot", type=POSITIVE_INT, default=1000, help="bootstrap replicates over seeds (default 1000)")
 
 
 def _add_view_options(p) -> None:
-    p.add_argument("--source", action="append", metavar="SOURCE",
-                   help="show only this source (repeatable; the real reference is always kept)")
-    p.add_argument("--domain-n-real", type=POSITIVE_INT, metavar="N", help="base size the domain-gap figure shows "
-                   "(default: the smallest)")
-    p.add_argument("--domain-seed", type=NONNEGATIVE_INT, metavar="SEED", help="seed the domain-gap figure shows (default: the first)")
-    p.add_argument("--protocol", metavar="LABEL", help="for a protocol sweep: the setting the figures and the answer "
-                   "show (default: the first; the report also compares every setting)")
+    p.add_argument(
+        "--source",
+        action="append",
+        metavar="SOURCE",
+        help="show only this source (repeatable; the real reference is always kept)",
+    )
+    p.add_argument(
+        "--domain-n-real",
+        type=POSITIVE_INT,
+        metavar="N",
+        help="base size the domain-gap figure shows (default: the smallest)",
+    )
+    p.add_argument(
+        "--domain-seed",
+        type=NONNEGATIVE_INT,
+        metavar="SEED",
+        help="seed the domain-gap figure shows (default: the first)",
+    )
+    p.add_argument(
+        "--protocol",
+        metavar="LABEL",
+        help="for a protocol sweep: the setting the figures and the answer "
+        "show (default: the first; the report also compares every setting)",
+    )
 
 
 # every exit status of the command line; each is tested (tests/test_faults.py)
 EXIT_CODES = {
     0: "success",
     2: "bad input: a config field, cube, argument or file, or a run folder owned or locked by another sweep "
-       "(one line naming it; nothing written)",
+    "(one line naming it; nothing written)",
     3: "a source job (generator training, sampling, retrieval) failed after its retries",
     4: "every cell of the sweep failed",
     5: "storage or disk failure: the store stayed unreachable through its retries, or a write was refused "
-       "(one line naming the path)",
+    "(one line naming the path)",
     70: "internal error: a bug in the package (the traceback is printed; please report it)",
     130: "interrupted (Ctrl-C or SIGTERM): finished trials are kept, rerun the same command to resume",
 }
@@ -373,37 +477,63 @@ def _exit_code_epilog() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="scaling", description="How many synthetic images is one real image worth? "
-                                "Run sweeps, fit exchange rates with honest intervals, draw the paper figures.",
-                                epilog=_exit_code_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="scaling",
+        description="How many synthetic images is one real image worth? "
+        "Run sweeps, fit exchange rates with honest intervals, draw the paper figures.",
+        epilog=_exit_code_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    s = sub.add_parser("sweep", help="run or resume a Ray Tune sweep from a YAML config",
-                       description="Run (or resume: finished cells are never recomputed) the grid of a config.")
+    s = sub.add_parser(
+        "sweep",
+        help="run or resume a Ray Tune sweep from a YAML config",
+        description="Run (or resume: finished cells are never recomputed) the grid of a config.",
+    )
     s.add_argument("config", help="YAML sweep config (see configs/digits.yaml)")
     s.add_argument("--address", help="an existing Ray cluster (e.g. auto or 10.0.0.1:6379); default: a local one")
     s.add_argument("--storage", help="where run folders go (shared path on clusters); overrides the config")
     s.add_argument("--dry-run", action="store_true", help="print the plan and a cost estimate, run nothing")
     s.add_argument("--quiet", action="store_true", help="no progress bars or plan lines")
     s.add_argument("--gpus", type=NONNEGATIVE, metavar="N", help="with --dry-run: price the wall time on N GPUs")
-    s.add_argument("--adaptive", action="store_true",
-                   help="rounds of extend-refit-decide for one target rate: only the reference and the target source "
-                        "run, seeds are added until the interval is narrow enough (adaptive.json records each round)")
+    s.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="rounds of extend-refit-decide for one target rate: only the reference and the target source "
+        "run, seeds are added until the interval is narrow enough (adaptive.json records each round)",
+    )
     s.add_argument("--target", metavar="SOURCE:N_REAL:N_SYNTH", help="with --adaptive: the rate to pin down")
     s.add_argument("--width", type=WIDTH, default=2.0, help="with --adaptive: stop at this bound ratio upper/lower")
     s.add_argument("--start-seeds", type=SEED_COUNT, default=3, help="with --adaptive: seeds of the first round")
     s.add_argument("--step", type=POSITIVE_INT, default=1, help="with --adaptive: seeds added per round")
     s.add_argument("--max-seeds", type=SEED_COUNT, default=20, help="with --adaptive: stop at this many seeds")
-    s.add_argument("--confirm", type=POSITIVE_INT, default=2, help="with --adaptive: rounds in a row at the width before "
-                                                          "stopping (1 stops on the first; it costs coverage)")
-    s.add_argument("--budget", type=POSITIVE, metavar="HOURS", help="with --adaptive: stop once this much compute "
-                                                                  "(train + source seconds) is spent")
-    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field (dotted key, YAML value; repeatable), e.g. --set classifier.steps=20 "
-                        "--set seeds=[0,1]; the run folder's fingerprint includes the result")
+    s.add_argument(
+        "--confirm",
+        type=POSITIVE_INT,
+        default=2,
+        help="with --adaptive: rounds in a row at the width before stopping (1 stops on the first; it costs coverage)",
+    )
+    s.add_argument(
+        "--budget",
+        type=POSITIVE,
+        metavar="HOURS",
+        help="with --adaptive: stop once this much compute (train + source seconds) is spent",
+    )
+    s.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field (dotted key, YAML value; repeatable), e.g. --set classifier.steps=20 "
+        "--set seeds=[0,1]; the run folder's fingerprint includes the result",
+    )
     s.set_defaults(func=_sweep)
-    f = sub.add_parser("fit", help="fit the exchange rate of a cube and print the summary",
-                       description="Fit every synthetic source (or --source) against the real reference.")
+    f = sub.add_parser(
+        "fit",
+        help="fit the exchange rate of a cube and print the summary",
+        description="Fit every synthetic source (or --source) against the real reference.",
+    )
     f.add_argument("cube", help="results.nc written by a sweep (or by simulate)")
     f.add_argument("--source", default=None, help="synthetic source (default: every non-reference source)")
     f.add_argument("--reference", default="real", help="the reference source (default: real)")
@@ -423,53 +553,79 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit_options(r)
     _add_view_options(r)
     r.set_defaults(func=_report)
-    c = sub.add_parser("calibrate", help="measure the cost model's throughputs for a config on this machine",
-                       description="Time classifier training, generator training and sampling, the retrieval "
-                                   "encoder and a faiss search at the config's image shape (about a minute), and write "
-                                   "them to the user-level table that dry runs read ($SCALING_CACHE/throughputs.json).")
+    c = sub.add_parser(
+        "calibrate",
+        help="measure the cost model's throughputs for a config on this machine",
+        description="Time classifier training, generator training and sampling, the retrieval "
+        "encoder and a faiss search at the config's image shape (about a minute), and write "
+        "them to the user-level table that dry runs read ($SCALING_CACHE/throughputs.json).",
+    )
     c.add_argument("config", help="YAML sweep config whose work is timed")
-    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field, as for sweep")
+    c.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field, as for sweep"
+    )
     c.set_defaults(func=_calibrate)
-    u = sub.add_parser("tune-recipe", help="tune lr and weight decay per training-set size on a validation split",
-                       description="Recipe check: a Ray Tune grid over (lr, weight decay) for every size of the real "
-                                   "curve, scored on a validation split carved from each training set (never the "
-                                   "test set). Writes recipe/tuned.json for classifier.tuned_recipe.")
+    u = sub.add_parser(
+        "tune-recipe",
+        help="tune lr and weight decay per training-set size on a validation split",
+        description="Recipe check: a Ray Tune grid over (lr, weight decay) for every size of the real "
+        "curve, scored on a validation split carved from each training set (never the "
+        "test set). Writes recipe/tuned.json for classifier.tuned_recipe.",
+    )
     u.add_argument("config", help="YAML sweep config whose real curve is tuned")
     u.add_argument("--lr", type=POSITIVE, nargs="+", help="learning rates to try (default 0.001 ... 0.016)")
     u.add_argument("--weight-decay", type=NONNEGATIVE, nargs="+", help="weight decays to try (default 5e-4 5e-3 5e-2)")
-    u.add_argument("--seeds", type=NONNEGATIVE_INT, nargs="+", help="seeds averaged per setting (default: the first two)")
-    u.add_argument("--val-fraction", type=FRACTION, default=0.2, help="share of each training set held out (default 0.2)")
+    u.add_argument(
+        "--seeds", type=NONNEGATIVE_INT, nargs="+", help="seeds averaged per setting (default: the first two)"
+    )
+    u.add_argument(
+        "--val-fraction", type=FRACTION, default=0.2, help="share of each training set held out (default 0.2)"
+    )
     u.add_argument("--address", help="an existing Ray cluster; default: a local one")
     u.add_argument("--storage", help="where run folders go; overrides the config")
     u.add_argument("--quiet", action="store_true", help="no progress bar")
     u.set_defaults(func=_tune_recipe)
-    pl = sub.add_parser("plan", help="seeds needed for a target interval width, by simulating the sweep",
-                        description="Simulate the config's sweep at candidate seed counts from a pilot cube (the laws "
-                                    "fitted to it and its noise) or from stated priors, fit every simulated cube, and print the "
-                                    "width of the exchange rate's interval at the target cell, verdict shares and cost.")
+    pl = sub.add_parser(
+        "plan",
+        help="seeds needed for a target interval width, by simulating the sweep",
+        description="Simulate the config's sweep at candidate seed counts from a pilot cube (the laws "
+        "fitted to it and its noise) or from stated priors, fit every simulated cube, and print the "
+        "width of the exchange rate's interval at the target cell, verdict shares and cost.",
+    )
     pl.add_argument("config", help="YAML sweep config (grid and cost)")
     pl.add_argument("--pilot", help="results.nc of a pilot sweep on the same grid (recommended)")
     _add_target_options(pl)
     pl.add_argument("--seeds", type=SEED_COUNT, nargs="+", default=[3, 5, 8, 12], help="candidate seed counts")
     pl.add_argument("--sims", type=POSITIVE_INT, default=20, help="simulated sweeps per seed count (default 20)")
-    pl.add_argument("--prior", default="rate=4,seed_sd=0.1",
-                    help="without --pilot: KEY=NUMBER,... for rate, seed_sd, cell_sd, E, B, beta (the real error "
-                         "curve E + B n^-beta)")
+    pl.add_argument(
+        "--prior",
+        default="rate=4,seed_sd=0.1",
+        help="without --pilot: KEY=NUMBER,... for rate, seed_sd, cell_sd, E, B, beta (the real error "
+        "curve E + B n^-beta)",
+    )
     pl.add_argument("--n-test", type=POSITIVE_INT, default=1000, help="without --pilot: test images")
     pl.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     pl.set_defaults(func=_plan)
-    nx = sub.add_parser("next", help="rank the next batch of seeds for one target rate, by shrinkage per compute",
-                        description="From a cube (as pilot), predict the target interval's width after k more seeds "
-                                    "of the reference and the target source, with their compute, and pick the batch; "
-                                    "writes next.json beside the cube.")
+    nx = sub.add_parser(
+        "next",
+        help="rank the next batch of seeds for one target rate, by shrinkage per compute",
+        description="From a cube (as pilot), predict the target interval's width after k more seeds "
+        "of the reference and the target source, with their compute, and pick the batch; "
+        "writes next.json beside the cube.",
+    )
     nx.add_argument("cube", help="results.nc of the run so far")
     _add_target_options(nx)
-    nx.add_argument("--add", type=POSITIVE_INT, nargs="+", default=[1, 2, 4, 8], help="candidate numbers of seeds to add")
+    nx.add_argument(
+        "--add", type=POSITIVE_INT, nargs="+", default=[1, 2, 4, 8], help="candidate numbers of seeds to add"
+    )
     nx.add_argument("--sims", type=POSITIVE_INT, default=20, help="simulated sweeps per candidate")
     nx.set_defaults(func=_next)
-    t = sub.add_parser("table", help="c2, R* and rho0 per source and dataset across several cubes",
-                       description="One row per (dataset, source): Wang et al.'s c2, the saturating law's R* and "
-                                   "rho0 with intervals, and the rate at the largest measured cell.")
+    t = sub.add_parser(
+        "table",
+        help="c2, R* and rho0 per source and dataset across several cubes",
+        description="One row per (dataset, source): Wang et al.'s c2, the saturating law's R* and "
+        "rho0 with intervals, and the rate at the largest measured cell.",
+    )
     t.add_argument("cubes", nargs="+", help="results.nc files (one per dataset or sweep)")
     t.add_argument("--format", choices=["markdown", "latex"], default="markdown", help="output format")
     _add_fit_options(t)
@@ -477,8 +633,12 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("simulate", help="write a cube with planted exchange rates, for trying things")
     m.add_argument("--out", required=True, help="the NetCDF file to write")
     m.add_argument("--seeds", type=SEED_COUNT, default=5, help="seeds per cell (default 5)")
-    m.add_argument("--rho", action="append", metavar="[SOURCE=]RATE",
-                   help="planted exchange rate; repeat for several sources (default: closed_set=4)")
+    m.add_argument(
+        "--rho",
+        action="append",
+        metavar="[SOURCE=]RATE",
+        help="planted exchange rate; repeat for several sources (default: closed_set=4)",
+    )
     m.add_argument("--random-state", type=NONNEGATIVE_INT, default=0, help="seed of the simulation (default 0)")
     m.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     m.set_defaults(func=_simulate)
@@ -504,9 +664,15 @@ def cli_reference(width: int = 100) -> str:
     try:
         parser = build_parser()
         subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        parts = ["# Command-line reference", "",
-                 "Generated from the parser (`scaling.cli.cli_reference`); `scaling COMMAND --help` prints the same.",
-                 "", "```text", parser.format_help().rstrip(), "```"]
+        parts = [
+            "# Command-line reference",
+            "",
+            "Generated from the parser (`scaling.cli.cli_reference`); `scaling COMMAND --help` prints the same.",
+            "",
+            "```text",
+            parser.format_help().rstrip(),
+            "```",
+        ]
         for name, sub in subs.choices.items():
             parts += ["", f"## scaling {name}", "", "```text", sub.format_help().rstrip(), "```"]
         return "\n".join(parts) + "\n"
@@ -538,8 +704,10 @@ def main(argv=None) -> int:
         import traceback
 
         traceback.print_exc()
-        print(f"scaling {args.command}: internal error (a bug; please report it with the traceback above)",
-              file=sys.stderr)
+        print(
+            f"scaling {args.command}: internal error (a bug; please report it with the traceback above)",
+            file=sys.stderr,
+        )
         return 70
 
 

@@ -26,6 +26,8 @@ PROTOCOL_DIM = "protocol"  # optional: a sweep over training protocols (budget p
 def cell_dims(cube: xr.Dataset) -> tuple[str, ...]:
     """The dims of a cell variable: DIMS, plus ``protocol`` when the cube sweeps training protocols."""
     return DIMS + ((PROTOCOL_DIM,) if PROTOCOL_DIM in cube.dims else ())
+
+
 METRICS = ("accuracy", "loss", "train_seconds", "source_seconds")
 REQUIRED_VARS = METRICS + ("status",)
 REQUIRED_ATTRS = ("dataset", "n_test", "classes", "schema_version", "provenance")
@@ -96,15 +98,22 @@ VARIABLE_ATTRS = {
     "loss": {"long_name": "test cross-entropy", "units": "1"},
     "train_seconds": {"long_name": "classifier training wall time", "units": "s"},
     "source_seconds": {"long_name": "generation or retrieval time attributed to the cell", "units": "s"},
-    "status": {"long_name": "cell status", "flag_values": np.array([0, 1, 2], np.int8),
-               "flag_meanings": "pending done failed"},
+    "status": {
+        "long_name": "cell status",
+        "flag_values": np.array([0, 1, 2], np.int8),
+        "flag_meanings": "pending done failed",
+    },
     "per_class_accuracy": {"long_name": "test accuracy per class", "units": "1"},
-    "test_correct": {"long_name": "test images classified correctly, 8 per byte",
-                     "comment": "numpy.packbits, big-endian bit order; attrs n_test images; meaningful where "
-                                "status is done"},
+    "test_correct": {
+        "long_name": "test images classified correctly, 8 per byte",
+        "comment": "numpy.packbits, big-endian bit order; attrs n_test images; meaningful where status is done",
+    },
     "n_real": {"long_name": "real training images (base subset)", "units": "1"},
-    "n_synth": {"long_name": "images added from the source", "units": "1",
-                "comment": "extra real images for source=real"},
+    "n_synth": {
+        "long_name": "images added from the source",
+        "units": "1",
+        "comment": "extra real images for source=real",
+    },
     "seed": {"long_name": "seed", "comment": "draws the base subset, the added images and the classifier init"},
     "source": {"long_name": "source of the added images"},
 }
@@ -178,8 +187,10 @@ def validate_cube(cube: xr.Dataset, *, require_source: str | None = None) -> xr.
             raise CubeError(f"coords: dimension '{dim}' has no coordinate values")
     extra = set(map(str, cube.dims)) - set(DIMS) - {"class", TEST_DIM, PROTOCOL_DIM}
     if extra:
-        raise CubeError(f"dims: unexpected dimension(s) {sorted(extra)}; allowed {list(DIMS)}, 'class', "
-                        f"'{PROTOCOL_DIM}' and '{TEST_DIM}'")
+        raise CubeError(
+            f"dims: unexpected dimension(s) {sorted(extra)}; allowed {list(DIMS)}, 'class', "
+            f"'{PROTOCOL_DIM}' and '{TEST_DIM}'"
+        )
     if PROTOCOL_DIM in cube.dims:
         labels = cube[PROTOCOL_DIM].values.tolist() if PROTOCOL_DIM in cube.coords else None
         if not labels or not all(isinstance(v, str) for v in labels) or len(set(labels)) != len(labels):
@@ -189,8 +200,9 @@ def validate_cube(cube: xr.Dataset, *, require_source: str | None = None) -> xr.
         values = cube[dim].values
         if not np.issubdtype(values.dtype, np.integer):
             raise CubeError(f"coords: '{dim}' must be integers, got dtype {values.dtype}")
-    if not (np.issubdtype(cube["source"].values.dtype, np.str_) or cube["source"].values.dtype == object) or \
-            not all(isinstance(v, str) for v in cube["source"].values.tolist()):
+    if not (np.issubdtype(cube["source"].values.dtype, np.str_) or cube["source"].values.dtype == object) or not all(
+        isinstance(v, str) for v in cube["source"].values.tolist()
+    ):
         raise CubeError(f"coords: 'source' must be strings, got {cube['source'].values.tolist()!r}")
     for dim in DIMS:
         values = cube[dim].values
@@ -240,7 +252,9 @@ def validate_cube(cube: xr.Dataset, *, require_source: str | None = None) -> xr.
     try:
         n_test = int(cube.attrs["n_test"])
     except (TypeError, ValueError, OverflowError):
-        raise CubeError(f"attrs: 'n_test' must be a whole number of test images, got {cube.attrs['n_test']!r}") from None
+        raise CubeError(
+            f"attrs: 'n_test' must be a whole number of test images, got {cube.attrs['n_test']!r}"
+        ) from None
     if n_test <= 0 or n_test != cube.attrs["n_test"]:
         raise CubeError(f"attrs: 'n_test' must be a positive integer, got {cube.attrs['n_test']!r}")
     try:
@@ -273,8 +287,10 @@ def _validate_test_items(cube: xr.Dataset) -> None:
     except (TypeError, ValueError):
         raise CubeError(f"attrs: 'n_test' must be an integer, got {cube.attrs['n_test']!r}") from None
     if var.sizes[TEST_DIM] != test_bytes(n_test):
-        raise CubeError(f"variables: 'test_correct' has {var.sizes[TEST_DIM]} bytes per cell; n_test={n_test} "
-                        f"needs {test_bytes(n_test)}")
+        raise CubeError(
+            f"variables: 'test_correct' has {var.sizes[TEST_DIM]} bytes per cell; n_test={n_test} "
+            f"needs {test_bytes(n_test)}"
+        )
     done = (cube["status"].values == STATUS_DONE) & np.isfinite(cube["accuracy"].values)
     hits = np.unpackbits(var.values, axis=-1, count=n_test).sum(-1) / n_test
     off = done & (np.abs(hits - np.nan_to_num(cube["accuracy"].values)) > 0.5 / n_test)
@@ -347,8 +363,10 @@ def merge_cubes(a: xr.Dataset, b: xr.Dataset, *, atol: float = 1e-9) -> xr.Datas
     validate_cube(a)
     validate_cube(b)
     if (PROTOCOL_DIM in a.dims) != (PROTOCOL_DIM in b.dims):
-        raise CubeError(f"dims: one cube sweeps training protocols ('{PROTOCOL_DIM}') and the other does not; "
-                        "select a protocol of the first with protocol_slice() before merging")
+        raise CubeError(
+            f"dims: one cube sweeps training protocols ('{PROTOCOL_DIM}') and the other does not; "
+            "select a protocol of the first with protocol_slice() before merging"
+        )
     for key in ("dataset", "n_test", "classes"):
         if str(a.attrs[key]) != str(b.attrs[key]):
             raise CubeError(f"attrs: cubes disagree on '{key}': {a.attrs[key]!r} vs {b.attrs[key]!r}")
@@ -374,16 +392,17 @@ def merge_cubes(a: xr.Dataset, b: xr.Dataset, *, atol: float = 1e-9) -> xr.Datas
         if name in b_al:
             # a variable without some cell dimension (pool quality per source, n_real, seed) is taken from b
             # where b has any of that slice's cells: otherwise xr.where would give it the missing dimensions
-            take = take_b.any([d for d in take_b.dims if d not in a_al[name].dims]) if set(take_b.dims) - set(
-                a_al[name].dims) else take_b
+            take = (
+                take_b.any([d for d in take_b.dims if d not in a_al[name].dims])
+                if set(take_b.dims) - set(a_al[name].dims)
+                else take_b
+            )
             merged[name] = xr.where(take, b_al[name], a_al[name]).transpose(*a_al[name].dims)
     merged["status"] = xr.where(take_b, b_status, a_status).astype(np.int8)
     if "test_correct" in merged:  # the outer join turned missing cells' bytes into NaN
         merged["test_correct"] = merged["test_correct"].fillna(0).astype(np.uint8)
     merged.attrs = dict(a.attrs)
-    merged.attrs["provenance"] = json.dumps(
-        {"merged_from": [provenance_of(a), provenance_of(b)]}, default=str
-    )
+    merged.attrs["provenance"] = json.dumps({"merged_from": [provenance_of(a), provenance_of(b)]}, default=str)
     _describe(merged)
     return validate_cube(merged)
 
@@ -397,15 +416,22 @@ def _check_same_protocol(a: xr.Dataset, b: xr.Dataset) -> None:
     naming the field. Cubes without a recorded protocol (simulated, older) are compared on what they record."""
     pa, pb = a.attrs.get("protocol"), b.attrs.get("protocol")
     if pa is not None and pb is not None and json.loads(str(pa)) != json.loads(str(pb)):
-        first = sorted(k for k in set(json.loads(str(pa))) | set(json.loads(str(pb)))
-                       if json.loads(str(pa)).get(k) != json.loads(str(pb)).get(k))
-        raise CubeError(f"attrs: the cubes were trained under different protocols ({', '.join(first)} differ: "
-                        f"{pa} vs {pb}); their cells are different estimands")
+        first = sorted(
+            k
+            for k in set(json.loads(str(pa))) | set(json.loads(str(pb)))
+            if json.loads(str(pa)).get(k) != json.loads(str(pb)).get(k)
+        )
+        raise CubeError(
+            f"attrs: the cubes were trained under different protocols ({', '.join(first)} differ: "
+            f"{pa} vs {pb}); their cells are different estimands"
+        )
     ca, cb = _config_of(a), _config_of(b)
     for key in _COMPARABLE_FIELDS:
         if key in ca and key in cb and ca[key] != cb[key]:
-            raise CubeError(f"attrs: the cubes' sweeps differ in '{key}' ({ca[key]!r} vs {cb[key]!r}); their cells "
-                            "are different estimands")
+            raise CubeError(
+                f"attrs: the cubes' sweeps differ in '{key}' ({ca[key]!r} vs {cb[key]!r}); their cells "
+                "are different estimands"
+            )
 
 
 def _config_of(cube: xr.Dataset) -> dict:

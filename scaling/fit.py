@@ -12,8 +12,16 @@ import xarray as xr
 from analysis.options import FitOptions
 from analysis.pipeline import fit_arrays
 from analysis.results import EquivalenceResults
-from scaling.cube import (PROTOCOL_DIM, STATUS_DONE, STATUS_FAILED, CubeError, classes_of, correct_items,
-                         protocol_slice, validate_cube)
+from scaling.cube import (
+    PROTOCOL_DIM,
+    STATUS_DONE,
+    STATUS_FAILED,
+    CubeError,
+    classes_of,
+    correct_items,
+    protocol_slice,
+    validate_cube,
+)
 
 
 # variables of the cube contract that are not scores (a loss is lower-is-better and unbounded)
@@ -74,21 +82,32 @@ def fit_equivalence(
     validate_cube(cube, require_source=reference)
     if PROTOCOL_DIM in cube.dims:
         if protocol is None:
-            raise CubeError(f"protocol: the cube sweeps training protocols {cube[PROTOCOL_DIM].values.tolist()}; "
-                            "pass protocol=<one of them> (--protocol on the command line), or use scaling.fit_protocols for all")
+            raise CubeError(
+                f"protocol: the cube sweeps training protocols {cube[PROTOCOL_DIM].values.tolist()}; "
+                "pass protocol=<one of them> (--protocol on the command line), or use scaling.fit_protocols for all"
+            )
         cube = protocol_slice(cube, protocol)
     elif protocol is not None:
-        raise CubeError(f"protocol: the cube has no '{PROTOCOL_DIM}' dimension (one protocol: "
-                        f"{cube.attrs.get('protocol', 'not recorded')})")
+        raise CubeError(
+            f"protocol: the cube has no '{PROTOCOL_DIM}' dimension (one protocol: "
+            f"{cube.attrs.get('protocol', 'not recorded')})"
+        )
     if metric not in cube.data_vars:
         raise CubeError(f"metric: the cube has no variable {metric!r} (have {sorted(map(str, cube.data_vars))})")
     values = cube[metric].values
     finite = values[np.isfinite(values)] if np.issubdtype(values.dtype, np.floating) else None
     if metric in NOT_METRICS or finite is None or bool(((finite < 0) | (finite > 1)).any()):
-        raise CubeError(f"metric: {metric!r} is not a 0-1 score where higher is better (accuracy is); the fit "
-                        "works on 1 - metric")
+        raise CubeError(
+            f"metric: {metric!r} is not a 0-1 score where higher is better (accuracy is); the fit works on 1 - metric"
+        )
     names = [str(s) for s in cube["source"].values]
-    wanted = [source] if isinstance(source, str) else [s for s in names if s != reference] if source is None else list(source)
+    wanted = (
+        [source]
+        if isinstance(source, str)
+        else [s for s in names if s != reference]
+        if source is None
+        else list(source)
+    )
     for s in wanted:
         if s not in names:
             raise CubeError(f"source: {s!r} is not in the cube (have {names})")
@@ -105,18 +124,38 @@ def fit_equivalence(
     planned = _in_design(cube)
     for s in [reference] + wanted:
         st = cube["status"].sel(source=s)
-        counts = {"failed": int((st == STATUS_FAILED).sum()), "pending": int(((st == 0) & planned).sum()),
-                  "NaN metric": int(((st == STATUS_DONE) & ~finite.sel(source=s)).sum())}
+        counts = {
+            "failed": int((st == STATUS_FAILED).sum()),
+            "pending": int(((st == 0) & planned).sum()),
+            "NaN metric": int(((st == STATUS_DONE) & ~finite.sel(source=s)).sum()),
+        }
         excluded[s] = {k_: v for k_, v in counts.items() if v}
-    opts = FitOptions(reference=reference, n_boot=n_boot, ci=ci, ci_method=ci_method, law=law,
-                      curve_law=curve_law, k=k, robust=robust, variance=variance, test_resampling=test_resampling,
-                      random_state=random_state)
+    opts = FitOptions(
+        reference=reference,
+        n_boot=n_boot,
+        ci=ci,
+        ci_method=ci_method,
+        law=law,
+        curve_law=curve_law,
+        k=k,
+        robust=robust,
+        variance=variance,
+        test_resampling=test_resampling,
+        random_state=random_state,
+    )
     opts.check()
     items = correct_items(cube) if test_resampling and metric == "accuracy" else None
     sel = {"source": [reference] + wanted}
-    results = fit_arrays(usable.sel(sel), wanted, opts, n_test=int(cube.attrs["n_test"]),
-                         n_classes=len(classes_of(cube)), excluded=excluded,
-                         dataset=str(cube.attrs.get("dataset", "")), items=None if items is None else items.sel(sel))
+    results = fit_arrays(
+        usable.sel(sel),
+        wanted,
+        opts,
+        n_test=int(cube.attrs["n_test"]),
+        n_classes=len(classes_of(cube)),
+        excluded=excluded,
+        dataset=str(cube.attrs.get("dataset", "")),
+        items=None if items is None else items.sel(sel),
+    )
     return EquivalenceResults({name: results[name] for name in wanted}, scalar=isinstance(source, str))
 
 
@@ -127,11 +166,16 @@ def _with_synthetic_cells(values: xr.DataArray, wanted: list[str], *, explicit: 
     synth = values.sel(n_synth=values["n_synth"] > 0)
     empty = [s for s in wanted if not bool(np.isfinite(synth.sel(source=s)).any())]
     if empty and (explicit or len(empty) == len(wanted)):
-        raise CubeError(f"source: {empty} has no usable synthetic cell (every n_synth > 0 cell failed, is pending "
-                        "or NaN); nothing to fit against the reference")
+        raise CubeError(
+            f"source: {empty} has no usable synthetic cell (every n_synth > 0 cell failed, is pending "
+            "or NaN); nothing to fit against the reference"
+        )
     if empty:
-        warnings.warn(f"source: {empty} left out of the fit: no usable synthetic cell (failed, pending or NaN)",
-                      UserWarning, stacklevel=3)
+        warnings.warn(
+            f"source: {empty} left out of the fit: no usable synthetic cell (failed, pending or NaN)",
+            UserWarning,
+            stacklevel=3,
+        )
     return [s for s in wanted if s not in empty]
 
 
@@ -162,9 +206,20 @@ def protocol_table(fits: dict[str, EquivalenceResults], n_synth: float | None = 
     for label, res in fits.items():
         budget, _, weight = label.partition("-w")
         for r in res.headline(n_synth):
-            rows.append({"protocol": label, "budget": budget, "synth_weight": float(weight) if weight else None,
-                         "source": r["source"], "n_real": r["n_real"], "n_synth": r["n_synth"], "rho": r["estimate"],
-                         "lower": r["lower"], "upper": r["upper"], "verdict": r["verdict"]})
+            rows.append(
+                {
+                    "protocol": label,
+                    "budget": budget,
+                    "synth_weight": float(weight) if weight else None,
+                    "source": r["source"],
+                    "n_real": r["n_real"],
+                    "n_synth": r["n_synth"],
+                    "rho": r["estimate"],
+                    "lower": r["lower"],
+                    "upper": r["upper"],
+                    "verdict": r["verdict"],
+                }
+            )
     t = pd.DataFrame(rows)
     t["best"] = False
     for _, g in t[t["verdict"] == "estimated"].groupby(["budget", "source", "n_real"]):

@@ -52,9 +52,11 @@ class PilotTruth:
 
     def describe(self) -> str:
         where = f"truth fitted to {self.n_pilot_seeds} pilot seeds" if self.n_pilot_seeds else "stated prior"
-        return (f"{where}: seed effect sd {self.seed_sd:.3f}, source effect sd {self.source_sd:.3f}, "
-                f"cell effect sd {self.cell_sd:.3f} (log error" + (f"; binomial noise of {self.n_test} test images)"
-                                                                   if self.binomial else ", test noise included)"))
+        return (
+            f"{where}: seed effect sd {self.seed_sd:.3f}, source effect sd {self.source_sd:.3f}, "
+            f"cell effect sd {self.cell_sd:.3f} (log error"
+            + (f"; binomial noise of {self.n_test} test images)" if self.binomial else ", test noise included)")
+        )
 
 
 def _fitted(cube: xr.Dataset, source: str, reference: str) -> tuple[np.ndarray, np.ndarray]:
@@ -87,15 +89,21 @@ def pilot_truth(cube: xr.Dataset, source: str, reference: str = "real", *, smoot
     inflate = seeds / (seeds - 1)
     cell_var = float(np.nanmean((resid - per_seed - per_source).values ** 2)) * inflate * n_syn / max(n_syn - 1, 1)
     # each mean of residuals holds its own effect plus the finer effects it averages
-    source_var = max(float(np.nanmean(per_source.values ** 2)) * inflate - cell_var / n_syn, 0.0)
-    seed_var = float(np.nanmean(per_seed.values ** 2)) * inflate - source_var / n_src - cell_var / (n_src * n_syn)
+    source_var = max(float(np.nanmean(per_source.values**2)) * inflate - cell_var / n_syn, 0.0)
+    seed_var = float(np.nanmean(per_seed.values**2)) * inflate - source_var / n_src - cell_var / (n_src * n_syn)
     mean_err = err.mean("seed")
     if smooth:  # the fitted laws' surface: cell means of a few seeds are rough, and a rough truth fits worse
         ref, src = _fitted(cube, source, reference)
         mean_err = mean_err.copy(data=np.stack([ref, src]))
-    return PilotTruth(err=mean_err, seed_sd=float(np.sqrt(max(seed_var, 0.0))),
-                      cell_sd=float(np.sqrt(cell_var)), n_test=n_test, n_classes=len(classes_of(cube)),
-                      n_pilot_seeds=seeds, source_sd=float(np.sqrt(source_var)))
+    return PilotTruth(
+        err=mean_err,
+        seed_sd=float(np.sqrt(max(seed_var, 0.0))),
+        cell_sd=float(np.sqrt(cell_var)),
+        n_test=n_test,
+        n_classes=len(classes_of(cube)),
+        n_pilot_seeds=seeds,
+        source_sd=float(np.sqrt(source_var)),
+    )
 
 
 PRIOR_DEFAULTS = {"rate": 4.0, "seed_sd": 0.1, "cell_sd": 0.03, "E": 0.03, "B": 2.0, "beta": 0.5}
@@ -110,10 +118,20 @@ def prior_truth(n_real, n_synth, source: str, prior: dict, *, n_test: int = 1000
     r, s = np.meshgrid(np.asarray(n_real, float), np.asarray(n_synth, float), indexing="ij")
     # the reference adds n_synth more real images; the source's n_synth images are worth n_synth / rate real ones
     curves = [p["E"] + p["B"] * (r + s) ** -p["beta"], p["E"] + p["B"] * (r + s / p["rate"]) ** -p["beta"]]
-    err = xr.DataArray(np.clip(np.stack(curves), 1e-4, 1 - 1e-4), dims=("source", "n_real", "n_synth"),
-                       coords={"source": ["real", source], "n_real": list(n_real), "n_synth": list(n_synth)})
-    return PilotTruth(err=err, seed_sd=p["seed_sd"], cell_sd=p["cell_sd"], n_test=n_test, n_classes=n_classes,
-                      n_pilot_seeds=0, binomial=True)
+    err = xr.DataArray(
+        np.clip(np.stack(curves), 1e-4, 1 - 1e-4),
+        dims=("source", "n_real", "n_synth"),
+        coords={"source": ["real", source], "n_real": list(n_real), "n_synth": list(n_synth)},
+    )
+    return PilotTruth(
+        err=err,
+        seed_sd=p["seed_sd"],
+        cell_sd=p["cell_sd"],
+        n_test=n_test,
+        n_classes=n_classes,
+        n_pilot_seeds=0,
+        binomial=True,
+    )
 
 
 def draw_cube(truth: PilotTruth, seeds: int, rng: np.random.Generator, dataset: str = "planned") -> xr.Dataset:
@@ -121,8 +139,16 @@ def draw_cube(truth: PilotTruth, seeds: int, rng: np.random.Generator, dataset: 
 
     sources = [str(s) for s in truth.err["source"].values]
     n_real, n_synth = truth.err["n_real"].values, truth.err["n_synth"].values
-    cube = empty_cube(sources, n_real, n_synth, list(range(seeds)), dataset=dataset, n_test=truth.n_test,
-                      classes=[str(c) for c in range(truth.n_classes)], provenance={"simulated": "plan"})
+    cube = empty_cube(
+        sources,
+        n_real,
+        n_synth,
+        list(range(seeds)),
+        dataset=dataset,
+        n_test=truth.n_test,
+        classes=[str(c) for c in range(truth.n_classes)],
+        provenance={"simulated": "plan"},
+    )
     base = truth.err.transpose("source", "n_real", "n_synth").values[..., None]  # (source, r, s, 1)
     seed_fx = rng.normal(0, truth.seed_sd, (1, len(n_real), 1, seeds))
     cell_fx = rng.normal(0, truth.cell_sd, base.shape[:3] + (seeds,))
@@ -136,8 +162,9 @@ def draw_cube(truth: PilotTruth, seeds: int, rng: np.random.Generator, dataset: 
     return cube
 
 
-def interval_at(cube: xr.Dataset, source: str, n_real: int, n_synth: int, *, n_boot: int = 200,
-                random_state: int = 0, **fit_kwargs) -> dict:
+def interval_at(
+    cube: xr.Dataset, source: str, n_real: int, n_synth: int, *, n_boot: int = 200, random_state: int = 0, **fit_kwargs
+) -> dict:
     """(estimate, lower, upper, bound ratio, verdict) of the exchange rate at one cell of a fitted cube."""
 
     with warnings.catch_warnings():
@@ -149,8 +176,19 @@ def interval_at(cube: xr.Dataset, source: str, n_real: int, n_synth: int, *, n_b
     return {"estimate": est, "lower": lo, "upper": hi, "ratio": ratio, "verdict": str(q["verdict"].values)}
 
 
-def plan_seeds(truth: PilotTruth, source: str, n_real: int, n_synth: int, seeds=(3, 5, 8, 12), *,
-               sims: int = 30, n_boot: int = 200, random_state: int = 0, progress=None, **fit_kwargs) -> pd.DataFrame:
+def plan_seeds(
+    truth: PilotTruth,
+    source: str,
+    n_real: int,
+    n_synth: int,
+    seeds=(3, 5, 8, 12),
+    *,
+    sims: int = 30,
+    n_boot: int = 200,
+    random_state: int = 0,
+    progress=None,
+    **fit_kwargs,
+) -> pd.DataFrame:
     """Per candidate seed count: the bound ratio of the target interval (median, 10% and 90% quantiles over
     ``sims`` simulated sweeps) and the share of each verdict."""
     rows = []
@@ -158,15 +196,24 @@ def plan_seeds(truth: PilotTruth, source: str, n_real: int, n_synth: int, seeds=
         rng = np.random.default_rng([random_state, int(s)])
         out = []
         for i in range(sims):
-            out.append(interval_at(draw_cube(truth, int(s), rng), source, n_real, n_synth, n_boot=n_boot,
-                                   random_state=i, **fit_kwargs))
+            out.append(
+                interval_at(
+                    draw_cube(truth, int(s), rng), source, n_real, n_synth, n_boot=n_boot, random_state=i, **fit_kwargs
+                )
+            )
             if progress is not None:
                 progress(1)
         ratios = np.array([o["ratio"] for o in out])
         verdict = pd.Series([o["verdict"] for o in out]).value_counts(normalize=True)
-        rows.append({"seeds": int(s), "median_ratio": float(np.median(ratios)),
-                     "ratio_p10": float(np.quantile(ratios, 0.1)), "ratio_p90": float(np.quantile(ratios, 0.9)),
-                     **{f"p_{v.replace(' ', '_')}": float(verdict.get(v, 0.0)) for v in VERDICTS}})
+        rows.append(
+            {
+                "seeds": int(s),
+                "median_ratio": float(np.median(ratios)),
+                "ratio_p10": float(np.quantile(ratios, 0.1)),
+                "ratio_p90": float(np.quantile(ratios, 0.9)),
+                **{f"p_{v.replace(' ', '_')}": float(verdict.get(v, 0.0)) for v in VERDICTS},
+            }
+        )
     return pd.DataFrame(rows).set_index("seeds")
 
 
@@ -177,15 +224,32 @@ def smallest_meeting(table: pd.DataFrame, width: float) -> int | None:
 
 
 def truth_json(truth: PilotTruth) -> str:
-    return json.dumps({"seed_sd": truth.seed_sd, "cell_sd": truth.cell_sd, "n_test": truth.n_test,
-                       "n_pilot_seeds": truth.n_pilot_seeds})
+    return json.dumps(
+        {
+            "seed_sd": truth.seed_sd,
+            "cell_sd": truth.cell_sd,
+            "n_test": truth.n_test,
+            "n_pilot_seeds": truth.n_pilot_seeds,
+        }
+    )
 
 
 # ------------------------------------------------------------------------------------------ sequential design
 
 
-def sequential_stop(cube: xr.Dataset, source: str, n_real: int, n_synth: int, width: float, *, start: int = 3,
-                    step: int = 1, confirm: int = 1, n_boot: int = 200, **fit_kwargs) -> dict:
+def sequential_stop(
+    cube: xr.Dataset,
+    source: str,
+    n_real: int,
+    n_synth: int,
+    width: float,
+    *,
+    start: int = 3,
+    step: int = 1,
+    confirm: int = 1,
+    n_boot: int = 200,
+    **fit_kwargs,
+) -> dict:
     """Run an adaptive loop over a cube's seeds in order: fit the first ``start`` seeds, add ``step`` seeds per
     round, stop once ``confirm`` consecutive rounds have an interval at the target with bound ratio <= ``width``
     (or when the cube's seeds run out). Returns the rounds, the seeds used and the final interval. The stopping

@@ -55,9 +55,19 @@ def select_sources(cube, sources) -> xr.Dataset:
     return cube.sel(source=keep)
 
 
-def render_figures(cube_path, out_dir, *, n_boot: int = 1000, results: dict | None = None, cube=None,
-                   skipped: dict | None = None, sources=None, domain_slice: dict | None = None,
-                   protocol: str | None = None, **fit_kwargs) -> dict:
+def render_figures(
+    cube_path,
+    out_dir,
+    *,
+    n_boot: int = 1000,
+    results: dict | None = None,
+    cube=None,
+    skipped: dict | None = None,
+    sources=None,
+    domain_slice: dict | None = None,
+    protocol: str | None = None,
+    **fit_kwargs,
+) -> dict:
     """Every figure the cube allows; what could not be drawn goes into ``skipped`` with its reason.
 
     ``sources`` limits figures and fits to those sources (and the reference); ``domain_slice`` picks the
@@ -92,10 +102,12 @@ def try_fit_sources(cube, n_boot: int, skipped: dict, **fit_kwargs) -> dict:
         return {}
 
 
-COST_RULE = ("A generator's training time is split equally among the pools it serves (closed-set: one pool per "
-             "base subset and seed; open-set: one generator for every seed, so 1/seeds each); a pool's sampling or "
-             "retrieval time is split in proportion to the images a cell takes from it; classifier training is the "
-             "cell's own. n_eq is the per-cell estimate of the summaries (not the fitted law).")
+COST_RULE = (
+    "A generator's training time is split equally among the pools it serves (closed-set: one pool per "
+    "base subset and seed; open-set: one generator for every seed, so 1/seeds each); a pool's sampling or "
+    "retrieval time is split in proportion to the images a cell takes from it; classifier training is the "
+    "cell's own. n_eq is the per-cell estimate of the summaries (not the fitted law)."
+)
 
 
 def cost_table(cube, results: dict) -> list[dict]:
@@ -117,8 +129,16 @@ def cost_table(cube, results: dict) -> list[dict]:
                 n_eq = float(results[src].cells["n_eq"].sel(n_real=int(r), n_synth=ns))
             else:
                 continue
-            rows.append({"source": src, "n_real": int(r), "n_synth": ns, "seconds": s, "n_eq": n_eq,
-                         "seconds_per_real_equivalent": s / n_eq if n_eq > 0 else float("inf")})
+            rows.append(
+                {
+                    "source": src,
+                    "n_real": int(r),
+                    "n_synth": ns,
+                    "seconds": s,
+                    "n_eq": n_eq,
+                    "seconds_per_real_equivalent": s / n_eq if n_eq > 0 else float("inf"),
+                }
+            )
     return rows
 
 
@@ -144,10 +164,14 @@ def answer_lines(results: dict) -> list[str]:
         elif len(verdicts) == 1:
             lead = f"{rows[0]['verdict']} at every base size"
         else:
-            lead = "; ".join(f"{v} at n_real = {', '.join(str(r['n_real']) for r in rows if r['verdict'] == v)}"
-                             for v in sorted(verdicts))
-        md.append(f"- **{name}** — {lead} (synthetic images per real image at n_synth = {ns}; heaviest law "
-                  f"'{res.law_chosen}'):")
+            lead = "; ".join(
+                f"{v} at n_real = {', '.join(str(r['n_real']) for r in rows if r['verdict'] == v)}"
+                for v in sorted(verdicts)
+            )
+        md.append(
+            f"- **{name}** — {lead} (synthetic images per real image at n_synth = {ns}; heaviest law "
+            f"'{res.law_chosen}'):"
+        )
         for r in rows:
             md.append(f"  - n_real = {r['n_real']}: {answer_text(r, res)}")
     return md
@@ -166,10 +190,13 @@ def answer_text(r: dict, res) -> str:
     agree = res.method_agreement(r["n_real"], r["n_synth"])
     if not agree["reliable"]:
         f = agree["factor"]
-        factor = "without bound" if not np.isfinite(f) else "by a factor over 1000" if f > 1e3 else \
-            f"by a factor {f:.3g}"
-        text += (f" Interval unreliable at {res.n_seeds} seeds: the interval methods' bounds differ {factor} "
-                 f"(> {METHODS_DISAGREE_FACTOR:g}); the verdict every method supports: *{agree['survives']}*.")
+        factor = (
+            "without bound" if not np.isfinite(f) else "by a factor over 1000" if f > 1e3 else f"by a factor {f:.3g}"
+        )
+        text += (
+            f" Interval unreliable at {res.n_seeds} seeds: the interval methods' bounds differ {factor} "
+            f"(> {METHODS_DISAGREE_FACTOR:g}); the verdict every method supports: *{agree['survives']}*."
+        )
     return text
 
 
@@ -184,28 +211,43 @@ def caveat_lines(cube, results: dict) -> list[str]:
     if "protocol_setting" in cube.attrs:  # one setting of a protocol sweep
         budget, _, weight = cube.attrs["protocol_setting"].partition("-w")
         rec = {**rec, "synth_weight": float(weight) if weight else None}
-    steps = ("every classifier trains the same number of steps" if budget == "steps" else
-             f"steps grow with the training set ({rec.get('epochs')} epochs, at most {rec.get('max_steps')} steps)")
-    mix = ("real and synthetic images are pooled uniformly" if rec.get("synth_weight") is None else
-           f"a batch item is synthetic with probability {rec['synth_weight']}")
-    md = [f"- **Training protocol** (part of what is estimated): synthetic images are *added* to the base set; "
-          f"{steps}; {mix}; classifier: {protocol}.",
-          f"- **Seeds**: {first.n_seeds} (each repeats the whole experiment: base subset, generator, classifier). "
-          f"Test set: {cube.attrs['n_test']} fixed images; "
-          + ("intervals resample them jointly with the seeds, so they include test-set noise."
-             if first.test_resampled else "the cube does not record per-image results, so intervals are "
-             "conditional on this test set.")]
+    steps = (
+        "every classifier trains the same number of steps"
+        if budget == "steps"
+        else f"steps grow with the training set ({rec.get('epochs')} epochs, at most {rec.get('max_steps')} steps)"
+    )
+    mix = (
+        "real and synthetic images are pooled uniformly"
+        if rec.get("synth_weight") is None
+        else f"a batch item is synthetic with probability {rec['synth_weight']}"
+    )
+    md = [
+        f"- **Training protocol** (part of what is estimated): synthetic images are *added* to the base set; "
+        f"{steps}; {mix}; classifier: {protocol}.",
+        f"- **Seeds**: {first.n_seeds} (each repeats the whole experiment: base subset, generator, classifier). "
+        f"Test set: {cube.attrs['n_test']} fixed images; "
+        + (
+            "intervals resample them jointly with the seeds, so they include test-set noise."
+            if first.test_resampled
+            else "the cube does not record per-image results, so intervals are conditional on this test set."
+        ),
+    ]
     for name, res in results.items():
         ho = ", ".join(f"{k} {v:.2f}" for k, v in res.heldout_law_error.items()) or "not computed"
         extrap = [r["n_real"] for r in res.answer_rows() if r["extrapolated"]]
         wts = ", ".join(f"{k} {v:.2f}" for k, v in res.law_weights.items())
-        md.append(f"- **{name}**: equivalence laws weighted {wts} by their held-out error (in standard errors: "
-                  f"{ho})"
-                  + (f"; extrapolated at n_real = {extrap}" if extrap else "")
-                  + (". Warnings: " + "; ".join(res.warnings) if res.warnings else "") + ".")
+        md.append(
+            f"- **{name}**: equivalence laws weighted {wts} by their held-out error (in standard errors: "
+            f"{ho})"
+            + (f"; extrapolated at n_real = {extrap}" if extrap else "")
+            + (". Warnings: " + "; ".join(res.warnings) if res.warnings else "")
+            + "."
+        )
     if "open_set" in results:
-        md.append("- **open_set** uses one generator shared by every seed: its interval is conditional on that "
-                  "generator (a different training run of it could move the rate).")
+        md.append(
+            "- **open_set** uses one generator shared by every seed: its interval is conditional on that "
+            "generator (a different training run of it could move the rate)."
+        )
     curve = first
     ho = ", ".join(f"{k} {v:.2f}" for k, v in curve.heldout_curve_error.items()) or "not computed"
     wts = ", ".join(f"{k} {v:.2f}" for k, v in curve.curve_weights.items())
@@ -219,35 +261,66 @@ def interval_method_lines(results: dict) -> list[str]:
     for name, res in results.items():
         for r in res.answer_rows():
             t = res.interval_methods(r["n_real"], r["n_synth"])
-            rows.append([name, r["n_real"]] + [f"{_interval(t.loc[m, 'lower'], t.loc[m, 'upper'])} "
-                                               f"{t.loc[m, 'verdict']}" for m in t.index])
+            rows.append(
+                [name, r["n_real"]]
+                + [f"{_interval(t.loc[m, 'lower'], t.loc[m, 'upper'])} {t.loc[m, 'verdict']}" for m in t.index]
+            )
     return [md_table(["source", "n_real", *CI_METHODS], rows)]
 
 
 def checklist_lines(results: dict) -> list[str]:
     """What a scaling-law paper should report about its fits (law form, objective, optimiser, ...)."""
     first = next(iter(results.values()))
-    rows = [["reference law", "power, m3 (offset), m4, weighted per replicate by exp(-SS/2) of their held-out "
-                               "extrapolation error on the largest ~20% of sizes" if first.curve_law == "auto"
-             else first.curve_chosen],
-            ["equivalence laws", "effective n_eq = k n_synth^a n_real^b; Wang et al.; saturating "
-                                 "n_real R* (1 - exp(-n_synth/(rho0 n_real R*))); weighted per replicate by exp(-SS/2) "
-                                 "of their held-out error on the largest n_synth" if first.law == "auto" else first.law],
-            ["objective", "weighted least squares on the error scale (cell means), weights 1 / variance from a "
-                          f"pooled model (binomial floor + seed variance smooth in accuracy; {first.variance})"],
-            ["optimiser", "reference: variable projection (grid + refinement, no starting values); equivalence: "
-                          "batched Levenberg-Marquardt from log-space starts"]]
+    rows = [
+        [
+            "reference law",
+            "power, m3 (offset), m4, weighted per replicate by exp(-SS/2) of their held-out "
+            "extrapolation error on the largest ~20% of sizes"
+            if first.curve_law == "auto"
+            else first.curve_chosen,
+        ],
+        [
+            "equivalence laws",
+            "effective n_eq = k n_synth^a n_real^b; Wang et al.; saturating "
+            "n_real R* (1 - exp(-n_synth/(rho0 n_real R*))); weighted per replicate by exp(-SS/2) "
+            "of their held-out error on the largest n_synth"
+            if first.law == "auto"
+            else first.law,
+        ],
+        [
+            "objective",
+            "weighted least squares on the error scale (cell means), weights 1 / variance from a "
+            f"pooled model (binomial floor + seed variance smooth in accuracy; {first.variance})",
+        ],
+        [
+            "optimiser",
+            "reference: variable projection (grid + refinement, no starting values); equivalence: "
+            "batched Levenberg-Marquardt from log-space starts",
+        ],
+    ]
     for name, res in results.items():
         conv = ", ".join(f"{k} {v:.0%}" for k, v in res.convergence.items())
         n_cells = int(np.isfinite(res.cells["accuracy"].values).sum())
         bounds = ", ".join(f"{p} ({flag})" for p, flag in res.flags.items() if flag and flag != "fixed")
-        rows.append([f"{name}: points, convergence, flags",
-                     f"{n_cells} cells x {res.n_seeds} seeds; converged replicates: {conv}; flagged: {bounds or 'none'}"])
-    rows += [["interval", f"{first.ci:.0%} {first.ci_method} over {first.n_seeds} seeds"
-                          + (" and test images" if first.test_resampled else "") + f"; {first.n_boot} bootstrap "
-                          "replicates stored for the other methods"],
-             ["held-out error (reference)", ", ".join(f"{k} {v:.2f}" for k, v in first.heldout_curve_error.items())
-              or "not computed"]]
+        rows.append(
+            [
+                f"{name}: points, convergence, flags",
+                f"{n_cells} cells x {res.n_seeds} seeds; converged replicates: {conv}; flagged: {bounds or 'none'}",
+            ]
+        )
+    rows += [
+        [
+            "interval",
+            f"{first.ci:.0%} {first.ci_method} over {first.n_seeds} seeds"
+            + (" and test images" if first.test_resampled else "")
+            + f"; {first.n_boot} bootstrap "
+            "replicates stored for the other methods",
+        ],
+        [
+            "held-out error (reference)",
+            ", ".join(f"{k} {v:.2f}" for k, v in first.heldout_curve_error.items()) or "not computed",
+        ],
+    ]
     return [md_table(["item", "this report"], rows)]
 
 
@@ -261,11 +334,22 @@ def comparison_lines(results) -> list[str]:
     for r in first.cells["n_real"].values:
         t = results.compare(int(r), ns)
         for row in t.itertuples():
-            rows.append([f"{row.a} / {row.b}", int(r), ns, f"{_fmt(row.ratio)} {_interval(row.lower, row.upper)}",
-                         "yes" if row.differ else "no"])
-    return ["Ratio of exchange rates rho_a / rho_b (above 1: *b* needs fewer images per real image). The sources "
-            "share their seed resamples, so the ratio's interval is paired.", "",
-            md_table(["a / b", "n_real", "n_synth", "ratio [CI]", "differ"], rows), ""]
+            rows.append(
+                [
+                    f"{row.a} / {row.b}",
+                    int(r),
+                    ns,
+                    f"{_fmt(row.ratio)} {_interval(row.lower, row.upper)}",
+                    "yes" if row.differ else "no",
+                ]
+            )
+    return [
+        "Ratio of exchange rates rho_a / rho_b (above 1: *b* needs fewer images per real image). The sources "
+        "share their seed resamples, so the ratio's interval is paired.",
+        "",
+        md_table(["a / b", "n_real", "n_synth", "ratio [CI]", "differ"], rows),
+        "",
+    ]
 
 
 def protocol_lines(full_cube, out: Path, n_boot: int, skipped: dict, **fit_kwargs) -> list[str]:
@@ -279,16 +363,29 @@ def protocol_lines(full_cube, out: Path, n_boot: int, skipped: dict, **fit_kwarg
     except ValueError as exc:
         skipped["protocol comparison"] = str(exc)
         return []
-    rows = [[r.protocol, r.source, r.n_real, r.n_synth,
-             f"{'**' if r.best else ''}{_fmt(r.rho)}{'**' if r.best else ''} {_interval(r.lower, r.upper)}",
-             r.verdict] for r in table.itertuples()]
-    md = ["## Exchange rate per training protocol", "",
-          "The rate is part of a training protocol: the budget policy (`steps`: every classifier trains the "
-          "same number of steps; `epochs`: steps grow with the training set, capped) and the synthetic weight "
-          "(the probability that a batch item is synthetic; `pool` = uniform over all images). Bold: per "
-          "budget, source and base size, the weight with the lowest estimated rate (the most value per "
-          "synthetic image). Real and base-only cells are shared by every weight of a budget.", "",
-          md_table(["protocol", "source", "n_real", "n_synth", "rho [CI]", "verdict"], rows), ""]
+    rows = [
+        [
+            r.protocol,
+            r.source,
+            r.n_real,
+            r.n_synth,
+            f"{'**' if r.best else ''}{_fmt(r.rho)}{'**' if r.best else ''} {_interval(r.lower, r.upper)}",
+            r.verdict,
+        ]
+        for r in table.itertuples()
+    ]
+    md = [
+        "## Exchange rate per training protocol",
+        "",
+        "The rate is part of a training protocol: the budget policy (`steps`: every classifier trains the "
+        "same number of steps; `epochs`: steps grow with the training set, capped) and the synthetic weight "
+        "(the probability that a batch item is synthetic; `pool` = uniform over all images). Bold: per "
+        "budget, source and base size, the weight with the lowest estimated rate (the most value per "
+        "synthetic image). Real and base-only cells are shared by every weight of a budget.",
+        "",
+        md_table(["protocol", "source", "n_real", "n_synth", "rho [CI]", "verdict"], rows),
+        "",
+    ]
     try:
         paths = save_figure(protocol_figure.figure(table), out / "figures", "rate_vs_weight")
         md += [f"![rate vs weight]({Path(paths['png']).relative_to(out).as_posix()})", ""]
@@ -306,8 +403,16 @@ def plain(text) -> str:
     return text
 
 
-def write_report(cube_path, out_dir, *, n_boot: int = 1000, sources=None, domain_slice: dict | None = None,
-                 protocol: str | None = None, **fit_kwargs) -> Path:
+def write_report(
+    cube_path,
+    out_dir,
+    *,
+    n_boot: int = 1000,
+    sources=None,
+    domain_slice: dict | None = None,
+    protocol: str | None = None,
+    **fit_kwargs,
+) -> Path:
     """``out_dir/report.md`` and ``out_dir/figures/``, written whole or not at all: everything is drawn in a
     temp folder inside ``out_dir`` and moved in place at the end, so a killed report leaves the previous one
     (never a truncated PNG, never figures of two cubes side by side); other files in ``out_dir`` are kept."""
@@ -317,8 +422,16 @@ def write_report(cube_path, out_dir, *, n_boot: int = 1000, sources=None, domain
     clean_temp_files(out)  # what a killed report left
     staging = Path(tempfile.mkdtemp(prefix=".report.", suffix=TEMP_MARK, dir=out))
     try:
-        _draw_report(cube_path, full, staging, n_boot=n_boot, sources=sources, domain_slice=domain_slice,
-                     protocol=protocol, **fit_kwargs)
+        _draw_report(
+            cube_path,
+            full,
+            staging,
+            n_boot=n_boot,
+            sources=sources,
+            domain_slice=domain_slice,
+            protocol=protocol,
+            **fit_kwargs,
+        )
         _move_in(staging, out)
     except OSError as exc:  # a full disk: name the file of the report, not of the staging folder
         name = str(exc.filename or staging / "report.md").replace(str(staging), str(out))
@@ -341,8 +454,9 @@ def _move_in(staging: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _draw_report(cube_path, full: xr.Dataset, out: Path, *, n_boot: int, sources, domain_slice, protocol,
-                 **fit_kwargs) -> Path:
+def _draw_report(
+    cube_path, full: xr.Dataset, out: Path, *, n_boot: int, sources, domain_slice, protocol, **fit_kwargs
+) -> Path:
     skipped: dict[str, str] = {}
     protocol_md: list[str] = []
     cube = full
@@ -351,42 +465,64 @@ def _draw_report(cube_path, full: xr.Dataset, out: Path, *, n_boot: int, sources
         protocol_md = protocol_lines(full, out, n_boot, skipped, **fit_kwargs)
         cube = protocol_slice(full, protocol)
     results = try_fit_sources(cube, n_boot, skipped, **fit_kwargs)
-    figures = render_figures(cube_path, out / "figures", n_boot=n_boot, results=results, cube=cube, skipped=skipped,
-                             sources=sources, domain_slice=domain_slice)
+    figures = render_figures(
+        cube_path,
+        out / "figures",
+        n_boot=n_boot,
+        results=results,
+        cube=cube,
+        skipped=skipped,
+        sources=sources,
+        domain_slice=domain_slice,
+    )
     recorded = json.loads(cube.attrs.get("protocol", "null"))
     prov = json.loads(cube.attrs.get("provenance", "{}"))
     first = next(iter(results.values()), None)
     ci = first.ci if first else 0.95
-    how = {"jackknife": "leave-one-seed-out jackknife t intervals",
-           "expanded": "expanded-percentile cluster-bootstrap intervals",
-           "percentile": "percentile cluster-bootstrap intervals",
-           "bca": "BCa cluster-bootstrap intervals"}.get(first.ci_method if first else "", "intervals")
+    how = {
+        "jackknife": "leave-one-seed-out jackknife t intervals",
+        "expanded": "expanded-percentile cluster-bootstrap intervals",
+        "percentile": "percentile cluster-bootstrap intervals",
+        "bca": "BCa cluster-bootstrap intervals",
+    }.get(first.ci_method if first else "", "intervals")
     md = [f"# How many synthetic images is one real image worth? — {plain(cube.attrs['dataset'])}", ""]
-    md += ["A classifier is trained on `n_real` real images plus `n_synth` images from a *source*; its test "
-           "accuracy is compared with the *real* reference curve (more real images). The **real-image "
-           "equivalent** `n_eq` is how many extra real images give the same accuracy, and the **exchange "
-           f"rate** `rho = n_synth / n_eq` is how many synthetic images one real image is worth. Intervals are "
-           f"{ci:.0%} {how} over seeds (each seed repeats the whole experiment). Every rate carries a verdict, "
-           "decided first by a gain test that uses no accuracy law (the weighted mean accuracy gain over a base "
-           "size's n_synth cells, each paired with the same seed's base classifier): *hurts* (the gain's interval "
-           "lies below 0; no rate is "
-           "printed), *no measurable gain* (it includes 0; the rate has no upper bound: the images may be worth "
-           f"nothing), else *estimated* (rate interval bounds within a factor {ESTIMATED_MAX_RATIO:g}) or *not "
-           "identified* (the images help but the rate's interval is too wide). The rate is printed as its verdict "
-           "allows, so the two never contradict each other; a rate is printed in bold only when estimated. Where "
-           f"the interval methods' bounds differ by more than a factor {METHODS_DISAGREE_FACTOR:g}, the answer says "
-           "the interval is unreliable at this seed count and names the verdict every method supports.", ""]
-    md += [f"- cube: `{cube_path}` — sources {', '.join(map(str, cube['source'].values))}; n_real "
-           f"{cube['n_real'].values.tolist()}; n_synth {cube['n_synth'].values.tolist()}; "
-           f"{cube.sizes['seed']} seeds; {cube.attrs['n_test']} test images",
-           f"- cells: {status_counts(cube)}" + (" (the pending ones lie outside the replace design: never run)"
-                                                 if "design" in cube.attrs else ""),
-           "- training protocol: " + (plain(", ".join(f"{k} {v}" for k, v in recorded.items())) if recorded else
-                                        "not recorded in the cube")
-           + (f" — this page shows setting **{plain(cube.attrs['protocol_setting'])}** of the protocol sweep "
-              f"{full[PROTOCOL_DIM].values.tolist()}" if "protocol_setting" in cube.attrs else ""),
-           plain(f"- produced by package {prov.get('package', '?')} (git {str(prov.get('git', ''))[:10] or '?'}), "
-                 f"torch {prov.get('torch', '?')}, {prov.get('start', '?')} – {prov.get('end', '?')}"), ""]
+    md += [
+        "A classifier is trained on `n_real` real images plus `n_synth` images from a *source*; its test "
+        "accuracy is compared with the *real* reference curve (more real images). The **real-image "
+        "equivalent** `n_eq` is how many extra real images give the same accuracy, and the **exchange "
+        f"rate** `rho = n_synth / n_eq` is how many synthetic images one real image is worth. Intervals are "
+        f"{ci:.0%} {how} over seeds (each seed repeats the whole experiment). Every rate carries a verdict, "
+        "decided first by a gain test that uses no accuracy law (the weighted mean accuracy gain over a base "
+        "size's n_synth cells, each paired with the same seed's base classifier): *hurts* (the gain's interval "
+        "lies below 0; no rate is "
+        "printed), *no measurable gain* (it includes 0; the rate has no upper bound: the images may be worth "
+        f"nothing), else *estimated* (rate interval bounds within a factor {ESTIMATED_MAX_RATIO:g}) or *not "
+        "identified* (the images help but the rate's interval is too wide). The rate is printed as its verdict "
+        "allows, so the two never contradict each other; a rate is printed in bold only when estimated. Where "
+        f"the interval methods' bounds differ by more than a factor {METHODS_DISAGREE_FACTOR:g}, the answer says "
+        "the interval is unreliable at this seed count and names the verdict every method supports.",
+        "",
+    ]
+    md += [
+        f"- cube: `{cube_path}` — sources {', '.join(map(str, cube['source'].values))}; n_real "
+        f"{cube['n_real'].values.tolist()}; n_synth {cube['n_synth'].values.tolist()}; "
+        f"{cube.sizes['seed']} seeds; {cube.attrs['n_test']} test images",
+        f"- cells: {status_counts(cube)}"
+        + (" (the pending ones lie outside the replace design: never run)" if "design" in cube.attrs else ""),
+        "- training protocol: "
+        + (plain(", ".join(f"{k} {v}" for k, v in recorded.items())) if recorded else "not recorded in the cube")
+        + (
+            f" — this page shows setting **{plain(cube.attrs['protocol_setting'])}** of the protocol sweep "
+            f"{full[PROTOCOL_DIM].values.tolist()}"
+            if "protocol_setting" in cube.attrs
+            else ""
+        ),
+        plain(
+            f"- produced by package {prov.get('package', '?')} (git {str(prov.get('git', ''))[:10] or '?'}), "
+            f"torch {prov.get('torch', '?')}, {prov.get('start', '?')} – {prov.get('end', '?')}"
+        ),
+        "",
+    ]
     md += ["## Answer", ""]
     if not results:
         why = skipped.get("equivalence fit", "it has no synthetic source (or no `real` reference)")
@@ -395,15 +531,23 @@ def _draw_report(cube_path, full: xr.Dataset, out: Path, *, n_boot: int, sources
     else:
         md += answer_lines(results)
         md += protocol_md
-        md += ["", "An upper bound of ∞ means the interval admits a real-image equivalent of zero: the added images "
-               "may be worth nothing at that size. Bounds above 10^6 print as ∞ and below 0.001 as 0: a bound of "
-               "1e+92 or 3e-16 only says the interval admits everything or nothing.", ""]
+        md += [
+            "",
+            "An upper bound of ∞ means the interval admits a real-image equivalent of zero: the added images "
+            "may be worth nothing at that size. Bounds above 10^6 print as ∞ and below 0.001 as 0: a bound of "
+            "1e+92 or 3e-16 only says the interval admits everything or nothing.",
+            "",
+        ]
         md += ["## Table (rho [CI] at a matched budget)", "", results.to_markdown(), ""]
         md += comparison_lines(results)
         md += ["## What this answer rests on", ""] + caveat_lines(cube, results) + [""]
-        md += ["## How much the interval method matters", "",
-               "The headline intervals under every method (all from the same stored replicates); the default is "
-               f"`{first.ci_method}`, the one whose coverage was measured near nominal (bench/RESULTS.md).", ""]
+        md += [
+            "## How much the interval method matters",
+            "",
+            "The headline intervals under every method (all from the same stored replicates); the default is "
+            f"`{first.ci_method}`, the one whose coverage was measured near nominal (bench/RESULTS.md).",
+            "",
+        ]
         md += interval_method_lines(results) + [""]
         md += ["## Checklist of the fit", ""] + checklist_lines(results) + [""]
     md += ["## Figures", ""]
@@ -411,36 +555,47 @@ def _draw_report(cube_path, full: xr.Dataset, out: Path, *, n_boot: int, sources
         md += ["Not shown, and why:", ""] + [f"- {name}: {why}" for name, why in skipped.items()] + [""]
     captions = {
         "accuracy_vs_nsynth": "Accuracy vs images added, per base size; every source against the real reference "
-                              "(mean ± sd over seeds).",
+        "(mean ± sd over seeds).",
         "equivalence": "Real-image equivalent of the added images, per base size: points are per-cell estimates "
-                       "with CIs; thin lines the effective (solid), Wang et al.'s (dashed) and saturating (dash-dot) laws, "
-                       "the thick line with its CI band the fit the answer uses (the laws weighted by held-out error); the dotted diagonal is "
-                       "'one synthetic image = one real image'.",
+        "with CIs; thin lines the effective (solid), Wang et al.'s (dashed) and saturating (dash-dot) laws, "
+        "the thick line with its CI band the fit the answer uses (the laws weighted by held-out error); the dotted diagonal is "
+        "'one synthetic image = one real image'.",
         "exchange_rate": "Exchange rate vs base size: does synthetic data lose value as the real set grows? Hollow "
-                         "markers have no estimate to quote (verdict shown beside them).",
+        "markers have no estimate to quote (verdict shown beside them).",
         "source_comparison": "Every source at matched budgets of added images (Burg et al.'s comparison): mean "
-                             "accuracy with 95% t-intervals over seeds, per base size.",
+        "accuracy with 95% t-intervals over seeds, per base size.",
         "wang_coordinates": "The equivalence in Wang et al.'s coordinates (n_syn / n_base vs the real images "
-                            "they are worth per base image), one curve per base size with the fit used; the "
-                            "curves collapse onto one if Wang et al.'s law holds.",
+        "they are worth per base image), one curve per base size with the fit used; the "
+        "curves collapse onto one if Wang et al.'s law holds.",
         "accuracy_heatmap": "Mean accuracy over the whole grid, per source.",
         "domain_gap": "Domain gap (after Wang et al. Fig. 1): (a1, a2, ...) per source, real vs synthetic along a "
-                      "linear domain classifier's axis, with its balanced accuracy; (b) both in a real-trained "
-                      "classifier's feature space, coloured by class (choose the slice with --domain-n-real, "
-                      "--domain-seed).",
+        "linear domain classifier's axis, with its balanced accuracy; (b) both in a real-trained "
+        "classifier's feature space, coloured by class (choose the slice with --domain-n-real, "
+        "--domain-seed).",
         "samples": "Pool images per class and source.",
     }
     for name, paths in figures.items():
-        md += [f"### {name.replace('_', ' ')}", "", captions.get(name, ""), "",
-               f"![{name}]({Path(paths['png']).relative_to(out).as_posix()})", ""]
+        md += [
+            f"### {name.replace('_', ' ')}",
+            "",
+            captions.get(name, ""),
+            "",
+            f"![{name}]({Path(paths['png']).relative_to(out).as_posix()})",
+            "",
+        ]
     for name, res in results.items():
         # inside a fence nothing renders; a fence in a cube attribute must not close it
         md += [f"## Summary: {name}", "", "```", res.summary().replace("```", "'''"), "```", ""]
     if "pool_label_accuracy" in cube:
-        md += ["## Pool quality", "", "Judge = a classifier trained on every non-test real image. *label acc.*: "
-               "how often it agrees with the pool's labels; *FD*: Fréchet distance to real images in its feature "
-               "space (lower is closer); *domain acc.*: a linear real-vs-pool classifier's balanced accuracy "
-               "(0.5 = indistinguishable); *label noise*: retrieved images whose query label is wrong.", ""]
+        md += [
+            "## Pool quality",
+            "",
+            "Judge = a classifier trained on every non-test real image. *label acc.*: "
+            "how often it agrees with the pool's labels; *FD*: Fréchet distance to real images in its feature "
+            "space (lower is closer); *domain acc.*: a linear real-vs-pool classifier's balanced accuracy "
+            "(0.5 = indistinguishable); *label noise*: retrieved images whose query label is wrong.",
+            "",
+        ]
         rows = []
         for src in cube["source"].values:
             for r in cube["n_real"].values:
@@ -452,12 +607,31 @@ def _draw_report(cube_path, full: xr.Dataset, out: Path, *, n_boot: int, sources
         md += [md_table(["source", "n_real", "label acc.", "FD", "domain acc.", "label noise"], rows), ""]
     costs = cost_table(cube, results)
     if costs:
-        md += ["## Price of the answer", "", "Compute seconds per real-image equivalent at the largest n_synth "
-               "(seconds: mean over seeds of the cell's attributed generation or retrieval time plus its classifier "
-               f"training). {COST_RULE}", ""]
-        md += [md_table(["source", "n_real", "n_synth", "seconds", "n_eq", "seconds / real equivalent"],
-                         [[c["source"], c["n_real"], c["n_synth"], _fmt(c["seconds"]), _fmt(c["n_eq"]),
-                           _fmt(c["seconds_per_real_equivalent"])] for c in costs]), ""]
+        md += [
+            "## Price of the answer",
+            "",
+            "Compute seconds per real-image equivalent at the largest n_synth "
+            "(seconds: mean over seeds of the cell's attributed generation or retrieval time plus its classifier "
+            f"training). {COST_RULE}",
+            "",
+        ]
+        md += [
+            md_table(
+                ["source", "n_real", "n_synth", "seconds", "n_eq", "seconds / real equivalent"],
+                [
+                    [
+                        c["source"],
+                        c["n_real"],
+                        c["n_synth"],
+                        _fmt(c["seconds"]),
+                        _fmt(c["n_eq"]),
+                        _fmt(c["seconds_per_real_equivalent"]),
+                    ]
+                    for c in costs
+                ],
+            ),
+            "",
+        ]
     path = out / "report.md"
     path.write_text("\n".join(md))
     return path
@@ -483,9 +657,13 @@ def law_table(cube_paths, *, n_boot: int = 1000, **fit_kwargs):
             table = res.param_table()
             for label, param in LAW_TABLE_PARAMS.items():
                 p = table.loc[param]
-                row[label] = f"{_fmt(p.estimate)} [{_fmt(p.lower)}, {_fmt(p.upper)}]" + (f" ({p.flag})" if p.flag else "")
+                row[label] = f"{_fmt(p.estimate)} [{_fmt(p.lower)}, {_fmt(p.upper)}]" + (
+                    f" ({p.flag})" if p.flag else ""
+                )
             head = max(res.answer_rows(), key=lambda h: h["n_real"])
-            row["rho at largest cell"] = (f"{_fmt(head['estimate'])} {_interval(head['lower'], head['upper'])} "
-                                          f"n_real={head['n_real']}, n_synth={head['n_synth']}: {head['verdict']}")
+            row["rho at largest cell"] = (
+                f"{_fmt(head['estimate'])} {_interval(head['lower'], head['upper'])} "
+                f"n_real={head['n_real']}, n_synth={head['n_synth']}: {head['verdict']}"
+            )
             rows.append(row)
     return pd.DataFrame(rows)

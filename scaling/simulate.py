@@ -80,9 +80,16 @@ def simulate_cube(
     sources = {"real": {"exchange_rate": 1.0}, **{k: v for k, v in sources.items() if k != "real"}}
     rng = np.random.default_rng(random_state)
     seed_ids = list(range(seeds)) if isinstance(seeds, (int, np.integer)) else list(seeds)
-    cube = empty_cube(list(sources), n_real, n_synth, seed_ids, dataset=dataset, n_test=n_test,
-                      classes=[str(c) for c in range(n_classes)],
-                      provenance={"simulated": True, "random_state": random_state})
+    cube = empty_cube(
+        list(sources),
+        n_real,
+        n_synth,
+        seed_ids,
+        dataset=dataset,
+        n_test=n_test,
+        classes=[str(c) for c in range(n_classes)],
+        provenance={"simulated": True, "random_state": random_state},
+    )
     R, Sy = np.meshgrid(cube["n_real"].values, cube["n_synth"].values, indexing="ij")
     effects = rng.normal(0.0, seed_sd, size=(len(seed_ids), len(cube["n_real"])))
     acc = np.empty(cube["accuracy"].shape)
@@ -90,8 +97,11 @@ def simulate_cube(
     zero = cube["n_synth"].values == 0
     # drawn only when asked for, so cubes without generator effects keep their random stream
     gen_shape = (len(sources), len(seed_ids), len(cube["n_real"]))
-    gen_z = rng.normal(0.0, 1.0, size=gen_shape) if any("generator_sd" in v for v in sources.values()) else \
-        np.zeros(gen_shape)
+    gen_z = (
+        rng.normal(0.0, 1.0, size=gen_shape)
+        if any("generator_sd" in v for v in sources.values())
+        else np.zeros(gen_shape)
+    )
     for i, (name, spec) in enumerate(sources.items()):
         n_eq = planted_neq(spec, R, Sy)
         for s in range(len(seed_ids)):
@@ -101,7 +111,7 @@ def simulate_cube(
             err = np.clip(err_true * np.exp(effects[s][:, None] * sd), 1e-6, 1 - 1e-6)
             draws = rng.binomial(n_test, 1 - err) / n_test
             # the n_synth=0 cell is the same training run for every source: one shared uniform draw
-            draws[:, zero] = (binom.ppf(base_noise[s][:, None], n_test, 1 - err[:, zero]) / n_test)
+            draws[:, zero] = binom.ppf(base_noise[s][:, None], n_test, 1 - err[:, zero]) / n_test
             acc[i, :, :, s] = draws
     fill_planted(cube, acc)
     if item_sd is not None:

@@ -20,8 +20,16 @@ from runners.ledger import cell_fingerprint, fingerprint_parts, ledger_entry
 from runners.storage import RunFolderBusy, run_lock
 from scaling.cli import main
 
-GOOD = {"name": "t", "dataset": {"name": "digits"}, "sources": ["real"], "n_real": [10, 20], "n_synth": [0, 10],
-        "seeds": [0, 1], "classifier": {"steps": 10, "width": 8}, "resources": {"cpus_per_trial": 1, "num_cpus": 2}}
+GOOD = {
+    "name": "t",
+    "dataset": {"name": "digits"},
+    "sources": ["real"],
+    "n_real": [10, 20],
+    "n_synth": [0, 10],
+    "seeds": [0, 1],
+    "classifier": {"steps": 10, "width": 8},
+    "resources": {"cpus_per_trial": 1, "num_cpus": 2},
+}
 
 
 def _set(cfg, path, value):
@@ -142,11 +150,17 @@ def test_bad_config_file_exits_2_naming_the_file(tmp_path, capsys, kind):
 
 
 def test_source_option_errors_name_the_option(tmp_path, capsys):
-    for opts, field in [({"retrieval": {"encoder": "magic"}}, "source_options.retrieval.encoder"),
-                        ({"retrieval": {"dedup_threshold": 2}}, "source_options.retrieval.dedup_threshold"),
-                        ({"closed_set": {"train_steps": 0}}, "source_options.closed_set.train_steps")]:
-        cfg = {**GOOD, "sources": ["real", "retrieval", "closed_set"], "source_options": opts,
-               "storage": str(tmp_path / "runs")}
+    for opts, field in [
+        ({"retrieval": {"encoder": "magic"}}, "source_options.retrieval.encoder"),
+        ({"retrieval": {"dedup_threshold": 2}}, "source_options.retrieval.dedup_threshold"),
+        ({"closed_set": {"train_steps": 0}}, "source_options.closed_set.train_steps"),
+    ]:
+        cfg = {
+            **GOOD,
+            "sources": ["real", "retrieval", "closed_set"],
+            "source_options": opts,
+            "storage": str(tmp_path / "runs"),
+        }
         p = tmp_path / "c.yaml"
         p.write_text(yaml.safe_dump(cfg))
         assert main(["sweep", str(p), "--quiet"]) == 2
@@ -198,8 +212,14 @@ def _bad_provenance(c):
     return c
 
 
-BAD_CUBES = [(_drop_status, "status"), (_acc_above_one, "accuracy"), (_duplicate_seed, "seed"),
-             (_status_seven, "status"), (_n_test_zero, "n_test"), (_bad_provenance, "provenance")]
+BAD_CUBES = [
+    (_drop_status, "status"),
+    (_acc_above_one, "accuracy"),
+    (_duplicate_seed, "seed"),
+    (_status_seven, "status"),
+    (_n_test_zero, "n_test"),
+    (_bad_provenance, "provenance"),
+]
 
 
 def test_fit_without_the_reference_source_names_it(tmp_path, capsys):
@@ -232,8 +252,9 @@ def test_unreadable_cube_file_is_named(tmp_path, capsys, content):
     assert "c.nc" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("args, field", [(["--source", "dalle"], "source"), (["--n-boot", "5"], "n_boot"),
-                                         (["--ci", "1.5"], "ci")])
+@pytest.mark.parametrize(
+    "args, field", [(["--source", "dalle"], "source"), (["--n-boot", "5"], "n_boot"), (["--ci", "1.5"], "ci")]
+)
 def test_bad_fit_arguments_name_the_field(tmp_path, capsys, args, field):
     path = _cube_file(tmp_path)
     assert main(["fit", str(path)] + args) == 2
@@ -280,8 +301,9 @@ def _run_folder(tmp_path):
 def _files(root: Path) -> dict:
     """Every file of a run folder and its bytes, but the lock file: it stays after a sweep (a kernel lock is
     taken on it; deleting it on release would let a second sweep lock a file nobody else sees)."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != ".lock"}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".lock"
+    }
 
 
 def _entry(cfg: dict, cell: dict, **metrics) -> str:
@@ -317,12 +339,15 @@ def test_ledger_from_another_thread_count_is_refused_not_reused(tmp_path, capsys
     assert _files(run_dir) == before
 
 
-@pytest.mark.parametrize("damage, named", [
-    (lambda cfg: "{}", "lacks accuracy"),
-    (lambda cfg: "[1, 2]", "not a JSON object"),
-    (lambda cfg: _entry(cfg, {**CELL, "seed": 1}), "another cell (seed = 1"),  # copied onto another cell's name
-    (lambda cfg: _entry(cfg, CELL).replace('"accuracy": 0.9', '"accuracy": 0.99'), "checksum"),  # edited in place
-])
+@pytest.mark.parametrize(
+    "damage, named",
+    [
+        (lambda cfg: "{}", "lacks accuracy"),
+        (lambda cfg: "[1, 2]", "not a JSON object"),
+        (lambda cfg: _entry(cfg, {**CELL, "seed": 1}), "another cell (seed = 1"),  # copied onto another cell's name
+        (lambda cfg: _entry(cfg, CELL).replace('"accuracy": 0.9', '"accuracy": 0.99'), "checksum"),  # edited in place
+    ],
+)
 def test_a_ledger_entry_that_is_not_this_cells_result_is_refused(tmp_path, capsys, damage, named):
     cfg, run_dir = _run_folder(tmp_path)
     (run_dir / "ledger" / "real-r10-s0-seed0.json").write_text(damage(cfg))
@@ -382,8 +407,15 @@ def test_a_malicious_cifar_pickle_is_refused_without_running_it(tmp_path, monkey
 
     root = tmp_path / "cifar"
     root.mkdir()
-    for f in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
-              "batches.meta"):
+    for f in (
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_3",
+        "data_batch_4",
+        "data_batch_5",
+        "test_batch",
+        "batches.meta",
+    ):
         (root / f).write_bytes(pickle.dumps(_Evil()))
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="is not a CIFAR batch"):  # the first file read (batches.meta) names itself
@@ -398,8 +430,12 @@ def test_a_real_cifar_batch_still_loads(tmp_path):
     root.mkdir()
     rng = np.random.default_rng(0)
     for f in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"):
-        batch = {b"data": rng.integers(0, 255, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 3],
-                 b"filenames": [b"a", b"b", b"c", b"d"], b"batch_label": b"x"}
+        batch = {
+            b"data": rng.integers(0, 255, (4, 3072), dtype=np.uint8),
+            b"labels": [0, 1, 2, 3],
+            b"filenames": [b"a", b"b", b"c", b"d"],
+            b"batch_label": b"x",
+        }
         (root / f).write_bytes(pickle.dumps(batch))
     (root / "batches.meta").write_bytes(pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}))
     data = load_dataset({"name": "cifar10", "root": str(root)})
@@ -408,15 +444,45 @@ def test_a_real_cifar_batch_still_loads(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- fuzzing
 
-_leaf = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),
-                  st.text(max_size=12), st.lists(st.integers(-5, 2000), max_size=4))
-_value = st.recursive(_leaf, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                     st.dictionaries(st.text(max_size=8), inner, max_size=3)),
-                      max_leaves=6)
-_paths = st.sampled_from(["name", "dataset", "dataset.name", "dataset.root", "sources", "n_real", "n_synth", "seeds",
-                          "test_fraction", "max_failures", "storage", "classifier", "classifier.steps",
-                          "classifier.lr", "classifier.flip", "classifier.width", "classifier.device", "resources",
-                          "resources.cpus_per_trial", "resources.gpus_per_trial", "source_options", "extra"])
+_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+    st.lists(st.integers(-5, 2000), max_size=4),
+)
+_value = st.recursive(
+    _leaf,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=6,
+)
+_paths = st.sampled_from(
+    [
+        "name",
+        "dataset",
+        "dataset.name",
+        "dataset.root",
+        "sources",
+        "n_real",
+        "n_synth",
+        "seeds",
+        "test_fraction",
+        "max_failures",
+        "storage",
+        "classifier",
+        "classifier.steps",
+        "classifier.lr",
+        "classifier.flip",
+        "classifier.width",
+        "classifier.device",
+        "resources",
+        "resources.cpus_per_trial",
+        "resources.gpus_per_trial",
+        "source_options",
+        "extra",
+    ]
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -438,8 +504,10 @@ _CUBE = scaling.simulate_cube(seeds=2, n_real=(50, 100, 200), n_synth=(0, 50, 10
 
 
 @settings(max_examples=60, deadline=None)
-@given(var=st.sampled_from(["accuracy", "status", "loss", "n_real", "seed", "attrs"]),
-       value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-300, 300), st.text(max_size=5)))
+@given(
+    var=st.sampled_from(["accuracy", "status", "loss", "n_real", "seed", "attrs"]),
+    value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-300, 300), st.text(max_size=5)),
+)
 def test_fuzzed_cubes_give_a_cube_error_or_a_cube(var, value):
     cube = _CUBE.copy(deep=True)
     try:

@@ -7,8 +7,15 @@ import pytest
 from runners.config import ConfigError, load_config
 from runners.sweep import run_sweep
 
-GOOD = {"name": "t", "dataset": {"name": "digits"}, "sources": ["real"], "n_real": [10, 20], "n_synth": [0, 10],
-        "seeds": [0, 1], "classifier": {"steps": 10}}
+GOOD = {
+    "name": "t",
+    "dataset": {"name": "digits"},
+    "sources": ["real"],
+    "n_real": [10, 20],
+    "n_synth": [0, 10],
+    "seeds": [0, 1],
+    "classifier": {"steps": 10},
+}
 
 
 def _with(path, value):
@@ -78,13 +85,18 @@ def test_rooms_import_only_what_they_need():
     import subprocess
     import sys
 
-    probe = ("import sys, importlib; importlib.import_module({mod!r}); "
-             "print(' '.join(sorted(m for m in {banned!r} if m in sys.modules)))")
-    cases = {"runners.config": ["torch", "diffusers", "faiss", "statsmodels", "ray"],
-             "runners.trial": ["statsmodels", "analysis", "diffusers", "faiss", "scaling.fit"],
-             "scaling.fit": ["runners", "torch", "ray"],
-             "scaling.report": ["runners", "torch", "ray"]}
+    probe = (
+        "import sys, importlib; importlib.import_module({mod!r}); "
+        "print(' '.join(sorted(m for m in {banned!r} if m in sys.modules)))"
+    )
+    cases = {
+        "runners.config": ["torch", "diffusers", "faiss", "statsmodels", "ray"],
+        "runners.trial": ["statsmodels", "analysis", "diffusers", "faiss", "scaling.fit"],
+        "scaling.fit": ["runners", "torch", "ray"],
+        "scaling.report": ["runners", "torch", "ray"],
+    }
     for mod, banned in cases.items():
-        out = subprocess.run([sys.executable, "-c", probe.format(mod=mod, banned=banned)], capture_output=True,
-                             text=True, check=True).stdout.split()
+        out = subprocess.run(
+            [sys.executable, "-c", probe.format(mod=mod, banned=banned)], capture_output=True, text=True, check=True
+        ).stdout.split()
         assert not out, f"importing {mod} loads {out}"

@@ -60,10 +60,19 @@ def _broken(cube, how):
     raise AssertionError(how)
 
 
-@pytest.mark.parametrize("how, field", [
-    ("dims", "dims"), ("negative", "n_real"), ("range", "accuracy"), ("duplicate", "duplicate"),
-    ("dtype", "integers"), ("attrs", "n_test"), ("missing_var", "status"), ("status", "status"),
-])
+@pytest.mark.parametrize(
+    "how, field",
+    [
+        ("dims", "dims"),
+        ("negative", "n_real"),
+        ("range", "accuracy"),
+        ("duplicate", "duplicate"),
+        ("dtype", "integers"),
+        ("attrs", "n_test"),
+        ("missing_var", "status"),
+        ("status", "status"),
+    ],
+)
 def test_malformed_cubes_are_refused_naming_the_field(cube, how, field):
     with pytest.raises(CubeError, match=field):
         scaling.validate_cube(_broken(cube, how))
@@ -107,7 +116,9 @@ def test_merge_keeps_per_pool_variables_without_an_n_synth_dimension():
 
     cube = scaling.simulate_cube(seeds=4, random_state=0)
     shape = tuple(cube.sizes[d] for d in ("source", "n_real", "seed"))
-    cube["pool_label_accuracy"] = xr.DataArray(np.random.default_rng(0).random(shape), dims=("source", "n_real", "seed"))
+    cube["pool_label_accuracy"] = xr.DataArray(
+        np.random.default_rng(0).random(shape), dims=("source", "n_real", "seed")
+    )
     merged = scaling.merge_cubes(cube.isel(seed=[0, 1]), cube.isel(seed=[2, 3]))
     assert merged["pool_label_accuracy"].dims == ("source", "n_real", "seed")
     np.testing.assert_allclose(merged["pool_label_accuracy"].values, cube["pool_label_accuracy"].values)

@@ -103,7 +103,9 @@ def test_exact_channel_statistics_match_torch_on_digits_and_are_exact_on_cifar_l
     for n in (25, 400, 1797):
         x = torch.as_tensor(data.images[np.arange(n)])
         mean, std = exact_channel_stats(torch.as_tensor(np.array(data.pixels[:n])), 16)
-        assert torch.equal(mean, x.mean((0, 2, 3), keepdim=True)) and torch.equal(std, x.std((0, 2, 3), keepdim=True) + 1e-6)
+        assert torch.equal(mean, x.mean((0, 2, 3), keepdim=True)) and torch.equal(
+            std, x.std((0, 2, 3), keepdim=True) + 1e-6
+        )
     big = torch.as_tensor(np.random.default_rng(0).integers(0, 256, (3000, 3, 32, 32), dtype=np.uint8))
     mean, _ = exact_channel_stats(big, 255)
     exact = big.double().mean((0, 2, 3)) / 255  # float64 is exact enough to judge float32 rounding
@@ -114,16 +116,24 @@ def test_exact_channel_statistics_match_torch_on_digits_and_are_exact_on_cifar_l
 
 
 def test_set_overrides_nested_fields_with_yaml_values():
-    cfg = load_config(ROOT / "configs/digits.yaml", ["classifier.steps=20", "seeds=[0, 1]",
-                                                     "source_options.retrieval.encoder=classifier"])
+    cfg = load_config(
+        ROOT / "configs/digits.yaml",
+        ["classifier.steps=20", "seeds=[0, 1]", "source_options.retrieval.encoder=classifier"],
+    )
     assert cfg.classifier["steps"] == 20 and cfg.seeds == (0, 1)
     assert cfg.source_options["retrieval"]["encoder"] == "classifier"
 
 
-@pytest.mark.parametrize("item, field", [("classifier.steps", "--set"), ("=3", "--set"),
-                                         ("classifier.steps.x=1", "--set classifier.steps.x"),
-                                         ("classifier.steps=-5", "classifier.steps"),
-                                         ("seeds=[0, 1", "--set seeds")])
+@pytest.mark.parametrize(
+    "item, field",
+    [
+        ("classifier.steps", "--set"),
+        ("=3", "--set"),
+        ("classifier.steps.x=1", "--set classifier.steps.x"),
+        ("classifier.steps=-5", "classifier.steps"),
+        ("seeds=[0, 1", "--set seeds"),
+    ],
+)
 def test_a_bad_set_is_one_error_naming_it(item, field):
     with pytest.raises(ConfigError) as err:
         load_config(ROOT / "configs/digits.yaml", [item])
@@ -218,8 +228,15 @@ def test_retrieval_from_precomputed_embeddings_and_an_image_store(tmp_path, monk
 
     monkeypatch.setenv("SCALING_CACHE", str(tmp_path / "cache"))
     data = rdata.load_dataset({"name": "digits"})
-    base_cfg = {"name": "emb", "storage": str(tmp_path), "dataset": {"name": "digits"}, "sources": ["real", "retrieval"],
-                "n_real": [20], "n_synth": [0, 40], "seeds": [0]}
+    base_cfg = {
+        "name": "emb",
+        "storage": str(tmp_path),
+        "dataset": {"name": "digits"},
+        "sources": ["real", "retrieval"],
+        "n_real": [20],
+        "n_synth": [0, 40],
+        "seeds": [0],
+    }
     probe = load_config(base_cfg)
     test_idx = rdata.dataset_of(probe)[1]
     # the store: 300 non-test digits at 16 px RGB (another resolution than the dataset), plus one test image
@@ -228,8 +245,12 @@ def test_retrieval_from_precomputed_embeddings_and_an_image_store(tmp_path, monk
     store = np.repeat(np.repeat(np.repeat(grey, 3, 1), 2, 2), 2, 3)
     np.save(tmp_path / "store.npy", store)
     np.save(tmp_path / "emb.npy", embed(data.images[rows], "pixels"))  # the same encoder as the queries
-    opts = {"embeddings": str(tmp_path / "emb.npy"), "images": str(tmp_path / "store.npy"), "index": "flat",
-            "dedup_threshold": 0.999}
+    opts = {
+        "embeddings": str(tmp_path / "emb.npy"),
+        "images": str(tmp_path / "store.npy"),
+        "index": "flat",
+        "dedup_threshold": 0.999,
+    }
     cfg = load_config({**base_cfg, "source_options": {"retrieval": opts}})
     pool = retrieval.prepare(Context(cfg, "retrieval", 20, 0, 40))
     images, labels = pool.arrays["images"], pool.arrays["labels"]
@@ -246,14 +267,27 @@ def test_retrieval_from_precomputed_embeddings_and_an_image_store(tmp_path, monk
 
 
 def test_embedded_pool_options_are_checked_up_front(tmp_path):
-    base = {"name": "x", "storage": str(tmp_path), "dataset": {"name": "digits"}, "sources": ["real", "retrieval"],
-            "n_real": [20], "n_synth": [0, 40], "seeds": [0]}
+    base = {
+        "name": "x",
+        "storage": str(tmp_path),
+        "dataset": {"name": "digits"},
+        "sources": ["real", "retrieval"],
+        "n_real": [20],
+        "n_synth": [0, 40],
+        "seeds": [0],
+    }
     np.save(tmp_path / "e.npy", np.zeros((3, 2), np.float32))
-    for opts, field in [({"embeddings": str(tmp_path / "missing.npy"), "images": str(tmp_path / "e.npy")},
-                         "source_options.retrieval.embeddings"),
-                        ({"embeddings": str(tmp_path / "e.npy")}, "source_options.retrieval.images"),
-                        ({"embeddings": str(tmp_path / "e.npy"), "images": str(tmp_path / "e.npy"), "index": "lsh"},
-                         "source_options.retrieval.index")]:
+    for opts, field in [
+        (
+            {"embeddings": str(tmp_path / "missing.npy"), "images": str(tmp_path / "e.npy")},
+            "source_options.retrieval.embeddings",
+        ),
+        ({"embeddings": str(tmp_path / "e.npy")}, "source_options.retrieval.images"),
+        (
+            {"embeddings": str(tmp_path / "e.npy"), "images": str(tmp_path / "e.npy"), "index": "lsh"},
+            "source_options.retrieval.index",
+        ),
+    ]:
         with pytest.raises(ConfigError) as err:
             load_config({**base, "source_options": {"retrieval": opts}})
         assert str(err.value).startswith(field)

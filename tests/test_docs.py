@@ -27,8 +27,13 @@ ALLOWED = [r"ray_session", r"runtime session", r"Ray session"]
 
 
 def _files():
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     return [ROOT / f for f in out if f.endswith(TEXT) and (ROOT / f).is_file()]
 
 

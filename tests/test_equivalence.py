@@ -47,6 +47,7 @@ def test_wang_law_parameters_are_recovered(rich_fit):
     assert _inside(p.loc["wang.c1"], 2.0), p.loc["wang.c1"]
     assert _inside(p.loc["wang.c2"], 3.0), p.loc["wang.c2"]
 
+
 def test_wang_scale_k_only_rescales_c1():
     """Only ln(c1)/k is identifiable: refitting with another k must leave c2 and ln(c1)/k unchanged."""
     cube = scaling.simulate_cube(seeds=4, sources=SOURCES, random_state=1)
@@ -54,17 +55,28 @@ def test_wang_scale_k_only_rescales_c1():
     b = scaling.fit_equivalence(cube, "open_set", n_boot=50, law="wang", k=250.0).param_table()
     assert a.loc["wang.k", "flag"] == "fixed" and b.loc["wang.k", "estimate"] == 250.0
     assert b.loc["wang.c2", "estimate"] == pytest.approx(a.loc["wang.c2", "estimate"], rel=1e-3)
-    assert np.log(b.loc["wang.c1", "estimate"]) / 250 == pytest.approx(np.log(a.loc["wang.c1", "estimate"]) / 1000,
-                                                                       rel=1e-3)
+    assert np.log(b.loc["wang.c1", "estimate"]) / 250 == pytest.approx(
+        np.log(a.loc["wang.c1", "estimate"]) / 1000, rel=1e-3
+    )
 
 
 @pytest.mark.slow  # a consistency study over 12 fits: the full suite runs it, the fast lane does not
 def test_point_estimate_converges_as_seeds_grow():
     errors = []
     for seeds in (3, 12, 48):
-        reps = [abs(float(scaling.fit_equivalence(scaling.simulate_cube(seeds=seeds, sources=SOURCES, random_state=r),
-                                                  "closed_set", n_boot=50).exchange_rate(200, 400).estimate) - 4.0)
-                for r in range(4)]
+        reps = [
+            abs(
+                float(
+                    scaling.fit_equivalence(
+                        scaling.simulate_cube(seeds=seeds, sources=SOURCES, random_state=r), "closed_set", n_boot=50
+                    )
+                    .exchange_rate(200, 400)
+                    .estimate
+                )
+                - 4.0
+            )
+            for r in range(4)
+        ]
         errors.append(np.mean(reps))
     assert errors[2] < errors[0]
     assert errors[2] < 0.25
@@ -190,8 +202,16 @@ def test_bca_corrects_the_skew_the_percentile_interval_misses():
     assert better >= 9  # the upper end (where the skew is) is closer to exact in (nearly) every sample
 
 
-@pytest.mark.parametrize("kw, field", [({"ci": 1.5}, "ci"), ({"n_boot": 5}, "n_boot"), ({"law": "magic"}, "law"),
-                                       ({"source": "dalle"}, "source"), ({"metric": "bogus"}, "metric")])
+@pytest.mark.parametrize(
+    "kw, field",
+    [
+        ({"ci": 1.5}, "ci"),
+        ({"n_boot": 5}, "n_boot"),
+        ({"law": "magic"}, "law"),
+        ({"source": "dalle"}, "source"),
+        ({"metric": "bogus"}, "metric"),
+    ],
+)
 def test_bad_arguments_name_the_field(kw, field):
     cube = scaling.simulate_cube(seeds=3, random_state=0)
     args = {"source": "closed_set", **kw}
@@ -213,7 +233,6 @@ def test_jackknife_t_interval_of_a_mean_is_the_classical_t_interval():
     # a positive quantity (here exp of the mean) gets its interval on the log scale
     lo, hi = jackknife_t_interval(np.array(np.exp(x.mean())), np.exp(jack), 0.95)
     assert float(lo) == pytest.approx(np.exp(x.mean() - half)) and float(hi) == pytest.approx(np.exp(x.mean() + half))
-
 
 
 def test_the_test_set_variance_is_averaged_over_groupings_and_a_failed_grouping_is_left_out():
@@ -241,8 +260,9 @@ def test_the_test_set_variance_is_averaged_over_groupings_and_a_failed_grouping_
 
 
 def test_a_source_whose_synthetic_cells_all_failed_is_refused_or_left_out_never_given_numbers():
-    cube = scaling.simulate_cube(seeds=3, sources={"good": {"exchange_rate": 4.0}, "dead": {"exchange_rate": 4.0}},
-                                 random_state=0)
+    cube = scaling.simulate_cube(
+        seeds=3, sources={"good": {"exchange_rate": 4.0}, "dead": {"exchange_rate": 4.0}}, random_state=0
+    )
     dead = (cube["source"] == "dead") & (cube["n_synth"] > 0)
     cube["status"] = cube["status"].where(~dead, 2).astype(np.int8)  # every synthetic cell of 'dead' failed
     cube["accuracy"] = cube["accuracy"].where(~dead)

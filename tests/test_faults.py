@@ -27,27 +27,47 @@ from scaling.cube import CubeError
 from scaling.io import clean_temp_files, write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
-GOOD = {"name": "t", "dataset": {"name": "digits"}, "sources": ["real", "retrieval"], "n_real": [10, 20],
-        "n_synth": [0, 10], "seeds": [0, 1], "classifier": {"steps": 10, "width": 8}}
+GOOD = {
+    "name": "t",
+    "dataset": {"name": "digits"},
+    "sources": ["real", "retrieval"],
+    "n_real": [10, 20],
+    "n_synth": [0, 10],
+    "seeds": [0, 1],
+    "classifier": {"steps": 10, "width": 8},
+}
 
 
 @pytest.fixture(scope="module")
 def cube_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("cube") / "results.nc"
-    cube = scaling.simulate_cube(n_real=(50, 100, 200), n_synth=(0, 100, 200), seeds=3,
-                                 sources={"open_set": {"exchange_rate": 3.0}}, random_state=1)
+    cube = scaling.simulate_cube(
+        n_real=(50, 100, 200),
+        n_synth=(0, 100, 200),
+        seeds=3,
+        sources={"open_set": {"exchange_rate": 3.0}},
+        random_state=1,
+    )
     return scaling.save_cube(cube, path)
 
 
 def _cli(args, *, file_limit: int | None = None, cwd=None) -> subprocess.CompletedProcess:
     """``scaling ARGS`` in a fresh interpreter, optionally under a file-size limit (what a full disk does to a
     write: EFBIG instead of ENOSPC, the same OSError path)."""
+
     def limit():
         if file_limit is not None:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing us
             resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
-    return subprocess.run([sys.executable, "-m", "scaling.cli", *args], capture_output=True, text=True,
-                          preexec_fn=limit, cwd=cwd or ROOT, timeout=300)
+
+    return subprocess.run(
+        [sys.executable, "-m", "scaling.cli", *args],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+        cwd=cwd or ROOT,
+        timeout=300,
+    )
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -109,8 +129,12 @@ def test_a_killed_report_leaves_the_previous_one_whole_and_the_next_cleans_up(tm
     assert _cli(["report", str(cube_file), "--out", str(out), "--n-boot", "50"]).returncode == 0
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     (out / "notes.txt").write_text("mine")  # a user's file beside the report is never touched
-    proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", "report", str(cube_file), "--out", str(out),
-                             "--n-boot", "50"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scaling.cli", "report", str(cube_file), "--out", str(out), "--n-boot", "50"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 240
     while not list(out.glob(".report.*/figures/*.png")):  # killed once the new figures are half drawn
         assert proc.poll() is None and time.time() < deadline, "the report ended before it drew a figure"
@@ -141,26 +165,33 @@ def test_cube_attributes_enter_the_report_as_inert_text(tmp_path):
 SECRET = "wJalr/XUtnFEMI+K7MDENG"
 
 
-@pytest.mark.parametrize("uri", [
-    f"s3://AKIDEXAMPLE:{SECRET.replace('/', '%2F').replace('+', '%2B')}@bucket/runs?endpoint_override=127.0.0.1:9&scheme=http",
-    f"s3://bucket/runs?endpoint_override=127.0.0.1:9&access_key=AKIDEXAMPLE&secret_key={SECRET.replace('/', '%2F').replace('+', '%2B')}",
-])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        f"s3://AKIDEXAMPLE:{SECRET.replace('/', '%2F').replace('+', '%2B')}@bucket/runs?endpoint_override=127.0.0.1:9&scheme=http",
+        f"s3://bucket/runs?endpoint_override=127.0.0.1:9&access_key=AKIDEXAMPLE&secret_key={SECRET.replace('/', '%2F').replace('+', '%2B')}",
+    ],
+)
 def test_credentials_in_a_storage_uri_go_to_the_environment_never_into_a_file(uri, monkeypatch):
     for key in storage.S3_CREDENTIALS.values():
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr(storage, "_FROM_URIS", {})
     cfg = load_config({**GOOD, "storage": uri})
     assert os.environ["AWS_SECRET_ACCESS_KEY"] == SECRET and os.environ["AWS_ACCESS_KEY_ID"] == "AKIDEXAMPLE"
-    assert cfg.storage == "s3://bucket/runs?endpoint_override=127.0.0.1:9&scheme=http" or \
-        cfg.storage == "s3://bucket/runs?endpoint_override=127.0.0.1:9"
+    assert (
+        cfg.storage == "s3://bucket/runs?endpoint_override=127.0.0.1:9&scheme=http"
+        or cfg.storage == "s3://bucket/runs?endpoint_override=127.0.0.1:9"
+    )
     stored = json.dumps(cfg.__dict__, default=str) + str(cfg.run_dir) + pickle.dumps(cfg).hex()
     assert SECRET not in stored and "AKIDEXAMPLE" not in stored  # sweep.json, provenance and Tune's pickle
     assert storage.worker_env()["AWS_SECRET_ACCESS_KEY"] == SECRET  # a cluster's workers get it through Ray
 
 
 def test_a_redacted_uri_shows_no_secret_and_other_schemes_refuse_credentials():
-    assert storage.redact(f"s3://KEY:{SECRET}@b/x?secret_key={SECRET}&scheme=http") == \
-        "s3://KEY:***@b/x?secret_key=***&scheme=http"
+    assert (
+        storage.redact(f"s3://KEY:{SECRET}@b/x?secret_key={SECRET}&scheme=http")
+        == "s3://KEY:***@b/x?secret_key=***&scheme=http"
+    )
     with pytest.raises(ConfigError, match="^storage: gs://user:\\*\\*\\*@bucket/x carries credentials"):
         load_config({**GOOD, "storage": "gs://user:pw@bucket/x"})
 
@@ -188,8 +219,11 @@ def test_a_symlink_planted_as_a_run_log_is_refused_not_followed(tmp_path):
 
 def test_leftovers_of_killed_writers_are_cleaned_and_atomic_files_get_the_usual_mode(tmp_path):
     (tmp_path / "ledger").mkdir()
-    left = [tmp_path / ".results.nc.abc123.tmp.nc", tmp_path / "ledger" / ".real-r10-s0-seed0.json.x1.tmp.json",
-            tmp_path / "pools" / ".a.bin.part-4242"]
+    left = [
+        tmp_path / ".results.nc.abc123.tmp.nc",
+        tmp_path / "ledger" / ".real-r10-s0-seed0.json.x1.tmp.json",
+        tmp_path / "pools" / ".a.bin.part-4242",
+    ]
     for path in left:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half")
@@ -259,8 +293,10 @@ def test_cubes_of_different_protocols_or_test_items_are_not_merged():
 
 def _value():
     """An option value as a hostile user types it."""
-    return st.one_of(st.integers(-3, 30).map(str), st.sampled_from(["nan", "inf", "-inf", "0", "1", "1.0", "2", "1e9",
-                                                                     "", "x", "-0", "0.5"]))
+    return st.one_of(
+        st.integers(-3, 30).map(str),
+        st.sampled_from(["nan", "inf", "-inf", "0", "1", "1.0", "2", "1e9", "", "x", "-0", "0.5"]),
+    )
 
 
 def _run(args, capsys) -> tuple[int, str]:
@@ -272,28 +308,75 @@ def _run(args, capsys) -> tuple[int, str]:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(width=_value(), start=_value(), step=_value(), max_seeds=_value(), confirm=_value(), budget=_value(),
-       target=st.sampled_from(["retrieval:10:10", "real:10:10", "retrieval:10:0", "retrieval:99:10", "x:1", "::"]))
-def test_fuzzed_adaptive_arguments_are_refused_before_any_work(tmp_path, capsys, width, start, step, max_seeds,
-                                                               confirm, budget, target):
+@given(
+    width=_value(),
+    start=_value(),
+    step=_value(),
+    max_seeds=_value(),
+    confirm=_value(),
+    budget=_value(),
+    target=st.sampled_from(["retrieval:10:10", "real:10:10", "retrieval:10:0", "retrieval:99:10", "x:1", "::"]),
+)
+def test_fuzzed_adaptive_arguments_are_refused_before_any_work(
+    tmp_path, capsys, width, start, step, max_seeds, confirm, budget, target
+):
     """Every combination ends in one error and exit 2, the config's grid checked after the options: a config
     that does not exist is the last thing a fully valid set of options meets."""
-    args = ["sweep", str(tmp_path / "missing.yaml"), "--adaptive", "--target", target, "--width", width,
-            "--start-seeds", start, "--step", step, "--max-seeds", max_seeds, "--confirm", confirm, "--budget", budget]
+    args = [
+        "sweep",
+        str(tmp_path / "missing.yaml"),
+        "--adaptive",
+        "--target",
+        target,
+        "--width",
+        width,
+        "--start-seeds",
+        start,
+        "--step",
+        step,
+        "--max-seeds",
+        max_seeds,
+        "--confirm",
+        confirm,
+        "--budget",
+        budget,
+    ]
     rc, err = _run(args, capsys)
     assert rc == 2 and "Traceback" not in err and err.strip(), err
     assert not (tmp_path / "runs").exists()
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(width=_value(), sims=_value(), seeds=_value(), n_test=_value(),
-       target=st.sampled_from(["open_set:25:400", "open_set:25:999", "real:25:50", "nope:25:50", "open_set:25", "a:b:c"]))
+@given(
+    width=_value(),
+    sims=_value(),
+    seeds=_value(),
+    n_test=_value(),
+    target=st.sampled_from(["open_set:25:400", "open_set:25:999", "real:25:50", "nope:25:50", "open_set:25", "a:b:c"]),
+)
 @example(width="2", sims="1", seeds="3", n_test="450", target="open_set:25:400")  # one that runs, every time
 def test_fuzzed_plan_arguments_are_refused_or_answered(tmp_path, capsys, width, sims, seeds, n_test, target):
-    args = ["plan", str(ROOT / "configs" / "digits.yaml"), "--target", target, "--width", width, "--sims", sims,
-            "--seeds", seeds, "--n-test", n_test]
-    valid = (target == "open_set:25:400" and _ok(width, lambda v: v > 1) and _ok(sims, lambda v: v >= 1, int)
-             and _ok(seeds, lambda v: v >= 2, int) and _ok(n_test, lambda v: v >= 1, int))
+    args = [
+        "plan",
+        str(ROOT / "configs" / "digits.yaml"),
+        "--target",
+        target,
+        "--width",
+        width,
+        "--sims",
+        sims,
+        "--seeds",
+        seeds,
+        "--n-test",
+        n_test,
+    ]
+    valid = (
+        target == "open_set:25:400"
+        and _ok(width, lambda v: v > 1)
+        and _ok(sims, lambda v: v >= 1, int)
+        and _ok(seeds, lambda v: v >= 2, int)
+        and _ok(n_test, lambda v: v >= 1, int)
+    )
     if valid:  # a plan that runs: keep it short
         args[args.index("--sims") + 1] = "1"
         args[args.index("--seeds") + 1] = "3"
@@ -302,13 +385,21 @@ def test_fuzzed_plan_arguments_are_refused_or_answered(tmp_path, capsys, width, 
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(width=_value(), sims=_value(), add=_value(),
-       target=st.sampled_from(["open_set:100:200", "open_set:100:999", "real:100:100", "closed_set:100:100", "1:2:3"]))
+@given(
+    width=_value(),
+    sims=_value(),
+    add=_value(),
+    target=st.sampled_from(["open_set:100:200", "open_set:100:999", "real:100:100", "closed_set:100:100", "1:2:3"]),
+)
 @example(width="1.5", sims="1", add="1", target="open_set:100:200")
 def test_fuzzed_next_arguments_are_refused_or_answered(cube_file, capsys, width, sims, add, target):
     args = ["next", str(cube_file), "--target", target, "--width", width, "--sims", sims, "--add", add]
-    valid = (target == "open_set:100:200" and _ok(width, lambda v: v > 1) and _ok(sims, lambda v: v >= 1, int)
-             and _ok(add, lambda v: v >= 1, int))
+    valid = (
+        target == "open_set:100:200"
+        and _ok(width, lambda v: v > 1)
+        and _ok(sims, lambda v: v >= 1, int)
+        and _ok(add, lambda v: v >= 1, int)
+    )
     if valid:
         args[args.index("--sims") + 1] = "1"
         args[args.index("--add") + 1] = "1"
@@ -317,8 +408,12 @@ def test_fuzzed_next_arguments_are_refused_or_answered(cube_file, capsys, width,
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(n_boot=_value(), fmt=st.sampled_from(["markdown", "latex", "html", ""]),
-       law=st.sampled_from(["auto", "wang", "bogus"]), ci=st.sampled_from(["jackknife", "percentile", "nope"]))
+@given(
+    n_boot=_value(),
+    fmt=st.sampled_from(["markdown", "latex", "html", ""]),
+    law=st.sampled_from(["auto", "wang", "bogus"]),
+    ci=st.sampled_from(["jackknife", "percentile", "nope"]),
+)
 @example(n_boot="60", fmt="latex", law="auto", ci="jackknife")
 def test_fuzzed_table_arguments_are_refused_or_answered(cube_file, capsys, n_boot, fmt, law, ci):
     args = ["table", str(cube_file), "--n-boot", n_boot, "--format", fmt, "--law", law, "--ci-method", ci]

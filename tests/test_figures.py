@@ -13,9 +13,13 @@ from scaling.report import cost_table, write_report
 
 @pytest.fixture(scope="module")
 def cube():
-    return scaling.simulate_cube(n_real=(50, 200, 800), n_synth=(0, 100, 400, 1600), seeds=3,
-                                 sources={"closed_set": {"exchange_rate": 4.0}, "open_set": {"exchange_rate": 2.0}},
-                                 random_state=3)
+    return scaling.simulate_cube(
+        n_real=(50, 200, 800),
+        n_synth=(0, 100, 400, 1600),
+        seeds=3,
+        sources={"closed_set": {"exchange_rate": 4.0}, "open_set": {"exchange_rate": 2.0}},
+        random_state=3,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +29,14 @@ def results(cube):
 
 def test_every_figure_is_written_as_png_and_pdf(cube, results, tmp_path):
     paths = render_all(cube, results, tmp_path)
-    assert set(paths) == {"accuracy_vs_nsynth", "accuracy_heatmap", "source_comparison", "equivalence",
-                          "exchange_rate", "wang_coordinates"}
+    assert set(paths) == {
+        "accuracy_vs_nsynth",
+        "accuracy_heatmap",
+        "source_comparison",
+        "equivalence",
+        "exchange_rate",
+        "wang_coordinates",
+    }
     for p in paths.values():
         assert p["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p["png"].stat().st_size > 10_000
         assert p["pdf"].read_bytes()[:5] == b"%PDF-"
@@ -42,8 +52,10 @@ def test_accuracy_figure_plots_the_seed_means(cube):
 
 
 def test_heatmap_and_comparison_data_match_the_cube(cube):
-    np.testing.assert_allclose(heatmap.heat_data(cube).sel(source="open_set").values,
-                               cube["accuracy"].sel(source="open_set").mean("seed").values)
+    np.testing.assert_allclose(
+        heatmap.heat_data(cube).sel(source="open_set").values,
+        cube["accuracy"].sel(source="open_set").mean("seed").values,
+    )
     data = source_comparison.comparison_data(cube)
     assert data["budget"] == 1600
     mean, half = data["rows"][50]["real"]
@@ -67,8 +79,14 @@ def test_report_reads_without_the_code(cube, tmp_path):
     path = scaling.save_cube(cube, tmp_path / "results.nc")
     report = write_report(path, tmp_path / "report", n_boot=200)
     text = report.read_text()
-    for needle in ("## Answer", "**closed_set**", "## Figures", "![equivalence](figures/equivalence.png)",
-                   "## Summary: open_set", "## Price of the answer"):
+    for needle in (
+        "## Answer",
+        "**closed_set**",
+        "## Figures",
+        "![equivalence](figures/equivalence.png)",
+        "## Summary: open_set",
+        "## Price of the answer",
+    ):
         assert needle in text, needle
     assert (tmp_path / "report" / "figures" / "exchange_rate.pdf").exists()
 
@@ -84,11 +102,15 @@ def test_cost_table_divides_seconds_by_real_equivalents(cube, results):
 
 
 def test_cli_errors_are_one_line_with_nonzero_exit(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "scaling.cli", "report", str(tmp_path / "missing.nc"), "--out",
-                          str(tmp_path / "r")], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "scaling.cli", "report", str(tmp_path / "missing.nc"), "--out", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1 and "error" in out.stderr
-    help_text = subprocess.run([sys.executable, "-m", "scaling.cli", "figures", "--help"], capture_output=True,
-                               text=True).stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "scaling.cli", "figures", "--help"], capture_output=True, text=True
+    ).stdout
     assert "--out" in help_text
 
 
@@ -148,12 +170,15 @@ def _features(sources=("real", "closed_set"), n_real=(10, 20), seeds=(0, 1), ite
     rng = np.random.default_rng(0)
     shape = (len(sources), len(n_real), len(seeds))
     return xr.Dataset(
-        {"features": (("source", "n_real", "seed", "item", "feature"), rng.normal(size=shape + (items, dim))),
-         "labels": (("source", "n_real", "seed", "item"), rng.integers(0, 3, shape + (items,))),
-         "domain_direction": (("source", "n_real", "seed", "feature"), np.ones(shape + (dim,)) / np.sqrt(dim)),
-         "real_features": (("real_item", "feature"), rng.normal(size=(20, dim))),
-         "real_labels": (("real_item",), rng.integers(0, 3, 20))},
-        coords={"source": list(sources), "n_real": list(n_real), "seed": list(seeds)})
+        {
+            "features": (("source", "n_real", "seed", "item", "feature"), rng.normal(size=shape + (items, dim))),
+            "labels": (("source", "n_real", "seed", "item"), rng.integers(0, 3, shape + (items,))),
+            "domain_direction": (("source", "n_real", "seed", "feature"), np.ones(shape + (dim,)) / np.sqrt(dim)),
+            "real_features": (("real_item", "feature"), rng.normal(size=(20, dim))),
+            "real_labels": (("real_item",), rng.integers(0, 3, 20)),
+        },
+        coords={"source": list(sources), "n_real": list(n_real), "seed": list(seeds)},
+    )
 
 
 def test_domain_gap_labels_panels_colours_classes_and_takes_a_slice():
@@ -185,8 +210,9 @@ def test_cli_has_a_version_and_help_for_every_option():
 
 def test_table_command_lists_c2_rstar_and_rho0_per_source(cube, tmp_path):
     path = scaling.save_cube(cube, tmp_path / "results.nc")
-    out = subprocess.run([sys.executable, "-m", "scaling.cli", "table", str(path), "--n-boot", "100"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "scaling.cli", "table", str(path), "--n-boot", "100"], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert lines[0] == "| dataset | source | c2 | R* | rho0 | rho at largest cell |"
@@ -208,5 +234,8 @@ def test_a_vanishing_lower_bound_is_an_arrow_not_thirty_decades_of_axis(results,
     monkeypatch.setattr(exchange_rate, "rate_data", with_tiny_lower)
     ax = exchange_rate.figure(results).axes[0]
     assert ax.get_ylim()[0] > exchange_rate.FLOOR / 10
-    assert [c for c in ax.collections if c.get_offsets().size and
-            np.allclose(c.get_offsets()[:, 1], exchange_rate.FLOOR / 1.25)]
+    assert [
+        c
+        for c in ax.collections
+        if c.get_offsets().size and np.allclose(c.get_offsets()[:, 1], exchange_rate.FLOOR / 1.25)
+    ]

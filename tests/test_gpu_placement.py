@@ -19,11 +19,17 @@ from runners.plan import placement_of
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = {"name": "packed", "dataset": {"name": "digits"}, "sources": ["real", "closed_set"], "n_real": [25, 50],
-          "n_synth": [0, 20], "seeds": [0, 1, 2, 3], "classifier": {"width": 8, "steps": 60, "batch_size": 32},
-          "source_options": {"closed_set": {"preset": "tiny", "train_steps": 20, "sample_steps": 2,
-                                            "sample_batch": 20}},
-          "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0.25, "gpus_per_source_job": 1, "num_cpus": 8}}
+CONFIG = {
+    "name": "packed",
+    "dataset": {"name": "digits"},
+    "sources": ["real", "closed_set"],
+    "n_real": [25, 50],
+    "n_synth": [0, 20],
+    "seeds": [0, 1, 2, 3],
+    "classifier": {"width": 8, "steps": 60, "batch_size": 32},
+    "source_options": {"closed_set": {"preset": "tiny", "train_steps": 20, "sample_steps": 2, "sample_batch": 20}},
+    "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0.25, "gpus_per_source_job": 1, "num_cpus": 8},
+}
 
 
 def _max_overlap(spans) -> int:
@@ -55,8 +61,7 @@ def packed_run(tmp_path_factory):
             os.environ["RAY_TMPDIR"] = old
     run_dir = Path(path).parent
     trials = [json.loads(p.read_text()) for p in (run_dir / "ledger").glob("*.json")]
-    pools = [json.loads(p.read_text()) for p in (run_dir / "pools").rglob("*.json")
-             if "closed_set" in p.read_text()]
+    pools = [json.loads(p.read_text()) for p in (run_dir / "pools").rglob("*.json") if "closed_set" in p.read_text()]
     return load_config(str(cfg_path)), trials, pools
 
 
@@ -104,8 +109,11 @@ def test_for_every_shipped_config_the_dry_run_prices_the_gpus_the_sweep_asks_for
     with files_checked_later():
         cfg = load_config(str(ROOT / "configs" / config))
     res = cfg.resources
-    expected = float(res["gpus_per_source_job"]) if res.get("gpus_per_source_job") is not None else \
-        (1.0 if float(res.get("gpus_per_trial") or 0) > 0 else 0.0)
+    expected = (
+        float(res["gpus_per_source_job"])
+        if res.get("gpus_per_source_job") is not None
+        else (1.0 if float(res.get("gpus_per_trial") or 0) > 0 else 0.0)
+    )
     assert cfg.source_job_resources["GPU"] == expected
     assert cfg.trial_resources["GPU"] == float(res.get("gpus_per_trial") or 0)
     if cfg.trial_resources["GPU"] == 0:

@@ -4,14 +4,23 @@ import numpy as np
 import pytest
 from scipy.optimize import least_squares
 
-from analysis.laws import (crossval_curve_predictions, fit_curve_auto, fit_m3, fit_m4, fit_power, heldout_curve_scores,
-                           m4_predict, predictive_weights, stacking_weights)
+from analysis.laws import (
+    crossval_curve_predictions,
+    fit_curve_auto,
+    fit_m3,
+    fit_m4,
+    fit_power,
+    heldout_curve_scores,
+    m4_predict,
+    predictive_weights,
+    stacking_weights,
+)
 
 N = np.array([20, 50, 100, 200, 400, 800, 1600.0])
 
 
 def test_noise_free_power_law_is_recovered_exactly():
-    err = 0.04 + 1.5 * N ** -0.45
+    err = 0.04 + 1.5 * N**-0.45
     fit = fit_power(N, err, np.ones_like(err))
     p = fit.row(0)
     assert p["E"] == pytest.approx(0.04, abs=1e-4)
@@ -22,7 +31,7 @@ def test_noise_free_power_law_is_recovered_exactly():
 
 def test_fit_is_the_global_minimum_whatever_start_a_local_solver_uses():
     rng = np.random.default_rng(4)
-    err = 0.05 + 3.0 * N ** -0.7 + rng.normal(0, 0.004, N.size)
+    err = 0.05 + 3.0 * N**-0.7 + rng.normal(0, 0.004, N.size)
     ours = fit_power(N, err, np.ones_like(err))
     ours_sse = float(ours.sse[0])
 
@@ -49,23 +58,33 @@ def test_flat_curve_sits_on_a_bound():
 
 
 def test_m4_recovers_a_curve_near_chance():
-    params = {"E": np.array([0.05]), "alpha": np.array([0.6]), "log_b": np.array([np.log(3.0)]),
-              "c": np.array([0.5]), "e0": np.array([0.9])}
+    params = {
+        "E": np.array([0.05]),
+        "alpha": np.array([0.6]),
+        "log_b": np.array([np.log(3.0)]),
+        "c": np.array([0.5]),
+        "e0": np.array([0.9]),
+    }
     err = m4_predict(params, N)
     fit = fit_m4(N, err, np.ones_like(err), e0=0.9)
     np.testing.assert_allclose(fit.predict(N)[0], err[0], atol=2e-3)
     # the power law cannot bend to chance level, so M4 extrapolates better on such a curve
-    scores = heldout_curve_scores(("power", "m4"), np.r_[N, 2400.0, 3200.0], m4_predict(params, np.r_[N, 2400.0, 3200.0]),
-                                  np.ones((1, N.size + 2)), e0=0.9)
+    scores = heldout_curve_scores(
+        ("power", "m4"),
+        np.r_[N, 2400.0, 3200.0],
+        m4_predict(params, np.r_[N, 2400.0, 3200.0]),
+        np.ones((1, N.size + 2)),
+        e0=0.9,
+    )
     assert scores["m4"][0] < scores["power"][0]
 
 
 def test_batched_fit_equals_one_at_a_time():
     rng = np.random.default_rng(0)
-    errs = 0.03 + 2 * N ** -0.5 + rng.normal(0, 0.005, (5, N.size))
+    errs = 0.03 + 2 * N**-0.5 + rng.normal(0, 0.005, (5, N.size))
     batch = fit_power(N, errs, np.ones_like(errs))
     for r in range(5):
-        single = fit_power(N, errs[r:r + 1], np.ones((1, N.size)))
+        single = fit_power(N, errs[r : r + 1], np.ones((1, N.size)))
         assert single.row(0)["beta"] == pytest.approx(batch.row(r)["beta"], abs=1e-9)
 
 
@@ -91,8 +110,13 @@ def test_m3_recovers_a_curve_that_flattens_at_small_n():
 
 
 def test_m4_prediction_solves_its_implicit_equation():
-    params = {"E": np.array([0.05, 0.1]), "alpha": np.array([0.0, 2.0]), "log_b": np.array([1.0, 3.0]),
-              "c": np.array([0.5, 0.9]), "e0": np.array([0.9, 0.9])}
+    params = {
+        "E": np.array([0.05, 0.1]),
+        "alpha": np.array([0.0, 2.0]),
+        "log_b": np.array([1.0, 3.0]),
+        "c": np.array([0.5, 0.9]),
+        "e0": np.array([0.9, 0.9]),
+    }
     e = m4_predict(params, N)
     p = {k: v[:, None] for k, v in params.items()}
     lhs = np.log(e - p["E"]) - p["alpha"] * np.log(p["e0"] - e)
@@ -133,7 +157,7 @@ def test_stacking_combines_laws_biased_in_opposite_directions():
 
 def test_rolling_origin_splits_hold_out_the_largest_sizes():
     n = np.geomspace(20, 2000, 15)
-    err = (0.05 + 2 * n ** -0.5)[None]
+    err = (0.05 + 2 * n**-0.5)[None]
     preds, obs, wts = crossval_curve_predictions(("power",), n, err, np.ones_like(err), e0=0.9)
     assert obs.shape == (1, 1 + 2)  # splits holding out the largest 1 and 2 sizes
     np.testing.assert_allclose(preds["power"], obs, rtol=1e-6)  # a noise-free power law extrapolates exactly

@@ -15,7 +15,9 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "notebooks" / "quickst
 def executed(tmp_path_factory):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     cwd = tmp_path_factory.mktemp("nb")  # no runs/digits here: the last cell says how to make it
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+    ).execute()
     return nb
 
 

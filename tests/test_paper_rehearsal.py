@@ -19,15 +19,21 @@ from tests.tiny_models import tiny_clip_vision, tiny_text2image_pipeline
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-REHEARSAL = ["n_real=[20, 40]", "n_synth=[0, 20]", "seeds=[0]",
-             "classifier.width=8", "classifier.steps=20", "classifier.batch_size=32",
-             "source_options.closed_set={preset: cifar, block_out_channels: [8, 16], attention: false, "
-             "train_steps: 10, batch_size: 8, sample_steps: 2}",
-             "source_options.open_set.steps=2",
-             # a random-weight tiny CLIP maps every image to nearly the same direction: at 0.95 every pool image
-             # would count as a near-duplicate of some test image (a real CLIP separates them)
-             "source_options.retrieval.dedup_threshold=1.0",
-             "resources={cpus_per_trial: 1, gpus_per_trial: 0, num_cpus: 2}"]
+REHEARSAL = [
+    "n_real=[20, 40]",
+    "n_synth=[0, 20]",
+    "seeds=[0]",
+    "classifier.width=8",
+    "classifier.steps=20",
+    "classifier.batch_size=32",
+    "source_options.closed_set={preset: cifar, block_out_channels: [8, 16], attention: false, "
+    "train_steps: 10, batch_size: 8, sample_steps: 2}",
+    "source_options.open_set.steps=2",
+    # a random-weight tiny CLIP maps every image to nearly the same direction: at 0.95 every pool image
+    # would count as a near-duplicate of some test image (a real CLIP separates them)
+    "source_options.retrieval.dedup_threshold=1.0",
+    "resources={cpus_per_trial: 1, gpus_per_trial: 0, num_cpus: 2}",
+]
 
 
 def place_paper_files(where: Path) -> None:
@@ -48,9 +54,24 @@ def test_the_cifar10_paper_config_runs_end_to_end_on_cpu_with_every_source(tmp_p
     env = {**os.environ, "SCALING_CACHE": str(tmp_path / "cache")}
     sets = [arg for s in REHEARSAL for arg in ("--set", s)]
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "scaling.cli", "sweep", str(ROOT / "configs/cifar10.yaml"), "--quiet",
-                           "--storage", str(tmp_path / "runs"), *sets], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scaling.cli",
+            "sweep",
+            str(ROOT / "configs/cifar10.yaml"),
+            "--quiet",
+            "--storage",
+            str(tmp_path / "runs"),
+            *sets,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     seconds = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr[-3000:]
     cube = scaling.open_cube(tmp_path / "runs" / "cifar10" / "results.nc")

@@ -34,8 +34,18 @@ def test_predicted_widths_are_within_25_percent_of_widths_measured_on_the_truth(
     pilot = scaling.simulate_cube(seeds=5, random_state=13, **TRUTH)
     table = plan_seeds(pilot_truth(pilot, "closed_set"), "closed_set", 100, 400, seeds=(3, 5, 10), sims=25)
     for s in (3, 5, 10):
-        measured = np.median([interval_at(scaling.simulate_cube(seeds=s, random_state=1000 + i, **TRUTH), "closed_set",
-                                          100, 400, random_state=i)["ratio"] for i in range(25)])
+        measured = np.median(
+            [
+                interval_at(
+                    scaling.simulate_cube(seeds=s, random_state=1000 + i, **TRUTH),
+                    "closed_set",
+                    100,
+                    400,
+                    random_state=i,
+                )["ratio"]
+                for i in range(25)
+            ]
+        )
         # widths on the log scale of the bound ratio: log(upper / lower) is the interval's width
         predicted, actual = np.log(table.loc[s, "median_ratio"]), np.log(measured)
         if s >= 5:

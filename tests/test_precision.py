@@ -36,9 +36,21 @@ def test_the_digits_classifier_learns_the_same_in_bf16_and_fp32():
     tr, te = idx[:400], idx[1000:1400]
     acc = {}
     for precision in ("fp32", "bf16"):
-        acc[precision] = [train_classifier(d.images[tr], d.labels[tr], d.images[te], d.labels[te], 10, steps=150,
-                                           width=16, seed=s, device="cpu", precision=precision)["accuracy"]
-                          for s in range(3)]
+        acc[precision] = [
+            train_classifier(
+                d.images[tr],
+                d.labels[tr],
+                d.images[te],
+                d.labels[te],
+                10,
+                steps=150,
+                width=16,
+                seed=s,
+                device="cpu",
+                precision=precision,
+            )["accuracy"]
+            for s in range(3)
+        ]
     assert min(acc["fp32"]) > 0.85 and min(acc["bf16"]) > 0.85, acc
     assert abs(np.mean(acc["fp32"]) - np.mean(acc["bf16"])) <= 0.03, acc
     assert acc["fp32"] != acc["bf16"]  # bf16 did change the arithmetic
@@ -70,8 +82,13 @@ def test_a_generator_trains_and_samples_in_bf16_on_cpu():
     from runners.generative import sample_diffusion, train_diffusion
 
     torch.set_num_threads(1)
-    hp = {**resolve_preset({"preset": "tiny", "precision": "bf16"}), "train_steps": 5, "batch_size": 8,
-          "sample_steps": 2, "sample_batch": 10}
+    hp = {
+        **resolve_preset({"preset": "tiny", "precision": "bf16"}),
+        "train_steps": 5,
+        "batch_size": 8,
+        "sample_steps": 2,
+        "sample_batch": 10,
+    }
     rng = np.random.default_rng(0)
     images = rng.random((40, 1, 8, 8)).astype(np.float32)
     labels = rng.integers(0, 3, 40)
@@ -88,6 +105,7 @@ def test_a_generator_on_a_gpu_config_resolves_to_bf16_and_keys_it():
     assert "precision" not in cpu.options("closed_set")["generator"]  # CPU: fp32, keys as before the option
     assert gpu.options("closed_set")["generator"]["precision"] == "bf16"
     assert generator_key(cpu, 25, 0) != generator_key(gpu, 25, 0)
-    fp32 = load_config("configs/digits.yaml", ["resources.gpus_per_trial=0.5",
-                                               "source_options.closed_set.precision=fp32"])
+    fp32 = load_config(
+        "configs/digits.yaml", ["resources.gpus_per_trial=0.5", "source_options.closed_set.precision=fp32"]
+    )
     assert fp32.options("closed_set")["generator"]["precision"] == "fp32"

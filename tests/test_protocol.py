@@ -9,8 +9,15 @@ from runners.config import ConfigError, load_config
 from runners.train import batch_indices
 from scaling.cube import CubeError
 
-BASE = {"name": "p", "dataset": {"name": "digits"}, "sources": ["real", "open_set"], "n_real": [20, 40],
-        "n_synth": [0, 20, 40], "seeds": [0, 1], "classifier": {"steps": 20, "batch_size": 32}}
+BASE = {
+    "name": "p",
+    "dataset": {"name": "digits"},
+    "sources": ["real", "open_set"],
+    "n_real": [20, 40],
+    "n_synth": [0, 20, 40],
+    "seeds": [0, 1],
+    "classifier": {"steps": 20, "batch_size": 32},
+}
 
 
 def _cfg(**clf):
@@ -46,14 +53,19 @@ def test_epochs_budget_scales_steps_with_the_training_set_within_bounds():
     assert cfg.train_steps("steps", 10_000) == 20
 
 
-@pytest.mark.parametrize("clf, field", [({"budget": "time"}, "classifier.budget"),
-                                        ({"budget": ["steps", "steps"]}, "classifier.budget"),
-                                        ({"synth_weight": 1.0}, "classifier.synth_weight"),
-                                        ({"synth_weight": 0}, "classifier.synth_weight"),
-                                        ({"synth_weight": [0.5, 0.5]}, "classifier.synth_weight"),
-                                        ({"synth_weight": "half"}, "classifier.synth_weight"),
-                                        ({"epochs": -1}, "classifier.epochs"),
-                                        ({"max_steps": 5}, "classifier.max_steps")])
+@pytest.mark.parametrize(
+    "clf, field",
+    [
+        ({"budget": "time"}, "classifier.budget"),
+        ({"budget": ["steps", "steps"]}, "classifier.budget"),
+        ({"synth_weight": 1.0}, "classifier.synth_weight"),
+        ({"synth_weight": 0}, "classifier.synth_weight"),
+        ({"synth_weight": [0.5, 0.5]}, "classifier.synth_weight"),
+        ({"synth_weight": "half"}, "classifier.synth_weight"),
+        ({"epochs": -1}, "classifier.epochs"),
+        ({"max_steps": 5}, "classifier.max_steps"),
+    ],
+)
 def test_bad_protocol_settings_name_the_field(clf, field):
     with pytest.raises(ConfigError, match=f"^{field}"):
         _cfg(**clf)
@@ -69,8 +81,11 @@ def test_synthetic_weight_sets_the_share_of_synthetic_batch_items():
     assert float((plain >= 90).float().mean()) == pytest.approx(0.1, abs=0.02)  # uniform pooling: 10 of 100 rows
 
 
-TRUTH = {"steps": {"open_set": {"exchange_rate": 4.0}}, "steps-w0.5": {"open_set": {"exchange_rate": 2.0}},
-         "steps-w0.8": {"open_set": {"exchange_rate": 3.0}}}
+TRUTH = {
+    "steps": {"open_set": {"exchange_rate": 4.0}},
+    "steps-w0.5": {"open_set": {"exchange_rate": 2.0}},
+    "steps-w0.8": {"open_set": {"exchange_rate": 3.0}},
+}
 
 
 def test_fit_protocols_recovers_each_planted_rate_and_marks_the_best_weight():
@@ -116,10 +131,15 @@ def test_replace_runs_budget_cells_as_add_cells_of_the_smaller_base():
     assert cfg.protocol()["mode"].startswith("replace")
 
 
-@pytest.mark.parametrize("extra, field", [({"protocol": "swap"}, "protocol"),
-                                          ({"protocol": "replace", "n_synth": [0, 20]}, "n_synth"),
-                                          ({"protocol": "replace", "n_synth": [0]}, "n_synth"),
-                                          ({"design": [[20, 0]]}, "design")])
+@pytest.mark.parametrize(
+    "extra, field",
+    [
+        ({"protocol": "swap"}, "protocol"),
+        ({"protocol": "replace", "n_synth": [0, 20]}, "n_synth"),
+        ({"protocol": "replace", "n_synth": [0]}, "n_synth"),
+        ({"design": [[20, 0]]}, "design"),
+    ],
+)
 def test_bad_replace_designs_name_the_field(extra, field):
     with pytest.raises(ConfigError, match=f"^{field}"):
         load_config({**BASE, **extra})
@@ -129,8 +149,9 @@ def test_a_replace_cube_counts_cells_outside_its_design_as_not_excluded():
     import json
 
     cube = scaling.simulate_cube(seeds=4, sources={"open_set": {"exchange_rate": 3.0}}, random_state=0)
-    design = [(int(r), int(s)) for r in cube["n_real"].values for s in cube["n_synth"].values
-              if s == 0 or r in (100, 200)]
+    design = [
+        (int(r), int(s)) for r in cube["n_real"].values for s in cube["n_synth"].values if s == 0 or r in (100, 200)
+    ]
     keep = np.array([[(int(r), int(s)) in set(design) for s in cube["n_synth"].values] for r in cube["n_real"].values])
     cube["accuracy"] = cube["accuracy"].where(keep[None, :, :, None])
     cube["status"] = cube["status"].where(keep[None, :, :, None], 0).astype(np.int8)

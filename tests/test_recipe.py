@@ -8,8 +8,15 @@ import pytest
 from runners.config import ConfigError, load_config
 from runners.recipe import choose, real_sizes, validation_split
 
-BASE = {"name": "r", "dataset": {"name": "digits"}, "sources": ["real", "retrieval"], "n_real": [20, 40],
-        "n_synth": [0, 20, 40], "seeds": [0, 1], "classifier": {"steps": 20}}
+BASE = {
+    "name": "r",
+    "dataset": {"name": "digits"},
+    "sources": ["real", "retrieval"],
+    "n_real": [20, 40],
+    "n_synth": [0, 20, 40],
+    "seeds": [0, 1],
+    "classifier": {"steps": 20},
+}
 
 
 def test_validation_split_is_stratified_disjoint_and_keeps_every_class_in_training():
@@ -33,16 +40,26 @@ def test_real_sizes_are_every_total_of_the_real_curve():
 
 
 def test_choose_takes_the_best_mean_over_seeds_per_size():
-    rows = [{"n_total": 20, "seed": s, "lr": lr, "weight_decay": 0.0, "val_accuracy": acc, "val_loss": 1.0, "n_val": 4}
-            for s, lr, acc in [(0, 0.1, 0.9), (1, 0.1, 0.5), (0, 0.2, 0.7), (1, 0.2, 0.8)]]
+    rows = [
+        {"n_total": 20, "seed": s, "lr": lr, "weight_decay": 0.0, "val_accuracy": acc, "val_loss": 1.0, "n_val": 4}
+        for s, lr, acc in [(0, 0.1, 0.9), (1, 0.1, 0.5), (0, 0.2, 0.7), (1, 0.2, 0.8)]
+    ]
     best = choose(rows)
     assert best[20]["lr"] == 0.2 and best[20]["val_accuracy"] == pytest.approx(0.75)  # 0.75 beats 0.70
 
 
 def test_a_tuned_recipe_sets_lr_and_weight_decay_by_training_set_size(tmp_path):
     path = tmp_path / "tuned.json"
-    path.write_text(json.dumps({"sizes": {"20": {"lr": 0.01, "weight_decay": 0.05, "val_accuracy": 0.5},
-                                          "80": {"lr": 0.002, "weight_decay": 0.0005}}}))
+    path.write_text(
+        json.dumps(
+            {
+                "sizes": {
+                    "20": {"lr": 0.01, "weight_decay": 0.05, "val_accuracy": 0.5},
+                    "80": {"lr": 0.002, "weight_decay": 0.0005},
+                }
+            }
+        )
+    )
     cfg = load_config({**BASE, "classifier": {"steps": 20, "tuned_recipe": str(path)}})
     assert cfg.recipe_for(20) == {"lr": 0.01, "weight_decay": 0.05}
     assert cfg.recipe_for(35) == {"lr": 0.01, "weight_decay": 0.05}  # log-nearest: 35 is nearer 20 than 80
@@ -52,12 +69,15 @@ def test_a_tuned_recipe_sets_lr_and_weight_decay_by_training_set_size(tmp_path):
     assert "tuned per training-set size" in cfg.protocol()["recipe"]
 
 
-@pytest.mark.parametrize("content, field", [
-    ("{", "classifier.tuned_recipe"),
-    (json.dumps({"sizes": {}}), "classifier.tuned_recipe"),
-    (json.dumps({"sizes": {"20": {"lr": -1, "weight_decay": 0}}}), "classifier.tuned_recipe.20.lr"),
-    (json.dumps({"sizes": {"x": {"lr": 0.1, "weight_decay": 0}}}), "classifier.tuned_recipe"),
-])
+@pytest.mark.parametrize(
+    "content, field",
+    [
+        ("{", "classifier.tuned_recipe"),
+        (json.dumps({"sizes": {}}), "classifier.tuned_recipe"),
+        (json.dumps({"sizes": {"20": {"lr": -1, "weight_decay": 0}}}), "classifier.tuned_recipe.20.lr"),
+        (json.dumps({"sizes": {"x": {"lr": 0.1, "weight_decay": 0}}}), "classifier.tuned_recipe"),
+    ],
+)
 def test_a_bad_recipe_file_is_refused_naming_the_field(tmp_path, content, field):
     path = tmp_path / "tuned.json"
     path.write_text(content)

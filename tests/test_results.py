@@ -111,8 +111,9 @@ def test_a_single_source_result_offers_its_fit_attributes_to_tab_completion():
 
 
 def test_results_and_summaries_render_as_html_tables_and_keep_their_text():
-    cube = scaling.simulate_cube(seeds=3, sources={"a": {"exchange_rate": 4.0}, "b": {"exchange_rate": 2.0}},
-                                 random_state=0)
+    cube = scaling.simulate_cube(
+        seeds=3, sources={"a": {"exchange_rate": 4.0}, "b": {"exchange_rate": 2.0}}, random_state=0
+    )
     res = scaling.fit_equivalence(cube, None, n_boot=60)
     html = res._repr_html_()
     assert html.count("<table") == 1 and "verdict" in html and ">a<" in html and ">b<" in html

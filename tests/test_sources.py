@@ -22,11 +22,20 @@ TINY_GEN = {"block_out_channels": [8, 16], "train_steps": 12, "batch_size": 8, "
 
 def _cfg(run_dir, n_synth=(0, 10, 30), **extra):
     """A validated SweepConfig whose run folder is ``run_dir`` (the one config type sources take)."""
-    return load_config({"name": run_dir.name, "storage": str(run_dir.parent), "dataset": {"name": "digits"},
-                        "sources": ["real", "closed_set", "open_set", "retrieval"], "n_real": [20, 40],
-                        "test_fraction": 0.25, "n_synth": list(n_synth), "seeds": [0, 1],
-                        "resources": {"cpus_per_trial": 1},
-                        "source_options": {"closed_set": TINY_GEN, "open_set": TINY_GEN, **extra}})
+    return load_config(
+        {
+            "name": run_dir.name,
+            "storage": str(run_dir.parent),
+            "dataset": {"name": "digits"},
+            "sources": ["real", "closed_set", "open_set", "retrieval"],
+            "n_real": [20, 40],
+            "test_fraction": 0.25,
+            "n_synth": list(n_synth),
+            "seeds": [0, 1],
+            "resources": {"cpus_per_trial": 1},
+            "source_options": {"closed_set": TINY_GEN, "open_set": TINY_GEN, **extra},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +132,9 @@ def test_text_to_image_pipeline_from_a_local_folder(tmp_path):
     assert a.shape == (4, 1, 8, 8) and a.dtype == np.uint8
     np.testing.assert_array_equal(a, b)
     # batch 1 of a stream, sampled on its own, is the second half of the two batches sampled at once
-    later = sample_text2image(folder, [str(i) for i in range(10)], labels[2:], (1, 8, 8), seed=0, steps=2, batch=2,
-                              first_batch=1)
+    later = sample_text2image(
+        folder, [str(i) for i in range(10)], labels[2:], (1, 8, 8), seed=0, steps=2, batch=2, first_batch=1
+    )
     np.testing.assert_array_equal(later, a[2:])
     cfg = _cfg(tmp_path / "run", open_set={"pipeline": str(folder), "steps": 2, "prompt": "a digit {}"})
     meta = sources.prepare_pool(cfg, "open_set", 20, 0)
@@ -146,8 +156,11 @@ def test_a_pool_grows_with_the_largest_n_synth_keeping_its_prefix(source, tmp_pa
     module = sources.REGISTRY[source]
     if hasattr(module, "sample_diffusion"):  # count the batches the extension samples (the real sampler runs)
         real_sampler = module.sample_diffusion
-        monkeypatch.setattr(module, "sample_diffusion",
-                            lambda model, labels, *a, **k: sampled.append(len(labels)) or real_sampler(model, labels, *a, **k))
+        monkeypatch.setattr(
+            module,
+            "sample_diffusion",
+            lambda model, labels, *a, **k: sampled.append(len(labels)) or real_sampler(model, labels, *a, **k),
+        )
     meta = sources.prepare_pool(grown, source, 20, 0)
     after = pools.read_pool(grown, source, 20, 0).arrays
     n = len(before["labels"])
@@ -164,24 +177,37 @@ def test_a_pool_grows_with_the_largest_n_synth_keeping_its_prefix(source, tmp_pa
 
 
 def _sweep(**extra):
-    return {"name": "s", "dataset": {"name": "digits"}, "sources": ["real", "closed_set", "open_set", "retrieval"],
-            "n_real": [10], "n_synth": [0, 10], "seeds": [0], **extra}
+    return {
+        "name": "s",
+        "dataset": {"name": "digits"},
+        "sources": ["real", "closed_set", "open_set", "retrieval"],
+        "n_real": [10],
+        "n_synth": [0, 10],
+        "seeds": [0],
+        **extra,
+    }
 
 
-@pytest.mark.parametrize("extra, field", [
-    ({"source_options": {"closed_set": {"preset": "huge"}}}, "source_options.closed_set.preset"),
-    ({"source_options": {"closed_set": {"learning_rate": 1}}}, "source_options.closed_set.learning_rate"),
-    ({"source_options": {"closed_set": {"train_steps": 0}}}, "source_options.closed_set.train_steps"),
-    ({"source_options": {"closed_set": {"sample_batch": 0}}}, "source_options.closed_set.sample_batch"),
-    ({"source_options": {"open_set": {"block_out_channels": [8, 8, 8, 8, 8]}}}, "source_options.open_set.block_out_channels"),
-    ({"source_options": {"retrieval": {"encoder": "sift"}}}, "source_options.retrieval.encoder"),
-    ({"source_options": {"retrieval": {"encoder": "clip"}}}, "source_options.retrieval.clip_dir"),
-    ({"source_options": {"retrieval": {"dedup_threshold": 1.5}}}, "source_options.retrieval.dedup_threshold"),
-    ({"source_options": {"retrieval": {"clip_dir": "/no/such/clip"}}}, "source_options.retrieval.clip_dir"),
-    ({"source_options": {"open_set": {"pipeline": "/no/such/dir"}}}, "source_options.open_set.pipeline"),
-    ({"source_options": {"mixup": {}}}, "source_options.mixup"),
-    ({"sources": ["retrieval"], "n_synth": [0, 1340]}, "n_synth"),
-])
+@pytest.mark.parametrize(
+    "extra, field",
+    [
+        ({"source_options": {"closed_set": {"preset": "huge"}}}, "source_options.closed_set.preset"),
+        ({"source_options": {"closed_set": {"learning_rate": 1}}}, "source_options.closed_set.learning_rate"),
+        ({"source_options": {"closed_set": {"train_steps": 0}}}, "source_options.closed_set.train_steps"),
+        ({"source_options": {"closed_set": {"sample_batch": 0}}}, "source_options.closed_set.sample_batch"),
+        (
+            {"source_options": {"open_set": {"block_out_channels": [8, 8, 8, 8, 8]}}},
+            "source_options.open_set.block_out_channels",
+        ),
+        ({"source_options": {"retrieval": {"encoder": "sift"}}}, "source_options.retrieval.encoder"),
+        ({"source_options": {"retrieval": {"encoder": "clip"}}}, "source_options.retrieval.clip_dir"),
+        ({"source_options": {"retrieval": {"dedup_threshold": 1.5}}}, "source_options.retrieval.dedup_threshold"),
+        ({"source_options": {"retrieval": {"clip_dir": "/no/such/clip"}}}, "source_options.retrieval.clip_dir"),
+        ({"source_options": {"open_set": {"pipeline": "/no/such/dir"}}}, "source_options.open_set.pipeline"),
+        ({"source_options": {"mixup": {}}}, "source_options.mixup"),
+        ({"sources": ["retrieval"], "n_synth": [0, 1340]}, "n_synth"),
+    ],
+)
 def test_bad_source_options_are_refused_naming_the_field(extra, field):
     with pytest.raises(ConfigError) as err:
         load_config(_sweep(**extra))
@@ -195,8 +221,9 @@ def test_malformed_pipeline_folders_are_refused_before_the_sweep(tmp_path):
         load_config(_sweep(source_options={"open_set": {"pipeline": str(empty)}}))
     broken = tmp_path / "broken"
     broken.mkdir()
-    (broken / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline",
-                                                         "unet": ["diffusers", "UNet2DConditionModel"]}))
+    (broken / "model_index.json").write_text(
+        json.dumps({"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"]})
+    )
     with pytest.raises(ConfigError, match="has no 'unet/' folder"):
         load_config(_sweep(source_options={"open_set": {"pipeline": str(broken)}}))
     (broken / "model_index.json").write_text("{not json")

@@ -97,20 +97,31 @@ def test_a_bucket_only_sweep_is_killed_and_resumed_without_recomputing_finished_
     cfg_path.write_text(yaml.safe_dump({**TINY, "storage": uri}))
     env, release = _held(tmp_path, "real-r30-s30-seed1")
     node_a = tmp_path / "node-a"
-    proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", "sweep", str(cfg_path), "--quiet"],
-                            env={**env, **CREDENTIALS, "SCALING_CACHE": str(node_a)}, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scaling.cli", "sweep", str(cfg_path), "--quiet"],
+        env={**env, **CREDENTIALS, "SCALING_CACHE": str(node_a)},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     probe = load_config({**TINY, "storage": uri})
-    _wait_for(lambda: release.with_suffix(".held").exists() and len(_bucket_ledger(probe)) >= 3, proc,
-              "3 trials in the bucket and the held one started")
+    _wait_for(
+        lambda: release.with_suffix(".held").exists() and len(_bucket_ledger(probe)) >= 3,
+        proc,
+        "3 trials in the bucket and the held one started",
+    )
     _kill_node(proc)  # the driver dies mid-sweep with its node: no trial of node A may finish and upload after this
     done_before = _bucket_ledger(probe)
     assert 3 <= len(done_before) < 12 and "real-r30-s30-seed1" not in done_before
     # another machine: nothing local survives, the bucket is the only storage
     node_b = tmp_path / "node-b"
-    resumed = subprocess.run([sys.executable, "-m", "scaling.cli", "sweep", str(cfg_path), "--quiet"],
-                             env={**os.environ, **CREDENTIALS, "SCALING_CACHE": str(node_b)},
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "scaling.cli", "sweep", str(cfg_path), "--quiet"],
+        env={**os.environ, **CREDENTIALS, "SCALING_CACHE": str(node_b)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     mirror = node_b / "runs" / storage.mirror_root(uri).name / "tiny"  # node B's mirror of the run folder
     ran = Counter((mirror / "executions.log").read_text().split())
@@ -138,12 +149,18 @@ def test_a_store_down_mid_sweep_loses_nothing_and_credentials_in_the_uri_are_nev
     env, release = _held(tmp_path, "real-r30-s30-seed1")
     env = {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     node = tmp_path / "node"
-    proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", "sweep", str(cfg_path)],
-                            env={**env, "AWS_DEFAULT_REGION": "us-east-1", "SCALING_CACHE": str(node)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scaling.cli", "sweep", str(cfg_path)],
+        env={**env, "AWS_DEFAULT_REGION": "us-east-1", "SCALING_CACHE": str(node)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     probe = load_config({**TINY, "storage": uri})
-    _wait_for(lambda: release.with_suffix(".held").exists() and len(_bucket_ledger(probe)) >= 2, proc,
-              "2 trials in the bucket and the held one started")
+    _wait_for(
+        lambda: release.with_suffix(".held").exists() and len(_bucket_ledger(probe)) >= 2,
+        proc,
+        "2 trials in the bucket and the held one started",
+    )
     _restart(s3, down_s=8)  # trials finishing meanwhile retry their uploads
     release.touch()
     out, err = proc.communicate(timeout=600)

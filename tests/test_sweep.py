@@ -21,9 +21,16 @@ from runners.config import ConfigError
 
 pytestmark = pytest.mark.slow  # Ray sweeps and generator training: the fast lane is -m "not slow"
 
-TINY = {"name": "tiny", "dataset": {"name": "digits"}, "sources": ["real"], "n_real": [10, 30], "n_synth": [0, 10, 30],
-        "seeds": [0, 1], "classifier": {"width": 8, "steps": 15, "batch_size": 32},
-        "resources": {"cpus_per_trial": 1, "num_cpus": 2}}
+TINY = {
+    "name": "tiny",
+    "dataset": {"name": "digits"},
+    "sources": ["real"],
+    "n_real": [10, 30],
+    "n_synth": [0, 10, 30],
+    "seeds": [0, 1],
+    "classifier": {"width": 8, "steps": 15, "batch_size": 32},
+    "resources": {"cpus_per_trial": 1, "num_cpus": 2},
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -64,8 +71,9 @@ def _one_ray(request, _own_ray_processes):
     if request.node.get_closest_marker("fresh_ray"):
         ray.shutdown()
     elif not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=True,
-                 logging_level="ERROR")
+        ray.init(
+            num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="ERROR"
+        )
     yield
 
 
@@ -163,10 +171,18 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     cfg_path.write_text(yaml.safe_dump({**TINY, "storage": str(tmp_path / "interrupted")}))
     run_dir = tmp_path / "interrupted" / "tiny"
     env, release = _held(tmp_path, "real-r30-s30-seed1")
-    proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", "sweep", str(cfg_path), "--quiet"], env=env,
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for(lambda: release.with_suffix(".held").exists() and sum(_executions(run_dir).values()) >= 3, proc,
-              "3 trials finished and the held one started")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scaling.cli", "sweep", str(cfg_path), "--quiet"],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_for(
+        lambda: release.with_suffix(".held").exists() and sum(_executions(run_dir).values()) >= 3,
+        proc,
+        "3 trials finished and the held one started",
+    )
     _kill_node(proc)  # the driver dies mid-sweep with its Ray node, as on a crash
     done_before = _executions(run_dir)
     assert 3 <= sum(done_before.values()) < 12 and "real-r30-s30-seed1" not in done_before
@@ -202,17 +218,28 @@ def test_cluster_runs_trials_on_both_nodes_and_survives_losing_the_worker(tmp_pa
     cluster.wait_for_nodes()
     try:
         cfg_path = tmp_path / "tiny.yaml"
-        slow = {**TINY, "classifier": {"width": 8, "steps": 120, "batch_size": 32}, "storage": str(tmp_path),
-                "max_failures": 3}
+        slow = {
+            **TINY,
+            "classifier": {"width": 8, "steps": 120, "batch_size": 32},
+            "storage": str(tmp_path),
+            "max_failures": 3,
+        }
         cfg_path.write_text(yaml.safe_dump(slow))
         run_dir = tmp_path / "tiny"
-        proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", "sweep", str(cfg_path), "--quiet",
-                                 "--address", cluster.address], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scaling.cli", "sweep", str(cfg_path), "--quiet", "--address", cluster.address],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+
         def nodes():
             return {json.loads(p.read_text())["node"] for p in (run_dir / "ledger").glob("*.json")}
 
-        _wait_for(lambda: len(nodes()) == 2 and release.with_suffix(".held").exists(), proc,
-                  "trials finished on both nodes and the held one started")
+        _wait_for(
+            lambda: len(nodes()) == 2 and release.with_suffix(".held").exists(),
+            proc,
+            "trials finished on both nodes and the held one started",
+        )
         cluster.remove_node(worker)  # the worker node dies mid-sweep (the held trial has not finished)
         assert "real-r30-s30-seed1" not in _executions(run_dir)
         release.touch()  # a held trial on the head goes on; one on the lost worker is retried without holding
@@ -224,10 +251,17 @@ def test_cluster_runs_trials_on_both_nodes_and_survives_losing_the_worker(tmp_pa
         cluster.shutdown()
 
 
-ALL_SOURCES = {**TINY, "name": "four", "sources": ["real", "closed_set", "open_set", "retrieval"], "n_real": [20],
-               "n_synth": [0, 10, 20], "source_options": {
-                   "closed_set": {"block_out_channels": [8, 16], "train_steps": 10, "batch_size": 8, "sample_steps": 3},
-                   "open_set": {"block_out_channels": [8, 16], "train_steps": 10, "batch_size": 8, "sample_steps": 3}}}
+ALL_SOURCES = {
+    **TINY,
+    "name": "four",
+    "sources": ["real", "closed_set", "open_set", "retrieval"],
+    "n_real": [20],
+    "n_synth": [0, 10, 20],
+    "source_options": {
+        "closed_set": {"block_out_channels": [8, 16], "train_steps": 10, "batch_size": 8, "sample_steps": 3},
+        "open_set": {"block_out_channels": [8, 16], "train_steps": 10, "batch_size": 8, "sample_steps": 3},
+    },
+}
 
 
 def test_all_four_sources_run_as_ray_tasks_and_a_rerun_trains_no_generator(tmp_path):
@@ -268,15 +302,18 @@ def _check_features_and_figures(tmp_path, cube):
     assert {"domain_gap", "samples", "equivalence"} <= set(paths)
 
 
-
 @pytest.mark.fresh_ray
-def test_a_source_job_that_keeps_failing_stops_the_sweep_with_one_clear_error_and_exit_3(tmp_path, monkeypatch,
-                                                                                          capsys):
+def test_a_source_job_that_keeps_failing_stops_the_sweep_with_one_clear_error_and_exit_3(tmp_path, monkeypatch, capsys):
     from scaling.cli import main
 
     monkeypatch.setenv("SCALING_FAIL_CELLS", "pool:retrieval-r20-seed1")
-    cfg = {**ALL_SOURCES, "sources": ["real", "retrieval"], "source_options": {}, "storage": str(tmp_path),
-           "max_failures": 0}
+    cfg = {
+        **ALL_SOURCES,
+        "sources": ["real", "retrieval"],
+        "source_options": {},
+        "storage": str(tmp_path),
+        "max_failures": 0,
+    }
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     assert main(["sweep", str(path), "--quiet"]) == 3
@@ -305,8 +342,13 @@ def test_two_configs_started_together_into_one_storage_do_not_mix(tmp_path):
     for seeds in ([0, 1], [5, 6]):
         path = tmp_path / f"c{seeds[0]}.yaml"
         path.write_text(yaml.safe_dump({**TINY, "n_real": [10], "seeds": seeds, "storage": str(tmp_path / "runs")}))
-        procs.append(subprocess.Popen([sys.executable, "-m", "scaling.cli", "sweep", str(path), "--quiet"],
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "scaling.cli", "sweep", str(path), "--quiet"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        )
     results = [(p.wait(timeout=300), p.stderr.read().decode()) for p in procs]
     codes = sorted(rc for rc, _ in results)
     assert codes == [0, 2], results
@@ -327,10 +369,17 @@ def test_ctrl_c_or_sigterm_exits_130_with_a_resume_line_and_the_rerun_finishes_t
     cfg_path.write_text(yaml.safe_dump({**TINY, "storage": str(tmp_path / "runs")}))
     run_dir = tmp_path / "runs" / "tiny"
     env, release = _held(tmp_path, "real-r30-s30-seed1")
-    proc = subprocess.Popen([sys.executable, "-m", "scaling.cli", "sweep", str(cfg_path), "--quiet"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _wait_for(lambda: release.with_suffix(".held").exists() and sum(_executions(run_dir).values()) >= 2, proc,
-              "2 trials finished and the held one started")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scaling.cli", "sweep", str(cfg_path), "--quiet"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    _wait_for(
+        lambda: release.with_suffix(".held").exists() and sum(_executions(run_dir).values()) >= 2,
+        proc,
+        "2 trials finished and the held one started",
+    )
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=240)
     assert proc.returncode == 130, err.decode()[-2000:]
@@ -352,10 +401,12 @@ def test_two_real_sweeps_merge_into_one_cube_that_reports(tmp_path):
     from scaling.report import write_report
 
     design = {**TINY, "sources": ["real", "retrieval"], "n_real": [10, 30, 60], "n_synth": [0, 20, 40]}
-    a = scaling.open_cube(scaling.run_sweep({**design, "name": "a", "seeds": [0, 1], "storage": str(tmp_path)},
-                                            quiet=True))
-    b = scaling.open_cube(scaling.run_sweep({**design, "name": "b", "seeds": [2, 3], "storage": str(tmp_path)},
-                                            quiet=True))
+    a = scaling.open_cube(
+        scaling.run_sweep({**design, "name": "a", "seeds": [0, 1], "storage": str(tmp_path)}, quiet=True)
+    )
+    b = scaling.open_cube(
+        scaling.run_sweep({**design, "name": "b", "seeds": [2, 3], "storage": str(tmp_path)}, quiet=True)
+    )
     # the judge trained once on this node: run b holds a copy (its measured training time is a's to the last digit)
     judges = [sorted((tmp_path / name / "judge").glob("*.json")) for name in ("a", "b")]
     assert len(judges[0]) == 1 and json.loads(judges[0][0].read_text()) == json.loads(judges[1][0].read_text())
@@ -368,9 +419,16 @@ def test_two_real_sweeps_merge_into_one_cube_that_reports(tmp_path):
 
 
 def test_a_protocol_sweep_writes_a_protocol_dimension_and_shares_real_cells(tmp_path):
-    cfg = {**TINY, "name": "proto", "sources": ["real", "retrieval"], "n_real": [10, 30], "n_synth": [0, 20],
-           "seeds": [0, 1], "storage": str(tmp_path),
-           "classifier": {**TINY["classifier"], "budget": ["steps", "epochs"], "epochs": 5, "synth_weight": [None, 0.5]}}
+    cfg = {
+        **TINY,
+        "name": "proto",
+        "sources": ["real", "retrieval"],
+        "n_real": [10, 30],
+        "n_synth": [0, 20],
+        "seeds": [0, 1],
+        "storage": str(tmp_path),
+        "classifier": {**TINY["classifier"], "budget": ["steps", "epochs"], "epochs": 5, "synth_weight": [None, 0.5]},
+    }
     cube = scaling.open_cube(scaling.run_sweep(cfg, quiet=True))
     assert list(cube["protocol"].values) == ["steps", "steps-w0.5", "epochs", "epochs-w0.5"]
     assert int((cube["status"] == 1).sum()) == cube["status"].size
@@ -378,11 +436,15 @@ def test_a_protocol_sweep_writes_a_protocol_dimension_and_shares_real_cells(tmp_
     assert sum(runs.values()) == 2 * 2 * 2 * (1 + 1 + 2) and max(runs.values()) == 1  # base, real, retrieval x 2 w
     acc = cube["accuracy"]
     # real and base-only cells are one training run per budget, shared by every weight
-    np.testing.assert_array_equal(acc.sel(source="real", protocol="steps"), acc.sel(source="real", protocol="steps-w0.5"))
+    np.testing.assert_array_equal(
+        acc.sel(source="real", protocol="steps"), acc.sel(source="real", protocol="steps-w0.5")
+    )
     np.testing.assert_array_equal(acc.sel(n_synth=0, protocol="epochs"), acc.sel(n_synth=0, protocol="epochs-w0.5"))
     # the weight changes the retrieval cells (it changes which images the batches see)
-    assert not np.array_equal(acc.sel(source="retrieval", n_synth=20, protocol="steps"),
-                              acc.sel(source="retrieval", n_synth=20, protocol="steps-w0.5"))
+    assert not np.array_equal(
+        acc.sel(source="retrieval", n_synth=20, protocol="steps"),
+        acc.sel(source="retrieval", n_synth=20, protocol="steps-w0.5"),
+    )
     assert json.loads(cube.attrs["protocol"])["budget"] == ["steps", "epochs"]
 
 
@@ -428,11 +490,17 @@ def test_a_run_grows_by_a_seed_and_an_n_synth_value_and_only_new_cells_run(tmp_p
 def test_adaptive_rounds_extend_one_run_folder_and_record_their_decisions(tmp_path):
     from runners.adaptive import run_adaptive
 
-    cfg = {**TINY, "sources": ["real", "retrieval"], "storage": str(tmp_path), "seeds": [0, 1, 2, 3, 4],
-           "name": "adapt"}
+    cfg = {
+        **TINY,
+        "sources": ["real", "retrieval"],
+        "storage": str(tmp_path),
+        "seeds": [0, 1, 2, 3, 4],
+        "name": "adapt",
+    }
     lines = []
-    out = run_adaptive(cfg, ("retrieval", 30, 30), width=1.000001, start=3, step=1, max_seeds=4, quiet=True,
-                       out=lines.append)
+    out = run_adaptive(
+        cfg, ("retrieval", 30, 30), width=1.000001, start=3, step=1, max_seeds=4, quiet=True, out=lines.append
+    )
     rounds = out["rounds"]
     assert [r["seeds"] for r in rounds] == [3, 4] and rounds[-1]["decision"].startswith("stop: 4 seeds")
     assert rounds[0]["decision"].startswith("+1 seed")

@@ -85,8 +85,17 @@ def test_a_fit_stopped_early_is_flagged_not_converged():
     fit = _fit(cube, law="effective", curve_law="power")
     reps, src = fit._reps, fit._src
     far = {"log_k": np.array([-6.0]), "alpha": np.array([2.5]), "beta": np.array([-1.0])}
-    out = fit_law("effective", reps.curve.take(0), src.n_real, src.n_synth, reps.cell_err["gen"][:1],
-                  reps.law_weights["gen"][:1], far, fit_beta=True, iters=1)
+    out = fit_law(
+        "effective",
+        reps.curve.take(0),
+        src.n_real,
+        src.n_synth,
+        reps.cell_err["gen"][:1],
+        reps.law_weights["gen"][:1],
+        far,
+        fit_beta=True,
+        iters=1,
+    )
     assert not bool(out["converged"][0])
     assert fit.convergence["effective"] > 0.95
 
@@ -95,8 +104,12 @@ def test_a_fit_stopped_early_is_flagged_not_converged():
 
 
 def test_verdict_rules():
-    v = verdicts([-0.05, -0.01, 0.01, 0.01, 0.01], [-0.01, 0.02, 0.05, 0.05, 0.05],
-                 [1.0, 1.0, 2.0, 2.0, 2.0], [2.0, 2.0, 2.0 * ESTIMATED_MAX_RATIO, 2.0 * ESTIMATED_MAX_RATIO * 1.01, np.inf])
+    v = verdicts(
+        [-0.05, -0.01, 0.01, 0.01, 0.01],
+        [-0.01, 0.02, 0.05, 0.05, 0.05],
+        [1.0, 1.0, 2.0, 2.0, 2.0],
+        [2.0, 2.0, 2.0 * ESTIMATED_MAX_RATIO, 2.0 * ESTIMATED_MAX_RATIO * 1.01, np.inf],
+    )
     assert v.tolist() == ["hurts", "no measurable gain", "estimated", "not identified", "not identified"]
 
 
@@ -111,7 +124,9 @@ def test_a_source_that_lowers_accuracy_reads_hurts():
     cube = scaling.simulate_cube(seeds=5, sources={"gen": {"exchange_rate": 4.0}}, random_state=2)
     acc = cube["accuracy"].sel(source="gen")
     rng = np.random.default_rng(0)  # every added image costs accuracy: 5 points below the same seed's base
-    worse = (acc.sel(n_synth=0) - 0.05).broadcast_like(acc).transpose(*acc.dims) + 0.005 * rng.standard_normal(acc.shape)
+    worse = (acc.sel(n_synth=0) - 0.05).broadcast_like(acc).transpose(*acc.dims) + 0.005 * rng.standard_normal(
+        acc.shape
+    )
     cube["accuracy"].loc[dict(source="gen")] = acc.where(acc["n_synth"] == 0, worse)
     fit = _fit(cube)
     assert bool(fit.cells["hurts"].all())
@@ -181,7 +196,9 @@ def test_params_are_plain_floats_and_conf_int_recomputes_without_refitting():
     assert fit.param_table()["upper"].dtype == float and fit.params.dtype == float
     np.log(fit.conf_int().loc["effective.k", "upper"])  # works on a float
     wide, narrow = fit.conf_int(0.01), fit.conf_int(0.32)
-    assert (wide["upper"] - wide["lower"]).loc["effective.alpha"] > (narrow["upper"] - narrow["lower"]).loc["effective.alpha"]
+    assert (wide["upper"] - wide["lower"]).loc["effective.alpha"] > (narrow["upper"] - narrow["lower"]).loc[
+        "effective.alpha"
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- variance
@@ -189,8 +206,10 @@ def test_params_are_plain_floats_and_conf_int_recomputes_without_refitting():
 
 def test_pooled_variance_model_recovers_the_planted_seed_variance():
     cube = scaling.simulate_cube(seeds=40, seed_sd=0.08, sources={"gen": {"exchange_rate": 4.0}}, random_state=3)
-    acc = {s: cube["accuracy"].sel(source=s).stack(c=("n_real", "n_synth")).transpose("seed", "c").values
-           for s in ("real", "gen")}
+    acc = {
+        s: cube["accuracy"].sel(source=s).stack(c=("n_real", "n_synth")).transpose("seed", "c").values
+        for s in ("real", "gen")
+    }
     model = fit_variance_model(acc, int(cube.attrs["n_test"]))
     sample = np.nanvar(acc["real"], axis=0, ddof=1)
     predicted = model.per_seed("real", np.nanmean(acc["real"], 0))
@@ -202,12 +221,14 @@ def test_pooled_variance_never_collapses_where_three_seed_cell_variances_do():
     """A 3-seed cell variance is a chi-square with 2 df: below a tenth of the truth ~10% of the time, handing that
     cell 10x too much weight. The pooled model, fitted on the same 3 seeds, does not collapse."""
     cube = scaling.simulate_cube(seeds=40, sources={"gen": {"exchange_rate": 4.0}}, random_state=12)
-    acc = {s: cube["accuracy"].sel(source=s).stack(c=("n_real", "n_synth")).transpose("seed", "c").values
-           for s in ("real", "gen")}
+    acc = {
+        s: cube["accuracy"].sel(source=s).stack(c=("n_real", "n_synth")).transpose("seed", "c").values
+        for s in ("real", "gen")
+    }
     truth = {s: np.var(a, axis=0, ddof=1) for s, a in acc.items()}
     low_cell, low_pooled, cells = 0, 0, 0
     for start in range(0, 39, 3):
-        three = {s: a[start:start + 3] for s, a in acc.items()}
+        three = {s: a[start : start + 3] for s, a in acc.items()}
         model = fit_variance_model(three, int(cube.attrs["n_test"]))
         for s, a in three.items():
             low_cell += int((np.var(a, axis=0, ddof=1) < truth[s] / 10).sum())
@@ -240,8 +261,9 @@ def test_test_items_survive_save_and_merge(tmp_path):
 
 
 def test_resampling_test_images_never_narrows_the_interval_and_keeps_the_estimate():
-    cube = scaling.simulate_cube(seeds=5, n_test=300, item_sd=1.5, sources={"gen": {"exchange_rate": 4.0}},
-                                 random_state=6)
+    cube = scaling.simulate_cube(
+        seeds=5, n_test=300, item_sd=1.5, sources={"gen": {"exchange_rate": 4.0}}, random_state=6
+    )
     with_items = _fit(cube).exchange_rate(200, 400)
     without = _fit(cube, test_resampling=False).exchange_rate(200, 400)
     assert float(with_items.estimate) == pytest.approx(float(without.estimate))
@@ -260,8 +282,9 @@ def test_generator_random_effects_keep_coverage_in_a_small_study():
     """Full table: bench/coverage.py. Here 16 cubes of a truth the fit does not assume."""
     hits = 0
     for r in range(16):
-        cube = scaling.simulate_cube(seeds=5, sources={"gen": {"exchange_rate": 4.0, "generator_sd": 0.3}},
-                                     random_state=500 + r)
+        cube = scaling.simulate_cube(
+            seeds=5, sources={"gen": {"exchange_rate": 4.0, "generator_sd": 0.3}}, random_state=500 + r
+        )
         q = _fit(cube, n_boot=60).exchange_rate(200, 400)
         hits += float(q.lower) <= 4.0 <= float(q.upper)
     assert hits >= 13  # >= 81%: a 95% interval misses 3 of 16 with probability < 1%
@@ -269,18 +292,26 @@ def test_generator_random_effects_keep_coverage_in_a_small_study():
 
 @pytest.mark.slow  # fits and renders a whole report
 def test_report_answer_uses_verdicts(tmp_path):
-    cube = scaling.simulate_cube(seeds=5, sources={"good": {"exchange_rate": 4.0}, "bad": {"exchange_rate": 1e6}},
-                                 random_state=1)
+    cube = scaling.simulate_cube(
+        seeds=5, sources={"good": {"exchange_rate": 4.0}, "bad": {"exchange_rate": 1e6}}, random_state=1
+    )
     path = scaling.save_cube(cube, tmp_path / "c.nc")
     from scaling.report import write_report
 
     text = write_report(path, tmp_path / "rep", n_boot=100).read_text()
     answer = text.split("## Answer")[1].split("## What this answer rests on")[0]
-    bad = answer.split("**bad**")[1].split("**good**")[0] if answer.index("**bad**") < answer.index("**good**") \
+    bad = (
+        answer.split("**bad**")[1].split("**good**")[0]
+        if answer.index("**bad**") < answer.index("**good**")
         else answer.split("**bad**")[1]
+    )
     assert "no measurable gain" in bad and "**" not in bad.replace("**bad**", "")
     assert "*estimated*" in answer
-    for section in ("## What this answer rests on", "## How much the interval method matters", "## Checklist of the fit"):
+    for section in (
+        "## What this answer rests on",
+        "## How much the interval method matters",
+        "## Checklist of the fit",
+    ):
         assert section in text
 
 
@@ -294,8 +325,9 @@ def test_simulated_items_keep_every_cells_accuracy():
 def test_levenberg_marquardt_retries_a_rejected_first_step_instead_of_stopping_at_the_start():
     """Regression: LM used to stop when every replicate's first step was rejected, reporting the grid start as
     a converged fit; the jackknife replicates then all sat on one grid point and the interval had zero width."""
-    cube = scaling.simulate_cube(seeds=5, sources={"closed_set": {"exchange_rate": 4.0},
-                                                   "open_set": {"exchange_rate": 2.0}}, random_state=0)
+    cube = scaling.simulate_cube(
+        seeds=5, sources={"closed_set": {"exchange_rate": 4.0}, "open_set": {"exchange_rate": 2.0}}, random_state=0
+    )
     fit = scaling.fit_equivalence(cube, "open_set", n_boot=100)["open_set"]
     for law, params in fit._jack.laws["open_set"].items():
         values = np.stack([np.asarray(v) for k, v in params.items() if k not in ("sse", "converged")], axis=1)

@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 import scaling
-from analysis.verdict import (ESTIMATED_MAX_RATIO, bound_disagreement, rate_under_verdict, surviving_verdict)
+from analysis.verdict import ESTIMATED_MAX_RATIO, bound_disagreement, rate_under_verdict, surviving_verdict
 
 
 def _fit(cube, source="gen", **kw):
@@ -33,8 +33,12 @@ def _contradicts(verdict: str, lower: float, upper: float) -> bool:
 
 
 def test_the_rate_printed_obeys_its_verdict():
-    est, lo, hi = rate_under_verdict(["estimated", "not identified", "no measurable gain", "hurts"],
-                                     [4.0, 4.0, 4.0, 4.0], [3.0, 1.0, 3.0, 3.0], [5.0, 50.0, 5.0, 5.0])
+    est, lo, hi = rate_under_verdict(
+        ["estimated", "not identified", "no measurable gain", "hurts"],
+        [4.0, 4.0, 4.0, 4.0],
+        [3.0, 1.0, 3.0, 3.0],
+        [5.0, 50.0, 5.0, 5.0],
+    )
     np.testing.assert_array_equal(hi[:3], [5.0, 50.0, np.inf])  # no measurable gain: may be worth nothing
     np.testing.assert_array_equal(lo[:3], [3.0, 1.0, 3.0])
     assert np.isnan([est[3], lo[3], hi[3]]).all()  # hurts: no rate at all
@@ -91,8 +95,11 @@ def test_no_query_contradicts_its_interval(truth):
         for v, lo, hi in zip(q["verdict"].values.ravel(), q["lower"].values.ravel(), q["upper"].values.ravel()):
             assert not _contradicts(str(v), float(lo), float(hi)), (truth, ci_method, v, lo, hi)
     cells = fit.cells
-    for v, lo, hi in zip(cells["verdict"].values.ravel(), cells["exchange_rate_lower"].values.ravel(),
-                         cells["exchange_rate_upper"].values.ravel()):
+    for v, lo, hi in zip(
+        cells["verdict"].values.ravel(),
+        cells["exchange_rate_lower"].values.ravel(),
+        cells["exchange_rate_upper"].values.ravel(),
+    ):
         assert v == "" or not _contradicts(str(v), float(lo), float(hi))
 
 
@@ -126,8 +133,9 @@ def test_verdict_error_rates_smoke():
 
 
 def test_the_default_fit_computes_no_bootstrap_and_a_bootstrap_method_computes_it_once():
-    cube = scaling.simulate_cube(seeds=5, sources={"a": {"exchange_rate": 4.0}, "b": {"exchange_rate": 2.0}},
-                                 random_state=4)
+    cube = scaling.simulate_cube(
+        seeds=5, sources={"a": {"exchange_rate": 4.0}, "b": {"exchange_rate": 2.0}}, random_state=4
+    )
     res = scaling.fit_equivalence(cube, None, n_boot=200)
     a, b = res["a"], res["b"]
     before = a.exchange_rate(200, 400)

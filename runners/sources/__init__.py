@@ -30,8 +30,9 @@ REGISTRY = {m.NAME: m for m in (real, closed_set, open_set, retrieval)}
 assert tuple(REGISTRY) == SOURCES, "every source the config accepts has a module, and no other"
 
 
-def prepare_pool(cfg, source: str, n_real: int, seed: int, *, progress: bool = False,
-                 record: dict | None = None) -> dict:
+def prepare_pool(
+    cfg, source: str, n_real: int, seed: int, *, progress: bool = False, record: dict | None = None
+) -> dict:
     """Build (or find, or extend) the pool of one (source, n_real, seed), measure its quality; returns its meta
     record. A finished pool smaller than the sweep's largest n_synth is extended: generators sample only the new
     batches, real and retrieval pools (index arithmetic and one search) are rebuilt; either way the old images
@@ -49,8 +50,15 @@ def prepare_pool(cfg, source: str, n_real: int, seed: int, *, progress: bool = F
     if previous is not None:
         _check_prefix(previous, pool, source)
     measured, kept = measure(cfg, pool_images(cfg, pool.arrays), pool.arrays["labels"], seed)
-    pool.meta.update(source=source, n_real=int(n_real), seed=int(seed), size=len(pool.arrays["labels"]),
-                     key=pool_key(cfg, source, n_real, seed), **measured, **(record or {}))
+    pool.meta.update(
+        source=source,
+        n_real=int(n_real),
+        seed=int(seed),
+        size=len(pool.arrays["labels"]),
+        key=pool_key(cfg, source, n_real, seed),
+        **measured,
+        **(record or {}),
+    )
     pool.arrays.update(kept)
     save_pool(cfg, source, n_real, seed, pool)
     return pool.meta
@@ -62,9 +70,11 @@ def _check_prefix(previous: Pool, pool: Pool, source: str) -> None:
     n = len(previous.arrays["labels"])
     for name in ("labels", "images", "indices"):
         if name in previous.arrays and not np.array_equal(previous.arrays[name], pool.arrays[name][:n]):
-            raise RuntimeError(f"n_synth: extending the {source} pool from {n} to {len(pool.arrays['labels'])} "
-                               f"images changed its first {n} ({name}), which finished cells used; run the larger "
-                               "grid under another name")
+            raise RuntimeError(
+                f"n_synth: extending the {source} pool from {n} to {len(pool.arrays['labels'])} "
+                f"images changed its first {n} ({name}), which finished cells used; run the larger "
+                "grid under another name"
+            )
 
 
 def generator_trainings(cfg) -> int:

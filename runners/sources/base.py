@@ -57,8 +57,9 @@ def no_generator_cost() -> dict:
     return {"generator_seconds": 0.0, "generator_shared_by": 1}
 
 
-def sampled_in_batches(ctx: Context, batch: int, labels: np.ndarray,
-                       sample: Callable[[np.ndarray, int], np.ndarray]) -> tuple[np.ndarray, float]:
+def sampled_in_batches(
+    ctx: Context, batch: int, labels: np.ndarray, sample: Callable[[np.ndarray, int], np.ndarray]
+) -> tuple[np.ndarray, float]:
     """(images, sampling seconds) of a generator's pool: whole batches, the labels' first rows covering
     ``ctx.size`` rounded up to a batch. A pool that grows keeps its batches (same labels, same per-batch noise
     streams) and calls ``sample(labels of the new batches, index of the first new batch)`` for the rest, so it

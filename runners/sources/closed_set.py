@@ -26,15 +26,35 @@ def prepare(ctx: Context) -> Pool:
     hp = ctx.options["generator"]
     key = generator_key(ctx.cfg, ctx.n_real, ctx.seed)
     folder = generator_folder(ctx.cfg, key)
-    model, meta = train_or_load(folder, ctx.data.images[ctx.base], ctx.data.labels[ctx.base],
-                                ctx.n_classes, hp, seed=streams.torch_seed("generator_train", ctx.seed, ctx.n_real),
-                                progress=ctx.progress, desc=f"closed_set r{ctx.n_real} seed{ctx.seed}")
+    model, meta = train_or_load(
+        folder,
+        ctx.data.images[ctx.base],
+        ctx.data.labels[ctx.base],
+        ctx.n_classes,
+        hp,
+        seed=streams.torch_seed("generator_train", ctx.seed, ctx.n_real),
+        progress=ctx.progress,
+        desc=f"closed_set r{ctx.n_real} seed{ctx.seed}",
+    )
     RunFolder(ctx.cfg).upload_tree(folder)  # a remote run folder keeps the weights (no-op when already there)
-    labels = balanced_labels(padded_size(ctx.size, hp["sample_batch"]), ctx.n_classes,
-                             streams.rng("pool_labels", ctx.seed, ctx.n_real))
+    labels = balanced_labels(
+        padded_size(ctx.size, hp["sample_batch"]), ctx.n_classes, streams.rng("pool_labels", ctx.seed, ctx.n_real)
+    )
     seed = streams.torch_seed("generator_sample", ctx.seed, ctx.n_real)
-    images, seconds = sampled_in_batches(ctx, hp["sample_batch"], labels, lambda lab, first: sample_diffusion(
-        model, lab, ctx.n_classes, hp, seed=seed, first_batch=first, progress=ctx.progress))
-    return Pool({"images": images, "labels": labels},
-                {"generator_seconds": meta["train_seconds"], "generator_shared_by": 1, "sample_seconds": seconds,
-                 "generator": key})
+    images, seconds = sampled_in_batches(
+        ctx,
+        hp["sample_batch"],
+        labels,
+        lambda lab, first: sample_diffusion(
+            model, lab, ctx.n_classes, hp, seed=seed, first_batch=first, progress=ctx.progress
+        ),
+    )
+    return Pool(
+        {"images": images, "labels": labels},
+        {
+            "generator_seconds": meta["train_seconds"],
+            "generator_shared_by": 1,
+            "sample_seconds": seconds,
+            "generator": key,
+        },
+    )

@@ -36,9 +36,16 @@ def prepare_generator(cfg, progress: bool = False) -> dict:
     data, test_idx = dataset_of(cfg)
     train = non_test(data, test_idx)
     folder = generator_folder(cfg, generator_key(cfg))
-    _, meta = train_or_load(folder, data.images.subset(train), data.labels[train],
-                            len(data.classes), cfg.options(NAME)["generator"],
-                            seed=streams.shared_seed("generator_train"), progress=progress, desc="open_set generator")
+    _, meta = train_or_load(
+        folder,
+        data.images.subset(train),
+        data.labels[train],
+        len(data.classes),
+        cfg.options(NAME)["generator"],
+        seed=streams.shared_seed("generator_train"),
+        progress=progress,
+        desc="open_set generator",
+    )
     RunFolder(cfg).upload_tree(folder)  # a remote run folder keeps the weights (no-op when already there)
     return meta
 
@@ -50,12 +57,28 @@ def _labels(ctx: Context, batch: int):
 def _text2image(ctx: Context) -> Pool:
     t = ctx.options["text2image"]
     labels = _labels(ctx, t["batch"])
-    images, seconds = sampled_in_batches(ctx, t["batch"], labels, lambda lab, first: sample_text2image(
-        t["pipeline"], ctx.data.classes, lab, ctx.data.shape, prompt=t["prompt"], steps=int(t["steps"]),
-        seed=streams.torch_seed("generator_sample", ctx.seed), guidance=float(t["guidance"]), batch=t["batch"],
-        first_batch=first, progress=ctx.progress))
-    return Pool({"images": images, "labels": labels},
-                {**no_generator_cost(), "sample_seconds": seconds, "generator": t["pipeline"]})
+    images, seconds = sampled_in_batches(
+        ctx,
+        t["batch"],
+        labels,
+        lambda lab, first: sample_text2image(
+            t["pipeline"],
+            ctx.data.classes,
+            lab,
+            ctx.data.shape,
+            prompt=t["prompt"],
+            steps=int(t["steps"]),
+            seed=streams.torch_seed("generator_sample", ctx.seed),
+            guidance=float(t["guidance"]),
+            batch=t["batch"],
+            first_batch=first,
+            progress=ctx.progress,
+        ),
+    )
+    return Pool(
+        {"images": images, "labels": labels},
+        {**no_generator_cost(), "sample_seconds": seconds, "generator": t["pipeline"]},
+    )
 
 
 def prepare(ctx: Context) -> Pool:
@@ -69,9 +92,21 @@ def prepare(ctx: Context) -> Pool:
     model, meta = load_generator(folder)
     labels = _labels(ctx, hp["sample_batch"])
     seed = streams.torch_seed("generator_sample", ctx.seed)
-    images, seconds = sampled_in_batches(ctx, hp["sample_batch"], labels, lambda lab, first: sample_diffusion(
-        model, lab, ctx.n_classes, hp, seed=seed, first_batch=first, progress=ctx.progress))
+    images, seconds = sampled_in_batches(
+        ctx,
+        hp["sample_batch"],
+        labels,
+        lambda lab, first: sample_diffusion(
+            model, lab, ctx.n_classes, hp, seed=seed, first_batch=first, progress=ctx.progress
+        ),
+    )
     # one generator serves every seed's pool: its training cost is shared among them
-    return Pool({"images": images, "labels": labels},
-                {"generator_seconds": meta["train_seconds"], "generator_shared_by": len(ctx.cfg.seeds),
-                 "sample_seconds": seconds, "generator": key})
+    return Pool(
+        {"images": images, "labels": labels},
+        {
+            "generator_seconds": meta["train_seconds"],
+            "generator_shared_by": len(ctx.cfg.seeds),
+            "sample_seconds": seconds,
+            "generator": key,
+        },
+    )

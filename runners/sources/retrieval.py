@@ -30,7 +30,9 @@ def generator_trainings(cfg) -> int:
     return 0
 
 
-def retrieve(query: np.ndarray, pool, size: int, *, excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def retrieve(
+    query: np.ndarray, pool, size: int, *, excluded: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices into ``pool`` and of their queries, taking rank-1 neighbours of every query, then rank 2, ...
 
     ``pool`` is an array of normalised rows (searched exactly) or a faiss index over them; ``excluded`` marks
@@ -120,25 +122,40 @@ def _prepare_embedded(ctx: Context) -> Pool:
     index = cached_index(opts["embeddings"], opts["index"], {k: opts[k] for k in ("nprobe", "ef_search")})
     store = np.load(opts["images"], mmap_mode="r")
     if len(store) != index.ntotal:
-        raise ValueError(f"source_options.retrieval.images: {len(store)} images, but the embeddings have "
-                         f"{index.ntotal} rows")
-    z = embed([data.images[base], data.images.subset(ctx.test_idx)], opts["encoder"],
-              fit_on=(data.images[base], data.labels[base], ctx.n_classes), clip_dir=opts["clip_dir"],
-              torch_seed=streams.torch_seed("encoder", ctx.seed, ctx.n_real))
+        raise ValueError(
+            f"source_options.retrieval.images: {len(store)} images, but the embeddings have {index.ntotal} rows"
+        )
+    z = embed(
+        [data.images[base], data.images.subset(ctx.test_idx)],
+        opts["encoder"],
+        fit_on=(data.images[base], data.labels[base], ctx.n_classes),
+        clip_dir=opts["clip_dir"],
+        torch_seed=streams.torch_seed("encoder", ctx.seed, ctx.n_real),
+    )
     if z.shape[1] != index.d:
-        raise ValueError(f"source_options.retrieval.embeddings: rows have {index.d} dimensions, the "
-                         f"{opts['encoder']} encoder gives {z.shape[1]}: embed the pool with the same encoder")
-    zb, zt = z[:len(base)], z[len(base):]
+        raise ValueError(
+            f"source_options.retrieval.embeddings: rows have {index.d} dimensions, the "
+            f"{opts['encoder']} encoder gives {z.shape[1]}: embed the pool with the same encoder"
+        )
+    zb, zt = z[: len(base)], z[len(base) :]
     dropped = near_test(index, zt, opts["dedup_threshold"])
     picks, owners = retrieve(zb, index, ctx.size, excluded=dropped)
     order = np.argsort(picks)  # read the store in file order, then put the images back in retrieval order
     images = np.empty((len(picks), *data.shape), np.uint8)
     images[order] = _to_shape(np.asarray(store[picks[order]]), data.shape)
     labels = data.labels[base][owners]
-    return Pool({"labels": labels, "label_wrong": np.zeros(len(labels), bool), "images": images},
-                {**no_generator_cost(), "sample_seconds": time.perf_counter() - t0, "label_noise": float("nan"),
-                 "label_known_fraction": 0.0, "dropped_near_duplicates": int(dropped.sum()),
-                 "encoder": opts["encoder"], "index": opts["index"]})
+    return Pool(
+        {"labels": labels, "label_wrong": np.zeros(len(labels), bool), "images": images},
+        {
+            **no_generator_cost(),
+            "sample_seconds": time.perf_counter() - t0,
+            "label_noise": float("nan"),
+            "label_known_fraction": 0.0,
+            "dropped_near_duplicates": int(dropped.sum()),
+            "encoder": opts["encoder"],
+            "index": opts["index"],
+        },
+    )
 
 
 def _to_shape(images: np.ndarray, shape: tuple) -> np.ndarray:
@@ -149,8 +166,11 @@ def _to_shape(images: np.ndarray, shape: tuple) -> np.ndarray:
 def _resize(x: torch.Tensor, shape: tuple) -> torch.Tensor:
     """Float images in [0, 1] to the dataset's channels (luma for grey) and size (antialiased bilinear)."""
     if x.shape[1] != shape[0]:
-        x = (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True) if shape[0] == 1 \
+        x = (
+            (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True)
+            if shape[0] == 1
             else x.expand(-1, 3, -1, -1)
+        )
     if tuple(x.shape[2:]) != tuple(shape[1:]):
         x = F.interpolate(x, size=shape[1:], mode="bilinear", antialias=True, align_corners=False)
     return x.clamp(0, 1)
@@ -162,14 +182,20 @@ def prepare(ctx: Context) -> Pool:
     data, opts, base = ctx.data, ctx.options, ctx.base
     t0 = time.perf_counter()
     ext_images, ext_truth, ext_idx = _candidates(ctx)
-    z = embed([data.images[base], ext_images, data.images.subset(ctx.test_idx)], opts["encoder"],
-              fit_on=(data.images[base], data.labels[base], ctx.n_classes), clip_dir=opts["clip_dir"],
-              torch_seed=streams.torch_seed("encoder", ctx.seed, ctx.n_real))
-    zb, ze, zt = z[:len(base)], z[len(base):len(base) + len(ext_images)], z[len(base) + len(ext_images):]
+    z = embed(
+        [data.images[base], ext_images, data.images.subset(ctx.test_idx)],
+        opts["encoder"],
+        fit_on=(data.images[base], data.labels[base], ctx.n_classes),
+        clip_dir=opts["clip_dir"],
+        torch_seed=streams.torch_seed("encoder", ctx.seed, ctx.n_real),
+    )
+    zb, ze, zt = z[: len(base)], z[len(base) : len(base) + len(ext_images)], z[len(base) + len(ext_images) :]
     clean = _not_near_test(ze, zt, opts["dedup_threshold"])
     if clean.sum() < ctx.size:
-        raise ValueError(f"n_synth: only {int(clean.sum())} external images remain after dropping near-duplicates "
-                         f"of test images; max(n_synth) is {ctx.size}")
+        raise ValueError(
+            f"n_synth: only {int(clean.sum())} external images remain after dropping near-duplicates "
+            f"of test images; max(n_synth) is {ctx.size}"
+        )
     found, owners = retrieve(zb, np.ascontiguousarray(ze[clean]), ctx.size)
     picks = np.flatnonzero(clean)[found]  # back to positions in the candidate pool
     labels = data.labels[base][owners]  # labelled by the query: this is where retrieval's label noise comes from
@@ -181,7 +207,14 @@ def prepare(ctx: Context) -> Pool:
         arrays["indices"] = ext_idx[picks]  # dataset images by index: no re-quantisation
     else:
         arrays["images"] = (ext_images[picks] * 255).round().astype(np.uint8)
-    return Pool(arrays, {**no_generator_cost(), "sample_seconds": time.perf_counter() - t0,
-                         "label_noise": float(wrong[known].mean()) if known.any() else float("nan"),
-                         "label_known_fraction": float(known.mean()), "dropped_near_duplicates": int((~clean).sum()),
-                         "encoder": opts["encoder"]})
+    return Pool(
+        arrays,
+        {
+            **no_generator_cost(),
+            "sample_seconds": time.perf_counter() - t0,
+            "label_noise": float(wrong[known].mean()) if known.any() else float("nan"),
+            "label_known_fraction": float(known.mean()),
+            "dropped_near_duplicates": int((~clean).sum()),
+            "encoder": opts["encoder"],
+        },
+    )
