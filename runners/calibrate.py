@@ -47,9 +47,7 @@ def _timed(fn, units: int) -> float:
 
 def classifier_rate(cfg, shape) -> tuple[str, float, str]:
     clf = cfg.classifier
-    recipe = clf.get("recipe", "small_cnn")
-    width = clf.get("width") or (64 if recipe == "resnet18" else 32)
-    bs = int(clf.get("batch_size", 64))
+    recipe, width, bs = cfg.recipe, cfg.width, cfg.batch_size
     rng = np.random.default_rng(0)
     x = rng.random((2 * bs, *shape), dtype=np.float32)
     y = rng.integers(0, 10, 2 * bs)

@@ -17,7 +17,17 @@ import yaml
 from runners.data import DATASETS
 from analysis.options import MAX_SEEDS
 from runners.storage import check_storage_uri, is_uri, local_path, mirror_root, split_credentials
-from runners.options import PRECISIONS, RECIPES, SOURCES, check_pipeline_dir, check_resolution, options_for
+from runners.options import (
+    CLASSIFIER_DEFAULTS,
+    CPUS_PER_TRIAL,
+    DEFAULT_WIDTH,
+    PRECISIONS,
+    RECIPES,
+    SOURCES,
+    check_pipeline_dir,
+    check_resolution,
+    options_for,
+)
 
 DATASET_SIZES = {"digits": 1797}
 GRID_FIELDS = ("sources", "n_real", "n_synth", "seeds")  # a run folder may grow along these (runners.ledger)
@@ -108,7 +118,7 @@ def _number(value, fieldname: str, *, integer: bool = False, low=None, high=None
 def _check_classifier(raw) -> dict:
     clf = _known_keys(raw, "classifier", CLASSIFIER_KEYS)
     _require(
-        clf.get("recipe", "small_cnn") in RECIPES,
+        clf.get("recipe", CLASSIFIER_DEFAULTS["recipe"]) in RECIPES,
         "classifier.recipe",
         f"unknown recipe {clf.get('recipe')!r}; choose from {RECIPES}",
     )
@@ -199,7 +209,7 @@ def _check_resources(raw) -> dict:
     for key in RESOURCE_KEYS:
         if res.get(key) is not None:
             _number(res[key], f"resources.{key}", low=0, high=4096)
-    _require(float(res.get("cpus_per_trial", 1)) > 0, "resources.cpus_per_trial", "must be positive")
+    _require(float(res.get("cpus_per_trial", CPUS_PER_TRIAL)) > 0, "resources.cpus_per_trial", "must be positive")
     return res
 
 
@@ -291,9 +301,9 @@ class SweepConfig:
         """Optimiser steps of one classifier: fixed (``steps``), or ``epochs`` passes over its training set,
         capped at ``max_steps`` and at least 10 (the one-cycle schedule needs a warm-up)."""
         if budget == "steps":
-            return int(self.classifier.get("steps", 300))
+            return int(self.classifier.get("steps", CLASSIFIER_DEFAULTS["steps"]))
         epochs = float(self.classifier.get("epochs", PROTOCOL_DEFAULTS["epochs"]))
-        batch = int(self.classifier.get("batch_size", 64))
+        batch = self.batch_size
         cap = int(self.classifier.get("max_steps", PROTOCOL_DEFAULTS["max_steps"]))
         return int(min(cap, max(10, math.ceil(epochs * n_total / batch))))
 
@@ -308,11 +318,28 @@ class SweepConfig:
         return dict(table[str(int(nearest))])
 
     @property
+    def recipe(self) -> str:
+        return self.classifier.get("recipe") or CLASSIFIER_DEFAULTS["recipe"]
+
+    @property
+    def width(self) -> int:
+        """The classifier's width: ``classifier.width``, else its recipe's default."""
+        return int(self.classifier.get("width") or DEFAULT_WIDTH.get(self.recipe, DEFAULT_WIDTH["small_cnn"]))
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.classifier.get("batch_size", CLASSIFIER_DEFAULTS["batch_size"]))
+
+    @property
+    def cpus_per_trial(self) -> float:
+        return float(self.resources.get("cpus_per_trial", CPUS_PER_TRIAL))
+
+    @property
     def trial_resources(self) -> dict:
         """What one trial asks Ray for: ``{"CPU": cpus_per_trial, "GPU": gpus_per_trial}`` (a fraction packs
         trials on one GPU). The sweep and the dry run both read it."""
         return {
-            "CPU": float(self.resources.get("cpus_per_trial", 1)),
+            "CPU": self.cpus_per_trial,
             "GPU": float(self.resources.get("gpus_per_trial") or 0),
         }
 
@@ -324,7 +351,7 @@ class SweepConfig:
         gpus = self.resources.get("gpus_per_source_job")
         if gpus is None:
             gpus = 1.0 if self.trial_resources["GPU"] > 0 else 0.0
-        return {"CPU": float(self.resources.get("cpus_per_trial", 1)), "GPU": float(gpus)}
+        return {"CPU": self.cpus_per_trial, "GPU": float(gpus)}
 
     @property
     def precision(self) -> str:
@@ -349,7 +376,7 @@ class SweepConfig:
             "epochs": float(clf.get("epochs", PROTOCOL_DEFAULTS["epochs"])),
             "max_steps": int(clf.get("max_steps", PROTOCOL_DEFAULTS["max_steps"])),
             "synth_weight": self.synth_weights if self.multi_protocol else self.synth_weights[0],
-            "batch_size": int(clf.get("batch_size", 64)),
+            "batch_size": int(clf.get("batch_size", CLASSIFIER_DEFAULTS["batch_size"])),
             "sampling": "uniform over real + synthetic images"
             if self.synth_weights == [None]
             else "a batch item is synthetic with probability synth_weight (None: uniform pooling)",
@@ -394,7 +421,7 @@ class SweepConfig:
     @property
     def threads(self) -> int:
         """Torch threads per trial or source job: the CPUs Ray allots it, so packed workers do not oversubscribe."""
-        return max(1, int(self.resources.get("cpus_per_trial", 1)))
+        return max(1, int(self.cpus_per_trial))
 
     def options(self, source: str) -> dict:
         """The resolved options of one source (defaults filled in), as the pool cache keys hash them. A generator's

@@ -12,6 +12,12 @@ from pathlib import Path
 
 SOURCES = ("real", "closed_set", "open_set", "retrieval")
 RECIPES = ("small_cnn", "resnet18")  # classifier builders in runners.train
+# the one home of the classifier's and the resources' defaults; every use site reads them through runners.config.SweepConfig's
+# properties (recipe, width, batch_size, steps, cpus_per_trial), never with its own literal
+CLASSIFIER_DEFAULTS = {"recipe": "small_cnn", "batch_size": 64, "steps": 300}
+DEFAULT_WIDTH = {"small_cnn": 32, "resnet18": 64}
+CPUS_PER_TRIAL = 1
+
 ENCODERS = ("pixels", "classifier", "clip")  # retrieval embeddings in runners.encoders
 
 # Generator presets sized per dataset. `tiny` keeps the digits demo on a 2-core CPU (about 20 ms a step);

@@ -202,15 +202,12 @@ def _retrieval_stage(cfg, table, device, n_pools: int, stored: int, n_images: in
 
 
 def _trial_stage(cfg, table, device, shape) -> Stage:
-    clf = cfg.classifier
-    recipe = clf.get("recipe", "small_cnn")
-    width = clf.get("width") or (64 if recipe == "resnet18" else 32)
-    key = f"classifier/{recipe}/w{width}/{shape_key(shape)}"
+    key = f"classifier/{cfg.recipe}/w{cfg.width}/{shape_key(shape)}"
     rate, basis = lookup(table, device, key)
     cells = cfg.cells()
     images = sum(
         cfg.train_steps(c.get("budget", cfg.budgets[0]), c["n_real"] + c["n_synth"])
-        * min(int(clf.get("batch_size", 64)), c["n_real"] + c["n_synth"])
+        * min(cfg.batch_size, c["n_real"] + c["n_synth"])
         for c in cells
     )
     return Stage("trials", len(cells), images, images / rate / 3600, 0, f"{key}: {rate:.3g} img/s, {basis}")
@@ -230,9 +227,7 @@ def print_plan(cfg, out=None, *, gpus: float | None = None, missing: list[str] |
     out = out or sys.stdout
     p = plan(cfg)
     device = _device_of(cfg)
-    cpu_slots = max(
-        1, int((cfg.resources.get("num_cpus") or os.cpu_count() or 1) // cfg.resources.get("cpus_per_trial", 1))
-    )
+    cpu_slots = max(1, int((cfg.resources.get("num_cpus") or os.cpu_count() or 1) // cfg.cpus_per_trial))
     print(f"sweep '{cfg.name}' on {cfg.dataset['name']}: {p['grid']}", file=out)
     if cfg.replace is not None:
         print(

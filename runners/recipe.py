@@ -72,7 +72,7 @@ def _trial(config: dict) -> None:
         data.images[idx[val]],
         data.labels[idx[val]],
         len(data.classes),
-        recipe=cfg.classifier.get("recipe", "small_cnn"),
+        recipe=cfg.recipe,
         steps=cfg.train_steps(cfg.budgets[0], len(train)),
         lr=float(config["lr"]),
         weight_decay=float(config["weight_decay"]),
@@ -148,7 +148,7 @@ def tune_recipe(
         tuner = build_tuner(
             _trial,
             space,
-            resources={"cpu": float(cfg.resources.get("cpus_per_trial", 1))},
+            resources={"cpu": cfg.cpus_per_trial},
             name="recipe-check",
             storage=cfg.run_dir / "recipe" / "tune",
             max_failures=cfg.max_failures,

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from runners.data import FloatImages
-from runners.options import PRECISIONS, RECIPES
+from runners.options import CLASSIFIER_DEFAULTS, DEFAULT_WIDTH, PRECISIONS, RECIPES
 
 
 def conv_bn(cin: int, cout: int) -> nn.Sequential:
@@ -62,9 +62,9 @@ def resnet18(in_ch: int, n_classes: int, width: int = 64) -> nn.Module:
 
 def build_model(recipe: str, in_ch: int, n_classes: int, width: int | None = None) -> nn.Module:
     if recipe == "small_cnn":
-        return small_cnn(in_ch, n_classes, width or 32)
+        return small_cnn(in_ch, n_classes, width or DEFAULT_WIDTH["small_cnn"])
     if recipe == "resnet18":
-        return resnet18(in_ch, n_classes, width or 64)
+        return resnet18(in_ch, n_classes, width or DEFAULT_WIDTH["resnet18"])
     raise ValueError(f"classifier.recipe: unknown recipe {recipe!r}; choose from {RECIPES}")
 
 
@@ -89,9 +89,9 @@ def train_classifier(
     y_test,
     n_classes: int,
     *,
-    recipe: str = "small_cnn",
+    recipe: str = CLASSIFIER_DEFAULTS["recipe"],
     steps: int = 300,
-    batch_size: int = 64,
+    batch_size: int = CLASSIFIER_DEFAULTS["batch_size"],
     lr: float = 3e-3,
     weight_decay: float = 5e-4,
     label_smoothing: float = 0.1,

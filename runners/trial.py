@@ -98,7 +98,7 @@ def run_cell(cfg, cell: dict) -> dict:
         data.images.subset(test_idx),
         data.labels[test_idx],
         len(data.classes),
-        recipe=cfg.classifier.get("recipe", "small_cnn"),
+        recipe=cfg.recipe,
         precision=cfg.precision,
         seed=streams.torch_seed("classifier", cell["seed"], cell["n_real"]),
         **clf,
