@@ -163,15 +163,15 @@ def file_checksum(path: Path) -> str:
 
 
 def verify_cache(spec: dict) -> None:
-    """Check a dataset cache's arrays against the checksums recorded when it was built: a ``pixels.npy``
-    edited in place would change every accuracy silently. Read in full once per sweep by the driver (cifar10:
-    ~0.2 s); workers then map the verified files. Digits lives in memory; a cache not built yet is built
-    (and recorded) on first use."""
+    """Build the dataset cache on this node if needed, then check its arrays against the checksums recorded
+    when it was built: a ``pixels.npy`` edited in place would change every accuracy silently. Run once per sweep
+    by the driver before Ray starts, so a file that cannot be decoded is one error naming it (exit 2), not a
+    failure inside a Ray worker after its retries; workers then map the verified files (cifar10: ~0.2 s to
+    hash). Digits lives in memory."""
     if spec["name"] == "digits":
         return
+    open_cache(spec)  # builds it (once per node, under its lock) if missing
     folder = cache_root() / f"{spec['name']}-{cache_key(spec)}"
-    if not (folder / "meta.json").exists():
-        return
     sums = json.loads((folder / "meta.json").read_text()).get("checksums", {})
     for name, digest in sums.items():
         if not (folder / name).exists() or file_checksum(folder / name) != digest:
@@ -307,8 +307,11 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def _decode_one(path: Path, size: int) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB").resize((size, size)), dtype=np.uint8).transpose(2, 0, 1)
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB").resize((size, size)), dtype=np.uint8).transpose(2, 0, 1)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # truncated, not an image, too large
+        raise ValueError(f"dataset.root: {path} cannot be decoded as an image ({exc})") from None
 
 
 def _decode_imagefolder(spec: dict, tmp: Path, progress: bool) -> dict:

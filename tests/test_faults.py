@@ -446,3 +446,33 @@ def test_a_smaller_grid_keeps_the_larger_cube_it_would_replace(tmp_path, capsys)
     assert scaling.open_cube(kept[0]).sizes["seed"] == 3
     lost = int((full["status"].isel(seed=[1, 2]) == 1).sum())
     assert f"{lost} finished cell(s)" in capsys.readouterr().err
+
+
+def test_an_image_that_cannot_be_decoded_is_named_before_any_trial(tmp_path, monkeypatch, capsys):
+    """A dataset-content problem surfaces in the driver, before Ray starts: one line naming the file, exit 2."""
+    import yaml
+    from PIL import Image
+
+    monkeypatch.setenv("SCALING_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "images"
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(root / cls / f"{i}.png")
+    (root / "b" / "9.png").write_bytes(b"not a png at all")
+    cfg = {
+        **GOOD,
+        "sources": ["real"],
+        "dataset": {"name": "imagefolder", "root": str(root), "image_size": 8},
+        "n_real": [2],
+        "n_synth": [0],
+        "storage": str(tmp_path / "runs"),
+        "test_fraction": 0.25,
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["sweep", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "9.png cannot be decoded" in err[0], err
+    assert not list((tmp_path / "cache" / "datasets").glob("imagefolder-*/meta.json"))  # no half-built cache
+    assert not (tmp_path / "runs" / "t" / "ledger").exists()
