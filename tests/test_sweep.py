@@ -390,6 +390,8 @@ def test_ctrl_c_or_sigterm_exits_130_with_a_resume_line_and_the_rerun_finishes_t
 
     with run_lock(run_dir):  # released
         pass
+    if signum == signal.SIGTERM:
+        return  # what a rerun resumes does not depend on the signal: checked once, after Ctrl-C
     before = _executions(run_dir)
     cube = scaling.open_cube(scaling.run_sweep(cfg_path, quiet=True))
     assert int((cube["status"] == 1).sum()) == cube["status"].size
