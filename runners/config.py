@@ -15,7 +15,6 @@ import numpy as np
 import yaml
 
 from runners.data import DATASETS
-from analysis.options import MAX_SEEDS
 from runners.storage import check_storage_uri, is_uri, local_path, mirror_root, split_credentials
 from runners.options import (
     CLASSIFIER_DEFAULTS,
@@ -58,6 +57,9 @@ CLASSIFIER_KEYS = (
     "tuned_recipe",
 )
 BUDGETS = ("steps", "epochs")
+# the fit refuses cubes with more seeds (analysis.options.MAX_SEEDS; a trial worker must not import the
+# statistics stack to read it, so the number is repeated here and tests/test_config.py checks the two agree)
+MAX_SEEDS = 1000
 PROTOCOL_DEFAULTS = {"budget": "steps", "epochs": 30, "max_steps": 2000, "synth_weight": None, "tuned_recipe": None}
 RESOURCE_KEYS = ("cpus_per_trial", "gpus_per_trial", "gpus_per_source_job", "num_cpus")
 DATASET_KEYS = {

@@ -79,6 +79,24 @@ def test_shipped_configs_parse_and_dry_run(name, capsys, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow  # four interpreters importing torch: the full suite runs it, the fast lane does not
+def test_the_config_refuses_the_seed_counts_the_fit_refuses():
+    from analysis.options import MAX_SEEDS
+    from runners import config
+
+    assert config.MAX_SEEDS == MAX_SEEDS
+    with pytest.raises(ConfigError, match="^seeds: at most 1000 seeds"):
+        load_config(
+            {
+                "name": "t",
+                "dataset": {"name": "digits"},
+                "sources": ["real"],
+                "n_real": [10],
+                "n_synth": [0],
+                "seeds": list(range(MAX_SEEDS + 1)),
+            }
+        )
+
+
 def test_rooms_import_only_what_they_need():
     """The config validator needs no torch; a trial worker no statistics stack; analysis never imports runners;
     runners reach scaling only for the cube contract (no import circle through scaling/__init__)."""
