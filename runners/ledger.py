@@ -184,7 +184,7 @@ def check_ledger(cfg) -> set[str]:
     done = set()
     RunFolder(cfg).fetch_tree(cfg.run_dir / "ledger")  # a remote run folder: entries finished on any node
     wanted = {cell_key(c): c for c in cfg.cells()}
-    for path in sorted((cfg.run_dir / "ledger").glob("*.json")):
+    for path in sorted((cfg.run_dir / "ledger").glob("[!.]*.json")):
         if path.stem in wanted:  # temp files of interrupted writes (".name...") never are
             verify_entry(cfg, path, wanted[path.stem])
             done.add(path.stem)

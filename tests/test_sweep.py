@@ -233,7 +233,8 @@ def test_cluster_runs_trials_on_both_nodes_and_survives_losing_the_worker(tmp_pa
         )
 
         def nodes():
-            return {json.loads(p.read_text())["node"] for p in (run_dir / "ledger").glob("*.json")}
+            # "[!.]": not the temp file of an entry being written
+            return {json.loads(p.read_text())["node"] for p in (run_dir / "ledger").glob("[!.]*.json")}
 
         _wait_for(
             lambda: len(nodes()) == 2 and release.with_suffix(".held").exists(),
