@@ -99,8 +99,7 @@ class FitOptions:
                 f"n_boot: at most {MAX_BOOT} replicates (each holds every cell's fit; 2000 give a 95% "
                 f"interval's bounds to about 1%), got {self.n_boot}"
             )
-        if self.ci_method not in CI_METHODS:
-            raise ValueError(f"ci_method: choose one of {CI_METHODS}, got {self.ci_method!r}")
+        check_ci_method(self.ci_method)
         if self.law not in EQUIVALENCE_LAWS + ("auto",):
             raise ValueError(f"law: choose one of {EQUIVALENCE_LAWS + ('auto',)}, got {self.law!r}")
         if self.curve_law not in CURVE_LAWS + ("auto",):
@@ -109,3 +108,9 @@ class FitOptions:
             raise ValueError(f"k: the Wang-law scale must be positive, got {self.k!r}")
         if self.variance not in ("pooled", "cell"):
             raise ValueError(f"variance: choose 'pooled' or 'cell', got {self.variance!r}")
+
+
+def check_ci_method(method, field: str = "ci_method") -> None:
+    """The one check of an interval method's name (the fit's option, a query's, ``conf_int``'s)."""
+    if method not in CI_METHODS:
+        raise ValueError(f"{field}: choose one of {CI_METHODS}, got {method!r}")

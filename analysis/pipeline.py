@@ -97,7 +97,7 @@ def fit_arrays(
     ``acc`` has dims (source, n_real, n_synth, seed) with NaN wherever a cell is excluded; ``items``
     (the same dims plus ``test_item``, booleans) lets the test images be resampled jointly with seeds.
     """
-    opts.check()
+    opts.check()  # the one check of a fit's options (scaling.fit_equivalence goes through here)
     # two independent streams: the test-image groupings of the default interval, and the bootstrap drawn on
     # first use — so asking for a bootstrap interval never changes the default one
     test_stream, boot_stream = np.random.SeedSequence(opts.random_state).spawn(2)

@@ -25,6 +25,7 @@ from analysis.params import PARAM_COLUMNS, ParamSeries
 from analysis.options import (
     BOOTSTRAP_METHODS,
     CI_METHODS,
+    check_ci_method,
     LACK_OF_FIT_P,
     NEGLIGIBLE_NEQ,
     TEST_GROUPS,
@@ -125,6 +126,7 @@ class EquivalenceResult:
         self._src, self._ref, self._pt, self._boot, self._jack = src, ref, point, boot, jack
         self._tjack, self._tnull = test_jack, test_null
         self._gain_cache: dict[str, tuple] = {}
+        self._methods_cache: dict[tuple, pd.DataFrame] = {}
         self.excluded, self.excluded_reference = excluded, excluded_reference
         self.variance_model = variance_model
         self._sm = sm_fit
@@ -397,8 +399,7 @@ class EquivalenceResult:
         ``n_real``.
         """
         key = ci_method or self.ci_method
-        if key not in CI_METHODS:
-            raise ValueError(f"ci_method: choose one of {CI_METHODS}, got {key!r}")
+        check_ci_method(key)
         if key not in self._gain_cache:
             if key == "jackknife":
                 est, lo, hi = self._pooled_gain_interval()
@@ -441,8 +442,8 @@ class EquivalenceResult:
         r_in, s_in = np.asarray(n_real, float), np.asarray(second, float)
         if not (np.isfinite(r_in).all() and np.isfinite(s_in).all()) or (r_in <= 0).any() or (s_in <= 0).any():
             raise ValueError(f"n_real/{second_name}: queries must be finite and positive, got {n_real!r}, {second!r}")
-        if ci_method is not None and ci_method not in CI_METHODS:
-            raise ValueError(f"ci_method: choose one of {CI_METHODS}, got {ci_method!r}")
+        if ci_method is not None:
+            check_ci_method(ci_method)
         r, s = np.atleast_1d(r_in), np.atleast_1d(s_in)
         rr, ss = np.meshgrid(r, s, indexing="ij")
         est, lo, hi = self._interval_of(
@@ -531,7 +532,14 @@ class EquivalenceResult:
 
     def interval_methods(self, n_real, n_synth) -> pd.DataFrame:
         """The exchange rate's interval and verdict under every ``ci_method``, to show how much the method
-        matters (the bootstrap methods compute the cluster-bootstrap replicates on first use)."""
+        matters (the bootstrap methods compute the cluster-bootstrap replicates on first use). Kept per query:
+        the report asks for it twice per row (the answer's agreement line and the methods table)."""
+        key = (float(n_real), float(n_synth))
+        if key not in self._methods_cache:
+            self._methods_cache[key] = self._interval_methods(n_real, n_synth)
+        return self._methods_cache[key].copy()
+
+    def _interval_methods(self, n_real, n_synth) -> pd.DataFrame:
         rows = []
         for method in CI_METHODS:
             q = self._exchange_rate(n_real, n_synth, None, method)
@@ -585,8 +593,8 @@ class EquivalenceResult:
         """Parameter intervals at level ``1 - alpha`` by ``method``, recomputed from the stored replicates."""
         if not 0 < alpha < 1:
             raise ValueError(f"alpha: must lie strictly between 0 and 1, got {alpha!r}")
-        if method is not None and method not in CI_METHODS:
-            raise ValueError(f"method: choose one of {CI_METHODS}, got {method!r}")
+        if method is not None:
+            check_ci_method(method, "method")
         return self._params_table(method=method, ci=1 - alpha)[["lower", "upper"]]
 
     # ---------------------------------------------------------------- tables

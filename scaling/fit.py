@@ -143,7 +143,6 @@ def fit_equivalence(
         test_resampling=test_resampling,
         random_state=random_state,
     )
-    opts.check()
     items = correct_items(cube) if test_resampling and metric == "accuracy" else None
     sel = {"source": [reference] + wanted}
     results = fit_arrays(
