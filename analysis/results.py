@@ -139,19 +139,7 @@ class EquivalenceResults(Mapping):
     def table(self, n_synth: float | None = None) -> pd.DataFrame:
         """Burg-style table: per source and base size, the exchange rate with its interval and verdict at a
         matched budget of ``n_synth`` added images (default: the largest measured)."""
-        rows = [
-            {
-                "source": r["source"],
-                "n_real": r["n_real"],
-                "n_synth": r["n_synth"],
-                "rho": r["estimate"],
-                "lower": r["lower"],
-                "upper": r["upper"],
-                "verdict": r["verdict"],
-            }
-            for r in self.answer_rows(n_synth)
-        ]
-        return pd.DataFrame(rows).set_index(["source", "n_real"])
+        return self.answer(n_synth)[["n_synth", "rho", "lower", "upper", "verdict"]]
 
     def to_markdown(self, n_synth: float | None = None, digits: int = 3) -> str:
         """The table as Markdown; a rate whose verdict is not 'estimated' is shown in parentheses."""

@@ -12,7 +12,6 @@ coverage.
 from __future__ import annotations
 
 import math
-import sys
 import warnings
 
 from runners.storage import RunFolder
@@ -114,24 +113,21 @@ def check_adaptive_options(
 
 
 def main_adaptive(args) -> int:
+    """``scaling sweep --adaptive``; a refusal (ConfigError) reaches the CLI's one-line error and exit 2."""
     source, n_real, n_synth = args.target
-    try:
-        run_adaptive(
-            args.config,
-            (source, n_real, n_synth),
-            args.width,
-            start=args.start_seeds,
-            step=args.step,
-            max_seeds=args.max_seeds,
-            confirm=args.confirm,
-            budget_hours=args.budget,
-            settings=args.set,
-            storage=args.storage,
-            quiet=args.quiet,
-        )
-    except ConfigError as exc:
-        print(f"scaling sweep: error: {exc}", file=sys.stderr)
-        return 2
+    run_adaptive(
+        args.config,
+        (source, n_real, n_synth),
+        args.width,
+        start=args.start_seeds,
+        step=args.step,
+        max_seeds=args.max_seeds,
+        confirm=args.confirm,
+        budget_hours=args.budget,
+        settings=args.set,
+        storage=args.storage,
+        quiet=args.quiet,
+    )
     return 0
 
 

@@ -135,12 +135,7 @@ def cache_key(spec: dict) -> str:
 
 def open_cache(spec: dict, *, progress: bool = False) -> ImageData:
     """Map a dataset's cache read-only, building it first (once per node, under a lock) if needed."""
-    folder = cache_root() / f"{spec['name']}-{cache_key(spec)}"
-    if not (folder / "meta.json").exists():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(folder) + ".lock"):
-            if not (folder / "meta.json").exists():  # another process may have built it while we waited
-                _build_cache(spec, folder, progress)
+    folder = built_cache(spec, progress=progress)
     meta = json.loads((folder / "meta.json").read_text())
     test = folder / "test_mask.npy"
     return ImageData(
@@ -151,6 +146,17 @@ def open_cache(spec: dict, *, progress: bool = False) -> ImageData:
         np.load(test) if test.exists() else None,
         meta["levels"],
     )
+
+
+def built_cache(spec: dict, *, progress: bool = False) -> Path:
+    """The cache folder of a dataset on this node, built first (once, under a lock) if missing."""
+    folder = cache_root() / f"{spec['name']}-{cache_key(spec)}"
+    if not (folder / "meta.json").exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(folder) + ".lock"):
+            if not (folder / "meta.json").exists():  # another process may have built it while we waited
+                _build_cache(spec, folder, progress)
+    return folder
 
 
 def file_checksum(path: Path) -> str:
@@ -170,8 +176,7 @@ def verify_cache(spec: dict) -> None:
     hash). Digits lives in memory."""
     if spec["name"] == "digits":
         return
-    open_cache(spec)  # builds it (once per node, under its lock) if missing
-    folder = cache_root() / f"{spec['name']}-{cache_key(spec)}"
+    folder = built_cache(spec)
     sums = json.loads((folder / "meta.json").read_text()).get("checksums", {})
     for name, digest in sums.items():
         if not (folder / name).exists() or file_checksum(folder / name) != digest:

@@ -156,7 +156,9 @@ def with_retries(what: str, call):
     for delay in (*RETRY_DELAYS, None):
         try:
             return call()
-        except OSError as exc:  # pyarrow raises OSError for network and server errors alike
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+            raise StorageError(f"storage: {what} failed: {redact(str(exc)).splitlines()[0]}") from exc
+        except OSError as exc:  # pyarrow raises OSError for network and server errors alike: transient
             if delay is None:
                 raise StorageError(
                     f"storage: {what} failed after {len(RETRY_DELAYS) + 1} attempts: {redact(str(exc)).splitlines()[0]}"

@@ -169,12 +169,10 @@ def _keep_a_larger_cube(path: Path, cube) -> None:
     except ValueError:  # damaged (a killed writer of an old version): nothing worth keeping
         return
     done = old["status"] == STATUS_DONE
-    kept = (
-        done.sel({d: [v for v in old[d].values if v in cube[d].values] for d in cell_dims(old)})
-        if all(d in cube.dims for d in cell_dims(old))
-        else done.isel({d: [] for d in cell_dims(old)})
-    )
-    lost = int(done.sum()) - int(kept.sum())
+    dims = cell_dims(old)
+    same_dims = all(d in cube.dims for d in dims)  # a protocol sweep replaced by a plain one keeps nothing
+    kept = int(done.sel({d: [v for v in old[d].values if v in cube[d].values] for d in dims}).sum()) if same_dims else 0
+    lost = int(done.sum()) - kept
     if lost > 0:
         backup = path.with_name(f"results.{time.strftime('%Y%m%d-%H%M%S')}.nc")
         os.replace(path, backup)
