@@ -166,6 +166,24 @@ def jackknife_t_interval(
     return np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
 
 
+def pooled_variance_ratio(jack_a: np.ndarray, jack_b: np.ndarray, shape: np.ndarray) -> float:
+    """Ratio of the seed variances of two statistics measured on the same seeds, (S, B) leave-one-seed-out
+    values each, pooled over the B groups as :func:`pooled_jackknife_t_interval` pools them (each group's
+    variance over its ``shape``, weighted by its degrees of freedom). NaN when no group has two seeds."""
+
+    def pooled(jack):
+        s = np.sum(np.isfinite(jack), axis=0)
+        terms = [
+            (s[b] - 1) * s[b] * _group_jack_var(jack[np.isfinite(jack[:, b]), b : b + 1], None)[0] / shape[b]
+            for b in range(jack.shape[1])
+            if s[b] > 1 and np.isfinite(shape[b]) and shape[b] > 0
+        ]
+        return float(np.sum(terms)) if terms else np.nan
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return pooled(jack_a) / pooled(jack_b)
+
+
 def _group_jack_var(j: np.ndarray, groups: int | None) -> np.ndarray:
     """Leave-one-group-out jackknife variance of the rows of ``j``, averaged over blocks of ``groups`` rows (random
     groupings; None: one block); a block with a NaN row gives NaN and is left out of the average."""
@@ -190,6 +208,7 @@ def pooled_jackknife_t_interval(
     extra: np.ndarray | None = None,
     extra_null: np.ndarray | None = None,
     extra_groups: int | None = None,
+    scale: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Jackknife-t intervals for several means (axis 1 of ``jack``: (S, B)) whose seed variances share one
     scale: ``var_b = kappa * shape_b``, kappa pooled over the B groups with their degrees of freedom.
@@ -198,8 +217,10 @@ def pooled_jackknife_t_interval(
     seeds for 95%); pooling B groups gives B (S - 1) and a quantile near the normal one, which is where the
     power of the gain test at few seeds comes from. It rests on the variance *shape* across groups (``shape``,
     e.g. the pooled variance model's seed variance at each base's accuracy), not on its scale. ``extra`` /
-    ``extra_null``: the test-image part, added per group as in :func:`jackknife_t_interval`. Returns the lower
-    and upper bounds (linear scale) and the pooled degrees of freedom.
+    ``extra_null``: the test-image part, added per group as in :func:`jackknife_t_interval`. ``scale`` (B,):
+    a factor on each group's pooled seed variance, for a statistic whose variance is a known multiple of the
+    one ``jack`` describes (:func:`pooled_variance_ratio`). Returns the lower and upper bounds (linear scale)
+    and the pooled degrees of freedom.
     """
     s = np.sum(np.isfinite(jack), axis=0)  # seeds per group
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -215,7 +236,7 @@ def pooled_jackknife_t_interval(
             nan = np.full(point.shape, np.nan)
             return nan, nan, 0
         kappa = np.sum((s[use] - 1) * var[use] * s[use] / shape[use]) / df  # per-seed variance / shape
-        pooled = kappa * shape / np.maximum(s, 1)
+        pooled = kappa * shape / np.maximum(s, 1) * (1.0 if scale is None else scale)
         if extra is not None:
             excess = _group_jack_var(extra, extra_groups) - (
                 0.0 if extra_null is None else _group_jack_var(extra_null, extra_groups)

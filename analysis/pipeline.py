@@ -272,6 +272,8 @@ def _statsmodels_fit(src: SourceArrays, y: np.ndarray, w: np.ndarray, fit_beta: 
         return None
     cols = [np.ones(ok.sum()), np.log(src.n_synth[ok])] + ([np.log(src.n_real[ok])] if fit_beta else [])
     X = np.column_stack(cols)
+    if np.linalg.matrix_rank(X) < X.shape[1]:
+        return None  # e.g. every usable cell at one n_real: beta is not identified, and has no standard error
     names = ["log_k", "alpha"] + (["beta"] if fit_beta else [])
     if robust:
         # RLM takes no weights: scale rows by sqrt(w) so the Huber norm acts on standardised residuals

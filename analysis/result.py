@@ -18,6 +18,7 @@ from analysis.bootstrap import (
     jackknife_t_interval,
     percentile_interval,
     pooled_jackknife_t_interval,
+    pooled_variance_ratio,
 )
 from analysis.equivalence import EQUIVALENCE_LAWS, Replicates, wang_public
 from analysis.formatting import Summary, answer_frame, answer_line, fmt_number, int_if_whole
@@ -368,9 +369,10 @@ class EquivalenceResult:
         return lo, hi
 
     # ---------------------------------------------------------------- the gain test
-    def _pooled_gain(self, reps: Replicates) -> np.ndarray:
-        """Per replicate and base size, the weighted mean accuracy gain over that base's n_synth cells: (R, B)."""
-        g = reps.gain[self.source]
+    def _pooled_gain(self, reps: Replicates, field: str = "gain") -> np.ndarray:
+        """Per replicate and base size, the weighted mean accuracy gain over that base's n_synth cells: (R, B).
+        ``field="gain_cell"``: the gains against the base cell alone."""
+        g = getattr(reps, field)[self.source]
         bases = np.unique(self._src.n_real)
         # cells weighted by log(1 + n_synth / n_real): the effect of added images, helpful or harmful, grows
         # with how many are added relative to the base, while each cell's noise does not
@@ -386,10 +388,12 @@ class EquivalenceResult:
     def gain(self, ci_method: str | None = None) -> pd.DataFrame:
         """Does the source help at each base size? The gain test behind every verdict.
 
-        The statistic is the accuracy gain of a base's n_synth cells, each paired with the same seed's base
-        (n_synth = 0) classifier, averaged with weights ``log(1 + n_synth / n_real)`` (the effect of added
-        images grows with how many are added relative to the base; each cell's noise does not). No accuracy law
-        is involved. Its default interval comes from the leave-one-seed-out replicates: each base's jackknife
+        The statistic is the accuracy gain of a base's n_synth cells over their base, averaged with weights
+        ``log(1 + n_synth / n_real)`` (the effect of added images grows with how many are added relative to the
+        base; each cell's noise does not). The base is half the same seed's base (n_synth = 0) classifier —
+        seed-paired — and half the fitted reference curve at the base size
+        (:data:`analysis.equivalence.BASE_CELL_SHARE`): the one place an accuracy law enters the test, at a
+        measured size, where it interpolates. Its default interval comes from the leave-one-seed-out replicates: each base's jackknife
         variance (for this mean of paired differences, the paired t variance), pooled over the base sizes in
         proportion to the variance model's seed variance at each base's accuracy — the one model assumption:
         the *shape* of the seed variance across base sizes, not its scale — with a t quantile on the pooled
@@ -432,8 +436,16 @@ class EquivalenceResult:
         extra = null = None
         if self._tjack is not None:
             extra, null = self._pooled_gain(self._tjack), self._pooled_gain(self._tnull)
+        # The scale of the seed variance is pooled from the gains against the base cell alone, whose variance
+        # follows the variance model's shape across base sizes; against the blended base (half the fitted curve)
+        # the variance is smaller by a factor measured on the same seeds, pooled over the bases where the curve
+        # enters (at the smallest base it does not: its gain is against its cell alone)
+        jack, jack_cell = self._pooled_gain(self._jack), self._pooled_gain(self._jack, field="gain_cell")
+        blended = bases > (self._ref.n_real + self._ref.n_synth).min()
+        ratio = pooled_variance_ratio(jack[:, blended], jack_cell[:, blended], shape[blended]) if blended.any() else 1
+        scale = np.where(blended, ratio if np.isfinite(ratio) else 1.0, 1.0)
         lo, hi, _ = pooled_jackknife_t_interval(
-            point, self._pooled_gain(self._jack), shape, self.ci, extra=extra, extra_null=null, extra_groups=TEST_GROUPS
+            point, jack_cell, shape, self.ci, extra=extra, extra_null=null, extra_groups=TEST_GROUPS, scale=scale
         )
         return point, lo, hi
 
@@ -663,7 +675,8 @@ class EquivalenceResult:
             rate = _rate(ns, data["n_eq"]), _rate(ns, data["n_eq_upper"]), _rate(ns, data["n_eq_lower"])
         data["accuracy"] = 1 - reps.cell_err[src.name][0]
         data["n_seeds"] = reps.n_seeds_cell[src.name][0]
-        # each cell's own seed-paired gain over its base, on the same replicates as its real equivalent
+        # each cell's own gain over its base (half seed-paired base cell, half reference curve), on the same
+        # replicates as its real equivalent
         data["gain"], data["gain_lower"], data["gain_upper"] = self._interval_of(lambda r: r.gain[src.name], log=False)
         # no paired gain (no n_synth = 0 base, or one seed): judge the gain by the real equivalent instead
         neq_lo = np.where(data["n_eq_lower"] < NEGLIGIBLE_NEQ, -np.inf, data["n_eq_lower"])
@@ -771,8 +784,9 @@ class EquivalenceResult:
         lines.append(f"equivalence law: {self._choice_text(self.law, self.law_weights, self.law_share)}")
         lines.append("")
         lines.append(
-            "Answer (exchange rate at the largest n_synth; verdict from the gain test of each base size, "
-            "no accuracy law: weighted mean of seed-paired accuracy gains over its n_synth cells):"
+            "Answer (exchange rate at the largest n_synth; verdict from the gain test of each base size: "
+            "weighted mean accuracy gain of its n_synth cells over the base, half the same seeds' base cell and "
+            "half the reference curve at that size):"
         )
         rows = self.answer_rows()
         for row in rows:

@@ -7,7 +7,7 @@ A point estimate with a four-decade interval is not an answer. Every reported ex
 - ``estimated``: the rate's interval is finite and its bounds differ by at most ``ESTIMATED_MAX_RATIO``;
 - ``not identified``: the images help, but the interval is too wide (or unbounded) to state a rate.
 
-The gain is tested first, without any accuracy law (the laws cannot express "worth nothing" or "harmful"); the
+The gain is tested first, outside the equivalence laws (they cannot express "worth nothing" or "harmful"); the
 printed rate interval then obeys the verdict (:func:`rate_under_verdict`), so a verdict and its interval are one
 inference and never contradict each other.
 

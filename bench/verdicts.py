@@ -12,8 +12,9 @@ that source's n_synth cells, plus a smaller effect per cell (so pairing by seed 
 
 Each cube is fitted with the package defaults and judged at ``exchange_rate(100, 200)`` (the second base size,
 n_synth = 2 x base). For every truth x seeds x test size the table gives the share of each verdict under the
-package's rule (gain test pooled over the base's n_synth cells, rate printed under the verdict) and under the
-single-cell rule (a paired t test at the queried cell beside the law's rate interval), and the share of
+package's rule (gain test pooled over the base's n_synth cells against a base that is half the seed-paired base
+cell and half the reference curve, rate printed under the verdict), under the same rule with the base cell alone,
+and under the single-cell rule (a paired t test at the queried cell beside the law's rate interval), and the share of
 contradictions: *no measurable gain* or *hurts* beside a finite rate interval, or *estimated* beside an interval
 wider than the verdict allows. Rows run in parallel processes.
 
@@ -95,6 +96,19 @@ def single_cell_verdict(cube, fit, ci: float = 0.95) -> tuple[str, float, float]
     return str(verdicts(d.mean() - half, d.mean() + half, lo, hi)), lo, hi
 
 
+def base_cell_only(cube):
+    """The package rule with the gain measured against the seed-paired base cell alone (no reference curve)."""
+    import scaling
+    from analysis import equivalence
+
+    share = equivalence.BASE_CELL_SHARE
+    equivalence.BASE_CELL_SHARE = 1.0
+    try:
+        return scaling.fit_equivalence(cube, "gen").exchange_rate(*QUERY)
+    finally:
+        equivalence.BASE_CELL_SHARE = share
+
+
 def contradicts(verdict: str, lower: float, upper: float) -> bool:
     from analysis.verdict import ESTIMATED_MAX_RATIO
 
@@ -115,7 +129,8 @@ def run_row(truth: str, seeds: int, n_test: int, cubes: int, offset: float, star
     rng = np.random.default_rng([start, seeds, n_test, TRUTHS.index(truth)])
     ours = dict.fromkeys(VERDICTS, 0)
     cell = dict.fromkeys(VERDICTS, 0)
-    bad_ours = bad_cell = 0
+    base = dict.fromkeys(VERDICTS, 0)
+    bad_ours = bad_cell = bad_base = 0
     t0 = time.perf_counter()
     for _ in range(cubes):
         cube = draw_cube(truth, seeds, n_test, rng, offset=offset)
@@ -127,7 +142,11 @@ def run_row(truth: str, seeds: int, n_test: int, cubes: int, offset: float, star
         v1, lo1, hi1 = single_cell_verdict(cube, fit)
         cell[v1] += 1
         bad_cell += contradicts(v1, lo1, hi1)
-    return truth, seeds, n_test, cubes, ours, cell, bad_ours, bad_cell, time.perf_counter() - t0
+        q = base_cell_only(cube)
+        v2 = str(q["verdict"].values)
+        base[v2] += 1
+        bad_base += contradicts(v2, float(q.lower), float(q.upper))
+    return truth, seeds, n_test, cubes, (ours, bad_ours), (base, bad_base), (cell, bad_cell), time.perf_counter() - t0
 
 
 def main():
@@ -150,14 +169,12 @@ def main():
     )
     short = {"estimated": "est", "not identified": "n.id", "no measurable gain": "no gain", "hurts": "hurts"}
     head = " | ".join(f"{short[v]}" for v in VERDICTS)
-    print(
-        f"| truth | seeds | n_test | pooled gain test: {head} | contradictions | single cell: {head} | contradictions |"
-    )
-    print("|---|---|---|" + "---|" * (2 * len(VERDICTS) + 2))
-    for truth, seeds, n_test, cubes, ours, cell, bad_ours, bad_cell, _ in out:
-        a = " | ".join(f"{ours[v] / cubes:.2f}" for v in VERDICTS)
-        b = " | ".join(f"{cell[v] / cubes:.2f}" for v in VERDICTS)
-        print(f"| {truth} | {seeds} | {n_test} | {a} | {bad_ours}/{cubes} | {b} | {bad_cell}/{cubes} |")
+    rules = ("package", "base cell only", "single cell")
+    print("| truth | seeds | n_test | " + " | ".join(f"{r}: {head} | contr." for r in rules) + " |")
+    print("|---|---|---|" + "---|" * (len(rules) * (len(VERDICTS) + 1)))
+    for truth, seeds, n_test, cubes, *counts, _ in out:
+        cols = [" | ".join(f"{c[v] / cubes:.2f}" for v in VERDICTS) + f" | {bad}/{cubes}" for c, bad in counts]
+        print(f"| {truth} | {seeds} | {n_test} | " + " | ".join(cols) + " |")
 
 
 if __name__ == "__main__":
