@@ -204,7 +204,7 @@ def protocol_table(fits: dict[str, EquivalenceResults], n_synth: float | None = 
     rows = []
     for label, res in fits.items():
         budget, _, weight = label.partition("-w")
-        for r in res.headline(n_synth):
+        for r in res.answer_rows(n_synth):
             rows.append(
                 {
                     "protocol": label,
