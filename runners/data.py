@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock
 from PIL import Image
-from sklearn.datasets import load_digits
 from tqdm.auto import tqdm
 
 from runners import streams
@@ -93,6 +92,8 @@ def load_dataset(spec: dict, *, progress: bool = False) -> ImageData:
     """The dataset a spec names: digits from scikit-learn, anything else through the uint8 cache."""
     name = spec["name"]
     if name == "digits":
+        from sklearn.datasets import load_digits  # ~1 s of import, needed only to build the digits cache
+
         d = load_digits()
         pixels = d.images.astype(np.uint8)[:, None]  # grey levels 0..16
         return ImageData("digits", pixels, d.target.astype(np.int64), [str(c) for c in d.target_names], levels=16)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import CLIPVisionModelWithProjection
-from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from runners.options import ENCODERS
 from runners.train import train_classifier
@@ -69,6 +67,10 @@ def _classifier_features(parts, fit_on, torch_seed: int) -> np.ndarray:
 
 
 def _clip_embed(clip_dir, parts) -> np.ndarray:
+    # imported here: the CLIP model classes take ~2.5 s to import, and only this encoder needs them
+    from transformers import CLIPVisionModelWithProjection
+    from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
     model = CLIPVisionModelWithProjection.from_pretrained(clip_dir, local_files_only=True, use_safetensors=True).eval()
     size = model.config.image_size
     mean = torch.tensor(OPENAI_CLIP_MEAN)[:, None, None]  # the constants CLIPImageProcessor normalises with

@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, UNet2DModel
 from tqdm import tqdm
+
+# diffusers is imported inside the functions that build, load or sample a generator: it takes ~3 s per process,
+# and the driver and workers import this module through the source registry without building one
 
 from runners.options import check_resolution
 from runners.streams import batch_seed
@@ -29,6 +31,8 @@ NUM_TRAIN_TIMESTEPS = 1000
 
 
 def build_unet(hp: dict, shape: tuple[int, int, int], n_classes: int):
+    from diffusers import UNet2DModel
+
     check_resolution(hp, shape)
     levels = len(hp["block_out_channels"])
     attn_from = levels - 1 if hp["attention"] else levels  # attention only at the coarsest level
@@ -49,6 +53,8 @@ def build_unet(hp: dict, shape: tuple[int, int, int], n_classes: int):
 
 
 def noise_scheduler():
+    from diffusers import DDPMScheduler
+
     return DDPMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule="squaredcos_cap_v2")
 
 
@@ -138,6 +144,8 @@ def sample_diffusion(
     ``labels`` are whole batches of ``hp["sample_batch"]``, the first being batch ``first_batch`` of the stream
     ``seed``: batch b's noise comes from its own seed, so sampling batches 4-7 later gives the same images as
     sampling 0-7 at once (a pool that grows keeps what it has)."""
+    from diffusers import DPMSolverMultistepScheduler
+
     batch = int(hp["sample_batch"])
     whole_batches(labels, batch)
     device = _device(device)
@@ -199,6 +207,8 @@ def train_or_load(
 
 
 def load_generator(folder: Path):
+    from diffusers import UNet2DModel
+
     model = UNet2DModel.from_pretrained(folder, use_safetensors=True, local_files_only=True)
     return model, json.loads((Path(folder) / "meta.json").read_text())
 
@@ -224,6 +234,8 @@ def sample_text2image(
 ) -> np.ndarray:
     """Prompt a local pipeline with class names; resize to the dataset's (C, H, W); uint8. Whole batches, each
     with its own seed, as :func:`sample_diffusion`."""
+    from diffusers import DiffusionPipeline
+
     whole_batches(labels, batch)
     device = _device(device)
     pipe = DiffusionPipeline.from_pretrained(

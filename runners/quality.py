@@ -17,10 +17,6 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from scipy import linalg
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import cross_val_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from runners import streams
 from runners.storage import RunFolder
@@ -128,6 +124,12 @@ def domain_classifier(real: np.ndarray, pool: np.ndarray, rng: np.random.Generat
     vector of the fit on everything (the axis along which the domains separate; the domain-gap figure
     projects on it).
     """
+    # scikit-learn is imported here: ~0.8 s per process, and trial workers import this module without fitting
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     n = min(len(real), len(pool))
     x = np.concatenate([real[rng.permutation(len(real))[:n]], pool[rng.permutation(len(pool))[:n]]])
     y = np.r_[np.zeros(n), np.ones(n)]
