@@ -786,7 +786,7 @@ class EquivalenceResult:
         lines.append(
             "Answer (exchange rate at the largest n_synth; verdict from the gain test of each base size: "
             "weighted mean accuracy gain of its n_synth cells over the base, half the same seeds' base cell and "
-            "half the reference curve at that size):"
+            "half the reference curve at that size, the base cell alone at the smallest):"
         )
         rows = self.answer_rows()
         for row in rows:
