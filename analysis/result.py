@@ -419,9 +419,10 @@ class EquivalenceResult:
         return self._gain_cache[key].copy()
 
     def _pooled_gain_interval(self):
-        """The default gain interval: leave-one-seed-out variances of each base's mean gain, pooled over the
-        base sizes in proportion to the variance model's seed variance at each base's accuracy
-        (:func:`analysis.bootstrap.pooled_jackknife_t_interval`), plus the test-image part."""
+        """The default gain interval: leave-one-seed-out variances of each base's mean gain against its base
+        cell, pooled over the base sizes in proportion to the variance model's seed variance at each base's
+        accuracy (:func:`analysis.bootstrap.pooled_jackknife_t_interval`), times the measured variance ratio of
+        the blended-base gain where the curve enters, plus the test-image part."""
         point = self._pooled_gain(self._pt)[0]
         bases = np.unique(self._src.n_real)
         base_acc = np.array(
