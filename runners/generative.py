@@ -23,6 +23,7 @@ from tqdm import tqdm
 # diffusers is imported inside the functions that build, load or sample a generator: it takes ~3 s per process,
 # and the driver and workers import this module through the source registry without building one
 
+from runners.costs import FLOAT_BYTES
 from runners.options import check_resolution
 from runners.streams import batch_seed
 from runners.train import autocast_for, resident_rows
@@ -50,6 +51,12 @@ def build_unet(hp: dict, shape: tuple[int, int, int], n_classes: int):
         norm_num_groups=min(8, hp["block_out_channels"][0]),
         num_class_embeds=n_classes + 1,
     )
+
+
+def unet_bytes(hp: dict, shape: tuple[int, int, int], n_classes: int) -> int:
+    """Bytes of a generator's weights, counted on the meta device (nothing allocated)."""
+    with torch.device("meta"):
+        return FLOAT_BYTES * sum(p.numel() for p in build_unet(hp, shape, n_classes).parameters())
 
 
 def noise_scheduler():

@@ -17,11 +17,10 @@ import numpy as np
 import torch
 
 from runners.config import DATASET_SHAPES, load_config, files_checked_later
-from runners.costs import FLOAT_BYTES, Stage, cost_table_lines, load_table, lookup, shape_key
-from runners.generative import build_unet
+from runners.costs import Stage, cost_table_lines, load_table, lookup, shape_key
 from runners.pools import pool_key
 from runners.sources import REGISTRY, generator_trainings
-from runners.sources.base import padded_size
+from runners.sources.base import Pricing
 
 # (images, (C, H, W)) of datasets whose files may not be in place yet (a dry run before the download):
 # CIFAR-10/100 as torchvision ships them, BloodMNIST as MedMNIST v2 ships it, ImageNet-100 as the usual
@@ -84,11 +83,6 @@ def dataset_facts(spec: dict) -> tuple[int | None, tuple[int, int, int]]:
     return KNOWN_SIZES.get(name), DATASET_SHAPES[name]
 
 
-def _unet_bytes(hp: dict, shape, n_classes: int) -> int:
-    with torch.device("meta"):  # parameter count without allocating memory
-        return FLOAT_BYTES * sum(p.numel() for p in build_unet(hp, shape, n_classes).parameters())
-
-
 def stages(cfg, device: str, table: dict | None = None) -> list[Stage]:
     """The cost of each stage of a sweep on ``device`` ('cpu' or 'gpu')."""
     table = table or load_table()
@@ -106,99 +100,12 @@ def stages(cfg, device: str, table: dict | None = None) -> list[Stage]:
             "decoded once per node" if n_images else "size unknown until the files are in place",
         )
     ]
-    gen_jobs = {s: REGISTRY[s].generator_trainings(cfg) for s in cfg.sources if max(cfg.n_synth) > 0}
-    for source in ("closed_set", "open_set"):
-        if not gen_jobs.get(source):
-            continue
-        hp = cfg.options(source)["generator"]
-        key = f"generator_train/{len(hp['block_out_channels'])}/{shape_key(shape)}"
-        steps_per_s, basis = lookup(table, device, key)
-        hours = hp["train_steps"] / steps_per_s / 3600
-        out.append(
-            Stage(
-                f"{source} generator",
-                gen_jobs[source],
-                hp["train_steps"] * hp["batch_size"],
-                hours * gen_jobs[source],
-                gen_jobs[source] * _unet_bytes(hp, shape, n_classes),
-                f"{key}: {steps_per_s:.3g} steps/s, {basis}",
-                job_hours=hours,
-            )
-        )
-    for source in ("closed_set", "open_set", "retrieval", "real"):
+    for source in cfg.sources:  # each source prices its own stages (runners.sources: ``price``)
         n_pools = sum(1 for j in jobs if j["source"] == source)
-        if not n_pools:
-            continue
-        opts = cfg.options(source)
-        batch = opts["generator"]["sample_batch"] if "generator" in opts else opts.get("text2image", {}).get("batch", 1)
-        size = padded_size(max(cfg.n_synth), batch)  # generators sample whole batches
-        stored = (
-            size * pixels
-            if source in ("closed_set", "open_set") or opts.get("pool") or opts.get("embeddings")
-            else size * 8
-        )  # generated and external images are stored; real and own-dataset picks are indices
-        if source == "real":
-            out.append(Stage("real pools", n_pools, n_pools * size, 0.0, n_pools * stored, "indices only"))
-        elif "generator" in opts:
-            key = f"generator_sample/{len(opts['generator']['block_out_channels'])}/{shape_key(shape)}"
-            rate, basis = lookup(table, device, key)
-            out.append(
-                Stage(
-                    f"{source} sampling",
-                    n_pools,
-                    n_pools * size,
-                    n_pools * size / rate / 3600,
-                    n_pools * stored,
-                    f"{key}: {rate:.3g} img/s, {basis}",
-                )
-            )
-        elif source == "open_set":
-            rate, basis = lookup(table, device, "text2image")
-            out.append(
-                Stage(
-                    "open_set text2image",
-                    n_pools,
-                    n_pools * size,
-                    n_pools * size / rate / 3600,
-                    n_pools * stored,
-                    f"text2image: {rate:.3g} img/s, {basis}",
-                )
-            )
-        else:
-            out.append(_retrieval_stage(cfg, table, device, n_pools, stored, n_images))
+        if n_pools:
+            out += REGISTRY[source].price(cfg, Pricing(table, device, shape, n_classes, n_images, n_pools))
     out.append(_trial_stage(cfg, table, device, shape))
     return out
-
-
-def _retrieval_stage(cfg, table, device, n_pools: int, stored: int, n_images: int | None) -> Stage:
-    opts = cfg.options("retrieval")
-    precomputed = bool(opts.get("embeddings"))
-    if precomputed:  # an embedded pool: its rows are searched, not embedded again
-        path = Path(opts["embeddings"])
-        candidates = int(np.load(path, mmap_mode="r").shape[0]) if path.is_file() else 0
-    elif opts["pool"] is None:
-        candidates = (n_images or 0) - max(cfg.n_real)
-    else:
-        candidates = dataset_facts(opts["pool"])[0] or 0
-    queries = sum(r for r in cfg.pool_bases() for _ in cfg.seeds)
-    rate, basis = lookup(table, device, f"encode/{opts['encoder']}")
-    # an IVF/HNSW index searches faster; the flat index's rate is the upper bound priced here
-    qps, qbasis = lookup(table, "cpu", "search/flat")
-    # each pool embeds its base, the candidates and the test set with its own encoder (the classifier encoder is
-    # trained on the base); a CLIP encoder's candidate embeddings are the same for every pool but are recomputed
-    embedded = (
-        (0 if precomputed else n_pools * candidates) + queries + n_pools * int((n_images or 0) * cfg.test_fraction)
-    )
-    hours = embedded / rate / 3600 + queries * max(candidates, 1) / 1e6 / qps / 3600
-    note = "" if candidates else "; external pool size unknown (not in place): its embedding and search are not counted"
-    return Stage(
-        "retrieval",
-        n_pools,
-        embedded,
-        hours,
-        n_pools * stored,
-        f"encode/{opts['encoder']}: {rate:.3g} img/s, {basis}; search/flat: {qps:.3g} q/s per 1M ({qbasis})" + note,
-    )
 
 
 def _trial_stage(cfg, table, device, shape) -> Stage:

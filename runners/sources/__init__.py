@@ -11,7 +11,8 @@ run whose largest n_synth grows extends its pools and keeps its finished cells.
 | retrieval   | nearest neighbours (faiss, inner product on L2-normalised embeddings) of the base images |
 |             | in the external pool, labelled by their query; near-duplicates of test images dropped   |
 
-Each source is one module with ``NAME``, ``prepare(ctx) -> Pool`` and ``generator_trainings(cfg)``;
+Each source is one module with ``NAME``, ``prepare(ctx) -> Pool``, ``generator_trainings(cfg)`` and
+``price(cfg, p) -> [Stage]`` (its stages in the dry run);
 :data:`REGISTRY` maps names to modules. Pool storage is :mod:`runners.pools`; the quality yardstick
 (the judge) is :mod:`runners.quality`.
 """
@@ -28,6 +29,9 @@ from runners.sources.base import Context
 
 REGISTRY = {m.NAME: m for m in (real, closed_set, open_set, retrieval)}
 assert tuple(REGISTRY) == SOURCES, "every source the config accepts has a module, and no other"
+assert all(
+    callable(getattr(m, f, None)) for m in REGISTRY.values() for f in ("prepare", "generator_trainings", "price")
+)
 
 
 def prepare_pool(

@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from runners.costs import Stage, lookup, shape_key
 from runners.data import ImageData, base_and_real_pool, dataset_of
 
 
@@ -81,3 +82,59 @@ def sampled_in_batches(
 def padded_size(size: int, batch: int) -> int:
     """Rows a pool sampled in whole batches holds for ``size`` images."""
     return -(-size // batch) * batch
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """What a source's ``price(cfg, p)`` needs to cost its stages in the dry run (:func:`runners.plan.stages`):
+    the cost table and device, the dataset's image shape, class count and size (None: not in place yet), and how
+    many pools of this source the sweep builds."""
+
+    table: dict
+    device: str
+    shape: tuple[int, int, int]
+    n_classes: int
+    n_images: int | None
+    n_pools: int
+
+    @property
+    def pixels(self) -> int:
+        return self.shape[0] * self.shape[1] * self.shape[2]
+
+
+def generator_stages(cfg, source: str, p: Pricing, trainings: int) -> list[Stage]:
+    """A diffusion generator's training (``trainings`` jobs, each indivisible) and the sampling of its pools."""
+    from runners.generative import unet_bytes  # builds the UNet on the meta device: torch, diffusers
+
+    hp = cfg.options(source)["generator"]
+    levels = len(hp["block_out_channels"])
+    out = []
+    if trainings:
+        key = f"generator_train/{levels}/{shape_key(p.shape)}"
+        steps_per_s, basis = lookup(p.table, p.device, key)
+        hours = hp["train_steps"] / steps_per_s / 3600
+        out.append(
+            Stage(
+                f"{source} generator",
+                trainings,
+                hp["train_steps"] * hp["batch_size"],
+                hours * trainings,
+                trainings * unet_bytes(hp, p.shape, p.n_classes),
+                f"{key}: {steps_per_s:.3g} steps/s, {basis}",
+                job_hours=hours,
+            )
+        )
+    size = padded_size(max(cfg.n_synth), hp["sample_batch"])  # generators sample whole batches
+    key = f"generator_sample/{levels}/{shape_key(p.shape)}"
+    rate, basis = lookup(p.table, p.device, key)
+    out.append(
+        Stage(
+            f"{source} sampling",
+            p.n_pools,
+            p.n_pools * size,
+            p.n_pools * size / rate / 3600,
+            p.n_pools * size * p.pixels,  # generated images are stored
+            f"{key}: {rate:.3g} img/s, {basis}",
+        )
+    )
+    return out

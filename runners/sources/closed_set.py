@@ -7,7 +7,15 @@ from runners.storage import RunFolder
 from runners.generative import sample_diffusion, train_or_load
 from runners.options import content_hash
 from runners.pools import Pool, dataset_spec, generator_folder
-from runners.sources.base import Context, balanced_labels, padded_size, sampled_in_batches
+from runners.costs import Stage
+from runners.sources.base import (
+    Context,
+    Pricing,
+    balanced_labels,
+    generator_stages,
+    padded_size,
+    sampled_in_batches,
+)
 
 NAME = "closed_set"
 
@@ -58,3 +66,8 @@ def prepare(ctx: Context) -> Pool:
             "generator": key,
         },
     )
+
+
+def price(cfg, p: Pricing) -> list[Stage]:
+    """One generator per (base subset, seed), each sampled for its own pool."""
+    return generator_stages(cfg, NAME, p, generator_trainings(cfg))

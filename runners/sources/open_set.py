@@ -13,7 +13,16 @@ from runners.data import dataset_of, non_test
 from runners.generative import load_generator, sample_diffusion, sample_text2image, train_or_load
 from runners.options import content_hash
 from runners.pools import Pool, dataset_spec, generator_folder
-from runners.sources.base import Context, balanced_labels, no_generator_cost, padded_size, sampled_in_batches
+from runners.costs import Stage, lookup
+from runners.sources.base import (
+    Context,
+    Pricing,
+    balanced_labels,
+    generator_stages,
+    no_generator_cost,
+    padded_size,
+    sampled_in_batches,
+)
 
 NAME = "open_set"
 
@@ -110,3 +119,22 @@ def prepare(ctx: Context) -> Pool:
             "generator": key,
         },
     )
+
+
+def price(cfg, p: Pricing) -> list[Stage]:
+    """One generator on all non-test images, sampled per pool; or a text-to-image pipeline, prompted per pool."""
+    opts = cfg.options(NAME)
+    if "generator" in opts:
+        return generator_stages(cfg, NAME, p, generator_trainings(cfg))
+    size = padded_size(max(cfg.n_synth), opts["text2image"]["batch"])
+    rate, basis = lookup(p.table, p.device, "text2image")
+    return [
+        Stage(
+            "open_set text2image",
+            p.n_pools,
+            p.n_pools * size,
+            p.n_pools * size / rate / 3600,
+            p.n_pools * size * p.pixels,
+            f"text2image: {rate:.3g} img/s, {basis}",
+        )
+    ]

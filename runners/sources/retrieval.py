@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from functools import lru_cache
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -21,7 +22,8 @@ from runners.ann import cached_index
 from runners.data import load_dataset, non_test
 from runners.encoders import embed
 from runners.pools import Pool
-from runners.sources.base import Context, no_generator_cost
+from runners.costs import Stage, lookup
+from runners.sources.base import Context, Pricing, no_generator_cost
 
 NAME = "retrieval"
 
@@ -218,3 +220,43 @@ def prepare(ctx: Context) -> Pool:
             "encoder": opts["encoder"],
         },
     )
+
+
+def price(cfg, p: Pricing) -> list[Stage]:
+    """Embedding the candidates, the bases and the test set with each pool's encoder, and the searches. An
+    external pool's images are stored with the pool; picks from the dataset itself are indices."""
+    from runners.plan import dataset_facts  # the dry run's facts about a dataset not in place yet
+
+    table, device, n_pools, n_images = p.table, p.device, p.n_pools, p.n_images
+    opts = cfg.options(NAME)
+    size = max(cfg.n_synth)
+    stored = size * p.pixels if opts.get("pool") or opts.get("embeddings") else size * 8
+    precomputed = bool(opts.get("embeddings"))
+    if precomputed:  # an embedded pool: its rows are searched, not embedded again
+        path = Path(opts["embeddings"])
+        candidates = int(np.load(path, mmap_mode="r").shape[0]) if path.is_file() else 0
+    elif opts["pool"] is None:
+        candidates = (n_images or 0) - max(cfg.n_real)
+    else:
+        candidates = dataset_facts(opts["pool"])[0] or 0
+    queries = sum(r for r in cfg.pool_bases() for _ in cfg.seeds)
+    rate, basis = lookup(table, device, f"encode/{opts['encoder']}")
+    # an IVF/HNSW index searches faster; the flat index's rate is the upper bound priced here
+    qps, qbasis = lookup(table, "cpu", "search/flat")
+    # each pool embeds its base, the candidates and the test set with its own encoder (the classifier encoder is
+    # trained on the base); a CLIP encoder's candidate embeddings are the same for every pool but are recomputed
+    embedded = (
+        (0 if precomputed else n_pools * candidates) + queries + n_pools * int((n_images or 0) * cfg.test_fraction)
+    )
+    hours = embedded / rate / 3600 + queries * max(candidates, 1) / 1e6 / qps / 3600
+    note = "" if candidates else "; external pool size unknown (not in place): its embedding and search are not counted"
+    return [
+        Stage(
+            "retrieval",
+            n_pools,
+            embedded,
+            hours,
+            n_pools * stored,
+            f"encode/{opts['encoder']}: {rate:.3g} img/s, {basis}; search/flat: {qps:.3g} q/s per 1M ({qbasis})" + note,
+        )
+    ]
