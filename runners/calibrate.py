@@ -19,6 +19,7 @@ from runners.costs import save_measured, shape_key
 from runners.encoders import embed
 from runners.generative import sample_diffusion, train_diffusion
 from runners.plan import dataset_facts
+from runners.sources import REGISTRY
 from runners.train import train_classifier
 
 SECONDS_PER_ENTRY = 8.0  # each measurement runs about this long (steps are added until it does)
@@ -60,8 +61,20 @@ def classifier_rate(cfg, shape) -> tuple[str, float, str]:
     return f"classifier/{recipe}/w{width}/{shape_key(shape)}", _timed(run, bs), f"batch {bs}"
 
 
+# generator rates measured in this calibration, by (levels, shape): both generator sources use the same recipe,
+# and the cost table keys them by level count and image shape only
+_GENERATOR_RATES: dict[tuple, list] = {}
+
+
 def generator_rates(hp: dict, shape) -> list[tuple[str, float, str]]:
     levels = len(hp["block_out_channels"])
+    key = (levels, tuple(shape))
+    if key not in _GENERATOR_RATES:
+        _GENERATOR_RATES[key] = _time_generator(hp, shape, levels)
+    return _GENERATOR_RATES[key]
+
+
+def _time_generator(hp: dict, shape, levels: int) -> list[tuple[str, float, str]]:
     gpu = torch.cuda.is_available()
     bs = hp["batch_size"] if gpu or hp["batch_size"] <= 64 else 16  # a CPU step at batch 128 of a big UNet: minutes
     rng = np.random.default_rng(0)
@@ -111,16 +124,11 @@ def calibrate(cfg, out=print) -> dict:
     torch.set_num_threads(cfg.threads)  # what one trial or source job gets in a sweep: the dry run prices slots
     where = device_name()
     day = time.strftime("%Y-%m-%d")
-    measured = [classifier_rate(cfg, shape)]
-    for source in ("closed_set", "open_set"):
-        if source in cfg.sources and "generator" in cfg.options(source):
-            measured += generator_rates(cfg.options(source)["generator"], shape)
-            break  # both use the same recipe; a second preset is rare (time it with a second config)
-    if "retrieval" in cfg.sources:
-        opts = cfg.options("retrieval")
-        measured += [m for m in (encode_rate(opts["encoder"], shape, opts["clip_dir"]), search_rate()) if m]
+    _GENERATOR_RATES.clear()
+    # each source times what its dry-run stages price; two generator sources share one measurement
+    measured = [classifier_rate(cfg, shape)] + [m for s in cfg.sources for m in REGISTRY[s].calibrate(cfg, shape)]
     entries = {}
-    for key, value, note in measured:
+    for key, value, note in {m[0]: m for m in measured}.values():
         entries[key] = (float(value), f"measured on {where} (scaling calibrate {day}{'; ' + note if note else ''})")
         out(f"  {key:<40} {value:>12.4g} /s   {entries[key][1]}")
     search = {k: v for k, v in entries.items() if k.startswith("search/")}  # faiss searches on the CPU everywhere

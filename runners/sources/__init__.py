@@ -12,7 +12,8 @@ run whose largest n_synth grows extends its pools and keeps its finished cells.
 |             | in the external pool, labelled by their query; near-duplicates of test images dropped   |
 
 Each source is one module with ``NAME``, ``prepare(ctx) -> Pool``, ``generator_trainings(cfg)`` and
-``price(cfg, p) -> [Stage]`` (its stages in the dry run);
+``price(cfg, p) -> [Stage]`` (its stages in the dry run) and ``calibrate(cfg, shape)`` (what ``scaling
+calibrate`` times for them);
 :data:`REGISTRY` maps names to modules. Pool storage is :mod:`runners.pools`; the quality yardstick
 (the judge) is :mod:`runners.quality`.
 """
@@ -30,7 +31,9 @@ from runners.sources.base import Context
 REGISTRY = {m.NAME: m for m in (real, closed_set, open_set, retrieval)}
 assert tuple(REGISTRY) == SOURCES, "every source the config accepts has a module, and no other"
 assert all(
-    callable(getattr(m, f, None)) for m in REGISTRY.values() for f in ("prepare", "generator_trainings", "price")
+    callable(getattr(m, f, None))
+    for m in REGISTRY.values()
+    for f in ("prepare", "generator_trainings", "price", "calibrate")
 )
 
 

@@ -71,3 +71,10 @@ def prepare(ctx: Context) -> Pool:
 def price(cfg, p: Pricing) -> list[Stage]:
     """One generator per (base subset, seed), each sampled for its own pool."""
     return generator_stages(cfg, NAME, p, generator_trainings(cfg))
+
+
+def calibrate(cfg, shape) -> list[tuple[str, float, str]]:
+    """The generator's training and sampling rates (``scaling calibrate``)."""
+    from runners.calibrate import generator_rates
+
+    return generator_rates(cfg.options(NAME)["generator"], shape)

@@ -138,3 +138,12 @@ def price(cfg, p: Pricing) -> list[Stage]:
             f"text2image: {rate:.3g} img/s, {basis}",
         )
     ]
+
+
+def calibrate(cfg, shape) -> list[tuple[str, float, str]]:
+    """The generator's rates; a text-to-image pipeline keeps the cost table's assumed rate (timing it needs the
+    pipeline's weights on the device the run will use)."""
+    from runners.calibrate import generator_rates
+
+    opts = cfg.options(NAME)
+    return generator_rates(opts["generator"], shape) if "generator" in opts else []

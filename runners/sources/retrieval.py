@@ -260,3 +260,11 @@ def price(cfg, p: Pricing) -> list[Stage]:
             f"encode/{opts['encoder']}: {rate:.3g} img/s, {basis}; search/flat: {qps:.3g} q/s per 1M ({qbasis})" + note,
         )
     ]
+
+
+def calibrate(cfg, shape) -> list[tuple[str, float, str]]:
+    """The encoder's images/s and the flat index's queries/s."""
+    from runners.calibrate import encode_rate, search_rate
+
+    opts = cfg.options(NAME)
+    return [m for m in (encode_rate(opts["encoder"], shape, opts["clip_dir"]), search_rate()) if m]
