@@ -510,8 +510,8 @@ def resampled_means(acc: np.ndarray, counts: np.ndarray, item_acc: np.ndarray | 
 # error at the base size (fitted to every reference cell of the same replicate). The base cell alone carries its
 # own test noise into every gain of its base; the fitted curve alone drops the pairing. On planted harmful sources
 # (bench/verdicts.py, 5 seeds, 450 test images, 300 cubes) the blend reads "hurts" in 79% of cubes against 51% for
-# the base cell alone, with a false "hurts" for worthless sources at 2-5% (1-4% alone); a share of 0 was no more powerful
-# than 0.5 and, with seed effects shared by source and reference, flagged more worthless sources as helping.
+# the base cell alone, with a false "hurts" for worthless sources at 2-5% (1-4% alone); a share of 0 was no more
+# powerful than 0.5 and, with seed effects shared by source and reference, flagged more worthless sources as helping.
 BASE_CELL_SHARE = 0.5
 
 
