@@ -172,16 +172,26 @@ def pooled_variance_ratio(jack_a: np.ndarray, jack_b: np.ndarray, shape: np.ndar
     variance over its ``shape``, weighted by its degrees of freedom). NaN when no group has two seeds."""
 
     def pooled(jack):
-        s = np.sum(np.isfinite(jack), axis=0)
-        terms = [
-            (s[b] - 1) * s[b] * _group_jack_var(jack[np.isfinite(jack[:, b]), b : b + 1], None)[0] / shape[b]
-            for b in range(jack.shape[1])
-            if s[b] > 1 and np.isfinite(shape[b]) and shape[b] > 0
-        ]
-        return float(np.sum(terms)) if terms else np.nan
+        s, var = _group_variances(jack)
+        use = np.isfinite(var) & np.isfinite(shape) & (shape > 0)
+        return float(np.sum((s[use] - 1) * s[use] * var[use] / shape[use])) if use.any() else np.nan
 
     with np.errstate(invalid="ignore", divide="ignore"):
         return pooled(jack_a) / pooled(jack_b)
+
+
+def _group_variances(jack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Seeds per group (column of ``jack``, (S, B)) and each group's jackknife variance over its finite rows
+    (NaN with fewer than two)."""
+    s = np.sum(np.isfinite(jack), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = np.array(
+            [
+                _group_jack_var(jack[np.isfinite(jack[:, b]), b : b + 1], None)[0] if s[b] > 1 else np.nan
+                for b in range(jack.shape[1])
+            ]
+        )
+    return s, var
 
 
 def _group_jack_var(j: np.ndarray, groups: int | None) -> np.ndarray:
@@ -222,14 +232,8 @@ def pooled_jackknife_t_interval(
     one ``jack`` describes (:func:`pooled_variance_ratio`). Returns the lower and upper bounds (linear scale)
     and the pooled degrees of freedom.
     """
-    s = np.sum(np.isfinite(jack), axis=0)  # seeds per group
+    s, var = _group_variances(jack)  # seeds per group, each group's jackknife variance
     with np.errstate(invalid="ignore", divide="ignore"):
-        var = np.array(
-            [
-                _group_jack_var(jack[np.isfinite(jack[:, b]), b : b + 1], None)[0] if s[b] > 1 else np.nan
-                for b in range(jack.shape[1])
-            ]
-        )
         use = np.isfinite(var) & np.isfinite(shape) & (shape > 0) & np.isfinite(point)
         df = int(np.sum(s[use] - 1))
         if df < 1:

@@ -515,6 +515,12 @@ def resampled_means(acc: np.ndarray, counts: np.ndarray, item_acc: np.ndarray | 
 BASE_CELL_SHARE = 0.5
 
 
+def curve_enters_base(n_real, n_total_ref) -> np.ndarray:
+    """Where the reference curve enters a gain's base: every base size above the smallest reference size (there
+    the curve sits at its edge, where it is least certain, and the base is its own cell alone)."""
+    return np.asarray(n_real, float) > np.min(n_total_ref)
+
+
 def paired_gain(ref_err: np.ndarray, err: np.ndarray, base_cols, base_curve: np.ndarray | None = None) -> np.ndarray:
     """Accuracy gain of every cell over its own base in each replicate.
 
@@ -574,9 +580,7 @@ def run_pipeline(
         out.n_seeds_cell[src.name] = den
         bases = np.unique(src.n_real)
         base_curve = curve.predict(bases)[:, np.searchsorted(bases, src.n_real)]
-        # at the smallest reference size the curve sits at its edge, where it is least certain: that base is
-        # measured against its own cell alone
-        base_curve = np.where(src.n_real <= n_total_ref.min(), np.nan, base_curve)
+        base_curve = np.where(curve_enters_base(src.n_real, n_total_ref), base_curve, np.nan)
         cols = [base_col.get(float(r), -1) for r in src.n_real]
         out.gain[src.name] = paired_gain(ref_err, err, cols, np.broadcast_to(base_curve, err.shape))
         out.gain_cell[src.name] = paired_gain(ref_err, err, cols)

@@ -20,7 +20,7 @@ from analysis.bootstrap import (
     pooled_jackknife_t_interval,
     pooled_variance_ratio,
 )
-from analysis.equivalence import EQUIVALENCE_LAWS, Replicates, wang_public
+from analysis.equivalence import EQUIVALENCE_LAWS, Replicates, curve_enters_base, wang_public
 from analysis.formatting import Summary, answer_frame, answer_line, fmt_number, int_if_whole
 from analysis.params import PARAM_COLUMNS, ParamSeries
 from analysis.options import (
@@ -393,13 +393,14 @@ class EquivalenceResult:
         base; each cell's noise does not). The base is half the same seed's base (n_synth = 0) classifier —
         seed-paired — and half the fitted reference curve at the base size
         (:data:`analysis.equivalence.BASE_CELL_SHARE`): the one place an accuracy law enters the test, at a
-        measured size, where it interpolates. Its default interval comes from the leave-one-seed-out replicates: each base's jackknife
-        variance (for this mean of paired differences, the paired t variance), pooled over the base sizes in
-        proportion to the variance model's seed variance at each base's accuracy — the one model assumption:
-        the *shape* of the seed variance across base sizes, not its scale — with a t quantile on the pooled
-        degrees of freedom, plus the test-image part. The bootstrap methods use their own replicates per base.
-        Weighting, pooling and the single-cell alternative were chosen by measured size and power
-        (bench/verdicts.py). Columns: ``estimate``, ``lower``, ``upper``, ``cells`` (n_synth cells used); index
+        measured size, where it interpolates (at the smallest base size the base is its cell alone). Its default
+        interval comes from the leave-one-seed-out replicates: each base's jackknife variance of the gain against
+        its cell alone (the paired t variance), pooled over the base sizes in proportion to the variance model's
+        seed variance at each base's accuracy — an assumption on the *shape* of the seed variance across base
+        sizes, not its scale — times the measured ratio of the two gains' variances where the curve enters, with a
+        t quantile on the pooled degrees of freedom, plus the test-image part. The bootstrap methods use their own
+        replicates per base. Weighting, pooling, the blended base and the single-cell alternative were chosen by
+        measured size and power (bench/verdicts.py). Columns: ``estimate``, ``lower``, ``upper``, ``cells`` (n_synth cells used); index
         ``n_real``.
         """
         key = ci_method or self.ci_method
@@ -442,7 +443,7 @@ class EquivalenceResult:
         # the variance is smaller by a factor measured on the same seeds, pooled over the bases where the curve
         # enters (at the smallest base it does not: its gain is against its cell alone)
         jack, jack_cell = self._pooled_gain(self._jack), self._pooled_gain(self._jack, field="gain_cell")
-        blended = bases > (self._ref.n_real + self._ref.n_synth).min()
+        blended = curve_enters_base(bases, self._ref.n_real + self._ref.n_synth)
         ratio = pooled_variance_ratio(jack[:, blended], jack_cell[:, blended], shape[blended]) if blended.any() else 1
         scale = np.where(blended, ratio if np.isfinite(ratio) else 1.0, 1.0)
         lo, hi, _ = pooled_jackknife_t_interval(

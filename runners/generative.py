@@ -20,13 +20,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-# diffusers is imported inside the functions that build, load or sample a generator: it takes ~3 s per process,
-# and the driver and workers import this module through the source registry without building one
-
 from runners.costs import FLOAT_BYTES
 from runners.options import check_resolution
 from runners.streams import batch_seed
 from runners.train import autocast_for, resident_rows
+
+# diffusers is imported inside the functions that build, load or sample a generator: it takes ~3 s per process,
+# and the driver and workers import this module through the source registry without building one
 
 NUM_TRAIN_TIMESTEPS = 1000
 
