@@ -14,19 +14,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from runners.data import DATASETS
+from runners.data import DATASETS, absolute_paths
 from runners.storage import check_storage_uri, is_uri, local_path, mirror_root, split_credentials
-from runners.options import (
-    CLASSIFIER_DEFAULTS,
-    CPUS_PER_TRIAL,
-    DEFAULT_WIDTH,
-    PRECISIONS,
-    RECIPES,
-    SOURCES,
-    check_pipeline_dir,
-    check_resolution,
-    options_for,
-)
+from runners.options import CLASSIFIER_DEFAULTS, CPUS_PER_TRIAL, DEFAULT_WIDTH, PRECISIONS, RECIPES
+from runners.sources import REGISTRY, SOURCES
+from runners.sources.base import Facts
 
 DATASET_SIZES = {"digits": 1797}
 GRID_FIELDS = ("sources", "n_real", "n_synth", "seeds")  # a run folder may grow along these (runners.ledger)
@@ -429,7 +421,10 @@ class SweepConfig:
         """The resolved options of one source (defaults filled in), as the pool cache keys hash them. A generator's
         unset precision resolves like the classifier's: bf16 when source jobs run on a GPU — and then enters the
         keys, a different precision being a different estimand — and fp32 (absent, as before the option) on CPU."""
-        opts = options_for(self.source_options, source)
+        try:
+            opts = REGISTRY[source].options(dict(self.source_options.get(source) or {}))
+        except ValueError as exc:
+            raise ConfigError(f"source_options.{source}.{exc}") from None
         if "generator" in opts and "precision" not in opts["generator"] and self.source_job_resources["GPU"] > 0:
             opts = {**opts, "generator": {**opts["generator"], "precision": "bf16"}}
         return opts
@@ -671,11 +666,10 @@ def load_config(source, settings=(), **overrides) -> SweepConfig:
     size = DATASET_SIZES.get(ds["name"])
     if size is not None:
         available = size - test_count(ds["name"], tf)
-        need = max(n_real) + (max(n_synth) if "real" in sources else 0)
         _require(
-            need <= available,
-            "n_synth" if "real" in sources and max(n_synth) else "n_real",
-            f"max(n_real) + max(n_synth) = {need} exceeds the {available} non-test images of {ds['name']}",
+            max(n_real) <= available,
+            "n_real",
+            f"max(n_real) = {max(n_real)} exceeds the {available} non-test images of {ds['name']}",
         )
     source_options = _source_options(raw, sources, ds, n_real, n_synth, tf)
     replace, design = raw.get("replace"), raw.get("design")
@@ -733,96 +727,27 @@ def _protocol_design(protocol, n_real: list[int], n_synth: list[int]):
 
 
 def _source_options(raw: dict, sources: list[str], ds: dict, n_real: list[int], n_synth: list[int], tf: float) -> dict:
-    """Validate per-source options (generator presets, text-to-image folder, retrieval encoder) up front."""
+    """Validate every source's options up front: the mapping here, each source's own options in its module
+    (``check``, behind :data:`runners.sources.REGISTRY`)."""
     opts = raw.get("source_options") or {}
     _require(isinstance(opts, dict), "source_options", f"must be a mapping source -> options, got {opts!r}")
     for src, value in opts.items():
         _require(src in sources, f"source_options.{src}", f"is not one of this sweep's sources {sources}")
         _require(value is None or isinstance(value, dict), f"source_options.{src}", f"must be a mapping, got {value!r}")
-    open_opts = opts.get("open_set") or {}
-    if open_opts.get("pipeline") is not None:
-        try:
-            check_pipeline_dir(open_opts["pipeline"])
-        except ValueError as exc:
-            _require_file(False, "source_options.open_set.pipeline", str(exc))
-    clip_dir = (opts.get("retrieval") or {}).get("clip_dir")
-    if clip_dir is not None:
-        _require_file(
-            (Path(clip_dir) / "config.json").exists(),
-            "source_options.retrieval.clip_dir",
-            f"{clip_dir} is not a CLIP model folder (no config.json)",
-        )
-    if (opts.get("retrieval") or {}).get("encoder") == "clip":
-        _require(clip_dir is not None, "source_options.retrieval.clip_dir", "is required when encoder is 'clip'")
-    for key in ("embeddings", "images"):
-        path = (opts.get("retrieval") or {}).get(key)
-        if path is not None:
-            _require(isinstance(path, str), f"source_options.retrieval.{key}", f"must be a path, got {path!r}")
-            _require_file(
-                _is_file(path) and path.endswith(".npy"),
-                f"source_options.retrieval.{key}",
-                f"no such .npy file: {path}",
-            )
-    external = (opts.get("retrieval") or {}).get("pool")
-    if external is not None:
-        check_dataset_spec(external, "source_options.retrieval.pool")
-    thr = (opts.get("retrieval") or {}).get("dedup_threshold", 0.98)
-    _require(
-        isinstance(thr, (int, float)) and 0 < thr <= 1,
-        "source_options.retrieval.dedup_threshold",
-        f"must lie in (0, 1], got {thr!r}",
-    )
-    for src in sources:
-        try:
-            resolved = options_for(opts, src)
-        except ValueError as exc:
-            raise ConfigError(f"source_options.{src}.{exc}") from None
-        shape = DATASET_SHAPES.get(ds["name"])
-        if "generator" in resolved:
-            hp = resolved["generator"]
-            for key in ("train_steps", "batch_size", "sample_steps"):
-                _require(
-                    isinstance(hp[key], int) and hp[key] > 0,
-                    f"source_options.{src}.{key}",
-                    f"must be a positive integer, got {hp[key]!r}",
-                )
-            if shape:
-                try:
-                    check_resolution(hp, shape)
-                except ValueError as exc:
-                    raise ConfigError(f"source_options.{src}.{exc}") from None
     size = DATASET_SIZES.get(ds["name"])
-    if (
-        size is not None
-        and "retrieval" in sources
-        and external is None
-        and not (opts.get("retrieval") or {}).get("embeddings")
-    ):
-        external = size - test_count(ds["name"], tf) - max(n_real)
-        _require(
-            max(n_synth) <= external,
-            "n_synth",
-            f"max(n_synth) = {max(n_synth)} exceeds the {external} "
-            f"external images retrieval can draw from ({ds['name']} without test images and the largest base)",
-        )
-    out = {k: dict(v or {}) for k, v in opts.items()}
-    # folders as absolute paths: trials run in Ray Tune's own working folder (and a pool key hashes the path)
-    if (out.get("open_set") or {}).get("pipeline"):
-        out["open_set"]["pipeline"] = str(Path(out["open_set"]["pipeline"]).resolve())
-    if "retrieval" in out:
-        ret = out["retrieval"]
-        if ret.get("clip_dir"):
-            ret["clip_dir"] = str(Path(ret["clip_dir"]).resolve())
-        if isinstance(ret.get("pool"), dict):
-            ret["pool"] = absolute_paths(ret["pool"])
-    return out
-
-
-def absolute_paths(spec: dict) -> dict:
-    """A dataset mapping with its file/folder made absolute: Ray Tune runs trials in their own working folder,
-    so a path relative to where `scaling` was started would not be found there."""
-    out = dict(spec)
-    for key in ("root", "path"):
-        if isinstance(out.get(key), str):
-            out[key] = str(Path(out[key]).resolve())
+    free = None if size is None else size - test_count(ds["name"], tf) - max(n_real)
+    out = {}
+    for src in sources:
+        facts = Facts(
+            src, ds, DATASET_SHAPES.get(ds["name"]), free, tuple(n_real), tuple(n_synth),
+            _require, _require_file, check_dataset_spec,
+        )  # fmt: skip
+        try:
+            checked = REGISTRY[src].check(dict(opts.get(src) or {}), facts)
+        except ConfigError:
+            raise
+        except ValueError as exc:  # a source's own message starts with the option it names
+            raise ConfigError(f"source_options.{src}.{exc}") from None
+        if src in opts:
+            out[src] = checked
     return out

@@ -414,3 +414,13 @@ def base_and_real_pool(cfg, n_real: int, seed: int, pool_size: int = 0) -> tuple
     """Indices of the base subset and of the held-out real pool of one (n_real, seed)."""
     data, test_idx = dataset_of(cfg)
     return split_for_seed(data, test_idx, seed, n_real, pool_size)
+
+
+def absolute_paths(spec: dict) -> dict:
+    """A dataset mapping with its file/folder made absolute: Ray Tune runs trials in their own working folder,
+    so a path relative to where `scaling` was started would not be found there."""
+    out = dict(spec)
+    for key in ("root", "path"):
+        if isinstance(out.get(key), str):
+            out[key] = str(Path(out[key]).resolve())
+    return out

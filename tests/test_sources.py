@@ -12,7 +12,8 @@ from runners import pools, sources
 from runners.config import ConfigError, load_config
 from runners.encoders import embed
 from runners.generative import sample_text2image
-from runners.options import check_pipeline_dir, resolve_preset
+from runners.options import resolve_preset
+from runners.sources.open_set import check_pipeline_dir
 from tests.tiny_models import tiny_clip_vision, tiny_text2image_pipeline
 
 pytestmark = pytest.mark.slow  # Ray sweeps and generator training: the fast lane is -m "not slow"

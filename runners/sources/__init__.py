@@ -11,10 +11,12 @@ run whose largest n_synth grows extends its pools and keeps its finished cells.
 | retrieval   | nearest neighbours (faiss, inner product on L2-normalised embeddings) of the base images |
 |             | in the external pool, labelled by their query; near-duplicates of test images dropped   |
 
-Each source is one module with ``NAME``, ``prepare(ctx) -> Pool``, ``generator_trainings(cfg)`` and
-``price(cfg, p) -> [Stage]`` (its stages in the dry run) and ``calibrate(cfg, shape)`` (what ``scaling
-calibrate`` times for them);
-:data:`REGISTRY` maps names to modules. Pool storage is :mod:`runners.pools`; the quality yardstick
+Each source is one module with ``NAME``; ``options(raw) -> dict`` (its options resolved, defaults filled in:
+what the pool keys hash) and ``check(raw, facts) -> dict`` (validated before anything runs, one error naming the
+field); ``prepare(ctx) -> Pool``; ``generator_trainings(cfg)``; ``price(cfg, p) -> [Stage]`` (its stages in the
+dry run) and ``calibrate(cfg, shape)`` (what ``scaling calibrate`` times for them). A source module imports
+torch, diffusers and faiss only inside the functions that build a pool, so the config validator and the dry run
+can read it. :data:`REGISTRY` maps names to modules: adding a source is one module and one line there. Pool storage is :mod:`runners.pools`; the quality yardstick
 (the judge) is :mod:`runners.quality`.
 """
 
@@ -22,18 +24,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from runners.options import SOURCES
 from runners.pools import Pool, pool_images, pool_key, prepared_size, read_meta, read_pool, save_pool
-from runners.quality import measure
 from runners.sources import closed_set, open_set, real, retrieval
 from runners.sources.base import Context
 
+# the one list of sources: the config accepts these names, in this order, and nothing else
 REGISTRY = {m.NAME: m for m in (real, closed_set, open_set, retrieval)}
-assert tuple(REGISTRY) == SOURCES, "every source the config accepts has a module, and no other"
+SOURCES = tuple(REGISTRY)
 assert all(
     callable(getattr(m, f, None))
     for m in REGISTRY.values()
-    for f in ("prepare", "generator_trainings", "price", "calibrate")
+    for f in ("options", "check", "prepare", "generator_trainings", "price", "calibrate")
 )
 
 
@@ -56,6 +57,8 @@ def prepare_pool(
     pool = REGISTRY[source].prepare(ctx)
     if previous is not None:
         _check_prefix(previous, pool, source)
+    from runners.quality import measure  # the judge: torch, loaded where a pool is built
+
     measured, kept = measure(cfg, pool_images(cfg, pool.arrays), pool.arrays["labels"], seed)
     pool.meta.update(
         source=source,
@@ -91,4 +94,4 @@ def generator_trainings(cfg) -> int:
     return sum(REGISTRY[s].generator_trainings(cfg) for s in cfg.sources)
 
 
-__all__ = ["REGISTRY", "Context", "generator_trainings", "prepare_pool"]
+__all__ = ["REGISTRY", "SOURCES", "Context", "generator_trainings", "prepare_pool"]

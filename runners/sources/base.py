@@ -11,6 +11,7 @@ import numpy as np
 
 from runners.costs import Stage, lookup, shape_key
 from runners.data import ImageData, base_and_real_pool, dataset_of
+from runners.options import check_resolution
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,28 @@ def padded_size(size: int, batch: int) -> int:
 
 
 @dataclass(frozen=True)
+class Facts:
+    """What a source's ``check(raw, facts)`` may consult before anything runs: the dataset mapping, its image shape
+    and the images left outside the test set and the largest base (None: not known without reading the
+    dataset), the grid, and the config validator's own checks — each raises one error naming its field, and
+    ``require_file`` only collects a missing file in a dry run of a config whose files are not in place yet."""
+
+    source: str
+    dataset: dict
+    shape: tuple[int, int, int] | None
+    free_images: int | None
+    n_real: tuple[int, ...]
+    n_synth: tuple[int, ...]
+    require: Callable[[bool, str, str], None]
+    require_file: Callable[[bool, str, str], bool]
+    check_dataset: Callable[[dict, str], None]
+
+    def field(self, key: str) -> str:
+        """The config field of one of this source's options."""
+        return f"source_options.{self.source}.{key}"
+
+
+@dataclass(frozen=True)
 class Pricing:
     """What a source's ``price(cfg, p)`` needs to cost its stages in the dry run (:func:`runners.plan.stages`):
     the cost table and device, the dataset's image shape, class count and size (None: not in place yet), and how
@@ -100,6 +123,17 @@ class Pricing:
     @property
     def pixels(self) -> int:
         return self.shape[0] * self.shape[1] * self.shape[2]
+
+
+def check_generator(hp: dict, facts: Facts) -> None:
+    """A diffusion generator's resolved hyper-parameters against the dataset's images (the two generator
+    sources share it)."""
+    for key in ("train_steps", "batch_size", "sample_steps"):
+        facts.require(
+            isinstance(hp[key], int) and hp[key] > 0, facts.field(key), f"must be a positive integer, got {hp[key]!r}"
+        )
+    if facts.shape:
+        check_resolution(hp, facts.shape)
 
 
 def generator_stages(cfg, source: str, p: Pricing, trainings: int) -> list[Stage]:

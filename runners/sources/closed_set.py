@@ -4,20 +4,32 @@ from __future__ import annotations
 
 from runners import streams
 from runners.storage import RunFolder
-from runners.generative import sample_diffusion, train_or_load
-from runners.options import content_hash
+from runners.options import content_hash, resolve_preset
 from runners.pools import Pool, dataset_spec, generator_folder
 from runners.costs import Stage
 from runners.sources.base import (
     Context,
+    Facts,
     Pricing,
     balanced_labels,
+    check_generator,
     generator_stages,
     padded_size,
     sampled_in_batches,
 )
 
 NAME = "closed_set"
+
+
+def options(raw: dict) -> dict:
+    """The resolved options: a generator preset plus overrides (what the generator and pool keys hash)."""
+    return {"generator": resolve_preset(raw)}
+
+
+def check(raw: dict, facts: Facts) -> dict:
+    """The generator's hyper-parameters against the dataset's images; returns the options as the config keeps them."""
+    check_generator(options(raw)["generator"], facts)
+    return dict(raw)
 
 
 def generator_trainings(cfg) -> int:
@@ -31,6 +43,9 @@ def generator_key(cfg, n_real: int, seed: int) -> str:
 
 
 def prepare(ctx: Context) -> Pool:
+    # torch and diffusers load here, not at import: the config validator and the dry run read this module
+    from runners.generative import sample_diffusion, train_or_load
+
     hp = ctx.options["generator"]
     key = generator_key(ctx.cfg, ctx.n_real, ctx.seed)
     folder = generator_folder(ctx.cfg, key)

@@ -7,17 +7,21 @@ Either way the pool depends on the seed only, not on n_real.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from runners import streams
 from runners.storage import RunFolder
 from runners.data import dataset_of, non_test
-from runners.generative import load_generator, sample_diffusion, sample_text2image, train_or_load
-from runners.options import content_hash
+from runners.options import content_hash, positive_int, resolve_preset
 from runners.pools import Pool, dataset_spec, generator_folder
 from runners.costs import Stage, lookup
 from runners.sources.base import (
     Context,
+    Facts,
     Pricing,
     balanced_labels,
+    check_generator,
     generator_stages,
     no_generator_cost,
     padded_size,
@@ -25,6 +29,65 @@ from runners.sources.base import (
 )
 
 NAME = "open_set"
+TEXT2IMAGE_DEFAULTS = {"prompt": "a photo of {}", "steps": 25, "guidance": 7.5, "batch": 16}  # batch: as sample_batch
+
+
+def options(raw: dict) -> dict:
+    """The resolved options: a text-to-image folder's prompt and sampling settings when ``pipeline`` is set, else
+    the offline generator's preset plus overrides (what the generator and pool keys hash)."""
+    return _text2image_options(raw) if raw.get("pipeline") else {"generator": resolve_preset(raw)}
+
+
+def _text2image_options(raw: dict) -> dict:
+    opts = {**TEXT2IMAGE_DEFAULTS, **raw}
+    unknown = sorted(set(opts) - set(TEXT2IMAGE_DEFAULTS) - {"pipeline"})
+    if unknown:
+        raise ValueError(
+            f"{unknown[0]}: unknown text-to-image option (known: pipeline, {', '.join(TEXT2IMAGE_DEFAULTS)})"
+        )
+    opts["batch"] = positive_int(opts, "batch")
+    opts["pipeline"] = str(Path(opts["pipeline"]).resolve())
+    # the folder's model index enters the key: another checkpoint in the same folder is another pool
+    index_file = Path(opts["pipeline"]) / "model_index.json"
+    # absent only in a dry run of a config whose models are not in place yet (a sweep checks the folder first)
+    index = json.loads(index_file.read_text()) if index_file.exists() else "absent"
+    return {"text2image": opts, "pipeline_index": content_hash(index)}
+
+
+def check(raw: dict, facts: Facts) -> dict:
+    """The text-to-image folder (a diffusers pipeline with every component it lists) or the generator's
+    hyper-parameters; returns the options as the config keeps them, the folder made absolute (Ray Tune runs
+    trials in its own working folder, and the pool key hashes the path)."""
+    out = dict(raw)
+    if raw.get("pipeline") is not None:
+        try:
+            check_pipeline_dir(raw["pipeline"])
+        except ValueError as exc:
+            facts.require_file(False, facts.field("pipeline"), str(exc))
+        out["pipeline"] = str(Path(raw["pipeline"]).resolve()) if raw["pipeline"] else raw["pipeline"]
+    resolved = options(raw)
+    if "generator" in resolved:
+        check_generator(resolved["generator"], facts)
+    return out
+
+
+def check_pipeline_dir(path) -> None:
+    """Fail before the sweep when a text-to-image folder is missing or malformed."""
+    p = Path(path)
+    if not p.is_dir():
+        raise ValueError(f"no such folder: {p}")
+    index = p / "model_index.json"
+    if not index.exists():
+        raise ValueError(f"{p} is not a diffusers pipeline folder (no model_index.json)")
+    try:
+        spec = json.loads(index.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{index} is not valid JSON ({exc})") from None
+    for name, value in spec.items():
+        if name.startswith("_") or not isinstance(value, list) or value[0] is None:
+            continue
+        if not (p / name).is_dir():
+            raise ValueError(f"{p} lists component '{name}' in model_index.json but has no '{name}/' folder")
 
 
 def uses_generator(cfg) -> bool:
@@ -42,6 +105,10 @@ def generator_key(cfg) -> str:
 
 def prepare_generator(cfg, progress: bool = False) -> dict:
     """Train (once per run) the generator every seed's pool samples from; returns its meta record."""
+    # torch and diffusers load where a pool is built, not at import: the config validator and the dry run read
+    # this module
+    from runners.generative import train_or_load
+
     data, test_idx = dataset_of(cfg)
     train = non_test(data, test_idx)
     folder = generator_folder(cfg, generator_key(cfg))
@@ -64,6 +131,8 @@ def _labels(ctx: Context, batch: int):
 
 
 def _text2image(ctx: Context) -> Pool:
+    from runners.generative import sample_text2image
+
     t = ctx.options["text2image"]
     labels = _labels(ctx, t["batch"])
     images, seconds = sampled_in_batches(
@@ -93,6 +162,8 @@ def _text2image(ctx: Context) -> Pool:
 def prepare(ctx: Context) -> Pool:
     if not uses_generator(ctx.cfg):
         return _text2image(ctx)
+    from runners.generative import load_generator, sample_diffusion
+
     hp = ctx.options["generator"]
     key = generator_key(ctx.cfg)
     folder = generator_folder(ctx.cfg, key)

@@ -5,9 +5,29 @@ from __future__ import annotations
 from runners.data import base_and_real_pool
 from runners.pools import Pool
 from runners.costs import Stage
-from runners.sources.base import Context, Pricing, no_generator_cost
+from runners.sources.base import Context, Facts, Pricing, no_generator_cost
 
 NAME = "real"
+
+
+def options(raw: dict) -> dict:
+    """Held-out images of the dataset itself: nothing to choose."""
+    if raw:
+        raise ValueError(f"{sorted(raw)[0]}: the real source takes no options")
+    return {}
+
+
+def check(raw: dict, facts: Facts) -> dict:
+    """Its pool of max(n_synth) held-out images must fit beside the test set and the largest base."""
+    options(raw)
+    if facts.free_images is not None:
+        facts.require(
+            max(facts.n_synth) <= facts.free_images,
+            "n_synth",
+            f"max(n_real) + max(n_synth) = {max(facts.n_real) + max(facts.n_synth)} exceeds the "
+            f"{max(facts.n_real) + facts.free_images} non-test images of {facts.dataset['name']}",
+        )
+    return dict(raw)
 
 
 def generator_trainings(cfg) -> int:

@@ -12,82 +12,113 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-import faiss
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from runners import streams
-from runners.ann import cached_index
-from runners.data import load_dataset, non_test
-from runners.encoders import embed
+from runners.data import absolute_paths, load_dataset, non_test
+from runners.options import ENCODERS, INDEXES
 from runners.pools import Pool
 from runners.costs import Stage, lookup
-from runners.sources.base import Context, Pricing, no_generator_cost
+from runners.sources.base import Context, Facts, Pricing, no_generator_cost
+
+if TYPE_CHECKING:
+    import torch
+
+# torch, faiss and the encoders load where a pool is built, not at import: the config validator and the dry run
+# read this module for its options and prices
 
 NAME = "retrieval"
+DEFAULTS = {"encoder": "pixels", "dedup_threshold": 0.98, "clip_dir": None, "pool": None}
+# a pool at scale: precomputed embeddings (.npy, N x d, by the same encoder as the queries) and a uint8 image
+# store (.npy, N x C x H x W) searched with a cached faiss index; filled in only when `embeddings` is given, so
+# configs without it keep their pool keys
+EMBEDDED_POOL_DEFAULTS = {"embeddings": None, "images": None, "index": "flat", "nprobe": 32, "ef_search": 128}
+
+
+def options(raw: dict) -> dict:
+    """The resolved options (defaults filled in): what the pool keys hash."""
+    opts = {**DEFAULTS, **(EMBEDDED_POOL_DEFAULTS if raw.get("embeddings") else {}), **raw}
+    known = {**DEFAULTS, **EMBEDDED_POOL_DEFAULTS}
+    unknown = sorted(set(opts) - set(known))
+    if unknown:
+        raise ValueError(f"{unknown[0]}: unknown retrieval option (known: {', '.join(known)})")
+    if opts["encoder"] not in ENCODERS:
+        raise ValueError(f"encoder: unknown encoder {opts['encoder']!r}; choose from {ENCODERS}")
+    if opts.get("embeddings"):
+        if opts["pool"] is not None:
+            raise ValueError("embeddings: give either a pool (a dataset) or embeddings + images, not both")
+        if not opts.get("images"):
+            raise ValueError("images: an embedded pool needs its image store (.npy, N x C x H x W uint8)")
+        if opts["index"] not in INDEXES:
+            raise ValueError(f"index: unknown index {opts['index']!r}; choose from {INDEXES}")
+        opts["embeddings"], opts["images"] = (
+            str(Path(opts["embeddings"]).resolve()),
+            str(Path(opts["images"]).resolve()),
+        )
+    return opts
+
+
+def check(raw: dict, facts: Facts) -> dict:
+    """The encoder's model folder, the embedded pool's files, the external pool's dataset mapping, the
+    near-duplicate threshold, and room for max(n_synth) candidates in the dataset's own images; returns the
+    options as the config keeps them, folders made absolute (Ray Tune runs trials in its own working folder)."""
+    clip_dir = raw.get("clip_dir")
+    if clip_dir is not None:
+        facts.require_file(
+            (Path(clip_dir) / "config.json").exists(),
+            facts.field("clip_dir"),
+            f"{clip_dir} is not a CLIP model folder (no config.json)",
+        )
+    if raw.get("encoder") == "clip":
+        facts.require(clip_dir is not None, facts.field("clip_dir"), "is required when encoder is 'clip'")
+    for key in ("embeddings", "images"):
+        path = raw.get(key)
+        if path is not None:
+            facts.require(isinstance(path, str), facts.field(key), f"must be a path, got {path!r}")
+            facts.require_file(_is_npy(path), facts.field(key), f"no such .npy file: {path}")
+    if raw.get("pool") is not None:
+        facts.check_dataset(raw["pool"], facts.field("pool"))
+    thr = raw.get("dedup_threshold", DEFAULTS["dedup_threshold"])
+    facts.require(
+        isinstance(thr, (int, float)) and 0 < thr <= 1,
+        facts.field("dedup_threshold"),
+        f"must lie in (0, 1], got {thr!r}",
+    )
+    options(raw)
+    if facts.free_images is not None and raw.get("pool") is None and not raw.get("embeddings"):
+        facts.require(
+            max(facts.n_synth) <= facts.free_images,
+            "n_synth",
+            f"max(n_synth) = {max(facts.n_synth)} exceeds the {facts.free_images} external images retrieval can "
+            f"draw from ({facts.dataset['name']} without test images and the largest base)",
+        )
+    out = dict(raw)
+    if out.get("clip_dir"):
+        out["clip_dir"] = str(Path(out["clip_dir"]).resolve())
+    if isinstance(out.get("pool"), dict):
+        out["pool"] = absolute_paths(out["pool"])
+    return out
+
+
+def _is_npy(path: str) -> bool:
+    try:
+        return Path(path).is_file() and path.endswith(".npy")
+    except (OSError, ValueError):  # a NUL byte, a name too long: not a file that exists
+        return False
 
 
 def generator_trainings(cfg) -> int:
     return 0
 
 
-def retrieve(
-    query: np.ndarray, pool, size: int, *, excluded: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Indices into ``pool`` and of their queries, taking rank-1 neighbours of every query, then rank 2, ...
-
-    ``pool`` is an array of normalised rows (searched exactly) or a faiss index over them; ``excluded`` marks
-    rows never to take (near-duplicates of test images). An image found by several queries is kept once, for
-    its first (best-ranked) query, so every prefix spreads over the queries in order.
-    """
-    index = pool if isinstance(pool, faiss.Index) else _flat(pool)
-    n = index.ntotal
-    k = min(n, int(np.ceil(size / len(query))) * 2 + 4 + (0 if excluded is None else int(excluded.sum() > 0) * 16))
-    while True:
-        sims, nn = index.search(query, k)
-        # ties (duplicate images) broken by index: faiss orders them by its heap, which depends on k, and the
-        # pool of a larger n_synth (a larger k) must start with the smaller one
-        nn = np.take_along_axis(nn, np.lexsort((nn, -sims), axis=-1), axis=-1)
-        taken = np.zeros(n, bool) if excluded is None else excluded.copy()
-        picks, owners = [], []
-        for rank in range(k):  # rank-major: prefix n takes the best neighbours of all queries first
-            for q in range(len(query)):
-                j = nn[q, rank]
-                if j >= 0 and not taken[j]:
-                    taken[j] = True
-                    picks.append(j)
-                    owners.append(q)
-                    if len(picks) == size:
-                        return np.asarray(picks), np.asarray(owners)
-        if k >= n:
-            raise ValueError(f"n_synth: retrieval found only {len(picks)} distinct images for a pool of {size}")
-        k = min(n, 2 * k)
-
-
-def _flat(rows: np.ndarray) -> faiss.Index:
-    index = faiss.IndexFlatIP(rows.shape[1])
-    index.add(rows)
-    return index
-
-
-def near_test(index: faiss.Index, z_test: np.ndarray, threshold: float, k: int = 32) -> np.ndarray:
-    """Mask of pool rows within ``threshold`` cosine of a test image, found from the test side (k neighbours
-    per test image): with a million-row pool, searching every pool row against the test set would cost as
-    much as the retrieval itself. Exact for a flat index; an IVF/HNSW index may miss a duplicate its search
-    misses (its recall is in bench/RESULTS.md)."""
-    mask = np.zeros(index.ntotal, bool)
-    if threshold >= 1 or len(z_test) == 0:
-        return mask
-    sims, ids = index.search(z_test, min(k, index.ntotal))
-    mask[ids[(sims >= threshold) & (ids >= 0)]] = True
-    return mask
-
-
 @lru_cache(maxsize=2)
 def _external_pool(spec_json: str, shape: tuple, class_names: tuple):
     """A user's external image collection, resized to the dataset's (C, H, W); its labels are mapped to the
     dataset's classes by name where they match (for the label-noise rate) and -1 elsewhere."""
+    import torch
+
     ext = load_dataset(json.loads(spec_json))
     x = _resize(torch.as_tensor(ext.images[:]), shape)  # as a whole: an external pool given as a dataset is small
     index = {name: i for i, name in enumerate(class_names)}
@@ -105,20 +136,12 @@ def _candidates(ctx: Context):
     return images, truth, None
 
 
-def _not_near_test(z_candidates: np.ndarray, z_test: np.ndarray, threshold: float) -> np.ndarray:
-    """Mask of candidates whose nearest test image is below ``threshold`` cosine (1 turns the check off):
-    near-duplicates of test images would leak the test set."""
-    if threshold >= 1:
-        return np.ones(len(z_candidates), bool)
-    index = faiss.IndexFlatIP(z_test.shape[1])
-    index.add(z_test)
-    nearest, _ = index.search(z_candidates, 1)
-    return nearest[:, 0] < threshold
-
-
 def _prepare_embedded(ctx: Context) -> Pool:
     """A pool at scale: precomputed embeddings searched with a cached index; only the picked images are read
     from the image store and resized to the dataset's shape."""
+    from runners.ann import cached_index, near_test, retrieve
+    from runners.encoders import embed
+
     data, opts, base = ctx.data, ctx.options, ctx.base
     t0 = time.perf_counter()
     index = cached_index(opts["embeddings"], opts["index"], {k: opts[k] for k in ("nprobe", "ef_search")})
@@ -162,11 +185,16 @@ def _prepare_embedded(ctx: Context) -> Pool:
 
 def _to_shape(images: np.ndarray, shape: tuple) -> np.ndarray:
     """uint8 (N, C, H, W) in any size and channel count -> the dataset's (C, H, W), uint8."""
+    import torch
+
     return (_resize(torch.as_tensor(images).float() / 255, shape) * 255).round().to(torch.uint8).numpy()
 
 
 def _resize(x: torch.Tensor, shape: tuple) -> torch.Tensor:
     """Float images in [0, 1] to the dataset's channels (luma for grey) and size (antialiased bilinear)."""
+    import torch
+    import torch.nn.functional as F
+
     if x.shape[1] != shape[0]:
         x = (
             (x * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True)
@@ -181,6 +209,9 @@ def _resize(x: torch.Tensor, shape: tuple) -> torch.Tensor:
 def prepare(ctx: Context) -> Pool:
     if ctx.options.get("embeddings"):
         return _prepare_embedded(ctx)
+    from runners.ann import not_near_test, retrieve
+    from runners.encoders import embed
+
     data, opts, base = ctx.data, ctx.options, ctx.base
     t0 = time.perf_counter()
     ext_images, ext_truth, ext_idx = _candidates(ctx)
@@ -192,7 +223,7 @@ def prepare(ctx: Context) -> Pool:
         torch_seed=streams.torch_seed("encoder", ctx.seed, ctx.n_real),
     )
     zb, ze, zt = z[: len(base)], z[len(base) : len(base) + len(ext_images)], z[len(base) + len(ext_images) :]
-    clean = _not_near_test(ze, zt, opts["dedup_threshold"])
+    clean = not_near_test(ze, zt, opts["dedup_threshold"])
     if clean.sum() < ctx.size:
         raise ValueError(
             f"n_synth: only {int(clean.sum())} external images remain after dropping near-duplicates "
