@@ -587,17 +587,23 @@ def crossval_curve_predictions(laws, n, err, w, *, e0=None, max_splits: int = 2)
     over the M held-out points of all splits stacked, or None when no split leaves enough sizes to fit."""
     n = np.asarray(n, dtype=float)
     err, w = _clean(err, w)
-    sizes = np.unique(n)
-    h_max = min(max_splits, max(1, int(round(0.2 * len(sizes)))), len(sizes) - 4)
-    if h_max < 1:
+    tests = rolling_origin_splits(n, max_splits)
+    if not tests:
         return None
-    tests = [n >= sizes[-h] for h in range(1, h_max + 1)]
     jobs = [(law, test) for test in tests for law in laws]
     fits = map_fits(lambda job: fit_curve(job[0], n[~job[1]], err[:, ~job[1]], w[:, ~job[1]], e0=e0), jobs, len(err))
     preds = {
         law: np.concatenate([f.predict(n[t]) for (lw, t), f in zip(jobs, fits) if lw == law], axis=1) for law in laws
     }
     return preds, np.concatenate([err[:, t] for t in tests], 1), np.concatenate([w[:, t] for t in tests], 1)
+
+
+def rolling_origin_splits(n, max_splits: int = 2) -> list[np.ndarray]:
+    """Held-out masks over the points ``n``: split h holds out the largest h distinct sizes, h = 1 .. up to
+    ``max_splits`` (about 20% of the sizes, keeping at least 4 to fit on); empty when too few sizes."""
+    sizes = np.unique(n)
+    h_max = min(max_splits, max(1, int(round(0.2 * len(sizes)))), len(sizes) - 4)
+    return [n >= sizes[-h] for h in range(1, h_max + 1)]
 
 
 def map_fits(fn, jobs: list, n_rows: int) -> list:

@@ -20,7 +20,7 @@ from analysis.bootstrap import (
     pooled_jackknife_t_interval,
     pooled_variance_ratio,
 )
-from analysis.equivalence import EQUIVALENCE_LAWS, Replicates, curve_enters_base, wang_public
+from analysis.equivalence import BASE_CELL_SHARE, EQUIVALENCE_LAWS, Replicates, curve_enters_base, wang_public
 from analysis.formatting import Summary, answer_frame, answer_line, fmt_number, int_if_whole
 from analysis.params import PARAM_COLUMNS, ParamSeries
 from analysis.options import (
@@ -390,9 +390,9 @@ class EquivalenceResult:
 
         The statistic is the accuracy gain of a base's n_synth cells over their base, averaged with weights
         ``log(1 + n_synth / n_real)`` (the effect of added images grows with how many are added relative to the
-        base; each cell's noise does not). The base is half the same seed's base (n_synth = 0) classifier —
-        seed-paired — and half the fitted reference curve at the base size
-        (:data:`analysis.equivalence.BASE_CELL_SHARE`): the one place an accuracy law enters the test, at a
+        base; each cell's noise does not). The base is a share (:data:`analysis.equivalence.BASE_CELL_SHARE`,
+        0.35) of the same seed's base (n_synth = 0) classifier — seed-paired — and the rest the fitted reference
+        curve at the base size: the one place an accuracy law enters the test, at a
         measured size, where it interpolates (at the smallest base size the base is its cell alone). Its default
         interval comes from the leave-one-seed-out replicates: each base's jackknife variance of the gain against
         its cell alone (the paired t variance), pooled over the base sizes in proportion to the variance model's
@@ -439,7 +439,7 @@ class EquivalenceResult:
         if self._tjack is not None:
             extra, null = self._pooled_gain(self._tjack), self._pooled_gain(self._tnull)
         # The scale of the seed variance is pooled from the gains against the base cell alone, whose variance
-        # follows the variance model's shape across base sizes; against the blended base (half the fitted curve)
+        # follows the variance model's shape across base sizes; against the blended base (mostly the fitted curve)
         # the variance is smaller by a factor measured on the same seeds, pooled over the bases where the curve
         # enters (at the smallest base it does not: its gain is against its cell alone)
         jack, jack_cell = self._pooled_gain(self._jack), self._pooled_gain(self._jack, field="gain_cell")
@@ -787,8 +787,9 @@ class EquivalenceResult:
         lines.append("")
         lines.append(
             "Answer (exchange rate at the largest n_synth; verdict from the gain test of each base size: "
-            "weighted mean accuracy gain of its n_synth cells over the base, half the same seeds' base cell and "
-            "half the reference curve at that size, the base cell alone at the smallest):"
+            "weighted mean accuracy gain of its n_synth cells over the base, "
+            f"{BASE_CELL_SHARE:.0%} the same seeds' base cell and {1 - BASE_CELL_SHARE:.0%} the reference curve at "
+            "that size, the base cell alone at the smallest):"
         )
         rows = self.answer_rows()
         for row in rows:

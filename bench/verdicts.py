@@ -12,8 +12,8 @@ that source's n_synth cells, plus a smaller effect per cell (so pairing by seed 
 
 Each cube is fitted with the package defaults and judged at ``exchange_rate(100, 200)`` (the second base size,
 n_synth = 2 x base). For every truth x seeds x test size the table gives the share of each verdict under the
-package's rule (gain test pooled over the base's n_synth cells against a base that is half the seed-paired base
-cell and half the reference curve, rate printed under the verdict), under the same rule with the base cell alone,
+package's rule (gain test pooled over the base's n_synth cells against a base that is 35% the seed-paired base
+cell and 65% the reference curve, rate printed under the verdict), under the same rule with the base cell alone,
 and under the single-cell rule (a paired t test at the queried cell beside the law's rate interval), and the share of
 contradictions: *no measurable gain* or *hurts* beside a finite rate interval, or *estimated* beside an interval
 wider than the verdict allows. Rows run in parallel processes.

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from analysis.equivalence import BASE_CELL_SHARE
 from analysis.formatting import format_interval, gain_text, md_table
 from analysis.options import CI_METHODS
 from analysis.verdict import ESTIMATED_MAX_RATIO, METHODS_DISAGREE_FACTOR
@@ -493,7 +494,8 @@ def _draw_report(
         f"rate** `rho = n_synth / n_eq` is how many synthetic images one real image is worth. Intervals are "
         f"{ci:.0%} {how} over seeds (each seed repeats the whole experiment). Every rate carries a verdict, "
         "decided first by a gain test (the weighted mean accuracy gain of a base size's n_synth cells over the "
-        "base: half the same seeds' base classifier, half the reference curve at that size; at the smallest "
+        f"base: {BASE_CELL_SHARE:.0%} the same seeds' base classifier, {1 - BASE_CELL_SHARE:.0%} the reference curve "
+        "at that size; at the smallest "
         "size the base classifier alone): *hurts* (the gain's interval "
         "lies below 0; no rate is "
         "printed), *no measurable gain* (it includes 0; the rate has no upper bound: the images may be worth "

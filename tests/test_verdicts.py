@@ -7,6 +7,7 @@ import pytest
 from scipy import stats
 
 import scaling
+from analysis.equivalence import BASE_CELL_SHARE
 from analysis.verdict import ESTIMATED_MAX_RATIO, bound_disagreement, rate_under_verdict, surviving_verdict
 
 
@@ -62,8 +63,8 @@ def test_bound_disagreement_is_the_largest_ratio_between_methods():
 def test_the_gain_test_pools_each_bases_paired_variance_over_the_base_sizes():
     """By hand: per seed the weighted gain of a base's cells over that seed's base cell; per base its paired
     variance, pooled over bases in proportion to the variance model's shape (the scale); the reported gain is
-    against a base half that cell and half the fitted reference curve (except at the smallest base), its
-    variance the pooled one times the measured ratio of the two gains' leave-one-seed-out variances."""
+    against a base that is a share BASE_CELL_SHARE of that cell and the rest the fitted reference curve (except at
+    the smallest base), its variance the pooled one times the measured ratio of the two gains' leave-one-seed-out variances."""
     cube = scaling.simulate_cube(seeds=5, sources={"gen": {"exchange_rate": 4.0}}, random_state=3)
     fit = _fit(cube)
     g = fit.gain()
@@ -87,7 +88,7 @@ def test_the_gain_test_pools_each_bases_paired_variance_over_the_base_sizes():
     def leave_one_out(x):  # (B, S) per-seed values -> (S, B) means without each seed
         return ((x.sum(1, keepdims=True) - x) / (S - 1)).T
 
-    share = np.r_[1.0, np.full(B - 1, 0.5)]  # the smallest base is measured against its cell alone
+    share = np.r_[1.0, np.full(B - 1, BASE_CELL_SHARE)]  # the smallest base is measured against its cell alone
     point = w_cells.mean(1) - share * base_cell.mean(1) - (1 - share) * curve_acc
     jack = leave_one_out(w_cells) - share * leave_one_out(base_cell) - (1 - share) * jack_curve_acc
     jack_cell = leave_one_out(d)
