@@ -366,7 +366,7 @@ class SweepConfig:
             if self.replace is None
             else f"replace (budgets {self.replace['budgets']}, replaced {self.replace['replaced']})",
             "budget": self.budgets if self.multi_protocol else self.budgets[0],
-            "steps": int(clf.get("steps", 300)),
+            "steps": int(clf.get("steps", CLASSIFIER_DEFAULTS["steps"])),
             "epochs": float(clf.get("epochs", PROTOCOL_DEFAULTS["epochs"])),
             "max_steps": int(clf.get("max_steps", PROTOCOL_DEFAULTS["max_steps"])),
             "synth_weight": self.synth_weights if self.multi_protocol else self.synth_weights[0],

@@ -32,6 +32,8 @@ from tqdm.auto import tqdm
 
 from runners import streams
 
+IMAGEFOLDER_SIZE = 64  # an ImageFolder dataset's images are resized to this side unless `image_size` says otherwise
+
 DATASETS = ("digits", "cifar10", "cifar100", "medmnist", "imagefolder")
 CACHE_VERSION = 1  # bump when the decoding changes what a cache holds
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -322,7 +324,7 @@ def _decode_one(path: Path, size: int) -> np.ndarray:
 
 def _decode_imagefolder(spec: dict, tmp: Path, progress: bool) -> dict:
     """Decode and resize in parallel threads (PIL releases the GIL while decoding) straight into the map."""
-    root, size = Path(spec["root"]), int(spec.get("image_size", 64))
+    root, size = Path(spec["root"]), int(spec.get("image_size", IMAGEFOLDER_SIZE))
     classes = _class_dirs(root)
     files = [(f, c) for c, cls in enumerate(classes) for f in _image_files(root / cls)]
     if not files:

@@ -14,7 +14,14 @@ import json
 RECIPES = ("small_cnn", "resnet18")  # classifier builders in runners.train
 # the one home of the classifier's and the resources' defaults; every use site reads them through runners.config.SweepConfig's
 # properties (recipe, width, batch_size, steps, cpus_per_trial), never with its own literal
-CLASSIFIER_DEFAULTS = {"recipe": "small_cnn", "batch_size": 64, "steps": 300}
+CLASSIFIER_DEFAULTS = {
+    "recipe": "small_cnn",
+    "batch_size": 64,
+    "steps": 300,
+    "lr": 3e-3,
+    "weight_decay": 5e-4,
+    "label_smoothing": 0.1,
+}
 DEFAULT_WIDTH = {"small_cnn": 32, "resnet18": 64}
 CPUS_PER_TRIAL = 1
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runners.config import DATASET_SHAPES, load_config, files_checked_later
+from runners.config import DATASET_SHAPES, DATASET_SIZES, load_config, files_checked_later
+from runners.data import IMAGEFOLDER_SIZE
 from runners.costs import Stage, cost_table_lines, load_table, lookup, shape_key
 from runners.pools import pool_key
 from runners.sources import REGISTRY, generator_trainings
@@ -59,11 +60,11 @@ def plan(cfg) -> dict:
 def dataset_facts(spec: dict) -> tuple[int | None, tuple[int, int, int]]:
     """(number of images or None, (C, H, W)) of a dataset, from its files when present, else known sizes."""
     name = spec["name"]
-    if name == "digits":
-        return 1797, (1, 8, 8)
+    if name in DATASET_SIZES:
+        return DATASET_SIZES[name], DATASET_SHAPES[name]
     if name == "imagefolder":
         root = Path(spec["root"])
-        size = int(spec.get("image_size", 64))
+        size = int(spec.get("image_size", IMAGEFOLDER_SIZE))
         n = (
             sum(1 for c in root.iterdir() if c.is_dir() for _ in c.iterdir())
             if root.is_dir()

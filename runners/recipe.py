@@ -20,6 +20,7 @@ from runners import streams
 from runners.config import SweepConfig, load_config
 from runners.data import base_and_real_pool, dataset_of
 from runners.ledger import write_json_atomic
+from runners.options import CLASSIFIER_DEFAULTS
 from runners.sweep import build_tuner, ray_session
 from runners.train import train_classifier
 from runners.trial import use_allotted_cpus
@@ -166,7 +167,7 @@ def tune_recipe(
     ]
     if len(rows) < n:
         raise RuntimeError(f"recipe check: {n - len(rows)} of {n} trials failed; see the Ray errors above")
-    default = (float(cfg.classifier.get("lr", 3e-3)), float(cfg.classifier.get("weight_decay", 5e-4)))
+    default = tuple(float(cfg.classifier.get(k, CLASSIFIER_DEFAULTS[k])) for k in ("lr", "weight_decay"))
     chosen = choose(rows)
     payload = {
         "dataset": cfg.dataset,
