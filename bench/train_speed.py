@@ -129,7 +129,7 @@ def trial_rows(repeats: int) -> None:
     cfg = load_config("configs/digits.yaml")
     cell = {"source": "real", "n_real": 100, "n_synth": 0, "seed": 0}
     clf = cfg.classifier
-    steps, width, lr = int(clf.get("steps", 300)), clf.get("width"), float(clf.get("lr", 3e-3))
+    steps, width, lr = int(clf.steps), clf.model_width, float(clf.lr)
     t0 = time.perf_counter()
     D._cached.cache_clear()  # a fresh process: time the decode
     data, test_idx = D.dataset_of(cfg)  # decoded from the uint8 cache (built first if absent)
@@ -148,7 +148,7 @@ def trial_rows(repeats: int) -> None:
                 y,
                 len(data.classes),
                 steps=steps,
-                batch_size=int(clf.get("batch_size", 64)),
+                batch_size=int(clf.batch_size),
                 lr=lr,
                 width=width,
                 seed=r,

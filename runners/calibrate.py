@@ -47,7 +47,6 @@ def _timed(fn, units: int) -> float:
 
 
 def classifier_rate(cfg, shape) -> tuple[str, float, str]:
-    clf = cfg.classifier
     recipe, width, bs = cfg.recipe, cfg.width, cfg.batch_size
     rng = np.random.default_rng(0)
     x = rng.random((2 * bs, *shape), dtype=np.float32)
@@ -55,7 +54,7 @@ def classifier_rate(cfg, shape) -> tuple[str, float, str]:
 
     def run(steps: int) -> None:
         train_classifier(
-            x, y, x[:2], y[:2], 10, recipe=recipe, width=width, steps=steps, batch_size=bs, flip=bool(clf.get("flip"))
+            x, y, x[:2], y[:2], 10, recipe=recipe, width=width, steps=steps, batch_size=bs, flip=cfg.classifier.flip
         )
 
     return f"classifier/{recipe}/w{width}/{shape_key(shape)}", _timed(run, bs), f"batch {bs}"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
 import re
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -29,31 +30,10 @@ class ConfigError(ValueError):
     """A config that cannot run; the message starts with the offending field."""
 
 
-# every key a nested section may hold: anything else is refused (a typo like gpu_per_trial would otherwise be
-# ignored and silently run a GPU config on CPU)
-CLASSIFIER_KEYS = (
-    "recipe",
-    "steps",
-    "batch_size",
-    "lr",
-    "weight_decay",
-    "label_smoothing",
-    "width",
-    "device",
-    "flip",
-    "precision",
-    "budget",
-    "epochs",
-    "max_steps",
-    "synth_weight",
-    "tuned_recipe",
-)
 BUDGETS = ("steps", "epochs")
 # the fit refuses cubes with more seeds (analysis.options.MAX_SEEDS; a trial worker must not import the
 # statistics stack to read it, so the number is repeated here and tests/test_config.py checks the two agree)
 MAX_SEEDS = 1000
-PROTOCOL_DEFAULTS = {"budget": "steps", "epochs": 30, "max_steps": 2000, "synth_weight": None, "tuned_recipe": None}
-RESOURCE_KEYS = ("cpus_per_trial", "gpus_per_trial", "gpus_per_source_job", "num_cpus")
 DATASET_KEYS = {
     "digits": ("name",),
     "cifar10": ("name", "root"),
@@ -109,8 +89,27 @@ def _number(value, fieldname: str, *, integer: bool = False, low=None, high=None
     return value
 
 
+def section_reference() -> str:
+    """The Markdown tables of docs/configuration.md for the typed sections: every key, its default, what it does."""
+    out = []
+    for name, section in (("classifier", Classifier), ("resources", Resources)):
+        out += [f"### `{name}`", "", "| key | default | meaning |", "|---|---|---|"]
+        for f in fields(section):
+            if f.name != "written":
+                default = "unset" if f.default is None else f"`{json.dumps(f.default)}`"
+                out.append(f"| `{f.name}` | {default} | {f.metadata['doc']} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _keys(section) -> tuple[str, ...]:
+    """The keys a section's type accepts (``written`` is bookkeeping, not a key); any other key is refused — a typo
+    like gpu_per_trial would otherwise be ignored and silently run a GPU config on CPU."""
+    return tuple(f.name for f in fields(section) if f.name != "written")
+
+
 def _check_classifier(raw) -> dict:
-    clf = _known_keys(raw, "classifier", CLASSIFIER_KEYS)
+    clf = _known_keys(raw, "classifier", _keys(Classifier))
     _require(
         clf.get("recipe", CLASSIFIER_DEFAULTS["recipe"]) in RECIPES,
         "classifier.recipe",
@@ -199,12 +198,86 @@ def _tuned_recipe(value) -> dict:
 
 
 def _check_resources(raw) -> dict:
-    res = _known_keys(raw, "resources", RESOURCE_KEYS)
-    for key in RESOURCE_KEYS:
+    res = _known_keys(raw, "resources", _keys(Resources))
+    for key in _keys(Resources):
         if res.get(key) is not None:
             _number(res[key], f"resources.{key}", low=0, high=4096)
     _require(float(res.get("cpus_per_trial", CPUS_PER_TRIAL)) > 0, "resources.cpus_per_trial", "must be positive")
     return res
+
+
+def _opt(default, doc: str):
+    """A section field: its default and the one line the configuration reference prints for it."""
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """The ``classifier:`` section, validated; every default is written here once. ``written`` holds the keys the
+    config set: they alone enter the fingerprint (:meth:`as_written`), so a run folder keeps its cells' keys
+    when a default is added here."""
+
+    recipe: str = _opt(CLASSIFIER_DEFAULTS["recipe"], f"classifier builder: {' or '.join(RECIPES)}")
+    steps: int = _opt(CLASSIFIER_DEFAULTS["steps"], "optimiser steps (>= 10) with budget steps")
+    batch_size: int = _opt(CLASSIFIER_DEFAULTS["batch_size"], "images per step")
+    lr: float = _opt(CLASSIFIER_DEFAULTS["lr"], "peak learning rate of the one-cycle schedule (AdamW)")
+    weight_decay: float = _opt(CLASSIFIER_DEFAULTS["weight_decay"], "AdamW weight decay")
+    label_smoothing: float = _opt(CLASSIFIER_DEFAULTS["label_smoothing"], "label smoothing of the loss")
+    width: int | None = _opt(
+        None,
+        "channels of the first layer; unset: the recipe's own ("
+        + ", ".join(f"{k} {v}" for k, v in DEFAULT_WIDTH.items())
+        + ")",
+    )
+    device: str | None = _opt(None, "cpu, cuda or cuda:N; unset: the device Ray gives the trial")
+    flip: bool = _opt(False, "random horizontal flips (true or false)")
+    precision: str | None = _opt(None, "fp32 or bf16 autocast; unset: bf16 when trials run on a GPU, fp32 on CPU")
+    budget: str | list = _opt("steps", "steps, epochs, or a list of both (a protocol axis of the cube)")
+    epochs: float = _opt(30, "with budget epochs: passes over the training set")
+    max_steps: int = _opt(2000, "with budget epochs: the cap on steps")
+    synth_weight: float | list | None = _opt(
+        None, "probability a batch item is synthetic, in (0, 1), or a list; unset: uniform pooling"
+    )
+    tuned_recipe: dict | None = _opt(None, "a `scaling tune-recipe` file: lr and weight decay per training-set size")
+    written: tuple[str, ...] = ()
+
+    def as_written(self) -> dict:
+        """The section as the config wrote it (what fingerprints and the run folder's stamp record)."""
+        return {k: getattr(self, k) for k in self.written}
+
+    @property
+    def model_width(self) -> int:
+        """``width``, else the recipe's default."""
+        return int(self.width or DEFAULT_WIDTH.get(self.recipe, DEFAULT_WIDTH["small_cnn"]))
+
+    def training(self) -> dict:
+        """The settings every classifier of the sweep trains with, as ``runners.train.train_classifier``
+        arguments (steps, lr and weight decay depend on the cell: :meth:`SweepConfig.train_steps`,
+        :meth:`SweepConfig.recipe_for`)."""
+        return {
+            "batch_size": int(self.batch_size),
+            "label_smoothing": float(self.label_smoothing),
+            "width": self.model_width,
+            "device": self.device,
+            "flip": bool(self.flip),
+        }
+
+
+@dataclass(frozen=True)
+class Resources:
+    """The ``resources:`` section, validated; every default is written here once (resources never enter a
+    fingerprint: they change where and how fast cells run, not their numbers — but for ``cpus_per_trial``, which
+    sets the torch threads and enters each cell's key, :func:`runners.ledger.fingerprint_parts`)."""
+
+    cpus_per_trial: float = _opt(CPUS_PER_TRIAL, "CPUs (and torch threads) per trial and per source job")
+    gpus_per_trial: float = _opt(0.0, "GPUs per trial; a fraction packs trials on one GPU")
+    gpus_per_source_job: float | None = _opt(
+        None, "GPUs per generator training, sampling or retrieval job; unset: 1 when trials use GPUs, else 0"
+    )
+    num_cpus: float | None = _opt(None, "CPUs of the local Ray instance; unset: every CPU of the machine")
+
+    def as_written(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -217,8 +290,8 @@ class SweepConfig:
     n_real: tuple[int, ...]
     n_synth: tuple[int, ...]
     seeds: tuple[int, ...]
-    classifier: dict = field(default_factory=dict)
-    resources: dict = field(default_factory=dict)
+    classifier: Classifier = field(default_factory=Classifier)
+    resources: Resources = field(default_factory=Resources)
     storage: str = "runs"
     test_fraction: float = 0.25
     max_failures: int = 2
@@ -275,12 +348,12 @@ class SweepConfig:
     # ---------------------------------------------------------------- the training protocol
     @property
     def budgets(self) -> list[str]:
-        b = self.classifier.get("budget", PROTOCOL_DEFAULTS["budget"])
+        b = self.classifier.budget
         return list(b) if isinstance(b, (list, tuple)) else [b]
 
     @property
     def synth_weights(self) -> list:
-        w = self.classifier.get("synth_weight", PROTOCOL_DEFAULTS["synth_weight"])
+        w = self.classifier.synth_weight
         return list(w) if isinstance(w, (list, tuple)) else [w]
 
     @property
@@ -294,55 +367,50 @@ class SweepConfig:
     def train_steps(self, budget: str, n_total: int) -> int:
         """Optimiser steps of one classifier: fixed (``steps``), or ``epochs`` passes over its training set,
         capped at ``max_steps`` and at least 10 (the one-cycle schedule needs a warm-up)."""
+        clf = self.classifier
         if budget == "steps":
-            return int(self.classifier.get("steps", CLASSIFIER_DEFAULTS["steps"]))
-        epochs = float(self.classifier.get("epochs", PROTOCOL_DEFAULTS["epochs"]))
-        batch = self.batch_size
-        cap = int(self.classifier.get("max_steps", PROTOCOL_DEFAULTS["max_steps"]))
-        return int(min(cap, max(10, math.ceil(epochs * n_total / batch))))
+            return int(clf.steps)
+        return int(min(int(clf.max_steps), max(10, math.ceil(float(clf.epochs) * n_total / self.batch_size))))
 
     def recipe_for(self, n_total: int) -> dict:
         """lr and weight decay for a training set of ``n_total`` images: the tuned values of the nearest size
         (log scale) when ``classifier.tuned_recipe`` is set, else the config's own."""
-        table = self.classifier.get("tuned_recipe")
+        table = self.classifier.tuned_recipe
         if not table:
-            return {k: self.classifier[k] for k in ("lr", "weight_decay") if k in self.classifier}
+            return {"lr": float(self.classifier.lr), "weight_decay": float(self.classifier.weight_decay)}
         sizes = np.array([int(k) for k in table])
         nearest = sizes[np.argmin(np.abs(np.log(sizes) - np.log(max(n_total, 1))))]
         return dict(table[str(int(nearest))])
 
     @property
     def recipe(self) -> str:
-        return self.classifier.get("recipe") or CLASSIFIER_DEFAULTS["recipe"]
+        return self.classifier.recipe
 
     @property
     def width(self) -> int:
         """The classifier's width: ``classifier.width``, else its recipe's default."""
-        return int(self.classifier.get("width") or DEFAULT_WIDTH.get(self.recipe, DEFAULT_WIDTH["small_cnn"]))
+        return self.classifier.model_width
 
     @property
     def batch_size(self) -> int:
-        return int(self.classifier.get("batch_size", CLASSIFIER_DEFAULTS["batch_size"]))
+        return int(self.classifier.batch_size)
 
     @property
     def cpus_per_trial(self) -> float:
-        return float(self.resources.get("cpus_per_trial", CPUS_PER_TRIAL))
+        return float(self.resources.cpus_per_trial)
 
     @property
     def trial_resources(self) -> dict:
         """What one trial asks Ray for: ``{"CPU": cpus_per_trial, "GPU": gpus_per_trial}`` (a fraction packs
         trials on one GPU). The sweep and the dry run both read it."""
-        return {
-            "CPU": self.cpus_per_trial,
-            "GPU": float(self.resources.get("gpus_per_trial") or 0),
-        }
+        return {"CPU": self.cpus_per_trial, "GPU": float(self.resources.gpus_per_trial or 0)}
 
     @property
     def source_job_resources(self) -> dict:
         """What one source job (generator training and sampling, retrieval, the judge) asks Ray for:
         ``gpus_per_source_job``, else a whole GPU when trials use GPUs (a generator training is one indivisible,
         memory-hungry job) and none when they do not. The sweep and the dry run both read it."""
-        gpus = self.resources.get("gpus_per_source_job")
+        gpus = self.resources.gpus_per_source_job
         if gpus is None:
             gpus = 1.0 if self.trial_resources["GPU"] > 0 else 0.0
         return {"CPU": self.cpus_per_trial, "GPU": float(gpus)}
@@ -351,10 +419,9 @@ class SweepConfig:
     def precision(self) -> str:
         """The classifier's numeric precision: ``classifier.precision``, else bf16 when trials run on a GPU
         (``classifier.device`` cuda, or ``resources.gpus_per_trial`` > 0) and fp32 on CPU."""
-        set_ = self.classifier.get("precision")
-        if set_:
-            return set_
-        on_gpu = str(self.classifier.get("device") or "").startswith("cuda") or self.trial_resources["GPU"] > 0
+        if self.classifier.precision:
+            return self.classifier.precision
+        on_gpu = str(self.classifier.device or "").startswith("cuda") or self.trial_resources["GPU"] > 0
         return "bf16" if on_gpu else "fp32"
 
     def protocol(self) -> dict:
@@ -366,16 +433,16 @@ class SweepConfig:
             if self.replace is None
             else f"replace (budgets {self.replace['budgets']}, replaced {self.replace['replaced']})",
             "budget": self.budgets if self.multi_protocol else self.budgets[0],
-            "steps": int(clf.get("steps", CLASSIFIER_DEFAULTS["steps"])),
-            "epochs": float(clf.get("epochs", PROTOCOL_DEFAULTS["epochs"])),
-            "max_steps": int(clf.get("max_steps", PROTOCOL_DEFAULTS["max_steps"])),
+            "steps": int(clf.steps),
+            "epochs": float(clf.epochs),
+            "max_steps": int(clf.max_steps),
             "synth_weight": self.synth_weights if self.multi_protocol else self.synth_weights[0],
-            "batch_size": int(clf.get("batch_size", CLASSIFIER_DEFAULTS["batch_size"])),
+            "batch_size": self.batch_size,
             "sampling": "uniform over real + synthetic images"
             if self.synth_weights == [None]
             else "a batch item is synthetic with probability synth_weight (None: uniform pooling)",
-            "recipe": {"tuned per training-set size": clf["tuned_recipe"]}
-            if clf.get("tuned_recipe")
+            "recipe": {"tuned per training-set size": clf.tuned_recipe}
+            if clf.tuned_recipe
             else "one lr and weight_decay for every size",
         }
 
@@ -385,7 +452,7 @@ class SweepConfig:
         holds its own source's options)."""
         keep = {
             k: v
-            for k, v in asdict(self).items()
+            for k, v in self.as_written().items()
             if k not in ("storage", "resources", "max_failures", "name", "source_options", *GRID_FIELDS)
         }
         keep.pop("design", None)  # follows from the grid (replace runs keep `replace` itself fixed)
@@ -399,12 +466,19 @@ class SweepConfig:
 
     def fingerprint(self) -> str:
         """Hash of what determines the numbers (not storage or resources)."""
-        keep = {k: v for k, v in asdict(self).items() if k not in ("storage", "resources", "max_failures", "name")}
+        keep = {k: v for k, v in self.as_written().items() if k not in ("storage", "resources", "max_failures", "name")}
         if self.replace is None:  # add (the default) hashes exactly as before replace existed
             keep.pop("replace", None)
             keep.pop("design", None)
         _resolved_precision(keep, self.precision)
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+    def as_written(self) -> dict:
+        """The config as its fields were validated, each section as the config wrote it: what the fingerprints
+        hash, the run folder's stamp records and :func:`load_config` takes back."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["classifier"], out["resources"] = self.classifier.as_written(), self.resources.as_written()
+        return copy.deepcopy(out)
 
     @property
     def run_dir(self) -> Path:
@@ -590,7 +664,7 @@ def load_config(source, settings=(), **overrides) -> SweepConfig:
     """A SweepConfig from a path, a dict or a SweepConfig, validated; ``settings`` are ``KEY=VALUE`` overrides
     (dotted keys, YAML values: :func:`apply_settings`), ``overrides`` replace top-level keys."""
     if isinstance(source, SweepConfig):
-        raw = asdict(source)
+        raw = source.as_written()
     elif isinstance(source, dict):
         raw = dict(source)
     else:
@@ -690,8 +764,8 @@ def load_config(source, settings=(), **overrides) -> SweepConfig:
         n_real=tuple(n_real),
         n_synth=tuple(n_synth),
         seeds=tuple(seeds),
-        classifier=clf,
-        resources=res,
+        classifier=Classifier(**clf, written=tuple(clf)),
+        resources=Resources(**res),
         storage=storage if is_uri(storage) else str(Path(storage).resolve()),
         test_fraction=float(tf),
         max_failures=mf,

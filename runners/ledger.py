@@ -107,7 +107,7 @@ def check_run_dir(cfg) -> dict | None:
     new = {
         "fingerprint": cfg.fingerprint(),
         "fixed": cfg.fixed_fingerprint(),
-        "config": json.loads(json.dumps(cfg.__dict__, default=list)),
+        "config": json.loads(json.dumps(cfg.as_written(), default=list)),
     }
     if not RunFolder(cfg).fetch(stamp):
         return new

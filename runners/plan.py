@@ -135,7 +135,7 @@ def print_plan(cfg, out=None, *, gpus: float | None = None, missing: list[str] |
     out = out or sys.stdout
     p = plan(cfg)
     device = _device_of(cfg)
-    cpu_slots = max(1, int((cfg.resources.get("num_cpus") or os.cpu_count() or 1) // cfg.cpus_per_trial))
+    cpu_slots = max(1, int((cfg.resources.num_cpus or os.cpu_count() or 1) // cfg.cpus_per_trial))
     print(f"sweep '{cfg.name}' on {cfg.dataset['name']}: {p['grid']}", file=out)
     if cfg.replace is not None:
         print(

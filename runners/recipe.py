@@ -20,14 +20,12 @@ from runners import streams
 from runners.config import SweepConfig, load_config
 from runners.data import base_and_real_pool, dataset_of
 from runners.ledger import write_json_atomic
-from runners.options import CLASSIFIER_DEFAULTS
 from runners.sweep import build_tuner, ray_session
 from runners.train import train_classifier
 from runners.trial import use_allotted_cpus
 
 DEFAULT_LRS = (0.001, 0.002, 0.004, 0.008, 0.016)
 DEFAULT_WDS = (5e-4, 5e-3, 5e-2)
-TRAIN_KEYS = ("recipe", "width", "batch_size", "label_smoothing", "flip", "device")  # what stays fixed
 
 
 def real_sizes(cfg: SweepConfig) -> dict[int, tuple[int, int]]:
@@ -66,7 +64,6 @@ def _trial(config: dict) -> None:
     base, pool = base_and_real_pool(cfg, n_real, seed, n_synth)
     idx = np.concatenate([base, pool])
     train, val = validation_split(data.labels[idx], config["val_fraction"], streams.rng("validation", seed, size))
-    clf = {k: v for k, v in cfg.classifier.items() if k in TRAIN_KEYS and k != "recipe"}
     out = train_classifier(
         data.images[idx[train]],
         data.labels[idx[train]],
@@ -78,7 +75,7 @@ def _trial(config: dict) -> None:
         lr=float(config["lr"]),
         weight_decay=float(config["weight_decay"]),
         seed=streams.torch_seed("classifier", seed, n_real),
-        **clf,
+        **cfg.classifier.training(),
     )
     tune.report({"val_accuracy": out["accuracy"], "val_loss": out["loss"], "n_val": int(len(val))})
 
@@ -167,7 +164,7 @@ def tune_recipe(
     ]
     if len(rows) < n:
         raise RuntimeError(f"recipe check: {n - len(rows)} of {n} trials failed; see the Ray errors above")
-    default = tuple(float(cfg.classifier.get(k, CLASSIFIER_DEFAULTS[k])) for k in ("lr", "weight_decay"))
+    default = (float(cfg.classifier.lr), float(cfg.classifier.weight_decay))
     chosen = choose(rows)
     payload = {
         "dataset": cfg.dataset,

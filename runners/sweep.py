@@ -52,7 +52,7 @@ def _provenance(cfg: SweepConfig, started: float) -> dict:
     return {
         "package": package_version(),
         "git": rev,
-        "config": json.loads(json.dumps(cfg.__dict__, default=str)),
+        "config": json.loads(json.dumps(cfg.as_written(), default=str)),
         "fingerprint": cfg.fingerprint(),
         "torch": torch.__version__,
         "ray": ray.__version__,
@@ -89,7 +89,7 @@ def _local_resources(cfg: SweepConfig) -> tuple[float, float]:
     if ray.is_initialized():
         have = ray.cluster_resources()
         return float(have.get("CPU", 0)), float(have.get("GPU", 0))
-    return float(cfg.resources.get("num_cpus") or os.cpu_count()), float(torch.cuda.device_count())
+    return float(cfg.resources.num_cpus or os.cpu_count()), float(torch.cuda.device_count())
 
 
 def run_sweep(
@@ -201,7 +201,7 @@ def ray_session(cfg: SweepConfig, address: str | None):
             env = run_store.worker_env()
             ray.init(address=address, **kwargs, **({"runtime_env": {"env_vars": env}} if env else {}))
         else:
-            ray.init(num_cpus=cfg.resources.get("num_cpus") or os.cpu_count(), **kwargs)
+            ray.init(num_cpus=cfg.resources.num_cpus or os.cpu_count(), **kwargs)
         started_here = True
     try:
         with sigterm_as_sigint():

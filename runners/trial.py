@@ -16,7 +16,6 @@ from ray import tune
 
 from runners import streams
 from runners.storage import RunFolder
-from runners.config import PROTOCOL_DEFAULTS
 from runners.data import base_and_real_pool, dataset_of
 from runners.ledger import (
     cell_fingerprint,
@@ -36,10 +35,6 @@ def injected(key: str) -> bool:
     """Test hook: SCALING_FAIL_CELLS="key1,key2" makes those trials (cell keys) or source jobs
     ("pool:<source>-r<n_real>-seed<seed>") raise, a stand-in for OOM or a bad node."""
     return key in os.environ.get("SCALING_FAIL_CELLS", "").split(",")
-
-
-# classifier keys that describe the protocol (resolved per cell or by the config), not arguments of train_classifier
-PROTOCOL_KEYS = ("recipe", "precision", *PROTOCOL_DEFAULTS)
 
 
 def append_line(path: Path, line: str) -> None:
@@ -85,7 +80,7 @@ def run_cell(cfg, cell: dict) -> dict:
         xs, ys, meta = load_pool(cfg, cell["source"], cell["n_real"], cell["seed"], cell["n_synth"])
         x, y = np.concatenate([x, xs]), np.concatenate([y, ys])
         source_seconds = attributed_seconds(meta, cell["n_synth"])
-    clf = {k: v for k, v in cfg.classifier.items() if k not in PROTOCOL_KEYS}
+    clf = cfg.classifier.training()
     clf["steps"] = cfg.train_steps(cell.get("budget", cfg.budgets[0]), len(y))
     clf.update(cfg.recipe_for(len(y)))  # the tuned lr / weight decay of this training-set size, if any
     weight = cell.get("synth_weight", cfg.synth_weights[0])

@@ -120,7 +120,7 @@ def test_set_overrides_nested_fields_with_yaml_values():
         ROOT / "configs/digits.yaml",
         ["classifier.steps=20", "seeds=[0, 1]", "source_options.retrieval.encoder=classifier"],
     )
-    assert cfg.classifier["steps"] == 20 and cfg.seeds == (0, 1)
+    assert cfg.classifier.steps == 20 and cfg.seeds == (0, 1)
     assert cfg.source_options["retrieval"]["encoder"] == "classifier"
 
 

@@ -82,3 +82,12 @@ def test_the_cli_reference_lists_every_command_and_option_of_the_parser():
         for action in sub._actions:
             missing += [f"{name} {opt}" for opt in action.option_strings if opt not in page]
     assert not missing, f"regenerate docs/cli.md from scaling.cli.cli_reference(): {missing}"
+
+
+def test_the_configuration_reference_shows_every_typed_key_with_its_default():
+    """docs/configuration.md carries the tables runners.config.section_reference() generates from the typed
+    sections: a key or default changed in the type and not on the page fails here."""
+    from runners.config import section_reference
+
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    assert section_reference() in page, "regenerate the typed-section tables of docs/configuration.md"

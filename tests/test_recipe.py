@@ -65,7 +65,8 @@ def test_a_tuned_recipe_sets_lr_and_weight_decay_by_training_set_size(tmp_path):
     assert cfg.recipe_for(35) == {"lr": 0.01, "weight_decay": 0.05}  # log-nearest: 35 is nearer 20 than 80
     assert cfg.recipe_for(60) == {"lr": 0.002, "weight_decay": 0.0005}
     plain = load_config(BASE)
-    assert plain.fingerprint() != cfg.fingerprint() and plain.recipe_for(60) == {}
+    # untuned: the config's own lr and weight decay (here the documented defaults) at every size
+    assert plain.fingerprint() != cfg.fingerprint() and plain.recipe_for(60) == {"lr": 0.003, "weight_decay": 0.0005}
     assert "tuned per training-set size" in cfg.protocol()["recipe"]
 
 
