@@ -666,11 +666,11 @@ STACKING_SHRINK = 0.2
 # The flexible laws must earn their weight: the mixture leaves the simplest law only as far as the held-out
 # evidence against it exceeds its noise — its held-out weighted sum of squares minus the best law's, in standard
 # errors of a chi-square with one degree per held-out point (sqrt(2 M)), over EVIDENCE_SE (all the way at 2 SE).
-# Measured (bench/RESULTS.md): on noisy digits curves fitted on 6 sizes, where one held-out size cannot tell a law
-# that extrapolates from one that bends to test noise, the stacked mixture was 0.145 worse in log-RMSE than the
-# power law and this rule 0.004 better; on the 900 LCDB curves it changed the stacked mixture's error by -0.001 to
-# +0.003 (still below every single law); on the six curves of the digits default it made the mixture 0.001 better
-# than its best member instead of 0.008 worse.
+# Measured (bench/RESULTS.md): on noisy digits curves fitted on 6 sizes (5-seed means), where one held-out size
+# cannot tell a law that extrapolates from one that bends to test noise, the shrunk stacking was 0.145 worse in
+# log-RMSE than the power law and this rule 0.004 better; on the 900 LCDB curves it added 0.001-0.003 to the shrunk
+# stacking's error (still below every single law); on the six curves of the digits default it made the mixture
+# 0.001 better than its best member instead of 0.008 worse.
 EVIDENCE_SE = 2.0
 
 
