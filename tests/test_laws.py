@@ -5,7 +5,9 @@ import pytest
 from scipy.optimize import least_squares
 
 from analysis.laws import (
+    EVIDENCE_SE,
     crossval_curve_predictions,
+    evidence_against_simplest,
     fit_curve_auto,
     fit_m3,
     fit_m4,
@@ -162,3 +164,33 @@ def test_rolling_origin_splits_hold_out_the_largest_sizes():
     assert obs.shape == (1, 1 + 2)  # splits holding out the largest 1 and 2 sizes
     np.testing.assert_allclose(preds["power"], obs, rtol=1e-6)  # a noise-free power law extrapolates exactly
     assert crossval_curve_predictions(("power",), n[:4], err[:, :4], np.ones((1, 4)), e0=0.9) is None
+
+
+def test_the_mixture_leaves_the_simplest_law_in_proportion_to_the_held_out_evidence():
+    """The share of the stacked weights: the first law's held-out sum of squares minus the best law's, in
+    chi-square standard errors sqrt(2 M), over EVIDENCE_SE; none without evidence, all of it beyond."""
+    wts = np.array([[1.0, 1.0, 1.0, 0.0]] * 4)  # M = 3 held-out points per replicate (the 4th is not held out)
+    se = np.sqrt(2 * 3)
+    scores = {
+        "power": np.array([5.0, 5.0 + 0.5 * EVIDENCE_SE * se, 5.0 + 3 * EVIDENCE_SE * se, 4.0]),
+        "m3": np.array([5.0, 5.0, 5.0, 9.0]),
+        "m4": np.array([6.0, 7.0, 8.0, 9.0]),
+    }
+    share = evidence_against_simplest(scores, wts, ("power", "m3", "m4"))
+    np.testing.assert_allclose(share, [0.0, 0.5, 1.0, 0.0])  # the last: power is the best law itself
+
+
+def test_planted_curves_keep_the_power_law_on_noise_and_leave_it_on_evidence():
+    """A planted power law with test noise keeps most weight on the power law (M3 and M4 can only bend to the
+    noise); a planted M3 curve measured precisely at many sizes moves the mixture to the laws that fit it."""
+    n = np.geomspace(25, 3200, 13)
+    rng = np.random.default_rng(5)
+    sd = 0.004
+    power = 0.02 + 2.0 * n**-0.6
+    noisy = power[None] + rng.normal(0, sd, (200, n.size))
+    mixed = fit_curve_auto(n, noisy, np.full(noisy.shape, sd**-2), e0=0.9)
+    assert mixed.weights[:, 0].mean() > 0.7, mixed.weights.mean(0)
+    offset = 0.03 + 60 * (n + 300) ** -0.8  # flattens at small n: the power law bends and extrapolates badly
+    precise = offset[None] + rng.normal(0, 1e-5, (20, n.size))
+    mixed = fit_curve_auto(n, precise, np.full(precise.shape, 1e10), e0=0.9)
+    assert mixed.weights[:, 0].max() < 0.2, mixed.weights.mean(0)
