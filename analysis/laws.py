@@ -674,6 +674,11 @@ STACKING_SHRINK = 0.2
 EVIDENCE_SE = 2.0
 
 
+def shrunk_stacking_weights(preds: dict[str, np.ndarray], obs: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """:func:`stacking_weights` shrunk by :data:`STACKING_SHRINK` toward equal weights: (R, L)."""
+    return (1 - STACKING_SHRINK) * stacking_weights(preds, obs, w) + STACKING_SHRINK / len(preds)
+
+
 def evidence_against_simplest(scores: dict[str, np.ndarray], wts: np.ndarray, laws) -> np.ndarray:
     """Per replicate, the share of the stacked weights the mixture takes (the rest stays on ``laws[0]``, the
     simplest law): the first law's held-out sum of squares minus the best law's, in chi-square standard errors,
@@ -701,6 +706,6 @@ def fit_curve_auto(n, err, w, *, e0: float, laws=CURVE_LAWS) -> MixedCurve:
     # the held-out points every law predicts (those the stacking weighs too)
     wts = np.where(np.all([np.isfinite(p) for p in preds.values()], axis=0) & np.isfinite(obs), wts, 0.0)
     scores = {law: np.sum(np.where(wts > 0, wts * (obs - p) ** 2, 0.0), axis=1) for law, p in preds.items()}
-    stacked = (1 - STACKING_SHRINK) * stacking_weights(preds, obs, wts) + STACKING_SHRINK / len(laws)
+    stacked = shrunk_stacking_weights(preds, obs, wts)
     share = evidence_against_simplest(scores, wts, laws)[:, None]
     return MixedCurve(fits, share * stacked + (1 - share) * simplest, scores)

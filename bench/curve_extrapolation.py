@@ -35,7 +35,6 @@ from scipy.optimize import least_squares
 
 from analysis.laws import (
     CURVE_LAWS,
-    STACKING_SHRINK,
     MixedCurve,
     crossval_curve_predictions,
     fit_curve,
@@ -43,6 +42,7 @@ from analysis.laws import (
     heldout_curve_scores,
     predictive_weights,
     rolling_origin_splits,
+    shrunk_stacking_weights,
     stacking_weights,
 )
 
@@ -162,11 +162,8 @@ def methods(n, err, w, e0, bnsl: bool = True):
         out["equal weights"] = out["stacking alone"] = out["stacking shrunk 20%"] = fits["power"]
     else:
         out["equal weights"] = MixedCurve(fits, np.full((1, len(CURVE_LAWS)), 1 / len(CURVE_LAWS)), None)
-        stack = stacking_weights(*cv)
-        out["stacking alone"] = MixedCurve(fits, stack, None)
-        out["stacking shrunk 20%"] = MixedCurve(
-            fits, (1 - STACKING_SHRINK) * stack + STACKING_SHRINK / len(CURVE_LAWS), None
-        )
+        out["stacking alone"] = MixedCurve(fits, stacking_weights(*cv), None)
+        out["stacking shrunk 20%"] = MixedCurve(fits, shrunk_stacking_weights(*cv), None)
     out[DEFAULT] = fit_curve_auto(n, err, w, e0=e0)
     if not bnsl:
         return out
@@ -177,8 +174,7 @@ def methods(n, err, w, e0, bnsl: bool = True):
         preds, obs, wts = cv
         held_out = rolling_origin_splits(n)
         members = {**fits, "bnsl": out["bnsl"]}
-        stack = stacking_weights({**preds, "bnsl": bnsl_crossval(n, err, w, held_out)}, obs, wts)
-        weights = (1 - STACKING_SHRINK) * stack + STACKING_SHRINK / len(members)
+        weights = shrunk_stacking_weights({**preds, "bnsl": bnsl_crossval(n, err, w, held_out)}, obs, wts)
         out["stacking with bnsl"] = _Mix(members, weights[0])
     return out
 

@@ -9,13 +9,13 @@ import math
 import re
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from runners.data import DATASETS, absolute_paths
+from runners.data import DATASETS, absolute_paths, is_file, path_exists
 from runners.storage import check_storage_uri, is_uri, local_path, mirror_root, split_credentials
 from runners.options import CLASSIFIER_DEFAULTS, CPUS_PER_TRIAL, DEFAULT_WIDTH, PRECISIONS, RECIPES
 from runners.sources import REGISTRY, SOURCES
@@ -178,7 +178,7 @@ def _tuned_recipe(value) -> dict:
     the path, enter the fingerprint, so a re-tuned file is another sweep."""
     field_name = "classifier.tuned_recipe"
     if isinstance(value, str):
-        _require(_is_file(value), field_name, f"no such file: {value}")
+        _require(is_file(value), field_name, f"no such file: {value}")
         try:
             value = json.loads(Path(value).read_text()).get("sizes")
         except (ValueError, AttributeError):
@@ -212,10 +212,20 @@ def _opt(default, doc: str):
 
 
 @dataclass(frozen=True)
-class Classifier:
-    """The ``classifier:`` section, validated; every default is written here once. ``written`` holds the keys the
-    config set: they alone enter the fingerprint (:meth:`as_written`), so a run folder keeps its cells' keys
-    when a default is added here."""
+class _Section:
+    """A typed config section. ``written`` holds the keys the config set: they alone enter the fingerprint and the
+    run folder's stamp (:meth:`as_written`), so a run folder keeps its cells' keys when a default is added."""
+
+    written: tuple[str, ...] = ()
+
+    def as_written(self) -> dict:
+        """The section as the config wrote it."""
+        return {k: getattr(self, k) for k in self.written}
+
+
+@dataclass(frozen=True)
+class Classifier(_Section):
+    """The ``classifier:`` section, validated; every default is written here once."""
 
     recipe: str = _opt(CLASSIFIER_DEFAULTS["recipe"], f"classifier builder: {' or '.join(RECIPES)}")
     steps: int = _opt(CLASSIFIER_DEFAULTS["steps"], "optimiser steps (>= 10) with budget steps")
@@ -239,11 +249,6 @@ class Classifier:
         None, "probability a batch item is synthetic, in (0, 1), or a list; unset: uniform pooling"
     )
     tuned_recipe: dict | None = _opt(None, "a `scaling tune-recipe` file: lr and weight decay per training-set size")
-    written: tuple[str, ...] = ()
-
-    def as_written(self) -> dict:
-        """The section as the config wrote it (what fingerprints and the run folder's stamp record)."""
-        return {k: getattr(self, k) for k in self.written}
 
     @property
     def model_width(self) -> int:
@@ -264,7 +269,7 @@ class Classifier:
 
 
 @dataclass(frozen=True)
-class Resources:
+class Resources(_Section):
     """The ``resources:`` section, validated; every default is written here once (resources never enter a
     fingerprint: they change where and how fast cells run, not their numbers — but for ``cpus_per_trial``, which
     sets the torch threads and enters each cell's key, :func:`runners.ledger.fingerprint_parts`)."""
@@ -275,9 +280,6 @@ class Resources:
         None, "GPUs per generator training, sampling or retrieval job; unset: 1 when trials use GPUs, else 0"
     )
     num_cpus: float | None = _opt(None, "CPUs of the local Ray instance; unset: every CPU of the machine")
-
-    def as_written(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -558,20 +560,6 @@ def _require_file(cond: bool, fieldname: str, message: str) -> bool:
     return True
 
 
-def _exists(path: str) -> bool:
-    try:
-        return Path(path).exists()
-    except (OSError, ValueError):  # a NUL byte, a name too long: not a path that exists
-        return False
-
-
-def _is_file(path: str) -> bool:
-    try:
-        return Path(path).is_file()
-    except (OSError, ValueError):
-        return False
-
-
 def _require(cond: bool, fieldname: str, message: str) -> None:
     if not cond:
         raise ConfigError(f"{fieldname}: {message}")
@@ -602,7 +590,9 @@ def check_dataset_spec(ds, fieldname: str) -> None:
     if path_key:
         _require(path_key in ds, f"{fieldname}.{path_key}", f"is required for {ds['name']}")
         _require(isinstance(ds[path_key], str), f"{fieldname}.{path_key}", f"must be a path, got {ds[path_key]!r}")
-        if _require_file(_exists(ds[path_key]), f"{fieldname}.{path_key}", f"no such file or folder: {ds[path_key]}"):
+        if _require_file(
+            path_exists(ds[path_key]), f"{fieldname}.{path_key}", f"no such file or folder: {ds[path_key]}"
+        ):
             _check_layout(ds, Path(ds[path_key]), f"{fieldname}.{path_key}")
 
 
@@ -710,7 +700,7 @@ def load_config(source, settings=(), **overrides) -> SweepConfig:
         f"{storage!r} looks like a URI with one slash; write "
         f"{re.sub(':/', '://', storage, count=1)!r} (or ./ before a local folder whose name has a colon)",
     )
-    _require(not _is_file(storage), "storage", f"{storage} is a file, not a folder")
+    _require(not is_file(storage), "storage", f"{storage} is a file, not a folder")
     ds = raw["dataset"]
     check_dataset_spec(ds, "dataset")
     ds = absolute_paths(ds)
@@ -765,7 +755,7 @@ def load_config(source, settings=(), **overrides) -> SweepConfig:
         n_synth=tuple(n_synth),
         seeds=tuple(seeds),
         classifier=Classifier(**clf, written=tuple(clf)),
-        resources=Resources(**res),
+        resources=Resources(**res, written=tuple(res)),
         storage=storage if is_uri(storage) else str(Path(storage).resolve()),
         test_fraction=float(tf),
         max_failures=mf,

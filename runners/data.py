@@ -426,3 +426,19 @@ def absolute_paths(spec: dict) -> dict:
         if isinstance(out.get(key), str):
             out[key] = str(Path(out[key]).resolve())
     return out
+
+
+def path_exists(path: str) -> bool:
+    """Whether a user's path exists; a NUL byte or a name too long is not a path that exists (no exception)."""
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):
+        return False
+
+
+def is_file(path: str) -> bool:
+    """Whether a user's path is an existing file (a malformed name is not)."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False

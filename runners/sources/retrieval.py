@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from runners import streams
-from runners.data import absolute_paths, load_dataset, non_test
+from runners.data import absolute_paths, is_file, load_dataset, non_test
 from runners.options import ENCODERS, INDEXES
 from runners.pools import Pool
 from runners.costs import Stage, lookup
@@ -77,7 +77,7 @@ def check(raw: dict, facts: Facts) -> dict:
         path = raw.get(key)
         if path is not None:
             facts.require(isinstance(path, str), facts.field(key), f"must be a path, got {path!r}")
-            facts.require_file(_is_npy(path), facts.field(key), f"no such .npy file: {path}")
+            facts.require_file(is_file(path) and path.endswith(".npy"), facts.field(key), f"no such .npy file: {path}")
     if raw.get("pool") is not None:
         facts.check_dataset(raw["pool"], facts.field("pool"))
     thr = raw.get("dedup_threshold", DEFAULTS["dedup_threshold"])
@@ -100,13 +100,6 @@ def check(raw: dict, facts: Facts) -> dict:
     if isinstance(out.get("pool"), dict):
         out["pool"] = absolute_paths(out["pool"])
     return out
-
-
-def _is_npy(path: str) -> bool:
-    try:
-        return Path(path).is_file() and path.endswith(".npy")
-    except (OSError, ValueError):  # a NUL byte, a name too long: not a file that exists
-        return False
 
 
 def generator_trainings(cfg) -> int:
