@@ -61,18 +61,18 @@ class Summary(str):
     def as_markdown(self) -> str:
         out = []
         for part in self._pieces():
-            out += [f"#### {part._title}", ""] if part._title else []
+            out += [f"#### {inert_md(part._title)}", ""] if part._title else []
             for caption, frame in part._tables:
-                out += [f"**{caption}**", "", md_table(*frame_rows(frame)), ""]
-            out += [f"{n}  " for n in part._notes] + ([""] if part._notes else [])
+                out += [f"**{inert_md(caption)}**", "", md_table(*frame_rows(frame)), ""]
+            out += [f"{inert_md(n)}  " for n in part._notes] + ([""] if part._notes else [])
         return "\n".join(out).rstrip() + "\n"
 
     def as_latex(self) -> str:
         out = []
         for part in self._pieces():
-            out += [f"% {part._title}"] if part._title else []
+            out += [f"% {inert_latex(part._title)}"] if part._title else []
             for caption, frame in part._tables:
-                out += [f"% {caption}", latex_table(*frame_rows(frame))]
+                out += [f"% {inert_latex(caption)}", latex_table(*frame_rows(frame))]
         return "\n".join(out)
 
     def as_html(self) -> str:
@@ -89,6 +89,47 @@ def _escape(text: str) -> str:
     import html
 
     return html.escape(text, quote=False)
+
+
+# Text from a cube (source names, attributes) is data, never markup: every renderer passes it through one of these.
+# Each keeps the text on one line (a newline would end a table row, a bullet or a LaTeX comment and start markup).
+
+
+def one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def inert_md(text) -> str:
+    """Text as inert Markdown: no HTML (``& < >`` as entities), no link or image (``](`` and ``][`` broken by a
+    backslash), no table cell break (``\\|``), no code fence (backticks as ``'``)."""
+    text = one_line(text)
+    for raw, safe in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("`", "'")):
+        text = text.replace(raw, safe)
+    return text.replace("](", "]\\(").replace("][", "]\\[")
+
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "{": r"\{",
+    "}": r"\}",
+    "$": r"\$",
+    "&": r"\&",
+    "#": r"\#",
+    "^": r"\textasciicircum{}",
+    "_": r"\_",
+    "%": r"\%",
+    "~": r"\textasciitilde{}",
+}
+
+
+def inert_latex(text) -> str:
+    """Text as inert LaTeX: every special character escaped (no command, group, math, alignment or comment)."""
+    return "".join(_LATEX_SPECIAL.get(c, c) for c in one_line(text))
+
+
+def inert_figure(text) -> str:
+    """Text for a matplotlib label or title: one line, ``$`` escaped (no mathtext parsing of a cube's names)."""
+    return one_line(text).replace("$", r"\$")
 
 
 def answer_frame(rows: list[dict]) -> pd.DataFrame:
@@ -118,14 +159,15 @@ def answer_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def md_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    """A Markdown table; every cell is inert text (:func:`inert_md`), whatever a cube put in it."""
+    lines = ["| " + " | ".join(map(inert_md, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(inert_md(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
 def latex_table(header: list[str], rows: list[list]) -> str:
-    def esc(x) -> str:
-        return str(x).replace("_", r"\_").replace("%", r"\%").replace("*", r"$^*$")
+    def esc(x) -> str:  # inert text; a trailing * (a flagged value) as a superscript marker
+        return inert_latex(x).replace("*", r"$^*$")
 
     lines = (
         [r"\begin{tabular}{" + "l" * len(header) + "}", r"\toprule", " & ".join(map(esc, header)) + r" \\", r"\midrule"]

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from analysis.formatting import Summary, answer_frame, fmt_number, format_interval, html_tables
+from analysis.formatting import Summary, answer_frame, fmt_number, format_interval, html_tables, inert_latex
 from analysis.options import ExtrapolationWarning, warn_if_extrapolated
 from analysis.result import EquivalenceResult
 
@@ -170,7 +170,7 @@ class EquivalenceResults(Mapping):
                 row = t.loc[(source, c)]
                 txt = f"{fmt_number(row.rho, digits)} {format_interval(row.lower, row.upper, digits)}"
                 cells.append(txt if row.verdict == "estimated" else f"({txt})")
-            lines.append(source.replace("_", r"\_") + " & " + " & ".join(cells) + r" \\")
+            lines.append(inert_latex(source) + " & " + " & ".join(cells) + r" \\")
         lines += [
             r"\bottomrule",
             r"\end{tabular}",

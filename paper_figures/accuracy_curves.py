@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from analysis.formatting import inert_figure
 from paper_figures.style import new_figure, source_color, source_label, source_marker, symlog_position, zero_tick
 
 
@@ -53,6 +54,6 @@ def figure(cube):
     axes[0].set_ylabel("test accuracy")
     axes[-1].legend(loc="lower right", fontsize=8)
     fig.suptitle(
-        f"{cube.attrs.get('dataset', '')}: accuracy as images are added (mean ± sd over {cube.sizes['seed']} seeds)"
+        f"{inert_figure(cube.attrs.get('dataset', ''))}: accuracy as images are added (mean ± sd over {cube.sizes['seed']} seeds)"
     )
     return fig

@@ -8,6 +8,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from analysis.formatting import inert_figure
 from scaling.io import write_atomic
 
 # Okabe & Ito (2008): distinguishable under the common colour-vision deficiencies
@@ -37,7 +38,8 @@ def source_marker(source: str) -> str:
 
 
 def source_label(source: str) -> str:
-    return LABELS.get(source, source)
+    """How a figure names a source: its label, else the cube's name as inert text (one line, no mathtext)."""
+    return LABELS.get(source, inert_figure(source))
 
 
 MAX_COLUMNS = 3  # wider rows do not fit a page: five base sizes make two rows, not a 4200-px strip

@@ -51,6 +51,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _no_duplicates(loader, node, deep=False):
     seen = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` (YAML 1.1 merge keys): merged below, and a
+            continue  # key written here overrides the merged one, as YAML defines — not a duplicate
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise ConfigError(f"{key}: appears twice in the same mapping (line {key_node.start_mark.line + 1})")

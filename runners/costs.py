@@ -143,7 +143,7 @@ class Stage:
     job_hours: float = 0.0  # the longest single job (a generator training cannot be split across devices)
 
 
-def _fmt_bytes(n: float) -> str:
+def fmt_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if n < 1000:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -176,12 +176,11 @@ def cost_table_lines(stages: list[Stage], device: str, devices: float, per_job: 
     rows = [f"  {'stage':<20} {'jobs':>6} {'images':>12} {unit:>9} {'disk':>9}  basis"]
     for s in stages:
         rows.append(
-            f"  {s.name:<20} {s.jobs:>6} {s.images:>12,} {s.device_hours:>9.2f} {_fmt_bytes(s.disk_bytes):>9}  "
-            f"{s.basis}"
+            f"  {s.name:<20} {s.jobs:>6} {s.images:>12,} {s.device_hours:>9.2f} {fmt_bytes(s.disk_bytes):>9}  {s.basis}"
         )
     total = sum(s.device_hours for s in stages)
     disk = sum(s.disk_bytes for s in stages)
-    rows.append(f"  {'total':<20} {'':>6} {'':>12} {total:>9.2f} {_fmt_bytes(disk):>9}")
+    rows.append(f"  {'total':<20} {'':>6} {'':>12} {total:>9.2f} {fmt_bytes(disk):>9}")
     what = f"{devices:g} GPU(s)" if device == "gpu" else f"{devices:g} CPU slot(s)"
     rows.append(f"  wall time on {what}: ~{_fmt_hours(wall_hours(stages, devices, per_job))}")
     return rows

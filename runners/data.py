@@ -31,6 +31,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from runners import streams
+from runners.integrity import IntegrityError, file_checksum, verify_file
 
 IMAGEFOLDER_SIZE = 64  # an ImageFolder dataset's images are resized to this side unless `image_size` says otherwise
 
@@ -162,15 +163,6 @@ def built_cache(spec: dict, *, progress: bool = False) -> Path:
     return folder
 
 
-def file_checksum(path: Path) -> str:
-    """sha256 of a file, streamed in 8 MiB blocks (hashlib.file_digest needs Python 3.11; the package runs on 3.10)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(8 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_cache(spec: dict) -> None:
     """Build the dataset cache on this node if needed, then check its arrays against the checksums recorded
     when it was built: a ``pixels.npy`` edited in place would change every accuracy silently. Run once per sweep
@@ -180,13 +172,33 @@ def verify_cache(spec: dict) -> None:
     if spec["name"] == "digits":
         return
     folder = built_cache(spec)
-    sums = json.loads((folder / "meta.json").read_text()).get("checksums", {})
-    for name, digest in sums.items():
-        if not (folder / name).exists() or file_checksum(folder / name) != digest:
-            raise ValueError(
-                f"dataset: the cache file {folder / name} is missing or was modified after it was "
-                f"built (checksum mismatch); delete {folder} to rebuild it from the dataset files"
-            )
+    for name, digest in recorded_checksums(folder).items():
+        verify_file(folder / name, digest, "dataset", f"delete {folder} to rebuild it from the dataset files")
+
+
+def recorded_checksums(folder: Path) -> dict[str, str]:
+    """The checksums a cache folder's ``meta.json`` recorded when it was built, one per array. A record that is
+    missing, unreadable or covers no array is refused, never skipped: without it an array edited in place would
+    pass as the one the cache was built with."""
+    meta_path = folder / "meta.json"
+    rebuild = f"delete {folder} to rebuild it from the dataset files"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise IntegrityError(
+            f"dataset: the cache record {meta_path} is unreadable ({_first_line(exc)}); {rebuild}"
+        ) from None
+    sums = meta.get("checksums") if isinstance(meta, dict) else None
+    arrays = {p.name for p in folder.glob("*.npy")}
+    if not isinstance(sums, dict) or not sums or not arrays <= set(sums):
+        unrecorded = sorted(arrays - set(sums)) if isinstance(sums, dict) else []
+        what = f"no checksum for {', '.join(unrecorded)}" if unrecorded and sums else "no checksums"
+        raise IntegrityError(f"dataset: the cache record {meta_path} holds {what}; {rebuild}")
+    return sums
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _build_cache(spec: dict, folder: Path, progress: bool) -> None:

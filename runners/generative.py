@@ -21,9 +21,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from runners.costs import FLOAT_BYTES
+from runners.integrity import folder_checksums, verify_folder
 from runners.options import check_resolution
 from runners.streams import batch_seed
 from runners.train import autocast_for, resident_rows
+from scaling.io import temp_name
 
 # diffusers is imported inside the functions that build, load or sample a generator: it takes ~3 s per process,
 # and the driver and workers import this module through the source registry without building one
@@ -184,8 +186,9 @@ def sample_diffusion(
 def save_generator(model, folder: Path, meta: dict) -> None:
     """Weights as safetensors plus the UNet config and a meta.json (seconds, hyper-parameters)."""
     folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")  # a dot: cleaned on the next start if killed
+    tmp = folder.with_name(temp_name(folder.name, str(os.getpid())))  # cleaned on the next start if killed
     model.save_pretrained(tmp, safe_serialization=True)
+    meta = {**meta, "files": folder_checksums(tmp)}  # the weights and config, checked before every load
     (tmp / "meta.json").write_text(json.dumps(meta, default=str))
     if folder.exists():  # another worker finished the same content first: identical by construction
         shutil.rmtree(tmp)
@@ -216,8 +219,10 @@ def train_or_load(
 def load_generator(folder: Path):
     from diffusers import UNet2DModel
 
+    meta = json.loads((Path(folder) / "meta.json").read_text())
+    verify_folder(folder, meta.get("files"), "generator", "delete the folder to retrain it", skip=("meta.json",))
     model = UNet2DModel.from_pretrained(folder, use_safetensors=True, local_files_only=True)
-    return model, json.loads((Path(folder) / "meta.json").read_text())
+    return model, {k: v for k, v in meta.items() if k != "files"}
 
 
 # --------------------------------------------------------------------------------------------------

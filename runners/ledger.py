@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from runners.storage import RunFolder
+from runners.storage import RunFolder, stored_name
 from runners.config import ConfigError, protocol_label
 from runners.pools import POOL_VERSION
 from scaling.io import write_atomic
@@ -191,31 +191,35 @@ def check_ledger(cfg) -> set[str]:
     return done
 
 
-def read_entry(path: Path) -> dict:
+def read_entry(path: Path, name: str | None = None) -> dict:
+    name = name or str(path)
     try:
         entry = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError):
-        raise ConfigError(f"ledger: {path} is damaged (not JSON); delete it to recompute that cell") from None
+        raise ConfigError(f"ledger: {name} is damaged (not JSON); delete it to recompute that cell") from None
     if not isinstance(entry, dict):
-        raise ConfigError(f"ledger: {path} is damaged (not a JSON object); delete it to recompute that cell")
+        raise ConfigError(f"ledger: {name} is damaged (not a JSON object); delete it to recompute that cell")
     return entry
 
 
 def verify_entry(cfg, path: Path, cell: dict) -> dict:
     """The entry at ``path``, checked to be a finished result of ``cell`` under the current fingerprint."""
-    entry = read_entry(path)
+    name = stored_name(cfg, path)  # a remote run folder: the store's object, which a rerun would download again
+    entry = read_entry(path, name)
     missing = [k for k in ENTRY_KEYS if k not in entry]
     if missing:
-        raise ConfigError(f"ledger: {path} lacks {', '.join(missing)}; delete it to recompute that cell")
+        raise ConfigError(f"ledger: {name} lacks {', '.join(missing)}; delete it to recompute that cell")
     moved = [k for k in CELL_COORDS if k in cell and entry.get(k) != cell[k]]
     if moved:
         raise ConfigError(
-            f"ledger: {path} holds the result of another cell ({moved[0]} = {entry.get(moved[0])!r}, "
+            f"ledger: {name} holds the result of another cell ({moved[0]} = {entry.get(moved[0])!r}, "
             f"its name says {cell[moved[0]]!r}); delete it to recompute that cell"
         )
-    if "checksum" in entry and entry["checksum"] != entry_checksum(entry):
+    if "checksum" not in entry:  # every entry the package writes carries one: an entry without it is unverifiable
+        raise ConfigError(f"ledger: {name} carries no checksum record; delete it to recompute that cell")
+    if entry["checksum"] != entry_checksum(entry):
         raise ConfigError(
-            f"ledger: {path} was modified after it was written (checksum mismatch); delete it to recompute that cell"
+            f"ledger: {name} was modified after it was written (checksum mismatch); delete it to recompute that cell"
         )
     now = fingerprint_parts(cfg, cell)
     theirs = entry["cell_fingerprint"]

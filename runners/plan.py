@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from runners.config import DATASET_SHAPES, DATASET_SIZES, load_config, files_checked_later
+from runners.config import DATASET_SHAPES, DATASET_SIZES, ConfigError, load_config, files_checked_later
 from runners.data import IMAGEFOLDER_SIZE
-from runners.costs import Stage, cost_table_lines, load_table, lookup, shape_key
+from runners.costs import Stage, cost_table_lines, fmt_bytes, load_table, lookup, shape_key
 from runners.pools import pool_key
 from runners.sources import REGISTRY, generator_trainings
 from runners.sources.base import Pricing
+from runners.train import build_model
 
 # (images, (C, H, W)) of datasets whose files may not be in place yet (a dry run before the download):
 # CIFAR-10/100 as torchvision ships them, BloodMNIST as MedMNIST v2 ships it, ImageNet-100 as the usual
@@ -119,6 +120,67 @@ def _trial_stage(cfg, table, device, shape) -> Stage:
         for c in cells
     )
     return Stage("trials", len(cells), images, images / rate / 3600, 0, f"{key}: {rate:.3g} img/s, {basis}")
+
+
+# A trial this large is a typo (``batch_size: 10**9``), not a plan: it is refused before anything runs
+MAX_TRIAL_SECONDS = 7 * 24 * 3600  # one classifier training, at the cost table's rate for the config's device
+FLOAT_BYTES_TRAINING = 4  # fp32 parameters, gradients and activations (bf16 on GPU only lowers it)
+
+
+def classifier_bytes(cfg, shape) -> tuple[int, int]:
+    """(parameter bytes, activation bytes of one batch) of one trial's classifier, counted exactly by building it
+    on torch's meta device (no memory is allocated): parameters with their gradient and two Adam moments,
+    every module's output kept for the backward pass and its gradient."""
+    with torch.device("meta"):
+        model = build_model(cfg.recipe, shape[0], 10, cfg.width)
+    params = sum(p.numel() for p in model.parameters())
+    outputs: list[int] = []
+    leaves = [m for m in model.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(lambda _m, _i, out: outputs.append(out.numel())) for m in leaves]
+    try:
+        model(torch.zeros((1, *shape), device="meta"))
+    finally:
+        for h in hooks:
+            h.remove()
+    return 4 * params * FLOAT_BYTES_TRAINING, 2 * sum(outputs) * cfg.batch_size * FLOAT_BYTES_TRAINING
+
+
+def memory_limit(cfg, local: bool) -> tuple[int, str]:
+    """What one trial may use: this machine's memory for a local sweep, else (a cluster) 1 TiB."""
+    if local:
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's memory"
+        except (ValueError, OSError):
+            pass
+    return 1 << 40, "1 TiB"
+
+
+def check_trial_size(cfg, *, local: bool = True) -> None:
+    """Refuse, naming the field, a classifier whose training could not fit in memory or would run for more than
+    :data:`MAX_TRIAL_SECONDS` — what the dry run estimates, checked before Ray starts."""
+    _, shape = dataset_facts(cfg.dataset)
+    params, acts = classifier_bytes(cfg, shape)
+    limit, where = memory_limit(cfg, local)
+    if params + acts > limit:
+        field_name = "classifier.width" if params > acts else "classifier.batch_size"
+        raise ConfigError(
+            f"{field_name}: one trial's classifier would need about {fmt_bytes(params + acts)} to train "
+            f"(width {cfg.width}, batch {cfg.batch_size} of {shape_key(shape)} images), more than {where} "
+            f"({fmt_bytes(limit)})"
+        )
+    rate, _ = lookup(load_table(), _device_of(cfg), f"classifier/{cfg.recipe}/w{cfg.width}/{shape_key(shape)}")
+    worst = max(
+        cfg.train_steps(c.get("budget", cfg.budgets[0]), c["n_real"] + c["n_synth"])
+        * min(cfg.batch_size, c["n_real"] + c["n_synth"])
+        for c in cfg.cells()
+    )
+    if worst / rate > MAX_TRIAL_SECONDS:
+        field_name = "classifier.max_steps" if "epochs" in cfg.budgets else "classifier.steps"
+        raise ConfigError(
+            f"{field_name}: one trial would train about {worst / rate / 86400:,.0f} days on "
+            f"{_device_of(cfg)} ({worst:,} images at {rate:.3g} img/s, the cost table's rate); at most "
+            f"{MAX_TRIAL_SECONDS / 86400:g} days per trial"
+        )
 
 
 def placement_of(cfg) -> dict:

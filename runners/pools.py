@@ -18,6 +18,7 @@ import numpy as np
 
 from runners.storage import RunFolder
 from runners.data import dataset_of
+from runners.integrity import file_checksum, verify_file
 from runners.options import content_hash
 
 POOL_VERSION = 4  # bump when the recipe changes what a cached pool contains
@@ -74,9 +75,10 @@ def is_prepared(cfg, source: str, n_real: int, seed: int) -> bool:
 def read_pool(cfg, source: str, n_real: int, seed: int) -> Pool:
     """A finished pool's arrays (without the figure arrays, which are recomputed) and meta record."""
     npz, meta_path = pool_paths(cfg, source, n_real, seed)
+    meta = _verified(npz, json.loads(meta_path.read_text()))
     with np.load(npz) as f:
         arrays = {k: f[k] for k in f.files if k not in QUALITY_ARRAYS}
-    return Pool(arrays, json.loads(meta_path.read_text()))
+    return Pool(arrays, {k: v for k, v in meta.items() if k != "sha256"})
 
 
 def generator_folder(cfg, key: str) -> Path:
@@ -91,7 +93,14 @@ def save_pool(cfg, source: str, n_real: int, seed: int, pool: Pool) -> None:
     npz, meta_path = pool_paths(cfg, source, n_real, seed)
     run = RunFolder(cfg)
     run.write(npz, lambda p: np.savez(p, **pool.arrays))  # arrays first, meta second, here and in the store
-    run.write_json(meta_path, pool.meta)
+    run.write_json(meta_path, {**pool.meta, "sha256": file_checksum(npz)})
+
+
+def _verified(npz: Path, meta: dict) -> dict:
+    """A pool's meta record, its arrays checked against the checksum it recorded: a pool file replaced or edited
+    in place would change what every later classifier trains on."""
+    verify_file(npz, meta.get("sha256"), "pool", f"delete it and {npz.with_suffix('.json').name} to rebuild that pool")
+    return meta
 
 
 def read_meta(cfg, source: str, n_real: int, seed: int) -> dict:
@@ -117,16 +126,19 @@ def load_pool(cfg, source: str, n_real: int, seed: int, n: int) -> tuple[np.ndar
             f"pool for {source} n_real={n_real} seed={seed} is not prepared ({npz}); "
             "sources are prepared before the trials"
         )
+    meta = _verified(npz, json.loads(meta_path.read_text()))
     with np.load(npz) as f:
         arrays = {k: f[k][:n] for k in f.files if k not in QUALITY_ARRAYS}
-    return pool_images(cfg, arrays), arrays["labels"], json.loads(meta_path.read_text())
+    return pool_images(cfg, arrays), arrays["labels"], meta
 
 
 def load_quality_arrays(cfg, source: str, n_real: int, seed: int) -> dict:
     """The judge features (with the labels of those images) and domain direction a pool file keeps for the
     domain-gap figure."""
-    npz = pool_paths(cfg, source, n_real, seed)[0]
+    npz, meta_path = pool_paths(cfg, source, n_real, seed)
     RunFolder(cfg).fetch(npz)
+    RunFolder(cfg).fetch(meta_path)
+    _verified(npz, json.loads(meta_path.read_text()))
     with np.load(npz) as f:
         out = {k: f[k] for k in QUALITY_ARRAYS if k in f.files}
         out["labels"] = f["labels"][: len(out["features"])]

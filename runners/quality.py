@@ -21,6 +21,7 @@ from scipy import linalg
 from runners import streams
 from runners.storage import RunFolder
 from runners.data import cache_root, dataset_of, non_test
+from runners.integrity import IntegrityError, file_checksum, verify_file
 from runners.options import content_hash
 from runners.pools import dataset_spec
 from runners.train import build_model, train_classifier
@@ -43,18 +44,66 @@ def node_judge_path(cfg) -> Path:
 
 def prepare_judge(cfg) -> dict:
     """Train (once per node and dataset) the classifier on every non-test real image; it labels and embeds
-    pools. The run folder holds its own copy (uploaded with the run), so a run stays self-contained."""
+    pools. The run folder holds its own copy (uploaded with the run), so a run stays self-contained. Both copies
+    are checked against the checksum recorded when the judge was trained before either is used."""
     path = judge_path(cfg)
     meta_path = path.with_suffix(".json")
     run = RunFolder(cfg)
     if run.fetch(meta_path) and run.fetch(path):
-        return json.loads(meta_path.read_text())
+        return verified_judge(cfg)
     node = node_judge_path(cfg)
-    if not (node.exists() and node.with_suffix(".json").exists()):
-        _train_judge(cfg, node)
+    if not (node.exists() and node.with_suffix(".json").exists()) or "sha256" not in _judge_record(node):
+        _train_judge(cfg, node)  # absent, or trained by a version that recorded no checksum: retrained (exact)
+    _check_judge(node, f"delete it and {node.with_suffix('.json').name} to retrain this node's judge")
     for src, dst in ((node, path), (node.with_suffix(".json"), meta_path)):
         run.write(dst, lambda tmp, src=src: shutil.copyfile(src, tmp))
-    return json.loads(meta_path.read_text())
+    return verified_judge(cfg)
+
+
+def _judge_record(weights: Path) -> dict:
+    """The ``.json`` beside a judge's weights: its test accuracy, training time, recipe and sha256."""
+    meta_path = weights.with_suffix(".json")
+    try:
+        record = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise IntegrityError(
+            f"the judge: its record {meta_path} is unreadable ({exc}); delete it and {weights}"
+        ) from None
+    if not isinstance(record, dict):
+        raise IntegrityError(f"the judge: its record {meta_path} is not a JSON object; delete it and {weights}")
+    return record
+
+
+def _check_judge(weights: Path, way_out: str) -> dict:
+    record = _judge_record(weights)
+    verify_file(weights, record.get("sha256"), "the judge", way_out)
+    return record
+
+
+def verified_judge(cfg) -> dict:
+    """The run folder's judge record, its weights checked against it. A run copy from a version that recorded
+    no checksum is kept only when its bytes are this node's verified judge (then the record is added)."""
+    path = judge_path(cfg)
+    way_out = f"delete it and {path.with_suffix('.json').name} (in {path.parent}) to copy this node's judge again"
+    record = _judge_record(path)
+    if "sha256" not in record:
+        node = node_judge_path(cfg)
+        if node.exists() and node.with_suffix(".json").exists():
+            node_record = _check_judge(node, f"delete it and {node.with_suffix('.json').name} to retrain it")
+            if file_checksum(path) == node_record["sha256"]:
+                record = {**record, "sha256": node_record["sha256"]}
+                RunFolder(cfg).write_json(path.with_suffix(".json"), record)
+    verify_file(path, record.get("sha256"), "the judge", way_out)
+    return record
+
+
+def check_judges(cfg) -> None:
+    """Before Ray starts: every judge this sweep may use (this node's and the run folder's) that carries a
+    checksum record matches it, so a damaged judge is one line naming it (exit 2), never pool scores measured
+    with it or a source job's failure. Judges without a record are settled by :func:`prepare_judge`."""
+    for weights in (node_judge_path(cfg), judge_path(cfg)):
+        if weights.exists() and weights.with_suffix(".json").exists() and "sha256" in _judge_record(weights):
+            _check_judge(weights, f"delete it and {weights.with_suffix('.json').name} (in {weights.parent})")
 
 
 def _train_judge(cfg, target: Path) -> None:
@@ -75,7 +124,12 @@ def _train_judge(cfg, target: Path) -> None:
     state = {k: v.contiguous() for k, v in out["model"].state_dict().items()}
     state.update(norm_mean=mean.contiguous(), norm_std=std.contiguous())
     write_atomic(target, lambda p: save_file(state, str(p)))
-    meta = {"test_accuracy": out["accuracy"], "train_seconds": out["train_seconds"], **JUDGE}
+    meta = {
+        "test_accuracy": out["accuracy"],
+        "train_seconds": out["train_seconds"],
+        **JUDGE,
+        "sha256": file_checksum(target),
+    }
     write_atomic(target.with_suffix(".json"), lambda p: p.write_text(json.dumps(meta)))
 
 
@@ -92,6 +146,7 @@ def judge_outputs(cfg, images) -> tuple[np.ndarray, np.ndarray]:
     """(penultimate features, predicted labels) of the judge for float images in [0, 1] (an array or a
     :class:`runners.data.FloatImages` view, converted 1024 rows at a time)."""
     data, _ = dataset_of(cfg)
+    verified_judge(cfg)  # hashed once per process and file (runners.integrity)
     model, mean, std = _judge(str(judge_path(cfg)), data.images.shape[1], len(data.classes))
     feats, preds = [], []
     with torch.no_grad():

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import socket
+import tempfile
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -31,7 +32,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 from filelock import FileLock, Timeout
 from pyarrow import fs as pafs
 
-from scaling.io import write_atomic
+from scaling.io import temp_name, write_atomic
 
 URI_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 
@@ -98,6 +99,12 @@ def check_storage_uri(storage: str) -> str | None:
         return f"{redact(storage)!r} is not a URI (scheme://...)"
     scheme = urlsplit(storage).scheme
     if scheme == "file":
+        host = urlsplit(storage).netloc
+        if host not in ("", "localhost"):  # file://runs parses 'runs' as a host: the files would land elsewhere
+            return (
+                f"{redact(storage)!r} names the host {host!r}; a file:// URI holds an absolute path "
+                f"(file:///abs/path, three slashes) — for a folder relative to here, give the path itself"
+            )
         return None
     if scheme not in URI_SCHEMES:
         return f"unsupported URI scheme {scheme!r}; use a path, file://, or one of {', '.join(URI_SCHEMES)}"
@@ -145,6 +152,31 @@ class StorageError(OSError):
     """The run folder's store stayed unreachable through every retry, or a disk refused a write."""
 
 
+class PermanentStorageError(StorageError):
+    """The store answered, and no retry can change its answer: the bucket does not exist, the credentials are
+    refused. The sweep stops at the first one (exit 5) instead of retrying every upload of every trial."""
+
+
+# pyarrow raises a plain OSError for every store error and carries the S3 error code only in its text, so the
+# text is all there is to tell a refusal from a dropped connection (a retry fixes only the latter)
+PERMANENT_STORE_ERRORS = (
+    "NO_SUCH_BUCKET",
+    "The specified bucket does not exist",
+    "To create buckets, enable the allow_bucket_creation option",
+    "ACCESS_DENIED",
+    "AccessDenied",
+    "INVALID_ACCESS_KEY_ID",
+    "InvalidAccessKeyId",
+    "SIGNATURE_DOES_NOT_MATCH",
+    "SignatureDoesNotMatch",
+    "EXPIRED_TOKEN",
+)
+
+
+def is_permanent(exc: OSError) -> bool:
+    return any(code in str(exc) for code in PERMANENT_STORE_ERRORS)
+
+
 # seconds between the attempts of one storage call: a store that is back within ~30 s loses nothing
 RETRY_DELAYS = (1, 2, 4, 8, 16)
 
@@ -159,6 +191,8 @@ def with_retries(what: str, call):
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
             raise StorageError(f"storage: {what} failed: {redact(str(exc)).splitlines()[0]}") from exc
         except OSError as exc:  # pyarrow raises OSError for network and server errors alike: transient
+            if is_permanent(exc):
+                raise PermanentStorageError(f"storage: {what} failed: {redact(str(exc)).splitlines()[0]}") from exc
             if delay is None:
                 raise StorageError(
                     f"storage: {what} failed after {len(RETRY_DELAYS) + 1} attempts: {redact(str(exc)).splitlines()[0]}"
@@ -210,7 +244,7 @@ def pull(cfg, path: Path) -> bool:
     if with_retries(f"reading {key}", lambda: filesystem.get_file_info(key).type) != pafs.FileType.File:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
+    tmp = path.with_name(temp_name(path.name, f"part-{os.getpid()}"))
 
     def download():
         with filesystem.open_input_stream(key) as src, open(tmp, "wb") as dst:
@@ -234,6 +268,62 @@ def pull_tree(cfg, folder: Path) -> None:
     for info in infos:
         if info.type == pafs.FileType.File:
             pull(cfg, Path(folder) / info.path[len(key) + 1 :])
+
+
+def reconcile(cfg) -> int:
+    """Upload every artefact of this node's mirror that the store lacks (an object deleted from the bucket, an
+    upload lost with a node), so "a sweep resumes from the bucket alone" stays true after every rerun; what the
+    store has and the mirror lacks is downloaded on first use (:func:`pull`). One listing, then one PUT per
+    missing object; returns how many were uploaded. No-op for local storage."""
+    where = remote(cfg)
+    if where is None or not cfg.run_dir.exists():
+        return 0
+    filesystem, base = where
+    listing = with_retries(
+        f"listing {base}",
+        lambda: filesystem.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)),
+    )
+    have = {info.path for info in listing if info.type == pafs.FileType.File}
+    uploaded = 0
+    for path in sorted(cfg.run_dir.rglob("*")):
+        rel = path.relative_to(cfg.run_dir)
+        if not path.is_file() or _node_local(rel) or f"{base}/{rel.as_posix()}" in have:
+            continue
+        push(cfg, path)
+        uploaded += 1
+    return uploaded
+
+
+NODE_LOCAL = ("tune", "executions.log", "failures.log")  # never uploaded (see the module's docstring)
+
+
+def _node_local(rel: Path) -> bool:
+    return rel.parts[0] in NODE_LOCAL or any(part.startswith(".") for part in rel.parts)
+
+
+def stored_name(cfg, path: Path) -> str:
+    """How a message names a run-folder file: the path, and for a remote run folder the store's object too, so
+    "delete it" reaches the copy a rerun would download again."""
+    target = _remote_path(cfg, path)
+    if target is None:
+        return str(path)
+    scheme = urlsplit(cfg.storage).scheme
+    return f"{scheme}://{target[1]} (mirrored at {path})"
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Refuse, naming the folder, a folder this node cannot write (a read-only mount, a full disk), before Ray
+    starts: otherwise the first write inside a Ray task fails after its retries."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=temp_name("write-check", ""), dir=folder)
+        try:
+            os.write(fd, b"x")
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise StorageError(exc.errno, f"{what}: cannot write here ({exc.strerror or exc})", str(folder)) from None
 
 
 class RunFolderBusy(RuntimeError):
@@ -272,6 +362,9 @@ class RunFolder:
 
     def fetch_tree(self, folder: Path) -> None:
         pull_tree(self.cfg, Path(folder))
+
+    def reconcile(self) -> int:
+        return reconcile(self.cfg)
 
     def lock(self):
         """Hold the folder for one sweep (:func:`run_lock`)."""
@@ -313,8 +406,33 @@ def _write_holder(path: Path) -> None:
 
 
 def _holder(path: Path) -> str:
+    """Who holds the lock: the text its holder wrote, checked against the kernel's lock table where there is one
+    (Linux ``/proc/locks``): text left by an earlier holder, or by none, must not name the wrong process."""
     try:
         holder = json.loads(path.read_text())
-        return f"pid {holder['pid']} on {holder['host']} since {holder['since']}"
+        written = f"pid {holder['pid']} on {holder['host']} since {holder['since']}"
+        written_pid = int(holder["pid"])
     except (OSError, ValueError, KeyError, TypeError):
-        return "holder unknown"
+        written, written_pid = "holder unknown", None
+    live = _kernel_lock_holder(path)
+    if live is None or live == written_pid:
+        return written
+    return f"pid {live} on {socket.gethostname()}"
+
+
+def _kernel_lock_holder(path: Path) -> int | None:
+    """The pid holding an flock on ``path`` according to ``/proc/locks`` (Linux, same host), else None."""
+    try:
+        inode = path.stat().st_ino
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 4261 00:2f:123456 0 EOF"; a blocked waiter's line carries "->" first
+        if len(parts) >= 6 and parts[1] == "FLOCK" and parts[5].rsplit(":", 1)[-1] == str(inode):
+            try:
+                return int(parts[4])
+            except ValueError:
+                continue
+    return None

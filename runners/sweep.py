@@ -11,10 +11,8 @@ import importlib.metadata
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,17 +22,18 @@ import torch
 from ray import tune
 from tqdm import tqdm
 
+from runners import signals
 from runners import storage as run_store  # `storage` is run_sweep's argument
-from runners.storage import RunFolder, RunFolderBusy
+from runners.storage import PermanentStorageError, RunFolder, RunFolderBusy, StorageError, check_writable
 from runners.assemble import assemble_cube, write_features
 from runners.config import ConfigError, SweepConfig, load_config
-from runners.data import verify_cache
+from runners.data import cache_root, verify_cache
 from runners.ledger import cell_key, check_ledger, check_run_dir, ledger_path, package_version, write_stamp
 from runners.plan import dry_run as plan_dry_run
-from runners.plan import source_jobs
-from runners.pools import is_prepared
+from runners.plan import check_trial_size, source_jobs
+from runners.pools import is_prepared, pool_paths
 from runners.sources import open_set, prepare_pool
-from runners.quality import prepare_judge
+from runners.quality import check_judges, prepare_judge
 from runners.trial import injected, placement, trainable, use_allotted_cpus
 from scaling.cube import STATUS_DONE, cell_dims, open_cube, save_cube, status_counts
 from scaling.io import clean_temp_files
@@ -108,7 +107,13 @@ def run_sweep(
     """
     if dry_run:
         return plan_dry_run(config, settings, storage=storage, gpus=gpus)
+    with signals.stopping_cleanly():  # before any work: every phase stops the same way
+        return _run(config, address=address, storage=storage, quiet=quiet, settings=settings)
+
+
+def _run(config, *, address, storage, quiet, settings) -> Path:
     cfg = load_config(config, settings, storage=storage)
+    check_trial_size(cfg, local=not address)  # a classifier that cannot fit or finish: refused with its field
     if not address:  # known before anything is written; a cluster is asked once Ray is up
         check_resources(cfg, *_local_resources(cfg), "this machine")
     started = time.time()
@@ -117,6 +122,9 @@ def run_sweep(
         clean_temp_files(cfg.run_dir)  # what killed writers left; no writer of this folder runs now
         stamp = check_run_dir(cfg)
         verify_cache(cfg.dataset)  # the arrays every trial maps are the ones the cache was built with
+        check_judges(cfg)  # a damaged judge is named here, not inside a source job
+        check_writable(cache_root().parent, "SCALING_CACHE")  # source jobs write pools, judges and caches there
+        run.reconcile()  # a remote run folder: what the store lost is uploaded again from this node's mirror
         (cfg.run_dir / "ledger").mkdir(exist_ok=True)
         done = check_ledger(cfg)
         write_stamp(cfg, stamp)  # only now: a refused run leaves the folder's record as it was
@@ -129,13 +137,17 @@ def run_sweep(
                 flush=True,
             )
         failed: set[str] = set()
+        stopped_by = None
         if pending:
-            with ray_session(cfg, address):
-                if address:
-                    have = ray.cluster_resources()
-                    check_resources(cfg, have.get("CPU", 0), have.get("GPU", 0), f"the Ray cluster at {address}")
-                _prepare_sources(cfg, quiet=quiet)
-                failed = _tune(cfg, pending, quiet=quiet, started=started)
+            try:
+                with ray_session(cfg, address):
+                    if address:
+                        have = ray.cluster_resources()
+                        check_resources(cfg, have.get("CPU", 0), have.get("GPU", 0), f"the Ray cluster at {address}")
+                    _prepare_sources(cfg, quiet=quiet)
+                    failed = _tune(cfg, pending, quiet=quiet, started=started)
+            except KeyboardInterrupt as exc:  # a stop signal outside Tune's loop (checks, sources): save, then 130
+                stopped_by = str(exc) or "interrupted"
         cube = assemble_cube(cfg, failed, _provenance(cfg, started))
         _keep_a_larger_cube(cfg.run_dir / "results.nc", cube)
         path = run.upload(save_cube(cube, cfg.run_dir / "results.nc", overwrite=True))
@@ -150,9 +162,9 @@ def run_sweep(
             else ""
         )
         print(f"cube written: {path}{where} ({status_counts(cube)}) in {time.time() - started:.0f} s", flush=True)
-    if unfinished:
+    if unfinished or stopped_by:
         raise SweepInterrupted(
-            f"interrupted: {len(unfinished)} of {len(cells)} trials did not finish (the cube "
+            f"{stopped_by or 'interrupted'}: {len(unfinished)} of {len(cells)} trials did not finish (the cube "
             f"marks them pending); rerun the same command to resume"
         )
     return path
@@ -204,28 +216,11 @@ def ray_session(cfg: SweepConfig, address: str | None):
             ray.init(num_cpus=cfg.resources.num_cpus or os.cpu_count(), **kwargs)
         started_here = True
     try:
-        with sigterm_as_sigint():
-            yield
+        signals.install()  # after ray.init, which installs a SIGTERM handler that ends the driver without saving
+        yield
     finally:
         if started_here:
             ray.shutdown()
-
-
-@contextlib.contextmanager
-def sigterm_as_sigint():
-    """SIGTERM (SLURM's, Kubernetes', ``timeout``'s) stops a sweep as Ctrl-C does: whatever handles SIGINT now
-    (Tune's graceful stop, or Python's KeyboardInterrupt) runs, the cube is saved and the exit is 130 with
-    "rerun to resume". Set after ``ray.init``, which installs its own SIGTERM handler that ends the driver
-    without saving. Only the main thread may set handlers; elsewhere (a notebook's worker thread) nothing
-    changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _source_task(cfg: SweepConfig, job: dict, *deps) -> dict:
@@ -278,6 +273,9 @@ def _prepare_sources(cfg: SweepConfig, *, quiet: bool) -> None:
                 r = ray.get(done[0])
             except ray.exceptions.RayError as exc:  # after its retries: no trial could use this pool, so stop here
                 j = refs[done[0]]
+                cause = getattr(exc, "cause", None)
+                if isinstance(cause, OSError) and not isinstance(cause, FileNotFoundError):
+                    raise _write_refused(cfg, j, cause) from exc  # a full disk, a read-only cache: exit 5
                 raise SourceJobError(
                     f"sources: the {j['source']} pool for n_real={j['n_real']} seed={j['seed']} "
                     f"failed after {cfg.max_failures} retries: {getattr(exc, 'cause', exc)!r}"
@@ -291,8 +289,29 @@ def _prepare_sources(cfg: SweepConfig, *, quiet: bool) -> None:
             )
 
 
+def _write_refused(cfg: SweepConfig, job: dict, cause: OSError) -> StorageError:
+    """A source job's refused write as one line naming the path: the file the error names, else the pool the
+    job was writing (a full disk raises ``OSError(28)`` without a path)."""
+    where = cause.filename or pool_paths(cfg, job["source"], job["n_real"], job["seed"])[0]
+    what = cause.strerror or (str(cause).splitlines()[0] if str(cause) else type(cause).__name__)
+    return StorageError(
+        cause.errno,
+        f"sources: the {job['source']} pool for n_real={job['n_real']} seed={job['seed']} could not be written "
+        f"({what})",
+        str(where),
+    )
+
+
 def build_tuner(
-    fn, param_space: dict, *, resources: dict, name: str, storage: Path, max_failures: int, callbacks: list
+    fn,
+    param_space: dict,
+    *,
+    resources: dict,
+    name: str,
+    storage: Path,
+    max_failures: int,
+    callbacks: list,
+    stop=None,
 ):
     """The sweep's Tuner: packed resources, reused actors, no per-trial loggers or console tables,
     retries on failure. A trial then costs its training, not its scheduling (bench/ray_overhead.py)."""
@@ -308,6 +327,7 @@ def build_tuner(
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=callbacks,
             log_to_file=False,
+            stop=stop,
         ),
     )
 
@@ -340,8 +360,31 @@ def _tune(cfg: SweepConfig, pending: list[dict], *, quiet, started) -> set[str]:
                 )
 
         def on_trial_error(self, iteration, trials, trial, **info):
+            self._note_permanent(trial)
             failed.add(cell_key(trial.config["cell"]))
             bar.write(f"trial failed after retries: {cell_key(trial.config['cell'])}")
+
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            self._note_permanent(trial)
+
+        def _note_permanent(self, trial):
+            """A store that refuses for good (no bucket, refused credentials) ends the sweep at its first
+            failure: no retry of this trial or of any other can succeed."""
+            err = trial.get_pickled_error()
+            cause = getattr(err, "cause", err)
+            if isinstance(cause, PermanentStorageError) and stop.fatal is None:
+                stop.fatal = cause
+
+    class StopOnPermanentError(tune.Stopper):
+        fatal = None
+
+        def __call__(self, trial_id, result):
+            return False
+
+        def stop_all(self):
+            return self.fatal is not None
+
+    stop = StopOnPermanentError()
 
     resources = {"cpu": cfg.trial_resources["CPU"], "gpu": cfg.trial_resources["GPU"]}
     space = {"sweep": cfg, "cell": tune.grid_search(pending)}
@@ -353,9 +396,12 @@ def _tune(cfg: SweepConfig, pending: list[dict], *, quiet, started) -> set[str]:
         storage=cfg.run_dir / "tune",
         max_failures=cfg.max_failures,
         callbacks=[Progress()],
+        stop=stop,
     )
     try:
         tuner.fit()
     finally:
         bar.close()
+    if stop.fatal is not None:
+        raise stop.fatal
     return failed

@@ -6,7 +6,6 @@ Imported by every room that writes (runners, scaling, paper_figures); imports no
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -14,20 +13,27 @@ from pathlib import Path
 # the process's umask, read once (reading it means setting it): atomic writes get the mode a plain open() gives
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
-TEMP_MARK = ".tmp"
+# every temporary name the package writes starts with this: cleaning up removes these and nothing of the user's
+TEMP_PREFIX = ".scaling-tmp."
+
+
+def temp_name(name: str, tag: str) -> str:
+    """A temporary name beside ``name`` (``.scaling-tmp.<name>.<tag>``): hidden from the run folder's readers
+    (a leading dot) and recognisable by :func:`clean_temp_files` as the package's own."""
+    return f"{TEMP_PREFIX}{name}.{tag}"
 
 
 def write_atomic(path: str | os.PathLike, write) -> Path:
     """``write(tmp)`` to a temp file beside ``path``, then rename it over ``path``.
 
     Readers never see a half-written file, and concurrent writers of the same content cannot corrupt it.
-    The temp name starts with a dot (the run folder's readers skip such names) and keeps the suffix (``np.savez`` would
+    The temp name is :data:`TEMP_PREFIX` + the name + a random part, and keeps the suffix (``np.savez`` would
     otherwise append ``.npz``); it is removed on failure, and :func:`clean_temp_files` removes those a killed
     writer left. The file gets the usual mode (``0o666`` less the umask), not ``mkstemp``'s private 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_MARK + path.suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -41,13 +47,16 @@ def write_atomic(path: str | os.PathLike, write) -> Path:
     return path
 
 
-def clean_temp_files(folder: str | os.PathLike) -> int:
-    """Remove what interrupted writes left under ``folder``: atomic writes' ``.name.XXXX.tmp*`` files,
-    downloads' ``.name.part-PID`` and generator folders' ``.name.tmpPID``; call it only while no writer can be
-    active (the run lock held). Returns how many were removed."""
+def clean_temp_files(folder: str | os.PathLike, *, recursive: bool = True) -> int:
+    """Remove what the package's interrupted writes left in ``folder`` (and below it, when ``recursive``): the
+    files and folders named :data:`TEMP_PREFIX`\* — atomic writes, downloads, generator folders, report
+    staging. Nothing else is touched, whatever its name. Call it only while no writer can be active (the run
+    lock held). Returns how many were removed."""
+    folder = Path(folder)
+    found = folder.rglob(TEMP_PREFIX + "*") if recursive else folder.glob(TEMP_PREFIX + "*")
     removed = 0
-    for path in sorted(Path(folder).rglob(".*"), reverse=True):  # children before their folders
-        if not re.search(r"\.tmp(\d+$|\.|$)|\.part-\d+$", path.name) or not path.exists():
+    for path in sorted(found, reverse=True):  # children before their folders
+        if not path.exists() and not path.is_symlink():
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)

@@ -12,11 +12,11 @@ import numpy as np
 import xarray as xr
 
 from analysis.equivalence import BASE_CELL_SHARE
-from analysis.formatting import format_interval, gain_text, md_table
+from analysis.formatting import format_interval, gain_text, inert_md, md_table
 from analysis.options import CI_METHODS
 from analysis.verdict import ESTIMATED_MAX_RATIO, METHODS_DISAGREE_FACTOR
 from scaling.cube import PROTOCOL_DIM, STATUS_DONE, open_cube, protocol_slice, status_counts
-from scaling.io import TEMP_MARK, clean_temp_files
+from scaling.io import clean_temp_files, temp_name
 
 
 def features_beside(cube_path, skipped: dict | None = None) -> xr.Dataset | None:
@@ -170,7 +170,7 @@ def answer_lines(results: dict) -> list[str]:
                 for v in sorted(verdicts)
             )
         md.append(
-            f"- **{name}** — {lead} (synthetic images per real image at n_synth = {ns}; heaviest law "
+            f"- **{inert_md(name)}** — {lead} (synthetic images per real image at n_synth = {ns}; heaviest law "
             f"'{res.law_chosen}'):"
         )
         for r in rows:
@@ -238,10 +238,10 @@ def caveat_lines(cube, results: dict) -> list[str]:
         extrap = [r["n_real"] for r in res.answer_rows() if r["extrapolated"]]
         wts = ", ".join(f"{k} {v:.2f}" for k, v in res.law_weights.items())
         md.append(
-            f"- **{name}**: equivalence laws weighted {wts} by their held-out error (in standard errors: "
+            f"- **{inert_md(name)}**: equivalence laws weighted {wts} by their held-out error (in standard errors: "
             f"{ho})"
             + (f"; extrapolated at n_real = {extrap}" if extrap else "")
-            + (". Warnings: " + "; ".join(res.warnings) if res.warnings else "")
+            + (". Warnings: " + inert_md("; ".join(res.warnings)) if res.warnings else "")
             + "."
         )
     if "open_set" in results:
@@ -395,15 +395,6 @@ def protocol_lines(full_cube, out: Path, n_boot: int, skipped: dict, **fit_kwarg
     return md
 
 
-def plain(text) -> str:
-    """A cube attribute as inert Markdown text: one line, no HTML, no image or link syntax (a cube from elsewhere
-    must not put markup, or a remote image a viewer would fetch, into the report)."""
-    text = " ".join(str(text).split())
-    for raw, safe in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("[", "&#91;"), ("]", "&#93;"), ("`", "'")):
-        text = text.replace(raw, safe)
-    return text
-
-
 def write_report(
     cube_path,
     out_dir,
@@ -420,8 +411,8 @@ def write_report(
     full = select_sources(open_cube(cube_path), sources)  # a bad cube or source: refused before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    clean_temp_files(out)  # what a killed report left
-    staging = Path(tempfile.mkdtemp(prefix=".report.", suffix=TEMP_MARK, dir=out))
+    clean_temp_files(out, recursive=False)  # what a killed report left: its own staging names in out only
+    staging = Path(tempfile.mkdtemp(prefix=temp_name("report", ""), dir=out))
     try:
         _draw_report(
             cube_path,
@@ -444,7 +435,7 @@ def write_report(
 
 def _move_in(staging: Path, out: Path) -> None:
     """Swap the new figures folder in (old one renamed aside, then removed), then the report itself."""
-    old = out / f".figures.old{os.getpid()}{TEMP_MARK}"
+    old = out / temp_name("figures", f"old{os.getpid()}")
     if (out / "figures").exists():
         (out / "figures").rename(old)
     if (staging / "figures").exists():
@@ -486,7 +477,7 @@ def _draw_report(
         "percentile": "percentile cluster-bootstrap intervals",
         "bca": "BCa cluster-bootstrap intervals",
     }.get(first.ci_method if first else "", "intervals")
-    md = [f"# How many synthetic images is one real image worth? — {plain(cube.attrs['dataset'])}", ""]
+    md = [f"# How many synthetic images is one real image worth? — {inert_md(cube.attrs['dataset'])}", ""]
     md += [
         "A classifier is trained on `n_real` real images plus `n_synth` images from a *source*; its test "
         "accuracy is compared with the *real* reference curve (more real images). The **real-image "
@@ -507,20 +498,20 @@ def _draw_report(
         "",
     ]
     md += [
-        f"- cube: `{cube_path}` — sources {', '.join(map(str, cube['source'].values))}; n_real "
+        f"- cube: {inert_md(cube_path)} — sources {inert_md(', '.join(map(str, cube['source'].values)))}; n_real "
         f"{cube['n_real'].values.tolist()}; n_synth {cube['n_synth'].values.tolist()}; "
         f"{cube.sizes['seed']} seeds; {cube.attrs['n_test']} test images",
         f"- cells: {status_counts(cube)}"
         + (" (the pending ones lie outside the replace design: never run)" if "design" in cube.attrs else ""),
         "- training protocol: "
-        + (plain(", ".join(f"{k} {v}" for k, v in recorded.items())) if recorded else "not recorded in the cube")
+        + (inert_md(", ".join(f"{k} {v}" for k, v in recorded.items())) if recorded else "not recorded in the cube")
         + (
-            f" — this page shows setting **{plain(cube.attrs['protocol_setting'])}** of the protocol sweep "
+            f" — this page shows setting **{inert_md(cube.attrs['protocol_setting'])}** of the protocol sweep "
             f"{full[PROTOCOL_DIM].values.tolist()}"
             if "protocol_setting" in cube.attrs
             else ""
         ),
-        plain(
+        inert_md(
             f"- produced by package {prov.get('package', '?')} (git {str(prov.get('git', ''))[:10] or '?'}), "
             f"torch {prov.get('torch', '?')}, {prov.get('start', '?')} – {prov.get('end', '?')}"
         ),
@@ -555,7 +546,11 @@ def _draw_report(
         md += ["## Checklist of the fit", ""] + checklist_lines(results) + [""]
     md += ["## Figures", ""]
     if skipped:
-        md += ["Not shown, and why:", ""] + [f"- {name}: {why}" for name, why in skipped.items()] + [""]
+        md += (
+            ["Not shown, and why:", ""]
+            + [f"- {inert_md(name)}: {inert_md(why)}" for name, why in skipped.items()]
+            + [""]
+        )
     captions = {
         "accuracy_vs_nsynth": "Accuracy vs images added, per base size; every source against the real reference "
         "(mean ± sd over seeds).",
@@ -588,7 +583,7 @@ def _draw_report(
         ]
     for name, res in results.items():
         # inside a fence nothing renders; a fence in a cube attribute must not close it
-        md += [f"## Summary: {name}", "", "```", res.summary().replace("```", "'''"), "```", ""]
+        md += [f"## Summary: {inert_md(name)}", "", "```", res.summary().replace("```", "'''"), "```", ""]
     if "pool_label_accuracy" in cube:
         md += [
             "## Pool quality",

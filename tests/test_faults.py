@@ -24,7 +24,7 @@ from runners import storage
 from runners.config import ConfigError, load_config
 from scaling.cli import EXIT_CODES, build_parser, main
 from scaling.cube import CubeError
-from scaling.io import clean_temp_files, write_atomic
+from scaling.io import TEMP_PREFIX, clean_temp_files, temp_name, write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = {
@@ -71,7 +71,7 @@ def _cli(args, *, file_limit: int | None = None, cwd=None) -> subprocess.Complet
 
 
 def _leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.rglob(".*") if ".tmp" in p.name or ".part-" in p.name)
+    return sorted(p.name for p in folder.rglob(TEMP_PREFIX + "*"))
 
 
 # ------------------------------------------------------------------------------------------ exit codes
@@ -136,12 +136,12 @@ def test_a_killed_report_leaves_the_previous_one_whole_and_the_next_cleans_up(tm
         stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 240
-    while not list(out.glob(".report.*/figures/*.png")):  # killed once the new figures are half drawn
+    while not list(out.glob(TEMP_PREFIX + "report.*/figures/*.png")):  # killed once the new figures are half drawn
         assert proc.poll() is None and time.time() < deadline, "the report ended before it drew a figure"
         time.sleep(0.05)
     proc.kill()
     proc.wait()
-    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and ".tmp" not in str(p)}
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and TEMP_PREFIX not in str(p)}
     assert {k: v for k, v in after.items() if k != Path("notes.txt")} == before
     assert _cli(["report", str(cube_file), "--out", str(out), "--n-boot", "50"]).returncode == 0
     assert not _leftovers(out) and (out / "notes.txt").read_text() == "mine"
@@ -220,14 +220,14 @@ def test_a_symlink_planted_as_a_run_log_is_refused_not_followed(tmp_path):
 def test_leftovers_of_killed_writers_are_cleaned_and_atomic_files_get_the_usual_mode(tmp_path):
     (tmp_path / "ledger").mkdir()
     left = [
-        tmp_path / ".results.nc.abc123.tmp.nc",
-        tmp_path / "ledger" / ".real-r10-s0-seed0.json.x1.tmp.json",
-        tmp_path / "pools" / ".a.bin.part-4242",
+        tmp_path / f"{TEMP_PREFIX}results.nc.abc123.nc",
+        tmp_path / "ledger" / f"{TEMP_PREFIX}real-r10-s0-seed0.json.x1.json",
+        tmp_path / "pools" / temp_name("a.bin", "part-4242"),
     ]
     for path in left:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half")
-    (tmp_path / "generators" / ".closed_set-r10-seed0.tmp777").mkdir(parents=True)
+    (tmp_path / "generators" / temp_name("closed_set-r10-seed0", "777")).mkdir(parents=True)
     kept = [tmp_path / "results.nc", tmp_path / "ledger" / "real-r10-s0-seed0.json", tmp_path / ".lock"]
     for path in kept:
         path.write_bytes(b"whole")
@@ -251,7 +251,7 @@ def test_a_dataset_cache_edited_in_place_is_refused_naming_the_file(tmp_path, mo
     raw = bytearray(pixels.read_bytes())
     raw[-1] ^= 0xFF  # one pixel of one image
     pixels.write_bytes(bytes(raw))
-    with pytest.raises(ValueError, match=r"^dataset: the cache file .*pixels\.npy is missing or was modified"):
+    with pytest.raises(ValueError, match=r"^dataset: .*pixels\.npy was modified after it was written"):
         rdata.verify_cache(spec)
 
 
