@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from analysis.formatting import Summary, answer_frame, fmt_number, format_interval, html_tables, inert_latex
+from analysis.formatting import Summary, answer_frame, fmt_number, format_interval, html_tables, inert_latex, md_table
 from analysis.options import ExtrapolationWarning, warn_if_extrapolated
 from analysis.result import EquivalenceResult
 
@@ -144,13 +144,19 @@ class EquivalenceResults(Mapping):
     def to_markdown(self, n_synth: float | None = None, digits: int = 3) -> str:
         """The table as Markdown; a rate whose verdict is not 'estimated' is shown in parentheses."""
         t = self.table(n_synth)
-        head = "| source | n_real | rho | CI | verdict |\n|---|---|---|---|---|"
-        body = [
-            f"| {s} | {r} | {fmt_number(row.rho, digits)} | {format_interval(row.lower, row.upper, digits)} | "
-            f"{row.verdict} |"
-            for (s, r), row in t.iterrows()
-        ]
-        return "\n".join([head] + body)
+        rows = []
+        for (source, n_real), row in t.iterrows():
+            rho = fmt_number(row.rho, digits)
+            rows.append(
+                [
+                    source,
+                    n_real,
+                    rho if row.verdict == "estimated" else f"({rho})",
+                    format_interval(row.lower, row.upper, digits),
+                    row.verdict,
+                ]
+            )
+        return md_table(["source", "n_real", "rho", "CI", "verdict"], rows)
 
     def to_latex(self, n_synth: float | None = None, digits: int = 3) -> str:
         """A booktabs table (rows: sources; columns: base sizes) of rho [CI] at a matched budget; values whose

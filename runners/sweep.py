@@ -34,7 +34,7 @@ from runners.plan import check_trial_size, source_jobs
 from runners.pools import is_prepared, pool_paths
 from runners.sources import open_set, prepare_pool
 from runners.quality import check_judges, prepare_judge
-from runners.trial import injected, placement, trainable, use_allotted_cpus
+from runners.trial import hold_if_asked, injected, placement, trainable, use_allotted_cpus
 from scaling.cube import STATUS_DONE, cell_dims, open_cube, save_cube, status_counts
 from scaling.io import clean_temp_files
 
@@ -124,6 +124,7 @@ def _run(config, *, address, storage, quiet, settings) -> Path:
         verify_cache(cfg.dataset)  # the arrays every trial maps are the ones the cache was built with
         check_judges(cfg)  # a damaged judge is named here, not inside a source job
         check_writable(cache_root().parent, "SCALING_CACHE")  # source jobs write pools, judges and caches there
+        hold_if_asked("driver:checks")
         run.reconcile()  # a remote run folder: what the store lost is uploaded again from this node's mirror
         (cfg.run_dir / "ledger").mkdir(exist_ok=True)
         done = check_ledger(cfg)
@@ -226,7 +227,9 @@ def ray_session(cfg: SweepConfig, address: str | None):
 def _source_task(cfg: SweepConfig, job: dict, *deps) -> dict:
     """Ray task body: one pool (its generator trained first when needed). ``deps`` only order the tasks."""
     use_allotted_cpus(cfg)
-    if injected(f"pool:{job['source']}-r{job['n_real']}-seed{job['seed']}"):
+    key = f"pool:{job['source']}-r{job['n_real']}-seed{job['seed']}"
+    hold_if_asked(key)
+    if injected(key):
         raise RuntimeError("injected failure in a source job")
     t0 = time.perf_counter()
     meta = prepare_pool(

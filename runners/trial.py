@@ -33,8 +33,14 @@ from scaling.cube import pack_correct
 
 def injected(key: str) -> bool:
     """Test hook: SCALING_FAIL_CELLS="key1,key2" makes those trials (cell keys) or source jobs
-    ("pool:<source>-r<n_real>-seed<seed>") raise, a stand-in for OOM or a bad node."""
-    return key in os.environ.get("SCALING_FAIL_CELLS", "").split(",")
+    ("pool:<source>-r<n_real>-seed<seed>") raise, a stand-in for OOM or a bad node. With SCALING_FAIL_ERRNO=N
+    the failure is ``OSError(N)`` without a path, as a full disk (28) or a read-only mount (30) raise it."""
+    if key not in os.environ.get("SCALING_FAIL_CELLS", "").split(","):
+        return False
+    errno = os.environ.get("SCALING_FAIL_ERRNO")
+    if errno:
+        raise OSError(int(errno), os.strerror(int(errno)))
+    return True
 
 
 def append_line(path: Path, line: str) -> None:
@@ -52,12 +58,14 @@ def _inject_failure(cfg, cell: dict) -> None:
         raise RuntimeError(f"injected failure in {cell_key(cell)}")
 
 
-def _hold_if_asked(cell: dict) -> None:
-    """Test hook: SCALING_HOLD_CELL="<cell key>:<path>" makes that trial's first attempt touch ``<path>.held``
-    and wait until ``<path>`` exists, so a test can kill the driver or a node at a moment it controls (the
-    sweep cannot end meanwhile) instead of guessing a sleep. A retry does not hold again."""
-    key, _, path = os.environ.get("SCALING_HOLD_CELL", "").partition(":")
-    if key != cell_key(cell) or Path(path).with_suffix(".held").exists():
+def hold_if_asked(key: str) -> None:
+    """Test hook: SCALING_HOLD_CELL="<key>:<path>" makes the first attempt of the step named ``key`` — a trial
+    (its cell key), a source job (``pool:<source>-r<n_real>-seed<seed>``) or the driver's checks before Ray
+    starts (``driver:checks``) — touch ``<path>.held`` and wait until ``<path>`` exists, so a test can kill the
+    driver or a node, or send a signal, at a moment it controls (the sweep cannot end meanwhile) instead of
+    guessing a sleep. A retry does not hold again."""
+    want, _, path = os.environ.get("SCALING_HOLD_CELL", "").rpartition(":")  # keys hold ':', the path must not
+    if want != key or Path(path).with_suffix(".held").exists():
         return
     Path(path).with_suffix(".held").touch()
     while not Path(path).exists():
@@ -152,7 +160,7 @@ def trainable(config: dict) -> None:
             run.upload(ledger)
             tune.report(entry)
             return
-    _hold_if_asked(cell)
+    hold_if_asked(cell_key(cell))
     started_at = time.time()
     metrics = run_cell(cfg, cell)
     metrics.update(placement(), started_at=started_at, ended_at=time.time(), cell_fingerprint=fingerprint)

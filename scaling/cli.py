@@ -42,6 +42,9 @@ FRACTION = _checked(float, lambda v: 0 < v < 1, "a fraction between 0 and 1")
 
 
 def _sweep(args) -> int:
+    from runners import signals
+
+    signals.install()  # first: a SIGTERM or SIGHUP while torch and Ray import stops as in every later phase
     from runners.sweep import RunFolderBusy, SourceJobError, SweepInterrupted, run_sweep
 
     if args.adaptive or args.target:
@@ -70,9 +73,15 @@ def _sweep(args) -> int:
     except RunFolderBusy as exc:
         print(f"scaling sweep: error: {exc}", file=sys.stderr)
         return 2
-    except (SweepInterrupted, KeyboardInterrupt) as exc:
-        msg = str(exc) or "interrupted; finished trials are kept in the ledger: rerun the same command to resume"
-        print(f"scaling sweep: {msg}", file=sys.stderr)
+    except SweepInterrupted as exc:  # the cube is written as far as it got
+        print(f"scaling sweep: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt as exc:  # stopped before any trial could run
+        print(
+            f"scaling sweep: {exc or 'interrupted'}; finished trials are kept in the ledger: rerun the same command "
+            "to resume",
+            file=sys.stderr,
+        )
         return 130
     if args.dry_run:
         return 0

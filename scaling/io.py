@@ -49,7 +49,7 @@ def write_atomic(path: str | os.PathLike, write) -> Path:
 
 def clean_temp_files(folder: str | os.PathLike, *, recursive: bool = True) -> int:
     """Remove what the package's interrupted writes left in ``folder`` (and below it, when ``recursive``): the
-    files and folders named :data:`TEMP_PREFIX`\* — atomic writes, downloads, generator folders, report
+    files and folders whose names start with :data:`TEMP_PREFIX` — atomic writes, downloads, generator folders, report
     staging. Nothing else is touched, whatever its name. Call it only while no writer can be active (the run
     lock held). Returns how many were removed."""
     folder = Path(folder)

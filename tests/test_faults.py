@@ -476,3 +476,298 @@ def test_an_image_that_cannot_be_decoded_is_named_before_any_trial(tmp_path, mon
     assert len(err) == 1 and "9.png cannot be decoded" in err[0], err
     assert not list((tmp_path / "cache" / "datasets").glob("imagefolder-*/meta.json"))  # no half-built cache
     assert not (tmp_path / "runs" / "t" / "ledger").exists()
+
+
+# ------------------------------------------------------------------------------------------ integrity of artefacts
+
+
+@pytest.fixture
+def judged(tmp_path, monkeypatch):
+    """A digits config with this node's judge trained (a few seconds) and copied into its run folder."""
+    from runners.quality import judge_path, node_judge_path, prepare_judge
+
+    monkeypatch.setenv("SCALING_CACHE", str(tmp_path / "cache"))
+    cfg = load_config({**GOOD, "storage": str(tmp_path / "runs")})
+    record = prepare_judge(cfg)
+    return cfg, record, node_judge_path(cfg), judge_path(cfg)
+
+
+def _zero_weights(path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    save_file({k: v.zero_() for k, v in load_file(path).items()}, str(path))  # still a valid safetensors file
+
+
+def test_the_judge_records_its_checksum_and_zeroed_weights_are_refused_naming_the_file(judged):
+    from runners.integrity import IntegrityError, file_checksum
+    from runners.quality import check_judges, prepare_judge
+
+    cfg, record, node, run_copy = judged
+    assert record["sha256"] == file_checksum(node) == file_checksum(run_copy)
+    _zero_weights(node)
+    with pytest.raises(IntegrityError, match=rf"^the judge: {node} was modified after it was written"):
+        check_judges(cfg)
+    other = load_config({**GOOD, "name": "t2", "storage": str(cfg.run_dir.parent)})
+    with pytest.raises(IntegrityError, match="retrain this node's judge"):  # no later run folder inherits it
+        prepare_judge(other)
+
+
+def test_a_sweep_with_a_truncated_judge_exits_2_naming_the_judge_before_ray_starts(judged, tmp_path, capsys):
+    import yaml
+
+    cfg, _, node, run_copy = judged
+    run_copy.write_bytes(run_copy.read_bytes()[:100])
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**GOOD, "storage": str(cfg.run_dir.parent)}))
+    assert main(["sweep", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"the judge: {run_copy} was modified" in err[0], err
+    assert not (cfg.run_dir / "ledger").exists()  # refused before any work
+
+
+def test_a_judge_copy_without_a_record_is_kept_only_when_it_is_this_nodes_verified_judge(judged):
+    from runners.integrity import IntegrityError
+    from runners.quality import verified_judge
+
+    cfg, record, node, run_copy = judged
+    meta = run_copy.with_suffix(".json")
+    old = {k: v for k, v in record.items() if k != "sha256"}  # what an older version wrote
+    meta.write_text(json.dumps(old))
+    assert verified_judge(cfg)["sha256"] == record["sha256"]  # the same bytes: the record is added
+    assert json.loads(meta.read_text())["sha256"] == record["sha256"]
+    meta.write_text(json.dumps(old))
+    _zero_weights(run_copy)
+    with pytest.raises(IntegrityError, match="carries no checksum record"):
+        verified_judge(cfg)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda meta: meta.write_text(""), r"the cache record .*meta\.json is unreadable \(.*\)"),
+        (
+            lambda meta: meta.write_text(
+                json.dumps({k: v for k, v in json.loads(meta.read_text()).items() if k != "checksums"})
+            ),
+            r"the cache record .*meta\.json holds no checksums",
+        ),
+    ],
+    ids=["empty meta.json", "checksums removed"],
+)
+def test_a_dataset_cache_without_its_checksum_record_is_refused_naming_the_record(
+    tmp_path, monkeypatch, damage, message
+):
+    from runners import data as rdata
+    from tests.test_data_plane import write_cifar
+
+    monkeypatch.setenv("SCALING_CACHE", str(tmp_path / "cache"))
+    spec = {"name": "cifar10", "root": str(write_cifar(tmp_path / "cifar"))}
+    pixels = Path(rdata.load_dataset(spec).pixels.filename)
+    pixels.write_bytes(bytes(255 - b for b in pixels.read_bytes()))  # every pixel inverted...
+    damage(pixels.parent / "meta.json")  # ...and the record that would tell
+    with pytest.raises(ValueError, match=rf"^dataset: {message}; delete .* to rebuild it"):
+        rdata.verify_cache(spec)
+
+
+def test_a_ledger_entry_without_its_checksum_is_refused_not_reused(tmp_path):
+    from runners.ledger import cell_fingerprint, fingerprint_parts, ledger_entry, ledger_path, verify_entry
+
+    cfg = load_config({**GOOD, "storage": str(tmp_path)})
+    cell = cfg.cells()[0]
+    metrics = {"accuracy": 0.5, "loss": 1.0, "cell_fingerprint": cell_fingerprint(cfg, cell)}
+    path = ledger_path(cfg, cell)
+    path.parent.mkdir(parents=True)
+    entry = ledger_entry(metrics, cell, fingerprint_parts(cfg, cell))
+    path.write_text(json.dumps(entry))
+    assert verify_entry(cfg, path, cell)["accuracy"] == 0.5
+    edited = {k: v for k, v in entry.items() if k != "checksum"} | {"loss": 1e-4, "accuracy": 1.0}
+    path.write_text(json.dumps(edited))
+    with pytest.raises(ConfigError, match=rf"^ledger: {path} carries no checksum record; delete it"):
+        verify_entry(cfg, path, cell)
+
+
+def test_a_pool_edited_in_place_is_refused_naming_it(tmp_path):
+    from runners.integrity import IntegrityError
+    from runners.pools import Pool, load_pool, pool_paths, save_pool
+
+    cfg = load_config({**GOOD, "storage": str(tmp_path)})
+    pool = Pool({"images": np.zeros((4, 1, 8, 8), np.uint8), "labels": np.arange(4)}, {"size": 4})
+    save_pool(cfg, "retrieval", 10, 0, pool)
+    assert load_pool(cfg, "retrieval", 10, 0, 4)[1].tolist() == [0, 1, 2, 3]
+    npz, _ = pool_paths(cfg, "retrieval", 10, 0)
+    np.savez(npz, images=np.zeros((4, 1, 8, 8), np.uint8), labels=np.array([9, 9, 9, 9]))
+    with pytest.raises(IntegrityError, match=rf"^pool: {npz} was modified after it was written"):
+        load_pool(cfg, "retrieval", 10, 0, 4)
+
+
+def test_a_generator_file_changed_after_training_is_refused(tmp_path):
+    from diffusers import UNet2DModel
+
+    from runners.generative import load_generator, save_generator
+    from runners.integrity import IntegrityError
+
+    model = UNet2DModel(
+        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8,), layers_per_block=1,
+        down_block_types=("DownBlock2D",), up_block_types=("UpBlock2D",), norm_num_groups=4,
+    )  # fmt: skip
+    folder = tmp_path / "generators" / "g"
+    save_generator(model, folder, {"train_seconds": 1.0})
+    assert load_generator(folder)[1] == {"train_seconds": 1.0}
+    _zero_weights(folder / "diffusion_pytorch_model.safetensors")
+    with pytest.raises(IntegrityError, match=r"^generator: .*diffusion_pytorch_model\.safetensors was modified"):
+        load_generator(folder)
+
+
+# ------------------------------------------------------------------------------------------ inert text
+
+HOSTILE = {
+    "html": "<img src=x onerror=alert(1)>",
+    "newline": "gen\n# Heading injected\n- bullet",
+    "latex": r"\immediate\write18{rm -rf x}&%_$#^~",
+    "link": "![x](http://evil.example/y.png)|cell",
+}
+
+
+@pytest.fixture(scope="module")
+def hostile_fit():
+    """A planted cube whose synthetic sources carry hostile names, and its fit."""
+    cube = scaling.simulate_cube(
+        n_real=(50, 100, 200),
+        n_synth=(0, 100, 200),
+        seeds=3,
+        sources={f"s{i}": {"exchange_rate": 2.0 + i} for i in range(len(HOSTILE))},
+        random_state=3,
+    )
+    names = {f"s{i}": name for i, name in enumerate(HOSTILE.values())}
+    cube = cube.assign_coords(source=[names.get(s, s) for s in cube["source"].values])
+    return cube, scaling.fit_equivalence(cube, n_boot=50)
+
+
+def _rendered_markdown(text: str) -> str:
+    return "".join(text.split("```")[::2])  # what a Markdown viewer renders: the text outside code fences
+
+
+def test_hostile_source_names_are_inert_in_the_report(hostile_fit, tmp_path):
+    from scaling.report import write_report
+
+    cube, _ = hostile_fit
+    path = scaling.save_cube(cube, tmp_path / "c.nc")
+    text = _rendered_markdown(write_report(path, tmp_path / "rep", n_boot=50).read_text())
+    assert "<img" not in text and "&lt;img src=x onerror=alert(1)&gt;" in text
+    assert "](http://evil" not in text and "\\|cell" in text
+    assert not any(line.startswith("# Heading injected") or line == "- bullet" for line in text.splitlines())
+    assert text.count("\n# ") == 0 and text.startswith("# ")  # one title; no heading from a name
+
+
+def test_hostile_source_names_are_inert_in_every_summary_renderer(hostile_fit):
+    import html.parser
+
+    _, res = hostile_fit
+    for name in HOSTILE.values():
+        summary = res[name].summary()
+        md = summary.as_markdown()
+        assert "<img" not in md and "](http" not in md and "\n# Heading" not in md
+        latex = summary.as_latex()
+        assert r"\immediate" not in latex.replace(r"\textbackslash{}immediate", "")
+        assert not any(line.startswith("# ") or line == "- bullet" for line in latex.splitlines())
+
+        class Tags(html.parser.HTMLParser):
+            found: list = []
+
+            def handle_starttag(self, tag, attrs):
+                self.found.append(tag)
+
+        parser = Tags()
+        parser.found = []
+        parser.feed(summary.as_html())
+        assert "img" not in parser.found
+    latex = res.to_latex()
+    assert r"\textbackslash{}immediate\textbackslash{}write18\{rm -rf x\}\&\%\_\$\#" in latex
+
+
+def test_hostile_source_names_are_inert_in_figure_titles(hostile_fit):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from paper_figures import heatmap
+    from paper_figures.style import source_label
+
+    cube, _ = hostile_fit
+    fig = heatmap.figure(cube)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert source_label(HOSTILE["latex"]) in titles and all("\n" not in t for t in titles)
+    fig.canvas.draw()  # a '$' pair would be parsed as mathtext and fail to render here
+    assert "\\$" in source_label(HOSTILE["latex"]) and "\n" not in source_label(HOSTILE["newline"])
+
+
+def test_a_report_removes_only_its_own_temp_files(tmp_path, cube_file):
+    out = tmp_path / "rep"
+    mine = [out / "notes" / "deep" / ".draft.tmp", out / ".video.mp4.part-3", out / ".x.tmp123", out / "a.tmp"]
+    for path in mine:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("the user's")
+    (out / temp_name("report", "killed")).mkdir()  # what a killed report of this package left
+    assert _cli(["report", str(cube_file), "--out", str(out), "--n-boot", "50"]).returncode == 0
+    assert all(p.read_text() == "the user's" for p in mine) and not _leftovers(out)
+
+
+# ------------------------------------------------------------------------------------------ config bounds and forms
+
+
+def test_yaml_merge_keys_are_read_as_yaml_defines_them(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "name: t\ndataset: {name: digits}\nsources: [real]\nn_real: [10]\nn_synth: [0, 10]\nseeds: [0]\n"
+        "resources: &small {cpus_per_trial: 1, num_cpus: 2}\n"
+        "classifier:\n  <<: {width: 8, steps: 20}\n  steps: 30\n"
+    )
+    cfg = load_config(path)
+    assert cfg.width == 8 and cfg.classifier.steps == 30
+
+
+@pytest.mark.parametrize(
+    "setting, field",
+    [("width", 100_000), ("steps", 10**12), ("batch_size", 10**9)],
+    ids=["width", "steps", "batch_size"],
+)
+def test_a_classifier_too_large_to_fit_or_finish_is_refused_with_its_field_before_any_work(tmp_path, setting, field):
+    with pytest.raises(ConfigError, match=rf"^classifier\.{setting}: one trial"):
+        scaling.run_sweep({**GOOD, "storage": str(tmp_path), "classifier": {setting: field}}, quiet=True)
+    assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.parametrize("uri", ["file://runs", "file://relruns/sub"])
+def test_a_file_uri_with_a_host_is_refused_not_written_elsewhere(uri):
+    with pytest.raises(ConfigError, match=r"^storage: .* names the host .*file:///abs/path"):
+        load_config({**GOOD, "storage": uri})
+    assert load_config({**GOOD, "storage": "file:///tmp/abs"}).run_dir == Path("/tmp/abs/t")
+
+
+def test_a_busy_run_folder_names_the_live_holder_not_stale_text(tmp_path):
+    held = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from runners.storage import run_lock\n"
+         f"with run_lock(Path({str(tmp_path)!r})):\n    print('held', flush=True); time.sleep(60)"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert held.stdout.readline().strip() == "held"
+        (tmp_path / ".lock").write_text(json.dumps({"host": "elsewhere", "pid": 1, "since": "last year"}))
+        with pytest.raises(storage.RunFolderBusy, match=rf"in use by another sweep \(pid {held.pid} on "):
+            with storage.run_lock(tmp_path):
+                pass
+    finally:
+        held.kill()
+        held.wait()
+
+
+def test_a_cache_folder_that_cannot_be_written_exits_5_naming_it_before_ray_starts(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("SCALING_CACHE", str(blocked / "cache"))
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**GOOD, "storage": str(tmp_path / "runs")}))
+    assert main(["sweep", str(path), "--quiet"]) == 5
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "SCALING_CACHE: cannot write here" in err[0] and str(blocked) in err[0], err

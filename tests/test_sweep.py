@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 import scaling
-from runners.config import ConfigError
+from runners.config import ConfigError, load_config
 
 pytestmark = pytest.mark.slow  # Ray sweeps and generator training: the fast lane is -m "not slow"
 
@@ -107,7 +107,7 @@ def test_a_different_config_cannot_reuse_the_run_folder(tmp_path):
 
 
 def _held(tmp_path: Path, cell: str) -> tuple[dict, Path]:
-    """Env that makes ``cell``'s trial wait for a file (runners.trial._hold_if_asked): while it waits the
+    """Env that makes ``cell``'s trial wait for a file (runners.trial.hold_if_asked): while it waits the
     sweep cannot finish, so a kill or a signal lands mid-sweep by construction, not by timing."""
     release = tmp_path / "release"
     return {**os.environ, "SCALING_HOLD_CELL": f"{cell}:{release}"}, release
@@ -515,3 +515,62 @@ def test_adaptive_rounds_extend_one_run_folder_and_record_their_decisions(tmp_pa
     assert len(lines) == 2 and "round 2: 4 seeds" in lines[1]
     with pytest.raises(ConfigError, match="^--target"):
         run_adaptive(cfg, ("closed_set", 30, 30), width=2.0, quiet=True)
+
+
+def _ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # how a shell script starts a background job (`cmd &`)
+
+
+@pytest.mark.parametrize(
+    "phase, hold, signum",
+    [
+        ("checks", "driver:checks", signal.SIGTERM),
+        ("sources", "pool:retrieval-r10-seed0", signal.SIGTERM),
+        ("trials", "retrieval-r30-s30-seed1", signal.SIGHUP),
+    ],
+    ids=["checks-sigterm", "sources-sigterm", "trials-sighup"],
+)
+def test_a_background_sweep_stops_the_same_way_in_every_phase(tmp_path, phase, hold, signum):
+    """A job started by a script (SIGINT ignored) gets SIGTERM from a scheduler or SIGHUP from a closed terminal
+    while the driver checks the run folder, while sources are prepared, or while trials run: exit 130, the
+    resume line, and (once Ray ran) the cube as far as it got."""
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump({**TINY, "sources": ["real", "retrieval"], "storage": str(tmp_path / "runs")}))
+    env, release = _held(tmp_path, hold)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scaling.cli", "sweep", str(cfg_path), "--quiet"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_ignore_sigint,
+    )
+    _wait_for(release.with_suffix(".held").exists, proc, f"the {phase} phase held")
+    started = time.time()
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    assert "rerun the same command to resume" in err.decode() and time.time() - started < 60
+    run_dir = tmp_path / "runs" / "tiny"
+    if phase != "checks":
+        cube = scaling.open_cube(run_dir / "results.nc")
+        assert int((cube["status"] == 0).sum()) > 0  # pending cells: the rerun computes them
+    from runners.storage import run_lock
+
+    with run_lock(run_dir):  # released
+        pass
+
+
+@pytest.mark.fresh_ray
+def test_a_full_disk_inside_a_source_job_exits_5_naming_the_pool(tmp_path, monkeypatch, capsys):
+    from runners.pools import pool_paths
+    from scaling.cli import main
+
+    monkeypatch.setenv("SCALING_FAIL_CELLS", "pool:retrieval-r10-seed0")
+    monkeypatch.setenv("SCALING_FAIL_ERRNO", "28")  # OSError(28) without a path, as a full disk raises it
+    cfg = {**TINY, "sources": ["real", "retrieval"], "storage": str(tmp_path), "max_failures": 0}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["sweep", str(path), "--quiet"]) == 5
+    err = capsys.readouterr().err.strip().splitlines()
+    npz = pool_paths(load_config(cfg), "retrieval", 10, 0)[0]
+    assert len(err) == 1 and "No space left on device" in err[0] and str(npz) in err[0], err
