@@ -15,7 +15,7 @@ import yaml
 
 import scaling
 from runners import storage
-from runners.config import load_config
+from runners.config import ConfigError, load_config
 from tests.test_sweep import TINY, _held, _kill_node, _own_ray_processes, _wait_for  # noqa: F401 (the autouse Ray fixture)
 
 pytestmark = pytest.mark.slow
@@ -169,3 +169,77 @@ def test_a_store_down_mid_sweep_loses_nothing_and_credentials_in_the_uri_are_nev
     mirror = node / "runs" / storage.mirror_root(probe.storage).name / "tiny"
     assert not any(secret.encode() in path.read_bytes() for path in mirror.rglob("*") if path.is_file())
     assert secret not in out.decode() + err.decode()
+
+
+def _delete_objects(endpoint: str, prefix: str, *, bucket_too: bool = False) -> None:
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=f"http://{endpoint}")
+    for obj in client.list_objects_v2(Bucket="bucket", Prefix=prefix).get("Contents", []):
+        client.delete_object(Bucket="bucket", Key=obj["Key"])
+    if bucket_too:
+        for obj in client.list_objects_v2(Bucket="bucket").get("Contents", []):
+            client.delete_object(Bucket="bucket", Key=obj["Key"])
+        client.delete_bucket(Bucket="bucket")
+
+
+def test_objects_deleted_from_the_bucket_are_uploaded_again_by_a_rerun_and_a_bad_entry_names_the_object(
+    s3, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("SCALING_CACHE", str(tmp_path / "node"))
+    cfg = {**TINY, "n_real": [10], "storage": _uri(s3, "reconcile")}
+    scaling.run_sweep(cfg, quiet=True)
+    probe = load_config(cfg)
+    before = _bucket_ledger(probe)
+    assert len(before) == 6
+    _delete_objects(s3, "reconcile/tiny/ledger/real-r10-s0")  # two entries lost from the bucket
+    assert len(_bucket_ledger(probe)) == 4
+    scaling.run_sweep(cfg, quiet=True)  # this node still has its mirror: nothing to compute, the bucket is refilled
+    assert _bucket_ledger(probe) == before
+    # an entry replaced in the bucket by another cell's: the refusal names the object a rerun would download again
+    filesystem, base = storage.remote(probe)
+    mirror = probe.run_dir / "ledger"
+    with filesystem.open_output_stream(f"{base}/ledger/real-r10-s0-seed0.json") as fh:
+        fh.write((mirror / "real-r10-s10-seed0.json").read_bytes())
+    monkeypatch.setenv("SCALING_CACHE", str(tmp_path / "fresh-node"))
+    with pytest.raises(
+        ConfigError, match=r"ledger: s3://bucket/reconcile/tiny/ledger/real-r10-s0-seed0\.json \(mirrored"
+    ):
+        scaling.run_sweep(cfg, quiet=True)
+
+
+def test_a_missing_bucket_is_one_exit_5_at_the_first_failure(s3, tmp_path, monkeypatch, capsys):
+    from scaling.cli import main
+
+    monkeypatch.setenv("SCALING_CACHE", str(tmp_path / "node"))
+    path = tmp_path / "c.yaml"
+    uri = f"s3://no-such-bucket/runs?endpoint_override={s3}&scheme=http&region=us-east-1"
+    path.write_text(yaml.safe_dump({**TINY, "storage": uri}))
+    started = time.time()
+    assert main(["sweep", str(path), "--quiet"]) == 5
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no-such-bucket" in err[0] and time.time() - started < 20, err
+
+
+def test_a_bucket_deleted_mid_sweep_ends_the_sweep_at_the_first_failed_upload(s3, tmp_path):
+    import boto3
+
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump({**TINY, "storage": _uri(s3, "gone")}))
+    env, release = _held(tmp_path, "real-r30-s30-seed1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scaling.cli", "sweep", str(cfg_path), "--quiet"],
+        env={**env, **CREDENTIALS, "SCALING_CACHE": str(tmp_path / "node")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_for(release.with_suffix(".held").exists, proc, "the held trial started")
+        _delete_objects(s3, "", bucket_too=True)
+        started = time.time()
+        release.touch()
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 5, err.decode()[-3000:]
+        assert "bucket" in err.decode().strip().splitlines()[-1] and time.time() - started < 60
+    finally:
+        boto3.client("s3", endpoint_url=f"http://{s3}").create_bucket(Bucket="bucket")  # for the tests after
