@@ -474,10 +474,11 @@ EXIT_CODES = {
     "(one line naming it; nothing written)",
     3: "a source job (generator training, sampling, retrieval) failed after its retries",
     4: "every cell of the sweep failed",
-    5: "storage or disk failure: the store stayed unreachable through its retries, or a write was refused "
-    "(one line naming the path)",
+    5: "storage or disk failure: the store stayed unreachable through its retries or refused for good (no bucket, "
+    "refused credentials), or a write was refused, also inside a source job (one line naming the path)",
     70: "internal error: a bug in the package (the traceback is printed; please report it)",
-    130: "interrupted (Ctrl-C or SIGTERM): finished trials are kept, rerun the same command to resume",
+    130: "interrupted (Ctrl-C, SIGTERM or SIGHUP, in any phase): finished trials are kept, rerun the same command "
+    "to resume",
 }
 
 
