@@ -478,6 +478,24 @@ class Replicates:
         return law_synth_needed(law, self.laws[source][law], n_real, n_eq)
 
 
+class LazyReplicates:
+    """The cluster-bootstrap replicates of one fit, shared by all of its sources and computed on first use:
+    the default (jackknife) interval never needs them, so a default fit does not pay for 2000 refits."""
+
+    def __init__(self, compute):
+        self._compute, self._value = compute, None
+
+    @property
+    def computed(self) -> bool:
+        return self._value is not None
+
+    def get(self) -> Replicates:
+        if self._value is None:
+            self._value = self._compute()
+            self._compute = None
+        return self._value
+
+
 def neq_log_weights(n_eq, n_total, var_err, curve):
     """Delta-method inverse variance of log n_eq from the variance of the cell's mean error:
     d log n_eq / d e = 1 / (n_eq * de/dn) at the inverted size ``n_total``."""

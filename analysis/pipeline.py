@@ -11,7 +11,7 @@ from scipy import stats
 
 from analysis import options
 from analysis.bootstrap import cell_moments, jackknife_counts, seed_counts
-from analysis.equivalence import Replicates, SourceArrays, neq_log_weights, run_pipeline
+from analysis.equivalence import LazyReplicates, Replicates, SourceArrays, neq_log_weights, run_pipeline
 from analysis.laws import LAWS
 from analysis.options import LACK_OF_FIT_P, MAX_SEEDS, FitOptions, IdentifiabilityError, quiet
 from analysis.result import EquivalenceResult
@@ -60,24 +60,6 @@ def _test_jack_weights(n_items: int, rng) -> np.ndarray:
         groups = rng.permutation(n_items) % options.TEST_GROUPS
         jack += [np.where(groups == g, 0.0, n_items / np.sum(groups != g)) for g in range(options.TEST_GROUPS)]
     return np.stack(jack)
-
-
-class LazyReplicates:
-    """The cluster-bootstrap replicates of one fit, shared by all of its sources and computed on first use:
-    the default (jackknife) interval never needs them, so a default fit does not pay for 2000 refits."""
-
-    def __init__(self, compute):
-        self._compute, self._value = compute, None
-
-    @property
-    def computed(self) -> bool:
-        return self._value is not None
-
-    def get(self) -> Replicates:
-        if self._value is None:
-            self._value = self._compute()
-            self._compute = None
-        return self._value
 
 
 @quiet

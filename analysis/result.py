@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,7 +19,14 @@ from analysis.bootstrap import (
     pooled_jackknife_t_interval,
     pooled_variance_ratio,
 )
-from analysis.equivalence import BASE_CELL_SHARE, EQUIVALENCE_LAWS, Replicates, curve_enters_base, wang_public
+from analysis.equivalence import (
+    BASE_CELL_SHARE,
+    EQUIVALENCE_LAWS,
+    LazyReplicates,
+    Replicates,
+    curve_enters_base,
+    wang_public,
+)
 from analysis.formatting import Summary, answer_frame, answer_line, fmt_number, int_if_whole
 from analysis.params import PARAM_COLUMNS, ParamSeries
 from analysis.options import (
@@ -45,9 +51,6 @@ from analysis.verdict import (
     surviving_verdict,
     verdicts,
 )
-
-if TYPE_CHECKING:
-    from analysis.pipeline import LazyReplicates
 
 
 def _rate(n_synth, n_eq):

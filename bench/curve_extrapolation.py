@@ -85,7 +85,7 @@ def cube_curves(path: str, reference: str = "real", group: int = 1):
     averaged over the cells of that size) and the mean over seeds; with ``group`` k > 1, one per disjoint group of
     k seeds (the mean over those seeds, as a fit of a k-seed cube sees the curve) instead of one per seed."""
     import scaling
-    from scaling.cube import classes_of
+    from analysis.cube import classes_of
 
     cube = scaling.open_cube(path)
     acc = cube["accuracy"].sel(source=reference).where(cube["status"].sel(source=reference) == 1)

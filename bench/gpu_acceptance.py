@@ -63,7 +63,8 @@ def row_calibrate(sz) -> tuple[str, bool]:
     if _device() != "cuda":
         return "skipped: no CUDA (it would write this CPU's throughput table)", True
     from runners.calibrate import calibrate
-    from runners.config import files_checked_later, load_config
+    from runners.checks import files_checked_later
+    from runners.config import load_config
 
     with files_checked_later():
         cfg = load_config(str(ROOT / "configs/cifar10.yaml"))

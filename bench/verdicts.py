@@ -51,7 +51,7 @@ def draw_cube(
     truth: str, seeds: int, n_test: int, rng, *, seed_sd: float = 0.04, cell_sd: float = 0.02, offset: float = 0.0
 ):
     """One planted cube (sources real and gen) with independent seed effects per source."""
-    from scaling.cube import empty_cube, fill_planted
+    from analysis.cube import empty_cube, fill_planted
 
     cube = empty_cube(
         ["real", "gen"],

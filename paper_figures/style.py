@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from analysis.formatting import inert_figure
-from scaling.io import write_atomic
+from analysis.io import write_atomic
 
 # Okabe & Ito (2008): distinguishable under the common colour-vision deficiencies
 OKABE_ITO = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7"]

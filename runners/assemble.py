@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,11 @@ import xarray as xr
 from runners.storage import RunFolder
 from runners.config import protocol_label
 from runners.data import dataset_of
+from runners.integrity import IntegrityError
 from runners.ledger import cell_key, ledger_path, read_entry
 from runners.pools import is_prepared, load_pool, load_quality_arrays, pool_paths
 from runners.quality import FEATURES_KEPT, judge_outputs, judge_path
-from scaling.cube import STATUS_DONE, STATUS_FAILED, empty_cube, unpack_correct_hex, write_netcdf
+from analysis.cube import STATUS_DONE, STATUS_FAILED, empty_cube, unpack_correct_hex, write_netcdf
 
 POOL_VARS = {
     "pool_label_accuracy": ("label_accuracy", "judge classifier's agreement with the pool's labels", "1"),
@@ -107,13 +109,17 @@ def assemble_cube(cfg, failed: set[str], provenance: dict):
     return cube
 
 
-def _samples(cfg, data) -> np.ndarray:
+def _samples(cfg, data, left_out: list[str]) -> np.ndarray:
     """Up to SAMPLES_PER_CLASS pool images per (source, class) at the first n_real and seed (NaN where missing)."""
     per_class = SAMPLES_PER_CLASS
     samples = np.full((len(cfg.sources), len(data.classes), per_class) + data.shape, np.nan, np.float32)
     for i, src in enumerate(cfg.sources):
         if is_prepared(cfg, src, cfg.n_real[0], cfg.seeds[0]):  # a failed source job leaves NaN here
-            xs, ys, _ = load_pool(cfg, src, cfg.n_real[0], cfg.seeds[0], max(cfg.n_synth))
+            try:
+                xs, ys, _ = load_pool(cfg, src, cfg.n_real[0], cfg.seeds[0], max(cfg.n_synth))
+            except IntegrityError as exc:
+                left_out.append(str(exc))
+                continue
             for c in range(len(data.classes)):
                 pick = xs[ys == c][:per_class]
                 samples[i, c, : len(pick)] = pick
@@ -132,11 +138,16 @@ def write_features(cfg) -> Path | None:
     feats = np.full(dims + (FEATURES_KEPT, real_feats.shape[1]), np.nan, np.float32)
     labels = np.full(dims + (FEATURES_KEPT,), -1, np.int64)
     direction = np.full(dims + (real_feats.shape[1],), np.nan, np.float32)
+    left_out: list[str] = []  # pools that fail their integrity check: named once, never used for a figure
     for i, src in enumerate(cfg.sources):
         for j, r in enumerate(cfg.n_real):
             for k, seed in enumerate(cfg.seeds):
                 if pool_paths(cfg, src, r, seed)[0].exists():
-                    q = load_quality_arrays(cfg, src, r, seed)
+                    try:
+                        q = load_quality_arrays(cfg, src, r, seed)
+                    except IntegrityError as exc:  # figures only: the cube stands; the pool is named, not used
+                        left_out.append(str(exc))
+                        continue
                     m = len(q["features"])
                     feats[i, j, k, :m], labels[i, j, k, :m] = q["features"], q["labels"]
                     direction[i, j, k] = q["domain_direction"]
@@ -147,7 +158,7 @@ def write_features(cfg) -> Path | None:
             "domain_direction": (("source", "n_real", "seed", "feature"), direction),
             "real_features": (("real_item", "feature"), real_feats.astype(np.float32)),
             "real_labels": (("real_item",), data.labels[real_idx]),
-            "samples": (("source", "class", "k", "channel", "y", "x"), _samples(cfg, data)),
+            "samples": (("source", "class", "k", "channel", "y", "x"), _samples(cfg, data, left_out)),
         },
         coords={
             "source": list(cfg.sources),
@@ -163,4 +174,10 @@ def write_features(cfg) -> Path | None:
             "sample_seed": int(cfg.seeds[0]),
         },
     )
+    if left_out:
+        print(
+            f"warning: features.nc leaves out {len(left_out)} pool(s) that fail their integrity check "
+            f"(figures only; the cube is unaffected), e.g. {left_out[0]}",
+            file=sys.stderr,
+        )
     return write_netcdf(ds, cfg.run_dir / "features.nc")

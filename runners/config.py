@@ -7,40 +7,32 @@ import hashlib
 import json
 import math
 import re
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from runners.data import DATASETS, absolute_paths, is_file, path_exists
+from runners.checks import (
+    ConfigError,
+    check_dataset_spec,
+    known_keys,
+    number,
+    require,
+)
+from runners.data import DATASET_SHAPES, DATASET_SIZES, absolute_paths, is_file
 from runners.storage import check_storage_uri, is_uri, local_path, mirror_root, split_credentials
 from runners.options import CLASSIFIER_DEFAULTS, CPUS_PER_TRIAL, DEFAULT_WIDTH, PRECISIONS, RECIPES
 from runners.sources import REGISTRY, SOURCES
 from runners.sources.base import Facts
 
-DATASET_SIZES = {"digits": 1797}
 GRID_FIELDS = ("sources", "n_real", "n_synth", "seeds")  # a run folder may grow along these (runners.ledger)
-DATASET_SHAPES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
-
-
-class ConfigError(ValueError):
-    """A config that cannot run; the message starts with the offending field."""
 
 
 BUDGETS = ("steps", "epochs")
 # the fit refuses cubes with more seeds (analysis.options.MAX_SEEDS; a trial worker must not import the
 # statistics stack to read it, so the number is repeated here and tests/test_config.py checks the two agree)
 MAX_SEEDS = 1000
-DATASET_KEYS = {
-    "digits": ("name",),
-    "cifar10": ("name", "root"),
-    "cifar100": ("name", "root"),
-    "medmnist": ("name", "path"),
-    "imagefolder": ("name", "root", "image_size"),
-}
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -63,34 +55,6 @@ def _no_duplicates(loader, node, deep=False):
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
 
 
-def _known_keys(value, fieldname: str, known) -> dict:
-    """The mapping with only known keys; a key set to null means 'the default' and is dropped."""
-    _require(value is None or isinstance(value, dict), fieldname, f"must be a mapping, got {value!r}")
-    value = {k: v for k, v in (value or {}).items() if v is not None}
-    unknown = sorted(map(str, set(value) - set(known)))
-    _require(
-        not unknown, f"{fieldname}.{unknown[0]}" if unknown else fieldname, f"unknown key (known: {', '.join(known)})"
-    )
-    return value
-
-
-def _number(value, fieldname: str, *, integer: bool = False, low=None, high=None, low_open: bool = False):
-    """A finite number (never a bool, never a string), optionally an integer, within bounds."""
-    kind = "an integer" if integer else "a number"
-    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    _require(ok and not isinstance(value, bool), fieldname, f"must be {kind}, got {value!r}")
-    _require(math.isfinite(value), fieldname, f"must be finite, got {value!r}")
-    if low is not None:
-        _require(
-            value > low if low_open else value >= low,
-            fieldname,
-            f"must be {'>' if low_open else '>='} {low}, got {value!r}",
-        )
-    if high is not None:
-        _require(value <= high, fieldname, f"must be <= {high}, got {value!r}")
-    return value
-
-
 def section_reference() -> str:
     """The Markdown tables of docs/configuration.md for the typed sections: every key, its default, what it does."""
     out = []
@@ -111,63 +75,63 @@ def _keys(section) -> tuple[str, ...]:
 
 
 def _check_classifier(raw) -> dict:
-    clf = _known_keys(raw, "classifier", _keys(Classifier))
-    _require(
+    clf = known_keys(raw, "classifier", _keys(Classifier))
+    require(
         clf.get("recipe", CLASSIFIER_DEFAULTS["recipe"]) in RECIPES,
         "classifier.recipe",
         f"unknown recipe {clf.get('recipe')!r}; choose from {RECIPES}",
     )
     for key in ("batch_size", "width"):
         if key in clf:
-            _number(clf[key], f"classifier.{key}", integer=True, low=1)
+            number(clf[key], f"classifier.{key}", integer=True, low=1)
     if "steps" in clf:  # the one-cycle learning-rate schedule needs a warm-up phase of at least 2 steps
-        _number(clf["steps"], "classifier.steps", integer=True, low=10)
+        number(clf["steps"], "classifier.steps", integer=True, low=10)
     if "lr" in clf:
-        _number(clf["lr"], "classifier.lr", low=0, low_open=True, high=10)
+        number(clf["lr"], "classifier.lr", low=0, low_open=True, high=10)
     if "weight_decay" in clf:
-        _number(clf["weight_decay"], "classifier.weight_decay", low=0, high=10)
+        number(clf["weight_decay"], "classifier.weight_decay", low=0, high=10)
     if "label_smoothing" in clf:
-        _number(clf["label_smoothing"], "classifier.label_smoothing", low=0, high=0.99)
+        number(clf["label_smoothing"], "classifier.label_smoothing", low=0, high=0.99)
     if "flip" in clf:
-        _require(isinstance(clf["flip"], bool), "classifier.flip", f"must be true or false, got {clf['flip']!r}")
+        require(isinstance(clf["flip"], bool), "classifier.flip", f"must be true or false, got {clf['flip']!r}")
     if clf.get("precision") is not None:
-        _require(
+        require(
             clf["precision"] in PRECISIONS,
             "classifier.precision",
             f"choose one of {PRECISIONS} (unset: bf16 on CUDA, fp32 on CPU), got {clf['precision']!r}",
         )
     budgets = clf.get("budget", "steps")
     budgets = budgets if isinstance(budgets, list) else [budgets]
-    _require(
+    require(
         budgets and all(b in BUDGETS for b in budgets) and len(set(budgets)) == len(budgets),
         "classifier.budget",
         f"must be one of {BUDGETS} or a list of them without repeats, got {clf.get('budget')!r}",
     )
     if "epochs" in clf:
-        _number(clf["epochs"], "classifier.epochs", low=0, low_open=True, high=1e6)
+        number(clf["epochs"], "classifier.epochs", low=0, low_open=True, high=1e6)
     if "max_steps" in clf:
-        _number(clf["max_steps"], "classifier.max_steps", integer=True, low=10)
+        number(clf["max_steps"], "classifier.max_steps", integer=True, low=10)
     weights = clf.get("synth_weight")
     weights = weights if isinstance(weights, list) else [weights]
     for w in weights:
         if w is not None:
-            _number(w, "classifier.synth_weight", low=0, high=1, low_open=True)
-            _require(w < 1, "classifier.synth_weight", f"must be < 1 (a batch needs some real images), got {w!r}")
-    _require(
+            number(w, "classifier.synth_weight", low=0, high=1, low_open=True)
+            require(w < 1, "classifier.synth_weight", f"must be < 1 (a batch needs some real images), got {w!r}")
+    require(
         len(set(weights)) == len(weights) and weights,
         "classifier.synth_weight",
         f"has duplicates: {clf.get('synth_weight')!r}",
     )
     if "tuned_recipe" in clf:
         clf["tuned_recipe"] = _tuned_recipe(clf["tuned_recipe"])
-        _require(
+        require(
             "lr" not in clf and "weight_decay" not in clf,
             "classifier.tuned_recipe",
             "sets lr and weight_decay per training-set size: remove classifier.lr / weight_decay",
         )
     if clf.get("device") is not None:
         dev = clf["device"]
-        _require(
+        require(
             isinstance(dev, str) and re.fullmatch(r"cpu|cuda(:\d+)?", dev) is not None,
             "classifier.device",
             f"must be 'cpu', 'cuda' or 'cuda:N', got {dev!r}",
@@ -180,31 +144,31 @@ def _tuned_recipe(value) -> dict:
     the path, enter the fingerprint, so a re-tuned file is another sweep."""
     field_name = "classifier.tuned_recipe"
     if isinstance(value, str):
-        _require(is_file(value), field_name, f"no such file: {value}")
+        require(is_file(value), field_name, f"no such file: {value}")
         try:
             value = json.loads(Path(value).read_text()).get("sizes")
         except (ValueError, AttributeError):
             raise ConfigError(f"{field_name}: {value} is not a recipe file written by `scaling tune-recipe`") from None
-    _require(isinstance(value, dict) and value, field_name, "must hold a non-empty 'sizes' table")
+    require(isinstance(value, dict) and value, field_name, "must hold a non-empty 'sizes' table")
     table = {}
     for size, entry in value.items():
-        _require(
+        require(
             str(size).isdigit() and int(size) > 0 and isinstance(entry, dict),
             field_name,
             f"size {size!r}: expected a positive size mapped to {{lr, weight_decay}}",
         )
-        lr = _number(entry.get("lr"), f"{field_name}.{size}.lr", low=0, low_open=True, high=10)
-        wd = _number(entry.get("weight_decay"), f"{field_name}.{size}.weight_decay", low=0, high=10)
+        lr = number(entry.get("lr"), f"{field_name}.{size}.lr", low=0, low_open=True, high=10)
+        wd = number(entry.get("weight_decay"), f"{field_name}.{size}.weight_decay", low=0, high=10)
         table[str(int(size))] = {"lr": float(lr), "weight_decay": float(wd)}
     return table
 
 
 def _check_resources(raw) -> dict:
-    res = _known_keys(raw, "resources", _keys(Resources))
+    res = known_keys(raw, "resources", _keys(Resources))
     for key in _keys(Resources):
         if res.get(key) is not None:
-            _number(res[key], f"resources.{key}", low=0, high=4096)
-    _require(float(res.get("cpus_per_trial", CPUS_PER_TRIAL)) > 0, "resources.cpus_per_trial", "must be positive")
+            number(res[key], f"resources.{key}", low=0, high=4096)
+    require(float(res.get("cpus_per_trial", CPUS_PER_TRIAL)) > 0, "resources.cpus_per_trial", "must be positive")
     return res
 
 
@@ -536,37 +500,6 @@ def protocol_label(budget: str, synth_weight) -> str:
     return budget if synth_weight is None else f"{budget}-w{synth_weight:g}"
 
 
-# None: a missing local file is a ConfigError. A list (inside files_checked_later()): the message is collected
-# instead, so a dry run can price a paper config before its datasets and models are in place.
-_MISSING_FILES: ContextVar[list | None] = ContextVar("missing_files", default=None)
-
-
-@contextmanager
-def files_checked_later():
-    """Collect missing-file problems instead of raising them; yields the list of messages."""
-    found: list[str] = []
-    token = _MISSING_FILES.set(found)
-    try:
-        yield found
-    finally:
-        _MISSING_FILES.reset(token)
-
-
-def _require_file(cond: bool, fieldname: str, message: str) -> bool:
-    """Like _require for a local file or folder; returns whether it is there (False only when collecting)."""
-    collecting = _MISSING_FILES.get()
-    if not cond and collecting is not None:
-        collecting.append(f"{fieldname}: {message}")
-        return False
-    _require(cond, fieldname, message)
-    return True
-
-
-def _require(cond: bool, fieldname: str, message: str) -> None:
-    if not cond:
-        raise ConfigError(f"{fieldname}: {message}")
-
-
 def test_count(name: str, test_fraction: float) -> int:
     """Test images exactly as ``runners.data.test_indices`` draws them (per-class rounding)."""
     if name == "digits":
@@ -577,52 +510,13 @@ def test_count(name: str, test_fraction: float) -> int:
     return round(DATASET_SIZES[name] * test_fraction)
 
 
-def check_dataset_spec(ds, fieldname: str) -> None:
-    """A dataset mapping: known name, known keys, and the local file or folder it needs exists."""
-    _require(isinstance(ds, dict) and "name" in ds, fieldname, "must be a mapping with a 'name'")
-    _require(
-        isinstance(ds["name"], str) and ds["name"] in DATASETS,
-        f"{fieldname}.name",
-        f"unknown dataset {ds['name']!r}; choose from {DATASETS}",
-    )
-    _known_keys(ds, fieldname, DATASET_KEYS[ds["name"]])
-    if "image_size" in ds:
-        _number(ds["image_size"], f"{fieldname}.image_size", integer=True, low=4, high=1024)
-    path_key = {"cifar10": "root", "cifar100": "root", "imagefolder": "root", "medmnist": "path"}.get(ds["name"])
-    if path_key:
-        _require(path_key in ds, f"{fieldname}.{path_key}", f"is required for {ds['name']}")
-        _require(isinstance(ds[path_key], str), f"{fieldname}.{path_key}", f"must be a path, got {ds[path_key]!r}")
-        if _require_file(
-            path_exists(ds[path_key]), f"{fieldname}.{path_key}", f"no such file or folder: {ds[path_key]}"
-        ):
-            _check_layout(ds, Path(ds[path_key]), f"{fieldname}.{path_key}")
-
-
-def _check_layout(ds: dict, path: Path, fieldname: str) -> None:
-    """The files a loader will open exist, so a wrong folder fails here, not after Ray and the pools started."""
-    if ds["name"] in ("cifar10", "cifar100"):
-        sub = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[ds["name"]]
-        base = path / sub if (path / sub).exists() else path
-        need = ["data_batch_1", "test_batch", "batches.meta"] if ds["name"] == "cifar10" else ["train", "test", "meta"]
-        missing = [f for f in need if not (base / f).is_file()]
-        _require_file(not missing, fieldname, f"{base} lacks {', '.join(missing)} (the CIFAR python-pickle layout)")
-    elif ds["name"] == "imagefolder":
-        _require_file(
-            path.is_dir() and any(p.is_dir() for p in path.iterdir()),
-            fieldname,
-            f"{path} has no class folders (ImageFolder layout: root/<class>/<image>)",
-        )
-    elif ds["name"] == "medmnist":
-        _require_file(path.is_file() and path.suffix == ".npz", fieldname, f"{path} is not a MedMNIST .npz file")
-
-
 def _int_list(raw: dict, key: str, minimum: int) -> list[int]:
     v = raw.get(key)
     v = list(v) if isinstance(v, tuple) else v  # a SweepConfig passed back in holds tuples
-    _require(isinstance(v, list) and len(v) > 0, key, f"must be a non-empty list of integers, got {v!r}")
-    _require(all(isinstance(x, int) and not isinstance(x, bool) for x in v), key, f"must hold integers only, got {v!r}")
-    _require(all(x >= minimum for x in v), key, f"values must be >= {minimum}, got {v!r}")
-    _require(len(set(v)) == len(v), key, f"has duplicates: {v!r}")
+    require(isinstance(v, list) and len(v) > 0, key, f"must be a non-empty list of integers, got {v!r}")
+    require(all(isinstance(x, int) and not isinstance(x, bool) for x in v), key, f"must hold integers only, got {v!r}")
+    require(all(x >= minimum for x in v), key, f"values must be >= {minimum}, got {v!r}")
+    require(len(set(v)) == len(v), key, f"has duplicates: {v!r}")
     return sorted(v)
 
 
@@ -632,7 +526,7 @@ def apply_settings(raw: dict, settings) -> dict:
     out = json.loads(json.dumps(raw, default=str)) if settings else raw  # a deep copy: the caller's dict is kept
     for item in settings or ():
         key, sep, text = str(item).partition("=")
-        _require(
+        require(
             sep == "=" and key.strip() != "", "--set", f"expected KEY=VALUE (e.g. classifier.steps=20), got {item!r}"
         )
         try:
@@ -643,7 +537,7 @@ def apply_settings(raw: dict, settings) -> dict:
         node = out
         for depth, part in enumerate(parents):
             node = node.setdefault(part, {})
-            _require(
+            require(
                 isinstance(node, dict),
                 "--set " + key,
                 f"{'.'.join(parents[: depth + 1])} is not a mapping, so it has no field {leaf!r}",
@@ -661,8 +555,8 @@ def load_config(source, settings=(), **overrides) -> SweepConfig:
         raw = dict(source)
     else:
         path = Path(source)
-        _require(path.exists(), "config", f"no such file: {path}")
-        _require(path.is_file(), "config", f"{path} is a folder, not a YAML file")
+        require(path.exists(), "config", f"no such file: {path}")
+        require(path.is_file(), "config", f"{path} is a folder, not a YAML file")
         try:
             raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
         except UnicodeDecodeError:
@@ -670,76 +564,76 @@ def load_config(source, settings=(), **overrides) -> SweepConfig:
         except yaml.YAMLError as exc:
             detail = " ".join(str(exc).split())  # one line, whatever the parser printed
             raise ConfigError(f"config: {path} is not valid YAML ({detail})") from None
-        _require(isinstance(raw, dict), "config", f"{path} must hold a mapping of fields")
+        require(isinstance(raw, dict), "config", f"{path} must hold a mapping of fields")
     raw = apply_settings(raw, settings)
     raw.update({k: v for k, v in overrides.items() if v is not None})
     known = set(SweepConfig.__dataclass_fields__) | {"protocol"}
     unknown = sorted(map(str, set(raw) - known))
-    _require(not unknown, unknown[0] if unknown else "", f"unknown field (known: {sorted(known)})")
+    require(not unknown, unknown[0] if unknown else "", f"unknown field (known: {sorted(known)})")
     for key in ("name", "dataset", "sources", "n_real", "n_synth", "seeds"):
-        _require(key in raw, key, "is required")
-    _require(
+        require(key in raw, key, "is required")
+    require(
         isinstance(raw["name"], str) and NAME_PATTERN.match(raw["name"]) is not None,
         "name",
         f"must be a plain folder name (letters, digits, '.', '_', '-'; no '/' or leading '.'), got {raw['name']!r}",
     )
     storage = raw.get("storage", "runs")
-    _require(isinstance(storage, str) and storage.strip() != "", "storage", f"must be a path, got {storage!r}")
+    require(isinstance(storage, str) and storage.strip() != "", "storage", f"must be a path, got {storage!r}")
     if is_uri(storage):  # an object store (s3://, gs://, ...) or file://; checked without connecting
         problem = check_storage_uri(storage)
-        _require(problem is None, "storage", problem or "")
+        require(problem is None, "storage", problem or "")
         try:  # credentials in the URI move to the environment: nothing stores or prints them
             storage = split_credentials(storage)
         except ValueError as exc:
             raise ConfigError(f"storage: {exc}") from None
         storage = str(local_path(storage)) if local_path(storage) is not None else storage
-    _require("\x00" not in storage, "storage", f"{storage!r} holds a NUL byte: not a path")
+    require("\x00" not in storage, "storage", f"{storage!r} holds a NUL byte: not a path")
     # 's3:/bucket/runs' (one slash) is a typo for a URI, not a local folder named 's3:'
     one_slash = re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:/(?!/)", storage)
-    _require(
+    require(
         one_slash is None,
         "storage",
         f"{storage!r} looks like a URI with one slash; write "
         f"{re.sub(':/', '://', storage, count=1)!r} (or ./ before a local folder whose name has a colon)",
     )
-    _require(not is_file(storage), "storage", f"{storage} is a file, not a folder")
+    require(not is_file(storage), "storage", f"{storage} is a file, not a folder")
     ds = raw["dataset"]
     check_dataset_spec(ds, "dataset")
     ds = absolute_paths(ds)
     sources = raw["sources"]
     sources = list(sources) if isinstance(sources, tuple) else sources
-    _require(isinstance(sources, list) and sources, "sources", f"must be a non-empty list, got {sources!r}")
+    require(isinstance(sources, list) and sources, "sources", f"must be a non-empty list, got {sources!r}")
     for s in sources:
-        _require(s in SOURCES, "sources", f"unknown source {s!r}; choose from {SOURCES}")
-    _require(len(set(sources)) == len(sources), "sources", f"has duplicates: {sources!r}")
+        require(s in SOURCES, "sources", f"unknown source {s!r}; choose from {SOURCES}")
+    require(len(set(sources)) == len(sources), "sources", f"has duplicates: {sources!r}")
     n_real = _int_list(raw, "n_real", 1)
     n_synth = _int_list(raw, "n_synth", 0)
     seeds = _int_list(raw, "seeds", 0)
-    _require(len(seeds) <= MAX_SEEDS, "seeds", f"at most {MAX_SEEDS} seeds (the fit refuses more), got {len(seeds)}")
+    require(len(seeds) <= MAX_SEEDS, "seeds", f"at most {MAX_SEEDS} seeds (the fit refuses more), got {len(seeds)}")
     tf = raw.get("test_fraction", 0.25)
-    _number(tf, "test_fraction")
-    _require(0 < tf < 1, "test_fraction", f"must lie in (0, 1), got {tf!r}")
+    number(tf, "test_fraction")
+    require(0 < tf < 1, "test_fraction", f"must lie in (0, 1), got {tf!r}")
     clf = _check_classifier(raw.get("classifier"))
     res = _check_resources(raw.get("resources"))
     if str(clf.get("device") or "").startswith("cuda"):
-        _require(
+        require(
             float(res.get("gpus_per_trial") or 0) > 0,
             "classifier.device",
             "'cuda' needs resources.gpus_per_trial > 0 (Ray gives a trial no GPU otherwise)",
         )
     mf = raw.get("max_failures", 2)
-    _number(mf, "max_failures", integer=True, low=0, high=100)
+    number(mf, "max_failures", integer=True, low=0, high=100)
     size = DATASET_SIZES.get(ds["name"])
     if size is not None:
         available = size - test_count(ds["name"], tf)
-        _require(
+        require(
             max(n_real) <= available,
             "n_real",
             f"max(n_real) = {max(n_real)} exceeds the {available} non-test images of {ds['name']}",
         )
     source_options = _source_options(raw, sources, ds, n_real, n_synth, tf)
     replace, design = raw.get("replace"), raw.get("design")
-    _require(
+    require(
         (replace is None) == (design is None),
         "design",
         "is derived from protocol: replace (set protocol, n_real and n_synth instead)",
@@ -772,12 +666,12 @@ def _protocol_design(protocol, n_real: list[int], n_synth: list[int]):
     images replaced by synthetic ones; the cell (N, k) trains on N - k real + k synthetic images — exactly the add
     cell (n_real = N - k, n_synth = k) — next to the all-real budget (N, 0) and the base (N - k, 0) its gain is
     measured against. Returns (grid n_real, grid n_synth, replace record, design cells)."""
-    _require(protocol in ("add", "replace"), "protocol", f"must be 'add' or 'replace', got {protocol!r}")
+    require(protocol in ("add", "replace"), "protocol", f"must be 'add' or 'replace', got {protocol!r}")
     if protocol == "add":
         return n_real, n_synth, None, None
     replaced = [k for k in n_synth if k > 0]
-    _require(replaced, "n_synth", "protocol: replace needs at least one positive number of replaced images")
-    _require(
+    require(replaced, "n_synth", "protocol: replace needs at least one positive number of replaced images")
+    require(
         max(replaced) < min(n_real),
         "n_synth",
         f"protocol: replace keeps at least one real image: every "
@@ -796,17 +690,16 @@ def _source_options(raw: dict, sources: list[str], ds: dict, n_real: list[int], 
     """Validate every source's options up front: the mapping here, each source's own options in its module
     (``check``, behind :data:`runners.sources.REGISTRY`)."""
     opts = raw.get("source_options") or {}
-    _require(isinstance(opts, dict), "source_options", f"must be a mapping source -> options, got {opts!r}")
+    require(isinstance(opts, dict), "source_options", f"must be a mapping source -> options, got {opts!r}")
     for src, value in opts.items():
-        _require(src in sources, f"source_options.{src}", f"is not one of this sweep's sources {sources}")
-        _require(value is None or isinstance(value, dict), f"source_options.{src}", f"must be a mapping, got {value!r}")
+        require(src in sources, f"source_options.{src}", f"is not one of this sweep's sources {sources}")
+        require(value is None or isinstance(value, dict), f"source_options.{src}", f"must be a mapping, got {value!r}")
     size = DATASET_SIZES.get(ds["name"])
     free = None if size is None else size - test_count(ds["name"], tf) - max(n_real)
     out = {}
     for src in sources:
         facts = Facts(
-            src, ds, DATASET_SHAPES.get(ds["name"]), free, tuple(n_real), tuple(n_synth),
-            _require, _require_file, check_dataset_spec,
+            src, ds, DATASET_SHAPES.get(ds["name"]), free, tuple(n_real), tuple(n_synth)
         )  # fmt: skip
         try:
             checked = REGISTRY[src].check(dict(opts.get(src) or {}), facts)

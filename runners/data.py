@@ -109,6 +109,43 @@ def load_dataset(spec: dict, *, progress: bool = False) -> ImageData:
 # the cache
 
 
+# What a dataset is before it is read: (images, (C, H, W)) of the datasets whose size and shape are fixed, and
+# the known sizes of paper datasets whose files may not be in place yet (a dry run before the download):
+# CIFAR-10/100 as torchvision ships them, BloodMNIST as MedMNIST v2 ships it, ImageNet-100 as the usual
+# 100-class subset of ImageNet-1k's train split (~1300 per class)
+DATASET_SIZES = {"digits": 1797}
+DATASET_SHAPES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
+KNOWN_SIZES = {"cifar10": 60000, "cifar100": 60000, "bloodmnist": 17092, "imagenet100": 126689}
+MEDMNIST_SHAPE = (3, 28, 28)
+
+
+def dataset_facts(spec: dict) -> tuple[int | None, tuple[int, int, int]]:
+    """(number of images or None, (C, H, W)) of a dataset, from its files when present, else known sizes."""
+    name = spec["name"]
+    if name in DATASET_SIZES:
+        return DATASET_SIZES[name], DATASET_SHAPES[name]
+    if name == "imagefolder":
+        root = Path(spec["root"])
+        size = int(spec.get("image_size", IMAGEFOLDER_SIZE))
+        n = (
+            sum(1 for c in root.iterdir() if c.is_dir() for _ in c.iterdir())
+            if root.is_dir()
+            else KNOWN_SIZES.get(root.parent.name if root.name == "train" else root.name)
+        )
+        return n, (3, size, size)
+    if name == "medmnist":
+        path = Path(spec["path"])
+        try:
+            with np.load(path, mmap_mode="r") as d:
+                keys = [k for k in d.files if k.endswith("_images")]
+                x = d[keys[0]]
+                shape = (1, *x.shape[1:3]) if x.ndim == 3 else (x.shape[3], *x.shape[1:3])
+                return sum(len(d[k]) for k in keys), shape
+        except (OSError, ValueError, IndexError):  # not in place yet (or unreadable: the sweep will say why)
+            return KNOWN_SIZES.get(path.stem), MEDMNIST_SHAPE
+    return KNOWN_SIZES.get(name), DATASET_SHAPES[name]
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("SCALING_CACHE") or Path.home() / ".cache" / "scaling").expanduser() / "datasets"
 

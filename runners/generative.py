@@ -25,7 +25,7 @@ from runners.integrity import folder_checksums, verify_folder
 from runners.options import check_resolution
 from runners.streams import batch_seed
 from runners.train import autocast_for, resident_rows
-from scaling.io import temp_name
+from analysis.io import temp_name
 
 # diffusers is imported inside the functions that build, load or sample a generator: it takes ~3 s per process,
 # and the driver and workers import this module through the source registry without building one

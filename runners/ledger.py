@@ -16,7 +16,7 @@ from pathlib import Path
 from runners.storage import RunFolder, stored_name
 from runners.config import ConfigError, protocol_label
 from runners.pools import POOL_VERSION
-from scaling.io import write_atomic
+from analysis.io import write_atomic
 
 
 def cell_key(cell: dict) -> str:

@@ -11,24 +11,17 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
-import numpy as np
 import torch
 
-from runners.config import DATASET_SHAPES, DATASET_SIZES, ConfigError, load_config, files_checked_later
-from runners.data import IMAGEFOLDER_SIZE
+from runners.checks import ConfigError, files_checked_later
+from runners.config import load_config
+from runners.data import dataset_facts
 from runners.costs import Stage, cost_table_lines, fmt_bytes, load_table, lookup, shape_key
 from runners.pools import pool_key
 from runners.sources import REGISTRY, generator_trainings
 from runners.sources.base import Pricing
 from runners.train import build_model
-
-# (images, (C, H, W)) of datasets whose files may not be in place yet (a dry run before the download):
-# CIFAR-10/100 as torchvision ships them, BloodMNIST as MedMNIST v2 ships it, ImageNet-100 as the usual
-# 100-class subset of ImageNet-1k's train split (~1300 per class)
-KNOWN_SIZES = {"cifar10": 60000, "cifar100": 60000, "bloodmnist": 17092, "imagenet100": 126689}
-MEDMNIST_SHAPE = (3, 28, 28)
 
 
 def source_jobs(cfg) -> list[dict]:
@@ -56,33 +49,6 @@ def plan(cfg) -> dict:
         "grid": f"{len(cfg.sources)} sources x {len(cfg.n_real)} n_real x {len(cfg.n_synth)} n_synth x "
         f"{len(cfg.seeds)} seeds (n_synth=0 shared across sources)",
     }
-
-
-def dataset_facts(spec: dict) -> tuple[int | None, tuple[int, int, int]]:
-    """(number of images or None, (C, H, W)) of a dataset, from its files when present, else known sizes."""
-    name = spec["name"]
-    if name in DATASET_SIZES:
-        return DATASET_SIZES[name], DATASET_SHAPES[name]
-    if name == "imagefolder":
-        root = Path(spec["root"])
-        size = int(spec.get("image_size", IMAGEFOLDER_SIZE))
-        n = (
-            sum(1 for c in root.iterdir() if c.is_dir() for _ in c.iterdir())
-            if root.is_dir()
-            else KNOWN_SIZES.get(root.parent.name if root.name == "train" else root.name)
-        )
-        return n, (3, size, size)
-    if name == "medmnist":
-        path = Path(spec["path"])
-        try:
-            with np.load(path, mmap_mode="r") as d:
-                keys = [k for k in d.files if k.endswith("_images")]
-                x = d[keys[0]]
-                shape = (1, *x.shape[1:3]) if x.ndim == 3 else (x.shape[3], *x.shape[1:3])
-                return sum(len(d[k]) for k in keys), shape
-        except (OSError, ValueError, IndexError):  # not in place yet (or unreadable: the sweep will say why)
-            return KNOWN_SIZES.get(path.stem), MEDMNIST_SHAPE
-    return KNOWN_SIZES.get(name), DATASET_SHAPES[name]
 
 
 def stages(cfg, device: str, table: dict | None = None) -> list[Stage]:

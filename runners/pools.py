@@ -64,7 +64,9 @@ def prepared_size(cfg, source: str, n_real: int, seed: int) -> int:
     run = RunFolder(cfg)
     if not (run.fetch(meta_path) and run.fetch(npz)):  # the meta marks a finished pool
         return 0
-    return int(json.loads(meta_path.read_text())["size"])
+    meta = json.loads(meta_path.read_text())
+    # a pool of a version that recorded no checksum cannot be verified: rebuilt (pools are seeded, so exactly)
+    return int(meta["size"]) if "sha256" in meta else 0
 
 
 def is_prepared(cfg, source: str, n_real: int, seed: int) -> bool:

@@ -25,7 +25,7 @@ from runners.integrity import IntegrityError, file_checksum, verify_file
 from runners.options import content_hash
 from runners.pools import dataset_spec
 from runners.train import build_model, train_classifier
-from scaling.io import write_atomic
+from analysis.io import write_atomic
 
 JUDGE = {"recipe": "small_cnn", "width": 16, "steps": 300, "batch_size": 64, "lr": 0.004}
 FEATURES_KEPT = 256  # judge features stored per pool for the domain-gap figure
@@ -52,12 +52,19 @@ def prepare_judge(cfg) -> dict:
     if run.fetch(meta_path) and run.fetch(path):
         return verified_judge(cfg)
     node = node_judge_path(cfg)
-    if not (node.exists() and node.with_suffix(".json").exists()) or "sha256" not in _judge_record(node):
-        _train_judge(cfg, node)  # absent, or trained by a version that recorded no checksum: retrained (exact)
-    _check_judge(node, f"delete it and {node.with_suffix('.json').name} to retrain this node's judge")
+    _node_judge(cfg)
     for src, dst in ((node, path), (node.with_suffix(".json"), meta_path)):
         run.write(dst, lambda tmp, src=src: shutil.copyfile(src, tmp))
     return verified_judge(cfg)
+
+
+def _node_judge(cfg) -> dict:
+    """This node's judge record, the judge trained first when absent or trained by a version that recorded no
+    checksum (its training is exact: the same data, recipe, seed and threads give the same weights)."""
+    node = node_judge_path(cfg)
+    if not (node.exists() and node.with_suffix(".json").exists()) or "sha256" not in _judge_record(node):
+        _train_judge(cfg, node)
+    return _check_judge(node, f"delete it and {node.with_suffix('.json').name} to retrain this node's judge")
 
 
 def _judge_record(weights: Path) -> dict:
@@ -87,12 +94,10 @@ def verified_judge(cfg) -> dict:
     way_out = f"delete it and {path.with_suffix('.json').name} (in {path.parent}) to copy this node's judge again"
     record = _judge_record(path)
     if "sha256" not in record:
-        node = node_judge_path(cfg)
-        if node.exists() and node.with_suffix(".json").exists():
-            node_record = _check_judge(node, f"delete it and {node.with_suffix('.json').name} to retrain it")
-            if file_checksum(path) == node_record["sha256"]:
-                record = {**record, "sha256": node_record["sha256"]}
-                RunFolder(cfg).write_json(path.with_suffix(".json"), record)
+        node_record = _node_judge(cfg)
+        if file_checksum(path) == node_record["sha256"]:
+            record = {**record, "sha256": node_record["sha256"]}
+            RunFolder(cfg).write_json(path.with_suffix(".json"), record)
     verify_file(path, record.get("sha256"), "the judge", way_out)
     return record
 
@@ -107,6 +112,15 @@ def check_judges(cfg) -> None:
 
 
 def _train_judge(cfg, target: Path) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)  # the judge's weights depend on the threads it trains with (its name says so)
+    try:
+        _train_judge_with_threads(cfg, target)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_judge_with_threads(cfg, target: Path) -> None:
     data, test_idx = dataset_of(cfg)
     train = non_test(data, test_idx)
     # uint8-backed views: the judge holds every non-test image as uint8 and converts batches

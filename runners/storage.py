@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 from filelock import FileLock, Timeout
 from pyarrow import fs as pafs
 
-from scaling.io import temp_name, write_atomic
+from analysis.io import temp_name, write_atomic
 
 URI_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 

@@ -35,8 +35,8 @@ from runners.pools import is_prepared, pool_paths
 from runners.sources import open_set, prepare_pool
 from runners.quality import check_judges, prepare_judge
 from runners.trial import hold_if_asked, injected, placement, trainable, use_allotted_cpus
-from scaling.cube import STATUS_DONE, cell_dims, open_cube, save_cube, status_counts
-from scaling.io import clean_temp_files
+from analysis.cube import STATUS_DONE, cell_dims, open_cube, save_cube, status_counts
+from analysis.io import clean_temp_files
 
 __all__ = ["RunFolderBusy", "SourceJobError", "SweepInterrupted", "build_tuner", "run_sweep"]
 

@@ -28,7 +28,7 @@ from runners.ledger import (
 )
 from runners.pools import attributed_seconds, load_pool
 from runners.train import train_classifier
-from scaling.cube import pack_correct
+from analysis.cube import pack_correct
 
 
 def injected(key: str) -> bool:

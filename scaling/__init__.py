@@ -3,7 +3,7 @@
 Public face of the package: the cube contract (``open_cube``, ``save_cube``, ``validate_cube``,
 ``merge_cubes``), ``simulate_cube``, ``fit_equivalence`` and ``run_sweep``.
 
-Names resolve on first use (PEP 562): ``import scaling.cube`` in a Ray worker loads the cube module only,
+Names resolve on first use (PEP 562): a Ray worker that needs the cube contract imports ``analysis.cube`` only,
 not the statistics stack (statsmodels, scipy.optimize) or torch and Ray.
 """
 
@@ -18,14 +18,14 @@ except importlib.metadata.PackageNotFoundError:  # a source tree that was never 
     __version__ = "unknown"
 
 _HOMES = {
-    "CubeError": "scaling.cube",
-    "empty_cube": "scaling.cube",
-    "merge_cubes": "scaling.cube",
-    "open_cube": "scaling.cube",
-    "save_cube": "scaling.cube",
-    "status_counts": "scaling.cube",
-    "validate_cube": "scaling.cube",
-    "protocol_slice": "scaling.cube",
+    "CubeError": "analysis.cube",
+    "empty_cube": "analysis.cube",
+    "merge_cubes": "analysis.cube",
+    "open_cube": "analysis.cube",
+    "save_cube": "analysis.cube",
+    "status_counts": "analysis.cube",
+    "validate_cube": "analysis.cube",
+    "protocol_slice": "analysis.cube",
     "fit_equivalence": "scaling.fit",
     "fit_protocols": "scaling.fit",
     "protocol_table": "scaling.fit",

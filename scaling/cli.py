@@ -52,7 +52,7 @@ def _sweep(args) -> int:
             raise ValueError(
                 "--adaptive: needs --target SOURCE:N_REAL:N_SYNTH (and --width), and --target needs --adaptive"
             )
-        from runners.adaptive import main_adaptive
+        from scaling.adaptive import main_adaptive
 
         args.target = _parse_target(args.target)
         return main_adaptive(args)
@@ -122,7 +122,8 @@ def _print_answer(path) -> None:
 
 def _calibrate(args) -> int:
     from runners.calibrate import calibrate
-    from runners.config import files_checked_later, load_config
+    from runners.checks import files_checked_later
+    from runners.config import load_config
 
     with files_checked_later():  # timing needs the shapes, not the files
         cfg = load_config(args.config, args.set)
@@ -249,7 +250,8 @@ def _table(args) -> int:
 
 def _plan(args) -> int:
     from scaling.planning import pilot_truth, plan_seeds, prior_truth, smallest_meeting
-    from runners.config import check_target, files_checked_later, load_config
+    from runners.checks import files_checked_later
+    from runners.config import check_target, load_config
     from runners.plan import _device_of, stages
     from tqdm import tqdm
 
@@ -308,7 +310,7 @@ def _next(args) -> int:
     import json
 
     from scaling.planning import cells_per_seed, interval_at, pilot_truth, plan_seeds
-    from scaling.io import write_atomic
+    from analysis.io import write_atomic
 
     import scaling
 

@@ -12,7 +12,7 @@ import xarray as xr
 from analysis.options import FitOptions
 from analysis.pipeline import fit_arrays
 from analysis.results import EquivalenceResults
-from scaling.cube import (
+from analysis.cube import (
     PROTOCOL_DIM,
     STATUS_DONE,
     STATUS_FAILED,

@@ -33,7 +33,7 @@ import pandas as pd
 import xarray as xr
 
 from analysis.verdict import VERDICTS
-from scaling.cube import STATUS_DONE, classes_of, empty_cube, fill_planted
+from analysis.cube import STATUS_DONE, classes_of, empty_cube, fill_planted
 from scaling.fit import fit_equivalence
 
 
@@ -74,7 +74,7 @@ def pilot_truth(cube: xr.Dataset, source: str, reference: str = "real", *, smoot
 
     acc = cube["accuracy"].where(cube["status"] == STATUS_DONE).sel(source=[reference, source])
     if "protocol" in acc.dims:
-        raise ValueError("pilot: pick one protocol setting first (scaling.cube.protocol_slice)")
+        raise ValueError("pilot: pick one protocol setting first (analysis.cube.protocol_slice)")
     err = (1 - acc).clip(1e-4, 1 - 1e-4)
     n_test = int(cube.attrs["n_test"])
     log_err = np.log(err)

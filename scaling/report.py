@@ -15,8 +15,8 @@ from analysis.equivalence import BASE_CELL_SHARE
 from analysis.formatting import format_interval, gain_text, inert_md, md_table
 from analysis.options import CI_METHODS
 from analysis.verdict import ESTIMATED_MAX_RATIO, METHODS_DISAGREE_FACTOR
-from scaling.cube import PROTOCOL_DIM, STATUS_DONE, open_cube, protocol_slice, status_counts
-from scaling.io import clean_temp_files, temp_name
+from analysis.cube import PROTOCOL_DIM, STATUS_DONE, open_cube, protocol_slice, status_counts
+from analysis.io import clean_temp_files, temp_name
 
 
 def features_beside(cube_path, skipped: dict | None = None) -> xr.Dataset | None:

@@ -10,7 +10,7 @@ import xarray as xr
 from scipy.stats import binom
 
 from analysis.equivalence import law_neq
-from scaling.cube import DIMS, STATUS_FAILED, TEST_DIM, empty_cube, fill_planted
+from analysis.cube import DIMS, STATUS_FAILED, TEST_DIM, empty_cube, fill_planted
 
 
 SPEC_KEYS = ("exchange_rate", "wang", "saturating")

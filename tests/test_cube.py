@@ -7,7 +7,7 @@ import pytest
 import xarray as xr
 
 import scaling
-from scaling.cube import CubeError, STATUS_DONE, STATUS_PENDING
+from analysis.cube import CubeError, STATUS_DONE, STATUS_PENDING
 
 
 @pytest.fixture()

@@ -15,7 +15,8 @@ from sklearn.datasets import load_digits
 from runners import costs
 from runners import data as rdata
 from runners.ann import build_index, cached_index, set_search_effort
-from runners.config import ConfigError, files_checked_later, load_config
+from runners.checks import files_checked_later
+from runners.config import ConfigError, load_config
 from runners.plan import dry_run, stages
 from runners.train import exact_channel_stats
 

@@ -23,8 +23,8 @@ import scaling
 from runners import storage
 from runners.config import ConfigError, load_config
 from scaling.cli import EXIT_CODES, build_parser, main
-from scaling.cube import CubeError
-from scaling.io import TEMP_PREFIX, clean_temp_files, temp_name, write_atomic
+from analysis.cube import CubeError
+from analysis.io import TEMP_PREFIX, clean_temp_files, temp_name, write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = {

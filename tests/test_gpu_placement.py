@@ -13,7 +13,8 @@ import ray
 import yaml
 
 import scaling
-from runners.config import files_checked_later, load_config
+from runners.checks import files_checked_later
+from runners.config import load_config
 from runners.plan import placement_of
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ import torch
 import scaling
 from runners.config import ConfigError, load_config
 from runners.train import batch_indices
-from scaling.cube import CubeError
+from analysis.cube import CubeError
 
 BASE = {
     "name": "p",

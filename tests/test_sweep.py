@@ -491,7 +491,7 @@ def test_a_run_grows_by_a_seed_and_an_n_synth_value_and_only_new_cells_run(tmp_p
 
 
 def test_adaptive_rounds_extend_one_run_folder_and_record_their_decisions(tmp_path):
-    from runners.adaptive import run_adaptive
+    from scaling.adaptive import run_adaptive
 
     cfg = {
         **TINY,

@@ -10,7 +10,7 @@ import scaling
 from analysis.equivalence import fit_law, law_neq
 from analysis.variance import fit_variance_model
 from analysis.verdict import ESTIMATED_MAX_RATIO, seeds_needed, verdicts
-from scaling.cube import CubeError
+from analysis.cube import CubeError, correct_items
 
 
 def _fit(cube, source="gen", **kw):
@@ -243,7 +243,7 @@ def test_pooled_variance_never_collapses_where_three_seed_cell_variances_do():
 
 def test_cube_records_test_items_and_validation_checks_them():
     cube = scaling.simulate_cube(seeds=3, n_test=300, item_sd=1.0, random_state=0)
-    items = scaling.cube.correct_items(cube)
+    items = correct_items(cube)
     np.testing.assert_allclose(items.mean("test_item").values, cube["accuracy"].values)
     bad = cube.copy(deep=True)
     bad["test_correct"].values[0, 0, 0, 0, 0] ^= 0xFF

@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from runners.checks import require
 from runners.costs import Stage, lookup, shape_key
 from runners.data import ImageData, base_and_real_pool, dataset_of
 from runners.options import check_resolution
@@ -89,8 +90,8 @@ def padded_size(size: int, batch: int) -> int:
 class Facts:
     """What a source's ``check(raw, facts)`` may consult before anything runs: the dataset mapping, its image shape
     and the images left outside the test set and the largest base (None: not known without reading the
-    dataset), the grid, and the config validator's own checks — each raises one error naming its field, and
-    ``require_file`` only collects a missing file in a dry run of a config whose files are not in place yet."""
+    dataset), and the grid. A check raises through :mod:`runners.checks` (one error naming the field; a missing
+    file is only collected in a dry run of a config whose files are not in place yet)."""
 
     source: str
     dataset: dict
@@ -98,9 +99,6 @@ class Facts:
     free_images: int | None
     n_real: tuple[int, ...]
     n_synth: tuple[int, ...]
-    require: Callable[[bool, str, str], None]
-    require_file: Callable[[bool, str, str], bool]
-    check_dataset: Callable[[dict, str], None]
 
     def field(self, key: str) -> str:
         """The config field of one of this source's options."""
@@ -129,7 +127,7 @@ def check_generator(hp: dict, facts: Facts) -> None:
     """A diffusion generator's resolved hyper-parameters against the dataset's images (the two generator
     sources share it)."""
     for key in ("train_steps", "batch_size", "sample_steps"):
-        facts.require(
+        require(
             isinstance(hp[key], int) and hp[key] > 0, facts.field(key), f"must be a positive integer, got {hp[key]!r}"
         )
     if facts.shape:

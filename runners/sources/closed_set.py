@@ -90,6 +90,6 @@ def price(cfg, p: Pricing) -> list[Stage]:
 
 def calibrate(cfg, shape) -> list[tuple[str, float, str]]:
     """The generator's training and sampling rates (``scaling calibrate``)."""
-    from runners.calibrate import generator_rates
+    from runners.timing import generator_rates
 
     return generator_rates(cfg.options(NAME)["generator"], shape)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from runners.checks import require_file
 from runners import streams
 from runners.storage import RunFolder
 from runners.data import dataset_of, non_test
@@ -63,7 +64,7 @@ def check(raw: dict, facts: Facts) -> dict:
         try:
             check_pipeline_dir(raw["pipeline"])
         except ValueError as exc:
-            facts.require_file(False, facts.field("pipeline"), str(exc))
+            require_file(False, facts.field("pipeline"), str(exc))
         out["pipeline"] = str(Path(raw["pipeline"]).resolve()) if raw["pipeline"] else raw["pipeline"]
     resolved = options(raw)
     if "generator" in resolved:
@@ -214,7 +215,7 @@ def price(cfg, p: Pricing) -> list[Stage]:
 def calibrate(cfg, shape) -> list[tuple[str, float, str]]:
     """The generator's rates; a text-to-image pipeline keeps the cost table's assumed rate (timing it needs the
     pipeline's weights on the device the run will use)."""
-    from runners.calibrate import generator_rates
+    from runners.timing import generator_rates
 
     opts = cfg.options(NAME)
     return generator_rates(opts["generator"], shape) if "generator" in opts else []

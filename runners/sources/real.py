@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from runners.checks import require
 from runners.data import base_and_real_pool
 from runners.pools import Pool
 from runners.costs import Stage
@@ -21,7 +22,7 @@ def check(raw: dict, facts: Facts) -> dict:
     """Its pool of max(n_synth) held-out images must fit beside the test set and the largest base."""
     options(raw)
     if facts.free_images is not None:
-        facts.require(
+        require(
             max(facts.n_synth) <= facts.free_images,
             "n_synth",
             f"max(n_real) + max(n_synth) = {max(facts.n_real) + max(facts.n_synth)} exceeds the "

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from runners.checks import check_dataset_spec, require, require_file
 from runners import streams
-from runners.data import absolute_paths, is_file, load_dataset, non_test
+from runners.data import absolute_paths, dataset_facts, is_file, load_dataset, non_test
 from runners.options import ENCODERS, INDEXES
 from runners.pools import Pool
 from runners.costs import Stage, lookup
@@ -66,29 +67,29 @@ def check(raw: dict, facts: Facts) -> dict:
     options as the config keeps them, folders made absolute (Ray Tune runs trials in its own working folder)."""
     clip_dir = raw.get("clip_dir")
     if clip_dir is not None:
-        facts.require_file(
+        require_file(
             (Path(clip_dir) / "config.json").exists(),
             facts.field("clip_dir"),
             f"{clip_dir} is not a CLIP model folder (no config.json)",
         )
     if raw.get("encoder") == "clip":
-        facts.require(clip_dir is not None, facts.field("clip_dir"), "is required when encoder is 'clip'")
+        require(clip_dir is not None, facts.field("clip_dir"), "is required when encoder is 'clip'")
     for key in ("embeddings", "images"):
         path = raw.get(key)
         if path is not None:
-            facts.require(isinstance(path, str), facts.field(key), f"must be a path, got {path!r}")
-            facts.require_file(is_file(path) and path.endswith(".npy"), facts.field(key), f"no such .npy file: {path}")
+            require(isinstance(path, str), facts.field(key), f"must be a path, got {path!r}")
+            require_file(is_file(path) and path.endswith(".npy"), facts.field(key), f"no such .npy file: {path}")
     if raw.get("pool") is not None:
-        facts.check_dataset(raw["pool"], facts.field("pool"))
+        check_dataset_spec(raw["pool"], facts.field("pool"))
     thr = raw.get("dedup_threshold", DEFAULTS["dedup_threshold"])
-    facts.require(
+    require(
         isinstance(thr, (int, float)) and 0 < thr <= 1,
         facts.field("dedup_threshold"),
         f"must lie in (0, 1], got {thr!r}",
     )
     options(raw)
     if facts.free_images is not None and raw.get("pool") is None and not raw.get("embeddings"):
-        facts.require(
+        require(
             max(facts.n_synth) <= facts.free_images,
             "n_synth",
             f"max(n_synth) = {max(facts.n_synth)} exceeds the {facts.free_images} external images retrieval can "
@@ -249,8 +250,6 @@ def prepare(ctx: Context) -> Pool:
 def price(cfg, p: Pricing) -> list[Stage]:
     """Embedding the candidates, the bases and the test set with each pool's encoder, and the searches. An
     external pool's images are stored with the pool; picks from the dataset itself are indices."""
-    from runners.plan import dataset_facts  # the dry run's facts about a dataset not in place yet
-
     table, device, n_pools, n_images = p.table, p.device, p.n_pools, p.n_images
     opts = cfg.options(NAME)
     size = max(cfg.n_synth)
@@ -288,7 +287,7 @@ def price(cfg, p: Pricing) -> list[Stage]:
 
 def calibrate(cfg, shape) -> list[tuple[str, float, str]]:
     """The encoder's images/s and the flat index's queries/s."""
-    from runners.calibrate import encode_rate, search_rate
+    from runners.timing import encode_rate, search_rate
 
     opts = cfg.options(NAME)
     return [m for m in (encode_rate(opts["encoder"], shape, opts["clip_dir"]), search_rate()) if m]

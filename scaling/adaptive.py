@@ -17,7 +17,7 @@ import warnings
 from runners.storage import RunFolder
 from runners.config import REFERENCE, ConfigError, check_target, load_config
 from runners.sweep import run_sweep
-from scaling.cube import open_cube
+from analysis.cube import open_cube
 
 
 def run_adaptive(

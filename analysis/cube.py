@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import xarray as xr
 
-from scaling.io import write_atomic
+from analysis.io import write_atomic
 
 SCHEMA_VERSION = 1
 DIMS = ("source", "n_real", "n_synth", "seed")

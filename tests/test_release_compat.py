@@ -1,0 +1,54 @@
+"""What the previous release wrote stays valid: shipped configs keep their fingerprints, and a run folder it
+finished (tests/data/previous_release: digits, real + retrieval, 12 trials, written by release 869f054) resumes with
+no cell recomputed."""
+
+import json
+import shutil
+from pathlib import Path
+
+import scaling
+from runners.checks import files_checked_later
+from runners.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+PREVIOUS = Path(__file__).parent / "data" / "previous_release"
+# load_config(path).fingerprint() of each shipped config under the previous release, read from PROBE: a config's
+# dataset paths are made absolute, so the fingerprint of a config naming a folder depends on where it is read
+PROBE = Path("/tmp/scaling-fingerprint-probe")
+PREVIOUS_FINGERPRINTS = {
+    "bloodmnist.yaml": "2200ea93b0c368b0",
+    "cifar10.yaml": "d0027cc01348b15a",
+    "digits.yaml": "3af1621ac55f0451",
+    "digits_protocol.yaml": "0413df4db59f90d0",
+    "digits_replace.yaml": "00e4864d03bda234",
+    "digits_tuned.yaml": "fa354e9d1ef8a7e3",
+    "imagenet100.yaml": "9eb92e2d4d14b97e",
+}
+
+
+def test_every_shipped_config_keeps_its_fingerprint(monkeypatch):
+    shutil.copytree(ROOT / "configs", PROBE / "configs", dirs_exist_ok=True)
+    monkeypatch.chdir(PROBE)
+    now = {}
+    for name in PREVIOUS_FINGERPRINTS:
+        with files_checked_later():  # paper datasets need not be in place to be fingerprinted
+            now[name] = load_config(Path("configs") / name).fingerprint()
+    assert now == PREVIOUS_FINGERPRINTS
+    assert sorted(p.name for p in (ROOT / "configs").glob("*.yaml")) == sorted(PREVIOUS_FINGERPRINTS)
+
+
+def test_the_previous_releases_run_folder_resumes_with_no_cell_recomputed(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCALING_CACHE", str(tmp_path / "fresh-node"))  # no judge, no dataset cache on this node
+    run_dir = tmp_path / "previous"
+    shutil.copytree(PREVIOUS, run_dir, ignore=shutil.ignore_patterns("config.yaml"))
+    ledger = {p.name: p.read_bytes() for p in (run_dir / "ledger").glob("*.json")}
+    stamp = json.loads((run_dir / "sweep.json").read_text())
+    cfg = load_config(PREVIOUS / "config.yaml", storage=str(tmp_path))
+    assert cfg.fingerprint() == stamp["fingerprint"]
+    cube = scaling.open_cube(scaling.run_sweep(cfg, quiet=True))
+    assert not (run_dir / "executions.log").exists()  # no trial ran
+    assert int((cube["status"] == 1).sum()) == cube["status"].size == 16
+    assert {p.name: p.read_bytes() for p in (run_dir / "ledger").glob("*.json")} == ledger
+    # the judge copy carried no checksum: it was kept because it is byte-identical to the judge this node retrained
+    judge = json.loads(next((run_dir / "judge").glob("*.json")).read_text())
+    assert len(judge["sha256"]) == 64
