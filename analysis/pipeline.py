@@ -89,8 +89,17 @@ def fit_arrays(
     ref, ref_items = _cells(
         acc.sel(source=opts.reference), False, items.sel(source=opts.reference) if use_items else None
     )
-    pairs = [_cells(acc.sel(source=s), True, items.sel(source=s) if use_items else None) for s in sources]
+    # every synthetic source in ``acc`` — not only those asked for — shapes what the sources share: the pooled
+    # variance model, whether beta is fitted, the test-image null's shuffles. A source's numbers therefore do not
+    # depend on which other sources a call includes (scaling.fit_equivalence passes every source of the cube).
+    everyone = {
+        str(s): _cells(acc.sel(source=s), True, items.sel(source=s) if use_items else None)
+        for s in acc["source"].values
+        if s != opts.reference
+    }
+    pairs = [everyone[s] for s in sources]
     srcs = [p[0] for p in pairs]
+    all_srcs = [p[0] for p in everyone.values()]
     warnings_common: list[str] = []
     n_total_ref = ref.n_real + ref.n_synth
     sizes_seen = np.unique(n_total_ref[np.isfinite(ref.acc).any(0)])
@@ -107,7 +116,7 @@ def fit_arrays(
             f"each fit; past ~50 seeds intervals barely narrow), the cube has {n_seeds}"
         )
     e0 = 1.0 - 1.0 / max(n_classes, 2)
-    var_model = fit_variance_model({a.name: a.acc for a in [ref] + srcs}, n_test)
+    var_model = fit_variance_model({a.name: a.acc for a in [ref] + all_srcs}, n_test)
 
     def mean_var(a: SourceArrays) -> np.ndarray:
         if opts.variance == "cell":
@@ -121,10 +130,11 @@ def fit_arrays(
     ref_var = mean_var(ref)
     src_var = {a.name: mean_var(a) for a in srcs}
     warnings_common += _reference_warnings(n_total_ref, 1 - np.nanmean(ref.acc, 0), ref_var)
-    fit_beta = len(np.unique(np.concatenate([s.n_real for s in srcs]))) >= 2 if srcs else True
+    fit_beta = len(np.unique(np.concatenate([s.n_real for s in all_srcs]))) >= 2 if all_srcs else True
     if not fit_beta:
         warnings_common.append("only one n_real: the effective law's beta (n_real exponent) is fixed at 0")
-    all_items = {ref.name: ref_items, **{p[0].name: p[1] for p in pairs}} if use_items else {}
+    all_items = {ref.name: ref_items, **{name: p[1] for name, p in everyone.items()}} if use_items else {}
+    fit_items = {k: all_items[k] for k in [ref.name, *sources]} if use_items else {}  # what the refits read
 
     def pipeline(counts, test_w=None, items=None, item_acc=None):
         if test_w is not None:
@@ -144,12 +154,13 @@ def fit_arrays(
 
     if use_items:
         all_items = {k: v.astype(np.float32) for k, v in all_items.items()}
+        fit_items = {k: all_items[k] for k in fit_items}
 
     def bootstrap() -> Replicates:
         boot_rng = np.random.default_rng(boot_stream)
         counts = seed_counts(n_seeds, int(opts.n_boot), boot_rng)
         test_boot = _test_boot_weights(ref_items.shape[-1], int(opts.n_boot), boot_rng) if use_items else None
-        return pipeline(counts, test_boot, all_items)
+        return pipeline(counts, test_boot, fit_items)
 
     # the point estimate and the leave-one-seed-out fits (the default interval, BCa's acceleration, the
     # verdicts) in one batch
@@ -159,13 +170,17 @@ def fit_arrays(
     tjack = tnull = None
     if use_items:
         test_jack = _test_jack_weights(ref_items.shape[-1], rng)
-        tjack = pipeline(np.ones((len(test_jack), n_seeds)), test_jack, all_items)
+        tjack = pipeline(np.ones((len(test_jack), n_seeds)), test_jack, fit_items)
         # the same deletions with every classifier's items shuffled on its own: what the seed jackknife covers
         # (a fresh shuffle per grouping, so the null's own noise averages out too)
-        null_acc = {k: [] for k in all_items}
+        # (every source's shuffle is drawn, in the cube's order, so the stream a source gets is the same whichever
+        # sources the call fits; only those fitted are weighted)
+        null_acc = {k: [] for k in fit_items}
         for rows in np.split(test_jack, options.TEST_REPEATS):
             for k, v in all_items.items():
-                null_acc[k].append(_weighted_accuracy(rng.permuted(v, axis=-1), rows))
+                shuffled = rng.permuted(v, axis=-1)
+                if k in null_acc:
+                    null_acc[k].append(_weighted_accuracy(shuffled, rows))
         tnull = pipeline(
             np.ones((len(test_jack), n_seeds)), item_acc={k: np.concatenate(v) for k, v in null_acc.items()}
         )

@@ -144,7 +144,10 @@ def fit_equivalence(
         random_state=random_state,
     )
     items = correct_items(cube) if test_resampling and metric == "accuracy" else None
-    sel = {"source": [reference] + wanted}
+    # every source with synthetic cells enters the fit's shared parts (variance model, beta, test-image null), the
+    # ones asked for are fitted: a source's numbers are the same whichever others a call names
+    shared = _usable_sources(values.where(done), [s for s in names if s != reference])
+    sel = {"source": [reference] + shared + [s for s in wanted if s not in shared]}
     results = fit_arrays(
         usable.sel(sel),
         wanted,
@@ -158,12 +161,18 @@ def fit_equivalence(
     return EquivalenceResults({name: results[name] for name in wanted}, scalar=isinstance(source, str))
 
 
+def _usable_sources(values: xr.DataArray, sources: list[str]) -> list[str]:
+    """Those of ``sources`` with at least one usable synthetic cell (n_synth > 0, done, finite)."""
+    synth = values.sel(n_synth=values["n_synth"] > 0)
+    return [s for s in sources if bool(np.isfinite(synth.sel(source=s)).any())]
+
+
 def _with_synthetic_cells(values: xr.DataArray, wanted: list[str], *, explicit: bool) -> list[str]:
     """The sources that have at least one usable synthetic cell (n_synth > 0, done, finite). A source whose
     synthetic cells all failed has nothing to fit — a law fitted to no cell would still print numbers: named
     sources are refused, and with ``source=None`` such a source is left out with a warning."""
-    synth = values.sel(n_synth=values["n_synth"] > 0)
-    empty = [s for s in wanted if not bool(np.isfinite(synth.sel(source=s)).any())]
+    usable = _usable_sources(values, wanted)
+    empty = [s for s in wanted if s not in usable]
     if empty and (explicit or len(empty) == len(wanted)):
         raise CubeError(
             f"source: {empty} has no usable synthetic cell (every n_synth > 0 cell failed, is pending "

@@ -289,3 +289,26 @@ def test_nan_queries_and_an_unbounded_n_boot_are_refused_naming_the_argument():
         res.real_equivalent(100, float("inf"))
     with pytest.raises(ValueError, match="n_boot: at most"):
         scaling.fit_equivalence(cube, "gen", n_boot=10**7)
+
+
+def test_a_sources_numbers_do_not_depend_on_which_other_sources_a_call_includes():
+    """The pooled variance model, beta and the test-image null are shared by every source of the cube, so one
+    source fitted alone, with another, or with all gets the same rate, interval and gain test."""
+    cube = scaling.simulate_cube(
+        seeds=4,
+        sources={"a": {"exchange_rate": 3.0}, "b": {"exchange_rate": 1.5}, "c": {"exchange_rate": 8.0}},
+        random_state=5,
+    )
+    full = scaling.fit_equivalence(cube)
+    for call in ("b", ["c", "b"], ["a", "b"]):
+        part = scaling.fit_equivalence(cube, source=call)
+        one = part if isinstance(call, str) else part["b"]
+        for n_real in (50, 200):
+            a, b = full["b"].exchange_rate(n_real, 400), one.exchange_rate(n_real, 400)
+            for key in ("estimate", "lower", "upper"):
+                assert float(a[key]) == float(b[key]), (call, n_real, key)
+        assert full["b"].gain().equals(one.gain())
+    alone = scaling.fit_equivalence(cube.sel(source=["real", "b"]), source="b")
+    # the cube without the other sources is another cube: its pooled variance model differs, so this test would
+    # fail if the fit still pooled only the sources a call names
+    assert float(alone.exchange_rate(50, 400)["upper"]) != float(full["b"].exchange_rate(50, 400)["upper"])
