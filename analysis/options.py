@@ -45,13 +45,33 @@ def quiet(fn):
 
 CI_METHODS = ("jackknife", "expanded", "percentile", "bca")
 BOOTSTRAP_METHODS = ("expanded", "percentile", "bca")  # the methods that need the cluster-bootstrap replicates
-# warnings after which no exchange rate may be called "estimated", whatever its interval
-UNIDENTIFIED_WARNINGS = (
-    "reference curve is flat",
-    "reference curve is non-monotone",
-    "never reaches the reference range",
-    "parameters are not identifiable",
-)
+
+
+class FitWarning(str):
+    """A warning of a fit: its message (it is that string wherever text is wanted) plus typed data set where the
+    fit decides it — ``code`` names the condition, ``unidentifies`` says that no exchange rate of this source may
+    be called "estimated", whatever its interval. Verdicts read the flag, never the message: rewording a message
+    cannot change a verdict."""
+
+    code: str
+    unidentifies: bool
+
+    def __new__(cls, message: str, code: str, *, unidentifies: bool = False):
+        obj = super().__new__(cls, message)
+        obj.code, obj.unidentifies = code, unidentifies
+        return obj
+
+    def __reduce__(self):  # pickled with its data (results travel to worker processes in the studies)
+        return (_fit_warning, (str(self), self.code, self.unidentifies))
+
+
+def _fit_warning(message: str, code: str, unidentifies: bool) -> FitWarning:
+    return FitWarning(message, code, unidentifies=unidentifies)
+
+
+def unidentifying(warnings) -> list[FitWarning]:
+    """The warnings after which no exchange rate may be called "estimated"."""
+    return [w for w in warnings if getattr(w, "unidentifies", False)]
 
 
 class ExtrapolationWarning(UserWarning):

@@ -13,7 +13,7 @@ from analysis import options
 from analysis.bootstrap import cell_moments, jackknife_counts, seed_counts
 from analysis.equivalence import LazyReplicates, Replicates, SourceArrays, neq_log_weights, run_pipeline
 from analysis.laws import LAWS
-from analysis.options import LACK_OF_FIT_P, MAX_SEEDS, FitOptions, IdentifiabilityError, quiet
+from analysis.options import LACK_OF_FIT_P, MAX_SEEDS, FitOptions, FitWarning, IdentifiabilityError, quiet
 from analysis.result import EquivalenceResult
 from analysis.variance import fit_variance_model
 
@@ -250,14 +250,22 @@ def _reference_warnings(n_total, err, var) -> list[str]:
     means, ses = np.array(means), np.array(ses)
     if len(means) >= 2 and means[0] - means[-1] < 2 * np.hypot(ses[0], ses[-1]):
         out.append(
-            "reference curve is flat (error at the largest size is not 2 SE below the smallest): "
-            "real equivalents are not identifiable"
+            FitWarning(
+                "reference curve is flat (error at the largest size is not 2 SE below the smallest): "
+                "real equivalents are not identifiable",
+                "flat_reference",
+                unidentifies=True,
+            )
         )
     rises = np.where(np.diff(means) > 2 * np.hypot(ses[1:], ses[:-1]))[0]
     if len(rises):
         out.append(
-            f"reference curve is non-monotone: error rises between sizes "
-            f"{', '.join(f'{sizes[i]:.0f}->{sizes[i + 1]:.0f}' for i in rises)}"
+            FitWarning(
+                f"reference curve is non-monotone: error rises between sizes "
+                f"{', '.join(f'{sizes[i]:.0f}->{sizes[i + 1]:.0f}' for i in rises)}",
+                "non_monotone_reference",
+                unidentifies=True,
+            )
         )
     return out
 

@@ -36,7 +36,8 @@ from analysis.options import (
     LACK_OF_FIT_P,
     NEGLIGIBLE_NEQ,
     TEST_GROUPS,
-    UNIDENTIFIED_WARNINGS,
+    FitWarning,
+    unidentifying,
     FitOptions,
     quiet,
     warn_if_extrapolated,
@@ -137,7 +138,7 @@ class EquivalenceResult:
         self._law_selection()
         self.warnings = list(warnings) + self._cell_warnings() + self._fit_warnings()
         # a flat or non-monotone reference, or no cell inside its range, identifies no rate at all
-        self.identified = not any(key in w for w in self.warnings for key in UNIDENTIFIED_WARNINGS)
+        self.identified = not unidentifying(self.warnings)
         self._param_table = self._params_table()
         self.params = ParamSeries.from_table(self._param_table, self.curve_chosen)
         self.cells = self._cells_dataset()
@@ -527,7 +528,7 @@ class EquivalenceResult:
             )
             note = describe(v, seeds=seeds)
             if v == "not identified" and not self.identified:
-                why = next(w for w in self.warnings if any(k in w for k in UNIDENTIFIED_WARNINGS))
+                why = unidentifying(self.warnings)[0]
                 note, seeds = f"this cube cannot identify a rate: {why}", None
             rows.append(
                 {
@@ -724,16 +725,24 @@ class EquivalenceResult:
         unreachable = (~np.isfinite(neq)) & acc_ok
         if acc_ok.any() and unreachable.all():
             out.append(
-                "the synthetic curve never reaches the reference range: every cell is beyond the reference "
-                "curve's asymptote, so no real equivalent is identifiable"
+                FitWarning(
+                    "the synthetic curve never reaches the reference range: every cell is beyond the reference "
+                    "curve's asymptote, so no real equivalent is identifiable",
+                    "beyond_asymptote",
+                    unidentifies=True,
+                )
             )
         elif unreachable.any():
             out.append(f"{int(unreachable.sum())} cell(s) beyond the reference asymptote (n_eq = inf)")
         n_law_cells = int((reps.law_weights[src.name][0] > 0).sum())  # cells with data, on the accuracy scale
         if len(np.unique(src.n_synth)) < 2 or n_law_cells < 3:
             out.append(
-                f"equivalence laws rest on {n_law_cells} usable cell(s) and "
-                f"{len(np.unique(src.n_synth))} n_synth value(s): their parameters are not identifiable"
+                FitWarning(
+                    f"equivalence laws rest on {n_law_cells} usable cell(s) and "
+                    f"{len(np.unique(src.n_synth))} n_synth value(s): their parameters are not identifiable",
+                    "too_few_cells",
+                    unidentifies=True,
+                )
             )
         return out
 

@@ -113,6 +113,23 @@ def test_flat_reference_curve_is_reported():
     cube = scaling.simulate_cube(seeds=5, B=0.0, E=0.2, random_state=0)
     fit = scaling.fit_equivalence(cube, "closed_set", n_boot=100)
     assert any("flat" in w for w in fit.warnings)
+    # the verdict reads the typed flag set where the fit decided it, not the message's words
+    from analysis.options import unidentifying
+
+    assert [w.code for w in unidentifying(fit.warnings)] == ["flat_reference"] and not fit.identified
+    assert "estimated" not in set(fit.answer()["verdict"])
+
+
+def test_identification_does_not_depend_on_a_warnings_wording():
+    from analysis.options import FitWarning, unidentifying
+
+    reworded = FitWarning("the real curve does not fall", "flat_reference", unidentifies=True)
+    plain_note = FitWarning("reference curve is flat, said in passing", "note")
+    assert unidentifying([reworded, plain_note, "reference curve is flat"]) == [reworded]
+    import pickle
+
+    back = pickle.loads(pickle.dumps(reworded))
+    assert back == reworded and back.code == "flat_reference" and back.unidentifies
 
 
 def test_too_few_sizes_is_an_identifiability_error():
