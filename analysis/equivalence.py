@@ -535,6 +535,23 @@ def resampled_means(acc: np.ndarray, counts: np.ndarray, item_acc: np.ndarray | 
 BASE_CELL_SHARE = 0.35
 
 
+def gain_base_text() -> str:
+    """What a gain is measured against, in words, from :data:`BASE_CELL_SHARE` (report, summary, docs)."""
+    return (
+        f"{BASE_CELL_SHARE:.0%} the same seeds' base classifier (n_synth = 0; seed-paired) and "
+        f"{1 - BASE_CELL_SHARE:.0%} the reference curve's accuracy at the base size"
+    )
+
+
+def equivalence_weights_text() -> str:
+    """How ``law="auto"`` weighs the equivalence laws, in words (report, summary, docs)."""
+    return (
+        f"{', '.join(EQUIVALENCE_LAWS)} weighted inside every replicate in proportion to exp(-SS/2) of their "
+        "held-out weighted sum of squares on the largest n_synth (a soft choice: weights under 1e-3 of the best "
+        "are dropped)"
+    )
+
+
 def curve_enters_base(n_real, n_total_ref) -> np.ndarray:
     """Where the reference curve enters a gain's base: every base size above the smallest reference size (there
     the curve sits at its edge, where it is least certain, and the base is its own cell alone)."""

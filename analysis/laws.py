@@ -689,6 +689,21 @@ def evidence_against_simplest(scores: dict[str, np.ndarray], wts: np.ndarray, la
     return np.clip(z / EVIDENCE_SE, 0.0, 1.0)
 
 
+HELD_OUT_SPLITS = 2  # rolling-origin splits of the reference mixture (crossval_curve_predictions' max_splits)
+
+
+def reference_mixture_text() -> str:
+    """The default reference mixture in words, from the constants that run it (report, summary, docs)."""
+    splits = " and ".join(str(h) for h in range(1, HELD_OUT_SPLITS + 1))
+    return (
+        f"{', '.join(CURVE_LAWS)} fitted in every replicate and averaged there with stacking weights fitted on "
+        f"rolling-origin extrapolations (the largest {splits} sizes held out), shrunk {STACKING_SHRINK:.0%} toward "
+        f"equal weights, and taken away from the {CURVE_LAWS[0]} law only as far as the held-out evidence against "
+        f"it exceeds its noise (its held-out weighted sum of squares minus the best law's, in chi-square standard "
+        f"errors, over {EVIDENCE_SE:g})"
+    )
+
+
 def fit_curve_auto(n, err, w, *, e0: float, laws=CURVE_LAWS) -> MixedCurve:
     """Every candidate law on every replicate, combined per replicate by stacking on rolling-origin held-out
     extrapolations (:func:`crossval_curve_predictions`, :func:`stacking_weights`), shrunk by
@@ -696,7 +711,7 @@ def fit_curve_auto(n, err, w, *, e0: float, laws=CURVE_LAWS) -> MixedCurve:
     the held-out evidence against it allows (:func:`evidence_against_simplest`). ``scores``: each law's held-out
     weighted sum of squares over those splits (reported as its held-out error)."""
     fits = dict(zip(laws, map_fits(lambda law: fit_curve(law, n, err, w, e0=e0), list(laws), np.shape(err)[0])))
-    cv = crossval_curve_predictions(laws, n, err, w, e0=e0)
+    cv = crossval_curve_predictions(laws, n, err, w, e0=e0, max_splits=HELD_OUT_SPLITS)
     R = len(next(iter(fits.values())).sse)
     simplest = np.zeros((R, len(laws)))
     simplest[:, 0] = 1.0

@@ -20,11 +20,11 @@ from analysis.bootstrap import (
     pooled_variance_ratio,
 )
 from analysis.equivalence import (
-    BASE_CELL_SHARE,
     EQUIVALENCE_LAWS,
     LazyReplicates,
     Replicates,
     curve_enters_base,
+    gain_base_text,
     wang_public,
 )
 from analysis.formatting import Summary, answer_frame, answer_line, fmt_number, int_if_whole
@@ -681,8 +681,8 @@ class EquivalenceResult:
             rate = _rate(ns, data["n_eq"]), _rate(ns, data["n_eq_upper"]), _rate(ns, data["n_eq_lower"])
         data["accuracy"] = 1 - reps.cell_err[src.name][0]
         data["n_seeds"] = reps.n_seeds_cell[src.name][0]
-        # each cell's own gain over its base (half seed-paired base cell, half reference curve), on the same
-        # replicates as its real equivalent
+        # each cell's own gain over its base (BASE_CELL_SHARE the seed-paired base cell, the rest the reference
+        # curve), on the same replicates as its real equivalent
         data["gain"], data["gain_lower"], data["gain_upper"] = self._interval_of(lambda r: r.gain[src.name], log=False)
         # no paired gain (no n_synth = 0 base, or one seed): judge the gain by the real equivalent instead
         neq_lo = np.where(data["n_eq_lower"] < NEGLIGIBLE_NEQ, -np.inf, data["n_eq_lower"])
@@ -799,9 +799,8 @@ class EquivalenceResult:
         lines.append("")
         lines.append(
             "Answer (exchange rate at the largest n_synth; verdict from the gain test of each base size: "
-            "weighted mean accuracy gain of its n_synth cells over the base, "
-            f"{BASE_CELL_SHARE:.0%} the same seeds' base cell and {1 - BASE_CELL_SHARE:.0%} the reference curve at "
-            "that size, the base cell alone at the smallest):"
+            f"weighted mean accuracy gain of its n_synth cells over the base, {gain_base_text()}; the base cell "
+            "alone at the smallest):"
         )
         rows = self.answer_rows()
         for row in rows:

@@ -10,6 +10,8 @@ import numpy as np
 import xarray as xr
 
 from analysis.options import FitOptions
+from analysis.equivalence import equivalence_weights_text
+from analysis.laws import reference_mixture_text
 from analysis.pipeline import fit_arrays
 from analysis.results import EquivalenceResults
 from analysis.cube import (
@@ -62,11 +64,11 @@ def fit_equivalence(
         coverage per scenario in bench/RESULTS.md), ``expanded`` (percentile interval widened for few seeds,
         Hesterberg 2015), ``percentile`` or ``bca``. Every method is computed from the same stored
         replicates, so ``result.exchange_rate(..., ci_method=...)`` switches without refitting.
-    law: equivalence law for queries: ``auto`` (default: inside every replicate, the law with the lowest
-        held-out error on the largest n_synth), ``effective`` (n_eq = k n_synth^a n_real^b), ``wang`` or
-        ``saturating`` (n_eq = n_real R* (1 - exp(-n_synth / (rho0 n_real R*)))).
-    curve_law: reference accuracy law: ``auto`` (default: per replicate, the lowest held-out
-        extrapolation error), ``power``, ``m3`` (power law with an offset) or ``m4``.
+    law: equivalence law for queries: ``auto`` (default: <EQUIVALENCE_WEIGHTS>), ``effective``
+        (n_eq = k n_synth^a n_real^b), ``wang`` or ``saturating`` (n_eq = n_real R* (1 - exp(-n_synth /
+        (rho0 n_real R*)))).
+    curve_law: reference accuracy law: ``auto`` (default: <REFERENCE_MIXTURE>), ``power``, ``m3`` (power law
+        with an offset) or ``m4``.
     k: scale of Wang et al.'s law (only ln(c1)/k is identifiable).
     robust: statsmodels RLM (Huber) instead of WLS for the reported standard errors.
     variance: ``pooled`` (default: a seed-variance model smooth in accuracy, fitted over all cells) or
@@ -195,6 +197,12 @@ def _in_design(cube: xr.Dataset) -> xr.DataArray:
     cells = {tuple(c) for c in json.loads(cube.attrs["design"])}
     mask = np.array([[(int(r), int(s_)) in cells for s_ in cube["n_synth"].values] for r in cube["n_real"].values])
     return xr.DataArray(mask, coords={"n_real": cube["n_real"], "n_synth": cube["n_synth"]}, dims=("n_real", "n_synth"))
+
+
+# the docstring a notebook shows states the default rules from the objects that run them
+fit_equivalence.__doc__ = fit_equivalence.__doc__.replace("<EQUIVALENCE_WEIGHTS>", equivalence_weights_text()).replace(
+    "<REFERENCE_MIXTURE>", reference_mixture_text()
+)
 
 
 def fit_protocols(cube: xr.Dataset, source=None, **kwargs) -> dict[str, EquivalenceResults]:

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from analysis.equivalence import BASE_CELL_SHARE
+from analysis.equivalence import BASE_CELL_SHARE, equivalence_weights_text
+from analysis.laws import reference_mixture_text
 from analysis.formatting import format_interval, gain_text, inert_md, md_table
 from analysis.options import CI_METHODS
 from analysis.verdict import ESTIMATED_MAX_RATIO, METHODS_DISAGREE_FACTOR
@@ -275,16 +276,12 @@ def checklist_lines(results: dict) -> list[str]:
     rows = [
         [
             "reference law",
-            "power, m3 (offset), m4, weighted per replicate by exp(-SS/2) of their held-out "
-            "extrapolation error on the largest ~20% of sizes"
-            if first.curve_law == "auto"
-            else first.curve_chosen,
+            reference_mixture_text() if first.curve_law == "auto" else first.curve_chosen,
         ],
         [
             "equivalence laws",
             "effective n_eq = k n_synth^a n_real^b; Wang et al.; saturating "
-            "n_real R* (1 - exp(-n_synth/(rho0 n_real R*))); weighted per replicate by exp(-SS/2) "
-            "of their held-out error on the largest n_synth"
+            f"n_real R* (1 - exp(-n_synth/(rho0 n_real R*))); {equivalence_weights_text()}"
             if first.law == "auto"
             else first.law,
         ],

@@ -91,3 +91,30 @@ def test_the_configuration_reference_shows_every_typed_key_with_its_default():
 
     page = (ROOT / "docs" / "configuration.md").read_text()
     assert section_reference() in page, "regenerate the typed-section tables of docs/configuration.md"
+
+
+def test_the_method_text_of_docs_report_summary_and_docstring_is_generated_from_the_running_constants(tmp_path):
+    """Every place that describes the default method states it from the objects that run it: change a constant
+    (STACKING_SHRINK, EVIDENCE_SE, BASE_CELL_SHARE, the laws) and the report, summary and docstring follow, while
+    docs/statistics.md and the README, written by hand, fail this test until they are updated."""
+    import scaling
+    from analysis import equivalence, laws
+    from scaling.report import write_report
+
+    texts = [laws.reference_mixture_text(), equivalence.equivalence_weights_text(), equivalence.gain_base_text()]
+    assert f"shrunk {laws.STACKING_SHRINK:.0%}" in texts[0] and f"over {laws.EVIDENCE_SE:g})" in texts[0]
+    assert f"{equivalence.BASE_CELL_SHARE:.0%} the same seeds' base classifier" in texts[2]
+    docs = " ".join((ROOT / "docs" / "statistics.md").read_text().split())
+    assert all(t in docs for t in texts), [t for t in texts if t not in docs]
+    share = equivalence.BASE_CELL_SHARE
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"({share:.0%} the same seeds' base classifier, {1 - share:.0%} the reference curve)" in readme
+    doc = " ".join(scaling.fit_equivalence.__doc__.split())
+    assert texts[0] in doc and texts[1] in doc
+    cube = scaling.simulate_cube(seeds=3, random_state=4)
+    report = " ".join(
+        write_report(scaling.save_cube(cube, tmp_path / "c.nc"), tmp_path / "r", n_boot=50).read_text().split()
+    )
+    assert texts[0] in report and texts[1] in report and "exp(-SS/2) of their held-out extrapolation" not in report
+    summary = " ".join(str(scaling.fit_equivalence(cube, "closed_set").summary()).split())
+    assert texts[2] in summary
