@@ -31,7 +31,6 @@ def cell_dims(cube: xr.Dataset) -> tuple[str, ...]:
 METRICS = ("accuracy", "loss", "train_seconds", "source_seconds")
 REQUIRED_VARS = METRICS + ("status",)
 REQUIRED_ATTRS = ("dataset", "n_test", "classes", "schema_version", "provenance")
-KNOWN_SOURCES = ("real", "closed_set", "open_set", "retrieval")
 
 STATUS_PENDING, STATUS_DONE, STATUS_FAILED = 0, 1, 2
 STATUS_NAMES = {STATUS_PENDING: "pending", STATUS_DONE: "done", STATUS_FAILED: "failed"}

@@ -4,7 +4,6 @@ verdict, its law parameters, cells and queries."""
 from __future__ import annotations
 
 import json
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -28,7 +27,7 @@ from analysis.equivalence import (
     wang_public,
 )
 from analysis.formatting import Summary, answer_frame, answer_line, fmt_number, int_if_whole
-from analysis.params import PARAM_COLUMNS, ParamSeries
+from analysis.params import PARAM_COLUMNS
 from analysis.options import (
     BOOTSTRAP_METHODS,
     CI_METHODS,
@@ -140,7 +139,7 @@ class EquivalenceResult:
         # a flat or non-monotone reference, or no cell inside its range, identifies no rate at all
         self.identified = not unidentifying(self.warnings)
         self._param_table = self._params_table()
-        self.params = ParamSeries.from_table(self._param_table, self.curve_chosen)
+        self.params = self._param_table["estimate"].astype(float).rename("estimate")
         self.cells = self._cells_dataset()
 
     @property
@@ -500,16 +499,6 @@ class EquivalenceResult:
         reader."""
         return answer_frame(self.answer_rows(n_synth))
 
-    def headline(self, n_synth: float | None = None) -> list[dict]:
-        """Deprecated: :meth:`answer` (a DataFrame) or :meth:`answer_rows` (these dicts)."""
-        warnings.warn(
-            "headline() is renamed: answer() gives the DataFrame, answer_rows() these dicts (headline "
-            "goes away in the next release)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self.answer_rows(n_synth)
-
     def answer_rows(self, n_synth: float | None = None) -> list[dict]:
         """The rows of :meth:`answer` as dicts (``estimate``, ``lower``, ``upper``, ``verdict``, ``gain`` as
         (estimate, lower, upper), ``note``, ...), as the report and the command line print them."""
@@ -586,15 +575,15 @@ class EquivalenceResult:
             "table": t,
         }
 
-    def param_table(self, alpha: float | None = None, method: str | None = None) -> pd.DataFrame:
-        """Every parameter: estimate, interval (level ``1 - alpha``, default the fit's; by ``method``, default the
-        fit's), the statsmodels WLS standard error where one exists, flag and note. The index is fixed per law
-        family (:mod:`analysis.params`)."""
-        if alpha is None and method is None:
+    def param_table(self, ci: float | None = None, ci_method: str | None = None) -> pd.DataFrame:
+        """Every parameter: estimate, interval (level ``ci`` by ``ci_method``, each by default the fit's), the
+        statsmodels WLS standard error where one exists, flag and note. The index is fixed per law family
+        (:mod:`analysis.params`)."""
+        if ci is None and ci_method is None:
             return self._param_table.copy()
-        return self.conf_int(alpha if alpha is not None else 1 - self.ci, method).join(
-            self._param_table[["estimate", "se_wls", "flag", "note"]]
-        )[list(PARAM_COLUMNS)]
+        return self.conf_int(ci, ci_method).join(self._param_table[["estimate", "se_wls", "flag", "note"]])[
+            list(PARAM_COLUMNS)
+        ]
 
     @property
     def bse(self) -> pd.Series:
@@ -607,13 +596,15 @@ class EquivalenceResult:
         """Per parameter: on bound / not identified / degenerate / fixed, or empty."""
         return self._param_table["flag"].rename("flag")
 
-    def conf_int(self, alpha: float = 0.05, method: str | None = None) -> pd.DataFrame:
-        """Parameter intervals at level ``1 - alpha`` by ``method``, recomputed from the stored replicates."""
-        if not 0 < alpha < 1:
-            raise ValueError(f"alpha: must lie strictly between 0 and 1, got {alpha!r}")
-        if method is not None:
-            check_ci_method(method, "method")
-        return self._params_table(method=method, ci=1 - alpha)[["lower", "upper"]]
+    def conf_int(self, ci: float | None = None, ci_method: str | None = None) -> pd.DataFrame:
+        """Parameter intervals at level ``ci`` by ``ci_method`` (each by default the fit's: the same names and
+        defaults as :func:`scaling.fit_equivalence`), recomputed from the stored replicates."""
+        ci = self.ci if ci is None else ci
+        if not 0 < ci < 1:
+            raise ValueError(f"ci: must lie strictly between 0 and 1 (e.g. 0.95), got {ci!r}")
+        if ci_method is not None:
+            check_ci_method(ci_method, "ci_method")
+        return self._params_table(method=ci_method, ci=ci)[["lower", "upper"]]
 
     # ---------------------------------------------------------------- tables
     def _curve_values(self, reps: Replicates | None, law: str, name: str):

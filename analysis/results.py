@@ -100,16 +100,6 @@ class EquivalenceResults(Mapping):
     def answer_rows(self, n_synth: float | None = None) -> list[dict]:
         return [row for res in self._results.values() for row in res.answer_rows(n_synth)]
 
-    def headline(self, n_synth: float | None = None) -> list[dict]:
-        """Deprecated: :meth:`answer` (a DataFrame) or :meth:`answer_rows` (these dicts)."""
-        warnings.warn(
-            "headline() is renamed: answer() gives the DataFrame, answer_rows() these dicts (headline "
-            "goes away in the next release)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return self.answer_rows(n_synth)
-
     def compare(self, n_real, n_synth, *, law: str | None = None, ci_method: str | None = None) -> pd.DataFrame:
         """Pairwise ratios of exchange rates, ``rho_a / rho_b`` at the same (n_real, n_synth), with intervals.
 

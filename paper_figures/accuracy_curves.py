@@ -8,12 +8,13 @@ from __future__ import annotations
 import numpy as np
 
 from analysis.formatting import inert_figure
+from analysis.cube import STATUS_DONE
 from paper_figures.style import new_figure, source_color, source_label, source_marker, symlog_position, zero_tick
 
 
 def curve_data(cube) -> dict:
     """{(source, n_real): (n_synth, mean, sd, n_seeds)}: the numbers the figure draws."""
-    acc = cube["accuracy"].where(cube["status"] == 1)
+    acc = cube["accuracy"].where(cube["status"] == STATUS_DONE)
     out = {}
     for src in cube["source"].values:
         for r in cube["n_real"].values:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from analysis.cube import STATUS_DONE
 from paper_figures.style import new_figure, source_label
 
 
 def heat_data(cube):
-    return cube["accuracy"].where(cube["status"] == 1).mean("seed")  # (source, n_real, n_synth)
+    return cube["accuracy"].where(cube["status"] == STATUS_DONE).mean("seed")  # (source, n_real, n_synth)
 
 
 def figure(cube):

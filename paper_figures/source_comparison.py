@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
+from analysis.cube import STATUS_DONE
 from paper_figures.style import new_figure, source_color, source_label, source_marker
 
 
@@ -17,7 +18,7 @@ def comparison_data(cube, budget: int | None = None) -> dict:
     """Mean and 95% half-width per (n_real, source) at ``budget`` (default: the largest n_synth); ``base`` is
     n_synth = 0."""
     budget = int(cube["n_synth"].values.max()) if budget is None else int(budget)
-    acc = cube["accuracy"].where(cube["status"] == 1)
+    acc = cube["accuracy"].where(cube["status"] == STATUS_DONE)
     rows = {}
     for r in cube["n_real"].values:
         entries = {"base": acc.sel(source=cube["source"].values[0], n_real=r, n_synth=0).values}

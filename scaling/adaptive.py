@@ -17,7 +17,7 @@ import warnings
 from runners.storage import RunFolder
 from runners.config import REFERENCE, ConfigError, check_target, load_config
 from runners.sweep import run_sweep
-from analysis.cube import open_cube
+from analysis.cube import STATUS_DONE, open_cube
 
 
 def run_adaptive(
@@ -52,12 +52,12 @@ def run_adaptive(
         cube = open_cube(path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            q = interval_at(cube, source, n_real, n_synth, n_boot=2000)
+            q = interval_at(cube, source, n_real, n_synth)
         spent = float((cube["train_seconds"].fillna(0).sum() + cube["source_seconds"].fillna(0).sum()) / 3600)
         row = {
             "round": len(rounds) + 1,
             "seeds": len(seeds),
-            "trials": int((cube["status"] == 1).sum()),
+            "trials": int((cube["status"] == STATUS_DONE).sum()),
             "hours": round(spent, 4),
             **{k: q[k] for k in ("estimate", "lower", "upper", "ratio", "verdict")},
         }

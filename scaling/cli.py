@@ -11,7 +11,7 @@ import numpy as np
 
 from analysis.equivalence import EQUIVALENCE_LAWS
 from analysis.laws import CURVE_LAWS
-from analysis.options import CI_METHODS
+from analysis.options import CI_METHODS, N_BOOT
 
 
 def _checked(convert, ok, need: str):
@@ -317,7 +317,7 @@ def _next(args) -> int:
     source, n_real, n_synth = _parse_target(args.target)
     cube = scaling.open_cube(args.cube)
     check_cube_target(cube, (source, n_real, n_synth), "--target")
-    now = interval_at(cube, source, n_real, n_synth, n_boot=2000)
+    now = interval_at(cube, source, n_real, n_synth)
     seeds = int(cube.sizes["seed"])
     trial_s = float(cube["train_seconds"].sel(source=["real", source]).mean())
     per_seed = cells_per_seed(cube.sizes["n_real"], cube.sizes["n_synth"], 2)
@@ -439,7 +439,9 @@ def _add_fit_options(p) -> None:
         choices=list(CI_METHODS),
         help="interval method (default jackknife: leave-one-seed-out t, coverage in bench/RESULTS.md)",
     )
-    p.add_argument("--n-boot", type=POSITIVE_INT, default=1000, help="bootstrap replicates over seeds (default 1000)")
+    p.add_argument(
+        "--n-boot", type=POSITIVE_INT, default=N_BOOT, help=f"bootstrap replicates over seeds (default {N_BOOT})"
+    )
 
 
 def _add_view_options(p) -> None:
@@ -552,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--ci", type=LEVEL, default=0.95, help="interval level (default 0.95)")
     f.add_argument("--protocol", metavar="LABEL", help="for a protocol sweep: the setting to fit")
     _add_fit_options(f)
-    f.set_defaults(func=_fit, n_boot=2000)
+    f.set_defaults(func=_fit)
     g = sub.add_parser("figures", help="render every paper figure of a cube (PNG and PDF)")
     g.add_argument("cube", help="results.nc (features.nc beside it adds domain_gap and samples)")
     g.add_argument("--out", required=True, help="output folder")

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 import xarray as xr
 
-from analysis.options import FitOptions
+from analysis.options import N_BOOT, FitOptions
 from analysis.equivalence import equivalence_weights_text
 from analysis.laws import reference_mixture_text
 from analysis.pipeline import fit_arrays
@@ -35,7 +35,7 @@ def fit_equivalence(
     source: str | Sequence[str] | None = None,
     reference: str = "real",
     metric: str = "accuracy",
-    n_boot: int = 2000,
+    n_boot: int = N_BOOT,
     ci: float = 0.95,
     law: str = "auto",
     *,

@@ -24,7 +24,6 @@ truths (tests/test_planning.py).
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 
@@ -63,7 +62,7 @@ def _fitted(cube: xr.Dataset, source: str, reference: str) -> tuple[np.ndarray, 
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = fit_equivalence(cube, source, reference=reference, n_boot=200)
+        res = fit_equivalence(cube, source, reference=reference)
     ref, src = res.fitted_errors(cube["n_real"].values, cube["n_synth"].values)
     return np.clip(ref, 1e-4, 1 - 1e-4), np.clip(src, 1e-4, 1 - 1e-4)
 
@@ -163,13 +162,13 @@ def draw_cube(truth: PilotTruth, seeds: int, rng: np.random.Generator, dataset: 
 
 
 def interval_at(
-    cube: xr.Dataset, source: str, n_real: int, n_synth: int, *, n_boot: int = 200, random_state: int = 0, **fit_kwargs
+    cube: xr.Dataset, source: str, n_real: int, n_synth: int, *, random_state: int = 0, **fit_kwargs
 ) -> dict:
     """(estimate, lower, upper, bound ratio, verdict) of the exchange rate at one cell of a fitted cube."""
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = fit_equivalence(cube, source, n_boot=n_boot, random_state=random_state, **fit_kwargs)
+        res = fit_equivalence(cube, source, random_state=random_state, **fit_kwargs)
         q = res.exchange_rate(n_real, n_synth)
     est, lo, hi = (float(q[k].values) for k in ("estimate", "lower", "upper"))
     ratio = hi / lo if lo > 0 and np.isfinite(hi) else np.inf
@@ -184,7 +183,6 @@ def plan_seeds(
     seeds=(3, 5, 8, 12),
     *,
     sims: int = 30,
-    n_boot: int = 200,
     random_state: int = 0,
     progress=None,
     **fit_kwargs,
@@ -197,9 +195,7 @@ def plan_seeds(
         out = []
         for i in range(sims):
             out.append(
-                interval_at(
-                    draw_cube(truth, int(s), rng), source, n_real, n_synth, n_boot=n_boot, random_state=i, **fit_kwargs
-                )
+                interval_at(draw_cube(truth, int(s), rng), source, n_real, n_synth, random_state=i, **fit_kwargs)
             )
             if progress is not None:
                 progress(1)
@@ -223,20 +219,6 @@ def smallest_meeting(table: pd.DataFrame, width: float) -> int | None:
     return int(ok.min()) if len(ok) else None
 
 
-def truth_json(truth: PilotTruth) -> str:
-    return json.dumps(
-        {
-            "seed_sd": truth.seed_sd,
-            "cell_sd": truth.cell_sd,
-            "n_test": truth.n_test,
-            "n_pilot_seeds": truth.n_pilot_seeds,
-        }
-    )
-
-
-# ------------------------------------------------------------------------------------------ sequential design
-
-
 def sequential_stop(
     cube: xr.Dataset,
     source: str,
@@ -247,7 +229,6 @@ def sequential_stop(
     start: int = 3,
     step: int = 1,
     confirm: int = 1,
-    n_boot: int = 200,
     **fit_kwargs,
 ) -> dict:
     """Run an adaptive loop over a cube's seeds in order: fit the first ``start`` seeds, add ``step`` seeds per
@@ -260,7 +241,7 @@ def sequential_stop(
     rounds, s, streak = [], start, 0
     while True:
         s = min(s, len(seeds))
-        out = interval_at(cube.sel(seed=seeds[:s]), source, n_real, n_synth, n_boot=n_boot, **fit_kwargs)
+        out = interval_at(cube.sel(seed=seeds[:s]), source, n_real, n_synth, **fit_kwargs)
         rounds.append({"seeds": int(s), **out})
         streak = streak + 1 if out["ratio"] <= width else 0
         if streak >= confirm or s >= len(seeds):

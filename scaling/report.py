@@ -14,7 +14,7 @@ import xarray as xr
 from analysis.equivalence import BASE_CELL_SHARE, equivalence_weights_text
 from analysis.laws import reference_mixture_text
 from analysis.formatting import format_interval, gain_text, inert_md, md_table
-from analysis.options import CI_METHODS
+from analysis.options import CI_METHODS, N_BOOT
 from analysis.verdict import ESTIMATED_MAX_RATIO, METHODS_DISAGREE_FACTOR
 from analysis.cube import PROTOCOL_DIM, STATUS_DONE, open_cube, protocol_slice, status_counts
 from analysis.io import clean_temp_files, temp_name
@@ -61,7 +61,7 @@ def render_figures(
     cube_path,
     out_dir,
     *,
-    n_boot: int = 1000,
+    n_boot: int = N_BOOT,
     results: dict | None = None,
     cube=None,
     skipped: dict | None = None,
@@ -396,7 +396,7 @@ def write_report(
     cube_path,
     out_dir,
     *,
-    n_boot: int = 1000,
+    n_boot: int = N_BOOT,
     sources=None,
     domain_slice: dict | None = None,
     protocol: str | None = None,
@@ -635,7 +635,7 @@ def _draw_report(
 LAW_TABLE_PARAMS = {"c2": "wang.c2", "R*": "saturating.R*", "rho0": "saturating.rho0"}
 
 
-def law_table(cube_paths, *, n_boot: int = 1000, **fit_kwargs):
+def law_table(cube_paths, *, n_boot: int = N_BOOT, **fit_kwargs):
     """One row per (dataset, source) over several cubes: Wang et al.'s c2, the saturating law's R* and rho0
     (estimate, interval, flag) and the exchange rate at the largest measured cell with its verdict."""
     import pandas as pd
