@@ -33,6 +33,7 @@ REQUIRED_VARS = METRICS + ("status",)
 REQUIRED_ATTRS = ("dataset", "n_test", "classes", "schema_version", "provenance")
 
 STATUS_PENDING, STATUS_DONE, STATUS_FAILED = 0, 1, 2
+REFERENCE = "real"  # the source every other is measured against (more real images)
 STATUS_NAMES = {STATUS_PENDING: "pending", STATUS_DONE: "done", STATUS_FAILED: "failed"}
 
 

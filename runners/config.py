@@ -20,6 +20,7 @@ from runners.checks import (
     number,
     require,
 )
+from analysis.cube import REFERENCE
 from runners.data import DATASET_SHAPES, DATASET_SIZES, absolute_paths, is_file
 from runners.storage import check_storage_uri, is_uri, local_path, mirror_root, split_credentials
 from runners.options import CLASSIFIER_DEFAULTS, CPUS_PER_TRIAL, DEFAULT_WIDTH, PRECISIONS, RECIPES
@@ -470,9 +471,6 @@ class SweepConfig:
         if "generator" in opts and "precision" not in opts["generator"] and self.source_job_resources["GPU"] > 0:
             opts = {**opts, "generator": {**opts["generator"], "precision": "bf16"}}
         return opts
-
-
-REFERENCE = "real"
 
 
 def check_target(cfg, target: tuple[str, int, int]) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 
 from analysis.equivalence import EQUIVALENCE_LAWS
 from analysis.laws import CURVE_LAWS
+from analysis.cube import REFERENCE
 from analysis.options import CI_METHODS, N_BOOT
 
 
@@ -134,7 +135,7 @@ def _calibrate(args) -> int:
 
 def _fit_kwargs(args) -> dict:
     """The fit options shared by fit, figures and report."""
-    return {"law": args.law, "curve_law": args.curve_law, "ci_method": args.ci_method}
+    return {"law": args.law, "curve_law": args.curve_law, "ci_method": args.ci_method, "reference": args.reference}
 
 
 def _fit(args) -> int:
@@ -144,7 +145,6 @@ def _fit(args) -> int:
     results = scaling.fit_equivalence(
         cube,
         args.source,
-        reference=args.reference,
         n_boot=args.n_boot,
         ci=args.ci,
         protocol=args.protocol,
@@ -159,7 +159,7 @@ def _fit(args) -> int:
 def _planted_rates(values: list[str] | None) -> dict[str, float]:
     """``--rho 4`` (closed_set) or ``--rho closed_set=4 --rho open_set=2``: one planted rate per source."""
     rates = {}
-    for v in values or ["4.0"]:
+    for v in values:
         name, _, rate = v.rpartition("=")
         name = name or "closed_set"
         try:
@@ -176,18 +176,15 @@ def _planted_rates(values: list[str] | None) -> dict[str, float]:
 def _simulate(args) -> int:
     import scaling
 
-    rates = _planted_rates(args.rho)
+    from scaling.simulate import DEFAULT_SOURCES
+
+    sources = {k: {"exchange_rate": v} for k, v in _planted_rates(args.rho).items()} if args.rho else DEFAULT_SOURCES
     if Path(args.out).exists() and not args.overwrite:
         raise FileExistsError(f"--out: {args.out} exists; pass --overwrite to replace it")
-    cube = scaling.simulate_cube(
-        seeds=args.seeds, sources={k: {"exchange_rate": v} for k, v in rates.items()}, random_state=args.random_state
-    )
+    cube = scaling.simulate_cube(seeds=args.seeds, sources=sources, random_state=args.random_state)
     path = scaling.save_cube(cube, args.out, overwrite=args.overwrite)
-    print(
-        f"simulated cube written: {path} (planted exchange rates: "
-        + ", ".join(f"{k} {v:g}" for k, v in rates.items())
-        + ")"
-    )
+    planted = "; ".join(f"{name} {', '.join(f'{k} {v}' for k, v in spec.items())}" for name, spec in sources.items())
+    print(f"simulated cube written: {path} (planted: {planted})")
     return 0
 
 
@@ -425,13 +422,15 @@ def _add_fit_options(p) -> None:
         "--law",
         default="auto",
         choices=list(EQUIVALENCE_LAWS) + ["auto"],
-        help="equivalence law (default auto: the laws weighted inside every replicate by held-out error)",
+        help="equivalence law (default auto: the laws weighted inside every replicate by held-out error; "
+        "docs/statistics.md)",
     )
     p.add_argument(
         "--curve-law",
         default="auto",
         choices=list(CURVE_LAWS) + ["auto"],
-        help="reference accuracy law (default auto: weighted per replicate by held-out extrapolation)",
+        help="reference accuracy law (default auto: power, m3 and m4 mixed inside every replicate by held-out "
+        "extrapolation; docs/statistics.md)",
     )
     p.add_argument(
         "--ci-method",
@@ -441,6 +440,9 @@ def _add_fit_options(p) -> None:
     )
     p.add_argument(
         "--n-boot", type=POSITIVE_INT, default=N_BOOT, help=f"bootstrap replicates over seeds (default {N_BOOT})"
+    )
+    p.add_argument(
+        "--reference", default=REFERENCE, help=f"the source every other is measured against (default: {REFERENCE})"
     )
 
 
@@ -550,7 +552,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument("cube", help="results.nc written by a sweep (or by simulate)")
     f.add_argument("--source", default=None, help="synthetic source (default: every non-reference source)")
-    f.add_argument("--reference", default="real", help="the reference source (default: real)")
     f.add_argument("--ci", type=LEVEL, default=0.95, help="interval level (default 0.95)")
     f.add_argument("--protocol", metavar="LABEL", help="for a protocol sweep: the setting to fit")
     _add_fit_options(f)
@@ -651,7 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--rho",
         action="append",
         metavar="[SOURCE=]RATE",
-        help="planted exchange rate; repeat for several sources (default: closed_set=4)",
+        help="planted exchange rate; repeat for several sources (default: the truth simulate_cube() plants, "
+        "closed_set exchange rate 4 and open_set on Wang et al.'s law c1 2, c2 3, k 1000)",
     )
     m.add_argument("--random-state", type=NONNEGATIVE_INT, default=0, help="seed of the simulation (default 0)")
     m.add_argument("--overwrite", action="store_true", help="replace --out if it exists")

@@ -15,6 +15,7 @@ from analysis.laws import reference_mixture_text
 from analysis.pipeline import fit_arrays
 from analysis.results import EquivalenceResults
 from analysis.cube import (
+    REFERENCE,
     PROTOCOL_DIM,
     STATUS_DONE,
     STATUS_FAILED,
@@ -33,7 +34,7 @@ NOT_METRICS = ("loss", "train_seconds", "source_seconds", "status")
 def fit_equivalence(
     cube: xr.Dataset,
     source: str | Sequence[str] | None = None,
-    reference: str = "real",
+    reference: str = REFERENCE,
     metric: str = "accuracy",
     n_boot: int = N_BOOT,
     ci: float = 0.95,

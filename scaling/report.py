@@ -16,7 +16,7 @@ from analysis.laws import reference_mixture_text
 from analysis.formatting import format_interval, gain_text, inert_md, md_table
 from analysis.options import CI_METHODS, N_BOOT
 from analysis.verdict import ESTIMATED_MAX_RATIO, METHODS_DISAGREE_FACTOR
-from analysis.cube import PROTOCOL_DIM, STATUS_DONE, open_cube, protocol_slice, status_counts
+from analysis.cube import PROTOCOL_DIM, REFERENCE, STATUS_DONE, open_cube, protocol_slice, status_counts
 from analysis.io import clean_temp_files, temp_name
 
 
@@ -34,26 +34,26 @@ def features_beside(cube_path, skipped: dict | None = None) -> xr.Dataset | None
         return None
 
 
-def fit_sources(cube, n_boot: int, random_state: int = 0, sources=None, **fit_kwargs) -> dict:
-    """The non-reference sources (all, or ``sources``) fitted, or {} for a real-only cube. ``fit_kwargs``
+def fit_sources(cube, n_boot: int, random_state: int = 0, sources=None, reference=REFERENCE, **fit_kwargs) -> dict:
+    """The non-reference sources (all, or ``sources``) fitted, or {} for a reference-only cube. ``fit_kwargs``
     (law, curve_law, ci_method, ...) go to ``fit_equivalence`` so figures and report can match a customised fit."""
     from scaling.fit import fit_equivalence
 
-    sources = [str(s) for s in cube["source"].values if s != "real"] if sources is None else list(sources)
-    if not sources or "real" not in cube["source"].values:
+    sources = [str(s) for s in cube["source"].values if s != reference] if sources is None else list(sources)
+    if not sources or reference not in cube["source"].values:
         return {}
-    return fit_equivalence(cube, sources, n_boot=n_boot, random_state=random_state, **fit_kwargs)
+    return fit_equivalence(cube, sources, n_boot=n_boot, random_state=random_state, reference=reference, **fit_kwargs)
 
 
-def select_sources(cube, sources) -> xr.Dataset:
-    """The cube restricted to ``sources`` (plus the ``real`` reference); an unknown name is one clear error."""
+def select_sources(cube, sources, reference: str = REFERENCE) -> xr.Dataset:
+    """The cube restricted to ``sources`` (plus the reference); an unknown name is one clear error."""
     if not sources:
         return cube
     have = [str(s) for s in cube["source"].values]
     unknown = [s for s in sources if s not in have]
     if unknown:
         raise ValueError(f"--source: {unknown[0]!r} is not in the cube (have {have})")
-    keep = [s for s in have if s == "real" or s in sources]
+    keep = [s for s in have if s == reference or s in sources]
     return cube.sel(source=keep)
 
 
@@ -77,28 +77,30 @@ def render_figures(
     from paper_figures import render_all
 
     skipped = {} if skipped is None else skipped
-    cube = select_sources(open_cube(cube_path) if cube is None else cube, sources)
-    if PROTOCOL_DIM in cube.dims:  # figures of one setting; the protocol figure comes with the report
-        cube = protocol_slice(cube, protocol or str(cube[PROTOCOL_DIM].values[0]))
-    if results is None:
-        results = try_fit_sources(cube, n_boot, skipped, **fit_kwargs)
+    whole = open_cube(cube_path) if cube is None else cube
+    if PROTOCOL_DIM in whole.dims:  # figures of one setting; the protocol figure comes with the report
+        whole = protocol_slice(whole, protocol or str(whole[PROTOCOL_DIM].values[0]))
+    cube = select_sources(whole, sources, fit_kwargs.get("reference", REFERENCE))
+    if results is None:  # fitted on the whole cube: a source's numbers do not depend on which others are shown
+        results = try_fit_sources(whole, n_boot, skipped, sources=sources, **fit_kwargs)
     features = features_beside(cube_path, skipped)
     if features is not None and sources:
         features = features.sel(source=[s for s in features["source"].values if s in cube["source"].values])
     return render_all(cube, results, out_dir, features=features, skipped=skipped, domain_slice=domain_slice)
 
 
-def try_fit_sources(cube, n_boot: int, skipped: dict, **fit_kwargs) -> dict:
+def try_fit_sources(cube, n_boot: int, skipped: dict, sources=None, **fit_kwargs) -> dict:
     """``fit_sources``, or {} with the reason in ``skipped`` when this cube cannot identify a fit."""
     names = [str(s) for s in cube["source"].values]
-    if "real" not in names:
-        skipped["equivalence fit"] = "the cube has no 'real' reference source"
+    reference = fit_kwargs.get("reference", REFERENCE)
+    if reference not in names:
+        skipped["equivalence fit"] = f"the cube has no {reference!r} reference source"
         return {}
-    if names == ["real"]:
+    if names == [reference]:
         skipped["equivalence fit"] = "the cube has no synthetic source"
         return {}
     try:
-        return fit_sources(cube, n_boot, **fit_kwargs)
+        return fit_sources(cube, n_boot, sources=sources or None, **fit_kwargs)
     except ValueError as exc:  # IdentifiabilityError, CubeError: the cube cannot support the fit
         skipped["equivalence fit"] = str(exc)
         return {}
@@ -112,7 +114,7 @@ COST_RULE = (
 )
 
 
-def cost_table(cube, results: dict) -> list[dict]:
+def cost_table(cube, results: dict, reference: str = REFERENCE) -> list[dict]:
     """Compute seconds (generation + classifier training, mean over seeds) per real-image equivalent, per
     source, at the largest n_synth; the real source's cost is its training time per added image. The rule
     is :data:`COST_RULE`; n_eq is the per-cell estimate, the same number as the per-cell tables."""
@@ -125,7 +127,7 @@ def cost_table(cube, results: dict) -> list[dict]:
         seconds = (cube["source_seconds"] + cube["train_seconds"]).where(done).sel(sel).mean("seed")
         for r in cube["n_real"].values:
             s = float(seconds.sel(n_real=r))
-            if src == "real":
+            if src == reference:
                 n_eq = float(ns)
             elif src in results:
                 n_eq = float(results[src].cells["n_eq"].sel(n_real=int(r), n_synth=ns))
@@ -405,7 +407,8 @@ def write_report(
     """``out_dir/report.md`` and ``out_dir/figures/``, written whole or not at all: everything is drawn in a
     temp folder inside ``out_dir`` and moved in place at the end, so a killed report leaves the previous one
     (never a truncated PNG, never figures of two cubes side by side); other files in ``out_dir`` are kept."""
-    full = select_sources(open_cube(cube_path), sources)  # a bad cube or source: refused before anything is written
+    whole = open_cube(cube_path)
+    select_sources(whole, sources, fit_kwargs.get("reference", REFERENCE))  # a bad source: refused before any write
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     clean_temp_files(out, recursive=False)  # what a killed report left: its own staging names in out only
@@ -413,7 +416,7 @@ def write_report(
     try:
         _draw_report(
             cube_path,
-            full,
+            whole,
             staging,
             n_boot=n_boot,
             sources=sources,
@@ -444,16 +447,20 @@ def _move_in(staging: Path, out: Path) -> None:
 
 
 def _draw_report(
-    cube_path, full: xr.Dataset, out: Path, *, n_boot: int, sources, domain_slice, protocol, **fit_kwargs
+    cube_path, whole: xr.Dataset, out: Path, *, n_boot: int, sources, domain_slice, protocol, **fit_kwargs
 ) -> Path:
+    """The report of ``whole`` (the cube as stored), showing ``sources`` (all when None). Fits always see the whole
+    cube, so the numbers of a source are the same whichever sources the report shows."""
     skipped: dict[str, str] = {}
     protocol_md: list[str] = []
+    full = select_sources(whole, sources, fit_kwargs.get("reference", REFERENCE))
     cube = full
     if PROTOCOL_DIM in full.dims:
         protocol = protocol or str(full[PROTOCOL_DIM].values[0])
         protocol_md = protocol_lines(full, out, n_boot, skipped, **fit_kwargs)
         cube = protocol_slice(full, protocol)
-    results = try_fit_sources(cube, n_boot, skipped, **fit_kwargs)
+        whole = protocol_slice(whole, protocol)
+    results = try_fit_sources(whole, n_boot, skipped, sources=sources, **fit_kwargs)
     figures = render_figures(
         cube_path,
         out / "figures",
@@ -463,6 +470,7 @@ def _draw_report(
         skipped=skipped,
         sources=sources,
         domain_slice=domain_slice,
+        reference=fit_kwargs.get("reference", REFERENCE),
     )
     recorded = json.loads(cube.attrs.get("protocol", "null"))
     prov = json.loads(cube.attrs.get("provenance", "{}"))
@@ -600,7 +608,7 @@ def _draw_report(
                     row.append(_fmt(float(g[var].mean("seed"))) if var in g else "–")
                 rows.append(row)
         md += [md_table(["source", "n_real", "label acc.", "FD", "domain acc.", "label noise"], rows), ""]
-    costs = cost_table(cube, results)
+    costs = cost_table(cube, results, fit_kwargs.get("reference", REFERENCE))
     if costs:
         md += [
             "## Price of the answer",

@@ -41,6 +41,10 @@ def planted_neq(spec: Mapping, n_real: np.ndarray, n_synth: np.ndarray) -> np.nd
     raise ValueError(f"sources: each source needs one of {SPEC_KEYS}, got keys {sorted(spec)}")
 
 
+# the planted truth of simulate_cube() and of `scaling simulate` when no source is named
+DEFAULT_SOURCES = {"closed_set": {"exchange_rate": 4.0}, "open_set": {"wang": [2.0, 3.0, 1000.0]}}
+
+
 def simulate_cube(
     n_real: Sequence[int] = (50, 100, 200, 400, 800),
     n_synth: Sequence[int] = (0, 50, 100, 200, 400, 800),
@@ -76,7 +80,7 @@ def simulate_cube(
     test image has a difficulty ``N(0, 1)`` shared by all cells, and a cell with ``k`` correct answers gets
     right the ``k`` images with the lowest ``item_sd * difficulty + N(0, 1)``.
     """
-    sources = dict(sources or {"closed_set": {"exchange_rate": 4.0}, "open_set": {"wang": [2.0, 3.0, 1000.0]}})
+    sources = dict(sources or DEFAULT_SOURCES)
     sources = {"real": {"exchange_rate": 1.0}, **{k: v for k, v in sources.items() if k != "real"}}
     rng = np.random.default_rng(random_state)
     seed_ids = list(range(seeds)) if isinstance(seeds, (int, np.integer)) else list(seeds)

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 import scaling
+from analysis.cube import CubeError
 from analysis.formatting import format_interval
 from analysis.options import ExtrapolationWarning
 
@@ -162,3 +163,20 @@ def test_the_result_reads_as_statsmodels_and_the_former_forms_warn():
     with pytest.raises(KeyError):
         auto["gen"].params["reference.E"]
     assert not hasattr(auto, "headline")
+
+
+def test_the_report_follows_the_reference_and_shows_a_source_with_the_numbers_of_the_whole_cube(tmp_path):
+    from scaling.report import write_report
+
+    cube = scaling.simulate_cube(seeds=3, random_state=6)
+    cube = cube.assign_coords(source=["more_real" if s == "real" else s for s in cube["source"].values])
+    path = scaling.save_cube(cube, tmp_path / "c.nc")
+    with pytest.raises(CubeError, match="the cube has no 'real' source"):
+        scaling.fit_equivalence(cube)
+    full = write_report(path, tmp_path / "all", n_boot=50, reference="more_real").read_text()
+    one = write_report(path, tmp_path / "one", n_boot=50, reference="more_real", sources=["open_set"]).read_text()
+    res = scaling.fit_equivalence(cube, "open_set", reference="more_real")
+    rate = res.answer_rows()[0]
+    line = next(x for x in one.splitlines() if x.startswith("  - n_real = 50:"))
+    assert line in full  # the same numbers whether the report shows one source or all
+    assert f"{rate['estimate']:.3g}" in line and "closed_set" not in one.split("## Answer")[1].split("##")[0]
