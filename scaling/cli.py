@@ -7,7 +7,6 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from analysis.equivalence import EQUIVALENCE_LAWS
 from analysis.laws import CURVE_LAWS
@@ -302,74 +301,39 @@ def _plan(args) -> int:
 
 
 def _next(args) -> int:
-    """Rank the next batch for one target rate: k more seeds of the reference and the target source, by the
-    expected shrinkage of the interval's log-width per compute second (simulated from the cube as pilot)."""
+    """``scaling next``: :func:`scaling.planning.next_batch` printed, and written to next.json beside the cube."""
     import json
 
-    from scaling.planning import cells_per_seed, interval_at, pilot_truth, plan_seeds
-    from analysis.io import write_atomic
-
     import scaling
+    from analysis.io import write_atomic
+    from scaling.planning import next_batch
 
-    source, n_real, n_synth = _parse_target(args.target)
+    target = _parse_target(args.target)
     cube = scaling.open_cube(args.cube)
-    check_cube_target(cube, (source, n_real, n_synth), "--target")
-    now = interval_at(cube, source, n_real, n_synth)
-    seeds = int(cube.sizes["seed"])
-    trial_s = float(cube["train_seconds"].sel(source=["real", source]).mean())
-    per_seed = cells_per_seed(cube.sizes["n_real"], cube.sizes["n_synth"], 2)
+    check_cube_target(cube, target, "--target")
+    plan = next_batch(cube, target, args.width, add=args.add, sims=args.sims)
+    now = plan["now"]
     print(
-        f"now: {seeds} seeds, rho {now['estimate']:.3g} [{now['lower']:.3g}, {now['upper']:.3g}], bound ratio "
-        f"{now['ratio']:.3g} ({now['verdict']}); target width {args.width:g}"
+        f"now: {int(cube.sizes['seed'])} seeds, rho {now['estimate']:.3g} [{now['lower']:.3g}, {now['upper']:.3g}], "
+        f"bound ratio {now['ratio']:.3g} ({now['verdict']}); target width {args.width:g}"
     )
-    if now["ratio"] <= args.width:
+    if plan["pick"] is None:
         print("  -> done: the interval is already narrow enough")
         return 0
-    table = plan_seeds(
-        pilot_truth(cube, source), source, n_real, n_synth, [seeds + k for k in args.add], sims=args.sims
-    )
-    rows = []
-    for k in args.add:
-        pred = table.loc[seeds + k]
-        cost = k * per_seed * trial_s
-        gain = float(np.log(now["ratio"]) - np.log(pred["median_ratio"])) if np.isfinite(now["ratio"]) else float("inf")
-        rows.append(
-            {
-                "add_seeds": k,
-                "trials": k * per_seed,
-                "compute_s": round(cost, 1),
-                "median_ratio": round(float(pred["median_ratio"]), 4),
-                "p_estimated": float(pred["p_estimated"]),
-                "shrink_per_hour": round(gain / max(cost, 1e-9) * 3600, 4),
-                "reaches": bool(pred["median_ratio"] <= args.width),
-            }
-        )
     print(
         f"  {'+seeds':>6} {'trials':>7} {'compute s':>10} {'median ratio':>12} {'estimated':>9} {'log-width shrink/h':>18}"
     )
-    for r in rows:
+    for r in plan["candidates"]:
         print(
             f"  {r['add_seeds']:>6} {r['trials']:>7} {r['compute_s']:>10.0f} {r['median_ratio']:>12.3f} "
             f"{r['p_estimated']:>9.0%} {r['shrink_per_hour']:>18.3g}{'  reaches the width' if r['reaches'] else ''}"
         )
-    reach = [r for r in rows if r["reaches"]]
-    pick = min(reach, key=lambda r: r["add_seeds"]) if reach else max(rows, key=lambda r: r["shrink_per_hour"])
-    why = (
-        "the fewest seeds whose median sweep reaches the width"
-        if reach
-        else "no candidate reaches the width: the most shrinkage per compute second"
-    )
     print(
-        f"  -> next batch: +{pick['add_seeds']} seeds of real and {source} ({why}); extend the run with "
-        f"`--set seeds=[...]` (finished cells are kept)"
+        f"  -> next batch: +{plan['pick']['add_seeds']} seeds of {plan['reference']} and {target[0]} ({plan['why']}); "
+        "extend the run with `--set seeds=[...]` (finished cells are kept)"
     )
     out = Path(args.cube).with_name("next.json")
-    write_atomic(
-        out,
-        lambda p: p.write_text(
-            json.dumps({"now": now, "width": args.width, "candidates": rows, "pick": pick, "why": why}, default=float)
-        ),
-    )
+    write_atomic(out, lambda p: p.write_text(json.dumps(plan, default=float)))
     return 0
 
 

@@ -32,7 +32,7 @@ import pandas as pd
 import xarray as xr
 
 from analysis.verdict import VERDICTS
-from analysis.cube import STATUS_DONE, classes_of, empty_cube, fill_planted
+from analysis.cube import REFERENCE, STATUS_DONE, classes_of, empty_cube, fill_planted
 from scaling.fit import fit_equivalence
 
 
@@ -67,7 +67,7 @@ def _fitted(cube: xr.Dataset, source: str, reference: str) -> tuple[np.ndarray, 
     return np.clip(ref, 1e-4, 1 - 1e-4), np.clip(src, 1e-4, 1 - 1e-4)
 
 
-def pilot_truth(cube: xr.Dataset, source: str, reference: str = "real", *, smooth: bool = True) -> PilotTruth:
+def pilot_truth(cube: xr.Dataset, source: str, reference: str = REFERENCE, *, smooth: bool = True) -> PilotTruth:
     """The truth a plan simulates, from a pilot cube (done cells only): the fitted laws' error surface
     (``smooth=False``: the raw cell means) and the noise variances of the pilot's residuals."""
 
@@ -120,7 +120,7 @@ def prior_truth(n_real, n_synth, source: str, prior: dict, *, n_test: int = 1000
     err = xr.DataArray(
         np.clip(np.stack(curves), 1e-4, 1 - 1e-4),
         dims=("source", "n_real", "n_synth"),
-        coords={"source": ["real", source], "n_real": list(n_real), "n_synth": list(n_synth)},
+        coords={"source": [REFERENCE, source], "n_real": list(n_real), "n_synth": list(n_synth)},
     )
     return PilotTruth(
         err=err,
@@ -253,3 +253,55 @@ def cells_per_seed(n_real_values: int, n_synth_values: int, n_sources: int) -> i
     """Trials one seed costs on a grid of ``n_real_values`` x ``n_synth_values`` (0 among them): the base cells
     once, the others once per source (the reference included)."""
     return n_real_values * (1 + (n_synth_values - 1) * n_sources)
+
+
+def next_batch(
+    cube: xr.Dataset,
+    target: tuple[str, int, int],
+    width: float,
+    *,
+    add=(1, 2, 4, 8),
+    sims: int = 20,
+    reference=REFERENCE,
+) -> dict:
+    """The next batch for one target rate (``source, n_real, n_synth``): ``k`` more seeds of the reference and the
+    target source for each ``k`` in ``add``, ranked by the expected shrinkage of the interval's log-width per
+    compute second, simulated with the cube as pilot (:func:`plan_seeds`). Returns ``now`` (the interval today),
+    ``candidates`` (one row per ``k``), ``pick`` (the fewest seeds whose median sweep reaches ``width``, else the
+    most shrinkage per second; None when the interval is already narrow enough) and ``why``."""
+    source, n_real, n_synth = target
+    now = interval_at(cube, source, n_real, n_synth, reference=reference)
+    seeds = int(cube.sizes["seed"])
+    base = {"now": now, "width": width, "reference": reference, "candidates": [], "pick": None, "why": "done"}
+    if now["ratio"] <= width:
+        return {**base, "why": "the interval is already narrow enough"}
+    trial_s = float(cube["train_seconds"].sel(source=[reference, source]).mean())
+    per_seed = cells_per_seed(cube.sizes["n_real"], cube.sizes["n_synth"], 2)
+    # simulated sweeps name their reference REFERENCE, whatever the pilot cube called it
+    table = plan_seeds(
+        pilot_truth(cube, source, reference), source, n_real, n_synth, [seeds + k for k in add], sims=sims
+    )
+    rows = []
+    for k in add:
+        pred = table.loc[seeds + k]
+        cost = k * per_seed * trial_s
+        gain = float(np.log(now["ratio"]) - np.log(pred["median_ratio"])) if np.isfinite(now["ratio"]) else float("inf")
+        rows.append(
+            {
+                "add_seeds": k,
+                "trials": k * per_seed,
+                "compute_s": round(cost, 1),
+                "median_ratio": round(float(pred["median_ratio"]), 4),
+                "p_estimated": float(pred["p_estimated"]),
+                "shrink_per_hour": round(gain / max(cost, 1e-9) * 3600, 4),
+                "reaches": bool(pred["median_ratio"] <= width),
+            }
+        )
+    reach = [r for r in rows if r["reaches"]]
+    pick = min(reach, key=lambda r: r["add_seeds"]) if reach else max(rows, key=lambda r: r["shrink_per_hour"])
+    why = (
+        "the fewest seeds whose median sweep reaches the width"
+        if reach
+        else "no candidate reaches the width: the most shrinkage per compute second"
+    )
+    return {**base, "candidates": rows, "pick": pick, "why": why}

@@ -63,3 +63,14 @@ def test_a_stated_prior_plans_without_a_pilot_and_more_seeds_narrow_it():
     assert smallest_meeting(table, 1.0) is None
     with pytest.raises(ValueError, match="--prior: unknown key 'rho'"):
         prior_truth((25,), (0, 10), "open_set", {"rho": 3})
+
+
+def test_next_batch_is_callable_from_a_notebook_and_picks_the_fewest_seeds_that_reach_the_width():
+    from scaling.planning import next_batch
+
+    cube = scaling.simulate_cube(seeds=3, sources={"gen": {"exchange_rate": 3.0}}, random_state=8)
+    plan = next_batch(cube, ("gen", 100, 400), width=1e9, sims=4)  # any interval is narrow enough
+    assert plan["pick"] is None and plan["candidates"] == []
+    plan = next_batch(cube, ("gen", 100, 400), width=1.01, add=(1, 4), sims=4)  # no plan reaches a 1% width
+    assert [r["add_seeds"] for r in plan["candidates"]] == [1, 4] and not any(r["reaches"] for r in plan["candidates"])
+    assert plan["pick"] == max(plan["candidates"], key=lambda r: r["shrink_per_hour"])
