@@ -8,6 +8,7 @@ instead of failing on the first (:func:`files_checked_later`).
 from __future__ import annotations
 
 import math
+import re
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -34,9 +35,17 @@ def known_keys(value, fieldname: str, known) -> dict:
     value = {k: v for k, v in (value or {}).items() if v is not None}
     unknown = sorted(map(str, set(value) - set(known)))
     require(
-        not unknown, f"{fieldname}.{unknown[0]}" if unknown else fieldname, f"unknown key (known: {', '.join(known)})"
+        not unknown,
+        f"{fieldname}.{key_text(unknown[0])}" if unknown else fieldname,
+        f"unknown key (known: {', '.join(known)})",
     )
     return value
+
+
+def key_text(key: str) -> str:
+    """A key as a message shows it: as written when it is a plain name, else quoted (a key holding a newline or a
+    carriage return would otherwise break the one-line message, or overwrite it on a terminal)."""
+    return key if re.fullmatch(r"[\w.-]+", key) else repr(key)
 
 
 def number(value, fieldname: str, *, integer: bool = False, low=None, high=None, low_open: bool = False):

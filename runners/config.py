@@ -14,6 +14,7 @@ import numpy as np
 import yaml
 
 from runners.checks import (
+    key_text,
     ConfigError,
     check_dataset_spec,
     known_keys,
@@ -567,7 +568,7 @@ def load_config(source, settings=(), **overrides) -> SweepConfig:
     raw.update({k: v for k, v in overrides.items() if v is not None})
     known = set(SweepConfig.__dataclass_fields__) | {"protocol"}
     unknown = sorted(map(str, set(raw) - known))
-    require(not unknown, unknown[0] if unknown else "", f"unknown field (known: {sorted(known)})")
+    require(not unknown, key_text(unknown[0]) if unknown else "", f"unknown field (known: {sorted(known)})")
     for key in ("name", "dataset", "sources", "n_real", "n_synth", "seeds"):
         require(key in raw, key, "is required")
     require(

@@ -3,6 +3,7 @@ file, a non-zero exit, and leave nothing written — run through the command lin
 random mutations of a good config or cube give a clean error or a valid object, never a traceback."""
 
 import copy
+import re
 import json
 import os
 import pickle
@@ -15,21 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import scaling
-from runners.config import ConfigError, load_config
+from runners.config import ConfigError, SweepConfig, load_config
 from runners.ledger import cell_fingerprint, fingerprint_parts, ledger_entry
 from runners.storage import RunFolderBusy, run_lock
 from scaling.cli import main
+from tests.valid_config import VALID
 
-GOOD = {
-    "name": "t",
-    "dataset": {"name": "digits"},
-    "sources": ["real"],
-    "n_real": [10, 20],
-    "n_synth": [0, 10],
-    "seeds": [0, 1],
-    "classifier": {"steps": 10, "width": 8},
-    "resources": {"cpus_per_trial": 1, "num_cpus": 2},
-}
+GOOD = VALID
 
 
 def _set(cfg, path, value):
@@ -497,7 +490,8 @@ def test_fuzzed_configs_give_a_config_error_or_a_config(mutations):
     try:
         load_config(cfg)
     except ConfigError as exc:
-        assert str(exc).split(":")[0], exc  # names a field
+        written = {path.split(".")[0] for path, _ in mutations}  # an unknown key is named as the user wrote it
+        _assert_names_a_field(str(exc), set(SweepConfig.__dataclass_fields__) | {"protocol", "config"} | written)
 
 
 _CUBE = scaling.simulate_cube(seeds=2, n_real=(50, 100, 200), n_synth=(0, 50, 100), random_state=0)
@@ -526,4 +520,14 @@ def test_fuzzed_cubes_give_a_cube_error_or_a_cube(var, value):
     try:
         scaling.validate_cube(cube)
     except scaling.CubeError as exc:
-        assert ":" in str(exc)
+        message = str(exc)
+        _assert_names_a_field(message, {"coords", "variables", "attrs", "dims", "cube"})
+        quoted = re.match(r"^\w+: '([^']+)'", message)  # the section's entry, where the message names one
+        assert quoted is None or quoted.group(1) in set(cube.variables) | set(cube.attrs), message
+
+
+def _assert_names_a_field(message: str, fields: set) -> None:
+    """One line that starts with the dotted path of a field that exists, then ': ' and the reason."""
+    match = re.match(r"^([A-Za-z_][\w]*)(?:[.\[][^:\s]*)?: \S", message)
+    assert match and "\n" not in message, f"does not start with a field: {message!r}"
+    assert match.group(1) in fields, f"names {match.group(1)!r}, not a field ({sorted(fields)}): {message!r}"

@@ -6,16 +6,9 @@ import pytest
 
 from runners.config import ConfigError, load_config
 from runners.sweep import run_sweep
+from tests.valid_config import VALID
 
-GOOD = {
-    "name": "t",
-    "dataset": {"name": "digits"},
-    "sources": ["real"],
-    "n_real": [10, 20],
-    "n_synth": [0, 10],
-    "seeds": [0, 1],
-    "classifier": {"steps": 10},
-}
+GOOD = VALID
 
 
 def _with(path, value):

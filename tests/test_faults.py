@@ -25,17 +25,10 @@ from runners.config import ConfigError, load_config
 from scaling.cli import EXIT_CODES, build_parser, main
 from analysis.cube import CubeError
 from analysis.io import TEMP_PREFIX, clean_temp_files, temp_name, write_atomic
+from tests.valid_config import valid_config
 
 ROOT = Path(__file__).resolve().parents[1]
-GOOD = {
-    "name": "t",
-    "dataset": {"name": "digits"},
-    "sources": ["real", "retrieval"],
-    "n_real": [10, 20],
-    "n_synth": [0, 10],
-    "seeds": [0, 1],
-    "classifier": {"steps": 10, "width": 8},
-}
+GOOD = valid_config(sources=["real", "retrieval"])
 
 
 @pytest.fixture(scope="module")
