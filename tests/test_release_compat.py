@@ -52,3 +52,23 @@ def test_the_previous_releases_run_folder_resumes_with_no_cell_recomputed(tmp_pa
     # the judge copy carried no checksum: it was kept because it is byte-identical to the judge this node retrained
     judge = json.loads(next((run_dir / "judge").glob("*.json")).read_text())
     assert len(judge["sha256"]) == 64
+
+
+def test_on_the_digits_cube_fit_one_source_and_the_report_print_the_same_numbers(tmp_path, capsys):
+    """tests/data/digits_results.nc is the cube `scaling sweep configs/digits.yaml` wrote (2-core CPU, 5 seeds)."""
+    from scaling.cli import main
+    from scaling.report import write_report
+
+    cube_path = Path(__file__).parent / "data" / "digits_results.nc"
+    assert main(["fit", str(cube_path), "--source", "closed_set"]) == 0
+    printed = capsys.readouterr().out
+    cube = scaling.open_cube(cube_path)
+    alone = scaling.fit_equivalence(cube, "closed_set").answer_rows()
+    together = scaling.fit_equivalence(cube)["closed_set"].answer_rows()
+    assert [(r["estimate"], r["lower"], r["upper"], r["verdict"]) for r in alone] == [
+        (r["estimate"], r["lower"], r["upper"], r["verdict"]) for r in together
+    ]
+    assert f"rho = {alone[0]['estimate']:.4g} [{alone[0]['lower']:.4g}, inf]" in printed
+    report = write_report(cube_path, tmp_path / "report", n_boot=200).read_text()
+    line = next(x for x in report.splitlines() if x.startswith("  - n_real = 25:") and "37.9" in x)
+    assert f"rho {alone[0]['estimate']:.3g} [{alone[0]['lower']:.3g}, ∞]" in line
