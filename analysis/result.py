@@ -149,33 +149,61 @@ class EquivalenceResult:
 
     # ---------------------------------------------------------------- law choice
     def _law_selection(self) -> None:
-        """Which laws the data favour: weights at the point estimate, mean weights over the leave-one-seed-out
-        fits, held-out errors (square roots of the held-out sums of squares, in standard errors)."""
+        """Which laws the data favour, as two tables (``curve_selection``, ``law_selection``; index: the law):
+        ``weight`` at the point estimate, ``mean_weight`` over the leave-one-seed-out fits, ``heldout_error``
+        (square root of the held-out sum of squares, in standard errors; NaN where not computed), and for the
+        equivalence laws whether the Levenberg-Marquardt fit converged at the point estimate and in which share
+        of the leave-one-seed-out fits."""
         reps, name = self._pt, self.source
         curve = reps.curve
         if curve.law == "auto":
             self.curve_chosen = curve.chosen
-            self.curve_share = {k: float(v) for k, v in zip(curve.names, self._jack.curve.weights.mean(0))}
-            self.curve_weights = curve.point_weights()
-            self.heldout_curve_error = (
-                {} if curve.scores is None else {k: float(np.sqrt(v[0])) for k, v in curve.scores.items()}
+            weights = curve.point_weights()
+            mean = dict(zip(curve.names, self._jack.curve.weights.mean(0)))
+            held = {} if curve.scores is None else {k: float(np.sqrt(v[0])) for k, v in curve.scores.items()}
+            laws = list(curve.names)
+        else:
+            self.curve_chosen, laws, weights, mean, held = (
+                curve.law,
+                [curve.law],
+                {curve.law: 1.0},
+                {curve.law: 1.0},
+                {},
             )
-        else:
-            self.curve_chosen, self.curve_share, self.heldout_curve_error = curve.law, {curve.law: 1.0}, {}
-            self.curve_weights = {curve.law: 1.0}
+        self.curve_selection = pd.DataFrame(
+            {
+                "weight": [float(weights.get(k, 0.0)) for k in laws],
+                "mean_weight": [float(mean.get(k, 0.0)) for k in laws],
+                "heldout_error": [held.get(k, np.nan) for k in laws],
+            },
+            index=pd.Index(laws, name="law"),
+        )
+        laws = list(EQUIVALENCE_LAWS)
         if self.law == "auto":
-            mix = reps.law_mix[name]
-            self.law_weights = {law: float(mix[0, i]) for i, law in enumerate(EQUIVALENCE_LAWS)}
-            self.law_chosen = max(self.law_weights, key=self.law_weights.get)
-            rest = self._jack.law_mix[name]
-            self.law_share = {law: float(rest[:, i].mean()) for i, law in enumerate(EQUIVALENCE_LAWS)}
-            self.heldout_law_error = {k: float(np.sqrt(v[0])) for k, v in reps.law_scores[name].items()}
+            weights = dict(zip(laws, reps.law_mix[name][0]))
+            self.law_chosen = max(weights, key=weights.get)
+            mean = dict(zip(laws, self._jack.law_mix[name].mean(0)))
+            held = {k: float(np.sqrt(v[0])) for k, v in reps.law_scores[name].items()}
         else:
-            self.law_chosen, self.law_share, self.heldout_law_error = self.law, {self.law: 1.0}, {}
-            self.law_weights = {self.law: 1.0}
-        # convergence over the leave-one-seed-out fits (the bootstrap's, once computed, are in _reps)
-        self.convergence = {law: float(np.mean(self._jack.laws[name][law]["converged"])) for law in EQUIVALENCE_LAWS}
-        self.converged_point = {law: bool(reps.laws[name][law]["converged"][0]) for law in EQUIVALENCE_LAWS}
+            self.law_chosen, weights, mean, held = self.law, {self.law: 1.0}, {self.law: 1.0}, {}
+        self.law_selection = pd.DataFrame(
+            {
+                "weight": [float(weights.get(k, 0.0)) for k in laws],
+                "mean_weight": [float(mean.get(k, 0.0)) for k in laws],
+                "heldout_error": [held.get(k, np.nan) for k in laws],
+                # the bootstrap's convergence, once computed, is in _reps
+                "converged_point": [bool(reps.laws[name][k]["converged"][0]) for k in laws],
+                "converged_share": [float(np.mean(self._jack.laws[name][k]["converged"])) for k in laws],
+            },
+            index=pd.Index(laws, name="law"),
+        )
+
+    @staticmethod
+    def _shown(table: pd.DataFrame, column: str, asked: str) -> dict:
+        """One column of a selection table as {law: value} for text: every law of a mixture, the law asked for
+        otherwise; NaN entries left out."""
+        col = table[column] if asked == "auto" else table.loc[[asked], column]
+        return {k: float(v) for k, v in col.items() if np.isfinite(v)}
 
     # ---------------------------------------------------------------- intervals
     def _interval(
@@ -486,7 +514,9 @@ class EquivalenceResult:
             "source": self.source,
             "law": law
             if law != "auto"
-            else "auto (" + ", ".join(f"{k} {v:.2f}" for k, v in self.law_weights.items()) + ")",
+            else "auto ("
+            + ", ".join(f"{k} {v:.2f}" for k, v in self._shown(self.law_selection, "weight", "auto").items())
+            + ")",
             "ci": self.ci,
             "ci_method": ci_method or self.ci_method,
         }
@@ -741,9 +771,9 @@ class EquivalenceResult:
         """Convergence and lack of fit of the equivalence law in use."""
         out = []
         law = self.law_chosen  # the law with the largest weight
-        if not self.converged_point[law]:
+        if not self.law_selection.loc[law, "converged_point"]:
             out.append(f"the {law} law's accuracy-scale fit did not converge at the point estimate")
-        bad = 1 - self.convergence[law]
+        bad = 1 - self.law_selection.loc[law, "converged_share"]
         if bad > 0.05:
             out.append(f"the {law} law's fit did not converge in {bad:.0%} of the leave-one-seed-out fits")
         reps, src = self._pt, self._src
@@ -785,8 +815,8 @@ class EquivalenceResult:
             f"leave-one-out fits over {self.n_seeds} seeds ({boot}; resampling {resampled}); {pct} "
             f"{self.ci_method} intervals; weights from the {self.variance} variance model"
         )
-        lines.append(f"reference law: {self._choice_text(self.curve_law, self.curve_weights, self.curve_share)}")
-        lines.append(f"equivalence law: {self._choice_text(self.law, self.law_weights, self.law_share)}")
+        lines.append(f"reference law: {self._choice_text(self.curve_law, self.curve_selection)}")
+        lines.append(f"equivalence law: {self._choice_text(self.law, self.law_selection)}")
         lines.append("")
         lines.append(
             "Answer (exchange rate at the largest n_synth; verdict from the gain test of each base size: "
@@ -828,15 +858,15 @@ class EquivalenceResult:
                 f"{name:<18} {fmt_number(row.estimate, 4):>10} {fmt_number(row.lower, 4):>10} {fmt_number(row.upper, 4):>10} "
                 f"{fmt_number(row.se_wls, 3):>9}  {row.flag:<15} {row.note}"
             )
-        if self.heldout_law_error:
-            ho = ", ".join(f"{k} {v:.2f}" for k, v in self.heldout_law_error.items())
+        if held := self._shown(self.law_selection, "heldout_error", "auto"):
+            ho = ", ".join(f"{k} {v:.2f}" for k, v in held.items())
             lines.append(
                 f"Held-out error of the equivalence laws (largest n_synth left out; RMSE in standard errors): {ho}"
             )
-        if self.heldout_curve_error:
-            ho = ", ".join(f"{k} {v:.2f}" for k, v in self.heldout_curve_error.items())
+        if held := self._shown(self.curve_selection, "heldout_error", "auto"):
+            ho = ", ".join(f"{k} {v:.2f}" for k, v in held.items())
             lines.append(f"Held-out extrapolation error of the reference laws (largest sizes left out): {ho}")
-        conv = ", ".join(f"{k} {v:.1%}" for k, v in self.convergence.items())
+        conv = ", ".join(f"{k} {v:.1%}" for k, v in self.law_selection["converged_share"].items())
         lines.append(f"Levenberg-Marquardt converged (leave-one-seed-out fits): {conv}")
         if self.lack_of_fit:
             lf = self.lack_of_fit
@@ -851,8 +881,8 @@ class EquivalenceResult:
         lines += [f"  - {w}" for w in self.warnings]
         notes = [
             f"{self.n_seeds} seeds; {self.ci:.0%} {self.ci_method} intervals; reference law "
-            f"{self._choice_text(self.curve_law, self.curve_weights, self.curve_share)}; equivalence law "
-            f"{self._choice_text(self.law, self.law_weights, self.law_share)}."
+            f"{self._choice_text(self.curve_law, self.curve_selection)}; equivalence law "
+            f"{self._choice_text(self.law, self.law_selection)}."
         ]
         notes += [f"Warning: {w}" for w in self.warnings]
         tables = [
@@ -870,11 +900,11 @@ class EquivalenceResult:
         return self.summary().as_html()
 
     @staticmethod
-    def _choice_text(asked: str, weights: dict, share: dict) -> str:
+    def _choice_text(asked: str, table: pd.DataFrame) -> str:
         if asked != "auto":
             return asked
-        point = ", ".join(f"{k} {v:.2f}" for k, v in weights.items())
-        mean = ", ".join(f"{k} {v:.2f}" for k, v in share.items())
+        point = ", ".join(f"{k} {v:.2f}" for k, v in table["weight"].items())
+        mean = ", ".join(f"{k} {v:.2f}" for k, v in table["mean_weight"].items())
         return f"auto, weighted by held-out error: {point} (mean over replicates: {mean})"
 
     def to_dataset(self) -> xr.Dataset:

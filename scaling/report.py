@@ -237,9 +237,10 @@ def caveat_lines(cube, results: dict) -> list[str]:
         ),
     ]
     for name, res in results.items():
-        ho = ", ".join(f"{k} {v:.2f}" for k, v in res.heldout_law_error.items()) or "not computed"
+        sel = res.law_selection
+        ho = ", ".join(f"{k} {v:.2f}" for k, v in sel["heldout_error"].dropna().items()) or "not computed"
         extrap = [r["n_real"] for r in res.answer_rows() if r["extrapolated"]]
-        wts = ", ".join(f"{k} {v:.2f}" for k, v in res.law_weights.items())
+        wts = ", ".join(f"{k} {v:.2f}" for k, v in sel["weight"].items() if res.law == "auto" or k == res.law)
         md.append(
             f"- **{inert_md(name)}**: equivalence laws weighted {wts} by their held-out error (in standard errors: "
             f"{ho})"
@@ -253,8 +254,8 @@ def caveat_lines(cube, results: dict) -> list[str]:
             "generator (a different training run of it could move the rate)."
         )
     curve = first
-    ho = ", ".join(f"{k} {v:.2f}" for k, v in curve.heldout_curve_error.items()) or "not computed"
-    wts = ", ".join(f"{k} {v:.2f}" for k, v in curve.curve_weights.items())
+    ho = ", ".join(f"{k} {v:.2f}" for k, v in curve.curve_selection["heldout_error"].dropna().items()) or "not computed"
+    wts = ", ".join(f"{k} {v:.2f}" for k, v in curve.curve_selection["weight"].items())
     md.append(f"- **Reference curve**: laws weighted {wts} by held-out extrapolation error ({ho}).")
     return md
 
@@ -299,7 +300,7 @@ def checklist_lines(results: dict) -> list[str]:
         ],
     ]
     for name, res in results.items():
-        conv = ", ".join(f"{k} {v:.0%}" for k, v in res.convergence.items())
+        conv = ", ".join(f"{k} {v:.0%}" for k, v in res.law_selection["converged_share"].items())
         n_cells = int(np.isfinite(res.cells["accuracy"].values).sum())
         bounds = ", ".join(f"{p} ({flag})" for p, flag in res.flags.items() if flag and flag != "fixed")
         rows.append(
@@ -318,7 +319,8 @@ def checklist_lines(results: dict) -> list[str]:
         ],
         [
             "held-out error (reference)",
-            ", ".join(f"{k} {v:.2f}" for k, v in first.heldout_curve_error.items()) or "not computed",
+            ", ".join(f"{k} {v:.2f}" for k, v in first.curve_selection["heldout_error"].dropna().items())
+            or "not computed",
         ],
     ]
     return [md_table(["item", "this report"], rows)]

@@ -27,14 +27,14 @@ def test_saturating_truth_is_recovered_by_the_saturating_law():
     p = fit.param_table()
     assert p.loc["saturating.rho0", "lower"] <= 3.0 <= p.loc["saturating.rho0", "upper"], p.loc["saturating.rho0"]
     assert p.loc["saturating.R*", "lower"] <= 1.0 <= p.loc["saturating.R*", "upper"], p.loc["saturating.R*"]
-    assert fit.law_chosen == "saturating", fit.law_weights
+    assert fit.law_chosen == "saturating", fit.law_selection
 
 
 def test_auto_law_gives_the_planted_wang_law_the_most_weight():
     cube = scaling.simulate_cube(seeds=12, sources={"gen": {"wang": [2.0, 3.0, 1000.0]}}, random_state=3)
     fit = _fit(cube)
-    assert fit.law_chosen == "wang", fit.law_weights
-    assert fit.law_weights["wang"] > 0.5
+    assert fit.law_chosen == "wang", fit.law_selection
+    assert fit.law_selection.loc["wang", "weight"] > 0.5
 
 
 def test_law_weights_are_probabilities_in_every_replicate():
@@ -43,7 +43,7 @@ def test_law_weights_are_probabilities_in_every_replicate():
     mix = fit._reps.law_mix["gen"]
     np.testing.assert_allclose(mix.sum(1), 1.0)
     assert (mix >= 0).all()
-    assert sum(fit.law_share.values()) == pytest.approx(1.0)
+    assert fit.law_selection["mean_weight"].sum() == pytest.approx(1.0)
 
 
 def test_offset_reference_curve_prefers_m3_and_removes_the_power_laws_bias():
@@ -56,7 +56,7 @@ def test_offset_reference_curve_prefers_m3_and_removes_the_power_laws_bias():
             f = _fit(cube, curve_law=law, n_boot=60)
             errs[law].append(abs(np.log(float(f.exchange_rate(200, 400).estimate) / 3.0)))
         if r == 0:
-            assert f.curve_weights["m3"] == max(f.curve_weights.values()), f.curve_weights
+            assert f.curve_selection["weight"].idxmax() == "m3", f.curve_selection
     assert np.mean(errs["auto"]) < np.mean(errs["power"])
 
 
@@ -97,7 +97,7 @@ def test_a_fit_stopped_early_is_flagged_not_converged():
         iters=1,
     )
     assert not bool(out["converged"][0])
-    assert fit.convergence["effective"] > 0.95
+    assert fit.law_selection.loc["effective", "converged_share"] > 0.95
 
 
 # ---------------------------------------------------------------------------------------------- verdicts
