@@ -4,6 +4,7 @@ verdict, its law parameters, cells and queries."""
 from __future__ import annotations
 
 import json
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -138,9 +139,22 @@ class EquivalenceResult:
         self.warnings = list(warnings) + self._cell_warnings() + self._fit_warnings()
         # a flat or non-monotone reference, or no cell inside its range, identifies no rate at all
         self.identified = not unidentifying(self.warnings)
-        self._param_table = self._params_table()
-        self.params = self._param_table["estimate"].astype(float).rename("estimate")
-        self.cells = self._cells_dataset()
+        # the parameter table and the per-cell table are computed on first use (statsmodels' cached_value
+        # spirit): a notebook asking for one exchange rate or the answer never pays for the other
+
+    @cached_property
+    def _param_table(self) -> pd.DataFrame:
+        return self._params_table()
+
+    @cached_property
+    def params(self) -> pd.Series:
+        """The estimates, one fixed index per law family (:mod:`analysis.params`)."""
+        return self._param_table["estimate"].astype(float).rename("estimate")
+
+    @cached_property
+    def cells(self) -> xr.Dataset:
+        """Per cell: real equivalents (model-based and model-free), exchange rates, accuracy gains, verdicts."""
+        return self._cells_dataset()
 
     @property
     def _reps(self) -> Replicates:
