@@ -24,11 +24,11 @@ from analysis.equivalence import (
     LazyReplicates,
     Replicates,
     curve_enters_base,
-    gain_base_text,
     wang_public,
 )
-from analysis.formatting import Summary, answer_frame, answer_line, fmt_number, int_if_whole
+from analysis.formatting import Summary, answer_frame, int_if_whole
 from analysis.params import PARAM_COLUMNS
+from analysis.presentation import plot_result, shown, summary_of
 from analysis.options import (
     BOOTSTRAP_METHODS,
     CI_METHODS,
@@ -211,13 +211,6 @@ class EquivalenceResult:
             },
             index=pd.Index(laws, name="law"),
         )
-
-    @staticmethod
-    def _shown(table: pd.DataFrame, column: str, asked: str) -> dict:
-        """One column of a selection table as {law: value} for text: every law of a mixture, the law asked for
-        otherwise; NaN entries left out."""
-        col = table[column] if asked == "auto" else table.loc[[asked], column]
-        return {k: float(v) for k, v in col.items() if np.isfinite(v)}
 
     # ---------------------------------------------------------------- intervals
     def _interval(
@@ -529,7 +522,7 @@ class EquivalenceResult:
             "law": law
             if law != "auto"
             else "auto ("
-            + ", ".join(f"{k} {v:.2f}" for k, v in self._shown(self.law_selection, "weight", "auto").items())
+            + ", ".join(f"{k} {v:.2f}" for k, v in shown(self.law_selection, "weight", "auto").items())
             + ")",
             "ci": self.ci,
             "ci_method": ci_method or self.ci_method,
@@ -811,115 +804,14 @@ class EquivalenceResult:
             self.lack_of_fit = None
         return out
 
-    # ---------------------------------------------------------------- presentation
-    def summary(self) -> "Summary":
-        lines = []
-        pct = f"{self.ci:.0%}"
-        lines.append(
-            f"Equivalence fit: source '{self.source}' vs reference '{self.reference}'"
-            + (f" ({self.dataset}, n_test={self.n_test})" if self.dataset else "")
-        )
-        resampled = "seeds and test images" if self.test_resampled else "seeds"
-        boot = (
-            f"{self.n_boot} bootstrap replicates" + ("" if self._boot.computed else " on first use")
-            if self.ci_method in BOOTSTRAP_METHODS or self._boot.computed
-            else "no bootstrap"
-        )
-        lines.append(
-            f"leave-one-out fits over {self.n_seeds} seeds ({boot}; resampling {resampled}); {pct} "
-            f"{self.ci_method} intervals; weights from the {self.variance} variance model"
-        )
-        lines.append(f"reference law: {self._choice_text(self.curve_law, self.curve_selection)}")
-        lines.append(f"equivalence law: {self._choice_text(self.law, self.law_selection)}")
-        lines.append("")
-        lines.append(
-            "Answer (exchange rate at the largest n_synth; verdict from the gain test of each base size: "
-            f"weighted mean accuracy gain of its n_synth cells over the base, {gain_base_text()}; the base cell "
-            "alone at the smallest):"
-        )
-        rows = self.answer_rows()
-        for row in rows:
-            lines.append(f"  n_real={row['n_real']:<5} {answer_line(row)}")
-        lines.append("")
-        lines.append(
-            "Per cell (n_eq: real images the added synthetic images are worth; rho = n_synth / n_eq; "
-            "gain: accuracy over the same seeds' base):"
-        )
-        head = (
-            f"{'n_real':>7} {'n_synth':>8} {'acc':>6} {'gain':>7} {'n_eq':>8} {pct + ' CI':>21} {'rho':>7} "
-            f"{pct + ' CI':>19} {'n_eq(mf)':>9}  verdict"
-        )
-        lines.append(head)
-        c = self.cells
-        for r in c["n_real"].values:
-            for s in c["n_synth"].values:
-                cell = c.sel(n_real=r, n_synth=s)
-                if not np.isfinite(float(cell["accuracy"])):
-                    lines.append(f"{r:>7} {s:>8}   (no data)")
-                    continue
-                flags = [k for k in ("unreachable", "extrapolated") if bool(cell[k])]
-                lines.append(
-                    f"{r:>7} {s:>8} {float(cell['accuracy']):6.3f} {float(cell['gain']):+7.3f} {fmt_number(cell['n_eq']):>8} "
-                    f"[{fmt_number(cell['n_eq_lower']):>8}, {fmt_number(cell['n_eq_upper']):>8}] {fmt_number(cell['exchange_rate']):>7} "
-                    f"[{fmt_number(cell['exchange_rate_lower']):>7}, {fmt_number(cell['exchange_rate_upper']):>7}] "
-                    f"{fmt_number(cell['n_eq_model_free']):>9}  {cell['verdict'].item()} {' '.join(flags)}".rstrip()
-                )
-        lines.append("")
-        lines.append("Parameters (each law fitted in every replicate; flags: on bound / not identified / degenerate):")
-        lines.append(f"{'':<18} {'estimate':>10} {'lower':>10} {'upper':>10} {'se (WLS)':>9}  {'flag':<15} note")
-        for name, row in self._param_table.iterrows():
-            lines.append(
-                f"{name:<18} {fmt_number(row.estimate, 4):>10} {fmt_number(row.lower, 4):>10} {fmt_number(row.upper, 4):>10} "
-                f"{fmt_number(row.se_wls, 3):>9}  {row.flag:<15} {row.note}"
-            )
-        if held := self._shown(self.law_selection, "heldout_error", "auto"):
-            ho = ", ".join(f"{k} {v:.2f}" for k, v in held.items())
-            lines.append(
-                f"Held-out error of the equivalence laws (largest n_synth left out; RMSE in standard errors): {ho}"
-            )
-        if held := self._shown(self.curve_selection, "heldout_error", "auto"):
-            ho = ", ".join(f"{k} {v:.2f}" for k, v in held.items())
-            lines.append(f"Held-out extrapolation error of the reference laws (largest sizes left out): {ho}")
-        conv = ", ".join(f"{k} {v:.1%}" for k, v in self.law_selection["converged_share"].items())
-        lines.append(f"Levenberg-Marquardt converged (leave-one-seed-out fits): {conv}")
-        if self.lack_of_fit:
-            lf = self.lack_of_fit
-            lines.append(
-                f"Lack of fit of the {lf['law']} law: chi2 = {lf['chi2']:.1f} on {lf['df']} df (p = {lf['p']:.2g})"
-            )
-        ex = {"source": self.excluded, "reference": self.excluded_reference}
-        n_ex = sum(sum(v.values()) for v in ex.values())
-        detail = "; ".join(f"{k}: " + ", ".join(f"{n} {why}" for why, n in v.items()) for k, v in ex.items() if v)
-        lines.append(f"Excluded cells: {n_ex}" + (f" ({detail})" if detail else ""))
-        lines.append("Warnings: " + ("none" if not self.warnings else ""))
-        lines += [f"  - {w}" for w in self.warnings]
-        notes = [
-            f"{self.n_seeds} seeds; {self.ci:.0%} {self.ci_method} intervals; reference law "
-            f"{self._choice_text(self.curve_law, self.curve_selection)}; equivalence law "
-            f"{self._choice_text(self.law, self.law_selection)}."
-        ]
-        notes += [f"Warning: {w}" for w in self.warnings]
-        tables = [
-            ("Answer (exchange rate rho at the largest n_synth)", answer_frame(rows)),
-            ("Parameters", self._param_table[["estimate", "lower", "upper", "flag", "note"]]),
-        ]
-        return Summary(
-            "\n".join(lines),
-            title=f"Equivalence fit: source '{self.source}' vs reference '{self.reference}'",
-            tables=tables,
-            notes=notes,
-        )
+    # ---------------------------------------------------------------- presentation (analysis.presentation)
+    def summary(self) -> Summary:
+        """The answer, cells, laws, parameters and warnings as text; ``.as_markdown()``, ``.as_latex()``,
+        ``.as_html()``."""
+        return summary_of(self)
 
     def _repr_html_(self) -> str:
         return self.summary().as_html()
-
-    @staticmethod
-    def _choice_text(asked: str, table: pd.DataFrame) -> str:
-        if asked != "auto":
-            return asked
-        point = ", ".join(f"{k} {v:.2f}" for k, v in table["weight"].items())
-        mean = ", ".join(f"{k} {v:.2f}" for k, v in table["mean_weight"].items())
-        return f"auto, weighted by held-out error: {point} (mean over replicates: {mean})"
 
     def to_dataset(self) -> xr.Dataset:
         ds = self.cells.copy()
@@ -948,35 +840,7 @@ class EquivalenceResult:
 
     def plot(self, ax=None):
         """Real equivalent vs n_synth per n_real, with intervals and the fitted law; returns the Axes."""
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            _, ax = plt.subplots(figsize=(6, 4))
-        c = self.cells
-        colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, c.sizes["n_real"]))
-        for color, r in zip(colors, c["n_real"].values):
-            cell = c.sel(n_real=r)
-            ns = cell["n_synth"].values
-            ax.errorbar(
-                ns,
-                cell["n_eq"],
-                yerr=[cell["n_eq"] - cell["n_eq_lower"], cell["n_eq_upper"] - cell["n_eq"]],
-                fmt="o",
-                color=color,
-                capsize=3,
-                label=f"n_real={r}",
-            )
-            grid = np.geomspace(ns.min(), ns.max(), 50)
-            law = self._real_equivalent(r, grid, None, None)
-            ax.plot(grid, law["estimate"], color=color)
-            ax.fill_between(grid, law["lower"], law["upper"], color=color, alpha=0.15)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel(f"synthetic images added ({self.source})")
-        ax.set_ylabel("real-image equivalent n_eq")
-        ax.set_title(f"{self.source}: {self.law_chosen} law, {self.ci:.0%} {self.ci_method} CI")
-        ax.legend(fontsize=8)
-        return ax
+        return plot_result(self, ax)
 
     def __repr__(self) -> str:
         return (

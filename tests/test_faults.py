@@ -691,6 +691,10 @@ def test_hostile_source_names_are_inert_in_figure_titles(hostile_fit):
     assert source_label(HOSTILE["latex"]) in titles and all("\n" not in t for t in titles)
     fig.canvas.draw()  # a '$' pair would be parsed as mathtext and fail to render here
     assert "\\$" in source_label(HOSTILE["latex"]) and "\n" not in source_label(HOSTILE["newline"])
+    _, res = hostile_fit
+    ax = res[HOSTILE["latex"]].plot()  # a result's own plot titles the source the same way
+    ax.figure.canvas.draw()
+    assert ax.get_title().startswith(source_label(HOSTILE["latex"]))
 
 
 def test_a_report_removes_only_its_own_temp_files(tmp_path, cube_file):
