@@ -91,13 +91,16 @@ def verified_judge(cfg) -> dict:
     """The run folder's judge record, its weights checked against it. A run copy from a version that recorded
     no checksum is kept only when its bytes are this node's verified judge (then the record is added)."""
     path = judge_path(cfg)
+    run = RunFolder(cfg)
+    run.fetch(path)  # a remote run folder on a fresh node: the weights and their record, both
+    run.fetch(path.with_suffix(".json"))
     way_out = f"delete it and {path.with_suffix('.json').name} (in {path.parent}) to copy this node's judge again"
     record = _judge_record(path)
     if "sha256" not in record:
         node_record = _node_judge(cfg)
         if file_checksum(path) == node_record["sha256"]:
             record = {**record, "sha256": node_record["sha256"]}
-            RunFolder(cfg).write_json(path.with_suffix(".json"), record)
+            run.write_json(path.with_suffix(".json"), record)
     verify_file(path, record.get("sha256"), "the judge", way_out)
     return record
 

@@ -526,7 +526,7 @@ def _ignore_sigint():
     [
         ("checks", "driver:checks", signal.SIGTERM),
         ("sources", "pool:retrieval-r10-seed0", signal.SIGTERM),
-        ("trials", "retrieval-r30-s30-seed1", signal.SIGHUP),
+        ("trials", "real-r10-s0-seed0", signal.SIGHUP),
     ],
     ids=["checks-sigterm", "sources-sigterm", "trials-sighup"],
 )
