@@ -132,7 +132,9 @@ def fit_arrays(
     warnings_common += _reference_warnings(n_total_ref, 1 - np.nanmean(ref.acc, 0), ref_var)
     fit_beta = len(np.unique(np.concatenate([s.n_real for s in all_srcs]))) >= 2 if all_srcs else True
     if not fit_beta:
-        warnings_common.append("only one n_real: the effective law's beta (n_real exponent) is fixed at 0")
+        warnings_common.append(
+            FitWarning("only one n_real: the effective law's beta (n_real exponent) is fixed at 0", "beta_fixed")
+        )
     all_items = {ref.name: ref_items, **{name: p[1] for name, p in everyone.items()}} if use_items else {}
     fit_items = {k: all_items[k] for k in [ref.name, *sources]} if use_items else {}  # what the refits read
 
@@ -185,7 +187,9 @@ def fit_arrays(
             np.ones((len(test_jack), n_seeds)), item_acc={k: np.concatenate(v) for k, v in null_acc.items()}
         )
     if point.curve.bound_names:
-        warnings_common.append(f"reference curve sits on a bound ({', '.join(point.curve.bound_names)})")
+        warnings_common.append(
+            FitWarning(f"reference curve sits on a bound ({', '.join(point.curve.bound_names)})", "reference_on_bound")
+        )
     warnings_common += _curve_lack_of_fit(point, n_total_ref)
     results = {}
     for src in srcs:
@@ -215,7 +219,7 @@ def fit_arrays(
     return results
 
 
-def _curve_lack_of_fit(reps: Replicates, n_total) -> list[str]:
+def _curve_lack_of_fit(reps: Replicates, n_total) -> list[FitWarning]:
     """Pearson chi-square of the reference law at the point estimate: a law that cannot describe the real
     curve biases every real equivalent, and more seeds only make the interval narrower around the bias."""
     curve = reps.curve.take(0)
@@ -229,13 +233,16 @@ def _curve_lack_of_fit(reps: Replicates, n_total) -> list[str]:
     p = float(stats.chi2.sf(chi2, df))
     if p < LACK_OF_FIT_P:
         return [
-            f"the reference law misfits the real curve (chi2 = {chi2:.0f} on {df} df, p = {p:.1g}): real "
-            "equivalents may be biased and intervals may undercover"
+            FitWarning(
+                f"the reference law misfits the real curve (chi2 = {chi2:.0f} on {df} df, p = {p:.1g}): real "
+                "equivalents may be biased and intervals may undercover",
+                "reference_lack_of_fit",
+            )
         ]
     return []
 
 
-def _reference_warnings(n_total, err, var) -> list[str]:
+def _reference_warnings(n_total, err, var) -> list[FitWarning]:
     """Flat or non-monotone reference curves make n_eq ill-defined; say so."""
     out = []
     sizes = np.unique(n_total)

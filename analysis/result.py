@@ -745,7 +745,7 @@ class EquivalenceResult:
         ds["verdict"] = (ds["verdict"].dims, np.where(pd.isna(verdict), "", verdict).astype(str))
         return ds
 
-    def _cell_warnings(self) -> list[str]:
+    def _cell_warnings(self) -> list[FitWarning]:
         out = []
         reps, src = self._pt, self._src
         neq = reps.n_eq[src.name][0]
@@ -761,7 +761,11 @@ class EquivalenceResult:
                 )
             )
         elif unreachable.any():
-            out.append(f"{int(unreachable.sum())} cell(s) beyond the reference asymptote (n_eq = inf)")
+            out.append(
+                FitWarning(
+                    f"{int(unreachable.sum())} cell(s) beyond the reference asymptote (n_eq = inf)", "cells_unreachable"
+                )
+            )
         n_law_cells = int((reps.law_weights[src.name][0] > 0).sum())  # cells with data, on the accuracy scale
         if len(np.unique(src.n_synth)) < 2 or n_law_cells < 3:
             out.append(
@@ -774,15 +778,24 @@ class EquivalenceResult:
             )
         return out
 
-    def _fit_warnings(self) -> list[str]:
+    def _fit_warnings(self) -> list[FitWarning]:
         """Convergence and lack of fit of the equivalence law in use."""
         out = []
         law = self.law_chosen  # the law with the largest weight
         if not self.law_selection.loc[law, "converged_point"]:
-            out.append(f"the {law} law's accuracy-scale fit did not converge at the point estimate")
+            out.append(
+                FitWarning(
+                    f"the {law} law's accuracy-scale fit did not converge at the point estimate", "not_converged"
+                )
+            )
         bad = 1 - self.law_selection.loc[law, "converged_share"]
         if bad > 0.05:
-            out.append(f"the {law} law's fit did not converge in {bad:.0%} of the leave-one-seed-out fits")
+            out.append(
+                FitWarning(
+                    f"the {law} law's fit did not converge in {bad:.0%} of the leave-one-seed-out fits",
+                    "jackknife_not_converged",
+                )
+            )
         reps, src = self._pt, self._src
         w, e = reps.law_weights[src.name][0], reps.cell_err[src.name][0]
         neq = reps.neq_law(src.name, self.law, src.n_real, src.n_synth)[:1]
@@ -796,9 +809,12 @@ class EquivalenceResult:
             self.lack_of_fit = {"law": self.law if self.law != "auto" else "weighted", "chi2": chi2, "df": df, "p": p}
             if p < LACK_OF_FIT_P:
                 out.append(
-                    f"the {self.law if self.law != 'auto' else 'weighted'} law misfits this source's cells (chi2 = {chi2:.0f} on {df} df, p = {p:.1g}): "
-                    "law-based exchange rates may be biased and their intervals may undercover; compare the "
-                    "per-cell estimates"
+                    FitWarning(
+                        f"the {self.law if self.law != 'auto' else 'weighted'} law misfits this source's cells "
+                        f"(chi2 = {chi2:.0f} on {df} df, p = {p:.1g}): law-based exchange rates may be biased and "
+                        "their intervals may undercover; compare the per-cell estimates",
+                        "law_lack_of_fit",
+                    )
                 )
         else:
             self.lack_of_fit = None

@@ -114,9 +114,10 @@ def test_flat_reference_curve_is_reported():
     fit = scaling.fit_equivalence(cube, "closed_set", n_boot=100)
     assert any("flat" in w for w in fit.warnings)
     # the verdict reads the typed flag set where the fit decided it, not the message's words
-    from analysis.options import unidentifying
+    from analysis.options import FitWarning, unidentifying
 
     assert [w.code for w in unidentifying(fit.warnings)] == ["flat_reference"] and not fit.identified
+    assert all(isinstance(w, FitWarning) and w.code for w in fit.warnings)  # every warning carries its typed data
     assert "estimated" not in set(fit.answer()["verdict"])
 
 
