@@ -244,6 +244,6 @@ def test_a_bucket_deleted_mid_sweep_ends_the_sweep_at_the_first_failed_upload(s3
         # refused at once, not after the retries a dropped connection gets (6 attempts over 31 s per upload, and
         # every trial's own retries: such a sweep had not ended after 400 s)
         assert "Bucket 'bucket' not found" in last and "attempts" not in last, last
-        assert time.time() - started < 150
+        assert time.time() - started < 300  # a retried sweep had not ended after 400 s
     finally:
         boto3.client("s3", endpoint_url=f"http://{s3}").create_bucket(Bucket="bucket")  # for the tests after
