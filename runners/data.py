@@ -31,7 +31,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from runners import streams
-from runners.integrity import IntegrityError, file_checksum, verify_file
+from runners.integrity import IntegrityError, file_checksum, read_record, verify_file
 
 IMAGEFOLDER_SIZE = 64  # an ImageFolder dataset's images are resized to this side unless `image_size` says otherwise
 
@@ -219,23 +219,14 @@ def recorded_checksums(folder: Path) -> dict[str, str]:
     pass as the one the cache was built with."""
     meta_path = folder / "meta.json"
     rebuild = f"delete {folder} to rebuild it from the dataset files"
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise IntegrityError(
-            f"dataset: the cache record {meta_path} is unreadable ({_first_line(exc)}); {rebuild}"
-        ) from None
-    sums = meta.get("checksums") if isinstance(meta, dict) else None
+    meta = read_record(meta_path, "dataset", rebuild)
+    sums = meta.get("checksums")
     arrays = {p.name for p in folder.glob("*.npy")}
     if not isinstance(sums, dict) or not sums or not arrays <= set(sums):
         unrecorded = sorted(arrays - set(sums)) if isinstance(sums, dict) else []
         what = f"no checksum for {', '.join(unrecorded)}" if unrecorded and sums else "no checksums"
-        raise IntegrityError(f"dataset: the cache record {meta_path} holds {what}; {rebuild}")
+        raise IntegrityError(f"dataset: the record {meta_path} holds {what}; {rebuild}")
     return sums
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _build_cache(spec: dict, folder: Path, progress: bool) -> None:

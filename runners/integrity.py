@@ -9,6 +9,7 @@ generator folders (``meta.json`` ``files``) and ledger entries (``checksum``) al
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -51,6 +52,20 @@ def verify_file(path: str | os.PathLike, recorded, what: str, way_out: str) -> N
         raise IntegrityError(f"{what}: {path} carries no checksum record (written by another version?); {way_out}")
     if file_checksum(path) != recorded:
         raise IntegrityError(f"{what}: {path} was modified after it was written (checksum mismatch); {way_out}")
+
+
+def read_record(path: str | os.PathLike, what: str, way_out: str) -> dict:
+    """The JSON object a record file holds (the checksums written beside an artefact); an unreadable file or one
+    that is not an object is refused naming it, never read as "no record"."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise IntegrityError(f"{what}: the record {path} is unreadable ({detail}); {way_out}") from None
+    if not isinstance(record, dict):
+        raise IntegrityError(f"{what}: the record {path} is not a JSON object; {way_out}")
+    return record
 
 
 def folder_checksums(folder: str | os.PathLike, *, skip: tuple[str, ...] = ()) -> dict[str, str]:

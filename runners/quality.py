@@ -21,7 +21,7 @@ from scipy import linalg
 from runners import streams
 from runners.storage import RunFolder
 from runners.data import cache_root, dataset_of, non_test
-from runners.integrity import IntegrityError, file_checksum, verify_file
+from runners.integrity import file_checksum, read_record, verify_file
 from runners.options import content_hash
 from runners.pools import dataset_spec
 from runners.train import build_model, train_classifier
@@ -69,16 +69,7 @@ def _node_judge(cfg) -> dict:
 
 def _judge_record(weights: Path) -> dict:
     """The ``.json`` beside a judge's weights: its test accuracy, training time, recipe and sha256."""
-    meta_path = weights.with_suffix(".json")
-    try:
-        record = json.loads(meta_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise IntegrityError(
-            f"the judge: its record {meta_path} is unreadable ({exc}); delete it and {weights}"
-        ) from None
-    if not isinstance(record, dict):
-        raise IntegrityError(f"the judge: its record {meta_path} is not a JSON object; delete it and {weights}")
-    return record
+    return read_record(weights.with_suffix(".json"), "the judge", f"delete it and {weights}")
 
 
 def _check_judge(weights: Path, way_out: str) -> dict:

@@ -537,12 +537,12 @@ def test_a_judge_copy_without_a_record_is_kept_only_when_it_is_this_nodes_verifi
 @pytest.mark.parametrize(
     "damage, message",
     [
-        (lambda meta: meta.write_text(""), r"the cache record .*meta\.json is unreadable \(.*\)"),
+        (lambda meta: meta.write_text(""), r"the record .*meta\.json is unreadable \(.*\)"),
         (
             lambda meta: meta.write_text(
                 json.dumps({k: v for k, v in json.loads(meta.read_text()).items() if k != "checksums"})
             ),
-            r"the cache record .*meta\.json holds no checksums",
+            r"the record .*meta\.json holds no checksums",
         ),
     ],
     ids=["empty meta.json", "checksums removed"],
