@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis.bootstrap import replicates_for_digits, stable_digits
+
 
 def gain_text(row: dict, *, cells: str = "cells") -> str:
     """The gain test behind a headline row, as text ("" when the row has none)."""
@@ -24,7 +26,32 @@ def answer_line(row: dict) -> str:
         if row["verdict"] == "hurts"
         else f"rho = {fmt_number(row['estimate'])} {format_interval(row['lower'], row['upper'])}"
     )
-    return f"{row['verdict']}: {rate}{gain_text(row)} — {row['note']}"
+    return f"{row['verdict']}: {rate}{mcse_text(row)}{gain_text(row)} — {row['note']}"
+
+
+def mcse_text(row: dict, digits: int = 3) -> str:
+    """The Monte-Carlo error of a bootstrap interval's finite bounds (``lower_mcse``, ``upper_mcse`` of an
+    answer row or a methods-table row), and — where more replicates would change the bounds' first ``digits``
+    significant digits — how many digits are stable and how many replicates ``digits`` would need; empty for an
+    interval that draws nothing (the jackknife) or has no finite bound."""
+    parts, stable, need = [], [], []
+    for side in ("lower", "upper"):
+        value, se = row.get(side, np.nan), row.get(f"{side}_mcse", np.nan)
+        if not np.isfinite(value) or np.isnan(se):  # an infinite bound, or no error to state
+            continue
+        parts.append(f"{side} ±{se:.2g}")
+        stable.append(int(stable_digits(value, se)))
+        need.append(float(replicates_for_digits(value, se, row["n_boot"], digits)))
+    if not parts:
+        return ""
+    text = f" (Monte-Carlo error over {row['n_boot']:,} replicates: {', '.join(parts)}"
+    if min(stable) < digits:
+        more = max(need)
+        text += f"; more replicates would change the printed digits: stable to {min(stable)} significant digit" + (
+            "s" if min(stable) != 1 else ""
+        )
+        text += f", {digits} need about {int(more):,} replicates" if np.isfinite(more) else ""
+    return text + ")"
 
 
 def int_if_whole(x: np.ndarray) -> np.ndarray:

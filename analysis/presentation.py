@@ -29,6 +29,40 @@ def shown(table: pd.DataFrame, column: str, asked: str) -> dict:
     return {k: float(v) for k, v in col.items() if np.isfinite(v)}
 
 
+CLAIMS = {"estimated": "helps", "not identified": "helps", "no measurable gain": "no claim", "hurts": "hurts"}
+
+
+def verdict_difference_lines(res, rows: list[dict]) -> list[str]:
+    """Where a cell's own verdict makes another claim than its base size's answer (helps / no claim / hurts), one
+    line per base saying both and why they differ; nothing where they agree."""
+    out = []
+    c = res.cells
+    for row in rows:
+        r, base = row["n_real"], row["verdict"]
+        differ = []
+        for s in c["n_synth"].values:
+            cell = c.sel(n_real=r, n_synth=s)
+            v = cell["verdict"].item()
+            if v and CLAIMS[v] != CLAIMS[base]:
+                why = (
+                    f"n_eq [{fmt_number(cell['n_eq_lower'])}, {fmt_number(cell['n_eq_upper'])}] lies below 0"
+                    if v == "hurts" and float(cell["n_eq_upper"]) < 0
+                    else f"gain [{float(cell['gain_lower']):+.3f}, {float(cell['gain_upper']):+.3f}]"
+                )
+                differ.append(f"n_synth={s} reads {v} ({why})")
+        if differ:
+            n_cells = row.get("gain_cells") or int(np.isfinite(c["accuracy"].sel(n_real=r).values).sum())
+            out.append(
+                f"  n_real={r}: the answer reads {base} (the gain test pools the base's {n_cells} cells); "
+                + "; ".join(differ)
+                + f". A cell's verdict is one test of {n_cells} at this base, each at the stated level, so a lone "
+                "cell's claim is weaker evidence than the pooled test, which is the answer."
+            )
+    if out:
+        out.insert(0, "Where a cell's verdict differs from its base size's answer:")
+    return out
+
+
 def summary_of(res) -> Summary:
     """One source's fit as text and tables (what ``EquivalenceResult.summary()`` returns)."""
     lines = []
@@ -82,6 +116,7 @@ def summary_of(res) -> Summary:
                 f"[{fmt_number(cell['exchange_rate_lower']):>7}, {fmt_number(cell['exchange_rate_upper']):>7}] "
                 f"{fmt_number(cell['n_eq_model_free']):>9}  {cell['verdict'].item()} {' '.join(flags)}".rstrip()
             )
+    lines += verdict_difference_lines(res, rows)
     lines.append("")
     lines.append("Parameters (each law fitted in every replicate; flags: on bound / not identified / degenerate):")
     lines.append(f"{'':<18} {'estimate':>10} {'lower':>10} {'upper':>10} {'se (WLS)':>9}  {'flag':<15} note")

@@ -13,6 +13,7 @@ from scipy import stats
 
 from analysis.bootstrap import (
     bca_interval,
+    endpoint_mcse,
     expanded_level,
     jackknife_t_interval,
     percentile_interval,
@@ -46,6 +47,7 @@ from analysis.variance import VarianceModel
 from analysis.verdict import (
     METHODS_DISAGREE_FACTOR,
     bound_disagreement,
+    cell_verdicts,
     describe,
     rate_under_verdict,
     seeds_needed,
@@ -229,6 +231,12 @@ class EquivalenceResult:
         ``log=False`` keeps a signed quantity on its own scale."""
         method, ci = method or self.ci_method, ci or self.ci
         point, boot = boot_all[0], boot_all[1:]
+        lo, hi = self._bounds(point, boot, jack_all, tjack_all, method, ci, domain, log)
+        return point, lo, hi
+
+    def _bounds(self, point, boot, jack_all, tjack_all, method: str, ci: float, domain: tuple, log: bool):
+        """The interval's bounds by ``method`` from the point, the bootstrap replicates ``boot`` and the
+        jackknife ones (the rule :meth:`_interval` applies, and :meth:`_mcse_of` applies to batches of ``boot``)."""
         if method == "bca" and jack_all is not None:
             lo, hi = bca_interval(point, boot, jack_all, ci)
         elif method == "jackknife" and jack_all is not None:
@@ -246,8 +254,18 @@ class EquivalenceResult:
         else:
             lo, hi = percentile_interval(boot, ci)
         with np.errstate(invalid="ignore"):  # bounds respect the parameter's domain (E >= 0, c2 > 1, ...)
-            lo, hi = np.clip(lo, *domain), np.clip(hi, *domain)
-        return point, lo, hi
+            return np.clip(lo, *domain), np.clip(hi, *domain)
+
+    def _mcse_of(self, fn, *, method: str | None = None, ci: float | None = None, domain: tuple = _REAL):
+        """Monte-Carlo standard errors of the bootstrap interval's endpoints of ``fn(replicates)`` by ``method``
+        (:func:`analysis.bootstrap.endpoint_mcse`); NaN for the jackknife interval, which draws nothing."""
+        method, ci = method or self.ci_method, ci or self.ci
+        if method not in BOOTSTRAP_METHODS:
+            nan = np.full(np.shape(np.asarray(fn(self._pt), float)[0]), np.nan)
+            return nan, nan
+        reps, jack = np.asarray(fn(self._reps), float), np.asarray(fn(self._jack), float)
+        point = reps[0]
+        return endpoint_mcse(lambda b: self._bounds(point, b, jack, None, method, ci, domain, True), reps[1:])
 
     def _three(self, fn, method: str | None = None):
         """``fn(replicates)`` for the point estimate (with the bootstrap replicates after it when ``method``
@@ -317,16 +335,21 @@ class EquivalenceResult:
         g_lo, g_hi = self._gain_bounds(eq, ci_method)
         verdict = self._verdicts(g_lo, g_hi, lower, upper)
         est, lower, upper = rate_under_verdict(verdict, est, lower, upper)
-        out = xr.Dataset(
-            {
-                "estimate": (dims, est),
-                "lower": (dims, lower),
-                "upper": (dims, upper),
-                "extrapolated": eq["extrapolated"],
-                "verdict": (dims, verdict),
-            },
-            coords=eq.coords,
-        )
+        data = {
+            "estimate": (dims, est),
+            "lower": (dims, lower),
+            "upper": (dims, upper),
+            "extrapolated": eq["extrapolated"],
+            "verdict": (dims, verdict),
+        }
+        if "lower_mcse" in eq:
+            # rho's bounds are n_synth over n_eq's: an endpoint's relative Monte-Carlo error carries over
+            with np.errstate(divide="ignore", invalid="ignore"):
+                rel_up = (eq["upper_mcse"] / np.abs(eq["upper"])).transpose(*dims).values
+                rel_lo = (eq["lower_mcse"] / np.abs(eq["lower"])).transpose(*dims).values
+            data["lower_mcse"] = (dims, np.where(np.isfinite(lower), lower * rel_up, np.nan))
+            data["upper_mcse"] = (dims, np.where(np.isfinite(upper), upper * rel_lo, np.nan))
+        out = xr.Dataset(data, coords=eq.coords)
         out.attrs = {**eq.attrs, "quantity": "exchange rate (synthetic images per real image)"}
         return out
 
@@ -388,7 +411,10 @@ class EquivalenceResult:
         return law
 
     def _verdicts(self, gain_lo, gain_hi, rate_lo, rate_hi) -> np.ndarray:
-        v = verdicts(gain_lo, gain_hi, rate_lo, rate_hi)
+        return self._downgraded(verdicts(gain_lo, gain_hi, rate_lo, rate_hi))
+
+    def _downgraded(self, v: np.ndarray) -> np.ndarray:
+        """A fit that cannot identify a rate states none: *estimated* reads *not identified*."""
         if not getattr(self, "identified", True):
             v = np.where(v == "estimated", "not identified", v)
         return v
@@ -498,9 +524,8 @@ class EquivalenceResult:
             check_ci_method(ci_method)
         r, s = np.atleast_1d(r_in), np.atleast_1d(s_in)
         rr, ss = np.meshgrid(r, s, indexing="ij")
-        est, lo, hi = self._interval_of(
-            lambda reps: fn(reps, rr.ravel(), ss.ravel()).reshape(-1, len(r), len(s)), method=ci_method
-        )
+        grid = lambda reps: fn(reps, rr.ravel(), ss.ravel()).reshape(-1, len(r), len(s))  # noqa: E731
+        est, lo, hi = self._interval_of(grid, method=ci_method)
         if second_name == "n_synth":
             srange = (self._src.n_synth.min(), self._src.n_synth.max())
         else:
@@ -511,10 +536,11 @@ class EquivalenceResult:
         extrap = (rr < rrange[0]) | (rr > rrange[1]) | (ss < srange[0] * (1 - 1e-9)) | (ss > srange[1] * (1 + 1e-9))
         dims = ("n_real", second_name)
         coords = {"n_real": int_if_whole(r), second_name: int_if_whole(s)}
-        ds = xr.Dataset(
-            {"estimate": (dims, est), "lower": (dims, lo), "upper": (dims, hi), "extrapolated": (dims, extrap)},
-            coords=coords,
-        )
+        data = {"estimate": (dims, est), "lower": (dims, lo), "upper": (dims, hi), "extrapolated": (dims, extrap)}
+        if (ci_method or self.ci_method) in BOOTSTRAP_METHODS:
+            lo_se, hi_se = self._mcse_of(grid, method=ci_method)
+            data.update(lower_mcse=(dims, lo_se), upper_mcse=(dims, hi_se))
+        ds = xr.Dataset(data, coords=coords)
         sel = {d: 0 for d, v in ((dims[0], r_in), (dims[1], s_in)) if np.ndim(v) == 0}
         ds = ds.isel(sel) if sel else ds
         ds.attrs = {
@@ -570,6 +596,15 @@ class EquivalenceResult:
                     "extrapolated": bool(q["extrapolated"].values[i]),
                     "gain": gain,
                     "gain_cells": int(g.loc[float(r), "cells"]) if gain else 0,
+                    **(
+                        {
+                            "lower_mcse": float(q["lower_mcse"].values[i]),
+                            "upper_mcse": float(q["upper_mcse"].values[i]),
+                            "n_boot": self.n_boot,
+                        }
+                        if "lower_mcse" in q
+                        else {}
+                    ),
                 }
             )
         return rows
@@ -594,6 +629,8 @@ class EquivalenceResult:
                     "lower": float(q["lower"]),
                     "upper": float(q["upper"]),
                     "verdict": str(q["verdict"].values),
+                    "lower_mcse": float(q["lower_mcse"]) if "lower_mcse" in q else np.nan,
+                    "upper_mcse": float(q["upper_mcse"]) if "upper_mcse" in q else np.nan,
                 }
             )
         return pd.DataFrame(rows).set_index("ci_method")
@@ -706,7 +743,12 @@ class EquivalenceResult:
             data[key], data[key + "_lower"], data[key + "_upper"] = est, lo, hi
         ns = src.n_synth
         with np.errstate(divide="ignore", invalid="ignore"):
-            rate = _rate(ns, data["n_eq"]), _rate(ns, data["n_eq_upper"]), _rate(ns, data["n_eq_lower"])
+            # the rate's lower bound is n_synth over the real equivalent's upper bound whenever that is positive,
+            # however small (a cell worth at most 0.001 real images has a rate of at least 1000 n_synth, not inf:
+            # an interval printed as [inf, inf] would claim a precision no cell has)
+            upper = data["n_eq_upper"]
+            lower_rate = np.where(np.isnan(upper), np.nan, np.where(upper > 0, ns / upper, np.inf))
+            rate = _rate(ns, data["n_eq"]), lower_rate, _rate(ns, data["n_eq_lower"])
         data["accuracy"] = 1 - reps.cell_err[src.name][0]
         data["n_seeds"] = reps.n_seeds_cell[src.name][0]
         # each cell's own gain over its base (BASE_CELL_SHARE the seed-paired base cell, the rest the reference
@@ -715,11 +757,14 @@ class EquivalenceResult:
         # no paired gain (no n_synth = 0 base, or one seed): judge the gain by the real equivalent instead
         neq_lo = np.where(data["n_eq_lower"] < NEGLIGIBLE_NEQ, -np.inf, data["n_eq_lower"])
         known = np.isfinite(data["gain_lower"])
-        verdict = self._verdicts(
-            np.where(known, data["gain_lower"], neq_lo),
-            np.where(known, data["gain_upper"], data["n_eq_upper"]),
-            rate[1],
-            rate[2],
+        verdict = self._downgraded(
+            cell_verdicts(
+                np.where(known, data["gain_lower"], neq_lo),
+                np.where(known, data["gain_upper"], data["n_eq_upper"]),
+                data["n_eq_upper"],
+                rate[1],
+                rate[2],
+            )
         )
         data["exchange_rate"], data["exchange_rate_lower"], data["exchange_rate_upper"] = rate_under_verdict(
             verdict, *rate

@@ -44,6 +44,18 @@ def verdicts(gain_lower, gain_upper, rate_lower, rate_upper) -> np.ndarray:
     return np.select([hurts, no_gain, estimated], ["hurts", "no measurable gain", "estimated"], "not identified")
 
 
+def cell_verdicts(gain_lower, gain_upper, neq_upper, rate_lower, rate_upper) -> np.ndarray:
+    """Verdict per cell: :func:`verdicts` from the cell's gain interval, and *hurts* also where the cell's
+    real-equivalent interval lies wholly below zero (the cell is less accurate than the reference curve at its
+    base size, with the interval's confidence). A cell whose two intervals point opposite ways (a gain above 0
+    beside a real equivalent below 0) supports neither claim: *no measurable gain*."""
+    neq_upper = np.asarray(neq_upper, float)
+    v = verdicts(gain_lower, gain_upper, rate_lower, rate_upper)
+    below = neq_upper < 0
+    helps = np.isin(v, ("estimated", "not identified"))
+    return np.where(below & helps, "no measurable gain", np.where(below, "hurts", v))
+
+
 def rate_under_verdict(verdict, estimate, lower, upper):
     """The exchange rate to print beside ``verdict``: *hurts* has no rate (NaN: the real equivalent is negative),
     *no measurable gain* keeps its lower bound but its upper bound is inf (the images may be worth nothing,

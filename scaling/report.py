@@ -13,7 +13,8 @@ import xarray as xr
 
 from analysis.equivalence import BASE_CELL_SHARE, equivalence_weights_text
 from analysis.laws import reference_mixture_text
-from analysis.formatting import format_interval, gain_text, inert_md, md_table
+from analysis.bootstrap import MCSE_BATCHES
+from analysis.formatting import format_interval, gain_text, inert_md, mcse_text, md_table
 from analysis.options import CI_METHODS, N_BOOT
 from analysis.verdict import ESTIMATED_MAX_RATIO, METHODS_DISAGREE_FACTOR
 from analysis.cube import PROTOCOL_DIM, REFERENCE, STATUS_DONE, open_cube, protocol_slice, status_counts
@@ -261,16 +262,39 @@ def caveat_lines(cube, results: dict) -> list[str]:
 
 
 def interval_method_lines(results: dict) -> list[str]:
-    """How much the interval method moves the headline intervals: one small table."""
-    rows = []
+    """How much the interval method moves the headline intervals: one small table, the bootstrap intervals'
+    bounds with their Monte-Carlo errors, and where more replicates would change a printed digit."""
+    rows, moving = [], []
     for name, res in results.items():
         for r in res.answer_rows():
             t = res.interval_methods(r["n_real"], r["n_synth"])
-            rows.append(
-                [name, r["n_real"]]
-                + [f"{_interval(t.loc[m, 'lower'], t.loc[m, 'upper'])} {t.loc[m, 'verdict']}" for m in t.index]
-            )
-    return [md_table(["source", "n_real", *CI_METHODS], rows)]
+            rows.append([name, r["n_real"]] + [_method_cell(t.loc[m]) for m in t.index])
+            for m in t.index:
+                text = mcse_text({**t.loc[m].to_dict(), "n_boot": res.n_boot})
+                if "more replicates" in text:
+                    moving.append(f"- {inert_md(name)}, n_real = {r['n_real']}, {m}:{text}")
+    out = [md_table(["source", "n_real", *CI_METHODS], rows)]
+    out += [
+        "",
+        "± after a bootstrap bound: its Monte-Carlo standard error (batch means over "
+        f"{MCSE_BATCHES} batches of the replicates); a bound's printed digits are stable where 1.96 times it is "
+        "within half a unit of the last digit.",
+    ]
+    if moving:
+        out += ["", "Bounds whose printed digits more replicates would change (`--n-boot`):", ""] + moving
+    return out
+
+
+def _method_cell(row) -> str:
+    """One interval method's bounds and verdict; a bootstrap bound with its Monte-Carlo error."""
+
+    def bound(side):
+        se = row[f"{side}_mcse"]
+        return _fmt(row[side]) + (f" ±{se:.2g}" if np.isfinite(row[side]) and np.isfinite(se) else "")
+
+    if np.isnan(row["lower_mcse"]) and np.isnan(row["upper_mcse"]):
+        return f"{_interval(row['lower'], row['upper'])} {row['verdict']}"
+    return f"[{bound('lower')}, {bound('upper')}] {row['verdict']}"
 
 
 def checklist_lines(results: dict) -> list[str]:

@@ -182,3 +182,92 @@ def test_method_agreement_names_the_factor_and_the_surviving_verdict():
     assert out["factor"] == pytest.approx(bound_disagreement(t["lower"], t["upper"]))
     assert out["reliable"] == (out["factor"] <= 3.0)
     assert out["survives"] == surviving_verdict(t["verdict"])
+
+
+def test_a_cell_whose_real_equivalent_lies_below_zero_reads_hurts_with_no_rate():
+    # one harmful cell in an otherwise worthless source: its accuracy far below its base in every seed
+    cube = scaling.simulate_cube(seeds=5, sources={"gen": {"exchange_rate": 1e6}}, random_state=31)
+    # (the smallest n_synth: the least weight in its base's pooled gain test, which stays without a claim)
+    cell = dict(source="gen", n_real=200, n_synth=50)
+    cube["accuracy"].loc[cell] = cube["accuracy"].sel(source="gen", n_real=200, n_synth=0) - 0.03
+    fit = _fit(cube)
+    c = fit.cells.sel(n_real=200, n_synth=50)
+    assert float(c["n_eq_upper"]) < 0
+    assert c["verdict"].item() == "hurts" and bool(c["hurts"])
+    assert np.isnan([float(c[k]) for k in ("exchange_rate", "exchange_rate_lower", "exchange_rate_upper")]).all()
+    # and the summary says where the cell and its base size's answer differ, and why
+    text = str(fit.summary())
+    assert "Where a cell's verdict differs from its base size's answer" in text
+    line = next(ln for ln in text.splitlines() if ln.strip().startswith("n_real=200: the answer reads"))
+    assert "the answer reads no measurable gain" in line
+    assert "n_synth=50 reads hurts" in line and "lies below 0" in line
+
+
+def test_no_cell_prints_a_zero_width_infinite_interval():
+    for r in range(3):
+        cube = scaling.simulate_cube(seeds=4, sources={"gen": {"exchange_rate": 1e6}}, random_state=40 + r)
+        c = _fit(cube).cells
+        lo, hi = c["exchange_rate_lower"].values.ravel(), c["exchange_rate_upper"].values.ravel()
+        assert not np.any(np.isinf(lo) & np.isinf(hi)), (lo, hi)
+        # a cell interval wholly below zero is harm, whatever the gain's interval says
+        below = c["n_eq_upper"].values.ravel() < 0
+        assert (c["verdict"].values.ravel()[below] != "estimated").all()
+
+
+def test_cell_verdicts_combine_the_gain_and_the_real_equivalent():
+    from analysis.verdict import cell_verdicts
+
+    v = cell_verdicts(
+        gain_lower=[-0.02, 0.01, -0.03, 0.01],
+        gain_upper=[0.01, 0.03, -0.01, 0.03],
+        neq_upper=[-1.0, -1.0, 5.0, 50.0],
+        rate_lower=[np.nan, np.nan, 1.0, 2.0],
+        rate_upper=[np.inf, np.inf, np.inf, 8.0],
+    )
+    assert v.tolist() == ["hurts", "no measurable gain", "hurts", "estimated"]
+
+
+def test_batch_means_error_of_a_bootstrap_endpoint_matches_its_spread_over_fresh_draws():
+    """Plant the truth: draw 300 independent sets of 2000 replicates from one distribution; the spread of
+    their percentile endpoints is the Monte-Carlo error, and the batch-means estimate from one set recovers it."""
+    from analysis.bootstrap import endpoint_mcse, percentile_interval
+
+    rng = np.random.default_rng(5)
+    draws = rng.lognormal(0.0, 0.5, size=(300, 2000, 2))
+    ends = np.array([percentile_interval(d, 0.95) for d in draws])  # (300, 2, 2)
+    truth = ends.std(axis=0, ddof=1)
+    est = np.array([endpoint_mcse(lambda b: percentile_interval(b, 0.95), d) for d in draws[:60]])
+    ratio = np.sqrt((est**2).mean(axis=0)) / truth
+    assert np.all((ratio > 0.8) & (ratio < 1.25)), ratio
+
+
+def test_stable_digits_and_replicates_for_digits():
+    from analysis.bootstrap import replicates_for_digits, stable_digits
+
+    assert float(stable_digits(2.386, 0.025)) == 2  # 1.96 x 0.025 = 0.049 fits in half of 0.1, not of 0.01
+    assert float(stable_digits(12.29, 0.37)) == 1
+    assert float(stable_digits(2.386, np.inf)) == 0
+    # a quarter of the error needs sixteen times the replicates
+    need = float(replicates_for_digits(2.386, 0.025, 2000, digits=2))
+    assert need == 2000  # already stable to 2 digits
+    assert float(replicates_for_digits(2.386, 0.025, 2000, digits=3)) == np.ceil(2000 * (0.049 / 0.005) ** 2)
+
+
+@pytest.mark.filterwarnings("ignore:.*extrapolates")
+def test_a_bootstrap_interval_comes_with_its_endpoints_monte_carlo_error():
+    cube = scaling.simulate_cube(seeds=5, sources={"gen": {"exchange_rate": 4.0}}, random_state=6)
+    fit = _fit(cube, n_boot=1000, ci_method="percentile")
+    q = fit.exchange_rate(100, 200)
+    assert float(q["lower_mcse"]) > 0 and float(q["upper_mcse"]) > 0
+    # the rate's bound is n_synth over n_eq's: the same relative error
+    eq = fit.real_equivalent(100, 200)
+    np.testing.assert_allclose(float(q["lower_mcse"]) / float(q["lower"]), float(eq["upper_mcse"]) / float(eq["upper"]))
+    assert "Monte-Carlo error over 1,000 replicates" in str(fit.summary())
+    # refits with other draws move the bound by about the stated error
+    lows = [
+        float(_fit(cube, n_boot=1000, ci_method="percentile", random_state=k).exchange_rate(100, 200)["lower"])
+        for k in range(1, 9)
+    ]
+    assert 0.4 < np.std(lows, ddof=1) / float(q["lower_mcse"]) < 2.5
+    # the jackknife draws nothing: no Monte-Carlo error to state
+    assert "lower_mcse" not in _fit(cube).exchange_rate(100, 200)
