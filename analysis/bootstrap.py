@@ -166,34 +166,6 @@ def jackknife_t_interval(
     return np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
 
 
-def pooled_variance_ratio(jack_a: np.ndarray, jack_b: np.ndarray, shape: np.ndarray) -> float:
-    """Ratio of the seed variances of two statistics measured on the same seeds, (S, B) leave-one-seed-out
-    values each, pooled over the B groups as :func:`pooled_jackknife_t_interval` pools them (each group's
-    variance over its ``shape``, weighted by its degrees of freedom). NaN when no group has two seeds."""
-
-    def pooled(jack):
-        s, var = _group_variances(jack)
-        use = np.isfinite(var) & np.isfinite(shape) & (shape > 0)
-        return float(np.sum((s[use] - 1) * s[use] * var[use] / shape[use])) if use.any() else np.nan
-
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return pooled(jack_a) / pooled(jack_b)
-
-
-def _group_variances(jack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Seeds per group (column of ``jack``, (S, B)) and each group's jackknife variance over its finite rows
-    (NaN with fewer than two)."""
-    s = np.sum(np.isfinite(jack), axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        var = np.array(
-            [
-                _group_jack_var(jack[np.isfinite(jack[:, b]), b : b + 1], None)[0] if s[b] > 1 else np.nan
-                for b in range(jack.shape[1])
-            ]
-        )
-    return s, var
-
-
 def _group_jack_var(j: np.ndarray, groups: int | None) -> np.ndarray:
     """Leave-one-group-out jackknife variance of the rows of ``j``, averaged over blocks of ``groups`` rows (random
     groupings; None: one block); a block with a NaN row gives NaN and is left out of the average."""
@@ -208,47 +180,6 @@ def _group_jack_var(j: np.ndarray, groups: int | None) -> np.ndarray:
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean([one(b) for b in blocks], axis=0)
-
-
-def pooled_jackknife_t_interval(
-    point: np.ndarray,
-    jack: np.ndarray,
-    shape: np.ndarray,
-    ci: float,
-    extra: np.ndarray | None = None,
-    extra_null: np.ndarray | None = None,
-    extra_groups: int | None = None,
-    scale: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Jackknife-t intervals for several means (axis 1 of ``jack``: (S, B)) whose seed variances share one
-    scale: ``var_b = kappa * shape_b``, kappa pooled over the B groups with their degrees of freedom.
-
-    With S seeds a single group's variance has S - 1 degrees of freedom and its t quantile is large (2.78 at 5
-    seeds for 95%); pooling B groups gives B (S - 1) and a quantile near the normal one, which is where the
-    power of the gain test at few seeds comes from. It rests on the variance *shape* across groups (``shape``,
-    e.g. the pooled variance model's seed variance at each base's accuracy), not on its scale. ``extra`` /
-    ``extra_null``: the test-image part, added per group as in :func:`jackknife_t_interval`. ``scale`` (B,):
-    a factor on each group's pooled seed variance, for a statistic whose variance is a known multiple of the
-    one ``jack`` describes (:func:`pooled_variance_ratio`). Returns the lower and upper bounds (linear scale)
-    and the pooled degrees of freedom.
-    """
-    s, var = _group_variances(jack)  # seeds per group, each group's jackknife variance
-    with np.errstate(invalid="ignore", divide="ignore"):
-        use = np.isfinite(var) & np.isfinite(shape) & (shape > 0) & np.isfinite(point)
-        df = int(np.sum(s[use] - 1))
-        if df < 1:
-            nan = np.full(point.shape, np.nan)
-            return nan, nan, 0
-        kappa = np.sum((s[use] - 1) * var[use] * s[use] / shape[use]) / df  # per-seed variance / shape
-        pooled = kappa * shape / np.maximum(s, 1) * (1.0 if scale is None else scale)
-        if extra is not None:
-            excess = _group_jack_var(extra, extra_groups) - (
-                0.0 if extra_null is None else _group_jack_var(extra_null, extra_groups)
-            )
-            pooled = pooled + np.maximum(np.nan_to_num(excess, nan=0.0), 0.0)
-    half = stats.t.ppf(1 - (1 - ci) / 2, df) * np.sqrt(pooled)
-    ok = use
-    return np.where(ok, point - half, np.nan), np.where(ok, point + half, np.nan), df
 
 
 # Batches for the Monte-Carlo error of bootstrap endpoints: 10 keeps at least 100 replicates a batch at the

@@ -435,7 +435,6 @@ class Replicates:
     law_weights: dict[str, np.ndarray] = field(default_factory=dict)
     n_seeds_cell: dict[str, np.ndarray] = field(default_factory=dict)
     gain: dict[str, np.ndarray] = field(default_factory=dict)
-    gain_cell: dict[str, np.ndarray] = field(default_factory=dict)  # against the base cell alone
 
     def take(self, rows) -> "Replicates":
         """The replicates ``rows`` (an index array) alone: one batched fit can serve the point estimate and
@@ -461,7 +460,6 @@ class Replicates:
                     "law_weights",
                     "n_seeds_cell",
                     "gain",
-                    "gain_cell",
                 )
             },
         )
@@ -620,7 +618,6 @@ def run_pipeline(
         base_curve = np.where(curve_enters_base(src.n_real, n_total_ref), base_curve, np.nan)
         cols = [base_col.get(float(r), -1) for r in src.n_real]
         out.gain[src.name] = paired_gain(ref_err, err, cols, np.broadcast_to(base_curve, err.shape))
-        out.gain_cell[src.name] = paired_gain(ref_err, err, cols)
         out.n_eq_mf[src.name] = monotone_inverse(n_total_ref, ref_err, ref_w, err) - src.n_real[None, :]
         out.law_weights[src.name] = w_acc
         inputs[src.name] = (curve, src.n_real, src.n_synth, err, w_acc, n_eq, w_log)

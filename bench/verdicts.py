@@ -120,7 +120,37 @@ def contradicts(verdict: str, lower: float, upper: float) -> bool:
     return False
 
 
-def run_row(truth: str, seeds: int, n_test: int, cubes: int, offset: float, start: int):
+def draw(planted: str, truth: str, seeds: int, n_test: int, rng, offset: float, generator_sd: float):
+    """One cube of ``truth``: drawn here (``bench``: seed effects independent per source) or by
+    ``scaling.simulate_cube`` (seed effects shared by source and reference, optional per-generator effects)."""
+    if planted == "bench":
+        return draw_cube(truth, seeds, n_test, rng, offset=offset)
+    import scaling
+
+    rate = {"worthless": 1e9, "strong": 4.0, "weak": 20.0}[truth]
+    spec = {"exchange_rate": rate, **({"generator_sd": generator_sd} if generator_sd else {})}
+    return scaling.simulate_cube(
+        n_real=N_REAL,
+        n_synth=N_SYNTH,
+        seeds=seeds,
+        sources={"gen": spec},
+        n_test=n_test,
+        C=offset,
+        random_state=int(rng.integers(2**31)),
+    )
+
+
+def run_row(
+    truth: str,
+    seeds: int,
+    n_test: int,
+    cubes: int,
+    offset: float,
+    start: int,
+    planted: str = "bench",
+    generator_sd: float = 0.0,
+    with_base_cell: bool = False,
+):
     import warnings
 
     import scaling
@@ -131,50 +161,80 @@ def run_row(truth: str, seeds: int, n_test: int, cubes: int, offset: float, star
     cell = dict.fromkeys(VERDICTS, 0)
     base = dict.fromkeys(VERDICTS, 0)
     bad_ours = bad_cell = bad_base = 0
+    per_base = np.zeros((len(N_REAL), 2))  # claims of help / of harm by the gain test at every base size
     t0 = time.perf_counter()
     for _ in range(cubes):
-        cube = draw_cube(truth, seeds, n_test, rng, offset=offset)
+        cube = draw(planted, truth, seeds, n_test, rng, offset, generator_sd)
         fit = scaling.fit_equivalence(cube, "gen")
         q = fit.exchange_rate(*QUERY)
         v = str(q["verdict"].values)
         ours[v] += 1
         bad_ours += contradicts(v, float(q.lower), float(q.upper))
+        g = fit["gen"].gain()
+        per_base += np.c_[g["lower"].values > 0, g["upper"].values < 0]
         v1, lo1, hi1 = single_cell_verdict(cube, fit)
         cell[v1] += 1
         bad_cell += contradicts(v1, lo1, hi1)
-        q = base_cell_only(cube)
-        v2 = str(q["verdict"].values)
-        base[v2] += 1
-        bad_base += contradicts(v2, float(q.lower), float(q.upper))
-    return truth, seeds, n_test, cubes, (ours, bad_ours), (base, bad_base), (cell, bad_cell), time.perf_counter() - t0
+        if with_base_cell:
+            q = base_cell_only(cube)
+            v2 = str(q["verdict"].values)
+            base[v2] += 1
+            bad_base += contradicts(v2, float(q.lower), float(q.upper))
+    counts = [(ours, bad_ours), (cell, bad_cell)] + ([(base, bad_base)] if with_base_cell else [])
+    return truth, seeds, n_test, cubes, counts, per_base / cubes, time.perf_counter() - t0
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--cubes", type=int, default=100)
+    ap.add_argument("--cubes", type=int, default=300)
     ap.add_argument("--seeds", type=int, nargs="+", default=[3, 5, 10])
     ap.add_argument("--n-test", type=int, nargs="+", default=[450, 1500])
     ap.add_argument("--truths", nargs="+", default=list(TRUTHS), choices=TRUTHS)
     ap.add_argument("--offset", type=float, default=0.0, help="C in e(n) = 0.03 + 2 (n + C)^-0.5")
     ap.add_argument("--start", type=int, default=0, help="random stream of the cubes")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument(
+        "--planted",
+        choices=("bench", "simulate_cube"),
+        default="bench",
+        help="who draws the cubes: this script (seed effects independent per source) or scaling.simulate_cube "
+        "(seed effects shared by source and reference; no harmful truth)",
+    )
+    ap.add_argument("--generator-sd", type=float, default=0.0, help="simulate_cube: per-generator effect on n_eq")
+    ap.add_argument("--base-cell-only", action="store_true", help="also the rule against the base cell alone")
     args = ap.parse_args()
-    rows = [(t, s, n) for t in args.truths for s in args.seeds for n in args.n_test]
+    truths = [t for t in args.truths if not (args.planted == "simulate_cube" and t == "harmful")]
+    rows = [(t, s, n) for t in truths for s in args.seeds for n in args.n_test]
     t0 = time.perf_counter()
+    fixed = (args.cubes, args.offset, args.start, args.planted, args.generator_sd, args.base_cell_only)
     with ProcessPoolExecutor(args.jobs) as pool:
-        out = list(pool.map(run_row, *zip(*rows), *([x] * len(rows) for x in (args.cubes, args.offset, args.start))))
+        out = list(pool.map(run_row, *zip(*rows), *([x] * len(rows) for x in fixed)))
     print(
-        f"machine: {os.cpu_count()} cpus; {args.cubes} cubes per row; query exchange_rate{QUERY}; "
-        f"offset C = {args.offset:g}; wall {time.perf_counter() - t0:.0f} s"
+        f"machine: {os.cpu_count()} cpus; {args.cubes} cubes per row; planted by {args.planted}"
+        + (f" (generator_sd {args.generator_sd:g})" if args.generator_sd else "")
+        + f"; query exchange_rate{QUERY}; offset C = {args.offset:g}; wall {time.perf_counter() - t0:.0f} s"
     )
     short = {"estimated": "est", "not identified": "n.id", "no measurable gain": "no gain", "hurts": "hurts"}
     head = " | ".join(f"{short[v]}" for v in VERDICTS)
-    rules = ("package", "base cell only", "single cell")
+    rules = ("package", "single cell") + (("base cell only",) if args.base_cell_only else ())
     print("| truth | seeds | n_test | " + " | ".join(f"{r}: {head} | contr." for r in rules) + " |")
     print("|---|---|---|" + "---|" * (len(rules) * (len(VERDICTS) + 1)))
-    for truth, seeds, n_test, cubes, *counts, _ in out:
-        cols = [" | ".join(f"{c[v] / cubes:.2f}" for v in VERDICTS) + f" | {bad}/{cubes}" for c, bad in counts]
+    for truth, seeds, n_test, cubes, counts, _, _ in out:
+        cols = [" | ".join(f"{c[v] / cubes:.3f}" for v in VERDICTS) + f" | {bad}/{cubes}" for c, bad in counts]
         print(f"| {truth} | {seeds} | {n_test} | " + " | ".join(cols) + " |")
+    print()
+    print("Gain test at every base size (package): share of cubes claiming help (lower bound > 0) / harm (upper < 0)")
+    print("| truth | seeds | n_test | " + " | ".join(f"n_real {r}" for r in N_REAL) + " | most per side |")
+    print("|---|---|---|" + "---|" * (len(N_REAL) + 1))
+    for truth, seeds, n_test, cubes, _, per_base, _ in out:
+        cols = [f"{h:.3f} / {d:.3f}" for h, d in per_base]
+        worst = per_base.max(axis=0)
+        se = np.sqrt(0.025 * 0.975 / cubes)
+        print(
+            f"| {truth} | {seeds} | {n_test} | "
+            + " | ".join(cols)
+            + f" | {worst[0]:.3f} / {worst[1]:.3f} (2.5% +- {se:.3f}) |"
+        )
 
 
 if __name__ == "__main__":

@@ -60,11 +60,10 @@ def test_bound_disagreement_is_the_largest_ratio_between_methods():
     assert bound_disagreement([np.nan, np.nan], [np.nan, np.nan]) == 1.0  # no rate under any method
 
 
-def test_the_gain_test_pools_each_bases_paired_variance_over_the_base_sizes():
-    """By hand: per seed the weighted gain of a base's cells over that seed's base cell; per base its paired
-    variance, pooled over bases in proportion to the variance model's shape (the scale); the reported gain is
-    against a base that is a share BASE_CELL_SHARE of that cell and the rest the fitted reference curve (except at
-    the smallest base), its variance the pooled one times the measured ratio of the two gains' leave-one-seed-out variances."""
+def test_the_gain_test_is_each_bases_paired_jackknife_t_against_a_blended_base():
+    """By hand: per seed the weighted gain of a base's cells over a base that is a share BASE_CELL_SHARE of that
+    seed's base cell and the rest the fitted reference curve (the base cell alone at the smallest base); its
+    interval the leave-one-seed-out jackknife t of that base alone, S - 1 degrees of freedom."""
     cube = scaling.simulate_cube(seeds=5, sources={"gen": {"exchange_rate": 4.0}}, random_state=3)
     fit = _fit(cube)
     g = fit.gain()
@@ -72,7 +71,7 @@ def test_the_gain_test_pools_each_bases_paired_variance_over_the_base_sizes():
     bases = acc["n_real"].values.astype(float)
     curve_acc = 1 - fit._pt.curve.predict(bases)[0]  # (B,) the fitted reference curve at each base size
     jack_curve_acc = 1 - fit._jack.curve.predict(bases)  # (S, B) the same, each seed left out
-    d, shape, w_cells, base_cell = [], [], [], []
+    d, w_cells, base_cell = [], [], []
     for r in bases:
         cells = acc.sel(source="gen", n_real=r).sel(n_synth=acc["n_synth"] > 0)
         w = np.log1p(cells["n_synth"] / r)
@@ -80,10 +79,8 @@ def test_the_gain_test_pools_each_bases_paired_variance_over_the_base_sizes():
         d.append((((cells - base) * w).sum("n_synth") / w.sum()).values)
         w_cells.append(((cells * w).sum("n_synth") / w.sum()).values)
         base_cell.append(base.values)
-        shape.append(float(fit.variance_model.per_seed("real", np.array([float(base.mean())]))[0]))
-    d, shape, w_cells, base_cell = np.array(d), np.array(shape), np.array(w_cells), np.array(base_cell)  # (B, S)
+    d, w_cells, base_cell = np.array(d), np.array(w_cells), np.array(base_cell)  # (B, S)
     B, S = d.shape
-    kappa = np.sum((S - 1) * d.var(axis=1, ddof=1) / shape) / (B * (S - 1))
 
     def leave_one_out(x):  # (B, S) per-seed values -> (S, B) means without each seed
         return ((x.sum(1, keepdims=True) - x) / (S - 1)).T
@@ -91,18 +88,13 @@ def test_the_gain_test_pools_each_bases_paired_variance_over_the_base_sizes():
     share = np.r_[1.0, np.full(B - 1, BASE_CELL_SHARE)]  # the smallest base is measured against its cell alone
     point = w_cells.mean(1) - share * base_cell.mean(1) - (1 - share) * curve_acc
     jack = leave_one_out(w_cells) - share * leave_one_out(base_cell) - (1 - share) * jack_curve_acc
-    jack_cell = leave_one_out(d)
-
-    def pooled(j):  # every base has S seeds: the df weights are equal; (S - 1) var0 is the jackknife variance
-        return np.sum((S - 1) * j.var(axis=0, ddof=0)[1:] / shape[1:])
-
-    ratio = pooled(jack) / pooled(jack_cell)
-    half = stats.t.ppf(0.975, B * (S - 1)) * np.sqrt(kappa * shape / S * np.r_[1.0, np.full(B - 1, ratio)])
-    assert 0.1 < ratio < 1.0  # the blended base removes part of the base cell's noise
+    half = stats.t.ppf(0.975, S - 1) * np.sqrt((S - 1) * jack.var(axis=0, ddof=0))
     np.testing.assert_allclose(g["estimate"].values, point, rtol=1e-7, atol=1e-10)
     np.testing.assert_allclose(g["lower"].values, point - half, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(g["upper"].values, point + half, rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(g["estimate"].values[0], d[0].mean(), rtol=1e-9)  # smallest base: cell alone
+    # the smallest base: the paired t test of the seeds' gains over their base cell
+    paired = stats.ttest_1samp(d[0], 0.0).confidence_interval(0.95)
+    np.testing.assert_allclose([g["lower"].values[0], g["upper"].values[0]], [paired.low, paired.high], rtol=1e-6)
     assert (g["cells"] == 5).all()
 
 
