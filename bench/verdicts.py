@@ -11,14 +11,20 @@ that source's n_synth cells, plus a smaller effect per cell (so pairing by seed 
 - ``harmful``: the added images cost real images, up to 30% of the base (n_eq = -0.3 n_real n_synth / (n_synth + n_real)).
 
 Each cube is fitted with the package defaults and judged at ``exchange_rate(100, 200)`` (the second base size,
-n_synth = 2 x base). For every truth x seeds x test size the table gives the share of each verdict under the
-package's rule (gain test pooled over the base's n_synth cells against a base that is 35% the seed-paired base
-cell and 65% the reference curve, rate printed under the verdict), under the same rule with the base cell alone,
-and under the single-cell rule (a paired t test at the queried cell beside the law's rate interval), and the share of
-contradictions: *no measurable gain* or *hurts* beside a finite rate interval, or *estimated* beside an interval
-wider than the verdict allows. Rows run in parallel processes.
+n_synth = 2 x base). For every truth x seeds x test size the first table gives the share of each verdict under the
+package's rule (the gain test of ``result.gain()``: the weighted mean gain of the base's n_synth cells against a
+base that is 35% the seed-paired base cell and 65% the reference curve, each base's own leave-one-seed-out
+jackknife t interval; the rate printed under the verdict), under the single-cell rule (a paired t test at the
+queried cell beside the law's rate interval) and, with ``--base-cell-only``, under the package rule against the
+base cell alone; and the share of contradictions: *no measurable gain* or *hurts* beside a finite rate interval,
+or *estimated* beside an interval wider than the verdict allows. The second table gives, at every base size, the
+share of cubes whose gain test claims help (lower bound above 0) and harm (upper bound below 0): for a worthless
+source each is a false claim, at most 2.5% for a two-sided 95% test. ``--planted simulate_cube`` draws the
+cubes with ``scaling.simulate_cube`` instead (seed effects shared by source and reference; ``--generator-sd``:
+a per-generator effect on n_eq). Rows run in parallel processes.
 
-    python bench/verdicts.py [--cubes 100] [--seeds 3 5 10] [--n-test 450 1500] [--jobs 2] [--offset 0]
+    python bench/verdicts.py [--cubes 300] [--seeds 3 5 10] [--n-test 450 1500] [--jobs 2] [--offset 0]
+        [--planted bench|simulate_cube] [--generator-sd 0] [--base-cell-only]
 """
 
 import argparse

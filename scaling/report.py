@@ -13,8 +13,8 @@ import xarray as xr
 
 from analysis.equivalence import BASE_CELL_SHARE, equivalence_weights_text
 from analysis.laws import reference_mixture_text
-from analysis.bootstrap import MCSE_BATCHES
-from analysis.formatting import format_interval, gain_text, inert_md, mcse_text, md_table
+from analysis.bootstrap import MCSE_BATCHES, replicates_for_digits, stable_digits
+from analysis.formatting import format_interval, gain_text, inert_md, md_table
 from analysis.options import CI_METHODS, N_BOOT
 from analysis.verdict import ESTIMATED_MAX_RATIO, METHODS_DISAGREE_FACTOR
 from analysis.cube import PROTOCOL_DIM, REFERENCE, STATUS_DONE, open_cube, protocol_slice, status_counts
@@ -263,26 +263,46 @@ def caveat_lines(cube, results: dict) -> list[str]:
 
 def interval_method_lines(results: dict) -> list[str]:
     """How much the interval method moves the headline intervals: one small table, the bootstrap intervals'
-    bounds with their Monte-Carlo errors, and where more replicates would change a printed digit."""
-    rows, moving = [], []
+    bounds with their Monte-Carlo errors, and how many of their digits more replicates would still change."""
+    rows, stable, need, n_boot = [], [], [], None
     for name, res in results.items():
         for r in res.answer_rows():
             t = res.interval_methods(r["n_real"], r["n_synth"])
             rows.append([name, r["n_real"]] + [_method_cell(t.loc[m]) for m in t.index])
-            for m in t.index:
-                text = mcse_text({**t.loc[m].to_dict(), "n_boot": res.n_boot})
-                if "more replicates" in text:
-                    moving.append(f"- {inert_md(name)}, n_real = {r['n_real']}, {m}:{text}")
+            n_boot = res.n_boot
+            for side in ("lower", "upper"):
+                ok = np.isfinite(t[side]) & np.isfinite(t[f"{side}_mcse"])
+                stable += stable_digits(t[side][ok], t[f"{side}_mcse"][ok]).tolist()
+                need += replicates_for_digits(t[side][ok], t[f"{side}_mcse"][ok], res.n_boot).tolist()
     out = [md_table(["source", "n_real", *CI_METHODS], rows)]
-    out += [
-        "",
-        "± after a bootstrap bound: its Monte-Carlo standard error (batch means over "
-        f"{MCSE_BATCHES} batches of the replicates); a bound's printed digits are stable where 1.96 times it is "
-        "within half a unit of the last digit.",
-    ]
-    if moving:
-        out += ["", "Bounds whose printed digits more replicates would change (`--n-boot`):", ""] + moving
+    if stable:
+        out += [
+            "",
+            f"± after a bootstrap bound: its Monte-Carlo standard error over the {n_boot:,} replicates (batch "
+            f"means, {MCSE_BATCHES} batches). A printed digit is stable where 1.96 times the error is within half "
+            f"a unit of it: with {n_boot:,} replicates the bootstrap bounds above are stable to "(
+                f"{int(min(stable))}–{int(max(stable))} significant digits"
+                if min(stable) != max(stable)
+                else _digits(min(stable))
+            )
+            + " (3 are printed)"
+            + (
+                f"; all three would need {_count(min(need))}–{_count(max(need))} replicates (`--n-boot`), so read "
+                "the digits past the stable ones as Monte-Carlo noise."
+                if min(stable) < 3
+                else "."
+            ),
+        ]
     return out
+
+
+def _digits(n: int) -> str:
+    return f"{int(n)} significant digit" + ("" if int(n) == 1 else "s")
+
+
+def _count(n: float) -> str:
+    """A replicate count for text: two significant figures (the estimate is no better than that)."""
+    return "an unbounded number of" if not np.isfinite(n) else f"{float(f'{n:.2g}'):,.0f}"
 
 
 def _method_cell(row) -> str:

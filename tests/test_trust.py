@@ -217,6 +217,37 @@ def test_pooled_variance_model_recovers_the_planted_seed_variance():
     assert 0.7 < ratio < 1.4, ratio
 
 
+def test_the_variance_model_finds_a_seed_variance_below_the_binomial_floor():
+    """450 test images: the binomial floor is three times the seed variance (sd 0.04 on the error) and the
+    likelihood is flat far below the floor, where a start of the optimiser stays (a seed variance of ~1e-7).
+    Planted truth, 40 draws of 5 seeds x 48 cells per source: the fit is a maximum of the likelihood — at least
+    the planted truth's likelihood — in all but a few draws (a start at the median excess over the floor: 13 of
+    40), and the variance ratio between the smallest and largest base size is recovered on average."""
+    rng = np.random.default_rng(2)
+    n_test, seeds = 450, 5
+    err = 0.03 + 2.0 * np.repeat([50.0, 100.0, 200.0, 400.0], 12) ** -0.5  # 48 cells, four accuracy levels
+    truth = (1 - err) * err / n_test + (np.exp(0.04**2) - 1) * np.exp(0.04**2) * err**2
+    worse, ratios = 0, []
+    for _ in range(40):
+        acc = {
+            s: rng.binomial(n_test, 1 - err * np.exp(rng.normal(0, 0.04, size=(seeds, err.size)))) / n_test
+            for s in ("real", "gen")
+        }
+        model = fit_variance_model(acc, n_test)
+
+        def nll(variance):
+            return sum(
+                np.sum((seeds - 1) * (np.var(a, axis=0, ddof=1) / variance(s, a) + np.log(variance(s, a)))) / 2
+                for s, a in acc.items()
+            )
+
+        worse += nll(lambda s, a: model.per_seed(s, a.mean(0))) > nll(lambda s, a: truth)
+        fitted = model.per_seed("real", 1 - err)
+        ratios.append(fitted[0] / fitted[-1])
+    assert worse <= 4, worse
+    assert abs(np.mean(ratios) / (truth[0] / truth[-1]) - 1) < 0.05, np.mean(ratios)
+
+
 def test_pooled_variance_never_collapses_where_three_seed_cell_variances_do():
     """A 3-seed cell variance is a chi-square with 2 df: below a tenth of the truth ~10% of the time, handing that
     cell 10x too much weight. The pooled model, fitted on the same 3 seeds, does not collapse."""
