@@ -280,11 +280,8 @@ def interval_method_lines(results: dict) -> list[str]:
             "",
             f"± after a bootstrap bound: its Monte-Carlo standard error over the {n_boot:,} replicates (batch "
             f"means, {MCSE_BATCHES} batches). A printed digit is stable where 1.96 times the error is within half "
-            f"a unit of it: with {n_boot:,} replicates the bootstrap bounds above are stable to "(
-                f"{int(min(stable))}–{int(max(stable))} significant digits"
-                if min(stable) != max(stable)
-                else _digits(min(stable))
-            )
+            f"a unit of it: with {n_boot:,} replicates the bootstrap bounds above are stable to "
+            + _digit_range(min(stable), max(stable))
             + " (3 are printed)"
             + (
                 f"; all three would need {_count(min(need))}–{_count(max(need))} replicates (`--n-boot`), so read "
@@ -296,8 +293,11 @@ def interval_method_lines(results: dict) -> list[str]:
     return out
 
 
-def _digits(n: int) -> str:
-    return f"{int(n)} significant digit" + ("" if int(n) == 1 else "s")
+def _digit_range(low: int, high: int) -> str:
+    """'2 significant digits', '1 significant digit' or '0–2 significant digits'."""
+    if int(low) == int(high):
+        return f"{int(low)} significant digit" + ("" if int(low) == 1 else "s")
+    return f"{int(low)}–{int(high)} significant digits"
 
 
 def _count(n: float) -> str:
