@@ -27,6 +27,18 @@ POOL_VARS = {
         "balanced accuracy of a linear real-vs-pool classifier on judge features (0.5: indistinguishable)",
         "1",
     ),
+    "pool_copy_share": (
+        "copy_share",
+        "share of pool images whose nearest reference image is closer than 1/3 of the second nearest (pixel L2)",
+        "1",
+    ),
+    "pool_copy_share_low": ("copy_share_low", "lower bound of the copy share's 95% bootstrap interval", "1"),
+    "pool_copy_share_high": ("copy_share_high", "upper bound of the copy share's 95% bootstrap interval", "1"),
+    "pool_nn_distance_ratio": (
+        "nn_distance_ratio",
+        "median nearest-reference distance of pool images over that of held-out real images (1: as novel)",
+        "1",
+    ),
 }
 SAMPLES_PER_CLASS = 8  # images per class and source kept for the sample grid (first n_real, first seed)
 
@@ -48,6 +60,7 @@ def _pool_quality(cfg, cube) -> None:
     dims = ("source", "n_real", "seed")
     shape = tuple(cube.sizes[d] for d in dims)
     values = {var: np.full(shape, np.nan) for var in POOL_VARS}
+    references = {}  # what each source's memorisation audit compared against
     for i, src in enumerate(cfg.sources):
         for j, r in enumerate(cfg.n_real):
             for k, seed in enumerate(cfg.seeds):
@@ -56,8 +69,11 @@ def _pool_quality(cfg, cube) -> None:
                     meta = json.loads(meta_path.read_text())  # read once, fills every quality variable
                     for var, (field_name, _, _) in POOL_VARS.items():
                         values[var][i, j, k] = meta.get(field_name, np.nan)
+                    if "memorisation_reference" in meta:
+                        references[str(src)] = meta["memorisation_reference"]
     for var, (_, doc, units) in POOL_VARS.items():
         cube[var] = xr.DataArray(values[var], dims=dims, attrs={"long_name": doc, "units": units})
+    cube["pool_copy_share"].attrs["reference"] = json.dumps(references)
 
 
 def _targets(cfg, cell: dict) -> list[dict]:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 
-from runners.data import DATASETS, path_exists
+from runners.data import DATASETS, FASHION_MNIST_ROOT, check_idx_files, path_exists
 
 
 class ConfigError(ValueError):
@@ -22,6 +22,8 @@ class ConfigError(ValueError):
 
 DATASET_KEYS = {
     "digits": ("name",),
+    "fashion_mnist": ("name", "root"),
+    "idx": ("name", "root", "prefix"),
     "cifar10": ("name", "root"),
     "cifar100": ("name", "root"),
     "medmnist": ("name", "path"),
@@ -107,6 +109,9 @@ def check_dataset_spec(ds, fieldname: str) -> None:
     known_keys(ds, fieldname, DATASET_KEYS[ds["name"]])
     if "image_size" in ds:
         number(ds["image_size"], f"{fieldname}.image_size", integer=True, low=4, high=1024)
+    if ds["name"] in ("fashion_mnist", "idx"):
+        _check_idx(ds, fieldname)
+        return
     path_key = {"cifar10": "root", "cifar100": "root", "imagefolder": "root", "medmnist": "path"}.get(ds["name"])
     if path_key:
         require(path_key in ds, f"{fieldname}.{path_key}", f"is required for {ds['name']}")
@@ -115,6 +120,24 @@ def check_dataset_spec(ds, fieldname: str) -> None:
             path_exists(ds[path_key]), f"{fieldname}.{path_key}", f"no such file or folder: {ds[path_key]}"
         ):
             _check_layout(ds, Path(ds[path_key]), f"{fieldname}.{path_key}")
+
+
+def _check_idx(ds: dict, fieldname: str) -> None:
+    """An IDX dataset's folder (Fashion-MNIST's default: Debian's package folder) holds the four files with the
+    right headers and matching counts."""
+    require(ds["name"] == "fashion_mnist" or "root" in ds, f"{fieldname}.root", "is required for idx")
+    for key in ("root", "prefix"):
+        if key in ds:
+            require(isinstance(ds[key], str), f"{fieldname}.{key}", f"must be a text, got {ds[key]!r}")
+    root = ds.get("root", FASHION_MNIST_ROOT)
+    hint = " (Debian/Ubuntu: apt-get install dataset-fashion-mnist)" if "root" not in ds else ""
+    if require_file(path_exists(root), f"{fieldname}.root", f"no such folder: {root}{hint}"):
+        try:
+            check_idx_files(ds)
+        except ValueError as exc:
+            message = str(exc).split(": ", 1)[1]
+            require_file("is missing" not in message, f"{fieldname}.root", message + hint)
+            require(False, f"{fieldname}.root", message)
 
 
 def _check_layout(ds: dict, path: Path, fieldname: str) -> None:

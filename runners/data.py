@@ -8,12 +8,15 @@ memory does not grow with the dataset. Rows become float32 in [0, 1] only when i
 
 The embedded default is scikit-learn's digits (1797 8x8 images with 17 grey levels, held in memory, no
 cache). Local CIFAR-10/100 (the python-pickle layout torchvision downloads), MedMNIST ``.npz`` files and
-ImageFolder trees are read from paths the user gives; nothing is downloaded. The cache lives in
+ImageFolder trees are read from paths the user gives; nothing is downloaded. MNIST-family IDX files
+(Fashion-MNIST, MNIST, KMNIST, EMNIST: ``*-images-idx3-ubyte[.gz]`` / ``*-labels-idx1-ubyte[.gz]``) are read
+from a folder, by default Debian's ``dataset-fashion-mnist`` package folder for Fashion-MNIST. The cache lives in
 ``$SCALING_CACHE`` (default ``~/.cache/scaling``), per node.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -35,7 +38,12 @@ from runners.integrity import IntegrityError, file_checksum, read_record, verify
 
 IMAGEFOLDER_SIZE = 64  # an ImageFolder dataset's images are resized to this side unless `image_size` says otherwise
 
-DATASETS = ("digits", "cifar10", "cifar100", "medmnist", "imagefolder")
+DATASETS = ("digits", "fashion_mnist", "idx", "cifar10", "cifar100", "medmnist", "imagefolder")
+# Debian/Ubuntu's `apt-get install dataset-fashion-mnist` puts the four IDX files here (the default `root`)
+FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"
+)  # fmt: skip
 CACHE_VERSION = 1  # bump when the decoding changes what a cache holds
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -114,8 +122,8 @@ def load_dataset(spec: dict, *, progress: bool = False) -> ImageData:
 # CIFAR-10/100 as torchvision ships them, BloodMNIST as MedMNIST v2 ships it, ImageNet-100 as the usual
 # 100-class subset of ImageNet-1k's train split (~1300 per class)
 DATASET_SIZES = {"digits": 1797}
-DATASET_SHAPES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
-KNOWN_SIZES = {"cifar10": 60000, "cifar100": 60000, "bloodmnist": 17092, "imagenet100": 126689}
+DATASET_SHAPES = {"digits": (1, 8, 8), "fashion_mnist": (1, 28, 28), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}
+KNOWN_SIZES = {"fashion_mnist": 70000, "cifar10": 60000, "cifar100": 60000, "bloodmnist": 17092, "imagenet100": 126689}
 MEDMNIST_SHAPE = (3, 28, 28)
 
 
@@ -133,6 +141,12 @@ def dataset_facts(spec: dict) -> tuple[int | None, tuple[int, int, int]]:
             else KNOWN_SIZES.get(root.parent.name if root.name == "train" else root.name)
         )
         return n, (3, size, size)
+    if name in IDX_DATASETS:
+        try:
+            (n_train, *shape), (n_test, _, _) = (idx_header(f)[1] for f in idx_files(spec)[::2])
+            return n_train + n_test, (1, *shape)
+        except ValueError:  # not in place yet (or unreadable: the sweep will say why, naming the file)
+            return KNOWN_SIZES.get(name), DATASET_SHAPES.get(name, (1, 28, 28))
     if name == "medmnist":
         path = Path(spec["path"])
         try:
@@ -159,6 +173,8 @@ def source_files(spec: dict) -> list[Path]:
         return [base / f for f in (*train, *test, meta)]
     if name == "medmnist":
         return [Path(spec["path"])]
+    if name in IDX_DATASETS:
+        return idx_files(spec)
     root = Path(spec["root"])
     return [f for c in _class_dirs(root) for f in _image_files(root / c)]
 
@@ -238,6 +254,8 @@ def _build_cache(spec: dict, folder: Path, progress: bool) -> None:
             "cifar100": _decode_cifar,
             "medmnist": _decode_medmnist,
             "imagefolder": _decode_imagefolder,
+            "fashion_mnist": _decode_idx,
+            "idx": _decode_idx,
         }[spec["name"]]
         meta = decoder(spec, tmp, progress)
         sums = {f.name: file_checksum(f) for f in sorted(tmp.glob("*.npy"))}
@@ -344,6 +362,125 @@ def _decode_medmnist(spec: dict, tmp: Path, progress: bool) -> dict:
     np.save(tmp / "labels.npy", y)
     np.save(tmp / "test_mask.npy", np.concatenate(test))
     return {"name": path.stem, "classes": [str(c) for c in range(int(y.max()) + 1)], "levels": 255}
+
+
+# --------------------------------------------------------------------------------------------------
+# MNIST-family IDX files (Fashion-MNIST, MNIST, KMNIST, EMNIST)
+
+IDX_DATASETS = ("fashion_mnist", "idx")
+IDX_MAGIC = {"images": 0x0803, "labels": 0x0801}  # unsigned bytes, 3 dims / 1 dim (LeCun's IDX format)
+IDX_SPLITS = {"train": ("train",), "test": ("t10k", "test")}  # MNIST/Fashion/KMNIST say t10k, EMNIST says test
+
+
+def idx_root(spec: dict) -> Path:
+    """The folder of a dataset's IDX files: ``root``, or Debian's Fashion-MNIST folder by default."""
+    default = FASHION_MNIST_ROOT if spec["name"] == "fashion_mnist" else None
+    return Path(spec.get("root") or default)
+
+
+def idx_files(spec: dict) -> list[Path]:
+    """[train images, train labels, test images, test labels] of an IDX dataset: ``<prefix><split>-<kind>-idx?-ubyte``
+    gzipped or not (``.`` or ``-`` before ``idx``, as the downloads spell it); the name of the first candidate when
+    none exists, so a message names the file it looked for."""
+    root, prefix = idx_root(spec), spec.get("prefix", "")
+    out = []
+    for split, stems in IDX_SPLITS.items():
+        for kind, dims in (("images", 3), ("labels", 1)):
+            names = [
+                f"{prefix}{stem}-{kind}{sep}idx{dims}-ubyte{gz}"
+                for stem in stems
+                for gz in (".gz", "")
+                for sep in ("-", ".")
+            ]
+            out.append(next((root / n for n in names if (root / n).is_file()), root / names[0]))
+    return out
+
+
+def _idx_open(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def idx_header(path: Path) -> tuple[str, tuple[int, ...]]:
+    """(kind, dims) of an IDX file from its header; one error naming the file when it is missing, not IDX, or of
+    a layout other than unsigned-byte images (3 dims) or labels (1 dim)."""
+    try:
+        with _idx_open(path) as fh:
+            head = fh.read(4)
+            if len(head) < 4:
+                raise ValueError("ends before its header")
+            magic = int.from_bytes(head, "big")
+            kind = next((k for k, m in IDX_MAGIC.items() if m == magic), None)
+            if kind is None:
+                raise ValueError(
+                    f"has magic number 0x{magic:08x}, not an IDX file of unsigned-byte images (0x00000803) or labels (0x00000801)"
+                )
+            raw = fh.read(4 * (magic & 0xFF))
+            if len(raw) < 4 * (magic & 0xFF):
+                raise ValueError("ends inside its header")
+    except FileNotFoundError:
+        raise ValueError(f"dataset.root: {path} is missing (expected the MNIST-family IDX files)") from None
+    except (OSError, EOFError, ValueError) as exc:  # gzip.BadGzipFile is an OSError
+        raise ValueError(
+            f"dataset.root: {path} {exc}"
+            if isinstance(exc, ValueError)
+            else f"dataset.root: {path} cannot be read ({exc})"
+        ) from None
+    return kind, tuple(int.from_bytes(raw[i : i + 4], "big") for i in range(0, len(raw), 4))
+
+
+def check_idx_files(spec: dict) -> None:
+    """Every IDX file is there with the right magic, and each split's labels count its images: one error naming
+    the file, before any decoding (headers only: a few bytes of each file)."""
+    files = idx_files(spec)
+    for images, labels in (files[:2], files[2:]):
+        (ki, di), (kl, dl) = idx_header(images), idx_header(labels)
+        if ki != "images":
+            raise ValueError(f"dataset.root: {images} holds {ki}, not images")
+        if kl != "labels":
+            raise ValueError(f"dataset.root: {labels} holds {kl}, not labels")
+        if dl[0] != di[0]:
+            raise ValueError(f"dataset.root: {labels} holds {dl[0]} labels for the {di[0]} images of {images.name}")
+
+
+def _read_idx(path: Path, progress: bool) -> np.ndarray:
+    """The array of one IDX file; a file that ends early (truncated download) is one error naming it."""
+    kind, dims = idx_header(path)
+    want = int(np.prod(dims))
+    try:
+        with _idx_open(path) as fh:
+            fh.read(4 + 4 * len(dims))
+            body = fh.read(want)
+            extra = fh.read(1)
+    except (OSError, EOFError) as exc:  # a gzip stream cut short raises EOFError
+        raise ValueError(f"dataset.root: {path} is truncated or damaged ({exc})") from None
+    if len(body) < want:
+        raise ValueError(f"dataset.root: {path} is truncated: {len(body)} of the {want} bytes its header announces")
+    if extra:
+        raise ValueError(f"dataset.root: {path} holds more bytes than its header announces ({dims})")
+    return np.frombuffer(body, np.uint8).reshape(dims)
+
+
+def _decode_idx(spec: dict, tmp: Path, progress: bool) -> dict:
+    """Train then test images (the files' own split) into the uint8 map; labels as int64."""
+    check_idx_files(spec)
+    train_x, train_y, test_x, test_y = (
+        _read_idx(f, progress) for f in tqdm(idx_files(spec), desc=f"decoding {spec['name']}", disable=not progress)
+    )
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise ValueError(f"dataset.root: train images are {train_x.shape[1:]}, test images {test_x.shape[1:]}")
+    out = _writer(tmp, len(train_x) + len(test_x), (1, *train_x.shape[1:]))
+    out[: len(train_x), 0] = train_x
+    out[len(train_x) :, 0] = test_x
+    out.flush()
+    y = np.concatenate([train_y, test_y]).astype(np.int64)
+    np.save(tmp / "labels.npy", y)
+    np.save(tmp / "test_mask.npy", np.r_[np.zeros(len(train_x), bool), np.ones(len(test_x), bool)])
+    n_classes = int(y.max()) + 1
+    if spec["name"] == "fashion_mnist" and n_classes == len(FASHION_MNIST_CLASSES):
+        classes = list(FASHION_MNIST_CLASSES)
+    else:
+        classes = [str(c) for c in range(n_classes)]
+    return {"name": spec["name"], "classes": classes, "levels": 255}
 
 
 def _class_dirs(root: Path) -> list[str]:

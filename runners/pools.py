@@ -98,6 +98,14 @@ def save_pool(cfg, source: str, n_real: int, seed: int, pool: Pool) -> None:
     run.write_json(meta_path, {**pool.meta, "sha256": file_checksum(npz)})
 
 
+def update_meta(cfg, source: str, n_real: int, seed: int, fields: dict) -> dict:
+    """A finished pool's meta record with ``fields`` added (its arrays and their checksum untouched); returns it."""
+    npz, meta_path = pool_paths(cfg, source, n_real, seed)
+    meta = {**_verified(npz, json.loads(meta_path.read_text())), **fields}
+    RunFolder(cfg).write_json(meta_path, meta)
+    return meta
+
+
 def _verified(npz: Path, meta: dict) -> dict:
     """A pool's meta record, its arrays checked against the checksum it recorded: a pool file replaced or edited
     in place would change what every later classifier trains on."""

@@ -21,6 +21,7 @@ STREAMS = (
     "domain",
     "test_split",
     "validation",
+    "memorisation",
 )
 SHARED = 2**31 - 1  # entropy word of streams shared by every seed (test split, open-set generator, judge)
 

@@ -4,6 +4,8 @@ no cell recomputed."""
 
 import json
 import shutil
+
+import numpy as np
 from pathlib import Path
 
 import scaling
@@ -49,6 +51,8 @@ def test_the_previous_releases_run_folder_resumes_with_no_cell_recomputed(tmp_pa
     assert not (run_dir / "executions.log").exists()  # no trial ran
     assert int((cube["status"] == 1).sum()) == cube["status"].size == 16
     assert {p.name: p.read_bytes() for p in (run_dir / "ledger").glob("*.json")} == ledger
+    # pools written before the memorisation audit are audited in place: their arrays and checksums unchanged
+    assert np.isfinite(cube["pool_copy_share"].sel(source="retrieval")).all()
     # the judge copy carried no checksum: it was kept because it is byte-identical to the judge this node retrained
     judge = json.loads(next((run_dir / "judge").glob("*.json")).read_text())
     assert len(judge["sha256"]) == 64

@@ -273,6 +273,17 @@ def test_all_four_sources_run_as_ray_tasks_and_a_rerun_trains_no_generator(tmp_p
     assert (cube["source_seconds"].sel(source="closed_set", n_synth=20) > 0).all()
     assert (cube["pool_label_accuracy"] >= 0).all() and np.isfinite(cube["pool_frechet_distance"]).all()
     assert np.isfinite(cube["pool_label_noise"].sel(source="retrieval")).all()
+    # the memorisation audit of every pool: real images copy nothing of the base; each source says what it compared
+    assert np.isfinite(cube["pool_copy_share"]).all() and np.isfinite(cube["pool_nn_distance_ratio"]).all()
+    assert float(cube["pool_copy_share"].sel(source="real").max()) < 0.1
+    assert (cube["pool_copy_share_low"] <= cube["pool_copy_share"]).all()
+    assert (cube["pool_copy_share"] <= cube["pool_copy_share_high"]).all()
+    assert json.loads(cube["pool_copy_share"].attrs["reference"]) == {
+        "real": "base subset",
+        "closed_set": "training set",
+        "open_set": "training set",
+        "retrieval": "base subset",
+    }
     run_dir = tmp_path / "four"
     generators = sorted((run_dir / "generators").iterdir())
     assert len(generators) == 3  # a closed-set UNet per (n_real, seed) = 2, one open-set UNet

@@ -13,7 +13,8 @@ run whose largest n_synth grows extends its pools and keeps its finished cells.
 
 Each source is one module with ``NAME``; ``options(raw) -> dict`` (its options resolved, defaults filled in:
 what the pool keys hash) and ``check(raw, facts) -> dict`` (validated before anything runs, one error naming the
-field); ``prepare(ctx) -> Pool``; ``generator_trainings(cfg)``; ``price(cfg, p) -> [Stage]`` (its stages in the
+field); ``prepare(ctx) -> Pool``; ``memorisation_reference(ctx)`` (what its pool's memorisation audit compares
+against: ``(label, dataset indices)``, or None when it is not at hand); ``generator_trainings(cfg)``; ``price(cfg, p) -> [Stage]`` (its stages in the
 dry run) and ``calibrate(cfg, shape)`` (what ``scaling calibrate`` times for them). A source module imports
 torch, diffusers and faiss only inside the functions that build a pool, so the config validator and the dry run
 can read it. :data:`REGISTRY` maps names to modules: adding a source is one module and one line there. Pool storage is :mod:`runners.pools`; the quality yardstick
@@ -24,7 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from runners.pools import Pool, pool_images, pool_key, prepared_size, read_meta, read_pool, save_pool
+from runners import streams
+from runners.pools import Pool, pool_images, pool_key, prepared_size, read_meta, read_pool, save_pool, update_meta
 from runners.sources import closed_set, open_set, real, retrieval
 from runners.sources.base import Context
 
@@ -34,7 +36,7 @@ SOURCES = tuple(REGISTRY)
 assert all(
     callable(getattr(m, f, None))
     for m in REGISTRY.values()
-    for f in ("options", "check", "prepare", "generator_trainings", "price", "calibrate")
+    for f in ("options", "check", "prepare", "generator_trainings", "price", "calibrate", "memorisation_reference")
 )
 
 
@@ -51,7 +53,11 @@ def prepare_pool(
     size = int(max(cfg.n_synth))
     have = prepared_size(cfg, source, n_real, seed)
     if have >= size:
-        return read_meta(cfg, source, n_real, seed)
+        meta = read_meta(cfg, source, n_real, seed)
+        if "copy_share" not in meta:  # a pool written before the memorisation audit: audited now, cells kept
+            pool = read_pool(cfg, source, n_real, seed)
+            meta = update_meta(cfg, source, n_real, seed, audit_pool(cfg, source, n_real, seed, pool))
+        return meta
     previous = read_pool(cfg, source, n_real, seed) if have else None
     ctx = Context(cfg, source, int(n_real), int(seed), size, progress, previous)
     pool = REGISTRY[source].prepare(ctx)
@@ -60,6 +66,7 @@ def prepare_pool(
     from runners.quality import measure  # the judge: torch, loaded where a pool is built
 
     measured, kept = measure(cfg, pool_images(cfg, pool.arrays), pool.arrays["labels"], seed)
+    measured.update(audit_pool(cfg, source, n_real, seed, pool))
     pool.meta.update(
         source=source,
         n_real=int(n_real),
@@ -72,6 +79,25 @@ def prepare_pool(
     pool.arrays.update(kept)
     save_pool(cfg, source, n_real, seed, pool)
     return pool.meta
+
+
+def audit_pool(cfg, source: str, n_real: int, seed: int, pool: Pool) -> dict:
+    """The memorisation record of a pool (:mod:`runners.memorisation`) against what its source names as the
+    reference; NaN scores, with the reason, where the source has none at hand."""
+    from runners.memorisation import AUDIT_FIELDS, HELD_OUT, audit  # faiss: loaded where a pool is audited
+
+    ctx = Context(cfg, source, int(n_real), int(seed), 0)
+    reference = REGISTRY[source].memorisation_reference(ctx)
+    if reference is None:
+        return {**dict.fromkeys(AUDIT_FIELDS[:-1], float("nan")), "memorisation_reference": "not at hand"}
+    label, idx = reference
+    record = audit(
+        pool_images(cfg, pool.arrays),
+        ctx.data.images[np.sort(np.asarray(idx))],
+        ctx.data.images[ctx.test_idx[:HELD_OUT]],
+        streams.rng("memorisation", seed, n_real),
+    )
+    return {**record, "memorisation_reference": label}
 
 
 def _check_prefix(previous: Pool, pool: Pool, source: str) -> None:

@@ -83,6 +83,11 @@ def prepare(ctx: Context) -> Pool:
     )
 
 
+def memorisation_reference(ctx: Context) -> tuple[str, object]:
+    """The generator's own training set: the base subset."""
+    return "training set", ctx.base
+
+
 def price(cfg, p: Pricing) -> list[Stage]:
     """One generator per (base subset, seed), each sampled for its own pool."""
     return generator_stages(cfg, NAME, p, generator_trainings(cfg))

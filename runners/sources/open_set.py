@@ -160,6 +160,14 @@ def _text2image(ctx: Context) -> Pool:
     )
 
 
+def memorisation_reference(ctx: Context) -> tuple[str, object] | None:
+    """The offline generator's training set (every non-test image); None for a text-to-image folder, whose
+    training set is not at hand."""
+    if not uses_generator(ctx.cfg):
+        return None
+    return "training set", non_test(ctx.data, ctx.test_idx)
+
+
 def prepare(ctx: Context) -> Pool:
     if not uses_generator(ctx.cfg):
         return _text2image(ctx)

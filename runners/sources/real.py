@@ -40,6 +40,11 @@ def prepare(ctx: Context) -> Pool:
     return Pool({"indices": pool, "labels": ctx.data.labels[pool]}, {**no_generator_cost(), "sample_seconds": 0.0})
 
 
+def memorisation_reference(ctx: Context) -> tuple[str, object]:
+    """Held-out real images against the base subset: the audit's floor (new real data copies nothing)."""
+    return "base subset", ctx.base
+
+
 def price(cfg, p: Pricing) -> list[Stage]:
     """Held-out real images: a pool is the indices of its images (8 bytes each), nothing to compute."""
     size = max(cfg.n_synth)

@@ -247,6 +247,11 @@ def prepare(ctx: Context) -> Pool:
     )
 
 
+def memorisation_reference(ctx: Context) -> tuple[str, object]:
+    """Retrieved images against the base subset they were queried with: near-duplicates of the base add nothing."""
+    return "base subset", ctx.base
+
+
 def price(cfg, p: Pricing) -> list[Stage]:
     """Embedding the candidates, the bases and the test set with each pool's encoder, and the searches. An
     external pool's images are stored with the pool; picks from the dataset itself are indices."""

@@ -1,0 +1,70 @@
+"""The memorisation audit plants its truth: replays of the reference score about 1, held-out real images about 0,
+replays under small noise still as copies; the copy share's interval covers at its level; every pool of a sweep
+carries the scores into the cube."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from runners.memorisation import audit, copy_share_interval, nearest_two
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None]
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(x))
+    return x[order[:100]], x[order[100:500]], x[order[500:1000]]  # reference (a base), held-out, yardstick
+
+
+def test_replays_of_the_reference_score_as_copies(digits):
+    reference, _, yardstick = digits
+    replays = reference[np.random.default_rng(1).integers(0, len(reference), 400)]
+    record = audit(replays, reference, yardstick, np.random.default_rng(2))
+    assert record["copy_share"] == 1.0
+    assert record["nn_distance_ratio"] == 0.0
+    assert 0.98 < record["copy_share_low"] < 1.0 == record["copy_share_high"]  # exact bound, not [1, 1]
+
+
+def test_held_out_real_images_score_about_zero_and_as_novel_as_real_data(digits):
+    reference, held_out, yardstick = digits
+    record = audit(held_out, reference, yardstick, np.random.default_rng(2))
+    assert record["copy_share"] < 0.02
+    assert 0.9 < record["nn_distance_ratio"] < 1.1
+    assert record["copy_share_low"] <= record["copy_share"] <= record["copy_share_high"]
+
+
+def test_replays_under_small_noise_still_score_as_copies(digits):
+    reference, _, yardstick = digits
+    rng = np.random.default_rng(3)
+    replays = reference[rng.integers(0, len(reference), 400)]
+    noisy = np.clip(replays + rng.normal(0, 0.03, replays.shape), 0, 1).astype(np.float32)
+    record = audit(noisy, reference, yardstick, np.random.default_rng(2))
+    assert record["copy_share"] > 0.95
+    assert record["nn_distance_ratio"] < 0.5
+
+
+def test_a_mixed_pool_recovers_its_planted_share(digits):
+    reference, held_out, yardstick = digits
+    replays = reference[np.random.default_rng(4).integers(0, len(reference), 120)]
+    record = audit(np.concatenate([replays, held_out[:280]]), reference, yardstick, np.random.default_rng(2))
+    assert record["copy_share_low"] <= 0.3 <= record["copy_share_high"]
+    assert abs(record["copy_share"] - 0.3) < 0.03
+
+
+def test_the_copy_share_interval_covers_at_its_level():
+    rng = np.random.default_rng(5)
+    hits = 0
+    for _ in range(1000):
+        copies = rng.random(400) < 0.3
+        low, high = copy_share_interval(copies, rng)
+        hits += low <= 0.3 <= high
+    assert 0.93 <= hits / 1000 <= 0.97
+
+
+def test_duplicates_inside_the_reference_do_not_hide_a_replay(digits):
+    reference, _, _ = digits
+    doubled = np.concatenate([reference, reference[:10]])
+    d = nearest_two(reference[:10], doubled)
+    assert np.all(d[:, 0] == 0) and np.all(d[:, 1] > 0)
