@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from analysis.io import write_atomic
@@ -162,6 +164,35 @@ def correct_items(cube: xr.Dataset) -> xr.DataArray | None:
     bits = np.unpackbits(cube["test_correct"].values, axis=-1, count=n_test).astype(bool)
     dims = tuple(d for d in cube["test_correct"].dims if d != TEST_DIM) + ("test_item",)
     return xr.DataArray(bits, dims=dims, coords={d: cube[d] for d in dims[:-1]})
+
+
+AUDIT_VARS = ("pool_copy_share", "pool_copy_share_low", "pool_copy_share_high", "pool_nn_distance_ratio")
+
+
+def pool_audit(cube: xr.Dataset, source: str) -> pd.DataFrame | None:
+    """A source's memorisation audit per base size (index ``n_real``), from the pool variables a sweep writes:
+    ``copy_share`` (mean over seeds), ``copy_low`` / ``copy_high`` (the lowest and highest bound of the seeds'
+    95% bootstrap intervals: the range every pool's interval lies in), ``nn_distance_ratio`` (median over
+    seeds), ``reference`` (what the pools were compared against). None when the cube has no audit of it."""
+    if not all(v in cube for v in AUDIT_VARS) or source not in cube["source"].values:
+        return None
+    g = cube[list(AUDIT_VARS)].sel(source=source)
+    if not bool(np.isfinite(g["pool_copy_share"]).any()):
+        return None
+    reference = json.loads(cube["pool_copy_share"].attrs.get("reference", "{}")).get(source, "")
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a base size whose pools all lack the audit: NaN
+        frame = pd.DataFrame(
+            {
+                "copy_share": g["pool_copy_share"].mean("seed").values,
+                "copy_low": g["pool_copy_share_low"].min("seed").values,
+                "copy_high": g["pool_copy_share_high"].max("seed").values,
+                "nn_distance_ratio": g["pool_nn_distance_ratio"].median("seed").values,
+            },
+            index=pd.Index(cube["n_real"].values.astype(int), name="n_real"),
+        )
+    frame["reference"] = reference
+    return frame
 
 
 def classes_of(cube: xr.Dataset) -> list[str]:

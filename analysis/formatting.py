@@ -29,6 +29,30 @@ def answer_line(row: dict) -> str:
     return f"{row['verdict']}: {rate}{mcse_text(row)}{gain_text(row)} — {row['note']}"
 
 
+REPLAY_SHARE = 0.5  # a pool whose copies are at least this share is said to replay its reference set
+
+
+def memorisation_text(row: dict) -> str:
+    """The memorisation audit beside a base size's rate ("" without one): the copy share with the range of its
+    pools' intervals, the nearest-neighbour distance relative to held-out real images, and — where most of the
+    pool is copies — what that means: a generator replaying its training set, or a pool of near-duplicates of the
+    base subset."""
+    if "copy_share" not in row:
+        return ""
+    reference = row.get("memorisation_reference", "") or "the reference set"
+    text = (
+        f"pool: {row['copy_share']:.0%} copies of its {reference} [{row['copy_low']:.0%}, {row['copy_high']:.0%}], "
+        f"nearest-image distance {fmt_number(row['nn_distance_ratio'], 2)}x held-out real images'"
+    )
+    if row["copy_share"] >= REPLAY_SHARE:
+        text += (
+            f" — the generator replays its {reference}"
+            if reference.startswith("training set")
+            else f" — the pool is mostly near-duplicates of the {reference}"
+        )
+    return text
+
+
 def mcse_text(row: dict, digits: int = 3) -> str:
     """The Monte-Carlo error of a bootstrap interval's finite bounds (``lower_mcse``, ``upper_mcse`` of an
     answer row or a methods-table row), and — where more replicates would change the bounds' first ``digits``
@@ -177,6 +201,8 @@ def answer_frame(rows: list[dict]) -> pd.DataFrame:
                 "gain_cells": r["gain_cells"],
                 "seeds_needed": np.nan if r["seeds_needed"] is None else r["seeds_needed"],
                 "extrapolated": r["extrapolated"],
+                "copy_share": r.get("copy_share", np.nan),
+                "nn_distance_ratio": r.get("nn_distance_ratio", np.nan),
                 "note": r["note"],
             }
             for r in rows

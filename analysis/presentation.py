@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.equivalence import gain_base_text
-from analysis.formatting import Summary, answer_frame, answer_line, fmt_number, inert_figure
+from analysis.formatting import Summary, answer_frame, answer_line, fmt_number, inert_figure, memorisation_text
 from analysis.options import BOOTSTRAP_METHODS
 
 
@@ -92,6 +92,15 @@ def summary_of(res) -> Summary:
     rows = res.answer_rows()
     for row in rows:
         lines.append(f"  n_real={row['n_real']:<5} {answer_line(row)}")
+    if any("copy_share" in row for row in rows):
+        lines.append(
+            "Memorisation audit of the pools (copies: nearest reference image closer than 1/3 of the second nearest, "
+            "pixel L2; [lowest, highest] bound of the seeds' 95% bootstrap intervals; distance: median nearest-image "
+            "distance over that of held-out real images, 1 = as novel as new real data):"
+        )
+        for row in rows:
+            if "copy_share" in row:
+                lines.append(f"  n_real={row['n_real']:<5} {memorisation_text(row)}")
     lines.append("")
     lines.append(
         "Per cell (n_eq: real images the added synthetic images are worth; rho = n_synth / n_eq; "

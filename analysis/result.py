@@ -134,6 +134,9 @@ class EquivalenceResult:
         self.excluded, self.excluded_reference = excluded, excluded_reference
         self.variance_model = variance_model
         self._sm = sm_fit
+        # the memorisation audit of this source's pools per base size (analysis.cube.pool_audit), set by the fit
+        # when the cube carries one: the answer states it beside the rate
+        self.memorisation: pd.DataFrame | None = None
         self._law_selection()
         self.warnings = list(warnings) + self._cell_warnings() + self._fit_warnings()
         # a flat or non-monotone reference, or no cell inside its range, identifies no rate at all
@@ -557,6 +560,7 @@ class EquivalenceResult:
                     "extrapolated": bool(q["extrapolated"].values[i]),
                     "gain": gain,
                     "gain_cells": int(g.loc[float(r), "cells"]) if gain else 0,
+                    **self._memorisation_of(int(r)),
                     **(
                         {
                             "lower_mcse": float(q["lower_mcse"].values[i]),
@@ -827,6 +831,20 @@ class EquivalenceResult:
         return out
 
     # ---------------------------------------------------------------- presentation (analysis.presentation)
+    def _memorisation_of(self, n_real: int) -> dict:
+        """The audit fields of one base size for an answer row (empty without an audit)."""
+        m = self.memorisation
+        if m is None or n_real not in m.index or not np.isfinite(m.loc[n_real, "copy_share"]):
+            return {}
+        row = m.loc[n_real]
+        return {
+            "copy_share": float(row["copy_share"]),
+            "copy_low": float(row["copy_low"]),
+            "copy_high": float(row["copy_high"]),
+            "nn_distance_ratio": float(row["nn_distance_ratio"]),
+            "memorisation_reference": str(row["reference"]),
+        }
+
     def summary(self) -> Summary:
         """The answer, cells, laws, parameters and warnings as text; ``.as_markdown()``, ``.as_latex()``,
         ``.as_html()``."""

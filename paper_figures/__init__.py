@@ -20,6 +20,7 @@ def render_all(
         equivalence,
         exchange_rate,
         heatmap,
+        memorisation,
         samples,
         source_comparison,
         wang_coordinates,
@@ -35,8 +36,12 @@ def render_all(
         makers["equivalence"] = lambda: equivalence.figure(results)
         makers["exchange_rate"] = lambda: exchange_rate.figure(results)
         makers["wang_coordinates"] = lambda: wang_coordinates.figure(results)
+        if "pool_copy_share" in cube:
+            makers["memorisation"] = lambda: memorisation.figure({str(cube.attrs.get("dataset", "")): results})
+        else:
+            skipped.setdefault("memorisation", "the cube has no memorisation audit (pool_copy_share)")
     else:
-        for name in ("equivalence", "exchange_rate", "wang_coordinates"):
+        for name in ("equivalence", "exchange_rate", "wang_coordinates", "memorisation"):
             skipped.setdefault(name, "no equivalence fit (see the report's Answer)")
     if features is not None:
         makers["domain_gap"] = lambda: domain_gap.figure(features, cube, **(domain_slice or {}))

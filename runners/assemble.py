@@ -16,6 +16,7 @@ from runners.integrity import IntegrityError
 from runners.ledger import cell_key, ledger_path, read_entry
 from runners.pools import is_prepared, load_pool, load_quality_arrays, pool_paths
 from runners.quality import FEATURES_KEPT, judge_outputs, judge_path
+from runners.sources import audited_meta
 from analysis.cube import STATUS_DONE, STATUS_FAILED, empty_cube, unpack_correct_hex, write_netcdf
 
 POOL_VARS = {
@@ -67,6 +68,8 @@ def _pool_quality(cfg, cube) -> None:
                 meta_path = pool_paths(cfg, src, int(r), int(seed))[1]
                 if max(cfg.n_synth) > 0 and meta_path.exists():
                     meta = json.loads(meta_path.read_text())  # read once, fills every quality variable
+                    if "copy_share" not in meta and "sha256" in meta:  # written before the memorisation audit
+                        meta = audited_meta(cfg, src, int(r), int(seed))
                     for var, (field_name, _, _) in POOL_VARS.items():
                         values[var][i, j, k] = meta.get(field_name, np.nan)
                     if "memorisation_reference" in meta:

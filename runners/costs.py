@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,10 @@ THROUGHPUTS = {
         ),
         "encode/pixels": (4.5e6, "measured on 2-core x86_64 CPU, 1 thread (scaling calibrate 2026-11-29)"),
         "encode/clip": (25.0, "assumed (ViT-B/32 ~4.4 GFLOP/image at ~100 GFLOP/s on 2 cores)"),
+        "encode/classifier": (
+            1500.0,
+            "assumed (the judge CNN's forward pass, ~3x its training rate: 487 img/s measured at 1x28x28, 1 thread)",
+        ),
         "search/flat": (
             173.0,
             "measured on 2-core x86_64 CPU, 1 thread (scaling calibrate 2026-11-29; 100k x 512 "
@@ -69,6 +74,7 @@ THROUGHPUTS = {
         "generator_sample/3/3x28x28": (200.0, "assumed (as the cifar preset, ~1/3 of its FLOPs)"),
         "encode/clip": (3000.0, "assumed (ViT-B/32 ~4.4 GFLOP/image at ~15% of an A100's bf16 peak)"),
         "encode/pixels": (200000.0, "assumed (memory bound)"),
+        "encode/classifier": (50000.0, "assumed (the judge CNN's forward pass in batches of 1024, bf16)"),
         "text2image": (
             2.0,
             "assumed (Stable Diffusion 1.5, 512 px, 25 steps with guidance, fp16 batch 16 on an A100: "
@@ -109,6 +115,10 @@ def shape_key(shape) -> str:
     return "x".join(str(int(s)) for s in shape)
 
 
+def _has_shape(key: str) -> bool:
+    return bool(re.fullmatch(r"\d+x\d+x\d+", key.split("/")[-1]))
+
+
 def _work(key: str) -> float:
     """Relative work per image of a key, for scaling a throughput to a neighbouring key."""
     parts = key.split("/")
@@ -125,6 +135,9 @@ def lookup(table: dict, device: str, key: str) -> tuple[float, str]:
         return entries[key]
     kind = key.split("/")[0] + "/" + (key.split("/")[1] + "/" if key.startswith("classifier") else "")
     same = [k for k in entries if k.startswith(kind)] or [k for k in entries if k.split("/")[0] == key.split("/")[0]]
+    if not _has_shape(key):  # a key without an image shape (an encoder, a search) cannot be scaled from another
+        same = []
+    same = [k for k in same if _has_shape(k)]
     if not same:
         raise KeyError(f"no throughput for {key} on {device}: run `scaling calibrate CONFIG` on such a machine")
     near = min(same, key=lambda k: abs(math.log(_work(k) / _work(key))))

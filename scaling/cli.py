@@ -241,6 +241,11 @@ def _table(args) -> int:
     from scaling.report import law_table
 
     print(format_table(law_table(args.cubes, n_boot=args.n_boot, **_fit_kwargs(args)), args.format))
+    if args.memorisation_figure:
+        from scaling.report import memorisation_figure
+
+        paths = memorisation_figure(args.cubes, args.memorisation_figure, n_boot=args.n_boot, **_fit_kwargs(args))
+        print(f"rate vs copy share: {paths['png']}")
     return 0
 
 
@@ -607,6 +612,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("cubes", nargs="+", help="results.nc files (one per dataset or sweep)")
     t.add_argument("--format", choices=["markdown", "latex"], default="markdown", help="output format")
+    t.add_argument(
+        "--memorisation-figure",
+        metavar="DIR",
+        help="also draw every cube's rates against their pools' copy share in one panel (DIR/memorisation.png, .pdf)",
+    )
     _add_fit_options(t)
     t.set_defaults(func=_table)
     m = sub.add_parser("simulate", help="write a cube with planted exchange rates, for trying things")

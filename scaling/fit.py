@@ -22,6 +22,7 @@ from analysis.cube import (
     CubeError,
     classes_of,
     correct_items,
+    pool_audit,
     protocol_slice,
     validate_cube,
 )
@@ -161,6 +162,8 @@ def fit_equivalence(
         dataset=str(cube.attrs.get("dataset", "")),
         items=None if items is None else items.sel(sel),
     )
+    for name in wanted:
+        results[name].memorisation = pool_audit(cube, name)
     return EquivalenceResults({name: results[name] for name in wanted}, scalar=isinstance(source, str))
 
 

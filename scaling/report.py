@@ -14,7 +14,7 @@ import xarray as xr
 from analysis.equivalence import BASE_CELL_SHARE, equivalence_weights_text
 from analysis.laws import reference_mixture_text
 from analysis.bootstrap import MCSE_BATCHES, replicates_for_digits, stable_digits
-from analysis.formatting import format_interval, gain_text, inert_md, md_table
+from analysis.formatting import format_interval, gain_text, inert_md, md_table, memorisation_text
 from analysis.options import CI_METHODS, N_BOOT
 from analysis.verdict import ESTIMATED_MAX_RATIO, METHODS_DISAGREE_FACTOR
 from analysis.cube import PROTOCOL_DIM, REFERENCE, STATUS_DONE, open_cube, protocol_slice, status_counts
@@ -192,6 +192,8 @@ def answer_text(r: dict, res) -> str:
         bold = "**" if r["verdict"] == "estimated" else ""
         rate = f"rho {bold}{_fmt(r['estimate'])}{bold} {_interval(r['lower'], r['upper'])}"
     text = f"*{r['verdict']}* — {rate}{gain_text(r, cells='n_synth cells')}. {r['note'][0].upper() + r['note'][1:]}."
+    if audit := memorisation_text(r):
+        text += f" {inert_md(audit[0].upper() + audit[1:])}."
     agree = res.method_agreement(r["n_real"], r["n_synth"])
     if not agree["reliable"]:
         f = agree["factor"]
@@ -622,6 +624,10 @@ def _draw_report(
         "classifier's feature space, coloured by class (choose the slice with --domain-n-real, "
         "--domain-seed).",
         "samples": "Pool images per class and source.",
+        "memorisation": "Exchange rate vs the memorisation audit, one point per source and base size (rN): the "
+        "share of pool images that copy their reference set (the generator's training set, else the base subset) "
+        "against the rate at the largest n_synth. A rate that is high because the pool replays its training images "
+        "sits on the right.",
     }
     for name, paths in figures.items():
         md += [
@@ -642,7 +648,11 @@ def _draw_report(
             "Judge = a classifier trained on every non-test real image. *label acc.*: "
             "how often it agrees with the pool's labels; *FD*: Fréchet distance to real images in its feature "
             "space (lower is closer); *domain acc.*: a linear real-vs-pool classifier's balanced accuracy "
-            "(0.5 = indistinguishable); *label noise*: retrieved images whose query label is wrong.",
+            "(0.5 = indistinguishable); *label noise*: retrieved images whose query label is wrong; *copies*: the "
+            "memorisation audit's share of pool images whose nearest image of the reference set (the generator's "
+            "training set, else the base subset) is closer than 1/3 of the second nearest (pixel L2), mean over "
+            "seeds; *NN dist.*: their median nearest-image distance over held-out real images' (1 = as novel as "
+            "new real data).",
             "",
         ]
         rows = []
@@ -652,8 +662,21 @@ def _draw_report(
                 row = [str(src), int(r)]
                 for var in ("pool_label_accuracy", "pool_frechet_distance", "pool_domain_accuracy", "pool_label_noise"):
                     row.append(_fmt(float(g[var].mean("seed"))) if var in g else "–")
+                row.append(
+                    f"{float(g['pool_copy_share'].mean('seed')):.0%}"
+                    if "pool_copy_share" in g and np.isfinite(g["pool_copy_share"]).any()
+                    else "–"
+                )
+                row.append(
+                    _fmt(float(g["pool_nn_distance_ratio"].median("seed"))) if "pool_nn_distance_ratio" in g else "–"
+                )
                 rows.append(row)
-        md += [md_table(["source", "n_real", "label acc.", "FD", "domain acc.", "label noise"], rows), ""]
+        md += [
+            md_table(
+                ["source", "n_real", "label acc.", "FD", "domain acc.", "label noise", "copies", "NN dist."], rows
+            ),
+            "",
+        ]
     costs = cost_table(cube, results, fit_kwargs.get("reference", REFERENCE))
     if costs:
         md += [
@@ -689,6 +712,18 @@ def _draw_report(
 LAW_TABLE_PARAMS = {"c2": "wang.c2", "R*": "saturating.R*", "rho0": "saturating.rho0"}
 
 
+def memorisation_figure(cube_paths, out_dir, *, n_boot: int = N_BOOT, **fit_kwargs) -> dict:
+    """Rate against copy share for several cubes (one dataset each) in one panel (``memorisation.png/.pdf``)."""
+    from paper_figures import memorisation, save_figure
+
+    fits = {}
+    for path in cube_paths:
+        cube = open_cube(path)
+        skipped: dict[str, str] = {}
+        fits[str(cube.attrs.get("dataset", Path(path).stem))] = try_fit_sources(cube, n_boot, skipped, **fit_kwargs)
+    return save_figure(memorisation.figure(fits), Path(out_dir), "memorisation")
+
+
 def law_table(cube_paths, *, n_boot: int = N_BOOT, **fit_kwargs):
     """One row per (dataset, source) over several cubes: Wang et al.'s c2, the saturating law's R* and rho0
     (estimate, interval, flag) and the exchange rate at the largest measured cell with its verdict."""
@@ -714,5 +749,6 @@ def law_table(cube_paths, *, n_boot: int = N_BOOT, **fit_kwargs):
                 f"{_fmt(head['estimate'])} {_interval(head['lower'], head['upper'])} "
                 f"n_real={head['n_real']}, n_synth={head['n_synth']}: {head['verdict']}"
             )
+            row["copies there"] = f"{head['copy_share']:.0%}" if "copy_share" in head else "–"
             rows.append(row)
     return pd.DataFrame(rows)

@@ -61,7 +61,9 @@ def test_unreadable_yaml_is_refused(tmp_path):
         load_config(p)
 
 
-@pytest.mark.parametrize("name", ["digits", "cifar10", "bloodmnist", "imagenet100"])
+@pytest.mark.parametrize(
+    "name", ["digits", "fashion_mnist", "fashion_mnist_gpu", "cifar10", "bloodmnist", "imagenet100"]
+)
 def test_shipped_configs_parse_and_dry_run(name, capsys, tmp_path, monkeypatch):
     from pathlib import Path
 

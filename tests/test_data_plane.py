@@ -181,6 +181,9 @@ def test_a_measured_entry_overrides_the_shipped_one_and_neighbours_are_scaled(tm
     assert value == pytest.approx(1234.0 / 4) and basis.startswith("scaled from " + key)
     with pytest.raises(KeyError, match="scaling calibrate"):
         costs.lookup(table, "tpu", key)
+    # a key without an image shape (an encoder) is never scaled from another encoder's entry
+    with pytest.raises(KeyError, match="no throughput for encode/dino on gpu: run `scaling calibrate"):
+        costs.lookup(table, "gpu", "encode/dino")
 
 
 def test_the_digits_dry_run_prices_every_stage_on_this_machine(capsys):

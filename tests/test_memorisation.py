@@ -68,3 +68,46 @@ def test_duplicates_inside_the_reference_do_not_hide_a_replay(digits):
     doubled = np.concatenate([reference, reference[:10]])
     d = nearest_two(reference[:10], doubled)
     assert np.all(d[:, 0] == 0) and np.all(d[:, 1] > 0)
+
+
+def _audited_cube(copy_share: float):
+    import json
+
+    import xarray as xr
+
+    import scaling
+
+    cube = scaling.simulate_cube(seeds=4, random_state=0)
+    dims = ("source", "n_real", "seed")
+    shape = tuple(cube.sizes[d] for d in dims)
+    share = np.full(shape, copy_share)
+    for var, value in (
+        ("pool_copy_share", share),
+        ("pool_copy_share_low", share - 0.02),
+        ("pool_copy_share_high", np.minimum(share + 0.02, 1)),
+        ("pool_nn_distance_ratio", np.full(shape, 0.1)),
+    ):
+        cube[var] = xr.DataArray(value, dims=dims)
+    cube["pool_copy_share"].attrs["reference"] = json.dumps(
+        {s: "training set (the base subset)" for s in cube["source"].values}
+    )
+    return cube
+
+
+def test_the_answer_states_the_copy_share_beside_the_rate_and_says_when_a_generator_replays(tmp_path):
+    import scaling
+    from scaling.report import write_report
+
+    cube = _audited_cube(0.9)
+    source = [s for s in cube["source"].values if s != "real"][0]
+    res = scaling.fit_equivalence(cube, source=source, n_boot=50)
+    text = str(res.summary())
+    assert "Memorisation audit of the pools" in text
+    assert "pool: 90% copies of its training set (the base subset) [88%, 92%]" in text
+    assert "the generator replays its training set (the base subset)" in text
+    assert res.answer_rows()[0]["copy_share"] == pytest.approx(0.9)
+    path = scaling.save_cube(cube, tmp_path / "c.nc")
+    report = write_report(path, tmp_path / "rep", n_boot=50).read_text()
+    assert "Pool: 90% copies of its training set" in report and "memorisation.png" in report
+    quiet = str(scaling.fit_equivalence(_audited_cube(0.1), source=source, n_boot=50).summary())
+    assert "pool: 10% copies" in quiet and "replays" not in quiet

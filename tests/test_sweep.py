@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 import scaling
+from runners.memorisation import AUDIT_FIELDS
 from runners.config import ConfigError, load_config
 
 pytestmark = pytest.mark.slow  # Ray sweeps and generator training: the fast lane is -m "not slow"
@@ -280,8 +281,8 @@ def test_all_four_sources_run_as_ray_tasks_and_a_rerun_trains_no_generator(tmp_p
     assert (cube["pool_copy_share"] <= cube["pool_copy_share_high"]).all()
     assert json.loads(cube["pool_copy_share"].attrs["reference"]) == {
         "real": "base subset",
-        "closed_set": "training set",
-        "open_set": "training set",
+        "closed_set": "training set (the base subset)",
+        "open_set": "training set (every non-test image)",
         "retrieval": "base subset",
     }
     run_dir = tmp_path / "four"
@@ -585,3 +586,23 @@ def test_a_full_disk_inside_a_source_job_exits_5_naming_the_pool(tmp_path, monke
     err = capsys.readouterr().err.strip().splitlines()
     npz = pool_paths(load_config(cfg), "retrieval", 10, 0)[0]
     assert len(err) == 1 and "No space left on device" in err[0] and str(npz) in err[0], err
+
+
+def test_pools_written_before_the_memorisation_audit_are_audited_and_no_cell_reruns(tmp_path):
+    cfg = {**TINY, "name": "audit", "sources": ["real", "retrieval"], "n_real": [10], "storage": str(tmp_path)}
+    scaling.run_sweep(cfg, quiet=True)
+    run_dir = tmp_path / "audit"
+    audited = {}
+    for meta_path in (run_dir / "pools").glob("*.json"):  # as a version without the audit wrote them
+        meta = json.loads(meta_path.read_text())
+        audited[meta_path.name] = {k: meta.pop(k) for k in AUDIT_FIELDS}
+        meta_path.write_text(json.dumps(meta))
+    arrays = {p.name: p.read_bytes() for p in (run_dir / "pools").glob("*.npz")}
+    runs = sum(_executions(run_dir).values())
+    cube = scaling.open_cube(scaling.run_sweep(cfg, quiet=True))
+    assert sum(_executions(run_dir).values()) == runs  # no trial ran again
+    assert {p.name: p.read_bytes() for p in (run_dir / "pools").glob("*.npz")} == arrays
+    for meta_path in (run_dir / "pools").glob("*.json"):  # the same scores, written back beside the old record
+        meta = json.loads(meta_path.read_text())
+        assert {k: meta[k] for k in AUDIT_FIELDS} == audited[meta_path.name]
+    assert np.isfinite(cube["pool_copy_share"]).all()

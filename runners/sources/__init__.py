@@ -23,6 +23,8 @@ can read it. :data:`REGISTRY` maps names to modules: adding a source is one modu
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from runners import streams
@@ -53,11 +55,7 @@ def prepare_pool(
     size = int(max(cfg.n_synth))
     have = prepared_size(cfg, source, n_real, seed)
     if have >= size:
-        meta = read_meta(cfg, source, n_real, seed)
-        if "copy_share" not in meta:  # a pool written before the memorisation audit: audited now, cells kept
-            pool = read_pool(cfg, source, n_real, seed)
-            meta = update_meta(cfg, source, n_real, seed, audit_pool(cfg, source, n_real, seed, pool))
-        return meta
+        return audited_meta(cfg, source, n_real, seed)
     previous = read_pool(cfg, source, n_real, seed) if have else None
     ctx = Context(cfg, source, int(n_real), int(seed), size, progress, previous)
     pool = REGISTRY[source].prepare(ctx)
@@ -81,6 +79,16 @@ def prepare_pool(
     return pool.meta
 
 
+def audited_meta(cfg, source: str, n_real: int, seed: int) -> dict:
+    """A finished pool's meta record; a pool written before the memorisation audit is audited first and its record
+    gains the scores (arrays, checksum and every cell that used it unchanged)."""
+    meta = read_meta(cfg, source, n_real, seed)
+    if "copy_share" in meta:
+        return meta
+    pool = read_pool(cfg, source, n_real, seed)
+    return update_meta(cfg, source, n_real, seed, audit_pool(cfg, source, n_real, seed, pool))
+
+
 def audit_pool(cfg, source: str, n_real: int, seed: int, pool: Pool) -> dict:
     """The memorisation record of a pool (:mod:`runners.memorisation`) against what its source names as the
     reference; NaN scores, with the reason, where the source has none at hand."""
@@ -91,13 +99,14 @@ def audit_pool(cfg, source: str, n_real: int, seed: int, pool: Pool) -> dict:
     if reference is None:
         return {**dict.fromkeys(AUDIT_FIELDS[:-1], float("nan")), "memorisation_reference": "not at hand"}
     label, idx = reference
+    t0 = time.perf_counter()
     record = audit(
         pool_images(cfg, pool.arrays),
         ctx.data.images[np.sort(np.asarray(idx))],
         ctx.data.images[ctx.test_idx[:HELD_OUT]],
         streams.rng("memorisation", seed, n_real),
     )
-    return {**record, "memorisation_reference": label}
+    return {**record, "memorisation_reference": label, "audit_seconds": time.perf_counter() - t0}
 
 
 def _check_prefix(previous: Pool, pool: Pool, source: str) -> None:
@@ -120,4 +129,4 @@ def generator_trainings(cfg) -> int:
     return sum(REGISTRY[s].generator_trainings(cfg) for s in cfg.sources)
 
 
-__all__ = ["REGISTRY", "SOURCES", "Context", "generator_trainings", "prepare_pool"]
+__all__ = ["REGISTRY", "SOURCES", "Context", "audited_meta", "generator_trainings", "prepare_pool"]

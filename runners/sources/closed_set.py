@@ -85,7 +85,7 @@ def prepare(ctx: Context) -> Pool:
 
 def memorisation_reference(ctx: Context) -> tuple[str, object]:
     """The generator's own training set: the base subset."""
-    return "training set", ctx.base
+    return "training set (the base subset)", ctx.base
 
 
 def price(cfg, p: Pricing) -> list[Stage]:

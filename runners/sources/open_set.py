@@ -165,7 +165,7 @@ def memorisation_reference(ctx: Context) -> tuple[str, object] | None:
     training set is not at hand."""
     if not uses_generator(ctx.cfg):
         return None
-    return "training set", non_test(ctx.data, ctx.test_idx)
+    return "training set (every non-test image)", non_test(ctx.data, ctx.test_idx)
 
 
 def prepare(ctx: Context) -> Pool:
