@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from runners.costs import FLOAT_BYTES
 from runners.integrity import folder_checksums, verify_folder
-from runners.options import check_resolution
+from runners.options import AUGMENTATIONS, check_resolution, generator_steps
 from runners.streams import batch_seed
 from runners.train import autocast_for, resident_rows
 from analysis.io import temp_name
@@ -51,8 +51,27 @@ def build_unet(hp: dict, shape: tuple[int, int, int], n_classes: int):
         up_block_types=up,
         add_attention=hp["attention"],
         norm_num_groups=min(8, hp["block_out_channels"][0]),
-        num_class_embeds=n_classes + 1,
+        num_class_embeds=(n_classes + 1) * augment_conditions(hp),
     )
+
+
+def augment_conditions(hp: dict) -> int:
+    """Rows of the class embedding per class: one, or one per symmetry the denoiser may be told of. Row
+    ``a * (n_classes + 1) + c`` is class c (or the null class) under symmetry a; a = 0 (the identity) is what
+    sampling asks for, so an augmented generator samples exactly as a plain one does."""
+    return AUGMENTATIONS if hp.get("augment") else 1
+
+
+def dihedral(x, which):
+    """Each image of ``x`` (B, C, H, W, square) under its symmetry of the square ``which`` (B,) in 0..7: 0 the
+    identity, 1-3 rotations by 90, 180, 270 degrees, 4-7 the same after a horizontal flip."""
+    out = x.clone()
+    for a in range(1, AUGMENTATIONS):
+        rows = which == a
+        if rows.any():
+            y = x[rows].flip(-1) if a >= 4 else x[rows]
+            out[rows] = torch.rot90(y, a % 4, dims=(-2, -1))
+    return out
 
 
 def unet_bytes(hp: dict, shape: tuple[int, int, int], n_classes: int) -> int:
@@ -100,16 +119,25 @@ def train_diffusion(
     opt = torch.optim.AdamW(
         model.parameters(), lr=hp["lr"], weight_decay=0.0, fused=True
     )  # one kernel, not one per tensor
-    warmup = max(1, hp["train_steps"] // 20)
+    steps = generator_steps(hp, len(y))
+    augment = float(hp.get("augment") or 0.0)
+    if augment and images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"augment: the symmetries of the square need square images, got {tuple(images.shape[-2:])}")
+    warmup = max(1, steps // 20)
     lr_at = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
     gen = torch.Generator(device=device).manual_seed(seed)
     bs = int(hp["batch_size"])
     ema_params, params = list(ema.parameters()), list(model.parameters())
     t0 = time.perf_counter()
-    for step in tqdm(range(hp["train_steps"]), desc=desc, disable=not progress, leave=False):
+    for step in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
         idx = torch.randint(0, len(y), (bs,), device=device, generator=gen)
         x0 = rows(idx) * 2 - 1
         cls = torch.where(torch.rand(bs, device=device, generator=gen) < hp["p_uncond"], n_classes, y[idx])
+        if augment:  # drawn only when asked for: a plain generator's random stream is the one it always had
+            which = torch.randint(1, AUGMENTATIONS, (bs,), device=device, generator=gen)
+            which = torch.where(torch.rand(bs, device=device, generator=gen) < augment, which, 0)
+            x0 = dihedral(x0, which)
+            cls = cls + which * (n_classes + 1)
         noise = torch.randn(x0.shape, device=device, generator=gen)
         t = torch.randint(0, NUM_TRAIN_TIMESTEPS, (bs,), device=device, generator=gen)
         with autocast():
@@ -211,7 +239,12 @@ def train_or_load(
     if (Path(folder) / "meta.json").exists():
         return load_generator(folder)
     model, seconds = train_diffusion(images, labels, n_classes, hp, seed=seed, progress=progress, desc=desc)
-    meta = {"train_seconds": seconds, "n_train": int(len(labels)), "hp": hp}
+    meta = {
+        "train_seconds": seconds,
+        "n_train": int(len(labels)),
+        "train_steps": generator_steps(hp, len(labels)),
+        "hp": hp,
+    }
     save_generator(model, Path(folder), meta)
     return model, meta
 

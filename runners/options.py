@@ -78,6 +78,26 @@ PRESET_KEYS = tuple(PRESETS["tiny"])
 # numeric precision of a classifier or generator: fp32, or bf16 autocast; unset means bf16 on CUDA and fp32 on CPU.
 # A generator option only when set, so configs without it keep their generator and pool keys.
 PRECISIONS = ("fp32", "bf16")
+# Small-data options of a generator, each entering the generator and pool keys only when set (configs without them
+# keep their keys): `augment` — the probability that a training image is transformed by a non-identity symmetry of
+# the square (flips, rotations by 90 degrees) that the denoiser is *told* (a class-embedding row per (transform,
+# class)), so it learns the transformed images without generating them: sampling asks for the identity (EDM's
+# non-leaking augmentation, Karras et al. 2022); `steps_per_image` — train for this many steps per training image
+# (at least MIN_GENERATOR_STEPS, at most `train_steps`), since memorisation sets in after a time that grows with
+# the training set (Bonnaire et al. 2025, Favero et al. 2025).
+SMALL_DATA_KEYS = ("augment", "steps_per_image")
+MIN_GENERATOR_STEPS = 100
+AUGMENTATIONS = 8  # the symmetries of the square: identity, 3 rotations, 4 reflections
+
+
+def generator_steps(hp: dict, n_train: int) -> int:
+    """Training steps of a generator on ``n_train`` images: ``train_steps``, or ``steps_per_image`` x n within
+    [MIN_GENERATOR_STEPS, train_steps]."""
+    if hp.get("steps_per_image") is None:
+        return int(hp["train_steps"])
+    return int(min(hp["train_steps"], max(MIN_GENERATOR_STEPS, round(hp["steps_per_image"] * n_train))))
+
+
 INDEXES = ("flat", "ivf", "hnsw")  # faiss indexes of an embedded retrieval pool (runners.ann)
 
 
@@ -91,14 +111,29 @@ def resolve_preset(options: dict) -> dict:
     name = options.get("preset", "tiny")
     if name not in PRESETS:
         raise ValueError(f"preset: unknown generator preset {name!r}; choose from {tuple(PRESETS)}")
-    unknown = sorted(set(options) - set(PRESET_KEYS) - {"preset", "precision"})
+    unknown = sorted(set(options) - set(PRESET_KEYS) - {"preset", "precision", *SMALL_DATA_KEYS})
     if unknown:
-        raise ValueError(f"{unknown[0]}: unknown generator option (known: preset, precision, {', '.join(PRESET_KEYS)})")
+        known = ", ".join(("preset", "precision", *SMALL_DATA_KEYS, *PRESET_KEYS))
+        raise ValueError(f"{unknown[0]}: unknown generator option (known: {known})")
+    augment = options.get("augment")
+    if augment is not None and (
+        isinstance(augment, bool) or not isinstance(augment, (int, float)) or not 0 <= augment < 1
+    ):
+        raise ValueError(f"augment: must be a probability in [0, 1), got {augment!r}")
+    per_image = options.get("steps_per_image")
+    if per_image is not None and (
+        isinstance(per_image, bool) or not isinstance(per_image, (int, float)) or not 0 < per_image < 1e6
+    ):
+        raise ValueError(f"steps_per_image: must be a positive number, got {per_image!r}")
     if options.get("precision") is not None and options["precision"] not in PRECISIONS:
         raise ValueError(f"precision: choose one of {PRECISIONS}, got {options['precision']!r}")
     hp = {
         **PRESETS[name],
-        **{k: v for k, v in options.items() if k != "preset" and not (k == "precision" and v is None)},
+        **{
+            k: v
+            for k, v in options.items()
+            if k != "preset" and not (k in ("precision", *SMALL_DATA_KEYS) and v is None)
+        },
     }
     hp["block_out_channels"] = tuple(int(c) for c in hp["block_out_channels"])
     hp["sample_batch"] = positive_int(hp, "sample_batch")

@@ -12,7 +12,7 @@ import numpy as np
 from runners.checks import require
 from runners.costs import Stage, lookup, shape_key
 from runners.data import ImageData, base_and_real_pool, dataset_of
-from runners.options import check_resolution
+from runners.options import check_resolution, generator_steps
 
 
 @dataclass(frozen=True)
@@ -134,26 +134,29 @@ def check_generator(hp: dict, facts: Facts) -> None:
         check_resolution(hp, facts.shape)
 
 
-def generator_stages(cfg, source: str, p: Pricing, trainings: int) -> list[Stage]:
-    """A diffusion generator's training (``trainings`` jobs, each indivisible) and the sampling of its pools."""
+def generator_stages(cfg, source: str, p: Pricing, train_sizes: list[int | None]) -> list[Stage]:
+    """A diffusion generator's training (one indivisible job per entry of ``train_sizes``: the images it trains on,
+    None when not known before the dataset is read) and the sampling of its pools."""
     from runners.generative import unet_bytes  # builds the UNet on the meta device: torch, diffusers
 
     hp = cfg.options(source)["generator"]
     levels = len(hp["block_out_channels"])
     out = []
-    if trainings:
+    if train_sizes:
         key = f"generator_train/{levels}/{shape_key(p.shape)}"
         steps_per_s, basis = lookup(p.table, p.device, key)
-        hours = hp["train_steps"] / steps_per_s / 3600
+        # steps_per_image: steps follow the training set; an unknown size is priced at the cap, train_steps
+        steps = [hp["train_steps"] if n is None else generator_steps(hp, n) for n in train_sizes]
+        trainings = len(steps)
         out.append(
             Stage(
                 f"{source} generator",
                 trainings,
-                hp["train_steps"] * hp["batch_size"],
-                hours * trainings,
+                sum(steps) * hp["batch_size"],
+                sum(steps) / steps_per_s / 3600,
                 trainings * unet_bytes(hp, p.shape, p.n_classes),
                 f"{key}: {steps_per_s:.3g} steps/s, {basis}",
-                job_hours=hours,
+                job_hours=max(steps) / steps_per_s / 3600,
             )
         )
     size = padded_size(max(cfg.n_synth), hp["sample_batch"])  # generators sample whole batches

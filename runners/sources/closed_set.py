@@ -90,7 +90,7 @@ def memorisation_reference(ctx: Context) -> tuple[str, object]:
 
 def price(cfg, p: Pricing) -> list[Stage]:
     """One generator per (base subset, seed), each sampled for its own pool."""
-    return generator_stages(cfg, NAME, p, generator_trainings(cfg))
+    return generator_stages(cfg, NAME, p, [n for n in cfg.pool_bases() for _ in cfg.seeds])
 
 
 def calibrate(cfg, shape) -> list[tuple[str, float, str]]:

@@ -205,7 +205,8 @@ def price(cfg, p: Pricing) -> list[Stage]:
     """One generator on all non-test images, sampled per pool; or a text-to-image pipeline, prompted per pool."""
     opts = cfg.options(NAME)
     if "generator" in opts:
-        return generator_stages(cfg, NAME, p, generator_trainings(cfg))
+        # every non-test image: not known before the dataset is read, so priced at train_steps (the cap)
+        return generator_stages(cfg, NAME, p, [None] * generator_trainings(cfg))
     size = padded_size(max(cfg.n_synth), opts["text2image"]["batch"])
     rate, basis = lookup(p.table, p.device, "text2image")
     return [
