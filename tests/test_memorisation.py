@@ -111,3 +111,18 @@ def test_the_answer_states_the_copy_share_beside_the_rate_and_says_when_a_genera
     assert "Pool: 90% copies of its training set" in report and "memorisation.png" in report
     quiet = str(scaling.fit_equivalence(_audited_cube(0.1), source=source, n_boot=50).summary())
     assert "pool: 10% copies" in quiet and "replays" not in quiet
+
+
+def test_rates_of_several_datasets_are_drawn_against_their_copy_share_in_one_panel(tmp_path, capsys):
+    import scaling
+    from scaling.cli import main
+
+    paths = []
+    for name, share in (("digits", 0.9), ("fashion_mnist", 0.05)):
+        cube = _audited_cube(share)
+        cube.attrs["dataset"] = name
+        paths.append(str(scaling.save_cube(cube, tmp_path / f"{name}.nc")))
+    assert main(["table", *paths, "--n-boot", "50", "--memorisation-figure", str(tmp_path / "fig")]) == 0
+    out = capsys.readouterr().out
+    assert "copies there" in out and "90%" in out and "5%" in out
+    assert (tmp_path / "fig" / "memorisation.png").stat().st_size > 10_000
