@@ -30,6 +30,8 @@ def answer_line(row: dict) -> str:
 
 
 REPLAY_SHARE = 0.5  # a pool whose copies are at least this share is said to replay its reference set
+# a pool without replays whose nearest-image distance exceeds held-out real images' by this factor lies off the data
+OFF_DATA_RATIO = 1.2
 
 
 def memorisation_text(row: dict) -> str:
@@ -49,6 +51,11 @@ def memorisation_text(row: dict) -> str:
             f" — the generator replays its {reference}"
             if reference.startswith("training set")
             else f" — the pool is mostly near-duplicates of the {reference}"
+        )
+    elif row["nn_distance_ratio"] > OFF_DATA_RATIO and reference.startswith("training set"):
+        text += (
+            " — no replays: its images lie farther from the training set than new real images do (off the data, "
+            "not copies of it)"
         )
     return text
 

@@ -110,7 +110,11 @@ def test_the_answer_states_the_copy_share_beside_the_rate_and_says_when_a_genera
     report = write_report(path, tmp_path / "rep", n_boot=50).read_text()
     assert "Pool: 90% copies of its training set" in report and "memorisation.png" in report
     quiet = str(scaling.fit_equivalence(_audited_cube(0.1), source=source, n_boot=50).summary())
-    assert "pool: 10% copies" in quiet and "replays" not in quiet
+    assert "pool: 10% copies" in quiet and "replays its" not in quiet and "off the data" not in quiet
+    far = _audited_cube(0.0)
+    far["pool_nn_distance_ratio"][:] = 1.6
+    text = str(scaling.fit_equivalence(far, source=source, n_boot=50).summary())
+    assert "no replays: its images lie farther from the training set than new real images do" in text
 
 
 def test_rates_of_several_datasets_are_drawn_against_their_copy_share_in_one_panel(tmp_path, capsys):
