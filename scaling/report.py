@@ -624,10 +624,11 @@ def _draw_report(
         "classifier's feature space, coloured by class (choose the slice with --domain-n-real, "
         "--domain-seed).",
         "samples": "Pool images per class and source.",
-        "memorisation": "Exchange rate vs the memorisation audit, one point per source and base size (rN): the "
-        "share of pool images that copy their reference set (the generator's training set, else the base subset) "
-        "against the rate at the largest n_synth. A rate that is high because the pool replays its training images "
-        "sits on the right.",
+        "memorisation": "Exchange rate at the largest n_synth vs the memorisation audit, one point per source and "
+        "base size (rN): (a) the share of pool images that copy their reference set (the generator's training set, "
+        "else the base subset) — a rate that is high because the pool replays its training images sits on the "
+        "right; (b) the pool's nearest-image distance over held-out real images' — right of 1, the images lie "
+        "off the data.",
     }
     for name, paths in figures.items():
         md += [
