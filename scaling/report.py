@@ -752,4 +752,7 @@ def law_table(cube_paths, *, n_boot: int = N_BOOT, **fit_kwargs):
             )
             row["copies there"] = f"{head['copy_share']:.0%}" if "copy_share" in head else "–"
             rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if (table["copies there"] == "–").all():  # no cube carries a memorisation audit: no column of dashes
+        table = table.drop(columns="copies there")
+    return table
