@@ -44,23 +44,28 @@ def label(v: dict) -> str:
     return f"steps {steps}, augment {v['augment'] or 0:g}"
 
 
-def rate_rows(raw: dict, v: dict, args, storage: Path) -> list[dict]:
-    """One sweep (real + closed_set) with the variant's generator; rho and the audit per base size."""
-    import scaling
-
+def variant_config(raw: dict, v: dict, args, storage: Path) -> dict:
+    """The dataset config with sources real + closed_set, the bench's grid, and the variant's generator options."""
     cfg = copy.deepcopy(raw)
     opts = {**(cfg.get("source_options", {}).get("closed_set") or {}), **{k: x for k, x in v.items() if x is not None}}
     cfg.update(
         name=f"recipe-{zlib.crc32(label(v).encode()):08x}",
         sources=["real", "closed_set"],
         n_real=args.n_real,
-        n_synth=args.n_synth,
+        n_synth=args.n_synth if args.rate else [0, args.pool],
         seeds=args.seeds,
         source_options={"closed_set": opts},
         storage=str(storage),
     )
+    return cfg
+
+
+def rate_rows(raw: dict, v: dict, args, storage: Path) -> list[dict]:
+    """One sweep (real + closed_set) with the variant's generator; rho and the audit per base size."""
+    import scaling
+
     t0 = time.perf_counter()
-    cube = scaling.open_cube(scaling.run_sweep(cfg, quiet=True))
+    cube = scaling.open_cube(scaling.run_sweep(variant_config(raw, v, args, storage), quiet=True))
     wall = time.perf_counter() - t0
     res = scaling.fit_equivalence(cube, source="closed_set", n_boot=200)
     rows = []
@@ -70,49 +75,18 @@ def rate_rows(raw: dict, v: dict, args, storage: Path) -> list[dict]:
     return rows
 
 
-def audit_rows(raw: dict, v: dict, args) -> list[dict]:
-    """The generators alone: trained on each base subset, sampled, audited (as a sweep's pools are)."""
-    from runners import streams
+def audit_rows(raw: dict, v: dict, args, storage: Path) -> list[dict]:
+    """The generators alone, through the sweep's own pool building and audit (no Ray, no classifiers)."""
     from runners.config import load_config
-    from runners.data import dataset_of, split_for_seed
-    from runners.generative import sample_diffusion, train_diffusion
-    from runners.memorisation import HELD_OUT, audit
-    from runners.sources.base import balanced_labels, padded_size
+    from runners.sources import REGISTRY, Context, audit_pool
 
-    cfg = copy.deepcopy(raw)
-    opts = {**(cfg.get("source_options", {}).get("closed_set") or {}), **{k: x for k, x in v.items() if x is not None}}
-    cfg.update(sources=["real", "closed_set"], n_real=args.n_real, source_options={"closed_set": opts})
-    sweep = load_config(cfg)
-    hp = sweep.options("closed_set")["generator"]
-    data, test_idx = dataset_of(sweep)
+    cfg = load_config(variant_config(raw, v, args, storage))
     rows = []
     for n_real in args.n_real:
         for seed in args.seeds:
-            base, _ = split_for_seed(data, test_idx, seed, n_real, 0)
-            t0 = time.perf_counter()
-            model, _ = train_diffusion(
-                data.images[base],
-                data.labels[base],
-                len(data.classes),
-                hp,
-                seed=streams.torch_seed("generator_train", seed, n_real),
-            )
-            seconds = time.perf_counter() - t0
-            labels = balanced_labels(
-                padded_size(args.pool, hp["sample_batch"]),
-                len(data.classes),
-                streams.rng("pool_labels", seed, n_real),
-            )
-            pool = sample_diffusion(
-                model, labels, len(data.classes), hp, seed=streams.torch_seed("generator_sample", seed, n_real)
-            )
-            record = audit(
-                pool.astype(np.float32) / 255.0,
-                data.images[np.sort(base)],
-                data.images[test_idx[:HELD_OUT]],
-                streams.rng("memorisation", seed, n_real),
-            )
-            rows.append({"n_real": n_real, "seed": seed, "generator_seconds": seconds, **record})
+            pool = REGISTRY["closed_set"].prepare(Context(cfg, "closed_set", n_real, seed, args.pool))
+            record = audit_pool(cfg, "closed_set", n_real, seed, pool)
+            rows.append({"n_real": n_real, "seed": seed, "generator_seconds": pool.meta["generator_seconds"], **record})
     return rows
 
 
@@ -154,7 +128,7 @@ def main() -> None:
                     flush=True,
                 )
         else:
-            rows = audit_rows(raw, v, args)
+            rows = audit_rows(raw, v, args, Path(args.storage))
             for n_real in args.n_real:
                 mine = [r for r in rows if r["n_real"] == n_real]
                 print(

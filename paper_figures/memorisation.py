@@ -1,7 +1,7 @@
 """Exchange rate against the memorisation audit: is a source's rate explained by pools that replay their
-reference set? One point per (dataset, source, base size) at the largest n_synth: x the share of pool images
-that are copies (mean over seeds, with the range of the seeds' bootstrap intervals), y the rate with its interval.
-Several datasets share one panel (marker fill per dataset)."""
+reference set? One point per (dataset, source, base size) at the largest n_synth, the rate with its interval
+against (a) the share of pool images that are copies (mean over seeds, with the range of the seeds' bootstrap
+intervals) and (b) the nearest-image distance ratio. Several datasets share the panels (marker fill per dataset)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ DATASET_FILLS = ("full", "none", "left", "bottom")  # marker fill per dataset
 def points(results: dict, dataset: str = "") -> list[dict]:
     """The figure's points of one cube's fits: every base size of every source whose cube carries the audit."""
     out = []
-    for name, res in results.items():
+    for res in results.values():
         for row in res.answer_rows():
             if "copy_share" in row:
                 out.append({**row, "dataset": dataset or res.dataset})

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 
-from runners.data import DATASETS, FASHION_MNIST_ROOT, check_idx_files, path_exists
+from runners.data import DATASETS, FASHION_MNIST_ROOT, check_idx_files, idx_files, path_exists
 
 
 class ConfigError(ValueError):
@@ -131,13 +131,15 @@ def _check_idx(ds: dict, fieldname: str) -> None:
             require(isinstance(ds[key], str), f"{fieldname}.{key}", f"must be a text, got {ds[key]!r}")
     root = ds.get("root", FASHION_MNIST_ROOT)
     hint = " (Debian/Ubuntu: apt-get install dataset-fashion-mnist)" if "root" not in ds else ""
-    if require_file(path_exists(root), f"{fieldname}.root", f"no such folder: {root}{hint}"):
+    if not require_file(path_exists(root), f"{fieldname}.root", f"no such folder: {root}{hint}"):
+        return
+    missing = [f for f in idx_files(ds) if not f.is_file()]
+    if require_file(not missing, f"{fieldname}.root", f"{missing[0] if missing else ''} is missing (expected the "
+                    f"MNIST-family IDX files){hint}"):  # fmt: skip
         try:
             check_idx_files(ds)
-        except ValueError as exc:
-            message = str(exc).split(": ", 1)[1]
-            require_file("is missing" not in message, f"{fieldname}.root", message + hint)
-            require(False, f"{fieldname}.root", message)
+        except ValueError as exc:  # the data layer names dataset.root; this check names the field it was given
+            require(False, f"{fieldname}.root", str(exc).removeprefix("dataset.root: "))
 
 
 def _check_layout(ds: dict, path: Path, fieldname: str) -> None:

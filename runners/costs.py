@@ -135,9 +135,8 @@ def lookup(table: dict, device: str, key: str) -> tuple[float, str]:
         return entries[key]
     kind = key.split("/")[0] + "/" + (key.split("/")[1] + "/" if key.startswith("classifier") else "")
     same = [k for k in entries if k.startswith(kind)] or [k for k in entries if k.split("/")[0] == key.split("/")[0]]
-    if not _has_shape(key):  # a key without an image shape (an encoder, a search) cannot be scaled from another
-        same = []
-    same = [k for k in same if _has_shape(k)]
+    # a key without an image shape (an encoder, a search) cannot be scaled from another
+    same = [k for k in same if _has_shape(k)] if _has_shape(key) else []
     if not same:
         raise KeyError(f"no throughput for {key} on {device}: run `scaling calibrate CONFIG` on such a machine")
     near = min(same, key=lambda k: abs(math.log(_work(k) / _work(key))))

@@ -442,9 +442,9 @@ def check_idx_files(spec: dict) -> None:
             raise ValueError(f"dataset.root: {labels} holds {dl[0]} labels for the {di[0]} images of {images.name}")
 
 
-def _read_idx(path: Path, progress: bool) -> np.ndarray:
+def _read_idx(path: Path) -> np.ndarray:
     """The array of one IDX file; a file that ends early (truncated download) is one error naming it."""
-    kind, dims = idx_header(path)
+    _, dims = idx_header(path)
     want = int(np.prod(dims))
     try:
         with _idx_open(path) as fh:
@@ -464,7 +464,7 @@ def _decode_idx(spec: dict, tmp: Path, progress: bool) -> dict:
     """Train then test images (the files' own split) into the uint8 map; labels as int64."""
     check_idx_files(spec)
     train_x, train_y, test_x, test_y = (
-        _read_idx(f, progress) for f in tqdm(idx_files(spec), desc=f"decoding {spec['name']}", disable=not progress)
+        _read_idx(f) for f in tqdm(idx_files(spec), desc=f"decoding {spec['name']}", disable=not progress)
     )
     if train_x.shape[1:] != test_x.shape[1:]:
         raise ValueError(f"dataset.root: train images are {train_x.shape[1:]}, test images {test_x.shape[1:]}")

@@ -120,9 +120,7 @@ def train_diffusion(
         model.parameters(), lr=hp["lr"], weight_decay=0.0, fused=True
     )  # one kernel, not one per tensor
     steps = generator_steps(hp, len(y))
-    augment = float(hp.get("augment") or 0.0)
-    if augment and images.shape[-1] != images.shape[-2]:
-        raise ValueError(f"augment: the symmetries of the square need square images, got {tuple(images.shape[-2:])}")
+    augment = float(hp.get("augment") or 0.0)  # square images: checked with the resolution in build_unet
     warmup = max(1, steps // 20)
     lr_at = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
     gen = torch.Generator(device=device).manual_seed(seed)

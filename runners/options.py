@@ -149,7 +149,10 @@ def positive_int(opts: dict, key: str) -> int:
 
 
 def check_resolution(hp: dict, shape: tuple[int, int, int]) -> None:
-    """A UNet with L levels halves the image L-1 times: the sides must divide."""
+    """A UNet with L levels halves the image L-1 times: the sides must divide; augmentation by the symmetries of
+    the square needs square images."""
+    if hp.get("augment") and shape[1] != shape[2]:
+        raise ValueError(f"augment: the symmetries of the square need square images, got {shape[1]}x{shape[2]}")
     factor = 2 ** (len(hp["block_out_channels"]) - 1)
     if shape[1] % factor or shape[2] % factor:
         raise ValueError(

@@ -98,11 +98,10 @@ def save_pool(cfg, source: str, n_real: int, seed: int, pool: Pool) -> None:
     run.write_json(meta_path, {**pool.meta, "sha256": file_checksum(npz)})
 
 
-def update_meta(cfg, source: str, n_real: int, seed: int, fields: dict) -> dict:
-    """A finished pool's meta record with ``fields`` added (its arrays and their checksum untouched); returns it."""
-    npz, meta_path = pool_paths(cfg, source, n_real, seed)
-    meta = {**_verified(npz, json.loads(meta_path.read_text())), **fields}
-    RunFolder(cfg).write_json(meta_path, meta)
+def write_meta(cfg, source: str, n_real: int, seed: int, meta: dict) -> dict:
+    """Replace a finished pool's meta record (its arrays and their checksum untouched: the caller keeps ``sha256``);
+    returns it."""
+    RunFolder(cfg).write_json(pool_paths(cfg, source, n_real, seed)[1], meta)
     return meta
 
 

@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 from runners import streams
-from runners.pools import Pool, pool_images, pool_key, prepared_size, read_meta, read_pool, save_pool, update_meta
+from runners.pools import Pool, pool_images, pool_key, prepared_size, read_meta, read_pool, save_pool, write_meta
 from runners.sources import closed_set, open_set, real, retrieval
 from runners.sources.base import Context
 
@@ -85,8 +85,8 @@ def audited_meta(cfg, source: str, n_real: int, seed: int) -> dict:
     meta = read_meta(cfg, source, n_real, seed)
     if "copy_share" in meta:
         return meta
-    pool = read_pool(cfg, source, n_real, seed)
-    return update_meta(cfg, source, n_real, seed, audit_pool(cfg, source, n_real, seed, pool))
+    pool = read_pool(cfg, source, n_real, seed)  # its arrays checked against the record's checksum
+    return write_meta(cfg, source, n_real, seed, {**meta, **audit_pool(cfg, source, n_real, seed, pool)})
 
 
 def audit_pool(cfg, source: str, n_real: int, seed: int, pool: Pool) -> dict:
@@ -129,4 +129,4 @@ def generator_trainings(cfg) -> int:
     return sum(REGISTRY[s].generator_trainings(cfg) for s in cfg.sources)
 
 
-__all__ = ["REGISTRY", "SOURCES", "Context", "audited_meta", "generator_trainings", "prepare_pool"]
+__all__ = ["REGISTRY", "SOURCES", "Context", "audit_pool", "audited_meta", "generator_trainings", "prepare_pool"]
