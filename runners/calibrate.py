@@ -14,7 +14,6 @@ import torch
 
 from runners.costs import save_measured
 from runners.data import dataset_facts
-from runners.sources import REGISTRY
 from runners.timing import GENERATOR_RATES, classifier_rate, device_name
 
 
@@ -27,7 +26,7 @@ def calibrate(cfg, out=print) -> dict:
     day = time.strftime("%Y-%m-%d")
     GENERATOR_RATES.clear()
     # each source times what its dry-run stages price; two generator sources share one measurement
-    measured = [classifier_rate(cfg, shape)] + [m for s in cfg.sources for m in REGISTRY[s].calibrate(cfg, shape)]
+    measured = [classifier_rate(cfg, shape)] + [m for s in cfg.sources for m in cfg.module(s).calibrate(cfg, s, shape)]
     entries = {}
     for key, value, note in {m[0]: m for m in measured}.values():
         entries[key] = (float(value), f"measured on {where} (scaling calibrate {day}{'; ' + note if note else ''})")

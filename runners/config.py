@@ -461,12 +461,23 @@ class SweepConfig:
         """Torch threads per trial or source job: the CPUs Ray allots it, so packed workers do not oversubscribe."""
         return max(1, int(self.cpus_per_trial))
 
+    def kind(self, source: str) -> str:
+        """The kind of a named source (:data:`runners.sources.REGISTRY`): ``source_options.<name>.kind``, else the
+        name itself (the names of the kinds — real, closed_set, open_set, ... — are sources of their own kind)."""
+        return source_kind(source, self.source_options.get(source))
+
+    def module(self, source: str):
+        """The module of a named source's kind: its options, checks, prices and pool building."""
+        return REGISTRY[self.kind(source)]
+
     def options(self, source: str) -> dict:
-        """The resolved options of one source (defaults filled in), as the pool cache keys hash them. A generator's
-        unset precision resolves like the classifier's: bf16 when source jobs run on a GPU — and then enters the
-        keys, a different precision being a different estimand — and fp32 (absent, as before the option) on CPU."""
+        """The resolved options of one source (defaults filled in, without ``kind``), as the pool cache keys hash
+        them. A generator's unset precision resolves like the classifier's: bf16 when source jobs run on a GPU — and
+        then enters the keys, a different precision being a different estimand — and fp32 (absent, as before the
+        option) on CPU."""
+        raw = {k: v for k, v in (self.source_options.get(source) or {}).items() if k != "kind"}
         try:
-            opts = REGISTRY[source].options(dict(self.source_options.get(source) or {}))
+            opts = self.module(source).options(raw)
         except ValueError as exc:
             raise ConfigError(f"source_options.{source}.{exc}") from None
         if "generator" in opts and "precision" not in opts["generator"] and self.source_job_resources["GPU"] > 0:
@@ -599,12 +610,7 @@ def load_config(source, settings=(), **overrides) -> SweepConfig:
     ds = raw["dataset"]
     check_dataset_spec(ds, "dataset")
     ds = absolute_paths(ds)
-    sources = raw["sources"]
-    sources = list(sources) if isinstance(sources, tuple) else sources
-    require(isinstance(sources, list) and sources, "sources", f"must be a non-empty list, got {sources!r}")
-    for s in sources:
-        require(s in SOURCES, "sources", f"unknown source {s!r}; choose from {SOURCES}")
-    require(len(set(sources)) == len(sources), "sources", f"has duplicates: {sources!r}")
+    sources, raw["source_options"] = _named_sources(raw.get("sources"), raw.get("source_options"))
     n_real = _int_list(raw, "n_real", 1)
     n_synth = _int_list(raw, "n_synth", 0)
     seeds = _int_list(raw, "seeds", 0)
@@ -685,6 +691,67 @@ def _protocol_design(protocol, n_real: list[int], n_synth: list[int]):
     return grid_r, sorted({0, *replaced}), {"budgets": list(n_real), "replaced": replaced}, sorted(design)
 
 
+def source_kind(name: str, options: dict | None) -> str:
+    """A source's kind: its ``kind`` option, else its name (a name of a kind is a source of that kind)."""
+    return (options or {}).get("kind") or name
+
+
+def _named_sources(sources, options) -> tuple[list[str], dict]:
+    """The sweep's source names and their options. ``sources`` is a list of names (each a kind's name, or a name
+    whose ``source_options`` entry sets ``kind``) or a mapping ``name -> {kind: ..., options}``, which is the same
+    config written in one place: it becomes the list plus ``source_options`` (so the fingerprint of a config does
+    not depend on which way it was written)."""
+    options = options if options is not None else {}
+    require(isinstance(options, dict), "source_options", f"must be a mapping source -> options, got {options!r}")
+    options = dict(options)
+    if isinstance(sources, dict):
+        for name, value in sources.items():
+            require(
+                value is None or isinstance(value, dict),
+                f"sources.{key_text(str(name))}",
+                f"must be a mapping of options (kind: ...), got {value!r}",
+            )
+            require(
+                name not in options,
+                f"source_options.{key_text(str(name))}",
+                "is set under sources as well: write its options in one place",
+            )
+            if value:
+                options[name] = dict(value)
+        sources = list(sources)
+    sources = list(sources) if isinstance(sources, tuple) else sources
+    require(isinstance(sources, list) and sources, "sources", f"must be a non-empty list, got {sources!r}")
+    require(len(set(map(str, sources))) == len(sources), "sources", f"has duplicates: {sources!r}")
+    for name in sources:
+        require(
+            isinstance(name, str) and NAME_PATTERN.match(name) is not None,
+            "sources",
+            f"{name!r} is not a plain name (letters, digits, '.', '_', '-')",
+        )
+        value = options.get(name)
+        kind = value.get("kind") if isinstance(value, dict) else None
+        if kind is None:
+            require(
+                name in SOURCES,
+                "sources",
+                f"{name!r} is neither a kind ({', '.join(SOURCES)}) nor given one: set source_options.{name}.kind",
+            )
+            continue
+        field_name = f"source_options.{name}.kind"
+        require(kind in SOURCES, field_name, f"unknown kind {kind!r}; choose from {SOURCES}")
+        require(
+            kind != REFERENCE,
+            field_name,
+            f"{REFERENCE!r} is the reference source (more real images): one per sweep, named {REFERENCE!r}",
+        )
+        require(
+            name not in SOURCES or kind == name,
+            field_name,
+            f"the name {name!r} is the {name} kind itself and cannot be a {kind}; choose another name",
+        )
+    return sources, options
+
+
 def _source_options(raw: dict, sources: list[str], ds: dict, n_real: list[int], n_synth: list[int], tf: float) -> dict:
     """Validate every source's options up front: the mapping here, each source's own options in its module
     (``check``, behind :data:`runners.sources.REGISTRY`)."""
@@ -700,12 +767,15 @@ def _source_options(raw: dict, sources: list[str], ds: dict, n_real: list[int], 
         facts = Facts(
             src, ds, DATASET_SHAPES.get(ds["name"]), free, tuple(n_real), tuple(n_synth)
         )  # fmt: skip
+        written = dict(opts.get(src) or {})
+        kind = written.pop("kind", None)
         try:
-            checked = REGISTRY[src].check(dict(opts.get(src) or {}), facts)
+            checked = REGISTRY[kind or src].check(written, facts)
         except ConfigError:
             raise
         except ValueError as exc:  # a source's own message starts with the option it names
             raise ConfigError(f"source_options.{src}.{exc}") from None
         if src in opts:
-            out[src] = checked
+            # the kind is kept only where it was written: a config of today's four names hashes as it always did
+            out[src] = {"kind": kind, **checked} if kind else checked
     return out

@@ -47,6 +47,8 @@ def fingerprint_parts(cfg, cell: dict) -> dict:
     key = {"fixed": cfg.fixed_fingerprint(), "package": package_version(), "threads": cfg.threads}
     if cell["n_synth"] > 0:
         key.update(options=cfg.options(cell["source"]), pool_version=POOL_VERSION)
+        if cfg.kind(cell["source"]) != cell["source"]:  # a named source: its kind too (the four kinds' names hash
+            key["kind"] = cfg.kind(cell["source"])  # as they always did)
     return json.loads(json.dumps(key, default=list))
 
 

@@ -19,7 +19,7 @@ from runners.config import load_config
 from runners.data import dataset_facts
 from runners.costs import Stage, cost_table_lines, fmt_bytes, load_table, lookup, shape_key
 from runners.pools import pool_key
-from runners.sources import REGISTRY, generator_trainings
+from runners.sources import generator_trainings
 from runners.sources.base import Pricing
 from runners.train import build_model
 
@@ -71,7 +71,7 @@ def stages(cfg, device: str, table: dict | None = None) -> list[Stage]:
     for source in cfg.sources:  # each source prices its own stages (runners.sources: ``price``)
         n_pools = sum(1 for j in jobs if j["source"] == source)
         if n_pools:
-            out += REGISTRY[source].price(cfg, Pricing(table, device, shape, n_classes, n_images, n_pools))
+            out += cfg.module(source).price(cfg, source, Pricing(table, device, shape, n_classes, n_images, n_pools))
     out.append(_trial_stage(cfg, table, device, shape))
     return out
 

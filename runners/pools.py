@@ -42,8 +42,9 @@ def dataset_spec(cfg) -> dict:
 
 def pool_spec(cfg, source: str, n_real: int, seed: int) -> dict:
     """Everything that determines a pool's content."""
-    spec = {**dataset_spec(cfg), "source": source, "seed": int(seed), "options": cfg.options(source)}
-    if source not in SHARES_ACROSS_N_REAL:
+    kind = cfg.kind(source)  # not the name: two names of one kind and the same options share their pool
+    spec = {**dataset_spec(cfg), "source": kind, "seed": int(seed), "options": cfg.options(source)}
+    if kind not in SHARES_ACROSS_N_REAL:
         spec["n_real"] = int(n_real)
     return spec
 
@@ -53,9 +54,9 @@ def pool_key(cfg, source: str, n_real: int, seed: int) -> str:
 
 
 def pool_paths(cfg, source: str, n_real: int, seed: int) -> tuple[Path, Path]:
-    key = pool_key(cfg, source, n_real, seed)
+    key, kind = pool_key(cfg, source, n_real, seed), cfg.kind(source)
     folder = cfg.run_dir / "pools"
-    return folder / f"{source}-{key}.npz", folder / f"{source}-{key}.json"
+    return folder / f"{kind}-{key}.npz", folder / f"{kind}-{key}.json"
 
 
 def prepared_size(cfg, source: str, n_real: int, seed: int) -> int:

@@ -80,7 +80,9 @@ def _check_judge(weights: Path, way_out: str) -> dict:
 
 def verified_judge(cfg) -> dict:
     """The run folder's judge record, its weights checked against it. A run copy from a version that recorded
-    no checksum is kept only when its bytes are this node's verified judge (then the record is added)."""
+    no checksum is kept when its bytes are this node's verified judge, or when it reproduces the test accuracy
+    its record states (a judge trained on another CPU differs in its weights: float kernels differ between
+    machines, and 300 steps amplify that — the pools it scored were scored with it); then the record is added."""
     path = judge_path(cfg)
     run = RunFolder(cfg)
     run.fetch(path)  # a remote run folder on a fresh node: the weights and their record, both
@@ -89,11 +91,31 @@ def verified_judge(cfg) -> dict:
     record = _judge_record(path)
     if "sha256" not in record:
         node_record = _node_judge(cfg)
-        if file_checksum(path) == node_record["sha256"]:
-            record = {**record, "sha256": node_record["sha256"]}
+        checksum = file_checksum(path)
+        if checksum == node_record["sha256"] or _reproduces_its_accuracy(cfg, path, record):
+            record = {**record, "sha256": checksum}
             run.write_json(path.with_suffix(".json"), record)
     verify_file(path, record.get("sha256"), "the judge", way_out)
     return record
+
+
+def _reproduces_its_accuracy(cfg, path: Path, record: dict) -> bool:
+    """Whether a judge's weights give, on this run's test images, the test accuracy its record states (to the
+    image): weights edited or swapped for another dataset's do not."""
+    data, test_idx = dataset_of(cfg)
+    try:
+        model, mean, std = _judge(str(path), data.images.shape[1], len(data.classes))
+    except (RuntimeError, KeyError, OSError):  # not loadable as this dataset's judge
+        return False
+    images = data.images.subset(test_idx)
+    with torch.no_grad():
+        hits = sum(
+            int((model((torch.as_tensor(images[i : i + 1024], dtype=torch.float32) - mean) / std).argmax(1).numpy()
+                 == data.labels[test_idx][i : i + 1024]).sum())
+            for i in range(0, len(test_idx), 1024)
+        )  # fmt: skip
+    stated = record.get("test_accuracy")
+    return isinstance(stated, (int, float)) and abs(hits - stated * len(test_idx)) < 0.5
 
 
 def check_judges(cfg) -> None:
@@ -141,8 +163,14 @@ def _train_judge_with_threads(cfg, target: Path) -> None:
     write_atomic(target.with_suffix(".json"), lambda p: p.write_text(json.dumps(meta)))
 
 
+def _judge(path, in_ch: int, n_classes: int):
+    """(model, mean, std) of the judge weights at ``path``, loaded once per content (a file replaced in place is
+    loaded again)."""
+    return _judge_of(str(path), file_checksum(path), in_ch, n_classes)
+
+
 @lru_cache(maxsize=2)
-def _judge(path: str, in_ch: int, n_classes: int):
+def _judge_of(path: str, checksum: str, in_ch: int, n_classes: int):
     state = load_file(path)
     mean, std = state.pop("norm_mean"), state.pop("norm_std")
     model = build_model(JUDGE["recipe"], in_ch, n_classes, JUDGE["width"])

@@ -32,7 +32,7 @@ from runners.ledger import cell_key, check_ledger, check_run_dir, ledger_path, p
 from runners.plan import dry_run as plan_dry_run
 from runners.plan import check_trial_size, source_jobs
 from runners.pools import is_prepared, pool_paths
-from runners.sources import open_set, prepare_pool
+from runners.sources import open_set, prepare_pool, shared_generator
 from runners.quality import check_judges, prepare_judge
 from runners.trial import hold_if_asked, injected, placement, trainable, use_allotted_cpus
 from analysis.cube import STATUS_DONE, cell_dims, open_cube, save_cube, status_counts
@@ -238,9 +238,9 @@ def _source_task(cfg: SweepConfig, job: dict, *deps) -> dict:
     return {**job, "seconds": time.perf_counter() - t0, "meta": meta}
 
 
-def _open_generator_task(cfg: SweepConfig) -> dict:
+def _shared_generator_task(cfg: SweepConfig, hp: dict) -> dict:
     use_allotted_cpus(cfg)
-    return open_set.prepare_generator(cfg)
+    return open_set.prepare_generator(cfg, hp)
 
 
 class SourceJobError(RuntimeError):
@@ -258,16 +258,18 @@ def _prepare_sources(cfg: SweepConfig, *, quiet: bool) -> None:
         "max_retries": cfg.max_failures,
     }
     judge = ray.remote(prepare_judge).options(**opts).remote(cfg)
-    open_gen = None
-    if any(j["source"] == "open_set" for j in jobs) and open_set.uses_generator(cfg):
-        open_gen = ray.remote(_open_generator_task).options(**opts).remote(cfg)  # the longest job: start it first
+    # a run-wide generator (the offline open-set model) is trained once, first — the longest job — and the pools
+    # of every source that starts from it (open_set, img2img, personalised) wait for it
+    shared = {}
+    for j in jobs:
+        found = shared_generator(cfg, j["source"])
+        if found and found[0] not in shared:
+            shared[found[0]] = ray.remote(_shared_generator_task).options(**opts).remote(cfg, found[1])
     task = ray.remote(_source_task).options(**opts)
-    refs = {
-        task.remote(cfg, j, judge, open_gen)
-        if j["source"] == "open_set" and open_gen is not None
-        else task.remote(cfg, j, judge): j
-        for j in jobs
-    }
+    refs = {}
+    for j in jobs:
+        found = shared_generator(cfg, j["source"])
+        refs[task.remote(cfg, j, judge, *([shared[found[0]]] if found else []))] = j
     pending = list(refs)
     with tqdm(total=len(pending), desc="sources", unit="pool", disable=quiet, file=sys.stdout) as bar:
         while pending:

@@ -518,8 +518,10 @@ def test_a_sweep_with_a_truncated_judge_exits_2_naming_the_judge_before_ray_star
     assert not (cfg.run_dir / "ledger").exists()  # refused before any work
 
 
-def test_a_judge_copy_without_a_record_is_kept_only_when_it_is_this_nodes_verified_judge(judged):
-    from runners.integrity import IntegrityError
+def test_a_judge_copy_without_a_record_is_kept_only_when_it_is_this_nodes_judge_or_reproduces_its_accuracy(judged):
+    from safetensors.torch import load_file, save_file
+
+    from runners.integrity import IntegrityError, file_checksum
     from runners.quality import verified_judge
 
     cfg, record, node, run_copy = judged
@@ -528,6 +530,14 @@ def test_a_judge_copy_without_a_record_is_kept_only_when_it_is_this_nodes_verifi
     meta.write_text(json.dumps(old))
     assert verified_judge(cfg)["sha256"] == record["sha256"]  # the same bytes: the record is added
     assert json.loads(meta.read_text())["sha256"] == record["sha256"]
+    # trained on another CPU: other bytes (float kernels differ), the accuracy its record states
+    meta.write_text(json.dumps(old))
+    save_file({k: v + 1e-7 * v.abs().max() for k, v in load_file(run_copy).items()}, str(run_copy))
+    assert file_checksum(run_copy) != record["sha256"]
+    assert verified_judge(cfg)["sha256"] == file_checksum(run_copy)
+    meta.write_text(json.dumps({**old, "test_accuracy": old["test_accuracy"] - 0.05}))  # a record it cannot match
+    with pytest.raises(IntegrityError, match="carries no checksum record"):
+        verified_judge(cfg)
     meta.write_text(json.dumps(old))
     _zero_weights(run_copy)
     with pytest.raises(IntegrityError, match="carries no checksum record"):

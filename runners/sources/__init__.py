@@ -30,6 +30,7 @@ import numpy as np
 from runners import streams
 from runners.pools import Pool, pool_images, pool_key, prepared_size, read_meta, read_pool, save_pool, write_meta
 from runners.sources import closed_set, open_set, real, retrieval
+from runners.options import content_hash
 from runners.sources.base import Context
 
 # the one list of sources: the config accepts these names, in this order, and nothing else
@@ -50,15 +51,15 @@ def prepare_pool(
     batches, real and retrieval pools (index arithmetic and one search) are rebuilt; either way the old images
     stay the new pool's prefix. ``record`` (e.g. where the job ran: :func:`runners.trial.placement`) is stored
     in the meta of a pool built here."""
-    if source not in REGISTRY:
-        raise ValueError(f"sources: unknown source {source!r}; choose from {tuple(REGISTRY)}")
+    if source not in cfg.sources:
+        raise ValueError(f"sources: {source!r} is not a source of this sweep {list(cfg.sources)}")
     size = int(max(cfg.n_synth))
     have = prepared_size(cfg, source, n_real, seed)
     if have >= size:
         return audited_meta(cfg, source, n_real, seed)
     previous = read_pool(cfg, source, n_real, seed) if have else None
     ctx = Context(cfg, source, int(n_real), int(seed), size, progress, previous)
-    pool = REGISTRY[source].prepare(ctx)
+    pool = cfg.module(source).prepare(ctx)
     if previous is not None:
         _check_prefix(previous, pool, source)
     from runners.quality import measure  # the judge: torch, loaded where a pool is built
@@ -67,6 +68,7 @@ def prepare_pool(
     measured.update(audit_pool(cfg, source, n_real, seed, pool))
     pool.meta.update(
         source=source,
+        kind=cfg.kind(source),
         n_real=int(n_real),
         seed=int(seed),
         size=len(pool.arrays["labels"]),
@@ -95,7 +97,7 @@ def audit_pool(cfg, source: str, n_real: int, seed: int, pool: Pool) -> dict:
     from runners.memorisation import AUDIT_FIELDS, HELD_OUT, audit  # faiss: loaded where a pool is audited
 
     ctx = Context(cfg, source, int(n_real), int(seed), 0)
-    reference = REGISTRY[source].memorisation_reference(ctx)
+    reference = cfg.module(source).memorisation_reference(ctx)
     if reference is None:
         return {**dict.fromkeys(AUDIT_FIELDS[:-1], float("nan")), "memorisation_reference": "not at hand"}
     label, idx = reference
@@ -126,7 +128,43 @@ def generator_trainings(cfg) -> int:
     """Generators a sweep trains (none when every n_synth is 0)."""
     if max(cfg.n_synth) == 0:
         return 0
-    return sum(REGISTRY[s].generator_trainings(cfg) for s in cfg.sources)
+    trainings = sum(cfg.module(s).generator_trainings(cfg, s) for s in _distinct_pools(cfg))
+    return trainings - _repeated_shared_generators(cfg)
 
 
-__all__ = ["REGISTRY", "SOURCES", "Context", "audit_pool", "audited_meta", "generator_trainings", "prepare_pool"]
+def shared_generator(cfg, source: str) -> tuple[str, dict] | None:
+    """(key, hyper-parameters) of the run-wide generator a source's pools start from (the offline open-set model,
+    which open_set, img2img and personalised sources share when their generator options agree), or None. A kind
+    with one defines ``shared_generator(cfg, name)``."""
+    hook = getattr(cfg.module(source), "shared_generator", None)
+    return hook(cfg, source) if hook else None
+
+
+def _distinct_pools(cfg) -> list[str]:
+    """One name per distinct (kind, options): two names of one kind and the same options build one pool."""
+    seen, out = set(), []
+    for s in cfg.sources:
+        key = (cfg.kind(s), content_hash(cfg.options(s)))
+        if key not in seen:
+            seen.add(key)
+            out.append(s)
+    return out
+
+
+def _repeated_shared_generators(cfg) -> int:
+    """Run-wide generators counted by more than one source (a kind with one counts it once in its
+    ``generator_trainings``; the sweep trains it once)."""
+    keys = [g[0] for s in _distinct_pools(cfg) if (g := shared_generator(cfg, s))]
+    return len(keys) - len(set(keys))
+
+
+__all__ = [
+    "REGISTRY",
+    "SOURCES",
+    "Context",
+    "audit_pool",
+    "audited_meta",
+    "generator_trainings",
+    "prepare_pool",
+    "shared_generator",
+]

@@ -33,6 +33,10 @@ class Context:
         return self.cfg.options(self.source)
 
     @property
+    def kind(self) -> str:
+        return self.cfg.kind(self.source)
+
+    @property
     def data(self) -> ImageData:
         return dataset_of(self.cfg)[0]
 

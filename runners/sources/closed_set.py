@@ -32,13 +32,13 @@ def check(raw: dict, facts: Facts) -> dict:
     return dict(raw)
 
 
-def generator_trainings(cfg) -> int:
+def generator_trainings(cfg, name: str) -> int:
     """One generator per (n_real, seed): each sees only its own base subset."""
     return len(cfg.pool_bases()) * len(cfg.seeds)
 
 
-def generator_key(cfg, n_real: int, seed: int) -> str:
-    hp = cfg.options(NAME)["generator"]
+def generator_key(cfg, name: str, n_real: int, seed: int) -> str:
+    hp = cfg.options(name)["generator"]
     return content_hash({**dataset_spec(cfg), "role": NAME, "n_real": int(n_real), "seed": int(seed), "hp": hp})
 
 
@@ -47,7 +47,7 @@ def prepare(ctx: Context) -> Pool:
     from runners.generative import sample_diffusion, train_or_load
 
     hp = ctx.options["generator"]
-    key = generator_key(ctx.cfg, ctx.n_real, ctx.seed)
+    key = generator_key(ctx.cfg, ctx.source, ctx.n_real, ctx.seed)
     folder = generator_folder(ctx.cfg, key)
     model, meta = train_or_load(
         folder,
@@ -88,13 +88,13 @@ def memorisation_reference(ctx: Context) -> tuple[str, object]:
     return "training set (the base subset)", ctx.base
 
 
-def price(cfg, p: Pricing) -> list[Stage]:
+def price(cfg, name: str, p: Pricing) -> list[Stage]:
     """One generator per (base subset, seed), each sampled for its own pool."""
-    return generator_stages(cfg, NAME, p, [n for n in cfg.pool_bases() for _ in cfg.seeds])
+    return generator_stages(cfg, name, p, [n for n in cfg.pool_bases() for _ in cfg.seeds])
 
 
-def calibrate(cfg, shape) -> list[tuple[str, float, str]]:
+def calibrate(cfg, name: str, shape) -> list[tuple[str, float, str]]:
     """The generator's training and sampling rates (``scaling calibrate``)."""
     from runners.timing import generator_rates
 
-    return generator_rates(cfg.options(NAME)["generator"], shape)
+    return generator_rates(cfg.options(name)["generator"], shape)

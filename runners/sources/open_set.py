@@ -91,20 +91,29 @@ def check_pipeline_dir(path) -> None:
             raise ValueError(f"{p} lists component '{name}' in model_index.json but has no '{name}/' folder")
 
 
-def uses_generator(cfg) -> bool:
+def uses_generator(cfg, name: str) -> bool:
     """True for the offline default (a generator the sweep trains), False for a text-to-image folder."""
-    return "generator" in cfg.options(NAME)
+    return "generator" in cfg.options(name)
 
 
-def generator_trainings(cfg) -> int:
-    return 1 if uses_generator(cfg) else 0
+def generator_trainings(cfg, name: str) -> int:
+    return 1 if uses_generator(cfg, name) else 0
 
 
-def generator_key(cfg) -> str:
-    return content_hash({**dataset_spec(cfg), "role": NAME, "options": cfg.options(NAME)})
+def generator_key(cfg, hp: dict) -> str:
+    """The offline generator of hyper-parameters ``hp``: one per run, whichever sources (open_set, img2img,
+    personalised) start from it."""
+    return content_hash({**dataset_spec(cfg), "role": NAME, "options": {"generator": hp}})
 
 
-def prepare_generator(cfg, progress: bool = False) -> dict:
+def shared_generator(cfg, name: str) -> tuple[str, dict] | None:
+    """(key, hyper-parameters) of the run-wide generator a source's pools wait for, or None (a text-to-image
+    folder). The sweep trains each distinct one once, first (:func:`prepare_generator`)."""
+    opts = cfg.options(name)
+    return (generator_key(cfg, opts["generator"]), opts["generator"]) if "generator" in opts else None
+
+
+def prepare_generator(cfg, hp: dict, progress: bool = False) -> dict:
     """Train (once per run) the generator every seed's pool samples from; returns its meta record."""
     # torch and diffusers load where a pool is built, not at import: the config validator and the dry run read
     # this module
@@ -112,13 +121,13 @@ def prepare_generator(cfg, progress: bool = False) -> dict:
 
     data, test_idx = dataset_of(cfg)
     train = non_test(data, test_idx)
-    folder = generator_folder(cfg, generator_key(cfg))
+    folder = generator_folder(cfg, generator_key(cfg, hp))
     _, meta = train_or_load(
         folder,
         data.images.subset(train),
         data.labels[train],
         len(data.classes),
-        cfg.options(NAME)["generator"],
+        hp,
         seed=streams.shared_seed("generator_train"),
         progress=progress,
         desc="open_set generator",
@@ -163,22 +172,18 @@ def _text2image(ctx: Context) -> Pool:
 def memorisation_reference(ctx: Context) -> tuple[str, object] | None:
     """The offline generator's training set (every non-test image); None for a text-to-image folder, whose
     training set is not at hand."""
-    if not uses_generator(ctx.cfg):
+    if not uses_generator(ctx.cfg, ctx.source):
         return None
     return "training set (every non-test image)", non_test(ctx.data, ctx.test_idx)
 
 
 def prepare(ctx: Context) -> Pool:
-    if not uses_generator(ctx.cfg):
+    if not uses_generator(ctx.cfg, ctx.source):
         return _text2image(ctx)
-    from runners.generative import load_generator, sample_diffusion
+    from runners.generative import sample_diffusion
 
     hp = ctx.options["generator"]
-    key = generator_key(ctx.cfg)
-    folder = generator_folder(ctx.cfg, key)
-    if not (folder / "meta.json").exists():
-        prepare_generator(ctx.cfg, ctx.progress)
-    model, meta = load_generator(folder)
+    key, model, meta = load_shared_generator(ctx)
     labels = _labels(ctx, hp["sample_batch"])
     seed = streams.torch_seed("generator_sample", ctx.seed)
     images, seconds = sampled_in_batches(
@@ -201,17 +206,29 @@ def prepare(ctx: Context) -> Pool:
     )
 
 
-def price(cfg, p: Pricing) -> list[Stage]:
+def load_shared_generator(ctx: Context):
+    """(key, model, meta) of the run-wide generator of ``ctx``'s source, trained here when no task did it first."""
+    from runners.generative import load_generator
+
+    key, hp = shared_generator(ctx.cfg, ctx.source)
+    folder = generator_folder(ctx.cfg, key)
+    if not (folder / "meta.json").exists():
+        prepare_generator(ctx.cfg, hp, ctx.progress)
+    model, meta = load_generator(folder)
+    return key, model, meta
+
+
+def price(cfg, name: str, p: Pricing) -> list[Stage]:
     """One generator on all non-test images, sampled per pool; or a text-to-image pipeline, prompted per pool."""
-    opts = cfg.options(NAME)
+    opts = cfg.options(name)
     if "generator" in opts:
         # every non-test image: not known before the dataset is read, so priced at train_steps (the cap)
-        return generator_stages(cfg, NAME, p, [None] * generator_trainings(cfg))
+        return generator_stages(cfg, name, p, [None] * generator_trainings(cfg, name))
     size = padded_size(max(cfg.n_synth), opts["text2image"]["batch"])
     rate, basis = lookup(p.table, p.device, "text2image")
     return [
         Stage(
-            "open_set text2image",
+            f"{name} text2image",
             p.n_pools,
             p.n_pools * size,
             p.n_pools * size / rate / 3600,
@@ -221,10 +238,10 @@ def price(cfg, p: Pricing) -> list[Stage]:
     ]
 
 
-def calibrate(cfg, shape) -> list[tuple[str, float, str]]:
+def calibrate(cfg, name: str, shape) -> list[tuple[str, float, str]]:
     """The generator's rates; a text-to-image pipeline keeps the cost table's assumed rate (timing it needs the
     pipeline's weights on the device the run will use)."""
     from runners.timing import generator_rates
 
-    opts = cfg.options(NAME)
+    opts = cfg.options(name)
     return generator_rates(opts["generator"], shape) if "generator" in opts else []

@@ -31,7 +31,7 @@ def check(raw: dict, facts: Facts) -> dict:
     return dict(raw)
 
 
-def generator_trainings(cfg) -> int:
+def generator_trainings(cfg, name: str) -> int:
     return 0
 
 
@@ -45,12 +45,12 @@ def memorisation_reference(ctx: Context) -> tuple[str, object]:
     return "base subset", ctx.base
 
 
-def price(cfg, p: Pricing) -> list[Stage]:
+def price(cfg, name: str, p: Pricing) -> list[Stage]:
     """Held-out real images: a pool is the indices of its images (8 bytes each), nothing to compute."""
     size = max(cfg.n_synth)
     return [Stage("real pools", p.n_pools, p.n_pools * size, 0.0, p.n_pools * size * 8, "indices only")]
 
 
-def calibrate(cfg, shape) -> list[tuple[str, float, str]]:
+def calibrate(cfg, name: str, shape) -> list[tuple[str, float, str]]:
     """Nothing to time: a real pool is index arithmetic."""
     return []

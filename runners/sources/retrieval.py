@@ -103,7 +103,7 @@ def check(raw: dict, facts: Facts) -> dict:
     return out
 
 
-def generator_trainings(cfg) -> int:
+def generator_trainings(cfg, name: str) -> int:
     return 0
 
 
@@ -252,11 +252,11 @@ def memorisation_reference(ctx: Context) -> tuple[str, object]:
     return "base subset", ctx.base
 
 
-def price(cfg, p: Pricing) -> list[Stage]:
+def price(cfg, name: str, p: Pricing) -> list[Stage]:
     """Embedding the candidates, the bases and the test set with each pool's encoder, and the searches. An
     external pool's images are stored with the pool; picks from the dataset itself are indices."""
     table, device, n_pools, n_images = p.table, p.device, p.n_pools, p.n_images
-    opts = cfg.options(NAME)
+    opts = cfg.options(name)
     size = max(cfg.n_synth)
     stored = size * p.pixels if opts.get("pool") or opts.get("embeddings") else size * 8
     precomputed = bool(opts.get("embeddings"))
@@ -290,9 +290,9 @@ def price(cfg, p: Pricing) -> list[Stage]:
     ]
 
 
-def calibrate(cfg, shape) -> list[tuple[str, float, str]]:
+def calibrate(cfg, name: str, shape) -> list[tuple[str, float, str]]:
     """The encoder's images/s and the flat index's queries/s."""
     from runners.timing import encode_rate, search_rate
 
-    opts = cfg.options(NAME)
+    opts = cfg.options(name)
     return [m for m in (encode_rate(opts["encoder"], shape, opts["clip_dir"]), search_rate()) if m]
