@@ -740,14 +740,20 @@ def _named_sources(sources, options) -> tuple[list[str], dict]:
         field_name = f"source_options.{name}.kind"
         require(kind in SOURCES, field_name, f"unknown kind {kind!r}; choose from {SOURCES}")
         require(
-            kind != REFERENCE,
+            name != REFERENCE or kind == REFERENCE,
+            field_name,
+            f"the name {REFERENCE!r} is the reference (more real images) and cannot be of kind {kind}; "
+            "give this source another name",
+        )
+        require(
+            kind != REFERENCE or name == REFERENCE,
             field_name,
             f"{REFERENCE!r} is the reference source (more real images): one per sweep, named {REFERENCE!r}",
         )
         require(
             name not in SOURCES or kind == name,
             field_name,
-            f"the name {name!r} is the {name} kind itself and cannot be a {kind}; choose another name",
+            f"the name {name!r} is the {name} kind itself and cannot be of kind {kind}; give this source another name",
         )
     return sources, options
 

@@ -8,7 +8,7 @@ hand and writes them to a user-level copy (``$SCALING_CACHE/throughputs.json``) 
 Keys name what was timed, so a measured entry is used only for the same work:
 ``classifier/<recipe>/w<width>/<C>x<H>x<W>`` (training images/s at the config's batch size),
 ``generator_train/<levels>/<C>x<H>x<W>`` (steps/s at the preset's batch size), ``generator_sample/...``
-(images/s with guidance), ``text2image`` (images/s), ``encode/<encoder>`` (images/s), ``search/flat``
+(images/s with guidance), ``text2image`` (images/s), ``textual_inversion`` (steps/s), ``encode/<encoder>`` (images/s), ``search/flat``
 (queries/s against one million 512-d vectors; scales with the pool). Where the exact key is missing, the
 nearest entry of the same kind and device is scaled by work per image (pixels x width^2 for classifiers,
 pixels x channels^2 for generators), and the table says so ("scaled from ...").
@@ -51,6 +51,10 @@ THROUGHPUTS = {
             "flat index, scaled to 1M)",
         ),
         "text2image": (0.02, "assumed (Stable Diffusion 1.5, 512 px, 25 steps with guidance: ~50 s/image on CPU)"),
+        "textual_inversion": (
+            0.05,
+            "assumed (Stable Diffusion 1.5, 512 px, batch 4: a VAE encode and a UNet forward and backward, ~20 s/step)",
+        ),
     },
     "gpu": {
         "classifier/resnet18/w64/3x32x32": (
@@ -79,6 +83,10 @@ THROUGHPUTS = {
             2.0,
             "assumed (Stable Diffusion 1.5, 512 px, 25 steps with guidance, fp16 batch 16 on an A100: "
             "~20 UNet it/s at batch 1 is the commonly reported figure)",
+        ),
+        "textual_inversion": (
+            4.0,
+            "assumed (Stable Diffusion 1.5, 512 px, batch 4 on an A100: the diffusers example's 3000 steps in ~12 min)",
         ),
     },
 }
@@ -125,6 +133,9 @@ def _work(key: str) -> float:
     c, h, w = (int(v) for v in parts[-1].split("x"))
     if parts[0] == "classifier":
         return h * w * c**0.5 * int(parts[2][1:]) ** 2  # conv FLOPs ~ pixels x width^2 (input channels: first layer)
+    dit = re.fullmatch(r"dit(\d+)-d(\d+)", parts[1])
+    if dit:  # a DiT: FLOPs ~ layers x width^2 per patch token; a 2-level UNet of 16-32 channels counts as 16
+        return h * w * c**0.5 * 16 * int(dit[1]) * (int(dit[2]) / 64) ** 2 / 4
     return h * w * c**0.5 * 4 ** int(parts[1])  # a UNet level doubles channels: FLOPs ~ 4^levels per pixel
 
 

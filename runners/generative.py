@@ -55,6 +55,56 @@ def build_unet(hp: dict, shape: tuple[int, int, int], n_classes: int):
     )
 
 
+def build_dit(hp: dict, shape: tuple[int, int, int], n_classes: int):
+    """A class-conditional DiT (adaLN-Zero) on the images' own pixels; its label table has a row per class plus
+    the null class (index ``n_classes``), the same convention as the UNet's."""
+    from diffusers import DiTTransformer2DModel
+
+    check_resolution(hp, shape)
+    model = DiTTransformer2DModel(
+        num_attention_heads=hp["num_attention_heads"],
+        attention_head_dim=hp["attention_head_dim"],
+        in_channels=shape[0],
+        out_channels=shape[0],
+        num_layers=hp["num_layers"],
+        sample_size=shape[1],
+        patch_size=hp["patch_size"],
+        num_embeds_ada_norm=n_classes,
+    )
+    return without_label_dropout(model)
+
+
+def without_label_dropout(model):
+    """A DiT drops labels to the null class itself in training mode; the training loops here do that (p_uncond, or
+    never when adapting), so its own dropout is switched off (a loaded DiT has it back)."""
+    from diffusers.models.embeddings import LabelEmbedding
+
+    for m in model.modules():
+        if isinstance(m, LabelEmbedding):
+            m.dropout_prob = 0.0
+    return model
+
+
+def build_denoiser(hp: dict, shape: tuple[int, int, int], n_classes: int):
+    """The generator's denoiser: a UNet (the presets) or a DiT (``architecture: dit``)."""
+    return build_dit(hp, shape, n_classes) if hp.get("architecture") == "dit" else build_unet(hp, shape, n_classes)
+
+
+def denoiser_class(hp: dict):
+    from diffusers import DiTTransformer2DModel, UNet2DModel
+
+    return DiTTransformer2DModel if hp.get("architecture") == "dit" else UNet2DModel
+
+
+def conditioning_parameters(model) -> list:
+    """The class-embedding tables of a denoiser (the conditioning vectors a personalised generator adapts): the
+    UNet's ``class_embedding``, a DiT's label tables."""
+    from diffusers.models.embeddings import LabelEmbedding
+
+    tables = [m.embedding_table.weight for m in model.modules() if isinstance(m, LabelEmbedding)]
+    return tables or [model.class_embedding.weight]
+
+
 def augment_conditions(hp: dict) -> int:
     """Rows of the class embedding per class: one, or one per symmetry the denoiser may be told of. Row
     ``a * (n_classes + 1) + c`` is class c (or the null class) under symmetry a; a = 0 (the identity) is what
@@ -75,9 +125,9 @@ def dihedral(x, which):
 
 
 def unet_bytes(hp: dict, shape: tuple[int, int, int], n_classes: int) -> int:
-    """Bytes of a generator's weights, counted on the meta device (nothing allocated)."""
+    """Bytes of a generator's weights (UNet or DiT), counted on the meta device (nothing allocated)."""
     with torch.device("meta"):
-        return FLOAT_BYTES * sum(p.numel() for p in build_unet(hp, shape, n_classes).parameters())
+        return FLOAT_BYTES * sum(p.numel() for p in build_denoiser(hp, shape, n_classes).parameters())
 
 
 def noise_scheduler():
@@ -110,7 +160,7 @@ def train_diffusion(
     # a FloatImages view (open_set: every non-test image) stays uint8 on the device; batches become floats
     rows, _, _ = resident_rows(images, device)
     y = torch.as_tensor(labels, dtype=torch.int64, device=device)
-    model = build_unet(hp, tuple(images.shape[1:]), n_classes).to(device)
+    model = build_denoiser(hp, tuple(images.shape[1:]), n_classes).to(device)
     if gpu:  # tensor-core friendly layout for the convolutions (inputs follow the weights' format)
         model = model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
@@ -154,6 +204,48 @@ def train_diffusion(
     return ema, time.perf_counter() - t0
 
 
+def adapt_conditioning(
+    model,
+    images: np.ndarray,
+    labels: np.ndarray,
+    hp: dict,
+    *,
+    steps: int,
+    lr: float,
+    seed: int,
+    device: str | None = None,
+    progress: bool = False,
+    desc: str = "personalising",
+):
+    """A copy of ``model`` whose class embeddings alone (:func:`conditioning_parameters`, the conditioning vectors)
+    are fine-tuned on ``images`` (N, C, H, W) in [0, 1] with their labels, every other weight frozen: Burg et al.'s
+    personalisation, offline. Returns (model, seconds)."""
+    device = _device(device)
+    torch.manual_seed(seed)
+    model = without_label_dropout(copy.deepcopy(model)).to(device).train().requires_grad_(False)
+    params = conditioning_parameters(model)
+    for p in params:
+        p.requires_grad_(True)
+    rows, _, _ = resident_rows(images, device)
+    y = torch.as_tensor(labels, dtype=torch.int64, device=device)
+    sched = noise_scheduler()
+    sched.alphas_cumprod = sched.alphas_cumprod.to(device)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    bs = int(hp["batch_size"])
+    t0 = time.perf_counter()
+    for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+        idx = torch.randint(0, len(y), (bs,), device=device, generator=gen)
+        x0 = rows(idx) * 2 - 1
+        noise = torch.randn(x0.shape, device=device, generator=gen)
+        t = torch.randint(0, NUM_TRAIN_TIMESTEPS, (bs,), device=device, generator=gen)
+        loss = F.mse_loss(model(sched.add_noise(x0, noise, t), t, class_labels=y[idx]).sample.float(), noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return model.eval().requires_grad_(False), time.perf_counter() - t0
+
+
 def whole_batches(labels: np.ndarray, batch: int) -> None:
     if len(labels) % batch:
         raise ValueError(
@@ -179,34 +271,81 @@ def sample_diffusion(
     ``labels`` are whole batches of ``hp["sample_batch"]``, the first being batch ``first_batch`` of the stream
     ``seed``: batch b's noise comes from its own seed, so sampling batches 4-7 later gives the same images as
     sampling 0-7 at once (a pool that grows keeps what it has)."""
+    return img2img_diffusion(
+        model, None, labels, n_classes, hp, strength=1.0, seed=seed, first_batch=first_batch, device=device,
+        progress=progress,
+    )  # fmt: skip
+
+
+def _solver():
     from diffusers import DPMSolverMultistepScheduler
 
+    # thresholding clips the predicted x0 to the data range; without it the first steps of a cosine
+    # schedule (alpha near 0) amplify epsilon errors without bound
+    return DPMSolverMultistepScheduler.from_config(
+        noise_scheduler().config, algorithm_type="dpmsolver++", thresholding=True, sample_max_value=1.0
+    )
+
+
+def denoising_steps(steps: int, strength: float) -> int:
+    """Steps an image-to-image run takes of ``steps``: the last ``int(steps * strength)`` (as diffusers' img2img
+    pipelines count them); 0 returns the start images unchanged."""
+    return min(int(steps * strength), steps)
+
+
+@torch.no_grad()
+def img2img_diffusion(
+    model,
+    images: np.ndarray | None,
+    labels: np.ndarray,
+    n_classes: int,
+    hp: dict,
+    *,
+    strength: float,
+    seed: int,
+    first_batch: int = 0,
+    device: str | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """SDEdit (Meng et al. 2022; Boomerang, Luzi et al. 2023): each start image (uint8, N x C x H x W) noised to
+    ``strength`` of the schedule and denoised back with class-free guidance towards its label; ``images`` None
+    with strength 1 is plain sampling from pure noise. Whole batches of ``hp["sample_batch"]``, batch b's noise
+    from its own seed, as :func:`sample_diffusion`."""
     batch = int(hp["sample_batch"])
     whole_batches(labels, batch)
     device = _device(device)
     model = model.to(device).eval()
     autocast = autocast_for(device, hp.get("precision"))
-    # thresholding clips the predicted x0 to the data range; without it the first steps of a cosine
-    # schedule (alpha near 0) amplify epsilon errors without bound
-    solver = DPMSolverMultistepScheduler.from_config(
-        noise_scheduler().config, algorithm_type="dpmsolver++", thresholding=True, sample_max_value=1.0
-    )
+    solver = _solver()
     shape = (model.config.in_channels, model.config.sample_size, model.config.sample_size)
+    steps = int(hp["sample_steps"])
+    keep = denoising_steps(steps, strength)
     out = []
     w = float(hp["guidance"])
     for start in tqdm(range(0, len(labels), batch), desc="sampling", disable=not progress, leave=False):
         gen = torch.Generator(device=device).manual_seed(batch_seed(seed, first_batch + start // batch))
         lab = torch.as_tensor(labels[start : start + batch], dtype=torch.int64, device=device)
         z = torch.randn((len(lab),) + shape, device=device, generator=gen)
-        solver.set_timesteps(int(hp["sample_steps"]), device=device)
-        null = torch.full_like(lab, n_classes)
-        for t in solver.timesteps:
-            with autocast():  # the solver's own arithmetic stays float32
-                eps = model(torch.cat([z, z]), t, class_labels=torch.cat([lab, null])).sample.float()
-            cond, uncond = eps.chunk(2)
-            z = solver.step(uncond + w * (cond - uncond), t, z).prev_sample
+        solver.set_timesteps(steps, device=device)
+        timesteps = solver.timesteps[steps - keep :]
+        if images is not None:  # the start images, noised to the first kept step (none kept: returned as they are)
+            x0 = torch.as_tensor(images[start : start + batch], device=device).float() / 127.5 - 1
+            solver.set_begin_index(steps - keep)
+            z = solver.add_noise(x0, z, timesteps[:1].repeat(len(lab))) if keep else x0
+        z = _denoise(model, z, lab, n_classes, w, solver, timesteps, autocast)
         out.append(((z.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0,) + shape, np.uint8)
+
+
+def _denoise(model, z, lab, n_classes: int, w: float, solver, timesteps, autocast):
+    """The reverse steps with classifier-free guidance (conditional and null class in one batch)."""
+    null = torch.full_like(lab, n_classes)
+    for t in timesteps:
+        with autocast():  # the solver's own arithmetic stays float32; a DiT needs one timestep per row
+            eps = model(torch.cat([z, z]), t.expand(2 * len(z)), class_labels=torch.cat([lab, null])).sample.float()
+        cond, uncond = eps.chunk(2)
+        z = solver.step(uncond + w * (cond - uncond), t, z).prev_sample
+    return z
 
 
 def save_generator(model, folder: Path, meta: dict) -> None:
@@ -248,11 +387,11 @@ def train_or_load(
 
 
 def load_generator(folder: Path):
-    from diffusers import UNet2DModel
-
     meta = json.loads((Path(folder) / "meta.json").read_text())
     verify_folder(folder, meta.get("files"), "generator", "delete the folder to retrain it", skip=("meta.json",))
-    model = UNet2DModel.from_pretrained(folder, use_safetensors=True, local_files_only=True)
+    model = denoiser_class(meta.get("hp", {})).from_pretrained(
+        folder, use_safetensors=True, local_files_only=True, low_cpu_mem_usage=False
+    )
     return model, {k: v for k, v in meta.items() if k != "files"}
 
 
@@ -274,26 +413,154 @@ def sample_text2image(
     batch: int = 16,
     first_batch: int = 0,
     progress: bool = False,
+    start_images: np.ndarray | None = None,
+    strength: float = 1.0,
+    textual_inversion: tuple[list, list[str]] | None = None,
 ) -> np.ndarray:
     """Prompt a local pipeline with class names; resize to the dataset's (C, H, W); uint8. Whole batches, each
-    with its own seed, as :func:`sample_diffusion`."""
-    from diffusers import DiffusionPipeline
-
+    with its own seed, as :func:`sample_diffusion`. With ``start_images`` (uint8, one per label): image-to-image
+    from them at ``strength``, through diffusers' image-to-image pipeline built from the same components. With
+    ``textual_inversion`` (files, tokens): the learned tokens are loaded and prompted in place of class names."""
     whole_batches(labels, batch)
     device = _device(device)
+    pipe = load_text2image(pipeline_dir, device)
+    words = list(class_names)
+    if textual_inversion is not None:  # learned tokens, one per class, in place of the class names
+        files, words = textual_inversion
+        pipe.load_textual_inversion([str(f) for f in files], token=list(words))
+    if start_images is not None:  # image-to-image (SDEdit) from the same components
+        from diffusers import AutoPipelineForImage2Image
+
+        pipe = AutoPipelineForImage2Image.from_pipe(pipe)
+        pipe.set_progress_bar_config(disable=True)
+    out = []
+    for start in tqdm(range(0, len(labels), batch), desc="text-to-image", disable=not progress, leave=False):
+        gen = torch.Generator(device=device).manual_seed(batch_seed(seed, first_batch + start // batch))
+        prompts = [prompt.format(words[c]) for c in labels[start : start + batch]]
+        kwargs = {}
+        if start_images is not None:
+            kwargs = {"image": pipeline_images(pipe, start_images[start : start + batch], device), "strength": strength}
+        img = pipe(
+            prompts, num_inference_steps=steps, guidance_scale=guidance, generator=gen, output_type="pt", **kwargs
+        ).images.float()  # (B, 3, h, w) in [0, 1]
+        out.append(dataset_images(img, shape))
+    return np.concatenate(out) if out else np.zeros((0,) + tuple(shape), np.uint8)
+
+
+def load_text2image(pipeline_dir, device: str):
+    """A local diffusers pipeline folder, on ``device`` (nothing from a hub)."""
+    from diffusers import DiffusionPipeline
+
     pipe = DiffusionPipeline.from_pretrained(
         pipeline_dir, local_files_only=True, use_safetensors=True, safety_checker=None, requires_safety_checker=False
     ).to(device)
     pipe.set_progress_bar_config(disable=True)
-    out = []
-    for start in tqdm(range(0, len(labels), batch), desc="text-to-image", disable=not progress, leave=False):
-        gen = torch.Generator(device=device).manual_seed(batch_seed(seed, first_batch + start // batch))
-        prompts = [prompt.format(class_names[c]) for c in labels[start : start + batch]]
-        img = pipe(
-            prompts, num_inference_steps=steps, guidance_scale=guidance, generator=gen, output_type="pt"
-        ).images.float()  # (B, 3, h, w) in [0, 1]
-        img = F.interpolate(img, size=shape[1:], mode="bilinear", antialias=True, align_corners=False)
-        if shape[0] == 1:
-            img = (img * torch.tensor([0.299, 0.587, 0.114], device=img.device)[:, None, None]).sum(1, keepdim=True)
-        out.append((img.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0,) + tuple(shape), np.uint8)
+    return pipe
+
+
+def pipeline_size(pipe) -> int:
+    """The side of the images a pipeline makes (its UNet's latent side times the VAE's factor)."""
+    return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+
+
+def pipeline_images(pipe, images: np.ndarray, device: str) -> torch.Tensor:
+    """Dataset images (uint8, N x C x h x w) as a pipeline takes them: RGB floats in [0, 1] at its resolution."""
+    x = torch.as_tensor(images, device=device).float() / 255
+    x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+    side = pipeline_size(pipe)
+    return F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+
+
+def dataset_images(img: torch.Tensor, shape) -> np.ndarray:
+    """A pipeline's RGB floats in [0, 1] as the dataset's (C, H, W) uint8 images (luma for one channel)."""
+    img = F.interpolate(img, size=tuple(shape[1:]), mode="bilinear", antialias=True, align_corners=False)
+    if shape[0] == 1:
+        img = (img * torch.tensor([0.299, 0.587, 0.114], device=img.device)[:, None, None]).sum(1, keepdim=True)
+    return (img.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def class_tokens(class_names) -> list[str]:
+    """One new token per class for textual inversion (``<ti-0-airplane>``): never a word the tokenizer knows."""
+    return [
+        f"<ti-{c}-{''.join(ch for ch in str(name).lower() if ch.isalnum())[:24]}>" for c, name in enumerate(class_names)
+    ]
+
+
+def textual_inversion(
+    pipeline_dir,
+    class_names,
+    images: np.ndarray,
+    labels: np.ndarray,
+    folder: Path,
+    *,
+    prompt: str,
+    steps: int,
+    lr: float,
+    batch: int,
+    seed: int,
+    device: str | None = None,
+    progress: bool = False,
+) -> tuple[list[Path], list[str], float]:
+    """Textual inversion (Gal et al. 2023): one new token per class whose input embedding alone is trained, with
+    the pipeline's denoising loss, on ``images`` (uint8 N x C x h x w, the base subset) of that class; every
+    weight of the pipeline frozen. Each class's embedding is saved as ``learned_embeds-<c>.safetensors`` — one
+    tensor under its token, the file diffusers' ``load_textual_inversion`` reads. Returns (files, tokens,
+    seconds). A class without images keeps its class-name initialisation."""
+    from diffusers import DDPMScheduler
+    from safetensors.torch import save_file
+
+    device = _device(device)
+    torch.manual_seed(seed)
+    pipe = load_text2image(pipeline_dir, device)
+    tok, text, unet, vae = pipe.tokenizer, pipe.text_encoder, pipe.unet, pipe.vae
+    for m in (text, unet, vae):
+        m.requires_grad_(False)
+    tokens = class_tokens(class_names)
+    tok.add_tokens(tokens)
+    text.resize_token_embeddings(len(tok))
+    ids = tok.convert_tokens_to_ids(tokens)
+    table = text.get_input_embeddings().weight
+    with torch.no_grad():  # start from the class name's own tokens (their mean): the prompt's meaning at step 0
+        for i, name in zip(ids, class_names):
+            words = tok(str(name), add_special_tokens=False).input_ids
+            table[i] = table[words].mean(0) if words else table[: ids[0]].mean(0)
+    # the diffusers recipe: the whole input table takes gradients, every row but the new tokens' is put back after
+    # each step (CLIP's text model takes token ids, not embeddings)
+    table.requires_grad_(True)
+    original = table.detach().clone()
+    frozen = torch.ones(len(table), dtype=torch.bool, device=table.device)
+    frozen[ids] = False
+    opt = torch.optim.AdamW([table], lr=lr, weight_decay=0.0)
+    sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    start = pipeline_images(pipe, images, device) * 2 - 1
+    y = torch.as_tensor(labels, dtype=torch.int64, device=device)
+    prompt_ids = tok(
+        [prompt.format(t) for t in tokens], padding="max_length", max_length=tok.model_max_length,
+        truncation=True, return_tensors="pt",
+    ).input_ids.to(device)  # fmt: skip
+    t0 = time.perf_counter()
+    for _ in tqdm(range(steps), desc="textual inversion", disable=not progress, leave=False):
+        idx = torch.randint(0, len(y), (min(batch, len(y)),), device=device, generator=gen)
+        with torch.no_grad():
+            latents = vae.encode(start[idx]).latent_dist.sample(gen) * vae.config.scaling_factor
+        noise = torch.randn(latents.shape, device=device, generator=gen)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), device=device, generator=gen)
+        hidden = text(prompt_ids[y[idx]])[0]
+        pred = unet(sched.add_noise(latents, noise, t), t, encoder_hidden_states=hidden).sample
+        target = sched.get_velocity(latents, noise, t) if sched.config.prediction_type == "v_prediction" else noise
+        loss = F.mse_loss(pred.float(), target.float())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            table[frozen] = original[frozen]
+    learned = table[ids].detach()
+    seconds = time.perf_counter() - t0
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for c, token in enumerate(tokens):
+        files.append(folder / f"learned_embeds-{c}.safetensors")
+        save_file({token: learned[c].detach().cpu().contiguous()}, str(files[-1]))
+    return files, tokens, seconds

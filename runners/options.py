@@ -86,8 +86,21 @@ PRECISIONS = ("fp32", "bf16")
 # (at least MIN_GENERATOR_STEPS, at most `train_steps`), since memorisation sets in after a time that grows with
 # the training set (Bonnaire et al. 2025, Favero et al. 2025).
 SMALL_DATA_KEYS = ("augment", "steps_per_image")
+# The denoiser's architecture: the UNet of the presets, or a DiT (diffusers' DiTTransformer2DModel: the image cut into
+# patch_size x patch_size patches, a transformer of num_layers blocks with adaLN-Zero class and time conditioning,
+# Peebles & Xie 2023), trained from scratch in pixel space. Enters the keys only when set to dit (a UNet config keeps
+# its generator and pool keys); the DiT keys are accepted only with it.
+ARCHITECTURES = ("unet", "dit")
+DIT_DEFAULTS = {"patch_size": 2, "num_layers": 4, "num_attention_heads": 4, "attention_head_dim": 16}
 MIN_GENERATOR_STEPS = 100
 AUGMENTATIONS = 8  # the symmetries of the square: identity, 3 rotations, 4 reflections
+
+
+def denoiser_tag(hp: dict) -> str:
+    """The denoiser's size as the cost table keys name it: UNet levels (``2``), or ``dit<layers>-d<width>``."""
+    if hp.get("architecture") == "dit":
+        return f"dit{hp['num_layers']}-d{hp['num_attention_heads'] * hp['attention_head_dim']}"
+    return str(len(hp["block_out_channels"]))
 
 
 def generator_steps(hp: dict, n_train: int) -> int:
@@ -111,10 +124,19 @@ def resolve_preset(options: dict) -> dict:
     name = options.get("preset", "tiny")
     if name not in PRESETS:
         raise ValueError(f"preset: unknown generator preset {name!r}; choose from {tuple(PRESETS)}")
-    unknown = sorted(set(options) - set(PRESET_KEYS) - {"preset", "precision", *SMALL_DATA_KEYS})
+    architecture = options.get("architecture") or "unet"
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture: choose one of {ARCHITECTURES}, got {architecture!r}")
+    dit_keys = tuple(DIT_DEFAULTS) if architecture == "dit" else ()
+    unknown = sorted(
+        set(options) - set(PRESET_KEYS) - {"preset", "precision", "architecture", *SMALL_DATA_KEYS, *dit_keys}
+    )
     if unknown:
-        known = ", ".join(("preset", "precision", *SMALL_DATA_KEYS, *PRESET_KEYS))
-        raise ValueError(f"{unknown[0]}: unknown generator option (known: {known})")
+        known = ", ".join(("preset", "precision", "architecture", *SMALL_DATA_KEYS, *PRESET_KEYS, *dit_keys))
+        extra = " (patch_size, num_layers, ... need architecture: dit)" if unknown[0] in DIT_DEFAULTS else ""
+        raise ValueError(f"{unknown[0]}: unknown generator option{extra} (known: {known})")
+    if architecture == "dit" and options.get("augment"):
+        raise ValueError("augment: the DiT denoiser has one class-embedding row per class; augment needs the UNet")
     augment = options.get("augment")
     if augment is not None and (
         isinstance(augment, bool) or not isinstance(augment, (int, float)) or not 0 <= augment < 1
@@ -129,12 +151,17 @@ def resolve_preset(options: dict) -> dict:
         raise ValueError(f"precision: choose one of {PRECISIONS}, got {options['precision']!r}")
     hp = {
         **PRESETS[name],
+        **(DIT_DEFAULTS if architecture == "dit" else {}),
         **{
             k: v
             for k, v in options.items()
-            if k != "preset" and not (k in ("precision", *SMALL_DATA_KEYS) and v is None)
+            if k not in ("preset", "architecture") and not (k in ("precision", *SMALL_DATA_KEYS) and v is None)
         },
     }
+    if architecture == "dit":
+        hp["architecture"] = "dit"
+        for key in DIT_DEFAULTS:
+            hp[key] = positive_int(hp, key)
     hp["block_out_channels"] = tuple(int(c) for c in hp["block_out_channels"])
     hp["sample_batch"] = positive_int(hp, "sample_batch")
     return hp
@@ -153,6 +180,14 @@ def check_resolution(hp: dict, shape: tuple[int, int, int]) -> None:
     the square needs square images."""
     if hp.get("augment") and shape[1] != shape[2]:
         raise ValueError(f"augment: the symmetries of the square need square images, got {shape[1]}x{shape[2]}")
+    if hp.get("architecture") == "dit":
+        patch = hp["patch_size"]
+        if shape[1] != shape[2] or shape[1] % patch:
+            raise ValueError(
+                f"patch_size: the DiT needs square images whose side {patch} divides, the dataset's images are "
+                f"{shape[1]}x{shape[2]}"
+            )
+        return
     factor = 2 ** (len(hp["block_out_channels"]) - 1)
     if shape[1] % factor or shape[2] % factor:
         raise ValueError(

@@ -68,10 +68,12 @@ def stages(cfg, device: str, table: dict | None = None) -> list[Stage]:
             "decoded once per node" if n_images else "size unknown until the files are in place",
         )
     ]
+    priced: set = set()  # run-wide generators several sources start from: priced once
     for source in cfg.sources:  # each source prices its own stages (runners.sources: ``price``)
         n_pools = sum(1 for j in jobs if j["source"] == source)
         if n_pools:
-            out += cfg.module(source).price(cfg, source, Pricing(table, device, shape, n_classes, n_images, n_pools))
+            p = Pricing(table, device, shape, n_classes, n_images, n_pools, priced)
+            out += cfg.module(source).price(cfg, source, p)
     out.append(_trial_stage(cfg, table, device, shape))
     return out
 

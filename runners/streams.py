@@ -22,6 +22,8 @@ STREAMS = (
     "test_split",
     "validation",
     "memorisation",
+    "start_images",
+    "personalise",
 )
 SHARED = 2**31 - 1  # entropy word of streams shared by every seed (test split, open-set generator, judge)
 

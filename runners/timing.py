@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from runners.costs import shape_key
+from runners.options import denoiser_tag
 from runners.encoders import embed
 from runners.generative import sample_diffusion, train_diffusion
 from runners.train import train_classifier
@@ -62,7 +63,7 @@ GENERATOR_RATES: dict[tuple, list] = {}
 
 
 def generator_rates(hp: dict, shape) -> list[tuple[str, float, str]]:
-    levels = len(hp["block_out_channels"])
+    levels = denoiser_tag(hp)
     key = (levels, tuple(shape))
     if key not in GENERATOR_RATES:
         GENERATOR_RATES[key] = _time_generator(hp, shape, levels)

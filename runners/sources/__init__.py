@@ -2,22 +2,33 @@
 prefixes. Every source builds prefix-stable pools (the pool of 400 is the first 400 of the pool of 800), so a
 run whose largest n_synth grows extends its pools and keeps its finished cells.
 
-| source      | pool                                                                                   |
-|-------------|----------------------------------------------------------------------------------------|
-| real        | held-out real images, disjoint from the base subset and the test set                    |
-| closed_set  | samples of a class-conditional diffusion model trained only on the base subset          |
-| open_set    | samples of a diffusion model trained once on all non-test images, or of a local         |
-|             | text-to-image pipeline prompted with class names                                        |
-| retrieval   | nearest neighbours (faiss, inner product on L2-normalised embeddings) of the base images |
-|             | in the external pool, labelled by their query; near-duplicates of test images dropped   |
+| kind         | pool                                                                                  |
+|--------------|---------------------------------------------------------------------------------------|
+| real         | held-out real images, disjoint from the base subset and the test set                   |
+| closed_set   | samples of a class-conditional diffusion model (UNet, or DiT) trained only on the base |
+|              | subset                                                                                |
+| open_set     | samples of a diffusion model trained once on all non-test images, or of a local        |
+|              | text-to-image pipeline prompted with class names                                       |
+| retrieval    | nearest neighbours (faiss, inner product on L2-normalised embeddings) of the base      |
+|              | images in the external pool, labelled by their query; near-duplicates of test dropped  |
+| img2img      | each base image noised to ``strength`` and denoised back by the open-set generator (or |
+|              | a text-to-image folder's image-to-image pipeline), labelled as its base image          |
+| personalised | the open-set generator adapted to the base subset (its class embeddings; textual       |
+|              | inversion for a text-to-image folder), then sampled per class                          |
 
-Each source is one module with ``NAME``; ``options(raw) -> dict`` (its options resolved, defaults filled in:
+A sweep's sources are *names*, each of a kind: a kind's own name (``closed_set``) is a source of that kind, any
+other name sets ``kind`` in its options, so one sweep can hold several sources of one kind (two text-to-image
+folders, a UNet and a DiT). Two names of one kind with the same options share their pools.
+
+Each kind is one module with ``NAME``; ``options(raw) -> dict`` (its options resolved, defaults filled in:
 what the pool keys hash) and ``check(raw, facts) -> dict`` (validated before anything runs, one error naming the
 field); ``prepare(ctx) -> Pool``; ``memorisation_reference(ctx)`` (what its pool's memorisation audit compares
-against: ``(label, dataset indices)``, or None when it is not at hand); ``generator_trainings(cfg)``; ``price(cfg, p) -> [Stage]`` (its stages in the
-dry run) and ``calibrate(cfg, shape)`` (what ``scaling calibrate`` times for them). A source module imports
-torch, diffusers and faiss only inside the functions that build a pool, so the config validator and the dry run
-can read it. :data:`REGISTRY` maps names to modules: adding a source is one module and one line there. Pool storage is :mod:`runners.pools`; the quality yardstick
+against: ``(label, dataset indices)``, or None when it is not at hand); ``generator_trainings(cfg, name)``;
+``price(cfg, name, p) -> [Stage]`` (its stages in the dry run) and ``calibrate(cfg, name, shape)`` (what
+``scaling calibrate`` times for them); optionally ``shared_generator(cfg, name)`` (a run-wide generator its pools
+start from, trained once, first). A source module imports torch, diffusers and faiss only inside the functions
+that build a pool, so the config validator and the dry run can read it. :data:`REGISTRY` maps kinds to modules:
+adding a kind is one module and one line there. Pool storage is :mod:`runners.pools`; the quality yardstick
 (the judge) is :mod:`runners.quality`.
 """
 
@@ -29,12 +40,12 @@ import numpy as np
 
 from runners import streams
 from runners.pools import Pool, pool_images, pool_key, prepared_size, read_meta, read_pool, save_pool, write_meta
-from runners.sources import closed_set, open_set, real, retrieval
+from runners.sources import closed_set, img2img, open_set, personalised, real, retrieval
 from runners.options import content_hash
 from runners.sources.base import Context
 
 # the one list of sources: the config accepts these names, in this order, and nothing else
-REGISTRY = {m.NAME: m for m in (real, closed_set, open_set, retrieval)}
+REGISTRY = {m.NAME: m for m in (real, closed_set, open_set, retrieval, img2img, personalised)}
 SOURCES = tuple(REGISTRY)
 assert all(
     callable(getattr(m, f, None))

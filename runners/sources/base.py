@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Callable
 
 import numpy as np
 
+from runners import streams
 from runners.checks import require
 from runners.costs import Stage, lookup, shape_key
 from runners.data import ImageData, base_and_real_pool, dataset_of
-from runners.options import check_resolution, generator_steps
+from runners.options import check_resolution, denoiser_tag, generator_steps
+from runners.pools import pool_key
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,30 @@ def sampled_in_batches(
     return np.concatenate(images), seconds + time.perf_counter() - t0
 
 
+def shared_by(cfg, key: str) -> int:
+    """Pools of the sweep that start from the run-wide generator ``key`` (its training cost is split among them):
+    every distinct pool of every source whose kind's ``shared_generator`` names it."""
+    pools = set()
+    for name in cfg.sources:
+        hook = getattr(cfg.module(name), "shared_generator", None)
+        found = hook(cfg, name) if hook else None
+        if found and found[0] == key:
+            pools |= {pool_key(cfg, name, r, s) for r in cfg.pool_bases() for s in cfg.seeds}
+    return max(1, len(pools))
+
+
+def start_images(ctx: Context, rows: int) -> np.ndarray:
+    """Dataset indices of the base images ``rows`` pool images start from (image-to-image): the base subset in a
+    shuffled order per (n_real, seed), repeated, so every prefix of the pool draws on the base evenly."""
+    order = ctx.base[streams.rng("start_images", ctx.seed, ctx.n_real).permutation(len(ctx.base))]
+    return order[np.arange(rows) % len(order)]
+
+
+def as_uint8(images) -> np.ndarray:
+    """Float images in [0, 1] as the uint8 images generators take and pools store."""
+    return np.round(np.asarray(images, dtype=np.float32) * 255).clip(0, 255).astype(np.uint8)
+
+
 def padded_size(size: int, batch: int) -> int:
     """Rows a pool sampled in whole batches holds for ``size`` images."""
     return -(-size // batch) * batch
@@ -111,9 +137,10 @@ class Facts:
 
 @dataclass(frozen=True)
 class Pricing:
-    """What a source's ``price(cfg, p)`` needs to cost its stages in the dry run (:func:`runners.plan.stages`):
-    the cost table and device, the dataset's image shape, class count and size (None: not in place yet), and how
-    many pools of this source the sweep builds."""
+    """What a source's ``price(cfg, name, p)`` needs to cost its stages in the dry run (:func:`runners.plan.stages`):
+    the cost table and device, the dataset's image shape, class count and size (None: not in place yet), how
+    many pools of this source the sweep builds, and the run-wide generators already priced (shared by several
+    sources, each is priced once: :meth:`first_time`)."""
 
     table: dict
     device: str
@@ -121,10 +148,17 @@ class Pricing:
     n_classes: int
     n_images: int | None
     n_pools: int
+    priced: set = field(default_factory=set)
 
     @property
     def pixels(self) -> int:
         return self.shape[0] * self.shape[1] * self.shape[2]
+
+    def first_time(self, key: str) -> bool:
+        """True the first time a run-wide generator is priced in this dry run, False after."""
+        new = key not in self.priced
+        self.priced.add(key)
+        return new
 
 
 def check_generator(hp: dict, facts: Facts) -> None:
@@ -138,34 +172,22 @@ def check_generator(hp: dict, facts: Facts) -> None:
         check_resolution(hp, facts.shape)
 
 
-def generator_stages(cfg, source: str, p: Pricing, train_sizes: list[int | None]) -> list[Stage]:
+def generator_stages(
+    cfg, source: str, p: Pricing, train_sizes: list[int | None], *, sampled: float = 1.0
+) -> list[Stage]:
     """A diffusion generator's training (one indivisible job per entry of ``train_sizes``: the images it trains on,
-    None when not known before the dataset is read) and the sampling of its pools."""
-    from runners.generative import unet_bytes  # builds the UNet on the meta device: torch, diffusers
+    None when not known before the dataset is read; none when empty) and the sampling of its pools, ``sampled``
+    the share of the sampling steps each image takes (image-to-image: the part of the schedule it denoises)."""
 
     hp = cfg.options(source)["generator"]
-    levels = len(hp["block_out_channels"])
+    tag = denoiser_tag(hp)
     out = []
     if train_sizes:
-        key = f"generator_train/{levels}/{shape_key(p.shape)}"
-        steps_per_s, basis = lookup(p.table, p.device, key)
-        # steps_per_image: steps follow the training set; an unknown size is priced at the cap, train_steps
-        steps = [hp["train_steps"] if n is None else generator_steps(hp, n) for n in train_sizes]
-        trainings = len(steps)
-        out.append(
-            Stage(
-                f"{source} generator",
-                trainings,
-                sum(steps) * hp["batch_size"],
-                sum(steps) / steps_per_s / 3600,
-                trainings * unet_bytes(hp, p.shape, p.n_classes),
-                f"{key}: {steps_per_s:.3g} steps/s, {basis}",
-                job_hours=max(steps) / steps_per_s / 3600,
-            )
-        )
+        out.append(training_stage(f"{source} generator", hp, p, train_sizes))
     size = padded_size(max(cfg.n_synth), hp["sample_batch"])  # generators sample whole batches
-    key = f"generator_sample/{levels}/{shape_key(p.shape)}"
+    key = f"generator_sample/{tag}/{shape_key(p.shape)}"
     rate, basis = lookup(p.table, p.device, key)
+    rate = rate / max(sampled, 1e-9)
     out.append(
         Stage(
             f"{source} sampling",
@@ -173,7 +195,30 @@ def generator_stages(cfg, source: str, p: Pricing, train_sizes: list[int | None]
             p.n_pools * size,
             p.n_pools * size / rate / 3600,
             p.n_pools * size * p.pixels,  # generated images are stored
-            f"{key}: {rate:.3g} img/s, {basis}",
+            f"{key}: {rate:.3g} img/s, {basis}" + (f"; {sampled:.0%} of the steps" if sampled < 1 else ""),
         )
     )
     return out
+
+
+def training_stage(
+    name: str, hp: dict, p: Pricing, train_sizes: list[int | None], steps: list[int] | None = None
+) -> Stage:
+    """Trainings of a denoiser of ``hp`` (one indivisible job each) at the cost table's training rate: each
+    ``generator_steps`` of its training-set size, or the given ``steps`` (an adaptation)."""
+    from runners.generative import unet_bytes  # builds the denoiser on the meta device: torch, diffusers
+
+    key = f"generator_train/{denoiser_tag(hp)}/{shape_key(p.shape)}"
+    steps_per_s, basis = lookup(p.table, p.device, key)
+    # steps_per_image: steps follow the training set; an unknown size is priced at the cap, train_steps
+    if steps is None:
+        steps = [hp["train_steps"] if n is None else generator_steps(hp, n) for n in train_sizes]
+    return Stage(
+        name,
+        len(steps),
+        sum(steps) * hp["batch_size"],
+        sum(steps) / steps_per_s / 3600,
+        len(steps) * unet_bytes(hp, p.shape, p.n_classes),
+        f"{key}: {steps_per_s:.3g} steps/s, {basis}",
+        job_hours=max(steps) / steps_per_s / 3600,
+    )

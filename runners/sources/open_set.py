@@ -27,6 +27,7 @@ from runners.sources.base import (
     no_generator_cost,
     padded_size,
     sampled_in_batches,
+    shared_by,
 )
 
 NAME = "open_set"
@@ -194,12 +195,12 @@ def prepare(ctx: Context) -> Pool:
             model, lab, ctx.n_classes, hp, seed=seed, first_batch=first, progress=ctx.progress
         ),
     )
-    # one generator serves every seed's pool: its training cost is shared among them
+    # one generator serves every seed's pool (and those of sources starting from it): its cost is split among them
     return Pool(
         {"images": images, "labels": labels},
         {
             "generator_seconds": meta["train_seconds"],
-            "generator_shared_by": len(ctx.cfg.seeds),
+            "generator_shared_by": shared_by(ctx.cfg, key),
             "sample_seconds": seconds,
             "generator": key,
         },
@@ -218,12 +219,17 @@ def load_shared_generator(ctx: Context):
     return key, model, meta
 
 
+def shared_training(cfg, name: str, p: Pricing) -> list[None]:
+    """The run-wide generator's training for the dry run: once, by the first source priced that starts from it
+    (every non-test image: not known before the dataset is read, so priced at train_steps, the cap)."""
+    return [None] if p.first_time(shared_generator(cfg, name)[0]) else []
+
+
 def price(cfg, name: str, p: Pricing) -> list[Stage]:
     """One generator on all non-test images, sampled per pool; or a text-to-image pipeline, prompted per pool."""
     opts = cfg.options(name)
     if "generator" in opts:
-        # every non-test image: not known before the dataset is read, so priced at train_steps (the cap)
-        return generator_stages(cfg, name, p, [None] * generator_trainings(cfg, name))
+        return generator_stages(cfg, name, p, shared_training(cfg, name, p))
     size = padded_size(max(cfg.n_synth), opts["text2image"]["batch"])
     rate, basis = lookup(p.table, p.device, "text2image")
     return [
