@@ -196,14 +196,15 @@ def wall_hours(stages: list[Stage], devices: float, per_job: float) -> float:
 
 def cost_table_lines(stages: list[Stage], device: str, devices: float, per_job: float) -> list[str]:
     unit = "GPU-h" if device == "gpu" else "CPU-h"
-    rows = [f"  {'stage':<20} {'jobs':>6} {'images':>12} {unit:>9} {'disk':>9}  basis"]
+    w = max([20] + [len(s.name) for s in stages])  # named sources make longer stage names
+    rows = [f"  {'stage':<{w}} {'jobs':>6} {'images':>12} {unit:>9} {'disk':>9}  basis"]
     for s in stages:
         rows.append(
-            f"  {s.name:<20} {s.jobs:>6} {s.images:>12,} {s.device_hours:>9.2f} {fmt_bytes(s.disk_bytes):>9}  {s.basis}"
+            f"  {s.name:<{w}} {s.jobs:>6} {s.images:>12,} {s.device_hours:>9.2f} {fmt_bytes(s.disk_bytes):>9}  {s.basis}"
         )
     total = sum(s.device_hours for s in stages)
     disk = sum(s.disk_bytes for s in stages)
-    rows.append(f"  {'total':<20} {'':>6} {'':>12} {total:>9.2f} {fmt_bytes(disk):>9}")
+    rows.append(f"  {'total':<{w}} {'':>6} {'':>12} {total:>9.2f} {fmt_bytes(disk):>9}")
     what = f"{devices:g} GPU(s)" if device == "gpu" else f"{devices:g} CPU slot(s)"
     rows.append(f"  wall time on {what}: ~{_fmt_hours(wall_hours(stages, devices, per_job))}")
     return rows
