@@ -402,6 +402,34 @@ class EquivalenceResult:
         est, lo, hi = self._interval_of(log_ratio, method=ci_method)
         return tuple(float(np.exp(np.ravel(v)[0])) for v in (est, lo, hi))
 
+    def neq_difference(
+        self,
+        other: "EquivalenceResult",
+        n_real: float,
+        n_synth: float,
+        *,
+        law: str | None = None,
+        ci_method: str | None = None,
+    ) -> tuple[float, float, float]:
+        """``n_eq_self - n_eq_other``: how many more real images ``n_synth`` images of this source are worth than as
+        many of ``other``'s, at base ``n_real``, from the paired replicates of a joint fit (the seed resamples both
+        sources share). Defined where a ratio of rates is not — a source worth nothing has a real equivalent of 0
+        — so methods can be ranked whatever their verdicts."""
+        if other._pt is not self._pt:
+            raise ValueError(
+                "other: compare sources fitted together (one fit_equivalence call), whose replicates are paired"
+            )
+        law_a, law_b = self._check_law(law), other._check_law(law)
+        r, s = np.array([float(n_real)]), np.array([float(n_synth)])
+
+        def difference(reps):
+            return reps.neq_law(self.source, law_a, r, s) - reps.neq_law(other.source, law_b, r, s)
+
+        if not np.isfinite(difference(self._pt)[0]).all():
+            return float("nan"), float("nan"), float("nan")
+        est, lo, hi = self._interval_of(difference, method=ci_method, domain=_REAL, log=False)
+        return tuple(float(np.ravel(v)[0]) for v in (est, lo, hi))
+
     def _check_law(self, law: str | None) -> str:
         law = law or self.law
         if law not in EQUIVALENCE_LAWS + ("auto",):

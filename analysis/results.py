@@ -100,15 +100,19 @@ class EquivalenceResults(Mapping):
     def answer_rows(self, n_synth: float | None = None) -> list[dict]:
         return [row for res in self._results.values() for row in res.answer_rows(n_synth)]
 
-    def compare(self, n_real, n_synth, *, law: str | None = None, ci_method: str | None = None) -> pd.DataFrame:
-        """Pairwise ratios of exchange rates, ``rho_a / rho_b`` at the same (n_real, n_synth), with intervals.
+    def compare(
+        self, n_real, n_synth, *, against: str | None = None, law: str | None = None, ci_method: str | None = None
+    ) -> pd.DataFrame:
+        """Ratios of exchange rates, ``rho_a / rho_b`` at the same (n_real, n_synth), with intervals: every pair, or
+        with ``against`` (a source's name, or ``"best"``: the source whose images are worth the most real ones
+        there, :meth:`ranking`) each other source against that one — one row per source, legible for many.
 
         The sources were fitted on the same seed (and test-item) resamples, so the ratio's replicates are
         paired and its interval is tighter than two separate intervals suggest. A ratio above 1: source
         ``a`` needs more images than ``b`` to match one real image (``b`` is the better source there).
         """
         rows = []
-        for a, b in combinations(self._results, 2):
+        for a, b in self._pairs(n_real, n_synth, against, law, ci_method):
             ra, rb = self._results[a], self._results[b]
             est, lo, hi = ra.rate_ratio(rb, n_real, n_synth, law=law, ci_method=ci_method)
             rows.append(
@@ -123,7 +127,107 @@ class EquivalenceResults(Mapping):
                     "differ": bool(np.isfinite(lo) and np.isfinite(hi) and (lo > 1 or hi < 1)),
                 }
             )
+        return pd.DataFrame(rows, columns=["a", "b", "n_real", "n_synth", "ratio", "lower", "upper", "differ"])
+
+    def _pairs(self, n_real, n_synth, against, law, ci_method) -> list[tuple[str, str]]:
+        if against is None:
+            return list(combinations(self._results, 2))
+        if against == "best":
+            against = self.ranking(n_synth, n_real=n_real, law=law, ci_method=ci_method).iloc[0]["source"]
+        if against not in self._results:
+            raise ValueError(f"against: {against!r} is not a fitted source (have {list(self._results)}, or 'best')")
+        return [(a, against) for a in self._results if a != against]
+
+    def ranking(
+        self, n_synth: float | None = None, *, n_real=None, law: str | None = None, ci_method: str | None = None
+    ) -> pd.DataFrame:
+        """The sources ranked by what ``n_synth`` of their images are worth in real images at each base size
+        (default: every measured base, the largest measured n_synth), best first — Burg et al.'s table of methods
+        as a ranking with paired intervals.
+
+        Per row: the real equivalent ``n_eq`` [CI], the exchange rate's verdict, the paired difference to the best
+        source ``n_eq_best - n_eq`` [CI] (every source was fitted on the same seed resamples), and the range of
+        ranks the pairwise comparisons allow: a source is placed below every source whose paired difference to it
+        has an interval above 0, and above every one whose interval lies below 0 (``rank_low``-``rank_high``;
+        equal where every comparison is decided). ``tied_with_best``: the difference's interval contains 0.
+        Pairwise intervals are at the fit's level each, not simultaneous: among many sources a few spurious
+        separations are expected.
+        """
+        first = next(iter(self._results.values()))
+        ns = float(first._src.n_synth.max()) if n_synth is None else float(n_synth)
+        bases = np.unique(first._src.n_real) if n_real is None else np.atleast_1d(np.asarray(n_real, float))
+        frames = []
+        for r in bases:
+            frames.append(self._ranking_at(float(r), ns, law, ci_method))
+        return pd.concat(frames, ignore_index=True)
+
+    def _ranking_at(self, n_real: float, n_synth: float, law, ci_method) -> pd.DataFrame:
+        names = list(self._results)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExtrapolationWarning)
+            eq = {n: self._results[n].real_equivalent(n_real, n_synth, law=law, ci_method=ci_method) for n in names}
+            rate = {n: self._results[n].exchange_rate(n_real, n_synth, law=law, ci_method=ci_method) for n in names}
+        point = {n: float(np.ravel(eq[n]["estimate"].values)[0]) for n in names}
+        order = sorted(names, key=lambda n: -point[n] if np.isfinite(point[n]) else np.inf)
+        best = order[0]
+        above = dict.fromkeys(names, 0)  # sources decided better than this one
+        below = dict.fromkeys(names, 0)  # sources decided worse
+        for a, b in combinations(names, 2):
+            _, lo, hi = self._results[a].neq_difference(self._results[b], n_real, n_synth, law=law, ci_method=ci_method)
+            if lo > 0:
+                above[b], below[a] = above[b] + 1, below[a] + 1
+            elif hi < 0:
+                above[a], below[b] = above[a] + 1, below[b] + 1
+        rows = []
+        for n in order:
+            d = (0.0, 0.0, 0.0) if n == best else self._results[best].neq_difference(
+                self._results[n], n_real, n_synth, law=law, ci_method=ci_method
+            )  # fmt: skip
+            rows.append(
+                {
+                    "n_real": int(n_real),
+                    "n_synth": int(n_synth),
+                    "source": n,
+                    "best": best,
+                    "n_eq": point[n],
+                    "n_eq_lower": float(np.ravel(eq[n]["lower"].values)[0]),
+                    "n_eq_upper": float(np.ravel(eq[n]["upper"].values)[0]),
+                    "rho": float(np.ravel(rate[n]["estimate"].values)[0]),
+                    "verdict": str(np.ravel(rate[n]["verdict"].values)[0]),
+                    "behind_best": d[0],
+                    "behind_lower": d[1],
+                    "behind_upper": d[2],
+                    "tied_with_best": bool(n == best or not (d[1] > 0)),
+                    "rank_low": 1 + above[n],
+                    "rank_high": len(names) - below[n],
+                }
+            )
         return pd.DataFrame(rows)
+
+    def ranking_markdown(self, n_synth: float | None = None, digits: int = 3) -> str:
+        """:meth:`ranking` as one Markdown table: per base size, the sources best first."""
+        t = self.ranking(n_synth)
+        rows = [
+            [
+                r.n_real,
+                f"{r.rank_low}" if r.rank_low == r.rank_high else f"{r.rank_low}-{r.rank_high}",
+                r.source,
+                f"{fmt_number(r.n_eq, digits)} {format_interval(r.n_eq_lower, r.n_eq_upper, digits)}",
+                "best" if r.source == r.best
+                else f"{fmt_number(r.behind_best, digits)} {format_interval(r.behind_lower, r.behind_upper, digits)}"
+                + ("" if r.tied_with_best else " *"),
+                r.verdict,
+            ]
+            for r in t.itertuples()
+        ]  # fmt: skip
+        note = (
+            "n_eq: real images the n_synth images are worth; behind the best: the best source's n_eq minus this "
+            "one's, paired over the seed resamples (*: its interval excludes 0); rank: the ranks the pairwise paired "
+            "comparisons allow"
+        )
+        return (
+            md_table(["n_real", "rank", "source", "n_eq [CI]", "behind the best [CI]", "verdict"], rows) + "\n\n" + note
+        )
 
     # ---------------------------------------------------------------- tables
     def table(self, n_synth: float | None = None) -> pd.DataFrame:

@@ -39,8 +39,11 @@ def figure(cube, budgets=None):
     budgets = [int(b) for b in (cube["n_synth"].values if budgets is None else budgets)]
     sources = [str(s) for s in cube["source"].values]
     n_real = [int(r) for r in cube["n_real"].values]
-    fig, axes = new_figure(len(n_real), width=max(3.6, 0.9 * len(budgets) + 1.5), height=3.4, sharey=False)
-    offsets = np.linspace(-0.25, 0.25, len(sources)) if len(sources) > 1 else [0.0]
+    # each budget's column widens with the sources it holds (6-10 methods stay apart)
+    width = max(3.6, (0.5 + 0.06 * len(sources)) * len(budgets) + 1.5)
+    fig, axes = new_figure(len(n_real), width=width, height=3.4, sharey=False)
+    spread = 0.25 if len(sources) <= 4 else 0.38
+    offsets = np.linspace(-spread, spread, len(sources)) if len(sources) > 1 else [0.0]
     per_budget = [comparison_data(cube, b)["rows"] for b in budgets]  # once, not per panel and source
     for ax, r in zip(axes, n_real):
         for off, src in zip(offsets, sources):

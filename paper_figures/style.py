@@ -18,23 +18,33 @@ SOURCE_STYLE = {
     "closed_set": ("#D55E00", "s"),
     "open_set": ("#0072B2", "^"),
     "retrieval": ("#009E73", "D"),
+    "img2img": ("#CC79A7", "v"),
+    "personalised": ("#E69F00", "P"),
 }
+# any other source name (a named source: sd14, closed_set_dit, ...): a colour of Okabe-Ito (black kept for the
+# reference) and Paul Tol's muted scheme, and a marker, each picked by the name's crc32 — 11 x 8 combinations, so
+# the 6-10 sources of a methods comparison rarely share both
+NAMED_COLOURS = OKABE_ITO[1:] + ["#882255", "#44AA99", "#999933", "#332288"]
+NAMED_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 LAW_STYLE = {"effective": "-", "wang": "--", "saturating": "-."}
 LABELS = {
     "real": "real (reference)",
     "closed_set": "closed-set diffusion",
     "open_set": "open-set diffusion",
     "retrieval": "retrieval",
+    "img2img": "img2img (from base images)",
+    "personalised": "personalised open-set",
 }
 
 
 def source_color(source: str) -> str:
     # crc32, not hash(): str hashes change between processes, colours must not
-    return SOURCE_STYLE.get(source, (OKABE_ITO[zlib.crc32(source.encode()) % len(OKABE_ITO)], "o"))[0]
+    return SOURCE_STYLE.get(source, (NAMED_COLOURS[zlib.crc32(source.encode()) % len(NAMED_COLOURS)], ""))[0]
 
 
 def source_marker(source: str) -> str:
-    return SOURCE_STYLE.get(source, ("", "o"))[1]
+    # another bit of the same checksum than the colour's, so two names of one colour likely differ in marker
+    return SOURCE_STYLE.get(source, ("", NAMED_MARKERS[(zlib.crc32(source.encode()) >> 8) % len(NAMED_MARKERS)]))[1]
 
 
 def source_label(source: str) -> str:

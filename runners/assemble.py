@@ -16,7 +16,7 @@ from runners.integrity import IntegrityError
 from runners.ledger import cell_key, ledger_path, read_entry
 from runners.pools import is_prepared, load_pool, load_quality_arrays, pool_paths
 from runners.quality import FEATURES_KEPT, judge_outputs, judge_path
-from runners.sources import audited_meta
+from runners.sources import audited_meta, shared_generator
 from analysis.cube import STATUS_DONE, STATUS_FAILED, empty_cube, unpack_correct_hex, write_netcdf
 
 POOL_VARS = {
@@ -111,6 +111,10 @@ def assemble_cube(cfg, failed: set[str], provenance: dict):
         protocols=cfg.protocol_labels() if cfg.multi_protocol else None,
     )
     cube.attrs["protocol"] = json.dumps(cfg.protocol())
+    # each named source's kind, and those whose pools start from one run-wide generator (its interval is
+    # conditional on that one training run): the report's caveats and the figures' styles read them
+    cube.attrs["source_kinds"] = json.dumps({s: cfg.kind(s) for s in cfg.sources})
+    cube.attrs["shared_generator_sources"] = json.dumps([s for s in cfg.sources if shared_generator(cfg, s)])
     if cfg.design is not None:  # cells outside a replace design stay pending: they are never run
         cube.attrs["design"] = json.dumps([list(c) for c in cfg.design])
     all_items = True

@@ -251,16 +251,24 @@ def caveat_lines(cube, results: dict) -> list[str]:
             + (". Warnings: " + inert_md("; ".join(res.warnings)) if res.warnings else "")
             + "."
         )
-    if "open_set" in results:
+    for name in shared_generator_sources(cube, results):
         md.append(
-            "- **open_set** uses one generator shared by every seed: its interval is conditional on that "
-            "generator (a different training run of it could move the rate)."
+            f"- **{inert_md(name)}** starts from one generator shared by every seed: its interval is conditional on "
+            "that generator (a different training run of it could move the rate)."
         )
     curve = first
     ho = ", ".join(f"{k} {v:.2f}" for k, v in curve.curve_selection["heldout_error"].dropna().items()) or "not computed"
     wts = ", ".join(f"{k} {v:.2f}" for k, v in curve.curve_selection["weight"].items())
     md.append(f"- **Reference curve**: laws weighted {wts} by held-out extrapolation error ({ho}).")
     return md
+
+
+def shared_generator_sources(cube, results) -> list[str]:
+    """Fitted sources whose pools start from one run-wide generator (the cube records them; a cube written before
+    named sources: open_set)."""
+    recorded = cube.attrs.get("shared_generator_sources")
+    names = json.loads(recorded) if recorded else ["open_set"]
+    return [n for n in names if n in results]
 
 
 def interval_method_lines(results: dict) -> list[str]:
@@ -372,15 +380,26 @@ def checklist_lines(results: dict) -> list[str]:
     return [md_table(["item", "this report"], rows)]
 
 
+PAIRWISE_UP_TO = 4  # sources; beyond, the ratio table holds each source against the best (one row per source)
+
+
 def comparison_lines(results) -> list[str]:
-    """Pairwise ratios of exchange rates at the largest n_synth, per base size (paired replicates)."""
+    """The methods ranked at the largest n_synth (paired differences of real equivalents), then ratios of exchange
+    rates per base size: every pair for a few sources, each against the best for more (paired replicates)."""
     if len(results) < 2:
         return []
     rows = []
     first = next(iter(results.values()))
     ns = int(first.cells["n_synth"].values.max())
+    against = None if len(results) <= PAIRWISE_UP_TO else "best"
+    ranking = [
+        f"Methods ranked by the real images {ns} of their images are worth (n_eq), best first at each base size:",
+        "",
+        results.ranking_markdown(ns),
+        "",
+    ]
     for r in first.cells["n_real"].values:
-        t = results.compare(int(r), ns)
+        t = results.compare(int(r), ns, against=against)
         for row in t.itertuples():
             rows.append(
                 [
@@ -391,9 +410,10 @@ def comparison_lines(results) -> list[str]:
                     "yes" if row.differ else "no",
                 ]
             )
-    return [
-        "Ratio of exchange rates rho_a / rho_b (above 1: *b* needs fewer images per real image). The sources "
-        "share their seed resamples, so the ratio's interval is paired.",
+    return ranking + [
+        "Ratio of exchange rates rho_a / rho_b (above 1: *b* needs fewer images per real image)"
+        + ("" if against is None else ", each source against the best one at that base size")
+        + ". The sources share their seed resamples, so the ratio's interval is paired.",
         "",
         md_table(["a / b", "n_real", "n_synth", "ratio [CI]", "differ"], rows),
         "",

@@ -62,6 +62,47 @@ def test_compare_ratio_covers_the_planted_ratio():
     assert np.median(widths) < 1.6  # an interval that says something, not [0, inf]
 
 
+METHODS = {f"m{rho:g}": {"exchange_rate": rho} for rho in (1.5, 2.0, 4.0, 8.0, 16.0, 1000.0)}
+
+
+@pytest.mark.slow  # a coverage study: the full suite runs it, the fast lane does not
+def test_the_ranking_of_six_planted_methods_orders_them_and_its_paired_differences_cover():
+    """Six sources of planted rates 1.5 ... 1000: n_eq = n_synth / rho. At (n_real 200, n_synth 400) the best
+    (rho 1.5) is worth 400/1.5 - 400/4 = 166.7 real images more than rho 4: the paired interval of that difference
+    covers it, the true rank of every source lies in its rank range, and the order of well-separated sources is
+    right."""
+    truth = {name: 400 / spec["exchange_rate"] for name, spec in METHODS.items()}
+    hits, ranks_hit, orders = [], [], []
+    for r in range(16):
+        cube = scaling.simulate_cube(seeds=5, sources=METHODS, random_state=200 + r)
+        res = scaling.fit_equivalence(cube, None, n_boot=100, random_state=r)
+        t = res.ranking(400, n_real=200).set_index("source")
+        best = t["best"].iloc[0]
+        d = res[best].neq_difference(res["m4"], 200, 400)
+        hits.append(d[1] <= truth[best] - truth["m4"] <= d[2])
+        true_rank = {name: i + 1 for i, name in enumerate(sorted(truth, key=lambda n: -truth[n]))}
+        ranks_hit.append(np.mean([t.loc[n, "rank_low"] <= true_rank[n] <= t.loc[n, "rank_high"] for n in truth]))
+        orders.append(list(t.index[2:]) == ["m4", "m8", "m16", "m1000"])
+    assert np.mean(hits) >= 0.8, f"coverage {np.mean(hits):.2f}"
+    assert np.mean(ranks_hit) >= 0.9, f"rank ranges hold the true rank {np.mean(ranks_hit):.2f}"
+    assert np.mean(orders) >= 0.8
+
+
+def test_compare_against_the_best_is_one_row_per_other_source():
+    cube = scaling.simulate_cube(seeds=4, sources=METHODS, random_state=5)
+    res = scaling.fit_equivalence(cube, None, n_boot=60, random_state=0)
+    every = res.compare(200, 400)
+    assert len(every) == 15  # 6 sources: every pair
+    t = res.compare(200, 400, against="best")
+    best = res.ranking(400, n_real=200)["best"].iloc[0]
+    assert len(t) == 5 and set(t["b"]) == {best} and best not in set(t["a"])
+    assert list(res.compare(200, 400, against="m2")["b"].unique()) == ["m2"]
+    with pytest.raises(ValueError, match="^against: 'sd' is not a fitted source"):
+        res.compare(200, 400, against="sd")
+    table = res.ranking_markdown(400)
+    assert table.count("| best |") == len(res["m2"].cells["n_real"].values)  # one best per base size
+
+
 def test_compare_needs_one_joint_fit(both):
     cube = scaling.simulate_cube(seeds=4, sources=TWO, random_state=0)
     other = scaling.fit_equivalence(cube, "open_set", n_boot=50)["open_set"]
