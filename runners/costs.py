@@ -76,6 +76,15 @@ THROUGHPUTS = {
             "assumed (25 DPM-Solver steps x 2 for guidance = 50 UNet passes/image at ~3x the training step's images/s)",
         ),
         "generator_sample/3/3x28x28": (200.0, "assumed (as the cifar preset, ~1/3 of its FLOPs)"),
+        "generator_train/dit28-d1152/3x64x64": (
+            1.4,
+            "assumed (DiT-XL on 256 tokens: ~119 GFLOP/image forward as DiT-XL/2 at 256 px, 3x for a step, batch "
+            "256 at ~40% of an A100's 312 TFLOP/s bf16 peak)",
+        ),
+        "generator_sample/dit28-d1152/3x64x64": (
+            20.0,
+            "assumed (25 DPM-Solver steps x 2 for guidance x ~119 GFLOP at ~40% of an A100's bf16 peak)",
+        ),
         "encode/clip": (3000.0, "assumed (ViT-B/32 ~4.4 GFLOP/image at ~15% of an A100's bf16 peak)"),
         "encode/pixels": (200000.0, "assumed (memory bound)"),
         "encode/classifier": (50000.0, "assumed (the judge CNN's forward pass in batches of 1024, bf16)"),

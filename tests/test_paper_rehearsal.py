@@ -1,8 +1,10 @@
 """CPU rehearsal of a paper run: configs/cifar10.yaml itself, with its files in place as docs/paper-runs.md says (a tiny
-CIFAR-format dataset, a tiny diffusers text-to-image folder, a tiny CLIP folder, an ImageFolder retrieval pool)
+CIFAR-format dataset, tiny diffusers text-to-image folders, a tiny CLIP folder, an ImageFolder retrieval pool)
 and `--set` overrides that shrink the grid and the models, run end to end by the `scaling` command."""
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -29,6 +31,11 @@ REHEARSAL = [
     "source_options.closed_set={preset: cifar, block_out_channels: [8, 16], attention: false, "
     "train_steps: 10, batch_size: 8, sample_steps: 2}",
     "source_options.open_set.steps=2",
+    "source_options.sd14.steps=2",
+    "source_options.sd20.steps=2",
+    "source_options.sd30.steps=2",
+    "source_options.boomerang.steps=4",  # strength 0.5: the last 2 of 4 steps
+    "source_options.textual_inversion={pipeline: models/text2image, steps: 2, adapt_steps: 2}",
     # a random-weight tiny CLIP maps every image to nearly the same direction: at 0.95 every pool image
     # would count as a near-duplicate of some test image (a real CLIP separates them)
     "source_options.retrieval.dedup_threshold=1.0",
@@ -40,6 +47,8 @@ def place_paper_files(where: Path) -> None:
     """What the table of docs/paper-runs.md asks for, at the config's own paths."""
     write_cifar(where / "data" / "cifar10", per_batch=40, n_test=60)
     tiny_text2image_pipeline(where / "models" / "text2image")
+    for checkpoint in ("sd-1-4", "sd-2-0", "sd-3-0"):  # Wang et al.'s three open-set checkpoints
+        shutil.copytree(where / "models" / "text2image", where / "models" / checkpoint)
     tiny_clip_vision(where / "models" / "clip")
     rng = np.random.default_rng(1)
     for c in range(3):
@@ -75,7 +84,13 @@ def test_the_cifar10_paper_config_runs_end_to_end_on_cpu_with_every_source(tmp_p
     seconds = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr[-3000:]
     cube = scaling.open_cube(tmp_path / "runs" / "cifar10" / "results.nc")
-    assert list(cube["source"].values) == ["real", "closed_set", "open_set", "retrieval"]
+    assert list(cube["source"].values) == [
+        "real", "closed_set", "open_set", "retrieval", "sd14", "sd20", "sd30", "boomerang", "textual_inversion",
+    ]  # fmt: skip
+    kinds = json.loads(cube.attrs["source_kinds"])
+    assert (
+        kinds["sd20"] == "open_set" and kinds["boomerang"] == "img2img" and kinds["textual_inversion"] == "personalised"
+    )
     assert int((cube["status"] == 1).sum()) == cube["status"].size  # every cell done
     assert cube.attrs["dataset"] == "cifar10" and cube.sizes["n_real"] == 2
     assert (cube["source_seconds"].sel(source="closed_set", n_synth=20) > 0).all()

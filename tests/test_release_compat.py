@@ -26,18 +26,45 @@ PREVIOUS_FINGERPRINTS = {
     "digits_tuned.yaml": "fa354e9d1ef8a7e3",
     "imagenet100.yaml": "9eb92e2d4d14b97e",
 }
-NEW_CONFIGS = ("fashion_mnist.yaml", "fashion_mnist_gpu.yaml")  # shipped since, so without a previous fingerprint
+NEW_CONFIGS = ("fashion_mnist.yaml", "fashion_mnist_gpu.yaml", "digits_methods.yaml")  # shipped since
+# paper configs whose grid grew by the methods of both papers (named sources): a different sweep, so another
+# fingerprint — but every cell of the previous config keeps its key, and a run folder of it grows into the new one
+GROWN = ("cifar10.yaml", "imagenet100.yaml")
+PREVIOUS_CONFIGS = Path(__file__).parent / "data" / "previous_configs"  # those configs as the previous release shipped
+
+
+def _load(path):
+    with files_checked_later():  # paper datasets need not be in place to be fingerprinted
+        return load_config(path)
 
 
 def test_every_shipped_config_keeps_its_fingerprint(monkeypatch):
     shutil.copytree(ROOT / "configs", PROBE / "configs", dirs_exist_ok=True)
     monkeypatch.chdir(PROBE)
-    now = {}
-    for name in PREVIOUS_FINGERPRINTS:
-        with files_checked_later():  # paper datasets need not be in place to be fingerprinted
-            now[name] = load_config(Path("configs") / name).fingerprint()
-    assert now == PREVIOUS_FINGERPRINTS
+    now = {name: _load(Path("configs") / name).fingerprint() for name in PREVIOUS_FINGERPRINTS if name not in GROWN}
+    assert now == {k: v for k, v in PREVIOUS_FINGERPRINTS.items() if k not in GROWN}
     assert sorted(p.name for p in (ROOT / "configs").glob("*.yaml")) == sorted({*PREVIOUS_FINGERPRINTS, *NEW_CONFIGS})
+
+
+def test_grown_paper_configs_keep_every_previous_cell_and_extend_its_run_folder(monkeypatch, tmp_path):
+    from runners.ledger import _check_extension, cell_fingerprint
+
+    shutil.copytree(ROOT / "configs", PROBE / "configs", dirs_exist_ok=True)
+    shutil.copytree(PREVIOUS_CONFIGS, PROBE / "previous", dirs_exist_ok=True)
+    monkeypatch.chdir(PROBE)
+    for name in GROWN:
+        before, after = _load(Path("previous") / name), _load(Path("configs") / name)
+        assert before.fingerprint() == PREVIOUS_FINGERPRINTS[name]  # the stored file is the previous release's
+        assert set(before.sources) < set(after.sources) and after.fixed_fingerprint() == before.fixed_fingerprint()
+        keys = {json.dumps(c, sort_keys=True) for c in after.cells()}
+        for cell in before.cells():
+            assert json.dumps(cell, sort_keys=True) in keys
+            assert cell_fingerprint(after, cell) == cell_fingerprint(before, cell), (name, cell)
+        stamp = {
+            "fixed": before.fixed_fingerprint(),
+            "config": json.loads(json.dumps(before.as_written(), default=list)),
+        }
+        _check_extension(after, stamp)  # the previous run folder is extended, not refused
 
 
 def test_the_previous_releases_run_folder_resumes_with_no_cell_recomputed(tmp_path, monkeypatch):
