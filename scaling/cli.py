@@ -115,9 +115,35 @@ def _print_answer(path) -> None:
         print(f"answer: not available from this cube: {exc}")
     else:
         print("answer (synthetic images per real image at the largest n_synth):")
+        width = max(12, *(len(s) for s in results))
         for row in results.answer_rows():
-            print(f"  {row['source']:<12} n_real={row['n_real']:<5} {answer_line(row)}")
+            print(f"  {row['source']:<{width}} n_real={row['n_real']:<5} {answer_line(row)}")
+        if len(results) >= 3:
+            _print_ranking(results, width)
     print(f"next: scaling report {path} --out {Path(path).parent / 'report'}")
+
+
+def _print_ranking(results, width: int) -> None:
+    """Methods ranked per base size by the real images their largest n_synth is worth, with the paired difference
+    to the best and the ranks the pairwise paired comparisons allow."""
+    from analysis.formatting import fmt_number, format_interval
+
+    t = results.ranking()
+    print(f"methods ranked by the real images {int(t['n_synth'].iloc[0])} of their images are worth (best first; "
+          "rank: what the paired comparisons allow):")  # fmt: skip
+    for n_real, rows in t.groupby("n_real", sort=True):
+        print(f"  n_real={n_real}")
+        for r in rows.itertuples():
+            rank = f"{r.rank_low}" if r.rank_low == r.rank_high else f"{r.rank_low}-{r.rank_high}"
+            behind = (
+                ""
+                if r.source == r.best
+                else f"  behind the best {fmt_number(r.behind_best)} {format_interval(r.behind_lower, r.behind_upper)}"
+            )
+            print(
+                f"    {rank:<5} {r.source:<{width}} n_eq {fmt_number(r.n_eq)} "
+                f"{format_interval(r.n_eq_lower, r.n_eq_upper)}{behind}"
+            )
 
 
 def _calibrate(args) -> int:

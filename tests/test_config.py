@@ -62,7 +62,7 @@ def test_unreadable_yaml_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name", ["digits", "fashion_mnist", "fashion_mnist_gpu", "cifar10", "bloodmnist", "imagenet100"]
+    "name", ["digits", "digits_methods", "fashion_mnist", "fashion_mnist_gpu", "cifar10", "bloodmnist", "imagenet100"]
 )
 def test_shipped_configs_parse_and_dry_run(name, capsys, tmp_path, monkeypatch):
     from pathlib import Path
