@@ -416,11 +416,13 @@ def sample_text2image(
     start_images: np.ndarray | None = None,
     strength: float = 1.0,
     textual_inversion: tuple[list, list[str]] | None = None,
+    lora: Path | None = None,
 ) -> np.ndarray:
     """Prompt a local pipeline with class names; resize to the dataset's (C, H, W); uint8. Whole batches, each
     with its own seed, as :func:`sample_diffusion`. With ``start_images`` (uint8, one per label): image-to-image
     from them at ``strength``, through diffusers' image-to-image pipeline built from the same components. With
-    ``textual_inversion`` (files, tokens): the learned tokens are loaded and prompted in place of class names."""
+    ``textual_inversion`` (files, tokens): the learned tokens are loaded and prompted in place of class names; with
+    ``lora`` (a folder), its LoRA weights are loaded into the UNet."""
     whole_batches(labels, batch)
     device = _device(device)
     pipe = load_text2image(pipeline_dir, device)
@@ -428,6 +430,8 @@ def sample_text2image(
     if textual_inversion is not None:  # learned tokens, one per class, in place of the class names
         files, words = textual_inversion
         pipe.load_textual_inversion([str(f) for f in files], token=list(words))
+    if lora is not None:  # a LoRA adapter learned with them (personalised, lora_rank > 0)
+        pipe.load_lora_weights(str(lora), weight_name="pytorch_lora_weights.safetensors")
     if start_images is not None:  # image-to-image (SDEdit) from the same components
         from diffusers import AutoPipelineForImage2Image
 
@@ -498,14 +502,18 @@ def textual_inversion(
     lr: float,
     batch: int,
     seed: int,
+    lora_rank: int = 0,
+    lora_lr: float = 1e-4,
     device: str | None = None,
     progress: bool = False,
 ) -> tuple[list[Path], list[str], float]:
     """Textual inversion (Gal et al. 2023): one new token per class whose input embedding alone is trained, with
     the pipeline's denoising loss, on ``images`` (uint8 N x C x h x w, the base subset) of that class; every
     weight of the pipeline frozen. Each class's embedding is saved as ``learned_embeds-<c>.safetensors`` — one
-    tensor under its token, the file diffusers' ``load_textual_inversion`` reads. Returns (files, tokens,
-    seconds). A class without images keeps its class-name initialisation."""
+    tensor under its token, the file diffusers' ``load_textual_inversion`` reads. With ``lora_rank`` > 0 the
+    UNet's attention projections also learn a LoRA adapter of that rank (peft; Burg et al.'s personalisation
+    beyond the tokens), saved beside them as ``pytorch_lora_weights.safetensors`` (what ``load_lora_weights``
+    reads). Returns (files, tokens, seconds). A class without images keeps its class-name initialisation."""
     from diffusers import DDPMScheduler
     from safetensors.torch import save_file
 
@@ -530,7 +538,10 @@ def textual_inversion(
     original = table.detach().clone()
     frozen = torch.ones(len(table), dtype=torch.bool, device=table.device)
     frozen[ids] = False
-    opt = torch.optim.AdamW([table], lr=lr, weight_decay=0.0)
+    groups = [{"params": [table], "lr": lr}]
+    if lora_rank:
+        groups.append({"params": add_lora(unet, lora_rank), "lr": lora_lr})
+    opt = torch.optim.AdamW(groups, weight_decay=0.0)
     sched = DDPMScheduler.from_config(pipe.scheduler.config)
     gen = torch.Generator(device=device).manual_seed(seed)
     start = pipeline_images(pipe, images, device) * 2 - 1
@@ -563,4 +574,19 @@ def textual_inversion(
     for c, token in enumerate(tokens):
         files.append(folder / f"learned_embeds-{c}.safetensors")
         save_file({token: learned[c].detach().cpu().contiguous()}, str(files[-1]))
+    if lora_rank:
+        from peft.utils import get_peft_model_state_dict
+
+        type(pipe).save_lora_weights(folder, unet_lora_layers=get_peft_model_state_dict(unet), safe_serialization=True)
     return files, tokens, seconds
+
+
+LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]  # the attention projections, as the diffusers LoRA examples
+
+
+def add_lora(unet, rank: int) -> list:
+    """A LoRA adapter of ``rank`` on the UNet's attention projections (peft); returns its trainable parameters."""
+    from peft import LoraConfig
+
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
+    return [p for p in unet.parameters() if p.requires_grad]

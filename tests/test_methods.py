@@ -257,3 +257,31 @@ def test_textual_inversion_embeddings_load_back_through_load_textual_inversion(t
         for c, token in enumerate(record["tokens"])
     ]
     assert sum(moved) >= 1
+
+
+def test_textual_inversion_with_a_lora_adapter_loads_back_through_load_lora_weights(text2image, tmp_path):
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    cfg = _cfg(
+        tmp_path,
+        {
+            "real": None,
+            "lora": {"kind": "personalised", "pipeline": str(text2image), "steps": 2, "adapt_steps": 3, "lora_rank": 2},
+        },
+    )
+    assert cfg.options("lora")["adapt"]["lora_rank"] == 2
+    sources.prepare_pool(cfg, "lora", 20, 0)
+    images, labels, _ = pools.load_pool(cfg, "lora", 20, 0, 30)
+    assert images.shape == (30, 1, 8, 8)
+    folder = next((cfg.run_dir / "generators").iterdir())
+    assert (folder / "pytorch_lora_weights.safetensors").is_file()
+    pipe = StableDiffusionPipeline.from_pretrained(text2image, local_files_only=True, safety_checker=None)
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    pipe.load_lora_weights(str(folder), weight_name="pytorch_lora_weights.safetensors")
+    lora = [k for k in pipe.unet.state_dict() if "lora" in k]
+    assert lora and all(
+        torch.equal(pipe.unet.state_dict()[k], v) for k, v in before.items() if k in pipe.unet.state_dict()
+    )
+    with pytest.raises(ConfigError, match=r"^source_options\.l\.lora_rank: must be a non-negative integer"):
+        _cfg(tmp_path, {"real": None, "l": {"kind": "personalised", "pipeline": str(text2image), "lora_rank": -1}})

@@ -40,7 +40,9 @@ NAME = "personalised"
 # adaptation defaults: offline, the class embeddings of a tiny UNet (a few hundred steps on a 2-core CPU); with a
 # folder, textual inversion (the diffusers example trains 3000 steps at 5e-4 x batch 4 x 4 accumulation)
 ADAPT_DEFAULTS = {"adapt_steps": 200, "adapt_lr": 0.01, "adapt_batch": 4}
-TEXT_ADAPT_DEFAULTS = {"adapt_steps": 3000, "adapt_lr": 0.005, "adapt_batch": 4}
+# lora_rank > 0: a LoRA adapter (peft) on the UNet's attention learned with the tokens (the diffusers LoRA example's
+# learning rate); 0, the default, is textual inversion alone
+TEXT_ADAPT_DEFAULTS = {"adapt_steps": 3000, "adapt_lr": 0.005, "adapt_batch": 4, "lora_rank": 0, "lora_lr": 1e-4}
 
 
 def _split(raw: dict) -> tuple[dict, dict]:
@@ -60,8 +62,16 @@ def options(raw: dict) -> dict:
         "batch": positive_int(adapt, "adapt_batch"),
     }
     if rest.get("pipeline"):
-        return {**open_set.options(rest), "adapt": adapt}
+        return {**open_set.options(rest), "adapt": _lora(adapt, raw)}
     return {"generator": resolve_preset(rest), "adapt": adapt}
+
+
+def _lora(adapt: dict, raw: dict) -> dict:
+    """A text-to-image adaptation's LoRA settings, entering the keys only when a LoRA is asked for."""
+    rank = raw.get("lora_rank", 0)
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+        raise ValueError(f"lora_rank: must be a non-negative integer (0: no LoRA), got {rank!r}")
+    return {**adapt, "lora_rank": rank, "lora_lr": float(raw.get("lora_lr", 1e-4))} if rank else adapt
 
 
 def check(raw: dict, facts: Facts) -> dict:
@@ -73,9 +83,15 @@ def check(raw: dict, facts: Facts) -> dict:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             what = "textual-inversion steps" if raw.get("pipeline") and key == "adapt_steps" else "a positive integer"
             raise ValueError(f"{key}: must be at least 1 ({what}), got {value!r}")
-    lr = adapt["adapt_lr"]
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr <= 10:
-        raise ValueError(f"adapt_lr: must be a learning rate in (0, 10], got {lr!r}")
+    for key in ("adapt_lr", "lora_lr"):
+        lr = adapt.get(key, 1.0)
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr <= 10:
+            raise ValueError(f"{key}: must be a learning rate in (0, 10], got {lr!r}")
+    if adapt.get("lora_rank"):
+        try:
+            import peft  # noqa: F401 - only checked for: a LoRA needs it
+        except ImportError:
+            raise ValueError("lora_rank: a LoRA adapter needs peft (pip install peft)") from None
     out = {**open_set.check(rest, facts), **{k: v for k, v in raw.items() if k in adapt}}
     resolved = options(raw)
     if "generator" in resolved:
@@ -175,6 +191,8 @@ def textual_inversion_files(ctx: Context) -> tuple[list[Path], list[str], dict]:
             lr=adapt["lr"],
             batch=adapt["batch"],
             seed=streams.torch_seed("personalise", ctx.seed, ctx.n_real),
+            lora_rank=adapt.get("lora_rank", 0),
+            lora_lr=adapt.get("lora_lr", 1e-4),
             progress=ctx.progress,
         )
         record = {
@@ -223,6 +241,7 @@ def _prepare_text2image(ctx: Context) -> Pool:
             first_batch=first,
             progress=ctx.progress,
             textual_inversion=(files, tokens),
+            lora=files[0].parent if record["adapt"].get("lora_rank") else None,
         ),
     )
     return Pool(
