@@ -284,6 +284,13 @@ def format_interval(lower, upper, digits: int = 3, inf: str = "inf", fmt=None) -
     return f"[{bound(lower)}, {bound(upper)}]"
 
 
+def fmt_count(x, digits: int = 3) -> str:
+    """A number of images (a real equivalent): as :func:`fmt_number`, but below a hundredth of an image it reads 0
+    (a fit's 1e-19 is no image, and printing it so suggests a precision it does not have)."""
+    x = float(x)
+    return "0" if np.isfinite(x) and abs(x) < 0.01 else fmt_number(x, digits)
+
+
 def fmt_number(x, digits: int = 3) -> str:
     x = float(x)
     if np.isnan(x):

@@ -17,7 +17,16 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from analysis.formatting import Summary, answer_frame, fmt_number, format_interval, html_tables, inert_latex, md_table
+from analysis.formatting import (
+    Summary,
+    answer_frame,
+    fmt_count,
+    fmt_number,
+    format_interval,
+    html_tables,
+    inert_latex,
+    md_table,
+)
 from analysis.options import ExtrapolationWarning, warn_if_extrapolated
 from analysis.result import EquivalenceResult
 
@@ -212,9 +221,9 @@ class EquivalenceResults(Mapping):
                 r.n_real,
                 f"{r.rank_low}" if r.rank_low == r.rank_high else f"{r.rank_low}-{r.rank_high}",
                 r.source,
-                f"{fmt_number(r.n_eq, digits)} {format_interval(r.n_eq_lower, r.n_eq_upper, digits)}",
+                f"{fmt_count(r.n_eq, digits)} {format_interval(r.n_eq_lower, r.n_eq_upper, digits)}",
                 "best" if r.source == r.best
-                else f"{fmt_number(r.behind_best, digits)} {format_interval(r.behind_lower, r.behind_upper, digits)}"
+                else f"{fmt_count(r.behind_best, digits)} {format_interval(r.behind_lower, r.behind_upper, digits)}"
                 + ("" if r.tied_with_best else " *"),
                 r.verdict,
             ]

@@ -21,11 +21,11 @@ SOURCE_STYLE = {
     "img2img": ("#CC79A7", "v"),
     "personalised": ("#E69F00", "P"),
 }
-# any other source name (a named source: sd14, closed_set_dit, ...): a colour of Okabe-Ito (black kept for the
-# reference) and Paul Tol's muted scheme, and a marker, each picked by the name's crc32 — 11 x 8 combinations, so
-# the 6-10 sources of a methods comparison rarely share both
-NAMED_COLOURS = OKABE_ITO[1:] + ["#882255", "#44AA99", "#999933", "#332288"]
-NAMED_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+# any other source name (a named source: sd14, closed_set_dit, ...): a colour and a marker none of the kinds above
+# uses (the rest of Okabe-Ito and Paul Tol's muted scheme; markers other than theirs), each picked by the name's
+# crc32 — 8 x 8 combinations, so the 6-10 sources of a methods comparison rarely share both and never look like a kind
+NAMED_COLOURS = ["#56B4E9", "#882255", "#44AA99", "#999933", "#332288", "#AA4499", "#117733", "#DDCC77"]
+NAMED_MARKERS = ["X", "*", "h", "<", ">", "p", "d", "8"]
 LAW_STYLE = {"effective": "-", "wang": "--", "saturating": "-."}
 LABELS = {
     "real": "real (reference)",

@@ -126,7 +126,7 @@ def _print_answer(path) -> None:
 def _print_ranking(results, width: int) -> None:
     """Methods ranked per base size by the real images their largest n_synth is worth, with the paired difference
     to the best and the ranks the pairwise paired comparisons allow."""
-    from analysis.formatting import fmt_number, format_interval
+    from analysis.formatting import fmt_count, format_interval
 
     t = results.ranking()
     print(f"methods ranked by the real images {int(t['n_synth'].iloc[0])} of their images are worth (best first; "
@@ -138,10 +138,10 @@ def _print_ranking(results, width: int) -> None:
             behind = (
                 ""
                 if r.source == r.best
-                else f"  behind the best {fmt_number(r.behind_best)} {format_interval(r.behind_lower, r.behind_upper)}"
+                else f"  behind the best {fmt_count(r.behind_best)} {format_interval(r.behind_lower, r.behind_upper)}"
             )
             print(
-                f"    {rank:<5} {r.source:<{width}} n_eq {fmt_number(r.n_eq)} "
+                f"    {rank:<5} {r.source:<{width}} n_eq {fmt_count(r.n_eq)} "
                 f"{format_interval(r.n_eq_lower, r.n_eq_upper)}{behind}"
             )
 
