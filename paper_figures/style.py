@@ -24,7 +24,7 @@ SOURCE_STYLE = {
 # any other source name (a named source: sd14, closed_set_dit, ...): a colour and a marker none of the kinds above
 # uses (the rest of Okabe-Ito and Paul Tol's muted scheme; markers other than theirs), each picked by the name's
 # crc32 — 8 x 8 combinations, so the 6-10 sources of a methods comparison rarely share both and never look like a kind
-NAMED_COLOURS = ["#56B4E9", "#882255", "#44AA99", "#999933", "#332288", "#AA4499", "#117733", "#DDCC77"]
+NAMED_COLOURS = ["#56B4E9", "#882255", "#999933", "#332288", "#AA4499", "#DDCC77", "#661100", "#888888"]
 NAMED_MARKERS = ["X", "*", "h", "<", ">", "p", "d", "8"]
 LAW_STYLE = {"effective": "-", "wang": "--", "saturating": "-."}
 LABELS = {
