@@ -154,7 +154,7 @@ def test_paper_configs_hold_every_source_and_price_before_their_files_exist(name
     with redirect_stdout(out):
         dry_run(ROOT / f"configs/{name}.yaml", gpus=8)
     text = out.getvalue()
-    cfg_sources = {"cifar10": 4, "bloodmnist": 4, "imagenet100": 3}[name]
+    cfg_sources = {"cifar10": 9, "bloodmnist": 4, "imagenet100": 9}[name]
     assert f"{cfg_sources} sources" in text and "GPU-h" in text and "wall time on 8 GPU(s)" in text
     assert "trials" in text and "retrieval" in text and "text2image" in text
     assert "not in place yet: dataset" in text and ("assumed (" in text or "measured on" in text)

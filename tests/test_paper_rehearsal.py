@@ -35,7 +35,8 @@ REHEARSAL = [
     "source_options.sd20.steps=2",
     "source_options.sd30.steps=2",
     "source_options.boomerang.steps=4",  # strength 0.5: the last 2 of 4 steps
-    "source_options.textual_inversion={pipeline: models/text2image, steps: 2, adapt_steps: 2}",
+    "source_options.textual_inversion.steps=2",
+    "source_options.textual_inversion.adapt_steps=2",
     # a random-weight tiny CLIP maps every image to nearly the same direction: at 0.95 every pool image
     # would count as a near-duplicate of some test image (a real CLIP separates them)
     "source_options.retrieval.dedup_threshold=1.0",

@@ -104,7 +104,7 @@ def test_a_generator_on_a_gpu_config_resolves_to_bf16_and_keys_it():
     gpu = load_config("configs/digits.yaml", ["resources.gpus_per_trial=0.5"])
     assert "precision" not in cpu.options("closed_set")["generator"]  # CPU: fp32, keys as before the option
     assert gpu.options("closed_set")["generator"]["precision"] == "bf16"
-    assert generator_key(cpu, 25, 0) != generator_key(gpu, 25, 0)
+    assert generator_key(cpu, "closed_set", 25, 0) != generator_key(gpu, "closed_set", 25, 0)
     fp32 = load_config(
         "configs/digits.yaml", ["resources.gpus_per_trial=0.5", "source_options.closed_set.precision=fp32"]
     )
