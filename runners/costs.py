@@ -39,6 +39,15 @@ THROUGHPUTS = {
             104.0,
             "measured on 2-core x86_64 CPU, 1 thread (scaling calibrate 2026-11-29; 20 steps, guidance)",
         ),
+        "generator_train/dit4-d64/1x8x8": (
+            28.2,
+            "measured on 2-core x86_64 CPU, 1 thread, another job running (scaling calibrate 2026-12-03; batch 32)",
+        ),
+        "generator_sample/dit4-d64/1x8x8": (
+            69.7,
+            "measured on 2-core x86_64 CPU, 1 thread, another job running (scaling calibrate 2026-12-03; 20 steps, "
+            "guidance)",
+        ),
         "encode/pixels": (4.5e6, "measured on 2-core x86_64 CPU, 1 thread (scaling calibrate 2026-11-29)"),
         "encode/clip": (25.0, "assumed (ViT-B/32 ~4.4 GFLOP/image at ~100 GFLOP/s on 2 cores)"),
         "encode/classifier": (
