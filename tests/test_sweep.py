@@ -296,6 +296,38 @@ def test_all_four_sources_run_as_ray_tasks_and_a_rerun_trains_no_generator(tmp_p
     _check_features_and_figures(tmp_path, cube)
 
 
+def test_named_sources_of_one_kind_run_as_ray_tasks_sharing_their_pool_and_the_open_set_generator(tmp_path):
+    """Two names of open_set with the same options read one pool (so the same classifier seed gives the same
+    accuracies), and img2img and personalised start from that open-set generator: it is trained once."""
+    gen = ALL_SOURCES["source_options"]["open_set"]
+    cfg = {
+        **ALL_SOURCES,
+        "name": "named",
+        "storage": str(tmp_path),
+        "source_options": None,  # written under sources instead
+        "sources": {
+            "real": None,
+            "open_set": gen,
+            "again": {"kind": "open_set", **gen},
+            "boomerang": {"kind": "img2img", "strength": 0.5, **gen},
+            "personal": {"kind": "personalised", "adapt_steps": 3, **gen},
+        },
+    }
+    cube = scaling.open_cube(scaling.run_sweep(cfg, quiet=True))
+    assert int((cube["status"] == 1).sum()) == cube["status"].size
+    assert list(cube["source"].values) == ["real", "open_set", "again", "boomerang", "personal"]
+    np.testing.assert_array_equal(
+        cube["accuracy"].sel(source="again").values, cube["accuracy"].sel(source="open_set").values
+    )
+    assert json.loads(cube.attrs["source_kinds"])["boomerang"] == "img2img"
+    assert json.loads(cube.attrs["shared_generator_sources"]) == ["open_set", "again", "boomerang", "personal"]
+    run_dir = tmp_path / "named"
+    pools = sorted(p.name.split("-")[0] for p in (run_dir / "pools").glob("*.json"))
+    assert pools == ["img2img"] * 2 + ["open_set"] * 2 + ["personalised"] * 2 + ["real"] * 2  # again: none of its own
+    # the open-set UNet once, and one adaptation per (n_real, seed)
+    assert len(list((run_dir / "generators").iterdir())) == 1 + 2
+
+
 def _check_features_and_figures(tmp_path, cube):
     """The domain-gap and sample figures read only the features.nc written beside the cube."""
     import xarray as xr
