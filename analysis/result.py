@@ -385,22 +385,13 @@ class EquivalenceResult:
         (a ratio is positive) by the same method as every other interval. NaN when either real equivalent
         is not positive in some replicate (a rate that is not identified has no ratio).
         """
-        if other._pt is not self._pt:
-            raise ValueError(
-                "other: compare sources fitted together (one fit_equivalence call), whose replicates are paired"
-            )
-        law_a, law_b = self._check_law(law), other._check_law(law)
-        r, s = np.array([float(n_real)]), np.array([float(n_synth)])
 
-        def log_ratio(reps):
-            a, b = reps.neq_law(self.source, law_a, r, s), reps.neq_law(other.source, law_b, r, s)
+        def log_ratio(a, b):
             with np.errstate(divide="ignore", invalid="ignore"):
                 return np.where((a > 0) & (b > 0), np.log(b) - np.log(a), np.nan)
 
-        if not np.isfinite(log_ratio(self._pt)[0]).all():
-            return float("nan"), float("nan"), float("nan")
-        est, lo, hi = self._interval_of(log_ratio, method=ci_method)
-        return tuple(float(np.exp(np.ravel(v)[0])) for v in (est, lo, hi))
+        est, lo, hi = self._paired(other, n_real, n_synth, log_ratio, law, ci_method)
+        return tuple(float(np.exp(v)) for v in (est, lo, hi))
 
     def neq_difference(
         self,
@@ -415,6 +406,11 @@ class EquivalenceResult:
         many of ``other``'s, at base ``n_real``, from the paired replicates of a joint fit (the seed resamples both
         sources share). Defined where a ratio of rates is not — a source worth nothing has a real equivalent of 0
         — so methods can be ranked whatever their verdicts."""
+        return self._paired(other, n_real, n_synth, lambda a, b: a - b, law, ci_method, domain=_REAL, log=False)
+
+    def _paired(self, other, n_real, n_synth, combine, law, ci_method, **interval) -> tuple[float, float, float]:
+        """Point and interval of ``combine(n_eq_self, n_eq_other)`` at one (n_real, n_synth) over the replicates
+        both sources share (one joint fit); NaN when it is not finite on the data themselves."""
         if other._pt is not self._pt:
             raise ValueError(
                 "other: compare sources fitted together (one fit_equivalence call), whose replicates are paired"
@@ -422,12 +418,12 @@ class EquivalenceResult:
         law_a, law_b = self._check_law(law), other._check_law(law)
         r, s = np.array([float(n_real)]), np.array([float(n_synth)])
 
-        def difference(reps):
-            return reps.neq_law(self.source, law_a, r, s) - reps.neq_law(other.source, law_b, r, s)
+        def quantity(reps):
+            return combine(reps.neq_law(self.source, law_a, r, s), reps.neq_law(other.source, law_b, r, s))
 
-        if not np.isfinite(difference(self._pt)[0]).all():
+        if not np.isfinite(quantity(self._pt)[0]).all():
             return float("nan"), float("nan"), float("nan")
-        est, lo, hi = self._interval_of(difference, method=ci_method, domain=_REAL, log=False)
+        est, lo, hi = self._interval_of(quantity, method=ci_method, **interval)
         return tuple(float(np.ravel(v)[0]) for v in (est, lo, hi))
 
     def _check_law(self, law: str | None) -> str:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from runners.costs import FLOAT_BYTES
 from runners.integrity import folder_checksums, verify_folder
-from runners.options import AUGMENTATIONS, check_resolution, generator_steps
+from runners.options import AUGMENTATIONS, check_resolution, denoising_steps, generator_steps
 from runners.streams import batch_seed
 from runners.train import autocast_for, resident_rows
 from analysis.io import temp_name
@@ -285,12 +285,6 @@ def _solver():
     return DPMSolverMultistepScheduler.from_config(
         noise_scheduler().config, algorithm_type="dpmsolver++", thresholding=True, sample_max_value=1.0
     )
-
-
-def denoising_steps(steps: int, strength: float) -> int:
-    """Steps an image-to-image run takes of ``steps``: the last ``int(steps * strength)`` (as diffusers' img2img
-    pipelines count them); 0 returns the start images unchanged."""
-    return min(int(steps * strength), steps)
 
 
 @torch.no_grad()

@@ -96,6 +96,12 @@ MIN_GENERATOR_STEPS = 100
 AUGMENTATIONS = 8  # the symmetries of the square: identity, 3 rotations, 4 reflections
 
 
+def denoising_steps(steps: int, strength: float) -> int:
+    """Steps an image-to-image run takes of ``steps``: the last ``int(steps * strength)`` (as diffusers' img2img
+    pipelines count them); 0 returns the start images unchanged."""
+    return min(int(steps * strength), steps)
+
+
 def denoiser_tag(hp: dict) -> str:
     """The denoiser's size as the cost table keys name it: UNet levels (``2``), or ``dit<layers>-d<width>``."""
     if hp.get("architecture") == "dit":

@@ -107,13 +107,8 @@ def _reproduces_its_accuracy(cfg, path: Path, record: dict) -> bool:
         model, mean, std = _judge(str(path), data.images.shape[1], len(data.classes))
     except (RuntimeError, KeyError, OSError):  # not loadable as this dataset's judge
         return False
-    images = data.images.subset(test_idx)
-    with torch.no_grad():
-        hits = sum(
-            int((model((torch.as_tensor(images[i : i + 1024], dtype=torch.float32) - mean) / std).argmax(1).numpy()
-                 == data.labels[test_idx][i : i + 1024]).sum())
-            for i in range(0, len(test_idx), 1024)
-        )  # fmt: skip
+    _, preds = _outputs(model, mean, std, data.images.subset(test_idx))
+    hits = int((preds == data.labels[test_idx]).sum())
     stated = record.get("test_accuracy")
     return isinstance(stated, (int, float)) and abs(hits - stated * len(test_idx)) < 0.5
 
@@ -183,7 +178,11 @@ def judge_outputs(cfg, images) -> tuple[np.ndarray, np.ndarray]:
     :class:`runners.data.FloatImages` view, converted 1024 rows at a time)."""
     data, _ = dataset_of(cfg)
     verified_judge(cfg)  # hashed once per process and file (runners.integrity)
-    model, mean, std = _judge(str(judge_path(cfg)), data.images.shape[1], len(data.classes))
+    return _outputs(*_judge(str(judge_path(cfg)), data.images.shape[1], len(data.classes)), images)
+
+
+def _outputs(model, mean, std, images) -> tuple[np.ndarray, np.ndarray]:
+    """(penultimate features, predicted labels) of a judge for float images in [0, 1], 1024 rows at a time."""
     feats, preds = [], []
     with torch.no_grad():
         for i in range(0, len(images), 1024):

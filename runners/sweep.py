@@ -260,16 +260,15 @@ def _prepare_sources(cfg: SweepConfig, *, quiet: bool) -> None:
     judge = ray.remote(prepare_judge).options(**opts).remote(cfg)
     # a run-wide generator (the offline open-set model) is trained once, first — the longest job — and the pools
     # of every source that starts from it (open_set, img2img, personalised) wait for it
+    starts_from = [shared_generator(cfg, j["source"]) for j in jobs]
     shared = {}
-    for j in jobs:
-        found = shared_generator(cfg, j["source"])
-        if found and found[0] not in shared:
+    for found in filter(None, starts_from):  # submitted before any pool
+        if found[0] not in shared:
             shared[found[0]] = ray.remote(_shared_generator_task).options(**opts).remote(cfg, found[1])
     task = ray.remote(_source_task).options(**opts)
-    refs = {}
-    for j in jobs:
-        found = shared_generator(cfg, j["source"])
-        refs[task.remote(cfg, j, judge, *([shared[found[0]]] if found else []))] = j
+    refs = {
+        task.remote(cfg, j, judge, *([shared[found[0]]] if found else [])): j for j, found in zip(jobs, starts_from)
+    }
     pending = list(refs)
     with tqdm(total=len(pending), desc="sources", unit="pool", disable=quiet, file=sys.stdout) as bar:
         while pending:

@@ -35,10 +35,6 @@ class Context:
         return self.cfg.options(self.source)
 
     @property
-    def kind(self) -> str:
-        return self.cfg.kind(self.source)
-
-    @property
     def data(self) -> ImageData:
         return dataset_of(self.cfg)[0]
 
@@ -109,6 +105,21 @@ def start_images(ctx: Context, rows: int) -> np.ndarray:
 def as_uint8(images) -> np.ndarray:
     """Float images in [0, 1] as the uint8 images generators take and pools store."""
     return np.round(np.asarray(images, dtype=np.float32) * 255).clip(0, 255).astype(np.uint8)
+
+
+def diffusion_pool_images(ctx: Context, model, hp: dict, labels: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
+    """(images, sampling seconds) of a class-conditional generator's pool for ``labels`` (whole batches of
+    ``sample_batch``, batch b's noise from the stream ``seed``): what closed_set, open_set and personalised sample."""
+    from runners.generative import sample_diffusion  # torch, diffusers: loaded where a pool is built
+
+    return sampled_in_batches(
+        ctx,
+        hp["sample_batch"],
+        labels,
+        lambda lab, first: sample_diffusion(
+            model, lab, ctx.n_classes, hp, seed=seed, first_batch=first, progress=ctx.progress
+        ),
+    )
 
 
 def padded_size(size: int, batch: int) -> int:
@@ -199,6 +210,23 @@ def generator_stages(
         )
     )
     return out
+
+
+def text2image_stage(cfg, name: str, p: Pricing, batch: int, *, what: str = "text2image", share: float = 1.0) -> Stage:
+    """A text-to-image folder's sampling of this source's pools at the cost table's ``text2image`` rate, each image
+    taking ``share`` of the sampling steps (image-to-image: the part of the schedule it denoises)."""
+    size = padded_size(max(cfg.n_synth), batch)
+    rate, basis = lookup(p.table, p.device, "text2image")
+    rate = rate / share
+    at = f" at {share:.0%} of the steps" if share < 1 else ""
+    return Stage(
+        f"{name} {what}",
+        p.n_pools,
+        p.n_pools * size,
+        p.n_pools * size / rate / 3600,
+        p.n_pools * size * p.pixels,
+        f"text2image: {rate:.3g} img/s{at}, {basis}",
+    )
 
 
 def training_stage(

@@ -14,8 +14,8 @@ from runners.sources.base import (
     balanced_labels,
     check_generator,
     generator_stages,
+    diffusion_pool_images,
     padded_size,
-    sampled_in_batches,
 )
 
 NAME = "closed_set"
@@ -44,7 +44,7 @@ def generator_key(cfg, name: str, n_real: int, seed: int) -> str:
 
 def prepare(ctx: Context) -> Pool:
     # torch and diffusers load here, not at import: the config validator and the dry run read this module
-    from runners.generative import sample_diffusion, train_or_load
+    from runners.generative import train_or_load
 
     hp = ctx.options["generator"]
     key = generator_key(ctx.cfg, ctx.source, ctx.n_real, ctx.seed)
@@ -64,14 +64,7 @@ def prepare(ctx: Context) -> Pool:
         padded_size(ctx.size, hp["sample_batch"]), ctx.n_classes, streams.rng("pool_labels", ctx.seed, ctx.n_real)
     )
     seed = streams.torch_seed("generator_sample", ctx.seed, ctx.n_real)
-    images, seconds = sampled_in_batches(
-        ctx,
-        hp["sample_batch"],
-        labels,
-        lambda lab, first: sample_diffusion(
-            model, lab, ctx.n_classes, hp, seed=seed, first_batch=first, progress=ctx.progress
-        ),
-    )
+    images, seconds = diffusion_pool_images(ctx, model, hp, labels, seed)
     return Pool(
         {"images": images, "labels": labels},
         {

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from runners import streams
 from runners.checks import number
-from runners.costs import Stage, lookup
-from runners.options import resolve_preset
+from runners.costs import Stage
+from runners.options import denoising_steps, resolve_preset
 from runners.pools import Pool
 from runners.sources import open_set
 from runners.sources.base import (
@@ -29,6 +29,7 @@ from runners.sources.base import (
     sampled_in_batches,
     shared_by,
     start_images,
+    text2image_stage,
 )
 
 NAME = "img2img"
@@ -57,7 +58,7 @@ def check(raw: dict, facts: Facts) -> dict:
     resolved = options(raw)
     if "text2image" in resolved:
         steps = int(resolved["text2image"]["steps"])
-        if denoised_steps(steps, strength) < 1:
+        if denoising_steps(steps, strength) < 1:
             raise ValueError(
                 f"strength: {strength} of {steps} steps leaves no denoising step (diffusers takes the last "
                 f"int(steps x strength)); raise strength or steps"
@@ -65,11 +66,6 @@ def check(raw: dict, facts: Facts) -> dict:
     else:
         check_generator(resolved["generator"], facts)
     return out
-
-
-def denoised_steps(steps: int, strength: float) -> int:
-    """Reverse steps an image takes: the last ``int(steps x strength)`` of the schedule, as diffusers counts them."""
-    return min(int(steps * strength), steps)
 
 
 def shared_generator(cfg, name: str) -> tuple[str, dict] | None:
@@ -89,32 +85,22 @@ def _starts(ctx: Context, batch: int):
 
 def prepare(ctx: Context) -> Pool:
     # torch and diffusers load here, not at import: the config validator and the dry run read this module
-    from runners.generative import img2img_diffusion, sample_text2image
+    from runners.generative import img2img_diffusion
 
     opts = ctx.options
     text = opts.get("text2image")
     batch = text["batch"] if text else opts["generator"]["sample_batch"]
     idx, labels = _starts(ctx, batch)
     seed = streams.torch_seed("generator_sample", ctx.seed, ctx.n_real)
-    if text:
-        meta = {**no_generator_cost(), "generator": text["pipeline"]}
 
-        def sample(lab, first):
-            return sample_text2image(
-                text["pipeline"],
-                ctx.data.classes,
-                lab,
-                ctx.data.shape,
-                prompt=text["prompt"],
-                steps=int(text["steps"]),
-                seed=seed,
-                guidance=float(text["guidance"]),
-                batch=batch,
-                first_batch=first,
-                progress=ctx.progress,
-                start_images=as_uint8(ctx.data.images[idx[first * batch : first * batch + len(lab)]]),
-                strength=opts["strength"],
-            )
+    def starts(lab, first):  # the start images of the batches from ``first`` on
+        return as_uint8(ctx.data.images[idx[first * batch : first * batch + len(lab)]])
+
+    if text:
+        images, seconds = open_set.text2image_pool_images(
+            ctx, labels, seed, lambda lab, first: {"start_images": starts(lab, first), "strength": opts["strength"]}
+        )
+        meta = {**no_generator_cost(), "generator": text["pipeline"]}
     else:
         key, model, trained = open_set.load_shared_generator(ctx)
         meta = {
@@ -127,7 +113,7 @@ def prepare(ctx: Context) -> Pool:
         def sample(lab, first):
             return img2img_diffusion(
                 model,
-                as_uint8(ctx.data.images[idx[first * batch : first * batch + len(lab)]]),
+                starts(lab, first),
                 lab,
                 ctx.n_classes,
                 hp,
@@ -137,7 +123,7 @@ def prepare(ctx: Context) -> Pool:
                 progress=ctx.progress,
             )
 
-    images, seconds = sampled_in_batches(ctx, batch, labels, sample)
+        images, seconds = sampled_in_batches(ctx, batch, labels, sample)
     return Pool({"images": images, "labels": labels, "starts": idx}, {**meta, "sample_seconds": seconds})
 
 
@@ -152,23 +138,11 @@ def price(cfg, name: str, p: Pricing) -> list[Stage]:
     opts = cfg.options(name)
     if "generator" in opts:
         hp = opts["generator"]
-        share = denoised_steps(int(hp["sample_steps"]), opts["strength"]) / int(hp["sample_steps"])
+        share = denoising_steps(int(hp["sample_steps"]), opts["strength"]) / int(hp["sample_steps"])
         return generator_stages(cfg, name, p, open_set.shared_training(cfg, name, p), sampled=share)
     text = opts["text2image"]
-    share = denoised_steps(int(text["steps"]), opts["strength"]) / int(text["steps"])
-    size = padded_size(max(cfg.n_synth), text["batch"])
-    rate, basis = lookup(p.table, p.device, "text2image")
-    rate = rate / share
-    return [
-        Stage(
-            f"{name} img2img",
-            p.n_pools,
-            p.n_pools * size,
-            p.n_pools * size / rate / 3600,
-            p.n_pools * size * p.pixels,
-            f"text2image: {rate:.3g} img/s at {share:.0%} of the steps, {basis}",
-        )
-    ]
+    share = denoising_steps(int(text["steps"]), opts["strength"]) / int(text["steps"])
+    return [text2image_stage(cfg, name, p, text["batch"], what="img2img", share=share)]
 
 
 def calibrate(cfg, name: str, shape) -> list[tuple[str, float, str]]:

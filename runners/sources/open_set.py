@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from runners.checks import require_file
 from runners import streams
 from runners.storage import RunFolder
 from runners.data import dataset_of, non_test
 from runners.options import content_hash, positive_int, resolve_preset
 from runners.pools import Pool, dataset_spec, generator_folder
-from runners.costs import Stage, lookup
+from runners.costs import Stage
 from runners.sources.base import (
     Context,
     Facts,
@@ -25,9 +27,11 @@ from runners.sources.base import (
     check_generator,
     generator_stages,
     no_generator_cost,
+    diffusion_pool_images,
     padded_size,
     sampled_in_batches,
     shared_by,
+    text2image_stage,
 )
 
 NAME = "open_set"
@@ -141,12 +145,14 @@ def _labels(ctx: Context, batch: int):
     return balanced_labels(padded_size(ctx.size, batch), ctx.n_classes, streams.rng("pool_labels", ctx.seed))
 
 
-def _text2image(ctx: Context) -> Pool:
-    from runners.generative import sample_text2image
+def text2image_pool_images(ctx: Context, labels, seed: int, extra=None) -> tuple[np.ndarray, float]:
+    """(images, sampling seconds) of a text-to-image folder's pool for ``labels``, batch b's noise from the stream
+    ``seed``; ``extra(labels of the batches, first batch)`` adds arguments of ``sample_text2image`` (start images,
+    learned tokens): what open_set, img2img and personalised sample from a folder."""
+    from runners.generative import sample_text2image  # torch, diffusers: loaded where a pool is built
 
     t = ctx.options["text2image"]
-    labels = _labels(ctx, t["batch"])
-    images, seconds = sampled_in_batches(
+    return sampled_in_batches(
         ctx,
         t["batch"],
         labels,
@@ -157,13 +163,20 @@ def _text2image(ctx: Context) -> Pool:
             ctx.data.shape,
             prompt=t["prompt"],
             steps=int(t["steps"]),
-            seed=streams.torch_seed("generator_sample", ctx.seed),
+            seed=seed,
             guidance=float(t["guidance"]),
             batch=t["batch"],
             first_batch=first,
             progress=ctx.progress,
+            **(extra(lab, first) if extra else {}),
         ),
     )
+
+
+def _text2image(ctx: Context) -> Pool:
+    t = ctx.options["text2image"]
+    labels = _labels(ctx, t["batch"])
+    images, seconds = text2image_pool_images(ctx, labels, streams.torch_seed("generator_sample", ctx.seed))
     return Pool(
         {"images": images, "labels": labels},
         {**no_generator_cost(), "sample_seconds": seconds, "generator": t["pipeline"]},
@@ -181,20 +194,10 @@ def memorisation_reference(ctx: Context) -> tuple[str, object] | None:
 def prepare(ctx: Context) -> Pool:
     if not uses_generator(ctx.cfg, ctx.source):
         return _text2image(ctx)
-    from runners.generative import sample_diffusion
-
     hp = ctx.options["generator"]
     key, model, meta = load_shared_generator(ctx)
     labels = _labels(ctx, hp["sample_batch"])
-    seed = streams.torch_seed("generator_sample", ctx.seed)
-    images, seconds = sampled_in_batches(
-        ctx,
-        hp["sample_batch"],
-        labels,
-        lambda lab, first: sample_diffusion(
-            model, lab, ctx.n_classes, hp, seed=seed, first_batch=first, progress=ctx.progress
-        ),
-    )
+    images, seconds = diffusion_pool_images(ctx, model, hp, labels, streams.torch_seed("generator_sample", ctx.seed))
     # one generator serves every seed's pool (and those of sources starting from it): its cost is split among them
     return Pool(
         {"images": images, "labels": labels},
@@ -230,18 +233,7 @@ def price(cfg, name: str, p: Pricing) -> list[Stage]:
     opts = cfg.options(name)
     if "generator" in opts:
         return generator_stages(cfg, name, p, shared_training(cfg, name, p))
-    size = padded_size(max(cfg.n_synth), opts["text2image"]["batch"])
-    rate, basis = lookup(p.table, p.device, "text2image")
-    return [
-        Stage(
-            f"{name} text2image",
-            p.n_pools,
-            p.n_pools * size,
-            p.n_pools * size / rate / 3600,
-            p.n_pools * size * p.pixels,
-            f"text2image: {rate:.3g} img/s, {basis}",
-        )
-    ]
+    return [text2image_stage(cfg, name, p, opts["text2image"]["batch"])]
 
 
 def calibrate(cfg, name: str, shape) -> list[tuple[str, float, str]]:

@@ -28,10 +28,11 @@ from runners.sources.base import (
     as_uint8,
     balanced_labels,
     check_generator,
+    diffusion_pool_images,
     generator_stages,
     padded_size,
-    sampled_in_batches,
     shared_by,
+    text2image_stage,
     training_stage,
 )
 from runners.storage import RunFolder
@@ -122,7 +123,7 @@ def prepare(ctx: Context) -> Pool:
 
 def _prepare_offline(ctx: Context) -> Pool:
     # torch and diffusers load here, not at import: the config validator and the dry run read this module
-    from runners.generative import adapt_conditioning, load_generator, sample_diffusion, save_generator
+    from runners.generative import adapt_conditioning, load_generator, save_generator
 
     hp, adapt = ctx.options["generator"], ctx.options["adapt"]
     base_key, base_model, base_meta = open_set.load_shared_generator(ctx)
@@ -149,14 +150,7 @@ def _prepare_offline(ctx: Context) -> Pool:
         padded_size(ctx.size, hp["sample_batch"]), ctx.n_classes, streams.rng("pool_labels", ctx.seed, ctx.n_real)
     )
     seed = streams.torch_seed("generator_sample", ctx.seed, ctx.n_real)
-    images, sample_seconds = sampled_in_batches(
-        ctx,
-        hp["sample_batch"],
-        labels,
-        lambda lab, first: sample_diffusion(
-            model, lab, ctx.n_classes, hp, seed=seed, first_batch=first, progress=ctx.progress
-        ),
-    )
+    images, sample_seconds = diffusion_pool_images(ctx, model, hp, labels, seed)
     # its own adaptation, plus its share of the run-wide generator it adapted
     generator_seconds = meta["train_seconds"] + base_meta["train_seconds"] / shared_by(ctx.cfg, base_key)
     return Pool(
@@ -217,33 +211,17 @@ def textual_inversion_files(ctx: Context) -> tuple[list[Path], list[str], dict]:
 
 
 def _prepare_text2image(ctx: Context) -> Pool:
-    from runners.generative import sample_text2image
-
     text = ctx.options["text2image"]
     files, tokens, record = textual_inversion_files(ctx)
     labels = balanced_labels(
         padded_size(ctx.size, text["batch"]), ctx.n_classes, streams.rng("pool_labels", ctx.seed, ctx.n_real)
     )
-    images, seconds = sampled_in_batches(
-        ctx,
-        text["batch"],
-        labels,
-        lambda lab, first: sample_text2image(
-            text["pipeline"],
-            ctx.data.classes,
-            lab,
-            ctx.data.shape,
-            prompt=text["prompt"],
-            steps=int(text["steps"]),
-            seed=streams.torch_seed("generator_sample", ctx.seed, ctx.n_real),
-            guidance=float(text["guidance"]),
-            batch=text["batch"],
-            first_batch=first,
-            progress=ctx.progress,
-            textual_inversion=(files, tokens),
-            lora=files[0].parent if record["adapt"].get("lora_rank") else None,
-        ),
-    )
+    learned = {
+        "textual_inversion": (files, tokens),
+        "lora": files[0].parent if record["adapt"].get("lora_rank") else None,
+    }
+    seed = streams.torch_seed("generator_sample", ctx.seed, ctx.n_real)
+    images, seconds = open_set.text2image_pool_images(ctx, labels, seed, lambda lab, first: learned)
     return Pool(
         {"images": images, "labels": labels},
         {
@@ -273,8 +251,6 @@ def price(cfg, name: str, p: Pricing) -> list[Stage]:
         return stages[:-1] + [adapt] + stages[-1:]
     text = opts["text2image"]
     rate, basis = lookup(p.table, p.device, "textual_inversion")
-    size = padded_size(max(cfg.n_synth), text["batch"])
-    t2i, t2i_basis = lookup(p.table, p.device, "text2image")
     return [
         Stage(
             f"{name} inversion",
@@ -285,14 +261,7 @@ def price(cfg, name: str, p: Pricing) -> list[Stage]:
             f"textual_inversion: {rate:.3g} steps/s, {basis}",
             job_hours=steps / rate / 3600,
         ),
-        Stage(
-            f"{name} text2image",
-            p.n_pools,
-            p.n_pools * size,
-            p.n_pools * size / t2i / 3600,
-            p.n_pools * size * p.pixels,
-            f"text2image: {t2i:.3g} img/s, {t2i_basis}",
-        ),
+        text2image_stage(cfg, name, p, text["batch"]),
     ]
 
 
